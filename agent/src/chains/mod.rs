@@ -1,0 +1,1 @@
+//! Adapter chains: the `adapters.yml` model, its parser and its validation.

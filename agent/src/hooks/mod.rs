@@ -1,0 +1,1 @@
+//! Powerstrip protocol v1 hooks: wire types and endpoint matching.

@@ -1,0 +1,19 @@
+//! busbar agent: proxies one host's Docker Engine API and runs adapter chains on it.
+//!
+//! # Layout
+//! - [`config`]: command-line flags and environment -> [`config::Config`] (pure, no IO).
+//! - [`docker`]: the upstream engine: address parsing, the pooled client, hijack support.
+//! - [`proxy`]: the request path: one [`proxy::Proxy`] turns a downstream request into the
+//!   engine's response, whatever front it arrived on.
+//! - [`front`]: the local listeners (unix and tcp) that serve the Docker API to clients.
+//! - [`chains`]: adapter chains (Powerstrip `adapters.yml`): parsing and validation.
+//! - [`hooks`]: Powerstrip protocol v1 wire types and endpoint matching.
+//! - [`respond`]: the one place that turns an error into a Docker-style error response.
+
+pub mod chains;
+pub mod config;
+pub mod docker;
+pub mod front;
+pub mod hooks;
+pub mod proxy;
+pub mod respond;

@@ -8,6 +8,8 @@
 //! - [`front`]: the local listeners (unix and tcp) that serve the Docker API to clients.
 //! - [`chains`]: adapter chains (Powerstrip `adapters.yml`): parsing and validation.
 //! - [`hooks`]: Powerstrip protocol v1 wire types and endpoint matching.
+//! - [`io`]: byte streams over unix or TCP, and replaying bytes read ahead.
+//! - [`logging`], [`signal`]: process plumbing shared with the gateway.
 //! - [`respond`]: the one place that turns an error into a Docker-style error response.
 
 pub mod chains;
@@ -15,5 +17,8 @@ pub mod config;
 pub mod docker;
 pub mod front;
 pub mod hooks;
+pub mod io;
+pub mod logging;
 pub mod proxy;
 pub mod respond;
+pub mod signal;

@@ -1,1 +1,176 @@
-//! proxy
+//! The request path shared by every front: one downstream request in, the engine's response
+//! out, with the hop-by-hop headers handled as HTTP/1.1 requires and bodies streamed both ways.
+//!
+//! ```text
+//!   front (unix/tcp, later gRPC)
+//!     └─ RequestCtx::new      request id, span req{req.id, method, path}
+//!          └─ Proxy::handle   strip hop-by-hop ─> engine ─> strip hop-by-hop ─> response
+//!                             (errors become Docker-style responses in `respond`)
+//! ```
+//!
+//! Nothing here buffers a body: the request body is handed to the engine client as a stream
+//! and the engine's body is handed back the same way, so `logs -f` and `events` reach the
+//! client chunk by chunk, and build contexts never sit in memory. A `101` response keeps
+//! hyper's upgrade handle in its extensions; the front splices the two connections.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{HeaderName, CONNECTION, UPGRADE};
+use http::{HeaderMap, HeaderValue, Request, Response};
+use http_body_util::{combinators::BoxBody, BodyExt};
+use tracing::{debug, field, info_span, warn, Span};
+
+use crate::docker::hijack::wants_upgrade;
+use crate::docker::EngineClient;
+use crate::respond;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type of every request and response inside busbar.
+pub type Body = BoxBody<Bytes, BoxError>;
+
+/// The request id header: taken from the client when present, generated otherwise, and passed
+/// on to the engine so both logs can be joined.
+pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Per-request context: its id and the tracing span that every log line of it carries.
+pub struct RequestCtx {
+    pub id: String,
+    pub span: Span,
+    started: Instant,
+}
+
+impl RequestCtx {
+    pub fn new<B>(req: &Request<B>) -> Self {
+        let id = req
+            .headers()
+            .get(&REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 128)
+            .map(str::to_owned)
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()[..16].to_owned());
+        let span = info_span!(
+            "req",
+            req.id = %id,
+            method = %req.method(),
+            path = req.uri().path(),
+            status = field::Empty,
+            duration_ms = field::Empty,
+        );
+        RequestCtx { id, span, started: Instant::now() }
+    }
+}
+
+/// Forwards requests to one engine.
+#[derive(Clone)]
+pub struct Proxy {
+    engine: EngineClient,
+}
+
+impl Proxy {
+    pub fn new(engine: EngineClient) -> Self {
+        Proxy { engine }
+    }
+
+    pub fn engine(&self) -> &EngineClient {
+        &self.engine
+    }
+
+    /// Runs one exchange. Never fails: an error becomes a Docker-style error response.
+    /// Call it inside `ctx.span`.
+    pub async fn handle(&self, mut req: Request<Body>, ctx: &RequestCtx) -> Response<Body> {
+        strip_hop_by_hop(req.headers_mut());
+        if let Ok(id) = HeaderValue::from_str(&ctx.id) {
+            req.headers_mut().insert(REQUEST_ID.clone(), id);
+        }
+        let response = match self.engine.send(req).await {
+            Ok(rsp) => {
+                let mut rsp = rsp.map(incoming);
+                strip_hop_by_hop(rsp.headers_mut());
+                rsp
+            }
+            Err(err) => {
+                warn!(error = %err, "engine call failed");
+                respond::error(&err)
+            }
+        };
+        let elapsed = ctx.started.elapsed();
+        ctx.span.record("status", response.status().as_u16());
+        ctx.span.record("duration_ms", elapsed.as_secs_f64() * 1e3);
+        debug!(status = response.status().as_u16(), duration_ms = elapsed.as_secs_f64() * 1e3, "response head");
+        response
+    }
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the ones the
+/// `Connection` header names. The framing headers are recomputed by hyper on each side. An
+/// upgrade request or `101` keeps `Connection: Upgrade` and `Upgrade`, which the hop needs.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let upgrade = wants_upgrade(headers).then(|| headers.get(UPGRADE).cloned()).flatten();
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"] {
+        headers.remove(name);
+    }
+    if let Some(proto) = upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        headers.insert(UPGRADE, proto);
+    }
+}
+
+/// A body received by hyper, as a [`Body`].
+pub fn incoming(body: hyper::body::Incoming) -> Body {
+    fn boxed(e: hyper::Error) -> BoxError {
+        Box::new(e)
+    }
+    body.map_err(boxed).boxed()
+}
+
+/// An empty body.
+pub fn empty() -> Body {
+    http_body_util::Empty::new().map_err(|never| match never {}).boxed()
+}
+
+/// A body of known bytes.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    http_body_util::Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go_and_end_to_end_ones_stay() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("keep-alive, X-Private"));
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("content-type", HeaderValue::from_static("application/json"));
+        h.insert("x-registry-auth", HeaderValue::from_static("e30="));
+        strip_hop_by_hop(&mut h);
+        let mut names: Vec<_> = h.keys().map(|k| k.as_str().to_owned()).collect();
+        names.sort();
+        assert_eq!(names, ["content-type", "x-registry-auth"]);
+    }
+
+    #[test]
+    fn upgrade_survives() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("Upgrade"));
+        h.insert("upgrade", HeaderValue::from_static("tcp"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.get("upgrade").unwrap(), "tcp");
+        assert_eq!(h.get("connection").unwrap(), "Upgrade");
+    }
+}

@@ -1,1 +1,39 @@
-//! respond
+//! The one place that turns a busbar error into a response a Docker client understands:
+//! `{"message": "..."}` with a status that says whose fault it was. The docker CLI prints the
+//! message as `Error response from daemon: ...`, so every message names what is at fault.
+
+use http::{header, Response, StatusCode};
+
+use crate::docker::client::EngineError;
+use crate::proxy::{full, Body};
+
+/// Anything busbar can fail with on the request path, with the status it maps to.
+pub trait DockerError: std::fmt::Display {
+    fn status(&self) -> StatusCode;
+}
+
+impl DockerError for EngineError {
+    fn status(&self) -> StatusCode {
+        match self {
+            // The engine is down: the service behind us is unavailable, retrying later may work.
+            EngineError::Unreachable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            EngineError::Failed { .. } => StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+/// `{"message": "..."}` with the error's status.
+pub fn error(err: &dyn DockerError) -> Response<Body> {
+    message(err.status(), &err.to_string())
+}
+
+/// A Docker-style error response with an explicit status.
+pub fn message(status: StatusCode, message: &str) -> Response<Body> {
+    let body = serde_json::json!({ "message": message }).to_string();
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, body.len())
+        .body(full(body))
+        .expect("a status, two valid headers and a body make a valid response")
+}

@@ -1,6 +1,7 @@
 //! Command-line flags and `BUSBAR_*` environment variables, turned into a validated
 //! [`Config`]. Pure: nothing here touches the network or the filesystem.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
@@ -21,6 +22,11 @@ pub struct Cli {
     /// Plain TCP must be a loopback address unless --allow-remote-plaintext is given.
     #[arg(long = "listen", env = "BUSBAR_LISTEN", value_delimiter = ',', default_value = "tcp://127.0.0.1:2375")]
     pub listen: Vec<String>,
+
+    /// Adapter chains: a Powerstrip `adapters.yml` (plus busbar's optional extensions). The
+    /// file is watched: a valid edit applies to new requests within a second.
+    #[arg(long, env = "BUSBAR_CONFIG")]
+    pub config: Option<PathBuf>,
 
     /// Allow plain-TCP listen addresses that are not loopback. Whoever can reach such an
     /// address controls the Docker host: use only on a network you trust completely.
@@ -46,6 +52,8 @@ pub struct Config {
     pub engine: EngineAddr,
     pub engine_options: EngineOptions,
     pub listen: Vec<ListenAddr>,
+    /// The adapter chain file, if any.
+    pub chains_file: Option<PathBuf>,
     pub shutdown_grace: Duration,
     pub log_level: String,
 }
@@ -76,6 +84,7 @@ impl Cli {
                 ..EngineOptions::default()
             },
             listen,
+            chains_file: self.config,
             shutdown_grace: seconds("shutdown-grace", self.shutdown_grace)?,
             log_level: self.log_level,
         })

@@ -11,6 +11,7 @@
 //! - [`io`]: byte streams over unix or TCP, and replaying bytes read ahead.
 //! - [`logging`], [`signal`]: process plumbing shared with the gateway.
 //! - [`respond`]: the one place that turns an error into a Docker-style error response.
+//! - [`tls`]: mutual TLS with roles in certificates: rustls configs, the cluster CA, issuing.
 
 pub mod chains;
 pub mod config;
@@ -22,3 +23,4 @@ pub mod logging;
 pub mod proxy;
 pub mod respond;
 pub mod signal;
+pub mod tls;

@@ -4,14 +4,17 @@
 //! ```text
 //!   front (unix/tcp, later gRPC)
 //!     └─ RequestCtx::new      request id, span req{req.id, method, path}
-//!          └─ Proxy::handle   strip hop-by-hop ─> engine ─> strip hop-by-hop ─> response
+//!          └─ Proxy::handle   strip hop-by-hop ─> match the chain snapshot
+//!               ├─ no hooks:  engine ─> strip hop-by-hop ─> response       (the plain path)
+//!               └─ hooks:     hooks::engine::pre ─> engine ─> hooks::engine::post
 //!                             (errors become Docker-style responses in `respond`)
 //! ```
 //!
-//! Nothing here buffers a body: the request body is handed to the engine client as a stream
-//! and the engine's body is handed back the same way, so `logs -f` and `events` reach the
-//! client chunk by chunk, and build contexts never sit in memory. A `101` response keeps
-//! hyper's upgrade handle in its extensions; the front splices the two connections.
+//! The plain path buffers nothing: the request body is handed to the engine client as a
+//! stream and the engine's body is handed back the same way, so `logs -f` and `events` reach
+//! the client chunk by chunk, and build contexts never sit in memory. A `101` response keeps
+//! hyper's upgrade handle in its extensions; the front splices the two connections. Requests
+//! that match hooks buffer only what a hook must see (see `hooks::engine`).
 
 use std::time::Instant;
 
@@ -21,8 +24,14 @@ use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body_util::{combinators::BoxBody, BodyExt};
 use tracing::{debug, field, info_span, warn, Span};
 
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::chains::source::LiveChains;
 use crate::docker::hijack::wants_upgrade;
 use crate::docker::EngineClient;
+use crate::hooks::engine::{self as hooks, PreOutcome};
 use crate::respond;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -62,15 +71,23 @@ impl RequestCtx {
     }
 }
 
-/// Forwards requests to one engine.
+/// Forwards requests to one engine, through the adapter chains.
 #[derive(Clone)]
 pub struct Proxy {
     engine: EngineClient,
+    /// The current chain set; each request takes a snapshot.
+    chains: watch::Receiver<Arc<LiveChains>>,
 }
 
 impl Proxy {
+    /// A proxy with no adapter chains.
     pub fn new(engine: EngineClient) -> Self {
-        Proxy { engine }
+        Proxy::with_chains(engine, watch::channel(LiveChains::none()).1)
+    }
+
+    /// A proxy running the chains published on `chains`.
+    pub fn with_chains(engine: EngineClient, chains: watch::Receiver<Arc<LiveChains>>) -> Self {
+        Proxy { engine, chains }
     }
 
     pub fn engine(&self) -> &EngineClient {
@@ -84,7 +101,27 @@ impl Proxy {
         if let Ok(id) = HeaderValue::from_str(&ctx.id) {
             req.headers_mut().insert(REQUEST_ID.clone(), id);
         }
-        let response = match self.engine.send(req).await {
+        // Cloned out of the borrow at once: the borrow must not be held across an await.
+        let chains = self.chains.borrow().clone();
+        let path_and_query = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let matched = chains.set.hooks_for(req.method(), path_and_query);
+        let response = if matched.is_empty() {
+            self.forward(req).await
+        } else {
+            self.run_chain(&chains, &matched, req, ctx).await
+        };
+        let elapsed = ctx.started.elapsed();
+        ctx.span.record("status", response.status().as_u16());
+        ctx.span.record("duration_ms", elapsed.as_secs_f64() * 1e3);
+        debug!(status = response.status().as_u16(), duration_ms = elapsed.as_secs_f64() * 1e3, "response head");
+        response
+    }
+}
+
+impl Proxy {
+    /// The engine's response, or a Docker-style error if it could not be had.
+    async fn forward(&self, req: Request<Body>) -> Response<Body> {
+        match self.engine.send(req).await {
             Ok(rsp) => {
                 let mut rsp = rsp.map(incoming);
                 strip_hop_by_hop(rsp.headers_mut());
@@ -94,12 +131,33 @@ impl Proxy {
                 warn!(error = %err, "engine call failed");
                 respond::error(&err)
             }
+        }
+    }
+
+    async fn run_chain(
+        &self,
+        chains: &LiveChains,
+        matched: &crate::hooks::MatchedChain,
+        req: Request<Body>,
+        ctx: &RequestCtx,
+    ) -> Response<Body> {
+        let method = req.method().clone();
+        let (req, original) = match hooks::pre(&chains.set, &chains.clients, matched, req, ctx).await {
+            Ok(PreOutcome::Forward { req, original }) => (req, original),
+            Ok(PreOutcome::Respond(rsp)) => return rsp,
+            Err(err) => {
+                warn!(error = %err, "pre-hooks failed");
+                return respond::error(&err);
+            }
         };
-        let elapsed = ctx.started.elapsed();
-        ctx.span.record("status", response.status().as_u16());
-        ctx.span.record("duration_ms", elapsed.as_secs_f64() * 1e3);
-        debug!(status = response.status().as_u16(), duration_ms = elapsed.as_secs_f64() * 1e3, "response head");
-        response
+        let rsp = self.forward(req).await;
+        match hooks::post(&chains.set, &chains.clients, matched, original, &method, rsp, ctx).await {
+            Ok(rsp) => rsp,
+            Err(err) => {
+                warn!(error = %err, "post-hooks failed");
+                respond::error(&err)
+            }
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 use http::{header, Response, StatusCode};
 
 use crate::docker::client::EngineError;
+use crate::hooks::adapter::HookError;
 use crate::proxy::{full, Body};
 
 /// Anything busbar can fail with on the request path, with the status it maps to.
@@ -22,9 +23,35 @@ impl DockerError for EngineError {
     }
 }
 
+impl DockerError for HookError {
+    fn status(&self) -> StatusCode {
+        match self {
+            HookError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            HookError::TooLarge { what: "request body", .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            HookError::Body { what: "request body", .. } => StatusCode::BAD_REQUEST,
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
 /// `{"message": "..."}` with the error's status.
 pub fn error(err: &dyn DockerError) -> Response<Body> {
     message(err.status(), &err.to_string())
+}
+
+/// `outer: inner: innermost` from an error's source chain (hyper's own messages are terse:
+/// the useful part, such as "connection refused", is in the sources).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![];
+    let mut cur = e.source();
+    while let Some(err) = cur {
+        parts.push(err.to_string());
+        cur = err.source();
+    }
+    if parts.is_empty() {
+        parts.push(e.to_string());
+    }
+    parts.join(": ")
 }
 
 /// A Docker-style error response with an explicit status.

@@ -2,4 +2,9 @@
 //! the agent of the node that owns it.
 //!
 //! # Layout
-//! Nothing yet: the gateway arrives with the gRPC hop (see the README's roadmap).
+//! - [`certs`]: `busbarctl certs`: create the cluster CA and issue role-carrying certificates
+//!   (the work itself is in `busbar_agent::tls::pki`, shared with the agent's tests).
+//!
+//! The gateway proper arrives with the gRPC hop (see the README's roadmap).
+
+pub mod certs;

@@ -58,6 +58,7 @@
 mod error;
 mod locate;
 mod units;
+pub mod source;
 mod yaml;
 
 use std::collections::BTreeMap;

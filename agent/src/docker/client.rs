@@ -85,7 +85,7 @@ impl EngineClient {
             .build()
             .expect("an origin-form path and a fixed authority make a valid URI");
         self.client.request(req).await.map_err(|e| {
-            let reason = error_chain(&e);
+            let reason = crate::respond::error_chain(&e);
             if e.is_connect() {
                 EngineError::Unreachable { engine: self.addr.clone(), reason }
             } else {
@@ -95,19 +95,6 @@ impl EngineClient {
     }
 }
 
-/// `outer: inner: innermost`, skipping hyper's generic wrappers' repeated words.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![];
-    let mut cur = e.source();
-    while let Some(err) = cur {
-        parts.push(err.to_string());
-        cur = err.source();
-    }
-    if parts.is_empty() {
-        parts.push(e.to_string());
-    }
-    parts.join(": ")
-}
 
 /// Dials the engine, whatever URI the pool asks for.
 #[derive(Clone)]

@@ -4,7 +4,14 @@
 //!   matches (fnmatch patterns, unversioned paths, order), giving its [`MatchedChain`].
 //! - [`powerstrip`]: the JSON documents exchanged with adapters, with the exact CamelCase
 //!   keys existing adapters expect, and strict-but-tolerant parsing of their replies.
+//!
+//! - [`adapter`]: the HTTP calls to adapters: pooled, bounded in time and size.
+//! - [`engine`]: the phases a request goes through (gate, pre-hooks, engine, post-hooks).
+//!
+//! `matcher` and `powerstrip` are pure (no IO); `adapter` and `engine` build on them.
 
+pub mod adapter;
+pub mod engine;
 pub mod matcher;
 pub mod powerstrip;
 

@@ -1,0 +1,190 @@
+//! Calls to adapters: one blocking `POST` per hook, with Powerstrip v1 JSON both ways.
+//!
+//! Powerstrip opened a fresh connection per call, waited forever, and hung the client when
+//! an adapter failed. Here every call:
+//! - reuses pooled keep-alive connections (one pool per CA setting, shared by all adapters);
+//! - is bounded by the adapter's `timeout` (connect, send and the whole reply);
+//! - reads at most [`MAX_REPLY`] bytes of reply;
+//! - fails with a [`HookError`] that names the adapter and what went wrong.
+//!
+//! `https://` adapters are verified against the system's roots, or against the adapter's
+//! `ca_file` only when one is given.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Request, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::chains::Adapter;
+use crate::proxy::REQUEST_ID;
+
+/// The largest adapter reply we read (a modified create body or inspect document is a few
+/// KiB; a post-hook may return a buffered pull log, bounded by `max_buffer`).
+pub const MAX_REPLY: usize = 256 * 1024 * 1024;
+
+/// Why a hook could not be run. Each names the adapter; `respond` picks the status.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error("adapter {adapter:?} at {url}: cannot connect: {reason}")]
+    Unreachable { adapter: String, url: String, reason: String },
+    #[error("adapter {adapter:?} at {url}: no reply within {after:?}")]
+    Timeout { adapter: String, url: String, after: Duration },
+    #[error("adapter {adapter:?} at {url}: invalid reply: {reason}")]
+    BadReply { adapter: String, url: String, reason: String },
+    #[error("adapter {adapter:?} at {url}: refused the request path rewrite from {from:?} to {to:?}: only the query may change, or a path matching the same endpoints")]
+    PathRewrite { adapter: String, url: String, from: String, to: String },
+    #[error("the {what} is over the {limit}-byte limit for bodies given to adapters (max_buffer){}", size.map(|s| format!(": {s} bytes")).unwrap_or_default())]
+    TooLarge { what: &'static str, limit: u64, size: Option<u64> },
+    #[error("cannot read the {what}: {reason}")]
+    Body { what: &'static str, reason: String },
+    #[error("adapter {adapter:?}: cannot load ca_file {path}: {reason}")]
+    CaFile { adapter: String, path: PathBuf, reason: String },
+}
+
+/// An adapter's reply that is an HTTP error: the chain stops and this goes to the client.
+#[derive(Debug)]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub content_type: Option<header::HeaderValue>,
+    pub body: Bytes,
+}
+
+/// What calling an adapter gave.
+pub enum Reply<T> {
+    Ok(T),
+    Refused(Refusal),
+}
+
+type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Pooled HTTP clients for adapters: one for the system roots, one per `ca_file`.
+/// Built when a chain set is loaded, so a bad `ca_file` is a config error, not a request error.
+#[derive(Clone)]
+pub struct AdapterClients {
+    system: HttpsClient,
+    by_ca: HashMap<PathBuf, HttpsClient>,
+}
+
+impl AdapterClients {
+    pub fn new<'a>(adapters: impl IntoIterator<Item = &'a Adapter>) -> Result<Self, HookError> {
+        let mut by_ca = HashMap::new();
+        for a in adapters {
+            if let Some(path) = &a.ca_file {
+                if !by_ca.contains_key(path) {
+                    let client = client_with_ca(path).map_err(|reason| HookError::CaFile {
+                        adapter: a.name.clone(),
+                        path: path.clone(),
+                        reason,
+                    })?;
+                    by_ca.insert(path.clone(), client);
+                }
+            }
+        }
+        Ok(AdapterClients { system: system_client(), by_ca })
+    }
+
+    /// POSTs `payload` to the adapter and parses its reply as `R`, within its timeout.
+    pub async fn call<P: Serialize, R: DeserializeOwned>(
+        &self,
+        adapter: &Adapter,
+        payload: &P,
+        request_id: &str,
+    ) -> Result<Reply<R>, HookError> {
+        let url = adapter.url.to_string();
+        let body = serde_json::to_vec(payload).expect("hook payloads always serialize");
+        let req = Request::post(adapter.url.clone())
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(&REQUEST_ID, request_id)
+            .body(Full::new(Bytes::from(body)))
+            .expect("a valid adapter URL and fixed headers make a valid request");
+        let client = adapter.ca_file.as_ref().and_then(|p| self.by_ca.get(p)).unwrap_or(&self.system);
+        let exchange = async {
+            let rsp = client.request(req).await.map_err(|e| HookError::Unreachable {
+                adapter: adapter.name.clone(),
+                url: url.clone(),
+                reason: crate::respond::error_chain(&e),
+            })?;
+            let (parts, body) = rsp.into_parts();
+            let bytes = Limited::new(body, MAX_REPLY).collect().await.map_err(|e| HookError::BadReply {
+                adapter: adapter.name.clone(),
+                url: url.clone(),
+                reason: format!("reading the reply failed: {e}"),
+            })?;
+            Ok::<_, HookError>((parts, bytes.to_bytes()))
+        };
+        let (parts, bytes) = tokio::time::timeout(adapter.timeout, exchange).await.map_err(|_| {
+            HookError::Timeout { adapter: adapter.name.clone(), url: url.clone(), after: adapter.timeout }
+        })??;
+        if !parts.status.is_success() {
+            return Ok(Reply::Refused(Refusal {
+                status: parts.status,
+                content_type: parts.headers.get(header::CONTENT_TYPE).cloned(),
+                body: bytes,
+            }));
+        }
+        serde_json::from_slice(&bytes).map(Reply::Ok).map_err(|e| HookError::BadReply {
+            adapter: adapter.name.clone(),
+            url,
+            reason: e.to_string(),
+        })
+    }
+}
+
+fn system_client() -> HttpsClient {
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_native_roots()
+        .unwrap_or_else(|_| {
+            // No system roots here (a minimal container): plain http adapters still work, and
+            // https ones fail with a clear "invalid peer certificate" naming the adapter.
+            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(
+                rustls::ClientConfig::builder_with_provider(rustls::crypto::ring::default_provider().into())
+                    .with_safe_default_protocol_versions()
+                    .expect("ring supports the default protocol versions")
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth(),
+            )
+        })
+        .https_or_http()
+        .enable_http1()
+        .build();
+    pooled(https)
+}
+
+fn client_with_ca(path: &Path) -> Result<HttpsClient, String> {
+    let pem = std::fs::read(path).map_err(|e| e.to_string())?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile_certs(&pem)? {
+        roots.add(cert).map_err(|e| e.to_string())?;
+    }
+    if roots.is_empty() {
+        return Err("no PEM certificate found".into());
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(rustls::crypto::ring::default_provider().into())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().build();
+    Ok(pooled(https))
+}
+
+fn rustls_pemfile_certs(pem: &[u8]) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())
+}
+
+fn pooled(https: HttpsConnector<HttpConnector>) -> HttpsClient {
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(16)
+        .build(https)
+}
+

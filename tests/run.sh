@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# busbar's test command (the README's, and CI's through .ci/run).
+#
+# Installs what the suite needs when it is missing (as root, from Debian's packages), builds
+# the workspace, and runs every test: unit tests, then the end-to-end tests, which start their
+# own private Docker engines (in network namespaces) and etcd through the test bed
+# (tests/src), and stop them when they finish, pass or fail. Extra arguments go to
+# `cargo test` (e.g. `tests/run.sh -p busbar-tests --test proxy`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v dockerd >/dev/null || missing+=(docker.io)
+command -v etcd >/dev/null || missing+=(etcd-server)
+command -v etcdctl >/dev/null || missing+=(etcd-client)
+dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
+command -v protoc >/dev/null || missing+=(protobuf-compiler)
+command -v script >/dev/null || missing+=(bsdutils)
+command -v nsenter >/dev/null || missing+=(util-linux)
+command -v ip >/dev/null || missing+=(iproute2)
+command -v iptables >/dev/null || missing+=(iptables)
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "tests/run.sh: missing ${missing[*]}; run as root to install them" >&2
+        exit 1
+    fi
+    echo "tests/run.sh: installing ${missing[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if [ "$(id -u)" != 0 ]; then
+    echo "tests/run.sh: the end-to-end tests start Docker engines in network namespaces: run as root" >&2
+    exit 1
+fi
+command -v docker >/dev/null || { echo "tests/run.sh: no docker CLI found" >&2; exit 1; }
+
+cargo build --workspace --bins --tests --locked
+# Leftovers of a run that was killed (its supervisor died with it) are removed first.
+./target/debug/busbar-testbed --cleanup-stale || true
+cargo test --workspace --locked "$@"

@@ -1,6 +1,8 @@
 //! Command-line flags and `BUSBAR_*` environment variables, turned into a validated
 //! [`Config`]. Pure: nothing here touches the network or the filesystem.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -9,18 +11,48 @@ use clap::Parser;
 use crate::docker::client::EngineOptions;
 use crate::docker::EngineAddr;
 use crate::front::ListenAddr;
+use crate::tls::TlsFiles;
 
 /// busbar-agent: serves this host's Docker Engine API and runs adapter chains on it.
 #[derive(Debug, Parser)]
 #[command(name = "busbar-agent", version, about)]
 pub struct Cli {
+    #[command(flatten)]
+    pub local: LocalArgs,
+
+    /// Serve gateways over gRPC with mutual TLS on HOST:PORT (needs --tls-ca/--tls-cert/--tls-key).
+    /// With it, the agent listens locally only where --listen says.
+    #[arg(long, env = "BUSBAR_GRPC_LISTEN")]
+    pub grpc_listen: Option<SocketAddr>,
+
+    /// The HOST:PORT gateways reach this agent on (default: the --grpc-listen address).
+    #[arg(long, env = "BUSBAR_ADVERTISE")]
+    pub advertise: Option<String>,
+
+    /// This node's name; must be the CN of --tls-cert (the default).
+    #[arg(long, env = "BUSBAR_NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// A node label, k=v. Repeatable.
+    #[arg(long = "label", env = "BUSBAR_LABELS", value_delimiter = ',')]
+    pub labels: Vec<String>,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// Flags for serving the Docker API on this machine, shared by the agent and the gateway
+/// (whose embedded mode is an agent in-process).
+#[derive(Debug, clap::Args)]
+pub struct LocalArgs {
     /// The Docker engine to forward to: unix:///path or tcp://host:port.
     #[arg(long, env = "BUSBAR_DOCKER", default_value = "unix:///var/run/docker.sock")]
     pub docker: String,
 
     /// Where to serve the Docker API: tcp://IP:PORT or unix:///path. Repeatable.
     /// Plain TCP must be a loopback address unless --allow-remote-plaintext is given.
-    #[arg(long = "listen", env = "BUSBAR_LISTEN", value_delimiter = ',', default_value = "tcp://127.0.0.1:2375")]
+    /// Default: tcp://127.0.0.1:2375.
+    #[arg(long = "listen", env = "BUSBAR_LISTEN", value_delimiter = ',')]
     pub listen: Vec<String>,
 
     /// Adapter chains: a Powerstrip `adapters.yml` (plus busbar's optional extensions). The
@@ -46,6 +78,33 @@ pub struct Cli {
     pub log_level: String,
 }
 
+/// This process's identity on the gateway <-> agent hop.
+#[derive(Debug, clap::Args)]
+pub struct TlsArgs {
+    /// The cluster CA certificate (PEM), from `busbarctl certs init`.
+    #[arg(long, env = "BUSBAR_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// This process's certificate (PEM), from `busbarctl certs issue`.
+    #[arg(long, env = "BUSBAR_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// This process's private key (PEM).
+    #[arg(long, env = "BUSBAR_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The three files, or `None` if none was given; `why` says what needs them.
+    pub fn files(self, why: &'static str) -> Result<Option<TlsFiles>, ConfigError> {
+        match (self.tls_ca, self.tls_cert, self.tls_key) {
+            (None, None, None) => Ok(None),
+            (Some(ca), Some(cert), Some(key)) => Ok(Some(TlsFiles::new(ca, cert, key))),
+            _ => Err(ConfigError::PartialTls(why)),
+        }
+    }
+}
+
 /// What the agent runs with, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -54,12 +113,31 @@ pub struct Config {
     pub listen: Vec<ListenAddr>,
     /// The adapter chain file, if any.
     pub chains_file: Option<PathBuf>,
+    /// The gRPC service for gateways, if enabled.
+    pub grpc: Option<GrpcConfig>,
     pub shutdown_grace: Duration,
     pub log_level: String,
 }
 
+/// The gateway-facing side of an agent.
+#[derive(Debug, Clone)]
+pub struct GrpcConfig {
+    pub listen: SocketAddr,
+    pub advertise: String,
+    /// Checked against the certificate's CN at start.
+    pub node_name: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub tls: TlsFiles,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("--grpc-listen needs --tls-ca, --tls-cert and --tls-key: the gateway hop is mutual TLS only")]
+    GrpcWithoutTls,
+    #[error("--tls-ca, --tls-cert and --tls-key go together ({0})")]
+    PartialTls(&'static str),
+    #[error("--label {0:?}: expected key=value")]
+    Label(String),
     #[error("--docker: {0}")]
     Engine(#[from] crate::docker::addr::AddrError),
     #[error("--listen: {0}")]
@@ -70,9 +148,24 @@ pub enum ConfigError {
 
 impl Cli {
     pub fn into_config(self) -> Result<Config, ConfigError> {
+        let local_by_default = self.grpc_listen.is_none();
+        let mut config = self.local.into_config(local_by_default)?;
+        let tls = self.tls.files("the agent's gRPC service")?;
+        config.grpc = grpc_config(self.grpc_listen, self.advertise, self.node_name, &self.labels, tls)?;
+        Ok(config)
+    }
+}
+
+impl LocalArgs {
+    /// The validated config; with no `--listen`, `tcp://127.0.0.1:2375` if `listen_by_default`.
+    pub fn into_config(self, listen_by_default: bool) -> Result<Config, ConfigError> {
         let engine = self.docker.parse()?;
+        let mut wanted = self.listen;
+        if wanted.is_empty() && listen_by_default {
+            wanted.push("tcp://127.0.0.1:2375".into());
+        }
         let mut listen = vec![];
-        for s in &self.listen {
+        for s in &wanted {
             let addr: ListenAddr = s.parse()?;
             addr.check_exposure(self.allow_remote_plaintext)?;
             listen.push(addr);
@@ -85,10 +178,33 @@ impl Cli {
             },
             listen,
             chains_file: self.config,
+            grpc: None,
             shutdown_grace: seconds("shutdown-grace", self.shutdown_grace)?,
             log_level: self.log_level,
         })
     }
+}
+
+fn grpc_config(
+    listen: Option<SocketAddr>,
+    advertise: Option<String>,
+    node_name: Option<String>,
+    labels: &[String],
+    tls: Option<TlsFiles>,
+) -> Result<Option<GrpcConfig>, ConfigError> {
+    let Some(listen) = listen else { return Ok(None) };
+    let Some(tls) = tls else { return Err(ConfigError::GrpcWithoutTls) };
+    let labels = labels
+        .iter()
+        .map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| ConfigError::Label(l.clone())))
+        .collect::<Result<_, _>>()?;
+    Ok(Some(GrpcConfig {
+        listen,
+        advertise: advertise.unwrap_or_else(|| listen.to_string()),
+        node_name,
+        labels,
+        tls,
+    }))
 }
 
 fn seconds(flag: &'static str, value: f64) -> Result<Duration, ConfigError> {

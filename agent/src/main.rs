@@ -7,13 +7,11 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use busbar_agent::chains::source::{self, LiveChains};
-use busbar_agent::config::Cli;
-use busbar_agent::docker::EngineClient;
-use busbar_agent::{front, proxy::Proxy};
-
-/// sysexits' EX_USAGE: bad flags or configuration.
-const EX_USAGE: u8 = 64;
+use busbar_agent::config::{Cli, GrpcConfig};
+use busbar_agent::grpc::{AgentService, NodeIdentity};
+use busbar_agent::proxy::Proxy;
+use busbar_agent::run::{self, EX_USAGE};
+use busbar_agent::tls::{self, Role};
 
 fn main() -> ExitCode {
     let config = match Cli::parse().into_config() {
@@ -24,44 +22,62 @@ fn main() -> ExitCode {
         }
     };
     busbar_agent::logging::init(&config.log_level);
-    let chains = match &config.chains_file {
-        Some(path) => match source::load_file(path) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("busbar-agent: invalid adapter config:\n{e}");
-                return ExitCode::from(EX_USAGE);
-            }
-        },
-        None => LiveChains::none(),
+    let chains = match run::initial_chains(&config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("busbar-agent: invalid adapter config:\n{e}");
+            return ExitCode::from(EX_USAGE);
+        }
     };
     let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
     runtime.block_on(async move {
-        let mut listeners = vec![];
-        for addr in &config.listen {
-            match addr.bind().await {
-                Ok(l) => listeners.push(l),
+        let listeners = match run::bind_all(&config).await {
+            Ok(l) => l,
+            Err(e) => {
+                error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let shutdown = CancellationToken::new();
+        let proxy = run::local_proxy(&config, chains, &shutdown);
+        let mut servers = tokio::task::JoinSet::new();
+        if let Some(grpc) = &config.grpc {
+            match start_grpc(grpc, proxy.clone(), shutdown.clone()).await {
+                Ok(server) => {
+                    servers.spawn(server);
+                }
                 Err(e) => {
                     error!("{e}");
-                    return ExitCode::FAILURE;
+                    return ExitCode::from(EX_USAGE);
                 }
             }
         }
-        let shutdown = CancellationToken::new();
-        let (chains_tx, chains_rx) = tokio::sync::watch::channel(chains);
-        if let Some(path) = &config.chains_file {
-            info!(config = %path.display(), "adapter chains loaded; watching for changes");
-            tokio::spawn(source::watch_file(path.clone(), chains_tx, shutdown.clone()));
-        }
-        let engine = EngineClient::new(config.engine.clone(), config.engine_options.clone());
-        let proxy = Arc::new(Proxy::with_chains(engine, chains_rx));
-        let mut servers = tokio::task::JoinSet::new();
-        for l in listeners {
-            servers.spawn(front::serve(l, proxy.clone(), shutdown.clone(), config.shutdown_grace));
-        }
-        busbar_agent::signal::shutdown_requested().await;
-        info!("shutting down");
-        shutdown.cancel();
-        while servers.join_next().await.is_some() {}
+        run::serve_until_signal(listeners, proxy, &config, shutdown, servers).await;
         ExitCode::SUCCESS
     })
+}
+
+/// Checks the agent's identity, binds the gRPC port and returns the server to run.
+async fn start_grpc(
+    grpc: &GrpcConfig,
+    proxy: Arc<Proxy>,
+    shutdown: CancellationToken,
+) -> Result<impl std::future::Future<Output = ()>, String> {
+    let identity = grpc.tls.identity().map_err(|e| format!("--tls-cert: {e}"))?;
+    if identity.role != Role::Agent {
+        return Err(format!("--tls-cert is a {} certificate ({identity}); an agent needs the agent role", identity.role));
+    }
+    let name = grpc.node_name.clone().unwrap_or_else(|| identity.name.clone());
+    if name != identity.name {
+        return Err(format!(
+            "--node-name {name:?} is not the name in --tls-cert ({identity}): gateways check that they reach the node they mean"
+        ));
+    }
+    let server_tls = tls::server_config(&grpc.tls, Role::Gateway).map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(grpc.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {} for gRPC: {e}", grpc.listen))?;
+    let node = NodeIdentity { name, labels: grpc.labels.clone(), advertise: grpc.advertise.clone() };
+    info!(node = %node.name, advertise = %node.advertise, "agent identity checked");
+    Ok(busbar_agent::grpc::serve(listener, server_tls, AgentService::new(proxy, node), shutdown))
 }

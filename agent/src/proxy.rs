@@ -29,7 +29,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::chains::source::LiveChains;
-use crate::docker::hijack::wants_upgrade;
+use crate::docker::hijack::{wants_upgrade, Hijacked, RawStream};
 use crate::docker::EngineClient;
 use crate::hooks::engine::{self as hooks, PreOutcome};
 use crate::respond;
@@ -64,6 +64,7 @@ impl RequestCtx {
             req.id = %id,
             method = %req.method(),
             path = req.uri().path(),
+            node = field::Empty,
             status = field::Empty,
             duration_ms = field::Empty,
         );
@@ -122,7 +123,14 @@ impl Proxy {
     /// The engine's response, or a Docker-style error if it could not be had.
     async fn forward(&self, req: Request<Body>) -> Response<Body> {
         match self.engine.send(req).await {
-            Ok(rsp) => {
+            Ok(mut rsp) => {
+                if rsp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                    let engine = hyper::upgrade::on(&mut rsp);
+                    Hijacked::attach(&mut rsp, async move {
+                        let io = engine.await.map_err(std::io::Error::other)?;
+                        Ok(Box::new(hyper_util::rt::TokioIo::new(io)) as Box<dyn RawStream>)
+                    });
+                }
                 let mut rsp = rsp.map(incoming);
                 strip_hop_by_hop(rsp.headers_mut());
                 rsp
@@ -158,6 +166,16 @@ impl Proxy {
                 respond::error(&err)
             }
         }
+    }
+}
+
+impl crate::front::Handler for Proxy {
+    fn handle<'a>(&'a self, req: Request<Body>, ctx: &'a RequestCtx) -> futures_util::future::BoxFuture<'a, Response<Body>> {
+        Box::pin(Proxy::handle(self, req, ctx))
+    }
+
+    fn upstream(&self) -> String {
+        format!("engine {}", self.engine.addr())
     }
 }
 

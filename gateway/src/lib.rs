@@ -1,10 +1,18 @@
-//! busbar gateway: serves the Docker Engine API for a whole cluster and carries each call to
-//! the agent of the node that owns it.
+//! busbar gateway: serves the Docker Engine API and carries each call to an agent over gRPC
+//! with mutual TLS, or, with no agent given, to an agent embedded in the process.
 //!
 //! # Layout
+//! - [`config`]: flags and `BUSBAR_*` environment -> [`config::Config`] (pure).
+//! - [`agents`]: the client side of the gRPC hop: one multiplexed HTTP/2 connection per agent,
+//!   mTLS with the agent's identity checked, and one exchange per Docker API call.
+//! - [`remote`]: the [`Handler`](busbar_agent::front::Handler) that sends requests to an agent.
 //! - [`certs`]: `busbarctl certs`: create the cluster CA and issue role-carrying certificates
 //!   (the work itself is in `busbar_agent::tls::pki`, shared with the agent's tests).
 //!
-//! The gateway proper arrives with the gRPC hop (see the README's roadmap).
+//! The listeners, the hijack splice and the embedded agent are the agent library's own
+//! (`busbar_agent::front`, `busbar_agent::proxy`): the gateway adds the hop, not a second proxy.
 
+pub mod agents;
 pub mod certs;
+pub mod config;
+pub mod remote;

@@ -14,9 +14,44 @@
 //! on stdin reaches the engine as a write shutdown while output still flows back. [`splice`]
 //! does exactly that in both directions.
 
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
 use http::header::{CONNECTION, UPGRADE};
-use http::{HeaderMap, HeaderValue, Method};
+use http::{HeaderMap, HeaderValue, Method, Response};
 use tokio::io::{AsyncRead, AsyncWrite};
+
+/// A raw two-way byte stream: a hijacked connection to the engine, or a gRPC exchange
+/// carrying one.
+pub trait RawStream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> RawStream for T {}
+
+type PendingStream = Pin<Box<dyn Future<Output = io::Result<Box<dyn RawStream>>> + Send>>;
+
+/// The upstream side of a hijacked exchange, carried in the extensions of a `101` response
+/// until the front that answers the client splices it. Whoever produced the 101 (the engine
+/// client, or the gateway's agent client) puts it there; the stream becomes available once
+/// the 101 has been read. (An `Arc<Mutex>` because response extensions must be `Clone + Sync`;
+/// it is taken exactly once.)
+#[derive(Clone)]
+pub struct Hijacked(Arc<Mutex<Option<PendingStream>>>);
+
+impl Hijacked {
+    /// Attaches `stream` (resolving to the upstream connection) to `rsp`.
+    pub fn attach<B>(rsp: &mut Response<B>, stream: impl Future<Output = io::Result<Box<dyn RawStream>>> + Send + 'static) {
+        rsp.extensions_mut().insert(Hijacked(Arc::new(Mutex::new(Some(Box::pin(stream))))));
+    }
+
+    /// Takes the upstream connection out of a `101` response; `None` if there is none.
+    pub fn take<B>(rsp: &mut Response<B>) -> Option<PendingStream> {
+        let h = rsp.extensions_mut().remove::<Hijacked>()?;
+        // The lock is never held across an await, and only here.
+        let pending = h.0.lock().expect("the hijack lock is never poisoned").take();
+        pending
+    }
+}
 
 /// Whether `method path` is a call the engine may hijack (attach, exec start), with or without
 /// an API version prefix. The query string must already be stripped.

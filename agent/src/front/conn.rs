@@ -22,9 +22,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, Instrument};
 
-use crate::docker::hijack::{is_hijack_endpoint, splice, wants_upgrade};
+use crate::docker::hijack::{is_hijack_endpoint, splice, wants_upgrade, Hijacked};
 use crate::io::{Prefixed, Stream};
-use crate::proxy::{incoming, Body, Proxy, RequestCtx};
+use super::Handler;
+use crate::proxy::{incoming, Body, RequestCtx};
 use crate::respond;
 
 /// Largest request head we read ahead (hyper's own default limit is larger; heads of Docker
@@ -34,7 +35,7 @@ const MAX_SNIFF: usize = 64 * 1024;
 const FIRST_HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves one client connection to completion.
-pub async fn serve(mut io: Stream, proxy: Arc<Proxy>, shutdown: CancellationToken, tracker: TaskTracker) {
+pub async fn serve(mut io: Stream, handler: Arc<dyn Handler>, shutdown: CancellationToken, tracker: TaskTracker) {
     let head = match tokio::time::timeout(FIRST_HEAD_TIMEOUT, read_first_head(&mut io)).await {
         Ok(Ok(head)) => head,
         Ok(Err(e)) => return debug!(error = %e, "connection failed before a request"),
@@ -42,8 +43,8 @@ pub async fn serve(mut io: Stream, proxy: Arc<Proxy>, shutdown: CancellationToke
     };
     match head {
         FirstHead::Closed => {}
-        FirstHead::RawHijack(buf) => super::raw::serve(io, buf, proxy).await,
-        FirstHead::Http(buf) => serve_http(Prefixed::new(buf, io), proxy, shutdown, tracker).await,
+        FirstHead::RawHijack(buf) => super::raw::serve(io, buf, handler).await,
+        FirstHead::Http(buf) => serve_http(Prefixed::new(buf, io), handler, shutdown, tracker).await,
     }
 }
 
@@ -94,10 +95,10 @@ fn is_raw_hijack(req: &httparse::Request<'_, '_>) -> bool {
     method == "POST" && !upgrade && is_hijack_endpoint(&http::Method::POST, path)
 }
 
-async fn serve_http(io: Prefixed<Stream>, proxy: Arc<Proxy>, shutdown: CancellationToken, tracker: TaskTracker) {
+async fn serve_http(io: Prefixed<Stream>, handler: Arc<dyn Handler>, shutdown: CancellationToken, tracker: TaskTracker) {
     let svc = {
         let tracker = tracker.clone();
-        service_fn(move |req| handle(req, proxy.clone(), tracker.clone()))
+        service_fn(move |req| handle(req, handler.clone(), tracker.clone()))
     };
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -118,11 +119,11 @@ async fn serve_http(io: Prefixed<Stream>, proxy: Arc<Proxy>, shutdown: Cancellat
     }
 }
 
-async fn handle(mut req: Request<Incoming>, proxy: Arc<Proxy>, tracker: TaskTracker) -> Result<Response<Body>, Infallible> {
+async fn handle(mut req: Request<Incoming>, handler: Arc<dyn Handler>, tracker: TaskTracker) -> Result<Response<Body>, Infallible> {
     let ctx = RequestCtx::new(&req);
     let client_upgrade = wants_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
     let req = req.map(incoming);
-    let mut rsp = proxy.handle(req, &ctx).instrument(ctx.span.clone()).await;
+    let mut rsp = handler.handle(req, &ctx).instrument(ctx.span.clone()).await;
     if rsp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let Some(client_upgrade) = client_upgrade else {
             let _enter = ctx.span.enter();
@@ -131,22 +132,24 @@ async fn handle(mut req: Request<Incoming>, proxy: Arc<Proxy>, tracker: TaskTrac
                 "the Docker engine switched protocols although the client did not ask to",
             ));
         };
-        let engine_upgrade = hyper::upgrade::on(&mut rsp);
-        tracker.spawn(splice_upgraded(client_upgrade, engine_upgrade).instrument(ctx.span.clone()));
+        let Some(upstream) = Hijacked::take(&mut rsp) else {
+            return Ok(respond::message(StatusCode::BAD_GATEWAY, "upstream switched protocols but gave no stream"));
+        };
+        tracker.spawn(splice_upgraded(client_upgrade, upstream).instrument(ctx.span.clone()));
     }
     Ok(rsp)
 }
 
 /// Waits for both sides to finish upgrading (the client's side completes once hyper has sent
 /// the 101), then splices them.
-async fn splice_upgraded(client: OnUpgrade, engine: OnUpgrade) {
-    let (client, engine) = match tokio::join!(client, engine) {
+async fn splice_upgraded(client: OnUpgrade, upstream: impl std::future::Future<Output = std::io::Result<Box<dyn crate::docker::hijack::RawStream>>>) {
+    let (client, upstream) = match tokio::join!(client, upstream) {
         (Ok(c), Ok(e)) => (c, e),
         (c, e) => {
-            return debug!(client = ?c.err(), engine = ?e.err(), "upgrade did not complete");
+            return debug!(client = ?c.err(), upstream = ?e.err(), "upgrade did not complete");
         }
     };
-    match splice(TokioIo::new(client), TokioIo::new(engine)).await {
+    match splice(TokioIo::new(client), upstream).await {
         Ok(n) => debug!(to_engine = n.to_engine, to_client = n.to_client, "hijacked stream closed"),
         Err(e) => debug!(error = %e, "hijacked stream broke"),
     }

@@ -18,15 +18,29 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn, Instrument};
 
-use crate::proxy::Proxy;
-pub use listen::{ListenAddr, Listener};
+use http::{Request, Response};
+
+use crate::proxy::{Body, RequestCtx};
+pub use listen::{ListenAddr, ListenError, Listener};
+
+/// What a front serves: the agent's [`Proxy`](crate::proxy::Proxy), or the gateway's route to
+/// agents. A `101` response carries its upstream stream as a
+/// [`Hijacked`](crate::docker::hijack::Hijacked) extension, which the front splices to the
+/// client.
+pub trait Handler: Send + Sync + 'static {
+    /// Answers one request; errors are already Docker-style responses. Runs inside `ctx.span`.
+    fn handle<'a>(&'a self, req: Request<Body>, ctx: &'a RequestCtx) -> futures_util::future::BoxFuture<'a, Response<Body>>;
+
+    /// Where requests go, for the startup log line.
+    fn upstream(&self) -> String;
+}
 
 /// Serves `listener` until `shutdown` fires, then waits up to `grace` for open connections
 /// (hijacked streams included) to finish.
-pub async fn serve(listener: Listener, proxy: Arc<Proxy>, shutdown: CancellationToken, grace: Duration) {
+pub async fn serve(listener: Listener, handler: Arc<dyn Handler>, shutdown: CancellationToken, grace: Duration) {
     let tracker = TaskTracker::new();
     let local = listener.to_string();
-    info!(listen = %local, engine = %proxy.engine().addr(), "serving the Docker API");
+    info!(listen = %local, upstream = %handler.upstream(), "serving the Docker API");
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
@@ -37,8 +51,8 @@ pub async fn serve(listener: Listener, proxy: Arc<Proxy>, shutdown: Cancellation
             Ok((io, peer)) => {
                 backoff = Duration::from_millis(5);
                 let span = tracing::debug_span!("conn", client.addr = %peer);
-                let (proxy, shutdown, t) = (proxy.clone(), shutdown.clone(), tracker.clone());
-                tracker.spawn(conn::serve(io, proxy, shutdown, t).instrument(span));
+                let (handler, shutdown, t) = (handler.clone(), shutdown.clone(), tracker.clone());
+                tracker.spawn(conn::serve(io, handler, shutdown, t).instrument(span));
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.

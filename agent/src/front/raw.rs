@@ -15,27 +15,27 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, Instrument};
 
-use crate::docker::hijack::{ensure_upgrade_headers, splice};
+use super::Handler;
+use crate::docker::hijack::{ensure_upgrade_headers, splice, Hijacked};
 use crate::io::{Prefixed, Stream};
-use crate::proxy::{full, Body, Proxy, RequestCtx};
+use crate::proxy::{full, Body, RequestCtx};
 use crate::respond;
 
 /// The body of an attach/exec start is a small JSON document; more is refused.
 const MAX_BODY: usize = 1024 * 1024;
 
 /// Serves the hijack request whose complete head (and maybe more) is in `buf`.
-pub async fn serve(mut io: Stream, buf: Bytes, proxy: Arc<Proxy>) {
+pub async fn serve(mut io: Stream, buf: Bytes, handler: Arc<dyn Handler>) {
     let (req, rest) = match read_request(&mut io, buf).await {
         Ok(parsed) => parsed,
-        Err(rsp) => return write_response(&mut io, rsp).await,
+        Err(Refused(status, msg)) => return write_response(&mut io, respond::message(status, &msg)).await,
     };
     let ctx = RequestCtx::new(&req);
     async {
-        let mut rsp = proxy.handle(req, &ctx).await;
+        let mut rsp = handler.handle(req, &ctx).await;
         if rsp.status() != StatusCode::SWITCHING_PROTOCOLS {
             return write_response(&mut io, rsp).await;
         }
@@ -44,9 +44,12 @@ pub async fn serve(mut io: Stream, buf: Bytes, proxy: Arc<Proxy>) {
             .get(http::header::CONTENT_TYPE)
             .cloned()
             .unwrap_or(HeaderValue::from_static("application/vnd.docker.raw-stream"));
-        let engine = match hyper::upgrade::on(&mut rsp).await {
+        let Some(upstream) = Hijacked::take(&mut rsp) else {
+            return debug!("upstream switched protocols but gave no stream");
+        };
+        let upstream = match upstream.await {
             Ok(up) => up,
-            Err(e) => return debug!(error = %e, "engine upgrade failed"),
+            Err(e) => return debug!(error = %e, "upstream upgrade failed"),
         };
         let mut head = b"HTTP/1.1 200 OK\r\nContent-Type: ".to_vec();
         head.extend_from_slice(content_type.as_bytes());
@@ -54,7 +57,7 @@ pub async fn serve(mut io: Stream, buf: Bytes, proxy: Arc<Proxy>) {
         if let Err(e) = io.write_all(&head).await {
             return debug!(error = %e, "client went away");
         }
-        match splice(Prefixed::new(rest, io), TokioIo::new(engine)).await {
+        match splice(Prefixed::new(rest, io), upstream).await {
             Ok(n) => debug!(to_engine = n.to_engine, to_client = n.to_client, "hijacked stream closed"),
             Err(e) => debug!(error = %e, "hijacked stream broke"),
         }
@@ -65,7 +68,7 @@ pub async fn serve(mut io: Stream, buf: Bytes, proxy: Arc<Proxy>) {
 
 /// Parses the head in `buf`, reads the body (Content-Length only), and returns the request
 /// (asking the engine for an upgrade) plus any bytes the client sent after it.
-async fn read_request(io: &mut Stream, mut buf: Bytes) -> Result<(Request<Body>, Bytes), Response<Body>> {
+async fn read_request(io: &mut Stream, mut buf: Bytes) -> Result<(Request<Body>, Bytes), Refused> {
     let (builder, head_len, body_len) = parse_head(&buf)?;
     let mut rest = buf.split_off(head_len);
     let mut body = Vec::with_capacity(body_len);
@@ -83,7 +86,7 @@ async fn read_request(io: &mut Stream, mut buf: Bytes) -> Result<(Request<Body>,
 
 /// The request head in `buf` as a request builder, with the head's and the body's lengths.
 /// Synchronous because httparse borrows the buffer.
-fn parse_head(buf: &[u8]) -> Result<(http::request::Builder, usize, usize), Response<Body>> {
+fn parse_head(buf: &[u8]) -> Result<(http::request::Builder, usize, usize), Refused> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut parsed = httparse::Request::new(&mut headers);
     let head_len = match parsed.parse(buf) {
@@ -109,13 +112,16 @@ fn parse_head(buf: &[u8]) -> Result<(http::request::Builder, usize, usize), Resp
         builder = builder.header(name, value);
     }
     if body_len > MAX_BODY {
-        return Err(respond::message(StatusCode::PAYLOAD_TOO_LARGE, "attach/exec start body over 1 MiB"));
+        return Err(Refused(StatusCode::PAYLOAD_TOO_LARGE, "attach/exec start body over 1 MiB".into()));
     }
     Ok((builder, head_len, body_len))
 }
 
-fn bad_request(msg: &str) -> Response<Body> {
-    respond::message(StatusCode::BAD_REQUEST, msg)
+/// A request we answer ourselves, with this status and message.
+struct Refused(StatusCode, String);
+
+fn bad_request(msg: &str) -> Refused {
+    Refused(StatusCode::BAD_REQUEST, msg.to_owned())
 }
 
 /// Writes a whole (non-hijacked) response and closes the connection. Such answers to an

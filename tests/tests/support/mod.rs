@@ -43,23 +43,64 @@ impl Process {
         Process::spawn("busbar-agent", &all, port)
     }
 
+    /// Starts `busbar-gateway --listen tcp://127.0.0.1:FREE ARGS...`, waiting for `/_ping`
+    /// through it.
+    pub fn gateway(args: &[&str]) -> Process {
+        let port = free_port();
+        let mut all = vec!["--listen".to_string(), format!("tcp://127.0.0.1:{port}")];
+        all.extend(args.iter().map(|s| s.to_string()));
+        Process::spawn("busbar-gateway", &all, port)
+    }
+
+    /// Starts an agent inside `host`'s network namespace serving gRPC on `host.addr():PORT`
+    /// with the certificates of node `name` from `certs`, and waits until the port accepts.
+    pub fn agent_in(host: &testbed::Host, name: &str, certs: &Path, extra: &[&str]) -> (Process, String) {
+        let addr = format!("{}:{}", host.addr().expect("the host has an address"), free_port());
+        let log = std::env::temp_dir().join(format!("{}.log", unique_name("busbar-agent")));
+        let mut cmd = host.command_in(binary("busbar-agent"));
+        cmd.args(["--docker", &host.docker_url(), "--grpc-listen", &addr])
+            .args(tls_args(certs, name))
+            .args(extra);
+        let p = Process::start(cmd, 0, log);
+        let up = wait_until(Duration::from_secs(15), || TcpStream::connect(&addr).is_ok());
+        assert!(up, "agent {name} did not listen on {addr}; its log:\n{}", p.log_tail());
+        (p, addr)
+    }
+
     fn spawn(bin: &str, args: &[String], port: u16) -> Process {
         let log = std::env::temp_dir().join(format!("{}.log", unique_name(bin)));
-        let log_file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(binary(bin))
-            .args(args)
-            .env("RUST_LOG", std::env::var("BUSBAR_TEST_LOG").unwrap_or_else(|_| "debug".into()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {bin}: {e}"));
-        let mut p = Process { child, url: format!("tcp://127.0.0.1:{port}"), port, log };
+        let mut cmd = Command::new(binary(bin));
+        cmd.args(args);
+        let mut p = Process::start(cmd, port, log);
         let up = wait_until(Duration::from_secs(15), || {
             p.exited().is_none() && http_raw(port, "GET /_ping HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").is_ok()
         });
         assert!(up, "{bin} did not come up on port {port}; its log:\n{}", p.log_tail());
         p
+    }
+
+    /// Starts a prepared command (with its log captured); waits for nothing.
+    pub fn start_cmd(cmd: Command) -> Process {
+        let log = std::env::temp_dir().join(format!("{}.log", unique_name("busbar")));
+        Process::start(cmd, 0, log)
+    }
+
+    /// Kills the process and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn start(mut cmd: Command, port: u16, log: PathBuf) -> Process {
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let child = cmd
+            .env("RUST_LOG", std::env::var("BUSBAR_TEST_LOG").unwrap_or_else(|_| "debug".into()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+        Process { child, url: format!("tcp://127.0.0.1:{port}"), port, log }
     }
 
     pub fn pid(&self) -> u32 {
@@ -92,6 +133,90 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// `--tls-ca/--tls-cert/--tls-key` for `name`'s certificate in `certs`.
+pub fn tls_args(certs: &Path, name: &str) -> Vec<String> {
+    let f = |file: String| certs.join(file).display().to_string();
+    vec![
+        "--tls-ca".into(),
+        f("ca.pem".into()),
+        "--tls-cert".into(),
+        f(format!("{name}.pem")),
+        "--tls-key".into(),
+        f(format!("{name}-key.pem")),
+    ]
+}
+
+/// A cluster CA in `dir` with certificates for `agents` (role agent, with their addresses as
+/// SANs) and `gateway` / `client` names, made by the real `busbarctl`.
+pub fn make_certs(dir: &Path, agents: &[(&str, &str)]) {
+    let run = |args: &[&str]| {
+        let out = Command::new(binary("busbarctl")).args(args).output().expect("busbarctl runs");
+        assert!(out.status.success(), "busbarctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let d = dir.to_str().unwrap();
+    run(&["certs", "init", "--dir", d]);
+    for (name, san) in agents {
+        run(&["certs", "issue", "--dir", d, "--name", name, "--role", "agent", "--san", san]);
+    }
+    run(&["certs", "issue", "--dir", d, "--name", "gateway", "--role", "gateway"]);
+    run(&["certs", "issue", "--dir", d, "--name", "ops", "--role", "client"]);
+}
+
+/// What the passthrough suite talks to: one busbar process that clients use (an agent or a
+/// gateway), and whatever else it needs running behind it.
+pub struct Front {
+    /// `tcp://127.0.0.1:PORT`.
+    pub url: String,
+    pub port: u16,
+    main: Process,
+    behind: Vec<Process>,
+    /// The agent's gRPC address, when there is one behind the front.
+    agent_addr: Option<String>,
+}
+
+impl Front {
+    /// A standalone agent on `engine`.
+    pub fn agent(engine: &str) -> Front {
+        Front::of(Process::agent(engine, &[]), vec![])
+    }
+
+    /// The gateway's embedded default on `engine`.
+    pub fn embedded(engine: &str) -> Front {
+        Front::of(Process::gateway(&["--docker", engine]), vec![])
+    }
+
+    /// A gateway in the root namespace and an agent inside `host`'s namespace, across the
+    /// gRPC/mTLS hop, with the certificates in `certs` (node name `node`).
+    pub fn remote(host: &testbed::Host, node: &str, certs: &Path) -> Front {
+        let (agent, addr) = Process::agent_in(host, node, certs, &[]);
+        let mut args = vec!["--agent".to_string(), format!("{node}={addr}")];
+        args.extend(tls_args(certs, "gateway"));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Front { agent_addr: Some(addr), ..Front::of(Process::gateway(&args), vec![agent]) }
+    }
+
+    fn of(main: Process, behind: Vec<Process>) -> Front {
+        Front { url: main.url.clone(), port: main.port, main, behind, agent_addr: None }
+    }
+
+    pub fn agent_addr(&self) -> &str {
+        self.agent_addr.as_deref().expect("a front with an agent behind it")
+    }
+
+    /// Open file descriptors of the process clients talk to.
+    pub fn open_fds(&self) -> usize {
+        self.main.open_fds()
+    }
+
+    pub fn main(&self) -> &Process {
+        &self.main
+    }
+
+    pub fn behind(&mut self) -> &mut Vec<Process> {
+        &mut self.behind
     }
 }
 

@@ -1,0 +1,201 @@
+//! One HTTP exchange carried as a stream of [`ExchangeFrame`]s: the gateway <-> agent hop,
+//! used by both ends (the agent's gRPC service and the gateway's agent client).
+//!
+//! Each direction is the same sequence: a `head`, the body as `data` frames, `eof`; after a
+//! `101` (attach, exec start) raw bytes follow as more `data` frames and a second `eof`
+//! half-closes that direction. Every channel here is bounded, so HTTP/2 flow control reaches
+//! the engine: when a client reads slowly, frames stop being produced, and so does the
+//! engine's stream.
+
+use std::fmt::Display;
+
+use busbar_proto::v1::{exchange_frame::Frame, Eof, ExchangeFrame, Head, Header};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::docker::hijack::RawStream;
+use crate::proxy::{Body, BoxError};
+
+/// Largest `data` frame: bigger body chunks are split (gRPC's default message limit is 4 MiB).
+pub const MAX_CHUNK: usize = 256 * 1024;
+/// Frames in flight per direction, per exchange.
+const WINDOW: usize = 8;
+
+/// A frame that broke the sequence.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("expected a head frame, got {0}")]
+    NoHead(&'static str),
+    #[error("invalid head: {0}")]
+    BadHead(String),
+}
+
+pub fn head_frame(head: Head) -> ExchangeFrame {
+    ExchangeFrame { frame: Some(Frame::Head(head)) }
+}
+
+fn data_frame(bytes: Bytes) -> ExchangeFrame {
+    ExchangeFrame { frame: Some(Frame::Data(bytes.to_vec())) }
+}
+
+fn eof_frame() -> ExchangeFrame {
+    ExchangeFrame { frame: Some(Frame::Eof(Eof {})) }
+}
+
+fn headers_of(map: &http::HeaderMap) -> Vec<Header> {
+    map.iter().map(|(n, v)| Header { name: n.as_str().to_owned(), value: v.as_bytes().to_vec() }).collect()
+}
+
+fn fill_headers(target: &mut http::HeaderMap, headers: Vec<Header>) -> Result<(), FrameError> {
+    for h in headers {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|e| FrameError::BadHead(e.to_string()))?;
+        let value = HeaderValue::from_bytes(&h.value).map_err(|e| FrameError::BadHead(e.to_string()))?;
+        target.append(name, value);
+    }
+    Ok(())
+}
+
+pub fn request_head(parts: &http::request::Parts) -> Head {
+    Head {
+        method: parts.method.to_string(),
+        path_and_query: parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned(),
+        status: 0,
+        headers: headers_of(&parts.headers),
+    }
+}
+
+pub fn response_head(parts: &http::response::Parts) -> Head {
+    Head { method: String::new(), path_and_query: String::new(), status: parts.status.as_u16().into(), headers: headers_of(&parts.headers) }
+}
+
+/// The first frame, which must be a head.
+pub fn expect_head(frame: Option<ExchangeFrame>) -> Result<Head, FrameError> {
+    match frame.and_then(|f| f.frame) {
+        Some(Frame::Head(h)) => Ok(h),
+        Some(Frame::Data(_)) => Err(FrameError::NoHead("data")),
+        Some(Frame::Eof(_)) => Err(FrameError::NoHead("eof")),
+        None => Err(FrameError::NoHead("the end of the stream")),
+    }
+}
+
+pub fn to_request(head: Head, body: Body) -> Result<Request<Body>, FrameError> {
+    let mut req = Request::builder()
+        .method(head.method.as_str())
+        .uri(head.path_and_query.as_str())
+        .body(body)
+        .map_err(|e| FrameError::BadHead(e.to_string()))?;
+    fill_headers(req.headers_mut(), head.headers)?;
+    Ok(req)
+}
+
+pub fn to_response(head: Head, body: Body) -> Result<Response<Body>, FrameError> {
+    let status = u16::try_from(head.status)
+        .ok()
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .ok_or_else(|| FrameError::BadHead(format!("status {}", head.status)))?;
+    let mut rsp = Response::new(body);
+    *rsp.status_mut() = status;
+    fill_headers(rsp.headers_mut(), head.headers)?;
+    Ok(rsp)
+}
+
+/// Channels that [`route_inbound`] feeds: the body, then (after a 101) the raw bytes.
+pub struct Inbound {
+    pub body: Body,
+    pub raw: mpsc::Receiver<Bytes>,
+}
+
+/// Spawns the task that reads the frames after a head: `data` until the first `eof` becomes
+/// the body, the `data` after it the raw stream. An error from the stream fails the body (the
+/// client sees a broken stream, never a silently short one).
+pub fn route_inbound<S, E>(mut frames: S) -> Inbound
+where
+    S: Stream<Item = Result<ExchangeFrame, E>> + Send + Unpin + 'static,
+    E: Display + Send + 'static,
+{
+    let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, BoxError>>(WINDOW);
+    let (raw_tx, raw_rx) = mpsc::channel::<Bytes>(WINDOW);
+    tokio::spawn(async move {
+        let mut body_tx = Some(body_tx);
+        while let Some(item) = frames.next().await {
+            match (item.map(|f| f.frame), &body_tx) {
+                (Ok(Some(Frame::Data(d))), Some(tx)) => {
+                    if tx.send(Ok(Bytes::from(d))).await.is_err() {
+                        body_tx = None; // nobody reads the body any more; keep routing raw bytes
+                    }
+                }
+                (Ok(Some(Frame::Data(d))), None) => {
+                    if raw_tx.send(Bytes::from(d)).await.is_err() {
+                        return;
+                    }
+                }
+                (Ok(Some(Frame::Eof(_))), Some(_)) => body_tx = None,
+                (Ok(Some(Frame::Eof(_))), None) => return, // raw half-close: raw_tx drops
+                (Ok(_), _) => {}
+                (Err(e), Some(tx)) => {
+                    let _ = tx.send(Err(format!("the stream broke: {e}").into())).await;
+                    return;
+                }
+                (Err(_), None) => return,
+            }
+        }
+        if let Some(tx) = body_tx {
+            let _ = tx.send(Err("the stream ended before the body was complete".into())).await;
+        }
+    });
+    let body = BodyExt::boxed(StreamBody::new(ReceiverStream::new(body_rx).map(|r| r.map(http_body::Frame::data))));
+    Inbound { body, raw: raw_rx }
+}
+
+/// Sends `body` as `data` frames (split at [`MAX_CHUNK`]) and an `eof`, each wrapped by `wrap`
+/// for the channel's item type. Returns the body's error, if it failed; a closed channel just
+/// stops.
+pub async fn send_body<T>(mut body: Body, out: &mpsc::Sender<T>, wrap: fn(ExchangeFrame) -> T) -> Result<(), BoxError> {
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else { continue }; // trailers are not carried
+        let mut data = data;
+        while !data.is_empty() {
+            let chunk = data.split_to(data.len().min(MAX_CHUNK));
+            if out.send(wrap(data_frame(chunk))).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+    let _ = out.send(wrap(eof_frame())).await;
+    Ok(())
+}
+
+/// A byte stream over frames: what it reads is `raw_in`, what is written to it goes out as
+/// `data` frames, and shutting it down sends `eof` (a half-close).
+pub fn raw_stream<T: Send + 'static>(mut raw_in: mpsc::Receiver<Bytes>, out: mpsc::Sender<T>, wrap: fn(ExchangeFrame) -> T) -> Box<dyn RawStream> {
+    let (ours, theirs) = tokio::io::duplex(MAX_CHUNK);
+    let (mut read_half, mut write_half) = tokio::io::split(theirs);
+    tokio::spawn(async move {
+        while let Some(bytes) = raw_in.recv().await {
+            if write_half.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+        let _ = write_half.shutdown().await;
+    });
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; MAX_CHUNK];
+        loop {
+            match read_half.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if out.send(wrap(data_frame(Bytes::copy_from_slice(&buf[..n])))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = out.send(wrap(eof_frame())).await;
+    });
+    Box::new(ours)
+}

@@ -1,0 +1,177 @@
+//! The agent's gRPC service, served to gateways over HTTP/2 with mutual TLS.
+//!
+//! A request arriving here takes exactly the path of a local one: it becomes an HTTP request
+//! and goes through the same [`Proxy`] (adapter chains included); the response, and after a
+//! `101` the hijacked stream, goes back as frames (see [`crate::exchange`]). Only a peer whose
+//! certificate chains to the cluster CA and carries the gateway role gets past the TLS
+//! handshake ([`crate::tls::server_config`]). gRPC `Status` values are made here and nowhere
+//! else in the agent.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use busbar_proto::v1::agent_server::{Agent, AgentServer};
+use busbar_proto::v1::{DescribeRequest, ExchangeFrame, NodeDescription};
+use futures_util::Stream;
+use http::Request;
+use http_body_util::BodyExt;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Status, Streaming};
+use tracing::{debug, info, warn, Instrument};
+
+use crate::docker::hijack::{splice, Hijacked};
+use crate::exchange::{self, Inbound};
+use crate::proxy::{empty, Proxy, RequestCtx};
+
+/// What this node says about itself.
+#[derive(Debug, Clone)]
+pub struct NodeIdentity {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub advertise: String,
+}
+
+/// The service: one per agent.
+pub struct AgentService {
+    proxy: Arc<Proxy>,
+    node: NodeIdentity,
+}
+
+impl AgentService {
+    pub fn new(proxy: Arc<Proxy>, node: NodeIdentity) -> Self {
+        AgentService { proxy, node }
+    }
+}
+
+type FrameStream = Pin<Box<dyn Stream<Item = Result<ExchangeFrame, Status>> + Send>>;
+
+/// How long a gateway may take to send the head of an exchange it opened.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[tonic::async_trait]
+impl Agent for AgentService {
+    type ExchangeStream = FrameStream;
+
+    async fn exchange(&self, request: tonic::Request<Streaming<ExchangeFrame>>) -> Result<tonic::Response<FrameStream>, Status> {
+        let mut frames = request.into_inner();
+        let first = tokio::time::timeout(HEAD_TIMEOUT, frames.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no request head within 30s"))??;
+        let head = exchange::expect_head(first).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let Inbound { body, raw } = exchange::route_inbound(frames);
+        let req = exchange::to_request(head, body).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let (out_tx, out_rx) = mpsc::channel(8);
+        let ctx = RequestCtx::new(&req);
+        ctx.span.record("node", self.node.name.as_str());
+        let proxy = self.proxy.clone();
+        let span = ctx.span.clone();
+        tokio::spawn(
+            async move {
+                let mut rsp = proxy.handle(req, &ctx).await;
+                let hijacked = Hijacked::take(&mut rsp);
+                let (parts, body) = rsp.into_parts();
+                if out_tx.send(Ok(exchange::head_frame(exchange::response_head(&parts)))).await.is_err() {
+                    return debug!("gateway went away before the response head");
+                }
+                if let Err(e) = exchange::send_body(body, &out_tx, Ok).await {
+                    warn!(error = %e, "engine stream broke");
+                    let _ = out_tx.send(Err(Status::unavailable(format!("the engine's stream broke: {e}")))).await;
+                    return;
+                }
+                let Some(pending) = hijacked else { return };
+                let engine = match pending.await {
+                    Ok(io) => io,
+                    Err(e) => return warn!(error = %e, "engine upgrade failed"),
+                };
+                let gateway = exchange::raw_stream(raw, out_tx, Ok);
+                match splice(gateway, engine).await {
+                    Ok(n) => debug!(to_engine = n.to_engine, to_client = n.to_client, "hijacked stream closed"),
+                    Err(e) => debug!(error = %e, "hijacked stream broke"),
+                }
+            }
+            .instrument(span),
+        );
+        Ok(tonic::Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+
+    async fn describe(&self, _: tonic::Request<DescribeRequest>) -> Result<tonic::Response<NodeDescription>, Status> {
+        let mut d = NodeDescription {
+            name: self.node.name.clone(),
+            labels: self.node.labels.clone().into_iter().collect(),
+            advertise: self.node.advertise.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            ..Default::default()
+        };
+        match (self.engine_json("/version").await, self.engine_json("/info").await) {
+            (Ok(version), Ok(info)) => {
+                d.engine_reachable = true;
+                d.engine_version_json = version;
+                d.engine_info_json = info;
+            }
+            (Err(e), _) | (_, Err(e)) => d.engine_error = e,
+        }
+        Ok(tonic::Response::new(d))
+    }
+}
+
+impl AgentService {
+    /// A GET straight to the engine (no adapter chains: this is the agent asking, not a client).
+    async fn engine_json(&self, path: &str) -> Result<Vec<u8>, String> {
+        let req = Request::get(path).body(empty()).expect("a fixed path makes a valid request");
+        let rsp = self.proxy.engine().send(req).await.map_err(|e| e.to_string())?;
+        if !rsp.status().is_success() {
+            return Err(format!("{path}: {}", rsp.status()));
+        }
+        let body = tokio::time::timeout(Duration::from_secs(10), rsp.into_body().collect())
+            .await
+            .map_err(|_| format!("{path}: no answer within 10s"))?
+            .map_err(|e| e.to_string())?;
+        Ok(body.to_bytes().to_vec())
+    }
+}
+
+/// Serves the agent service on `listener` with mutual TLS until `shutdown`.
+pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, service: AgentService, shutdown: CancellationToken) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let (tx, rx) = mpsc::channel(16);
+    let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let accept_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = accept_shutdown.cancelled() => return,
+                r = listener.accept() => match r {
+                    Ok(c) => c,
+                    Err(e) => { warn!(error = %e, "gRPC accept failed"); tokio::time::sleep(Duration::from_millis(100)).await; continue }
+                },
+            };
+            let _ = tcp.set_nodelay(true);
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                // The verifier logs why a peer was refused; this adds who.
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send(Ok::<_, std::io::Error>(tls)).await;
+                    }
+                    Ok(Err(e)) => warn!(peer = %peer, error = %e, "TLS handshake refused"),
+                    Err(_) => warn!(peer = %peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    info!(grpc_listen = %local, "serving gateways (gRPC, mutual TLS)");
+    let result = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+        .add_service(AgentServer::new(service).max_decoding_message_size(4 * exchange::MAX_CHUNK))
+        .serve_with_incoming_shutdown(ReceiverStream::new(rx), shutdown.cancelled())
+        .await;
+    if let Err(e) = result {
+        warn!(error = %e, "gRPC server ended");
+    }
+}

@@ -1,0 +1,63 @@
+//! Process plumbing shared by `busbar-agent` and `busbar-gateway`: load the chains, build the
+//! local proxy, bind the listeners, serve until the stop signal, drain.
+
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::chains::source::{self, LiveChains, SourceError};
+use crate::config::Config;
+use crate::docker::EngineClient;
+use crate::front::{self, Handler, ListenError, Listener};
+use crate::proxy::Proxy;
+
+/// sysexits' EX_USAGE: bad flags or configuration.
+pub const EX_USAGE: u8 = 64;
+
+/// The chains named by the config (none if no file), validated: at start an invalid file is fatal.
+pub fn initial_chains(config: &Config) -> Result<Arc<LiveChains>, SourceError> {
+    match &config.chains_file {
+        Some(path) => source::load_file(path),
+        None => Ok(LiveChains::none()),
+    }
+}
+
+/// The proxy to the configured engine, running `chains`; a chain file is watched until `shutdown`.
+pub fn local_proxy(config: &Config, chains: Arc<LiveChains>, shutdown: &CancellationToken) -> Arc<Proxy> {
+    let (chains_tx, chains_rx) = tokio::sync::watch::channel(chains);
+    if let Some(path) = &config.chains_file {
+        info!(config = %path.display(), "adapter chains loaded; watching for changes");
+        tokio::spawn(source::watch_file(path.clone(), chains_tx, shutdown.clone()));
+    }
+    let engine = EngineClient::new(config.engine.clone(), config.engine_options.clone());
+    Arc::new(Proxy::with_chains(engine, chains_rx))
+}
+
+/// Binds every listen address (all or nothing).
+pub async fn bind_all(config: &Config) -> Result<Vec<Listener>, ListenError> {
+    let mut listeners = vec![];
+    for addr in &config.listen {
+        listeners.push(addr.bind().await?);
+    }
+    Ok(listeners)
+}
+
+/// Serves `handler` on every listener (adding them to `servers`), waits for SIGINT/SIGTERM,
+/// then stops accepting and waits for every server in `servers` to drain.
+pub async fn serve_until_signal(
+    listeners: Vec<Listener>,
+    handler: Arc<dyn Handler>,
+    config: &Config,
+    shutdown: CancellationToken,
+    mut servers: JoinSet<()>,
+) {
+    for l in listeners {
+        servers.spawn(front::serve(l, handler.clone(), shutdown.clone(), config.shutdown_grace));
+    }
+    crate::signal::shutdown_requested().await;
+    info!("shutting down");
+    shutdown.cancel();
+    while servers.join_next().await.is_some() {}
+}

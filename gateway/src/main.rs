@@ -1,0 +1,81 @@
+//! `busbar-gateway`: flags -> config -> bind -> serve until SIGINT/SIGTERM -> drain.
+//!
+//! Embedded (no `--agent`): an agent in this process on `--docker`, with `--config` chains.
+//! Remote: every call goes to the agent across the gRPC/mTLS hop.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use busbar_agent::front::Handler;
+use busbar_agent::run::{self, EX_USAGE};
+use busbar_agent::tls::{self, Role};
+use busbar_gateway::agents::AgentLink;
+use busbar_gateway::config::{Cli, Mode};
+use busbar_gateway::remote::Remote;
+
+fn main() -> ExitCode {
+    let config = match Cli::parse().into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("busbar-gateway: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    busbar_agent::logging::init(&config.local.log_level);
+    let chains = match (&config.mode, run::initial_chains(&config.local)) {
+        (Mode::Embedded, Ok(c)) => Some(c),
+        (Mode::Embedded, Err(e)) => {
+            eprintln!("busbar-gateway: invalid adapter config:\n{e}");
+            return ExitCode::from(EX_USAGE);
+        }
+        (Mode::Remote { .. }, _) if config.local.chains_file.is_some() => {
+            eprintln!("busbar-gateway: --config applies to the embedded agent; with --agent, give the chains to the agent");
+            return ExitCode::from(EX_USAGE);
+        }
+        (Mode::Remote { .. }, _) => None,
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
+    runtime.block_on(async move {
+        let listeners = match run::bind_all(&config.local).await {
+            Ok(l) => l,
+            Err(e) => {
+                error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let shutdown = CancellationToken::new();
+        let handler: Arc<dyn Handler> = match (&config.mode, chains) {
+            (Mode::Embedded, Some(chains)) => {
+                info!(engine = %config.local.engine, "embedded agent (no --agent given)");
+                run::local_proxy(&config.local, chains, &shutdown)
+            }
+            (Mode::Remote { node, addr, tls: files }, _) => {
+                let link = match check_identity(files).and_then(|cfg| AgentLink::new(node, addr, cfg).map_err(|e| e.to_string())) {
+                    Ok(link) => link,
+                    Err(e) => {
+                        error!("{e}");
+                        return ExitCode::from(EX_USAGE);
+                    }
+                };
+                info!(node = %node, addr = %addr, "serving agent over gRPC with mutual TLS");
+                Arc::new(Remote { agent: link })
+            }
+            (Mode::Embedded, None) => unreachable!("embedded mode always has chains"),
+        };
+        run::serve_until_signal(listeners, handler, &config.local, shutdown, tokio::task::JoinSet::new()).await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// The gateway's TLS client config, after checking that our own certificate is a gateway's.
+fn check_identity(files: &tls::TlsFiles) -> Result<Arc<rustls::ClientConfig>, String> {
+    let me = files.identity().map_err(|e| format!("--tls-cert: {e}"))?;
+    if me.role != Role::Gateway {
+        return Err(format!("--tls-cert is {me}: a gateway needs a certificate with the gateway role"));
+    }
+    tls::client_config(files, Role::Agent).map_err(|e| e.to_string())
+}

@@ -1,0 +1,38 @@
+//! Serving the Docker API from an agent across the gRPC hop.
+//!
+//! For now one agent stands behind the gateway (the cluster, with routing, aggregation and
+//! scheduling across many, is the next step); every call goes to it and its node name is
+//! recorded in the request's span.
+
+use busbar_agent::front::Handler;
+use busbar_agent::proxy::{Body, RequestCtx};
+use busbar_agent::respond;
+use futures_util::future::BoxFuture;
+use http::{Request, Response};
+use tracing::warn;
+
+use crate::agents::AgentLink;
+
+/// Sends every request to one agent.
+pub struct Remote {
+    pub agent: AgentLink,
+}
+
+impl Handler for Remote {
+    fn handle<'a>(&'a self, req: Request<Body>, ctx: &'a RequestCtx) -> BoxFuture<'a, Response<Body>> {
+        Box::pin(async move {
+            ctx.span.record("node", self.agent.node());
+            match self.agent.exchange(req, ctx).await {
+                Ok(rsp) => rsp,
+                Err(e) => {
+                    warn!(error = %e, "agent call failed");
+                    respond::error(&e)
+                }
+            }
+        })
+    }
+
+    fn upstream(&self) -> String {
+        format!("agent {}", self.agent.node())
+    }
+}

@@ -383,3 +383,55 @@ fn a_response_over_max_buffer_is_a_clear_error() {
     assert!(rsp.starts_with("HTTP/1.1 502"), "{rsp}");
     assert!(rsp.contains("over the 64-byte limit") && rsp.contains("max_buffer"), "{rsp}");
 }
+
+#[test]
+fn adapter_calls_reuse_pooled_connections() {
+    let nul = FakeAdapter::start(null);
+    let (agent, _dir) = agent_with(&format!("endpoints:\n  \"GET /*/version\":\n    pre: [nul]\n    post: [nul]\nadapters:\n  nul: {}\n", nul.url));
+    for _ in 0..10 {
+        docker_ok(&agent.url, &["version", "--format", "{{.Server.APIVersion}}"]);
+    }
+    assert_eq!(nul.calls().len(), 20);
+    assert!(nul.connections() <= 2, "{} connections for 20 sequential hook calls", nul.connections());
+}
+
+#[test]
+fn test_run_post_hook_on_attach_is_skipped_even_when_the_adapter_is_unresolvable() {
+    // Powerstrip's passthru test: post-hooks never apply to hijacked responses, so a broken
+    // adapter there cannot break `docker run`.
+    let (agent, _dir) = agent_with(
+        "endpoints:\n  \"POST /*/containers/*/attach\":\n    post: [broken]\nadapters:\n  broken: http://adapter.invalid/hook\n",
+    );
+    assert_eq!(docker_ok(&agent.url, &["run", "--rm", "busybox", "echo", "hello"]), "hello");
+    let screen = with_tty(&format!("docker -H {} run --rm -it busybox sh -c 'read x; echo tty-$x'", agent.url), b"ok\n");
+    assert!(screen.contains("tty-ok"), "{screen:?}");
+}
+
+#[test]
+fn test_run_docker_build_and_load_through_null_hooks() {
+    let nul = FakeAdapter::start(null);
+    let (agent, _dir) = agent_with(&format!(
+        "endpoints:\n  \"* *\":\n    pre: [nul]\n    post: [nul]\nadapters:\n  nul: {}\n",
+        nul.url
+    ));
+    let dir = TempDir::new();
+    std::fs::write(dir.join("Dockerfile"), "FROM busybox\nRUN echo built > /built\n").unwrap();
+    let tag = format!("{}:built", unique_name("img"));
+    let mut build = testbed::docker_command(&agent.url, &["build", "-q", "-t", &tag, dir.0.to_str().unwrap()]);
+    build.env("DOCKER_BUILDKIT", "0");
+    let out = testbed::output_with_timeout(&mut build, None, Duration::from_secs(120)).unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(docker_ok(&engine(), &["run", "--rm", &tag, "cat", "/built"]), "built");
+    // The build's progress (a finite stream) went through the post-hook; its tar body did not
+    // go to the pre-hook.
+    assert!(nul.requests("post-hook").iter().any(|r| r.contains("/build")));
+    assert!(!nul.requests("pre-hook").iter().any(|r| r.contains("/build")));
+    // load: a tar body streamed to the engine, its progress through the post-hook.
+    let saved = dir.join("saved.tar");
+    docker_ok(&engine(), &["save", "-o", saved.to_str().unwrap(), &tag]);
+    docker_ok(&engine(), &["rmi", &tag]);
+    let loaded = docker_ok(&agent.url, &["load", "-i", saved.to_str().unwrap()]);
+    assert!(loaded.contains(&tag), "{loaded}");
+    assert!(nul.requests("post-hook").iter().any(|r| r.contains("/images/load")));
+    docker_ok(&engine(), &["rmi", &tag]);
+}

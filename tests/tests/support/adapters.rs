@@ -33,6 +33,7 @@ type Behaviour = dyn Fn(&Value) -> Answer + Send + Sync;
 pub struct FakeAdapter {
     pub url: String,
     calls: Arc<Mutex<Vec<Value>>>,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
     _runtime: tokio::runtime::Runtime,
 }
 
@@ -44,8 +45,11 @@ impl FakeAdapter {
         let calls = Arc::new(Mutex::new(vec![]));
         let behaviour: Arc<Behaviour> = Arc::new(behaviour);
         let recorded = calls.clone();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accepted = connections.clone();
         runtime.spawn(async move {
             while let Ok((io, _)) = listener.accept().await {
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let (behaviour, recorded) = (behaviour.clone(), recorded.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
@@ -68,7 +72,12 @@ impl FakeAdapter {
                 });
             }
         });
-        FakeAdapter { url, calls, _runtime: runtime }
+        FakeAdapter { url, calls, connections, _runtime: runtime }
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Every payload received so far.
@@ -109,7 +118,9 @@ pub fn edit_body(edit: impl Fn(&mut Value) + Send + Sync + 'static) -> impl Fn(&
 }
 
 /// A post-hook that edits the engine's JSON response with `edit(code, doc)`.
-pub fn edit_response(edit: impl Fn(u64, &mut Value) + Send + Sync + 'static) -> impl Fn(&Value) -> Answer + Send + Sync {
+pub fn edit_response(
+    edit: impl Fn(u64, &mut Value) + Send + Sync + 'static,
+) -> impl Fn(&Value) -> Answer + Send + Sync {
     move |payload| {
         let mut response = payload["ServerResponse"].clone();
         let code = response["Code"].as_u64().unwrap_or(0);

@@ -39,6 +39,19 @@ pub struct Cli {
 
     #[command(flatten)]
     pub tls: TlsArgs,
+
+    /// etcd endpoints (comma-separated): register this node there, under a lease, so that
+    /// gateways started with --etcd find it. Needs --grpc-listen.
+    #[arg(long, env = "BUSBAR_ETCD", value_delimiter = ',')]
+    pub etcd: Vec<String>,
+
+    /// The etcd key prefix of this cluster.
+    #[arg(long, env = "BUSBAR_ETCD_PREFIX", default_value = "/busbar")]
+    pub etcd_prefix: String,
+
+    /// Seconds the node's registration outlives the agent (the etcd lease TTL).
+    #[arg(long, env = "BUSBAR_REGISTRATION_TTL", default_value_t = 10)]
+    pub registration_ttl: u64,
 }
 
 /// Flags for serving the Docker API on this machine, shared by the agent and the gateway
@@ -128,6 +141,10 @@ pub struct GrpcConfig {
     pub node_name: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub tls: TlsFiles,
+    /// Where to register (none: not registered).
+    pub etcd: Vec<String>,
+    pub etcd_prefix: String,
+    pub registration_ttl: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +155,10 @@ pub enum ConfigError {
     PartialTls(&'static str),
     #[error("--label {0:?}: expected key=value")]
     Label(String),
+    #[error("--etcd needs --grpc-listen: a node registers the address gateways reach it on")]
+    EtcdWithoutGrpc,
+    #[error("--registration-ttl: must be at least 1 second")]
+    Ttl,
     #[error("--docker: {0}")]
     Engine(#[from] crate::docker::addr::AddrError),
     #[error("--listen: {0}")]
@@ -152,6 +173,18 @@ impl Cli {
         let mut config = self.local.into_config(local_by_default)?;
         let tls = self.tls.files("the agent's gRPC service")?;
         config.grpc = grpc_config(self.grpc_listen, self.advertise, self.node_name, &self.labels, tls)?;
+        match &mut config.grpc {
+            Some(grpc) => {
+                if self.registration_ttl == 0 {
+                    return Err(ConfigError::Ttl);
+                }
+                grpc.etcd = self.etcd;
+                grpc.etcd_prefix = self.etcd_prefix;
+                grpc.registration_ttl = Duration::from_secs(self.registration_ttl);
+            }
+            None if !self.etcd.is_empty() => return Err(ConfigError::EtcdWithoutGrpc),
+            None => {}
+        }
         Ok(config)
     }
 }
@@ -204,6 +237,9 @@ fn grpc_config(
         node_name,
         labels,
         tls,
+        etcd: vec![],
+        etcd_prefix: String::new(),
+        registration_ttl: Duration::from_secs(10),
     }))
 }
 

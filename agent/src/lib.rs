@@ -10,6 +10,8 @@
 //! - [`front`]: the local listeners (unix and tcp) that serve the Docker API to clients.
 //! - [`chains`]: adapter chains (Powerstrip `adapters.yml`): parsing and validation.
 //! - [`hooks`]: Powerstrip protocol v1 wire types and endpoint matching.
+//! - [`registry`]: this node's entry in the etcd node registry, under a lease kept alive;
+//!   the registry's key layout, entry shape and etcd helpers, shared with the gateway.
 //! - [`io`]: byte streams over unix or TCP, and replaying bytes read ahead.
 //! - [`run`], [`logging`], [`signal`]: process plumbing shared with the gateway.
 //! - [`respond`]: the one place that turns an error into a Docker-style error response.
@@ -25,6 +27,7 @@ pub mod hooks;
 pub mod io;
 pub mod logging;
 pub mod proxy;
+pub mod registry;
 pub mod respond;
 pub mod run;
 pub mod signal;

@@ -10,6 +10,7 @@ use tracing::{error, info};
 use busbar_agent::config::{Cli, GrpcConfig};
 use busbar_agent::grpc::{AgentService, NodeIdentity};
 use busbar_agent::proxy::Proxy;
+use busbar_agent::registry;
 use busbar_agent::run::{self, EX_USAGE};
 use busbar_agent::tls::{self, Role};
 
@@ -79,5 +80,18 @@ async fn start_grpc(
         .map_err(|e| format!("cannot listen on {} for gRPC: {e}", grpc.listen))?;
     let node = NodeIdentity { name, labels: grpc.labels.clone(), advertise: grpc.advertise.clone() };
     info!(node = %node.name, advertise = %node.advertise, "agent identity checked");
-    Ok(busbar_agent::grpc::serve(listener, server_tls, AgentService::new(proxy, node), shutdown))
+    // Registered while serving; on shutdown the lease is revoked before the agent exits.
+    let registration = (!grpc.etcd.is_empty()).then(|| {
+        let entry = registry::NodeEntry::new(&node.name, &node.advertise, node.labels.clone());
+        registry::run_registration(grpc.etcd.clone(), grpc.etcd_prefix.clone(), entry, grpc.registration_ttl, shutdown.clone())
+    });
+    let server = busbar_agent::grpc::serve(listener, server_tls, AgentService::new(proxy, node), shutdown);
+    Ok(async move {
+        match registration {
+            Some(registration) => {
+                tokio::join!(server, registration);
+            }
+            None => server.await,
+        }
+    })
 }

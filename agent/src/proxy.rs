@@ -70,6 +70,11 @@ impl RequestCtx {
         );
         RequestCtx { id, span, started: Instant::now() }
     }
+
+    /// A context for a call made on behalf of another request (same id, same span).
+    pub fn with_id(id: String, span: Span) -> Self {
+        RequestCtx { id, span, started: Instant::now() }
+    }
 }
 
 /// Forwards requests to one engine, through the adapter chains.
@@ -209,6 +214,33 @@ pub fn incoming(body: hyper::body::Incoming) -> Body {
         Box::new(e)
     }
     body.map_err(boxed).boxed()
+}
+
+/// Why a body could not be read whole.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    #[error("over {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("{0}")]
+    Broken(BoxError),
+}
+
+/// Reads a whole body, refusing more than `limit` bytes.
+///
+/// A plain frame loop rather than `http_body_util::Limited`: with a boxed error type the latter
+/// trips a rustc limitation (a higher-ranked `Send` bound) in spawned connection futures.
+pub async fn collect_limited(mut body: Body, limit: usize) -> Result<Bytes, CollectError> {
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(CollectError::Broken)?;
+        if let Some(data) = frame.data_ref() {
+            if bytes.len() + data.len() > limit {
+                return Err(CollectError::TooLarge { limit });
+            }
+            bytes.extend_from_slice(data);
+        }
+    }
+    Ok(Bytes::from(bytes))
 }
 
 /// An empty body.

@@ -86,6 +86,10 @@ impl AgentLink {
         &self.node
     }
 
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
     /// Carries one Docker API call to the agent. The response streams back as it comes; a
     /// `101` carries the hijacked stream (see [`Hijacked`]).
     pub async fn exchange(&self, req: Request<Body>, ctx: &RequestCtx) -> Result<Response<Body>, AgentError> {

@@ -5,6 +5,9 @@ use clap::Parser;
 use busbar_agent::config::{Config as LocalConfig, ConfigError, LocalArgs, TlsArgs};
 use busbar_agent::tls::TlsFiles;
 
+use crate::cluster::HealthOptions;
+use crate::schedule::Strategy;
+
 /// busbar-gateway: serves the Docker API and carries every call to a busbar agent over gRPC
 /// with mutual TLS. With no --agent it runs an agent in-process on --docker: the
 /// single-machine default.
@@ -15,9 +18,30 @@ pub struct Cli {
     pub local: LocalArgs,
 
     /// An agent to serve: [NODE=]HOST:PORT. NODE is the name in the agent's certificate
-    /// (default: HOST), checked during the TLS handshake.
+    /// (default: HOST), checked during the TLS handshake. Repeatable: one agent is served as
+    /// is (a remote engine); several are served as one cluster.
     #[arg(long = "agent", env = "BUSBAR_AGENTS", value_delimiter = ',')]
     pub agents: Vec<String>,
+
+    /// etcd endpoints (comma-separated): serve every agent registered there, as one cluster.
+    #[arg(long, env = "BUSBAR_ETCD", value_delimiter = ',')]
+    pub etcd: Vec<String>,
+
+    /// The etcd key prefix of this cluster.
+    #[arg(long, env = "BUSBAR_ETCD_PREFIX", default_value = "/busbar")]
+    pub etcd_prefix: String,
+
+    /// Where new containers go: spread (default), binpack or random.
+    #[arg(long, env = "BUSBAR_STRATEGY", default_value = "spread")]
+    pub strategy: String,
+
+    /// Seconds between health probes of each node.
+    #[arg(long, env = "BUSBAR_PROBE_INTERVAL", default_value_t = 3.0)]
+    pub probe_interval: f64,
+
+    /// Seconds a node has to answer a probe before it is marked unhealthy.
+    #[arg(long, env = "BUSBAR_PROBE_TIMEOUT", default_value_t = 3.0)]
+    pub probe_timeout: f64,
 
     #[command(flatten)]
     pub tls: TlsArgs,
@@ -28,8 +52,22 @@ pub struct Cli {
 pub enum Mode {
     /// An agent in this process, on the engine and chains of the local config.
     Embedded,
-    /// An agent across the gRPC hop.
+    /// One agent across the gRPC hop, served as is.
     Remote { node: String, addr: String, tls: TlsFiles },
+    /// Many agents (from `--agent` flags or the etcd registry), served as one cluster.
+    Cluster(ClusterConfig),
+}
+
+/// Cluster mode settings.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Static members: node -> address.
+    pub agents: Vec<(String, String)>,
+    pub etcd: Vec<String>,
+    pub etcd_prefix: String,
+    pub strategy: Strategy,
+    pub health: HealthOptions,
+    pub tls: TlsFiles,
 }
 
 #[derive(Debug)]
@@ -43,27 +81,47 @@ pub struct Config {
 pub enum GatewayConfigError {
     #[error(transparent)]
     Local(#[from] ConfigError),
-    #[error("--agent needs --tls-ca, --tls-cert and --tls-key: the gateway <-> agent hop is mutual TLS only")]
+    #[error("--agent and --etcd need --tls-ca, --tls-cert and --tls-key: the gateway <-> agent hop is mutual TLS only")]
     NoTls,
     #[error("--agent {0:?}: expected [NODE=]HOST:PORT")]
     BadAgent(String),
-    #[error("several --agent flags need cluster routing, which this gateway does not do yet: give one agent")]
-    SeveralAgents,
+    #[error("--strategy: {0}")]
+    Strategy(String),
+    #[error("--{flag}: must be a positive number of seconds, got {value}")]
+    Seconds { flag: &'static str, value: f64 },
 }
 
 impl Cli {
     pub fn into_config(self) -> Result<Config, GatewayConfigError> {
         let local = self.local.into_config(true)?;
         let tls = self.tls.files("the gateway's identity toward agents")?;
-        let mode = match self.agents.as_slice() {
-            [] => Mode::Embedded,
-            [one] => {
+        let mode = match (self.agents.as_slice(), self.etcd.is_empty()) {
+            ([], true) => Mode::Embedded,
+            ([one], true) => {
                 let (node, addr) = parse_agent(one)?;
                 Mode::Remote { node, addr, tls: tls.ok_or(GatewayConfigError::NoTls)? }
             }
-            _ => return Err(GatewayConfigError::SeveralAgents),
+            (agents, _) => Mode::Cluster(ClusterConfig {
+                agents: agents.iter().map(|a| parse_agent(a)).collect::<Result<_, _>>()?,
+                etcd: self.etcd,
+                etcd_prefix: self.etcd_prefix,
+                strategy: self.strategy.parse().map_err(|e: crate::schedule::ScheduleError| GatewayConfigError::Strategy(e.to_string()))?,
+                health: HealthOptions {
+                    probe_interval: seconds("probe-interval", self.probe_interval)?,
+                    probe_timeout: seconds("probe-timeout", self.probe_timeout)?,
+                },
+                tls: tls.ok_or(GatewayConfigError::NoTls)?,
+            }),
         };
         Ok(Config { local, mode })
+    }
+}
+
+fn seconds(flag: &'static str, value: f64) -> Result<std::time::Duration, GatewayConfigError> {
+    if value.is_finite() && value > 0.0 {
+        Ok(std::time::Duration::from_secs_f64(value))
+    } else {
+        Err(GatewayConfigError::Seconds { flag, value })
     }
 }
 

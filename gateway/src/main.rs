@@ -17,6 +17,56 @@ use busbar_gateway::agents::AgentLink;
 use busbar_gateway::config::{Cli, Mode};
 use busbar_gateway::remote::Remote;
 
+/// Cluster mode: membership, health probes, and the cluster handler.
+mod cluster {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use busbar_agent::front::Handler;
+    use busbar_gateway::cluster::{Cluster, Member};
+    use busbar_gateway::config::ClusterConfig;
+    use busbar_gateway::registry;
+    use busbar_gateway::serve::{ClusterHandler, EtcdNames, LocalNames, Names};
+    use tokio_util::sync::CancellationToken;
+    use tracing::info;
+
+    pub async fn start(config: &ClusterConfig, shutdown: &CancellationToken) -> Result<Arc<dyn Handler>, String> {
+        let tls = super::check_identity(&config.tls)?;
+        let cluster = Cluster::new(tls, config.health.clone());
+        let statics: BTreeMap<String, Member> = config
+            .agents
+            .iter()
+            .map(|(node, addr)| (node.clone(), Member { addr: addr.clone(), labels: BTreeMap::new() }))
+            .collect();
+        cluster.set_members(&statics);
+        let names: Names = if config.etcd.is_empty() {
+            Some(Arc::new(LocalNames::default()))
+        } else {
+            let client = registry::connect(&config.etcd).await.map_err(|e| e.to_string())?;
+            follow_registry(&cluster, config, statics.clone(), shutdown);
+            Some(Arc::new(EtcdNames { client, prefix: config.etcd_prefix.clone() }))
+        };
+        info!(static_nodes = statics.len(), etcd = %config.etcd.join(","), strategy = %config.strategy, "serving a cluster");
+        tokio::spawn(cluster.clone().run_probes(shutdown.clone()));
+        Ok(Arc::new(ClusterHandler::new(cluster, config.strategy, names)))
+    }
+
+    /// Keeps the cluster's members in step with the etcd registry (plus the static ones).
+    fn follow_registry(cluster: &Arc<Cluster>, config: &ClusterConfig, statics: BTreeMap<String, Member>, shutdown: &CancellationToken) {
+        let mut rx = registry::spawn_watch(config.etcd.clone(), config.etcd_prefix.clone(), shutdown.clone());
+        let cluster = cluster.clone();
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let mut members = statics.clone();
+                for (name, entry) in rx.borrow_and_update().iter() {
+                    members.insert(name.clone(), Member { addr: entry.advertise.clone(), labels: entry.labels.clone() });
+                }
+                cluster.set_members(&members);
+            }
+        });
+    }
+}
+
 fn main() -> ExitCode {
     let config = match Cli::parse().into_config() {
         Ok(c) => c,
@@ -32,11 +82,11 @@ fn main() -> ExitCode {
             eprintln!("busbar-gateway: invalid adapter config:\n{e}");
             return ExitCode::from(EX_USAGE);
         }
-        (Mode::Remote { .. }, _) if config.local.chains_file.is_some() => {
-            eprintln!("busbar-gateway: --config applies to the embedded agent; with --agent, give the chains to the agent");
+        (_, _) if config.local.chains_file.is_some() => {
+            eprintln!("busbar-gateway: --config applies to the embedded agent; with --agent or --etcd, give the chains to the agents");
             return ExitCode::from(EX_USAGE);
         }
-        (Mode::Remote { .. }, _) => None,
+        (_, _) => None,
     };
     let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
     runtime.block_on(async move {
@@ -64,6 +114,13 @@ fn main() -> ExitCode {
                 info!(node = %node, addr = %addr, "serving agent over gRPC with mutual TLS");
                 Arc::new(Remote { agent: link })
             }
+            (Mode::Cluster(cluster), _) => match cluster::start(cluster, &shutdown).await {
+                Ok(handler) => handler,
+                Err(e) => {
+                    error!("{e}");
+                    return ExitCode::from(EX_USAGE);
+                }
+            },
             (Mode::Embedded, None) => unreachable!("embedded mode always has chains"),
         };
         run::serve_until_signal(listeners, handler, &config.local, shutdown, tokio::task::JoinSet::new()).await;

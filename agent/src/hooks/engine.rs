@@ -39,7 +39,6 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body::Body as _;
-use http_body_util::BodyExt;
 use tracing::{debug, info_span, warn, Instrument};
 
 use super::adapter::{AdapterClients, HookError, Refusal, Reply};
@@ -47,7 +46,7 @@ use super::matcher::{strip_query, MatchedChain};
 use super::powerstrip::{ClientRequest, PostHookReply, PostHookRequest, PreHookReply, PreHookRequest, ServerResponse};
 use crate::chains::{Adapter, ChainSet, OnError};
 use crate::docker::hijack::is_version_segment;
-use crate::proxy::{full, Body, RequestCtx};
+use crate::proxy::{collect_limited, full, Body, CollectError, RequestCtx};
 
 /// What a chain produced before (or instead of) the engine call.
 pub enum PreOutcome {
@@ -244,19 +243,11 @@ async fn read_text(body: Body, limit: u64, what: &'static str) -> Result<String,
     if let Some(len) = body.size_hint().exact().filter(|n| *n > limit) {
         return Err(HookError::TooLarge { what, limit, size: Some(len) });
     }
-    // A plain frame loop rather than `http_body_util::Limited`: with a boxed error type the
-    // latter trips a rustc limitation (higher-ranked `Send`) in the spawned connection future.
-    let mut body = body;
-    let mut bytes = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| HookError::Body { what, reason: e.to_string() })?;
-        if let Some(data) = frame.data_ref() {
-            if (bytes.len() + data.len()) as u64 > limit {
-                return Err(HookError::TooLarge { what, limit, size: None });
-            }
-            bytes.extend_from_slice(data);
-        }
-    }
+    let bytes = match collect_limited(body, limit as usize).await {
+        Ok(b) => b.to_vec(),
+        Err(CollectError::TooLarge { .. }) => return Err(HookError::TooLarge { what, limit, size: None }),
+        Err(CollectError::Broken(e)) => return Err(HookError::Body { what, reason: e.to_string() }),
+    };
     String::from_utf8(bytes).map_err(|_| HookError::Body { what, reason: "not UTF-8 text".into() })
 }
 

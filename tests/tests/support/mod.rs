@@ -58,9 +58,7 @@ impl Process {
         let addr = format!("{}:{}", host.addr().expect("the host has an address"), free_port());
         let log = std::env::temp_dir().join(format!("{}.log", unique_name("busbar-agent")));
         let mut cmd = host.command_in(binary("busbar-agent"));
-        cmd.args(["--docker", &host.docker_url(), "--grpc-listen", &addr])
-            .args(tls_args(certs, name))
-            .args(extra);
+        cmd.args(["--docker", &host.docker_url(), "--grpc-listen", &addr]).args(tls_args(certs, name)).args(extra);
         let p = Process::start(cmd, 0, log);
         let up = wait_until(Duration::from_secs(15), || TcpStream::connect(&addr).is_ok());
         assert!(up, "agent {name} did not listen on {addr}; its log:\n{}", p.log_tail());
@@ -73,7 +71,8 @@ impl Process {
         cmd.args(args);
         let mut p = Process::start(cmd, port, log);
         let up = wait_until(Duration::from_secs(15), || {
-            p.exited().is_none() && http_raw(port, "GET /_ping HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").is_ok()
+            p.exited().is_none()
+                && http_raw(port, "GET /_ping HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").is_ok()
         });
         assert!(up, "{bin} did not come up on port {port}; its log:\n{}", p.log_tail());
         p
@@ -94,7 +93,11 @@ impl Process {
     fn start(mut cmd: Command, port: u16, log: PathBuf) -> Process {
         let log_file = std::fs::File::create(&log).expect("log file");
         let child = cmd
-            .env("RUST_LOG", std::env::var("BUSBAR_TEST_LOG").unwrap_or_else(|_| "debug".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("BUSBAR_TEST_LOG")
+                    .unwrap_or_else(|_| "info,busbar_agent=debug,busbar_gateway=debug".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)

@@ -1,0 +1,256 @@
+//! Merging per-node answers into one cluster answer: pure functions, no IO (the one exception,
+//! [`GatewayFacts::of_this_host`], reads three host files and is meant to run once at start).
+//!
+//! The gateway does the fan-out: it sends every node the client's own request (query string and
+//! all, minus the `node` filter, see [`strip_node_filter`]), so each engine applies its own
+//! filters, and then hands the answers here as [`NodeAnswer`]s together with its
+//! [`NodeSnapshot`]s. What comes back is the document the docker CLI gets, shaped the way Docker
+//! Swarm "classic" shaped it (see `reference/swarm.md` §1.4-1.7):
+//!
+//! - containers are named `/<node>/<name>` (the CLI shows `node1/web`), and a published port bound
+//!   to `0.0.0.0`/`::` shows the node's address instead ([`containers`]);
+//! - images are grouped by ID ([`images`]); node-local networks and volumes are named
+//!   `<node>/<name>`, cluster-wide ones appear once ([`networks`], [`volumes`]);
+//! - `/info` is the cluster's totals plus one block per node in `SystemStatus`, which the docker
+//!   CLI (checked with 28.2) prints verbatim right under `Server Version` ([`info`]);
+//! - `/version` is the gateway's, with the API range every healthy node accepts ([`version`]);
+//! - events carry the node they come from ([`tag_event`]); `system df` and the `*/prune` answers
+//!   are added up ([`system_df`], [`prune`]).
+//!
+//! # When nodes fail
+//!
+//! A node's answer is `Ok` only if its engine answered 2xx with a JSON body; anything else (no
+//! connection, timeout, agent error, engine error status) is an `Err` with a one-line reason.
+//!
+//! - **List endpoints** (`containers/json`, `images/json`, `networks`, `volumes`, `system/df`,
+//!   `*/prune`) answer **200 with what the nodes that answered said**. The nodes that failed are
+//!   named in the [`FAILED_NODES_HEADER`] response header, whose value
+//!   [`failed_nodes_header`] builds: `node2: connection refused; node3: timeout`. The merge
+//!   functions here skip failed answers: they never invent entries for them (Swarm showed
+//!   "Host Down" from its cache; we keep no cache of containers).
+//! - If **every** asked node failed ([`all_failed`]), an empty list would be a lie: the gateway
+//!   answers an error instead (503 with the header's text as the message, or, when the engines
+//!   all refused the request itself with the same 4xx, that status).
+//! - **`/info`** never drops a node: a node that failed is listed in its `SystemStatus` block with
+//!   `Status: Unhealthy` and the failure in `└ Error`, and only healthy nodes count in the totals.
+//!   `/version` likewise lists it among its `Components` with its status and error.
+//!
+//! # Layout
+//! - [`query`]: the `node` filter engines don't know, and `limit`.
+//! - `containers`, `images`, `networks`, `volumes`, `disk` (`system df`, prune): the list merges.
+//! - `info`, `version`: the gateway's own `/info` and `/version` documents; `facts`: what they
+//!   say about the gateway itself ([`GatewayFacts`], the one place that reads host files).
+//! - `events`: tagging one node's events.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use crate::model::{Health, NodeAnswer, NodeSnapshot};
+
+mod containers;
+mod disk;
+mod events;
+mod facts;
+mod images;
+mod info;
+mod networks;
+pub mod query;
+mod version;
+mod volumes;
+
+#[cfg(test)]
+mod fixtures;
+
+pub use containers::{containers, pin_ports, qualify_container, qualify_names};
+pub use disk::{prune, system_df};
+pub use events::tag_event;
+pub use facts::{GatewayFacts, DEFAULT_FILTERS};
+pub use images::images;
+pub use info::{bytes_size, info, info_with_reserved, labels_of, node_labels, rfc3339, Reserved};
+pub use networks::{is_cluster_scope, networks};
+pub use query::{limit, node_filter, strip_node_filter};
+pub use version::{api_version_range, compare_api_versions, go_arch, version, version_with_facts};
+pub use volumes::volumes;
+
+/// The response header naming the nodes whose part is missing from a list answer.
+pub const FAILED_NODES_HEADER: &str = "X-Busbar-Failed-Nodes";
+
+/// The API version `/version` advertises when no node has told us its own (dockerd 20.10's).
+pub const FALLBACK_API_VERSION: &str = "1.41";
+/// The oldest API version `/version` advertises when no node has told us its own.
+pub const FALLBACK_MIN_API_VERSION: &str = "1.12";
+
+/// The value of [`FAILED_NODES_HEADER`] for a fanned-out call: `node2: connection refused;
+/// node3: timeout`, nodes in name order, or `None` if every node answered. Characters a header
+/// value cannot carry become `?` (line breaks become spaces); each reason is cut at 200 characters.
+pub fn failed_nodes_header<T>(answers: &[NodeAnswer<T>]) -> Option<String> {
+    let mut failed: Vec<(&str, &str)> =
+        answers.iter().filter_map(|a| a.result.as_ref().err().map(|e| (a.node.as_str(), e.as_str()))).collect();
+    if failed.is_empty() {
+        return None;
+    }
+    failed.sort_by(|a, b| a.0.cmp(b.0));
+    let parts: Vec<String> =
+        failed.iter().map(|(node, error)| format!("{}: {}", header_safe(node, 100), header_safe(error, 200))).collect();
+    Some(parts.join("; "))
+}
+
+/// True if nodes were asked and none answered: the gateway then answers an error, not an empty list.
+pub fn all_failed<T>(answers: &[NodeAnswer<T>]) -> bool {
+    !answers.is_empty() && answers.iter().all(|a| a.result.is_err())
+}
+
+/// Parses raw answer bodies as JSON; a body that is not JSON becomes that node's `Err`.
+pub fn parse_answers<T: AsRef<[u8]>>(answers: &[NodeAnswer<T>]) -> Vec<NodeAnswer<Value>> {
+    answers
+        .iter()
+        .map(|a| NodeAnswer {
+            node: a.node.clone(),
+            result: match &a.result {
+                Ok(body) => {
+                    serde_json::from_slice(body.as_ref()).map_err(|e| format!("engine answer is not JSON: {e}"))
+                }
+                Err(e) => Err(e.clone()),
+            },
+        })
+        .collect()
+}
+
+/// `node/name`: how node-local objects are named across the cluster.
+pub fn qualify(node: &str, name: &str) -> String {
+    format!("{node}/{name}")
+}
+
+fn header_safe(text: &str, max_chars: usize) -> String {
+    let mut out: String = text
+        .chars()
+        .take(max_chars)
+        .map(|c| match c {
+            ' ' | '\t' | '\r' | '\n' => ' ',
+            c if c.is_ascii_graphic() => c,
+            _ => '?',
+        })
+        .collect();
+    if text.chars().count() > max_chars {
+        out.push_str("...");
+    }
+    out
+}
+
+/// The answers that succeeded, in node-name order (answers arrive in completion order; sorting
+/// makes merged lists the same from one call to the next).
+fn answered(answers: &[NodeAnswer<Value>]) -> Vec<(&str, &Value)> {
+    let mut ok: Vec<(&str, &Value)> =
+        answers.iter().filter_map(|a| a.result.as_ref().ok().map(|v| (a.node.as_str(), v))).collect();
+    ok.sort_by(|a, b| a.0.cmp(b.0));
+    ok
+}
+
+/// One node as a cluster document (`/info`, `/version`) sees it: its fresh answer if it gave one,
+/// else what its snapshot last saw.
+struct NodeView<'a> {
+    name: &'a str,
+    snapshot: Option<&'a NodeSnapshot>,
+    /// The node's document (fresh or last seen); `None` if never seen.
+    doc: Option<&'a Value>,
+    health: Health,
+    error: Option<&'a str>,
+}
+
+impl NodeView<'_> {
+    /// The document, but only if the node is healthy: what totals are made of.
+    fn healthy_doc(&self) -> Option<&Value> {
+        if self.health == Health::Healthy {
+            self.doc
+        } else {
+            None
+        }
+    }
+}
+
+/// Every node known from the snapshots or the answers, in name order. A fresh `Ok` answer makes
+/// the node healthy; a failed one makes it unhealthy with that error (its last-seen document is
+/// still shown); a node not asked keeps its snapshot's health and error.
+fn node_views<'a>(
+    nodes: &'a [NodeSnapshot],
+    answers: &'a [NodeAnswer<Value>],
+    last_seen: fn(&NodeSnapshot) -> &Value,
+) -> Vec<NodeView<'a>> {
+    let names: BTreeSet<&str> =
+        nodes.iter().map(|n| n.name.as_str()).chain(answers.iter().map(|a| a.node.as_str())).collect();
+    names
+        .into_iter()
+        .map(|name| {
+            let snapshot = nodes.iter().find(|n| n.name == name);
+            let cached = snapshot.map(last_seen).filter(|v| !v.is_null());
+            let (doc, health, error) = match answers.iter().find(|a| a.node == name).map(|a| &a.result) {
+                Some(Ok(doc)) => (Some(doc), Health::Healthy, None),
+                Some(Err(e)) => (cached, Health::Unhealthy, Some(e.as_str())),
+                None => (
+                    cached,
+                    snapshot.map_or(Health::Unhealthy, |s| s.health),
+                    snapshot.and_then(|s| s.last_error.as_deref()),
+                ),
+            };
+            NodeView { name, snapshot, doc, health, error }
+        })
+        .collect()
+}
+
+/// A JSON integer field, 0 if absent or not a number.
+fn int(doc: &Value, key: &str) -> i64 {
+    match &doc[key] {
+        Value::Number(n) => n.as_i64().unwrap_or_else(|| n.as_f64().unwrap_or(0.0) as i64),
+        _ => 0,
+    }
+}
+
+/// A JSON string field, "" if absent.
+fn text<'a>(doc: &'a Value, key: &str) -> &'a str {
+    doc[key].as_str().unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::fixtures::{err, ok};
+
+    #[test]
+    fn failed_nodes_header_names_failures_in_node_order() {
+        let answers =
+            vec![err("node3", "timeout"), ok("node1", serde_json::json!([])), err("node2", "connection refused")];
+        assert_eq!(failed_nodes_header(&answers).as_deref(), Some("node2: connection refused; node3: timeout"));
+        assert_eq!(failed_nodes_header(&[ok("node1", serde_json::json!([]))]), None);
+    }
+
+    #[test]
+    fn failed_nodes_header_is_a_valid_header_value() {
+        let long = "x".repeat(300);
+        let answers = vec![err("node1", "agent said:\r\n└ boom"), err("node2", &long)];
+        let value = failed_nodes_header(&answers).expect("two failures");
+        assert!(value.starts_with("node1: agent said:  ? boom; node2: xxx"), "{value}");
+        assert!(value.ends_with("x..."));
+        assert!(http::HeaderValue::from_str(&value).is_ok());
+    }
+
+    #[test]
+    fn all_failed_needs_at_least_one_node() {
+        assert!(!all_failed::<Value>(&[]));
+        assert!(all_failed(&[err("node1", "timeout")]));
+        assert!(!all_failed(&[err("node1", "timeout"), ok("node2", Value::Null)]));
+    }
+
+    #[test]
+    fn parse_answers_turns_bad_json_into_that_nodes_error() {
+        let answers = vec![
+            NodeAnswer { node: "node1".into(), result: Ok(b"[1]".to_vec()) },
+            NodeAnswer { node: "node2".into(), result: Ok(b"<html>".to_vec()) },
+            NodeAnswer { node: "node3".into(), result: Err("timeout".into()) },
+        ];
+        let parsed = parse_answers(&answers);
+        assert_eq!(parsed[0].result, Ok(serde_json::json!([1])));
+        assert!(parsed[1].result.as_ref().is_err_and(|e| e.starts_with("engine answer is not JSON")));
+        assert_eq!(parsed[2].result, Err("timeout".to_owned()));
+    }
+}

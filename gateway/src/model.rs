@@ -1,0 +1,77 @@
+//! What the gateway knows about the cluster at one moment: plain data, rebuilt at any time from
+//! etcd (or the static `--agent` list) and the agents' own answers. The gateway keeps nothing
+//! that cannot be rebuilt this way, so a restarted gateway, or a second one beside it, serves
+//! the same view.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::SystemTime;
+
+/// A node's health, as `docker info` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Health {
+    /// The agent answers and its engine is reachable.
+    Healthy,
+    /// The agent or its engine fails: probes or real traffic error out.
+    Unhealthy,
+    /// The node's registration is gone (its etcd lease expired): it left or lost contact.
+    Disconnected,
+}
+
+impl fmt::Display for Health {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Health::Healthy => "Healthy",
+            Health::Unhealthy => "Unhealthy",
+            Health::Disconnected => "Disconnected",
+        })
+    }
+}
+
+/// One node as last seen.
+#[derive(Debug, Clone)]
+pub struct NodeSnapshot {
+    /// The node name (its agent certificate's CN).
+    pub name: String,
+    /// host:port of its agent's gRPC service.
+    pub addr: String,
+    /// Labels given to the agent (`--label k=v`).
+    pub labels: BTreeMap<String, String>,
+    pub health: Health,
+    /// The last error seen on this node, if any (shown in `docker info`).
+    pub last_error: Option<String>,
+    /// When the node's state was last refreshed.
+    pub updated_at: Option<SystemTime>,
+    /// The engine's `GET /info` document as last seen (`Null` if never seen).
+    pub info: serde_json::Value,
+    /// The engine's `GET /version` document as last seen (`Null` if never seen).
+    pub version: serde_json::Value,
+}
+
+impl NodeSnapshot {
+    /// A node known by name and address only (before its first probe).
+    pub fn new(name: &str, addr: &str, labels: BTreeMap<String, String>) -> NodeSnapshot {
+        NodeSnapshot {
+            name: name.to_owned(),
+            addr: addr.to_owned(),
+            labels,
+            health: Health::Unhealthy,
+            last_error: Some("not contacted yet".into()),
+            updated_at: None,
+            info: serde_json::Value::Null,
+            version: serde_json::Value::Null,
+        }
+    }
+
+    /// The host part of the agent address (what Swarm showed as the node's IP).
+    pub fn host(&self) -> &str {
+        self.addr.rsplit_once(':').map_or(self.addr.as_str(), |(h, _)| h).trim_start_matches('[').trim_end_matches(']')
+    }
+}
+
+/// One node's answer to a call fanned out to several nodes.
+#[derive(Debug, Clone)]
+pub struct NodeAnswer<T> {
+    pub node: String,
+    pub result: Result<T, String>,
+}

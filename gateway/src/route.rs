@@ -1,0 +1,200 @@
+//! Which kind of call a Docker API request is, for the cluster: answered by the gateway,
+//! aggregated over every node, routed to the node that owns an object, scheduled, or
+//! broadcast. Pure: a function of method and path (and the node names, for `node/name` refs).
+//!
+//! The API version prefix (`/v1.41`) is optional, as for the engine, and kept when the
+//! request is forwarded.
+
+use http::Method;
+
+/// A request's class. Borrowed strings are path segments (still percent-encoded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Ping,
+    Version,
+    Info,
+    Events,
+    SystemDf,
+    /// `POST /{containers,images,networks,volumes,build}/prune`: on every node, merged.
+    Prune(&'static str),
+    ContainerList,
+    ContainerCreate,
+    /// Anything under `/containers/{ref}`; `rest` is what follows the ref ("" for DELETE),
+    /// `node` the node named by a `node/name` ref.
+    Container { node: Option<String>, reference: String, rest: String },
+    /// `/exec/{id}/...`.
+    Exec { id: String, rest: String },
+    ImageList,
+    /// Pull, import, load: on every healthy node.
+    ImageBroadcast,
+    /// `/images/{name}/...` and `DELETE /images/{name}`.
+    Image { name: String, rest: String },
+    Build,
+    NetworkList,
+    NetworkCreate,
+    Network { node: Option<String>, reference: String, rest: String },
+    VolumeList,
+    VolumeCreate,
+    Volume { node: Option<String>, reference: String },
+    /// Swarm-mode and plugin APIs: not a cluster-of-engines concept.
+    Unsupported,
+    /// Anything else (auth, search, distribution, session): any healthy node.
+    AnyNode,
+}
+
+/// The path without its API version prefix.
+pub fn unversioned(path: &str) -> &str {
+    let trimmed = path.trim_start_matches('/');
+    match trimmed.split_once('/') {
+        Some((v, rest)) if busbar_agent::docker::hijack::is_version_segment(v) => &path[path.len() - rest.len() - 1..],
+        None if busbar_agent::docker::hijack::is_version_segment(trimmed) => "/",
+        _ => path,
+    }
+}
+
+/// Classifies `method path` (query already stripped). `is_node` says whether a name is a node.
+pub fn classify(method: &Method, path: &str, is_node: impl Fn(&str) -> bool) -> Route {
+    let path = unversioned(path);
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let get = method == Method::GET || method == Method::HEAD;
+    let post = method == Method::POST;
+    let rest_of = |from: usize| segs[from..].join("/");
+    match segs.as_slice() {
+        ["_ping"] => Route::Ping,
+        ["version"] => Route::Version,
+        ["info"] => Route::Info,
+        ["events"] => Route::Events,
+        ["system", "df"] => Route::SystemDf,
+        [kind @ ("containers" | "images" | "networks" | "volumes" | "build"), "prune"] if post => Route::Prune(match *kind {
+            "containers" => "containers",
+            "images" => "images",
+            "networks" => "networks",
+            "volumes" => "volumes",
+            _ => "build",
+        }),
+        ["containers", "json"] | ["containers", "ps"] if get => Route::ContainerList,
+        ["containers", "create"] if post => Route::ContainerCreate,
+        ["containers", first, ..] => {
+            let node_form = is_node(first) && segs.len() >= if method == Method::DELETE { 3 } else { 4 };
+            if node_form {
+                Route::Container { node: Some(first.to_string()), reference: segs[2].to_owned(), rest: rest_of(3) }
+            } else {
+                Route::Container { node: None, reference: first.to_string(), rest: rest_of(2) }
+            }
+        }
+        ["exec", id, ..] => Route::Exec { id: id.to_string(), rest: rest_of(2) },
+        ["images", "json"] if get => Route::ImageList,
+        ["images", "create"] | ["images", "load"] if post => Route::ImageBroadcast,
+        ["images", "get"] if get => Route::AnyNode,
+        ["images", "search"] => Route::AnyNode,
+        ["images", ..] if segs.len() >= 2 => {
+            // Image names contain slashes: the action is the last segment, except for DELETE.
+            let actions = ["json", "history", "get", "push", "tag"];
+            match segs.last() {
+                Some(last) if method != Method::DELETE && segs.len() >= 3 && actions.contains(last) => {
+                    Route::Image { name: segs[1..segs.len() - 1].join("/"), rest: last.to_string() }
+                }
+                _ => Route::Image { name: rest_of(1), rest: String::new() },
+            }
+        }
+        ["build"] if post => Route::Build,
+        ["networks"] if get => Route::NetworkList,
+        ["networks", "create"] if post => Route::NetworkCreate,
+        ["networks", first, ..] => {
+            if is_node(first) && segs.len() >= 3 {
+                Route::Network { node: Some(first.to_string()), reference: segs[2].to_owned(), rest: rest_of(3) }
+            } else {
+                Route::Network { node: None, reference: first.to_string(), rest: rest_of(2) }
+            }
+        }
+        ["volumes"] if get => Route::VolumeList,
+        ["volumes", "create"] if post => Route::VolumeCreate,
+        ["volumes", first, second] if is_node(first) => Route::Volume { node: Some(first.to_string()), reference: second.to_string() },
+        ["volumes", name] => Route::Volume { node: None, reference: name.to_string() },
+        ["swarm", ..] | ["services", ..] | ["nodes", ..] | ["tasks", ..] | ["secrets", ..] | ["configs", ..] | ["plugins", ..] => {
+            Route::Unsupported
+        }
+        _ => Route::AnyNode,
+    }
+}
+
+/// The version prefix of `path` ("/v1.41"), or "" if it has none.
+pub fn version_prefix(path: &str) -> &str {
+    &path[..path.len() - unversioned(path).len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(method: Method, path: &str) -> Route {
+        classify(&method, path, |n| n == "node1" || n == "node2")
+    }
+
+    #[test]
+    fn versioned_and_not() {
+        assert_eq!(unversioned("/v1.41/containers/json"), "/containers/json");
+        assert_eq!(unversioned("/containers/json"), "/containers/json");
+        assert_eq!(version_prefix("/v1.41/info"), "/v1.41");
+        assert_eq!(version_prefix("/info"), "");
+        assert_eq!(c(Method::GET, "/v1.41/_ping"), Route::Ping);
+        assert_eq!(c(Method::HEAD, "/_ping"), Route::Ping);
+    }
+
+    #[test]
+    fn containers() {
+        assert_eq!(c(Method::GET, "/v1.41/containers/json"), Route::ContainerList);
+        assert_eq!(c(Method::POST, "/v1.41/containers/create"), Route::ContainerCreate);
+        assert_eq!(
+            c(Method::GET, "/v1.41/containers/web/json"),
+            Route::Container { node: None, reference: "web".into(), rest: "json".into() }
+        );
+        assert_eq!(
+            c(Method::GET, "/v1.41/containers/node1/web/json"),
+            Route::Container { node: Some("node1".into()), reference: "web".into(), rest: "json".into() }
+        );
+        assert_eq!(
+            c(Method::DELETE, "/v1.41/containers/node1/web"),
+            Route::Container { node: Some("node1".into()), reference: "web".into(), rest: "".into() }
+        );
+        // A container named like a node, addressed directly.
+        assert_eq!(
+            c(Method::GET, "/containers/node1/json"),
+            Route::Container { node: None, reference: "node1".into(), rest: "json".into() }
+        );
+        assert_eq!(
+            c(Method::POST, "/containers/abc/attach"),
+            Route::Container { node: None, reference: "abc".into(), rest: "attach".into() }
+        );
+        assert_eq!(c(Method::POST, "/v1.41/containers/prune"), Route::Prune("containers"));
+    }
+
+    #[test]
+    fn images_with_slashes() {
+        assert_eq!(
+            c(Method::GET, "/v1.41/images/library/busybox:latest/json"),
+            Route::Image { name: "library/busybox:latest".into(), rest: "json".into() }
+        );
+        assert_eq!(c(Method::DELETE, "/v1.41/images/busybox:latest"), Route::Image { name: "busybox:latest".into(), rest: "".into() });
+        assert_eq!(
+            c(Method::POST, "/v1.41/images/busybox/tag"),
+            Route::Image { name: "busybox".into(), rest: "tag".into() }
+        );
+        assert_eq!(c(Method::POST, "/v1.41/images/load"), Route::ImageBroadcast);
+        assert_eq!(c(Method::POST, "/v1.41/images/create"), Route::ImageBroadcast);
+        assert_eq!(c(Method::GET, "/v1.41/images/json"), Route::ImageList);
+    }
+
+    #[test]
+    fn exec_networks_volumes_and_the_rest() {
+        assert_eq!(c(Method::POST, "/v1.41/exec/e1/start"), Route::Exec { id: "e1".into(), rest: "start".into() });
+        assert_eq!(c(Method::GET, "/v1.41/networks"), Route::NetworkList);
+        assert_eq!(
+            c(Method::GET, "/v1.41/networks/node2/bridge"),
+            Route::Network { node: Some("node2".into()), reference: "bridge".into(), rest: "".into() }
+        );
+        assert_eq!(c(Method::GET, "/v1.41/volumes/node1/v"), Route::Volume { node: Some("node1".into()), reference: "v".into() });
+        assert_eq!(c(Method::GET, "/v1.41/swarm"), Route::Unsupported);
+        assert_eq!(c(Method::POST, "/v1.41/auth"), Route::AnyNode);
+    }
+}

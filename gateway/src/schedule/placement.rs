@@ -1,0 +1,352 @@
+//! What a create (or build, or network create) asks of the node it lands on: [`Placement`],
+//! read from the request, and [`Pending`], the same request once a node is chosen and the
+//! engine has not answered yet.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+use super::expr::Expr;
+use super::ScheduleError;
+
+/// The label that stores the constraints, as a JSON array of expressions (Swarm's storage).
+pub const CONSTRAINTS_LABEL: &str = "com.docker.swarm.constraints";
+/// The label that stores the affinities, as a JSON array of expressions.
+pub const AFFINITIES_LABEL: &str = "com.docker.swarm.affinities";
+
+const CONSTRAINT_PREFIX: &str = "constraint:";
+const AFFINITY_PREFIX: &str = "affinity:";
+
+/// Everything the scheduler needs to know about one create.
+#[derive(Debug, Clone, Default)]
+pub struct Placement {
+    /// The container name (`?name=` of the create: not in the body, so the caller sets it).
+    /// Pending creates with a name count for `affinity:container==` and `--link`.
+    pub name: Option<String>,
+    /// The body's `Image`, if any.
+    pub image: Option<String>,
+    /// `constraint:` expressions, from `Env` and the `com.docker.swarm.constraints` label.
+    pub constraints: Vec<Expr>,
+    /// `affinity:` expressions, from `Env` and the `com.docker.swarm.affinities` label.
+    pub affinities: Vec<Expr>,
+    /// The container's labels (after the Swarm labels were written): label affinities of later
+    /// creates look at them while this one is pending.
+    pub labels: BTreeMap<String, String>,
+    /// Host ports this container will hold: `HostConfig.PortBindings` with a fixed `HostPort`, or
+    /// with `NetworkMode: "host"`, every `ExposedPorts` entry.
+    pub ports: Vec<PortClaim>,
+    /// `HostConfig.NetworkMode == "host"`: the ports are held directly by the container.
+    pub host_network: bool,
+    /// `HostConfig.Memory` in bytes (0: no reservation).
+    pub memory: i64,
+    /// `HostConfig.NanoCpus`: CPUs × 10⁹ (0: no reservation). This, not `CpuShares`, is the CPU
+    /// reservation: busbar keeps Docker's semantics and does not read `CpuShares` as "cores" the
+    /// way Swarm did (swarm.md §1.8), so bodies pass to the engine unchanged.
+    pub nano_cpus: i64,
+    /// `HostConfig.CpuShares`, a relative weight: recorded, never used for placement.
+    pub cpu_shares: i64,
+    /// Containers that must be on the same node: `--volumes-from`, `--link`, `--net=container:`.
+    pub dependencies: Vec<Dependency>,
+}
+
+/// One host port a container will hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortClaim {
+    /// `tcp`, `udp` or `sctp`.
+    pub proto: String,
+    pub port: u16,
+    /// `HostIp` of the binding: `""`, `0.0.0.0` and `::` mean every interface.
+    pub host_ip: String,
+}
+
+/// A container this one needs on its node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dependency {
+    /// How Swarm printed it: `--link=db:db`, `--volumes-from=data:ro`, `--net=container:vpn`.
+    pub flag: String,
+    /// The container reference: name, ID or ID prefix (a `node/` prefix pins it to that node).
+    pub container: String,
+}
+
+impl fmt::Display for Dependency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.flag)
+    }
+}
+
+/// A create that was scheduled onto `node` and has not finished yet. The gateway keeps these
+/// (under the lock it schedules with) from the decision until the engine answers and its
+/// container lists are refreshed, so concurrent creates count each other like existing
+/// containers: ports, reservations, container counts, names and labels.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pending {
+    pub node: String,
+    /// `(proto, port)` held on the node; taken as bound on every interface.
+    pub host_ports: Vec<(String, u16)>,
+    pub memory: i64,
+    pub nano_cpus: i64,
+    pub name: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Placement {
+    /// Reads a `POST /containers/create` body and applies Swarm's rewrite to it: `constraint:…`
+    /// and `affinity:…` entries leave `Env` and are appended to the JSON-array labels
+    /// `com.docker.swarm.constraints` / `com.docker.swarm.affinities` (created if missing; the
+    /// client may also have set them directly). Nothing else in the body changes, and a body
+    /// without such entries is left byte-for-byte alone.
+    ///
+    /// Errors ([`ScheduleError::status`] 400): an invalid expression, a Swarm label that is not
+    /// a JSON array of strings, a malformed port, or `Env`/`Labels` of the wrong JSON type.
+    pub fn from_create(body: &mut Value) -> Result<Placement, ScheduleError> {
+        let Some(obj) = body.as_object_mut() else {
+            return Err(ScheduleError::InvalidBody("the create body is not a JSON object".into()));
+        };
+        let (constraints_env, affinities_env) = take_env_exprs(obj)?;
+        if !constraints_env.is_empty() || !affinities_env.is_empty() {
+            let labels = labels_mut(obj)?;
+            append_label(labels, CONSTRAINTS_LABEL, constraints_env)?;
+            append_label(labels, AFFINITIES_LABEL, affinities_env)?;
+        }
+        let labels = obj.get("Labels").cloned().unwrap_or(Value::Null);
+        let mut placement = Placement::from_labels(&labels)?;
+        placement.labels = string_map(&labels);
+        placement.image = obj.get("Image").and_then(Value::as_str).map(str::to_owned);
+
+        let host_config = obj.get("HostConfig").and_then(Value::as_object);
+        let field = |name: &str| host_config.and_then(|h| h.get(name));
+        let int = |name: &str| field(name).and_then(Value::as_i64).unwrap_or(0);
+        placement.memory = int("Memory");
+        placement.nano_cpus = int("NanoCpus");
+        placement.cpu_shares = int("CpuShares");
+        let network_mode = field("NetworkMode").and_then(Value::as_str).unwrap_or("");
+        placement.host_network = network_mode == "host";
+        placement.ports = if placement.host_network {
+            exposed_ports(obj.get("ExposedPorts"))?
+        } else {
+            port_bindings(field("PortBindings"))?
+        };
+
+        for v in field("VolumesFrom").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
+            let container = v.split(':').next().unwrap_or(v);
+            placement
+                .dependencies
+                .push(Dependency { flag: format!("--volumes-from={v}"), container: container.into() });
+        }
+        for l in field("Links").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
+            let container = l.split(':').next().unwrap_or(l).trim_start_matches('/');
+            placement.dependencies.push(Dependency { flag: format!("--link={l}"), container: container.into() });
+        }
+        if let Some(c) = network_mode.strip_prefix("container:") {
+            placement.dependencies.push(Dependency { flag: format!("--net={network_mode}"), container: c.into() });
+        }
+        Ok(placement)
+    }
+
+    /// Reads the expressions of a `POST /build`'s `buildargs` (the decoded JSON object of the
+    /// query parameter), removing them: `--build-arg constraint:node==n1` arrives as
+    /// `{"constraint:node": "=n1"}` (the CLI splits at the first `=`), and is put back together.
+    pub fn from_build_args(build_args: &mut Value) -> Result<Placement, ScheduleError> {
+        let mut placement = Placement::default();
+        let Some(args) = build_args.as_object_mut() else { return Ok(placement) };
+        let keys: Vec<String> = args
+            .keys()
+            .filter(|k| k.starts_with(CONSTRAINT_PREFIX) || k.starts_with(AFFINITY_PREFIX))
+            .cloned()
+            .collect();
+        for key in keys {
+            let value = args.remove(&key).expect("the key was just listed");
+            let text = match value.as_str() {
+                Some(v) => format!("{key}={v}"),
+                None => key.clone(),
+            };
+            if let Some(e) = text.strip_prefix(CONSTRAINT_PREFIX) {
+                placement.constraints.push(parse(Kind::Constraint, e)?);
+            } else if let Some(e) = text.strip_prefix(AFFINITY_PREFIX) {
+                placement.affinities.push(parse(Kind::Affinity, e)?);
+            }
+        }
+        Ok(placement)
+    }
+
+    /// Reads the Swarm labels of a `Labels` object (for a create body's labels, or a
+    /// `POST /networks/create`), without changing anything. `Null` gives an empty placement.
+    pub fn from_labels(labels: &Value) -> Result<Placement, ScheduleError> {
+        let mut placement = Placement::default();
+        for text in label_exprs(labels, CONSTRAINTS_LABEL)? {
+            placement.constraints.push(parse(Kind::Constraint, &text)?);
+        }
+        for text in label_exprs(labels, AFFINITIES_LABEL)? {
+            placement.affinities.push(parse(Kind::Affinity, &text)?);
+        }
+        Ok(placement)
+    }
+
+    /// The reservation to record once `node` is chosen.
+    pub fn pending_on(&self, node: &str) -> Pending {
+        Pending {
+            node: node.to_owned(),
+            host_ports: self.ports.iter().map(|p| (p.proto.clone(), p.port)).collect(),
+            memory: self.memory,
+            nano_cpus: self.nano_cpus,
+            name: self.name.clone(),
+            labels: self.labels.clone(),
+        }
+    }
+
+    /// Whether any expression is soft (a second, hard-only pass makes sense).
+    pub fn has_soft(&self) -> bool {
+        self.constraints.iter().chain(&self.affinities).any(|e| e.soft)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Constraint,
+    Affinity,
+}
+
+fn parse(kind: Kind, text: &str) -> Result<Expr, ScheduleError> {
+    Expr::parse(text).map_err(|e| ScheduleError::InvalidExpression {
+        kind: match kind {
+            Kind::Constraint => "constraint",
+            Kind::Affinity => "affinity",
+        },
+        expr: text.to_owned(),
+        reason: e.0,
+    })
+}
+
+/// Removes `constraint:`/`affinity:` entries from `Env`, keeping the order of everything else
+/// (they are validated once they are in the labels).
+fn take_env_exprs(obj: &mut Map<String, Value>) -> Result<(Vec<String>, Vec<String>), ScheduleError> {
+    let (mut constraints, mut affinities) = (Vec::new(), Vec::new());
+    let env = match obj.get_mut("Env") {
+        None | Some(Value::Null) => return Ok((constraints, affinities)),
+        Some(Value::Array(env)) => env,
+        Some(_) => return Err(ScheduleError::InvalidBody("Env is not an array".into())),
+    };
+    let mut kept = Vec::with_capacity(env.len());
+    for entry in env.drain(..) {
+        match entry.as_str() {
+            Some(s) if s.starts_with(CONSTRAINT_PREFIX) => {
+                constraints.push(s[CONSTRAINT_PREFIX.len()..].to_owned());
+            }
+            Some(s) if s.starts_with(AFFINITY_PREFIX) => {
+                affinities.push(s[AFFINITY_PREFIX.len()..].to_owned());
+            }
+            _ => kept.push(entry),
+        }
+    }
+    *env = kept;
+    Ok((constraints, affinities))
+}
+
+fn labels_mut(obj: &mut Map<String, Value>) -> Result<&mut Map<String, Value>, ScheduleError> {
+    let labels = obj.entry("Labels").or_insert(Value::Null);
+    if labels.is_null() {
+        *labels = Value::Object(Map::new());
+    }
+    labels.as_object_mut().ok_or_else(|| ScheduleError::InvalidBody("Labels is not an object".into()))
+}
+
+/// Appends `exprs` to the JSON array stored in label `name` (after the client's own entries).
+fn append_label(labels: &mut Map<String, Value>, name: &str, exprs: Vec<String>) -> Result<(), ScheduleError> {
+    if exprs.is_empty() {
+        return Ok(());
+    }
+    let mut all = label_exprs_of(labels.get(name), name)?;
+    all.extend(exprs);
+    let text = serde_json::to_string(&all).expect("a list of strings always serializes");
+    labels.insert(name.to_owned(), Value::String(text));
+    Ok(())
+}
+
+fn label_exprs(labels: &Value, name: &str) -> Result<Vec<String>, ScheduleError> {
+    match labels {
+        Value::Null => Ok(Vec::new()),
+        Value::Object(map) => label_exprs_of(map.get(name), name),
+        _ => Err(ScheduleError::InvalidBody("Labels is not an object".into())),
+    }
+}
+
+fn label_exprs_of(value: Option<&Value>, name: &str) -> Result<Vec<String>, ScheduleError> {
+    let bad = |reason: String| ScheduleError::InvalidLabel { label: name.to_owned(), reason };
+    match value {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) if s.is_empty() => Ok(Vec::new()),
+        Some(Value::String(s)) => {
+            serde_json::from_str::<Vec<String>>(s).map_err(|e| bad(format!("not a JSON array of strings: {e}")))
+        }
+        Some(_) => Err(bad("a label value must be a string".into())),
+    }
+}
+
+fn string_map(labels: &Value) -> BTreeMap<String, String> {
+    let Some(map) = labels.as_object() else { return BTreeMap::new() };
+    map.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned()))).collect()
+}
+
+/// `HostConfig.PortBindings`: `{"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}`. An empty or
+/// `0` `HostPort` is a random port and a range (`8000-8010`) lets the engine pick one: neither
+/// is a claim.
+fn port_bindings(bindings: Option<&Value>) -> Result<Vec<PortClaim>, ScheduleError> {
+    let mut claims = Vec::new();
+    let Some(map) = bindings.and_then(Value::as_object) else { return Ok(claims) };
+    for (key, list) in map {
+        let (_, proto) = split_port_key(key)?;
+        for binding in list.as_array().into_iter().flatten() {
+            let host_port = match binding.get("HostPort") {
+                Some(Value::String(s)) => s.trim().to_owned(),
+                Some(Value::Number(n)) => n.to_string(),
+                _ => String::new(),
+            };
+            if host_port.is_empty() || host_port.contains('-') {
+                continue;
+            }
+            let port: u16 = host_port.parse().map_err(|_| ScheduleError::InvalidPort {
+                port: format!("{host_port}:{key}"),
+                reason: "HostPort is not a port number".into(),
+            })?;
+            if port == 0 {
+                continue;
+            }
+            let host_ip = binding.get("HostIp").and_then(Value::as_str).unwrap_or("").to_owned();
+            claims.push(PortClaim { proto: proto.clone(), port, host_ip });
+        }
+    }
+    Ok(claims)
+}
+
+/// `ExposedPorts` of a host-network container: `{"80/tcp": {}}`, ranges expanded.
+fn exposed_ports(exposed: Option<&Value>) -> Result<Vec<PortClaim>, ScheduleError> {
+    let mut claims = Vec::new();
+    let Some(map) = exposed.and_then(Value::as_object) else { return Ok(claims) };
+    for key in map.keys() {
+        let (ports, proto) = split_port_key(key)?;
+        let bad = || ScheduleError::InvalidPort { port: key.clone(), reason: "not a port or port range".into() };
+        let (lo, hi) = match ports.split_once('-') {
+            Some((lo, hi)) => (lo.parse::<u16>().map_err(|_| bad())?, hi.parse::<u16>().map_err(|_| bad())?),
+            None => {
+                let p = ports.parse::<u16>().map_err(|_| bad())?;
+                (p, p)
+            }
+        };
+        if lo == 0 || hi < lo {
+            return Err(bad());
+        }
+        claims.extend((lo..=hi).map(|port| PortClaim { proto: proto.clone(), port, host_ip: String::new() }));
+    }
+    Ok(claims)
+}
+
+/// `"80/tcp"` -> `("80", "tcp")`; no protocol means tcp.
+fn split_port_key(key: &str) -> Result<(&str, String), ScheduleError> {
+    let (port, proto) = key.split_once('/').unwrap_or((key, "tcp"));
+    let proto = proto.to_ascii_lowercase();
+    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(ScheduleError::InvalidPort { port: key.to_owned(), reason: format!("unknown protocol {proto:?}") });
+    }
+    Ok((port, proto))
+}

@@ -1,0 +1,200 @@
+//! Containers across the cluster: finding the node that owns a reference, routing calls to
+//! it, and creating containers where the scheduler says.
+//!
+//! References: a full ID, a unique ID prefix, a name, `/name`, or `node/name`. Each healthy
+//! node's engine resolves the reference itself (`GET /containers/{ref}/json`); exactly one
+//! match wins, several are an error that says so (404, as the engine answers for an
+//! ambiguous prefix), none is Docker's own "No such container". The node found is remembered
+//! (a cache, checked on use, that any gateway can rebuild), so most calls cost one inspect.
+//! The path then goes to the owner with the full ID in place of the reference.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use busbar_agent::proxy::{full, Body, RequestCtx};
+use busbar_agent::respond;
+use http::{Method, Request, Response, StatusCode};
+use serde_json::Value;
+
+use super::calls;
+use crate::cluster::{Cluster, Node};
+
+/// Why a reference did not lead to one container.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("No such container: {0}")]
+    NotFound(String),
+    #[error("container reference {reference:?} is ambiguous: it matches containers on {nodes}; use node/name or a longer ID")]
+    Ambiguous { reference: String, nodes: String },
+    #[error("No such node: {0}")]
+    NoSuchNode(String),
+    #[error("container {reference} is on node {node}, which is unhealthy: {error}")]
+    Unhealthy { reference: String, node: String, error: String },
+    #[error("{0}")]
+    Node(String),
+}
+
+impl respond::DockerError for ResolveError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ResolveError::NotFound(_) | ResolveError::Ambiguous { .. } | ResolveError::NoSuchNode(_) => StatusCode::NOT_FOUND,
+            ResolveError::Unhealthy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ResolveError::Node(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+/// A container found: where it lives, and its inspect document.
+pub struct Found {
+    pub node: Arc<Node>,
+    pub id: String,
+    pub inspect: Value,
+}
+
+/// Remembered reference -> node, and exec ID -> node. Soft state: a miss or a stale entry costs
+/// a fan-out, never a wrong answer.
+#[derive(Default)]
+pub struct Locations {
+    containers: Mutex<HashMap<String, String>>,
+    execs: Mutex<HashMap<String, String>>,
+}
+
+/// Entries kept before the maps are simply cleared (bounded memory).
+const MAX_REMEMBERED: usize = 50_000;
+
+fn remember(map: &Mutex<HashMap<String, String>>, key: &str, node: &str) {
+    let mut m = map.lock().expect("locations lock");
+    if m.len() >= MAX_REMEMBERED {
+        m.clear();
+    }
+    m.insert(key.to_owned(), node.to_owned());
+}
+
+impl Locations {
+    /// Finds the container `reference` (optionally on `node_hint`).
+    pub async fn resolve(
+        &self,
+        cluster: &Cluster,
+        node_hint: Option<&str>,
+        reference: &str,
+        ctx: &RequestCtx,
+    ) -> Result<Found, ResolveError> {
+        let path = format!("/v1.41/containers/{reference}/json");
+        if let Some(name) = node_hint {
+            let node = cluster.node(name).ok_or_else(|| ResolveError::NoSuchNode(name.to_owned()))?;
+            return self.inspect_on(&node, &path, reference, ctx).await?.ok_or_else(|| ResolveError::NotFound(format!("{name}/{reference}")));
+        }
+        let remembered = self.containers.lock().expect("locations lock").get(reference).cloned();
+        if let Some(node) = remembered.and_then(|n| cluster.node(&n)) {
+            if !node.is_healthy() {
+                let error = node.snapshot().last_error.unwrap_or_default();
+                return Err(ResolveError::Unhealthy { reference: reference.to_owned(), node: node.name().to_owned(), error });
+            }
+            if let Ok(Some(found)) = self.inspect_on(&node, &path, reference, ctx).await {
+                return Ok(found);
+            }
+        }
+        let nodes = cluster.healthy();
+        let answers = futures_util::future::join_all(nodes.iter().map(|n| self.inspect_on(n, &path, reference, ctx))).await;
+        let mut found: Vec<Found> = vec![];
+        for answer in answers {
+            match answer {
+                Ok(Some(f)) => found.push(f),
+                Ok(None) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if found.len() > 1 {
+            // An exact ID or name beats prefixes elsewhere.
+            let exact: Vec<usize> = (0..found.len())
+                .filter(|&i| found[i].id == reference || found[i].inspect["Name"].as_str() == Some(&format!("/{}", reference.trim_start_matches('/'))))
+                .collect();
+            if exact.len() == 1 {
+                found = vec![found.swap_remove(exact[0])];
+            }
+        }
+        match found.len() {
+            0 => Err(ResolveError::NotFound(reference.to_owned())),
+            1 => {
+                let f = found.pop().expect("one element");
+                remember(&self.containers, reference, f.node.name());
+                Ok(f)
+            }
+            _ => Err(ResolveError::Ambiguous {
+                reference: reference.to_owned(),
+                nodes: found.iter().map(|f| f.node.name().to_owned()).collect::<Vec<_>>().join(", "),
+            }),
+        }
+    }
+
+    async fn inspect_on(&self, node: &Arc<Node>, path: &str, reference: &str, ctx: &RequestCtx) -> Result<Option<Found>, ResolveError> {
+        if !node.is_healthy() {
+            let error = node.snapshot().last_error.unwrap_or_default();
+            return Err(ResolveError::Unhealthy { reference: reference.to_owned(), node: node.name().to_owned(), error });
+        }
+        match calls::get_json(node, path, ctx).await {
+            Ok((StatusCode::OK, doc)) => {
+                let id = doc["Id"].as_str().unwrap_or_default().to_owned();
+                Ok(Some(Found { node: node.clone(), id, inspect: doc }))
+            }
+            Ok(_) => Ok(None),
+            Err(e) => Err(ResolveError::Node(e)),
+        }
+    }
+
+    pub fn remember_exec(&self, exec_id: &str, node: &str) {
+        remember(&self.execs, exec_id, node);
+    }
+
+    /// The node running exec `id`: remembered at exec create, or asked of every node.
+    pub async fn exec_node(&self, cluster: &Cluster, id: &str, ctx: &RequestCtx) -> Option<Arc<Node>> {
+        let remembered = self.execs.lock().expect("locations lock").get(id).cloned();
+        if let Some(node) = remembered.and_then(|n| cluster.node(&n)) {
+            return Some(node);
+        }
+        let path = format!("/v1.41/exec/{id}/json");
+        let nodes = cluster.healthy();
+        let answers = futures_util::future::join_all(nodes.iter().map(|n| calls::get_json(n, &path, ctx))).await;
+        let node = nodes.into_iter().zip(answers).find(|(_, a)| matches!(a, Ok((StatusCode::OK, _)))).map(|(n, _)| n)?;
+        remember(&self.execs, id, node.name());
+        Some(node)
+    }
+}
+
+/// `req` with its path rewritten to `{prefix}/{kind}/{id}[/{rest}]`, query kept.
+pub fn retarget<B>(req: &mut Request<B>, prefix: &str, kind: &str, id: &str, rest: &str) {
+    let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+    let path = if rest.is_empty() { format!("{prefix}/{kind}/{id}{query}") } else { format!("{prefix}/{kind}/{id}/{rest}{query}") };
+    *req.uri_mut() = path.parse().expect("a path built from a valid one is valid");
+}
+
+/// The inspect document with Swarm's `Node` object added.
+pub fn with_node(mut inspect: Value, node: &Node) -> Value {
+    let snap = node.snapshot();
+    inspect["Node"] = serde_json::json!({
+        "ID": snap.name,
+        "IP": snap.host(),
+        "Addr": snap.addr,
+        "Name": snap.name,
+        "Cpus": snap.info["NCPU"],
+        "Memory": snap.info["MemTotal"],
+        "Labels": snap.labels,
+    });
+    inspect
+}
+
+/// A JSON response.
+pub fn json(status: StatusCode, doc: &Value) -> Response<Body> {
+    let body = doc.to_string();
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .body(full(body))
+        .expect("a status and valid headers make a response")
+}
+
+/// Whether `method rest` is an inspect (`GET .../json`).
+pub fn is_inspect(method: &Method, rest: &str) -> bool {
+    method == Method::GET && rest == "json"
+}

@@ -1,0 +1,244 @@
+//! Images, networks and volumes across the cluster.
+//!
+//! - Pull, import and load are **broadcast**: every healthy node gets the call (the request
+//!   body, a tar for import and load, is copied to each as it streams in), so any node can run
+//!   the image. The answer concatenates the nodes' progress; a node that fails makes the call
+//!   fail with a message naming it.
+//! - `rmi` and `tag` go to **every holder** of the image; inspect, history, save and push to
+//!   the first holder.
+//! - Networks and volumes are node-local objects, listed as `node/name`. A `node/name`
+//!   reference goes to that node; a plain one to the only node that has it (several: 404,
+//!   ambiguous, except `volume rm`, which removes it everywhere, as Swarm did). `network create`
+//!   is scheduled like a container; `volume create` goes to every healthy node unless named
+//!   `node/name`.
+
+use std::sync::Arc;
+
+use busbar_agent::proxy::{collect_limited, full, Body, RequestCtx};
+use busbar_agent::respond;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::calls;
+use super::containers::{json, retarget};
+use super::ClusterHandler;
+use crate::cluster::{Cluster, Node};
+
+type Frame = Result<http_body::Frame<Bytes>, busbar_agent::proxy::BoxError>;
+
+/// Pull, import, load: the same call on every healthy node, the body copied to each.
+pub async fn broadcast(cluster: &Cluster, req: Request<Body>, ctx: &RequestCtx) -> Response<Body> {
+    let nodes = cluster.healthy();
+    if nodes.is_empty() {
+        return respond::message(StatusCode::SERVICE_UNAVAILABLE, "No healthy node available in the cluster");
+    }
+    let (parts, mut body) = req.into_parts();
+    let mut senders = vec![];
+    let mut calls_ = vec![];
+    for node in &nodes {
+        let (tx, rx) = mpsc::channel::<Frame>(4);
+        senders.push(tx);
+        let mut copy = Request::from_parts(parts.clone(), BodyExt::boxed(StreamBody::new(ReceiverStream::new(rx))));
+        copy.headers_mut().remove(http::header::CONTENT_LENGTH);
+        if let Some(len) = parts.headers.get(http::header::CONTENT_LENGTH) {
+            copy.headers_mut().insert(http::header::CONTENT_LENGTH, len.clone());
+        }
+        calls_.push(async move {
+            let result = match calls::forward(node, copy, ctx).await {
+                Ok(rsp) => calls::read_body(rsp).await.map(|(s, _, b)| (s, b)),
+                Err(e) => Err(e.to_string()),
+            };
+            (node.name().to_owned(), result)
+        });
+    }
+    // Tee the client's body: each chunk to every node, at the pace of the slowest.
+    let tee = async move {
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { break };
+            let Ok(data) = frame.into_data() else { continue };
+            for tx in &senders {
+                let _ = tx.send(Ok(http_body::Frame::data(data.clone()))).await;
+            }
+        }
+    };
+    let (_, answers) = tokio::join!(tee, futures_util::future::join_all(calls_));
+    let mut out = Vec::new();
+    let mut failures = vec![];
+    for (node, result) in answers {
+        match result {
+            Ok((s, b)) if s.is_success() => out.extend_from_slice(&b),
+            Ok((s, b)) => failures.push(format!("node {node}: {s}: {}", String::from_utf8_lossy(&b).trim())),
+            Err(e) => failures.push(e),
+        }
+    }
+    if !failures.is_empty() {
+        return respond::message(StatusCode::INTERNAL_SERVER_ERROR, &failures.join("; "));
+    }
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::CONTENT_LENGTH, out.len())
+        .body(full(out))
+        .expect("valid headers")
+}
+
+/// The healthy nodes holding `GET path` (a 200), in name order.
+async fn holders(cluster: &Cluster, path: &str, ctx: &RequestCtx) -> Vec<Arc<Node>> {
+    let nodes = cluster.healthy();
+    let answers = calls::fan_out_json(&nodes, path, ctx).await;
+    nodes.into_iter().zip(answers).filter(|(_, a)| a.result.is_ok()).map(|(n, _)| n).collect()
+}
+
+/// Any call on one image.
+pub async fn image(cluster: &Cluster, req: Request<Body>, name: &str, rest: &str, ctx: &RequestCtx) -> Response<Body> {
+    let holders = holders(cluster, &format!("/v1.41/images/{name}/json"), ctx).await;
+    if holders.is_empty() {
+        return respond::message(StatusCode::NOT_FOUND, &format!("No such image: {}", super::ops::urldecode(name)));
+    }
+    let every_holder = req.method() == Method::DELETE || rest == "tag";
+    if !every_holder {
+        return forward_to(&holders[0], req, ctx).await;
+    }
+    let target = req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+    let method = req.method().clone();
+    let answers = futures_util::future::join_all(holders.iter().map(|n| {
+        let (target, method) = (target.clone(), method.clone());
+        async move { (n.name().to_owned(), calls::call(n, calls::request(method, &target, None), ctx).await) }
+    }))
+    .await;
+    let mut merged = vec![];
+    let mut status = StatusCode::OK;
+    for (node, answer) in answers {
+        match answer {
+            Ok((s, body)) if s.is_success() => {
+                status = s;
+                if let Ok(Value::Array(items)) = serde_json::from_slice(&body) {
+                    merged.extend(items);
+                }
+            }
+            Ok((s, body)) => return respond::message(s, &format!("node {node}: {}", message_of(&body))),
+            Err(e) => return respond::message(StatusCode::BAD_GATEWAY, &e),
+        }
+    }
+    if method == Method::DELETE {
+        json(status, &Value::Array(merged))
+    } else {
+        Response::builder().status(status).header(http::header::CONTENT_LENGTH, 0).body(full(Bytes::new())).expect("valid")
+    }
+}
+
+fn message_of(body: &[u8]) -> String {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|d| d["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_owned())
+}
+
+async fn forward_to(node: &Node, req: Request<Body>, ctx: &RequestCtx) -> Response<Body> {
+    ctx.span.record("node", node.name());
+    match calls::forward(node, req, ctx).await {
+        Ok(r) => r,
+        Err(e) => respond::error(&e),
+    }
+}
+
+/// A call on one network or volume.
+#[allow(clippy::too_many_arguments)]
+pub async fn object(
+    cluster: &Cluster,
+    mut req: Request<Body>,
+    prefix: &str,
+    kind: &str,
+    node_hint: Option<&str>,
+    reference: &str,
+    rest: &str,
+    ctx: &RequestCtx,
+) -> Response<Body> {
+    let singular = &kind[..kind.len() - 1];
+    retarget(&mut req, prefix, kind, reference, rest);
+    if let Some(name) = node_hint {
+        return match cluster.node(name) {
+            Some(node) => forward_to(&node, req, ctx).await,
+            None => respond::message(StatusCode::NOT_FOUND, &format!("No such node: {name}")),
+        };
+    }
+    let holders = holders(cluster, &format!("/v1.41/{kind}/{reference}"), ctx).await;
+    match holders.as_slice() {
+        [] => respond::message(StatusCode::NOT_FOUND, &format!("No such {singular}: {reference}")),
+        [one] => forward_to(one, req, ctx).await,
+        many if kind == "volumes" && req.method() == Method::DELETE => {
+            let target = req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+            for n in many {
+                if let Ok((s, body)) = calls::call(n, calls::request(Method::DELETE, &target, None), ctx).await {
+                    if !s.is_success() {
+                        return respond::message(s, &format!("node {}: {}", n.name(), message_of(&body)));
+                    }
+                }
+            }
+            Response::builder().status(StatusCode::NO_CONTENT).body(full(Bytes::new())).expect("valid")
+        }
+        many => respond::message(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "{singular} {reference:?} is ambiguous: it exists on {}; use node/name",
+                many.iter().map(|n| n.name().to_owned()).collect::<Vec<_>>().join(", ")
+            ),
+        ),
+    }
+}
+
+/// `networks/create` (scheduled) and `volumes/create` (every healthy node), or on one node
+/// when the name is `node/name`.
+pub async fn create_object(handler: &ClusterHandler, req: Request<Body>, ctx: &RequestCtx) -> Response<Body> {
+    let is_volume = req.uri().path().contains("/volumes/");
+    let (parts, body) = req.into_parts();
+    let bytes = match collect_limited(body, 1024 * 1024).await {
+        Ok(b) => b,
+        Err(e) => return respond::message(StatusCode::BAD_REQUEST, &format!("cannot read the request: {e}")),
+    };
+    let mut doc: Value = if bytes.is_empty() { Value::Object(Default::default()) } else {
+        match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(e) => return respond::message(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
+        }
+    };
+    let named_node = doc["Name"].as_str().and_then(|n| n.split_once('/')).map(|(node, name)| (node.to_owned(), name.to_owned()));
+    let targets: Vec<Arc<Node>> = match &named_node {
+        Some((node, name)) => match handler.cluster.node(node) {
+            Some(n) => {
+                doc["Name"] = Value::String(name.clone());
+                vec![n]
+            }
+            None => return respond::message(StatusCode::NOT_FOUND, &format!("No such node: {node}")),
+        },
+        None if is_volume => handler.cluster.healthy(),
+        None => match handler.place(&serde_json::json!({}), ctx).await {
+            Ok(n) => vec![n],
+            Err(rsp) => return rsp,
+        },
+    };
+    if targets.is_empty() {
+        return respond::message(StatusCode::SERVICE_UNAVAILABLE, "No healthy node available in the cluster");
+    }
+    let target = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+    let body = Bytes::from(doc.to_string());
+    let mut last = None;
+    for node in &targets {
+        match calls::call(node, calls::request(Method::POST, &target, Some(body.clone())), ctx).await {
+            Ok((s, b)) if s.is_success() => last = Some((s, b)),
+            Ok((s, b)) => return respond::message(s, &format!("node {}: {}", node.name(), message_of(&b))),
+            Err(e) => return respond::message(StatusCode::BAD_GATEWAY, &e),
+        }
+    }
+    let (status, body) = last.expect("at least one target answered");
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .body(full(body))
+        .expect("valid headers")
+}

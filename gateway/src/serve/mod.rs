@@ -1,0 +1,121 @@
+//! The gateway in cluster mode: one Docker API over every node.
+//!
+//! Each request is classified ([`crate::route`]) and served in one of five ways:
+//! - **answered** by the gateway (`_ping`, `version`, `info`), from the nodes' answers;
+//! - **aggregated**: the same call on every healthy node at once, merged
+//!   ([`crate::aggregate`]); latency is the slowest node's, not the sum;
+//! - **routed** to the node that owns the object (containers, execs, images, networks,
+//!   volumes), streams and hijacked sessions included;
+//! - **scheduled**: `containers/create`, `build` and `networks/create` go where the scheduler
+//!   ([`crate::schedule`]) says;
+//! - **broadcast**: pull, import and load go to every healthy node.
+//!
+//! A node that fails to answer an aggregated call is never silently dropped: the merged 200
+//! names it in the `X-Busbar-Failed-Nodes` header (and `info` shows it with its error).
+
+mod calls;
+mod containers;
+mod images;
+mod names;
+mod ops;
+mod system;
+
+use std::sync::Arc;
+
+use busbar_agent::front::Handler;
+use busbar_agent::proxy::{Body, RequestCtx};
+use busbar_agent::respond;
+use futures_util::future::BoxFuture;
+use http::{Request, Response, StatusCode};
+use tokio::sync::Mutex;
+use tracing::warn;
+
+use crate::cluster::{Cluster, Node};
+use crate::route::{self, Route};
+use crate::schedule::{Pending, Strategy};
+pub use containers::{Locations, ResolveError};
+pub use names::{EtcdNames, LocalNames, NameError, NameStore, Taken};
+
+/// Where container names are reserved: etcd with several gateways, memory with one.
+pub type Names = Option<Arc<dyn NameStore>>;
+
+/// The cluster-mode handler.
+pub struct ClusterHandler {
+    pub cluster: Arc<Cluster>,
+    pub strategy: Strategy,
+    pub names: Names,
+    locations: Locations,
+    /// Placements being created right now: concurrent creates see each other's ports. The
+    /// lock also serializes the choice itself (a few ms).
+    pending: Mutex<Vec<Pending>>,
+}
+
+impl ClusterHandler {
+    pub fn new(cluster: Arc<Cluster>, strategy: Strategy, names: Names) -> ClusterHandler {
+        ClusterHandler { cluster, strategy, names, locations: Locations::default(), pending: Mutex::new(vec![]) }
+    }
+
+    async fn serve(&self, req: Request<Body>, ctx: &RequestCtx) -> Response<Body> {
+        let path = req.uri().path().to_owned();
+        let prefix = route::version_prefix(&path).to_owned();
+        let route = route::classify(req.method(), &path, |n| self.cluster.node(n).is_some());
+        match route {
+            Route::Ping => system::ping(&self.cluster),
+            Route::Version => system::version(&self.cluster, ctx).await,
+            Route::Info => system::info(&self.cluster, self.strategy, ctx).await,
+            Route::Events => system::events(&self.cluster, req, ctx).await,
+            Route::SystemDf => system::merged(&self.cluster, req, ctx, crate::aggregate::system_df).await,
+            Route::Prune(_) => system::broadcast_merged(&self.cluster, req, ctx, crate::aggregate::prune).await,
+            Route::ContainerList => system::container_list(&self.cluster, req, ctx).await,
+            Route::ContainerCreate => self.create(req, &prefix, ctx).await,
+            Route::Container { node, reference, rest } => self.container(req, &prefix, node.as_deref(), &reference, &rest, ctx).await,
+            Route::Exec { id, .. } => match self.locations.exec_node(&self.cluster, &id, ctx).await {
+                Some(node) => self.forward(&node, req, ctx).await,
+                None => respond::message(StatusCode::NOT_FOUND, &format!("No such exec instance: {id}")),
+            },
+            Route::ImageList => system::merged(&self.cluster, req, ctx, crate::aggregate::images).await,
+            Route::ImageBroadcast => images::broadcast(&self.cluster, req, ctx).await,
+            Route::Image { name, rest } => images::image(&self.cluster, req, &name, &rest, ctx).await,
+            Route::Build => match self.place(&serde_json::json!({}), ctx).await {
+                Ok(node) => self.forward(&node, req, ctx).await,
+                Err(rsp) => rsp,
+            },
+            Route::NetworkList => system::merged_with_nodes(&self.cluster, req, ctx, crate::aggregate::networks).await,
+            Route::VolumeList => system::merged_with_nodes(&self.cluster, req, ctx, crate::aggregate::volumes).await,
+            Route::NetworkCreate | Route::VolumeCreate => images::create_object(self, req, ctx).await,
+            Route::Network { node, reference, rest } => {
+                images::object(&self.cluster, req, &prefix, "networks", node.as_deref(), &reference, &rest, ctx).await
+            }
+            Route::Volume { node, reference } => {
+                images::object(&self.cluster, req, &prefix, "volumes", node.as_deref(), &reference, "", ctx).await
+            }
+            Route::Unsupported => respond::message(StatusCode::NOT_IMPLEMENTED, "busbar-gateway: swarm-mode and plugin APIs are not supported by a cluster of engines"),
+            Route::AnyNode => match self.cluster.healthy().into_iter().next() {
+                Some(node) => self.forward(&node, req, ctx).await,
+                None => respond::message(StatusCode::SERVICE_UNAVAILABLE, "No healthy node available in the cluster"),
+            },
+        }
+    }
+
+    /// Streams `req` to `node`, recording it in the span.
+    async fn forward(&self, node: &Node, req: Request<Body>, ctx: &RequestCtx) -> Response<Body> {
+        ctx.span.record("node", node.name());
+        match calls::forward(node, req, ctx).await {
+            Ok(rsp) => rsp,
+            Err(e) => {
+                warn!(error = %e, "node call failed");
+                respond::error(&e)
+            }
+        }
+    }
+}
+
+impl Handler for ClusterHandler {
+    fn handle<'a>(&'a self, req: Request<Body>, ctx: &'a RequestCtx) -> BoxFuture<'a, Response<Body>> {
+        Box::pin(self.serve(req, ctx))
+    }
+
+    fn upstream(&self) -> String {
+        format!("cluster of {} nodes", self.cluster.nodes().len())
+    }
+}

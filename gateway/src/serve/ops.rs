@@ -1,0 +1,259 @@
+//! Container calls that need more than a route: finding the owner, inspect with the node
+//! added, exec bookkeeping, rename and remove with cluster-wide names, and create.
+
+use busbar_agent::proxy::{collect_limited, full, Body, RequestCtx};
+use busbar_agent::respond;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use serde_json::Value;
+use tracing::{debug, warn};
+
+use super::calls;
+use super::containers::{is_inspect, json, retarget, with_node};
+use super::names::NameError;
+use super::ClusterHandler;
+use crate::cluster::Node;
+use crate::schedule::{self, Candidate, Placement};
+
+/// Largest create body accepted (a create config is a few KiB).
+const MAX_CREATE: usize = 4 * 1024 * 1024;
+
+impl ClusterHandler {
+    /// Any call on one container.
+    pub(super) async fn container(
+        &self,
+        mut req: Request<Body>,
+        prefix: &str,
+        node_hint: Option<&str>,
+        reference: &str,
+        rest: &str,
+        ctx: &RequestCtx,
+    ) -> Response<Body> {
+        let found = match self.locations.resolve(&self.cluster, node_hint, reference, ctx).await {
+            Ok(f) => f,
+            Err(e) => return respond::error(&e),
+        };
+        ctx.span.record("node", found.node.name());
+        let method = req.method().clone();
+        if is_inspect(&method, rest) {
+            return json(StatusCode::OK, &with_node(found.inspect, &found.node));
+        }
+        let new_name = (method == Method::POST && rest == "rename").then(|| query_param(req.uri().query().unwrap_or(""), "name")).flatten();
+        if let Some(name) = &new_name {
+            if let Err(rsp) = self.claim_name(name, found.node.name(), ctx).await {
+                return rsp;
+            }
+        }
+        retarget(&mut req, prefix, "containers", &found.id, rest);
+        let rsp = self.forward(&found.node, req, ctx).await;
+        if let Some(name) = &new_name {
+            self.release_name(name, found.node.name()).await;
+        }
+        if method == Method::POST && rest == "exec" && rsp.status() == StatusCode::CREATED {
+            return self.remember_exec(rsp, &found.node).await;
+        }
+        rsp
+    }
+
+    /// Ends a reservation: the container now exists (or not) on its node, where every later
+    /// check will see it.
+    async fn release_name(&self, name: &str, node: &str) {
+        if let Some(names) = &self.names {
+            names.release(name, node).await;
+        }
+    }
+
+    async fn remember_exec(&self, rsp: Response<Body>, node: &Node) -> Response<Body> {
+        match calls::read_body(rsp).await {
+            Ok((status, headers, body)) => {
+                if let Some(id) = serde_json::from_slice::<Value>(&body).ok().and_then(|d| d["Id"].as_str().map(str::to_owned)) {
+                    self.locations.remember_exec(&id, node.name());
+                }
+                let mut out = Response::new(full(body));
+                *out.status_mut() = status;
+                *out.headers_mut() = headers;
+                out
+            }
+            Err(e) => respond::message(StatusCode::BAD_GATEWAY, &format!("node {}: {e}", node.name())),
+        }
+    }
+
+    /// Reserves `name` for `node` while a create or rename is in flight: first in the store
+    /// (so a concurrent claim, on this gateway or another, loses), then a live check of every
+    /// node (so an existing container keeps its name). The caller releases it when the call is
+    /// done.
+    async fn claim_name(&self, name: &str, node: &str, ctx: &RequestCtx) -> Result<(), Response<Body>> {
+        let conflict = |by: &str| {
+            respond::message(
+                StatusCode::CONFLICT,
+                &format!("Conflict. The container name \"/{name}\" is already in use {by}. You have to remove (or rename) that container to be able to reuse that name."),
+            )
+        };
+        if let Some(names) = &self.names {
+            match names.reserve(name, node).await {
+                Ok(()) => {}
+                Err(NameError::Taken(t)) => return Err(conflict(&format!("on node {}", t.owner))),
+                Err(e) => return Err(respond::message(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())),
+            }
+        }
+        let filter = format!("/v1.41/containers/json?all=1&filters={}", urlencode(&format!(r#"{{"name":["^/{name}$"]}}"#)));
+        let answers = calls::fan_out_json(&self.cluster.healthy(), &filter, ctx).await;
+        for a in answers {
+            if let Ok(Value::Array(list)) = a.result {
+                if let Some(c) = list.first() {
+                    self.release_name(name, node).await;
+                    let id = c["Id"].as_str().unwrap_or("");
+                    return Err(conflict(&format!("by container \"{id}\" on node {}", a.node)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `POST /containers/create`: parse the placement, claim the name, choose a node, create.
+    pub(super) async fn create(&self, req: Request<Body>, prefix: &str, ctx: &RequestCtx) -> Response<Body> {
+        let (parts, body) = req.into_parts();
+        let bytes = match collect_limited(body, MAX_CREATE).await {
+            Ok(b) => b,
+            Err(e) => return respond::message(StatusCode::BAD_REQUEST, &format!("cannot read the create request: {e}")),
+        };
+        let mut config: Value = match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(e) => return respond::message(StatusCode::BAD_REQUEST, &format!("invalid create request: {e}")),
+        };
+        let placement = match Placement::from_create(&mut config) {
+            Ok(p) => p,
+            Err(e) => return respond::message(e.status(), &e.to_string()),
+        };
+        let name = query_param(parts.uri.query().unwrap_or(""), "name");
+        let node = match self.choose(&placement, ctx).await {
+            Ok(node) => node,
+            Err(rsp) => return rsp,
+        };
+        if let Some(name) = &name {
+            if let Err(rsp) = self.claim_name(name, node.name(), ctx).await {
+                self.unpend(node.name(), &placement).await;
+                return rsp;
+            }
+        }
+        let query = parts.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+        let mut req = Request::from_parts(parts, full(Bytes::from(config.to_string())));
+        *req.uri_mut() = format!("{prefix}/containers/create{query}").parse().expect("a valid path");
+        req.headers_mut().insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(req_len(&config)));
+        let rsp = self.forward(&node, req, ctx).await;
+        self.unpend(node.name(), &placement).await;
+        if let Some(name) = &name {
+            self.release_name(name, node.name()).await;
+        }
+        debug!(node = %node.name(), status = rsp.status().as_u16(), "create placed");
+        rsp
+    }
+
+    /// `build` (and anything placed without a create body): the scheduler's choice.
+    pub(super) async fn place(&self, config: &Value, ctx: &RequestCtx) -> Result<std::sync::Arc<Node>, Response<Body>> {
+        let mut config = config.clone();
+        let placement = Placement::from_create(&mut config).map_err(|e| respond::message(e.status(), &e.to_string()))?;
+        let node = self.choose(&placement, ctx).await?;
+        self.unpend(node.name(), &placement).await;
+        Ok(node)
+    }
+
+    /// Chooses a node under the scheduling lock and records the placement as pending.
+    async fn choose(&self, placement: &Placement, ctx: &RequestCtx) -> Result<std::sync::Arc<Node>, Response<Body>> {
+        let mut pending = self.pending.lock().await;
+        let nodes = self.cluster.nodes();
+        let snapshots: Vec<_> = nodes.iter().map(|n| n.snapshot()).collect();
+        let healthy: Vec<_> = nodes.iter().filter(|n| n.is_healthy()).cloned().collect();
+        let (containers, images) = tokio::join!(
+            calls::fan_out_json(&healthy, "/v1.41/containers/json?all=1", ctx),
+            calls::fan_out_json(&healthy, "/v1.41/images/json", ctx),
+        );
+        let lists = |answers: &[crate::model::NodeAnswer<Value>], node: &str| -> Vec<Value> {
+            answers
+                .iter()
+                .find(|a| a.node == node)
+                .and_then(|a| a.result.as_ref().ok())
+                .and_then(|v| v.as_array().cloned())
+                .unwrap_or_default()
+        };
+        let per_node: Vec<(Vec<Value>, Vec<Value>)> =
+            snapshots.iter().map(|s| (lists(&containers, &s.name), lists(&images, &s.name))).collect();
+        let candidates: Vec<Candidate> = snapshots
+            .iter()
+            .zip(&per_node)
+            .map(|(node, (c, i))| Candidate { node, containers: c, images: i })
+            .collect();
+        let seed = rand_seed();
+        let chosen = schedule::choose(self.strategy, &candidates, placement, &pending, seed)
+            .map_err(|e| respond::message(e.status(), &e.to_string()))?;
+        pending.push(placement.pending_on(&chosen));
+        self.cluster.node(&chosen).ok_or_else(|| {
+            warn!(node = %chosen, "scheduled node vanished");
+            respond::message(StatusCode::SERVICE_UNAVAILABLE, &format!("node {chosen} left the cluster"))
+        })
+    }
+
+    async fn unpend(&self, node: &str, placement: &Placement) {
+        let mut pending = self.pending.lock().await;
+        let mine = placement.pending_on(node);
+        if let Some(i) = pending.iter().position(|p| *p == mine) {
+            pending.remove(i);
+        }
+    }
+}
+
+fn req_len(config: &Value) -> usize {
+    config.to_string().len()
+}
+
+fn rand_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.finish()
+}
+
+/// A query parameter's value (percent-decoded).
+pub fn query_param(query: &str, key: &str) -> Option<String> {
+    query.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == key).map(|(_, v)| urldecode(v))
+}
+
+pub fn urldecode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    Err(_) => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,191 @@
+//! The results as markdown: where and how they were taken, then one table per measure.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use super::measure::{LatencyResult, StreamResult};
+use super::targets::Kind;
+
+/// The added p50 latency every busbar target should stay within (on loopback).
+pub const ADDED_P50_GOAL: Duration = Duration::from_micros(250);
+/// The fraction of the direct stream throughput every busbar target should reach.
+pub const STREAM_GOAL: f64 = 0.90;
+
+/// Everything the report shows.
+pub struct Report {
+    pub date: String,
+    pub machine: String,
+    pub kernel: String,
+    pub engine: String,
+    pub busbar: String,
+    pub command: String,
+    pub requests: usize,
+    pub rounds: usize,
+    pub warmup: usize,
+    pub stream_mib: u64,
+    pub stream_runs: usize,
+    pub containers: usize,
+    /// Every target, with why it was not measured if it was not.
+    pub targets: Vec<(Kind, Option<String>)>,
+    pub latency: Vec<LatencyResult>,
+    pub streams: Vec<StreamResult>,
+    /// Anything unusual seen while measuring.
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        self.render_setup(&mut out);
+        self.render_latency(&mut out);
+        self.render_streams(&mut out);
+        for note in &self.notes {
+            let _ = writeln!(out, "Note: {note}\n");
+        }
+        out
+    }
+
+    fn render_setup(&self, out: &mut String) {
+        let _ = writeln!(out, "- Date: {}", self.date);
+        let _ = writeln!(out, "- Machine: {}; kernel {}", self.machine, self.kernel);
+        let _ = writeln!(out, "- Engine: {}", self.engine);
+        let _ = writeln!(out, "- busbar: {}", self.busbar);
+        let _ = writeln!(out, "- Command: `{}`", self.command);
+        let _ = writeln!(
+            out,
+            "- Latency: {} requests per target and request after {} warm-up requests, one keep-alive \
+             connection per target, in {} interleaved rounds; {} containers exist (created, not running)",
+            self.requests, self.warmup, self.rounds, self.containers
+        );
+        let _ = writeln!(
+            out,
+            "- Stream: `GET /containers/ID/archive?path=/big` of a {} MiB file, {} runs per target, median",
+            self.stream_mib, self.stream_runs
+        );
+        let _ = writeln!(out, "- Targets:");
+        for (kind, note) in &self.targets {
+            match note {
+                None => {
+                    let _ = writeln!(out, "  - `{}`: {}", kind.name(), kind.path());
+                }
+                Some(why) => {
+                    let _ = writeln!(out, "  - `{}`: **not measured** ({why})", kind.name());
+                }
+            }
+        }
+        out.push('\n');
+    }
+
+    fn render_latency(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "| request | target | p50 | p99 | mean | added p50 | p99 / direct p99 | p50 goal (≤ +{} µs) |",
+            ADDED_P50_GOAL.as_micros()
+        );
+        let _ = writeln!(out, "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |");
+        let mut notes = vec![];
+        for result in &self.latency {
+            let Some((_, direct, direct_size)) = result.rows.first() else { continue };
+            for (i, (name, s, size)) in result.rows.iter().enumerate() {
+                let request = if i == 0 { format!("`GET {}` ({})", result.path, bytes(*size)) } else { String::new() };
+                let (added, ratio, goal) = if i == 0 {
+                    ("—".to_string(), "—".to_string(), "—".to_string())
+                } else {
+                    let added = s.p50.as_nanos() as i128 - direct.p50.as_nanos() as i128;
+                    let meets = added <= ADDED_P50_GOAL.as_nanos() as i128;
+                    let ratio = s.p99.as_secs_f64() / direct.p99.as_secs_f64();
+                    (signed(added), format!("{ratio:.2}×"), if meets { "met" } else { "**missed**" }.to_string())
+                };
+                let _ = writeln!(
+                    out,
+                    "| {request} | {name} | {} | {} | {} | {added} | {ratio} | {goal} |",
+                    duration(s.p50),
+                    duration(s.p99),
+                    duration(s.mean)
+                );
+                if size != direct_size {
+                    notes.push(format!(
+                        "`{name}` answered `GET {}` with {size} bytes, direct with {direct_size}.",
+                        result.path
+                    ));
+                }
+            }
+        }
+        for note in notes {
+            let _ = writeln!(out, "\nNote: {note}");
+        }
+        out.push('\n');
+    }
+
+    fn render_streams(&self, out: &mut String) {
+        let runs: Vec<String> = (1..=self.stream_runs).map(|i| format!("run {i}")).collect();
+        let _ = writeln!(
+            out,
+            "| stream ({} MiB), MiB/s | {} | median | vs direct | goal (≥ {:.0} %) | busbar CPU s/GiB | engine CPU s/GiB |",
+            self.stream_mib,
+            runs.join(" | "),
+            STREAM_GOAL * 100.0
+        );
+        let _ = writeln!(out, "| --- |{} ---: | ---: | --- | ---: | ---: |", " ---: |".repeat(self.stream_runs));
+        let Some(direct) = self.streams.first().map(StreamResult::median) else { return };
+        for (i, s) in self.streams.iter().enumerate() {
+            let runs: Vec<String> = s.runs.iter().map(|r| format!("{r:.0}")).collect();
+            let ratio = s.median() / direct;
+            let (vs, goal) = if i == 0 {
+                ("—".to_string(), "—")
+            } else {
+                (format!("{:.0} %", ratio * 100.0), if ratio >= STREAM_GOAL { "met" } else { "**missed**" })
+            };
+            let cpu = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.2}"));
+            let _ = writeln!(
+                out,
+                "| {} | {} | **{:.0}** | {vs} | {goal} | {} | {} |",
+                s.name,
+                runs.join(" | "),
+                s.median(),
+                cpu(s.median_hop_cpu()),
+                cpu(s.median_engine_cpu())
+            );
+        }
+        out.push('\n');
+    }
+}
+
+/// `87 µs`, or `1.04 ms` from a millisecond on.
+fn duration(d: Duration) -> String {
+    if d < Duration::from_millis(1) {
+        format!("{} µs", d.as_micros())
+    } else {
+        format!("{:.2} ms", d.as_secs_f64() * 1e3)
+    }
+}
+
+/// A response size: `2 B`, `31.4 KiB`.
+fn bytes(n: usize) -> String {
+    if n < 1024 {
+        format!("{n} B")
+    } else {
+        format!("{:.1} KiB", n as f64 / 1024.0)
+    }
+}
+
+/// A signed difference in nanoseconds: `+87 µs`, `−3 µs`, `+1.20 ms`.
+fn signed(nanos: i128) -> String {
+    let sign = if nanos < 0 { "−" } else { "+" };
+    let abs = Duration::from_nanos(u64::try_from(nanos.unsigned_abs()).unwrap_or(u64::MAX));
+    format!("{sign}{}", duration(abs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formatting() {
+        assert_eq!(duration(Duration::from_nanos(87_400)), "87 µs");
+        assert_eq!(duration(Duration::from_micros(1040)), "1.04 ms");
+        assert_eq!(signed(-3_000), "−3 µs");
+        assert_eq!(signed(1_200_000), "+1.20 ms");
+        assert_eq!((bytes(2), bytes(32 * 1024 + 410)), ("2 B".to_string(), "32.4 KiB".to_string()));
+    }
+}

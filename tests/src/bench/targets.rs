@@ -1,0 +1,287 @@
+//! The targets: what serves the Docker API in each configuration, how it is started, and the
+//! guards that stop it (on drop, so also on error).
+
+use std::fs::File;
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use testbed::{free_port, Host};
+
+use super::http::{Conn, Endpoint};
+
+/// How long a busbar process may take to answer after it was started.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `busbarctl` may take to make a certificate.
+const CERTS_TIMEOUT: Duration = Duration::from_secs(30);
+/// The node name of the bench's one agent behind the gateway.
+const NODE: &str = "h1";
+
+/// The configurations compared, in the order they are reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The engine's own unix socket: the floor every other target is compared to.
+    Direct,
+    /// `busbar-agent` on loopback TCP in front of the socket.
+    Agent,
+    /// `busbar-gateway` with its in-process agent (`--docker`).
+    GatewayEmbedded,
+    /// `busbar-gateway` on loopback, dialing a `busbar-agent` in the host's network namespace
+    /// over gRPC with mutual TLS.
+    GatewayAgent,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [Kind::Direct, Kind::Agent, Kind::GatewayEmbedded, Kind::GatewayAgent];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Direct => "direct",
+            Kind::Agent => "agent",
+            Kind::GatewayEmbedded => "gateway-embedded",
+            Kind::GatewayAgent => "gateway+agent",
+        }
+    }
+
+    /// The path a request takes, for the report.
+    pub fn path(self) -> &'static str {
+        match self {
+            Kind::Direct => "client → engine unix socket",
+            Kind::Agent => "client → TCP 127.0.0.1 → busbar-agent → unix socket",
+            Kind::GatewayEmbedded => "client → TCP 127.0.0.1 → busbar-gateway (in-process agent) → unix socket",
+            Kind::GatewayAgent => {
+                "client → TCP 127.0.0.1 → busbar-gateway → gRPC/mTLS over the host's veth → \
+                 busbar-agent (host netns) → unix socket"
+            }
+        }
+    }
+}
+
+/// A started target. Its processes are killed when it is dropped.
+pub struct Target {
+    pub kind: Kind,
+    pub endpoint: Endpoint,
+    processes: Vec<Process>,
+}
+
+impl Target {
+    /// The target's processes (for `gateway+agent`, the gateway and the agent).
+    pub fn pids(&self) -> Vec<u32> {
+        self.processes.iter().map(Process::pid).collect()
+    }
+}
+
+/// A directory for certificates and logs, removed (with its contents) when dropped.
+pub struct WorkDir(PathBuf);
+
+impl WorkDir {
+    pub fn new() -> Result<WorkDir> {
+        let dir = std::env::temp_dir().join(testbed::unique_name("busbar-bench"));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(WorkDir(dir))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process, killed (SIGKILL) and reaped when dropped. Its stderr goes to a log file,
+/// whose tail is included in errors.
+pub struct Process {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Process {
+    /// Spawns `cmd` with a clean busbar environment (no `RUST_LOG`, no `BUSBAR_*`), so that
+    /// every target runs with its defaults, as an operator would start it.
+    fn spawn(name: &str, mut cmd: Command, dir: &Path) -> Result<Process> {
+        let log = dir.join(format!("{name}.log"));
+        let log_file = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("BUSBAR_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env_remove("RUST_LOG").stdin(Stdio::null()).stdout(Stdio::null()).stderr(log_file);
+        let child = cmd.spawn().with_context(|| format!("starting {name}: {cmd:?}"))?;
+        Ok(Process { name: name.to_string(), child, log })
+    }
+
+    /// Fails, with the end of its log, if the process has exited.
+    fn check_running(&mut self) -> Result<()> {
+        match self.child.try_wait()? {
+            None => Ok(()),
+            Some(status) => bail!("{} exited ({status}); its log ends with:\n{}", self.name, self.log_tail()),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts targets against one host of the test bed.
+pub struct Launcher<'a> {
+    pub host: &'a Host,
+    /// Where the busbar binaries are (the bench's own directory, `target/<profile>`).
+    pub bin_dir: PathBuf,
+    pub work: &'a Path,
+}
+
+impl Launcher<'_> {
+    /// Why `kind` cannot be measured with what is built, if it cannot.
+    pub fn missing(&self, kind: Kind) -> Option<String> {
+        let needs: &[&str] = match kind {
+            Kind::Direct => &[],
+            Kind::Agent => &["busbar-agent"],
+            Kind::GatewayEmbedded => &["busbar-gateway"],
+            Kind::GatewayAgent => &["busbar-gateway", "busbar-agent", "busbarctl"],
+        };
+        let missing: Vec<&str> = needs.iter().copied().filter(|b| !self.bin_dir.join(b).is_file()).collect();
+        (!missing.is_empty()).then(|| format!("not built: {}", missing.join(", ")))
+    }
+
+    /// Starts `kind` and waits until it serves `/_ping` and a request the engine must answer.
+    pub fn start(&self, kind: Kind) -> Result<Target> {
+        let (endpoint, mut processes) = match kind {
+            Kind::Direct => (Endpoint::Unix(self.host.docker_sock().to_path_buf()), vec![]),
+            Kind::Agent => self.agent()?,
+            Kind::GatewayEmbedded => self.gateway_embedded()?,
+            Kind::GatewayAgent => self.gateway_agent()?,
+        };
+        for path in ["/_ping", "/v1.41/version"] {
+            wait_ready(&endpoint, &mut processes, path).with_context(|| format!("starting target {}", kind.name()))?;
+        }
+        Ok(Target { kind, endpoint, processes })
+    }
+
+    fn bin(&self, name: &str) -> PathBuf {
+        self.bin_dir.join(name)
+    }
+
+    fn engine_url(&self) -> String {
+        self.host.docker_url()
+    }
+
+    /// `busbar-agent --docker SOCKET --listen tcp://127.0.0.1:PORT`, in the root namespace.
+    fn agent(&self) -> Result<(Endpoint, Vec<Process>)> {
+        let port = free_port();
+        let mut cmd = Command::new(self.bin("busbar-agent"));
+        cmd.args(["--docker", &self.engine_url(), "--listen", &format!("tcp://127.0.0.1:{port}")]);
+        let process = Process::spawn("agent", cmd, self.work)?;
+        Ok((loopback(port), vec![process]))
+    }
+
+    /// `busbar-gateway --docker SOCKET --listen tcp://127.0.0.1:PORT`: the in-process agent.
+    fn gateway_embedded(&self) -> Result<(Endpoint, Vec<Process>)> {
+        let port = free_port();
+        let mut cmd = Command::new(self.bin("busbar-gateway"));
+        cmd.args(["--docker", &self.engine_url(), "--listen", &format!("tcp://127.0.0.1:{port}")]);
+        let process = Process::spawn("gateway-embedded", cmd, self.work)?;
+        Ok((loopback(port), vec![process]))
+    }
+
+    /// An agent inside the host's network namespace, serving gRPC with mutual TLS on the host's
+    /// address, and a gateway on 127.0.0.1 in the root namespace dialing it: the request crosses
+    /// a real (veth) link, as it would between two machines.
+    fn gateway_agent(&self) -> Result<(Endpoint, Vec<Process>)> {
+        let host_addr: IpAddr = self.host.addr().context("the host has no network namespace address")?;
+        let pki = self.work.join("pki");
+        self.make_certs(&pki, host_addr)?;
+        let pem = |name: &str| pki.join(name).display().to_string();
+
+        let grpc = SocketAddr::new(host_addr, free_port());
+        let mut cmd = self.host.command_in(self.bin("busbar-agent"));
+        cmd.args(["--docker", &self.engine_url(), "--grpc-listen", &grpc.to_string(), "--node-name", NODE]);
+        cmd.args(["--tls-ca", &pem("ca.pem"), "--tls-cert", &pem(&format!("{NODE}.pem"))]);
+        cmd.args(["--tls-key", &pem(&format!("{NODE}-key.pem"))]);
+        let mut agent = Process::spawn("netns-agent", cmd, self.work)?;
+        wait_listening(grpc, &mut agent).context("waiting for the agent's gRPC port")?;
+
+        let port = free_port();
+        let mut cmd = Command::new(self.bin("busbar-gateway"));
+        cmd.args(["--listen", &format!("tcp://127.0.0.1:{port}"), "--agent", &format!("{NODE}={grpc}")]);
+        cmd.args(["--tls-ca", &pem("ca.pem"), "--tls-cert", &pem("gateway.pem"), "--tls-key", &pem("gateway-key.pem")]);
+        let gateway = Process::spawn("gateway", cmd, self.work)?;
+        Ok((loopback(port), vec![gateway, agent]))
+    }
+
+    /// A fresh cluster CA, the agent's certificate (valid for the host's address) and the
+    /// gateway's, made with `busbarctl` as an operator would.
+    fn make_certs(&self, dir: &Path, host_addr: IpAddr) -> Result<()> {
+        let dir_s = dir.display().to_string();
+        let addr_s = host_addr.to_string();
+        let runs: [&[&str]; 3] = [
+            &["certs", "init", "--dir", &dir_s],
+            &["certs", "issue", "--dir", &dir_s, "--name", NODE, "--role", "agent", "--san", &addr_s],
+            &["certs", "issue", "--dir", &dir_s, "--name", "gateway", "--role", "gateway"],
+        ];
+        for args in runs {
+            let mut cmd = Command::new(self.bin("busbarctl"));
+            cmd.args(args);
+            testbed::cmd::run_ok(&mut cmd, CERTS_TIMEOUT)?;
+        }
+        Ok(())
+    }
+}
+
+fn loopback(port: u16) -> Endpoint {
+    Endpoint::Tcp(SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// Waits until `GET path` on `endpoint` answers 200, failing early if a process exits.
+fn wait_ready(endpoint: &Endpoint, processes: &mut [Process], path: &str) -> Result<()> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    let mut last = anyhow!("not tried");
+    while Instant::now() < deadline {
+        for p in processes.iter_mut() {
+            p.check_running()?;
+        }
+        match Conn::new(endpoint.clone()).get(path) {
+            Ok((200, _)) => return Ok(()),
+            Ok((status, body)) => last = anyhow!("GET {path}: {status} {}", String::from_utf8_lossy(&body).trim()),
+            Err(e) => last = e,
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    let logs: Vec<String> = processes.iter().map(|p| format!("--- {} ---\n{}", p.name, p.log_tail())).collect();
+    Err(last.context(format!("{endpoint} not ready within {START_TIMEOUT:?}\n{}", logs.join("\n"))))
+}
+
+/// Waits until `addr` accepts TCP connections, failing early if `process` exits.
+fn wait_listening(addr: SocketAddr, process: &mut Process) -> Result<()> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    while Instant::now() < deadline {
+        process.check_running()?;
+        if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    bail!("nothing listens on {addr} after {START_TIMEOUT:?}; {}'s log:\n{}", process.name, process.log_tail())
+}

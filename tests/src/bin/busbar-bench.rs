@@ -1,0 +1,345 @@
+//! `busbar-bench`: what busbar costs, measured against the engine's own socket in the same run.
+//!
+//! ```text
+//! cargo build --release --workspace --bins && sudo target/release/busbar-bench [--requests N] [--stream-mib M] [--stream-runs R] [--out FILE]
+//! ```
+//!
+//! It starts a one-host test bed (a private dockerd in its own network namespace, see the
+//! `testbed` crate), then every target in front of that one engine:
+//!
+//! - `direct`: the engine's unix socket, the floor;
+//! - `agent`: `busbar-agent` on loopback TCP;
+//! - `gateway-embedded`: `busbar-gateway --docker ...`, with its in-process agent;
+//! - `gateway+agent`: `busbar-gateway` on loopback dialing a `busbar-agent` that runs inside the
+//!   host's network namespace, over gRPC with mutual TLS (certificates made by `busbarctl`).
+//!
+//! Targets whose binaries are not built, or that fail to start, are reported as not measured.
+//! All of them are stopped at the end, also on error (their guards kill them on drop), and so
+//! is the test bed.
+//!
+//! # Method, and why
+//!
+//! - **Ratios, not absolute numbers.** The machines this runs on are shared and noisy, and an
+//!   engine's speed depends on its storage driver and version. So every target is measured in
+//!   the same run against the same engine, and what is reported is the *difference* (added
+//!   latency) or *ratio* (throughput) to `direct`. The project never asserts performance in
+//!   tests; it ships this program and its results table (`BENCHMARKS.md`) instead.
+//! - **Latency** of `GET /_ping`, `GET /v1.41/containers/json` (running containers: none) and
+//!   `GET /v1.41/containers/json?all=1` (about 30 created containers): sequential requests on
+//!   one kept-alive connection per target, each timed from writing the request to reading the
+//!   last byte of the response, with a small blocking HTTP/1.1 client (`bench/http.rs`) whose
+//!   cost is the same for every target. `shared/reference/peers.md` §5.2 measured dockerd and
+//!   HAProxy the same way with curl, which costs more per request than this client: compare
+//!   added latencies with §5.2's, not absolute ones.
+//! - **Interleaving.** After a warm-up, the N requests per target are sent in 10 rounds of N/10,
+//!   and the order of the targets rotates from round to round. A burst of noise (another job on
+//!   the machine) then hits every target alike instead of ruining one target's numbers.
+//! - **Percentiles** are nearest-rank: p50 and p99 are the samples at rank ⌈0.50·N⌉ and ⌈0.99·N⌉
+//!   of the sorted samples, always observed values, no interpolation. The mean is reported too,
+//!   since it shows what p50 hides (a slow tail).
+//! - **Throughput** of one large stream: a stopped container holds a file of M MiB (written once
+//!   with `dd`), and `GET /v1.41/containers/ID/archive?path=/big` is read to the end on a new
+//!   connection, 3 times per target by default (rotating order); the median is reported in MiB/s
+//!   and against direct, with the CPU time the target's processes and the engine spent per GiB
+//!   (from `/proc/PID/stat`): wall time on a small shared machine is noisy, CPU time less so,
+//!   and on a machine where the engine is CPU-bound every CPU-second of the hop is taken from it.
+//!
+//! Goals: added p50 latency ≤ +250 µs on loopback for every busbar target; stream ≥ 90 % of
+//! direct. The table marks them, but the program never fails because of them.
+
+#[path = "../bench/http.rs"]
+mod http;
+#[path = "../bench/measure.rs"]
+mod measure;
+#[path = "../bench/report.rs"]
+mod report;
+#[path = "../bench/stats.rs"]
+mod stats;
+#[path = "../bench/targets.rs"]
+mod targets;
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use testbed::{Host, Testbed, TestbedSpec};
+
+use http::{Conn, Endpoint};
+use measure::{Lane, StreamTarget};
+use report::Report;
+use targets::{Kind, Launcher, Target, WorkDir};
+
+/// The requests whose latency is measured.
+const LATENCY_PATHS: [&str; 3] = ["/_ping", "/v1.41/containers/json", "/v1.41/containers/json?all=1"];
+/// Containers created (not started) before the list is measured.
+const CONTAINERS: usize = 30;
+/// Rounds the latency requests are spread over.
+const ROUNDS: usize = 10;
+/// How long writing the stream's file in its container may take.
+const FILL_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// busbar-bench: latency and throughput of busbar's hops against the engine's own socket.
+#[derive(Debug, Parser)]
+#[command(name = "busbar-bench")]
+struct Args {
+    /// Sequential requests per target and request (after a warm-up).
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(10..))]
+    requests: u64,
+    /// Size of the file streamed out of a container, in MiB.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    stream_mib: u64,
+    /// Runs of the stream per target (the median is reported).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    stream_runs: u64,
+    /// Also write the markdown report to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("busbar-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<()> {
+    ensure_root()?;
+    let requests = usize::try_from(args.requests)?;
+    let stream_runs = usize::try_from(args.stream_runs)?;
+    let bin_dir = std::env::current_exe()?.parent().context("the bench binary has no directory")?.to_path_buf();
+
+    eprintln!("starting a one-host test bed ...");
+    let bed = Testbed::start(TestbedSpec { hosts: 1, netns: true, etcd: false })?;
+    let host = bed.host("h1");
+    let engine = Endpoint::Unix(host.docker_sock().to_path_buf());
+    create_containers(host, CONTAINERS)?;
+    let big = create_big_container(host, args.stream_mib)?;
+
+    let work = WorkDir::new()?;
+    let launcher = Launcher { host, bin_dir, work: work.path() };
+    let (started, not_measured) = start_targets(&launcher)?;
+
+    let warmup = (requests / 10).max(50);
+    let rounds = ROUNDS.min(requests);
+    let (latency, notes) = measure_latency(&started, requests, rounds, warmup)?;
+    let path = format!("/v1.41/containers/{big}/archive?path=/big");
+    eprintln!("streaming {} MiB {stream_runs} times per target ...", args.stream_mib);
+    let streams = measure_streams(&started, host, &path, stream_runs, args.stream_mib)?;
+
+    let report = Report {
+        date: run_text(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"])).unwrap_or_default(),
+        machine: machine(),
+        kernel: read_trimmed("/proc/sys/kernel/osrelease"),
+        engine: engine_description(&engine)?,
+        busbar: busbar_version(),
+        command: command_line(),
+        requests,
+        rounds,
+        warmup,
+        stream_mib: args.stream_mib,
+        stream_runs,
+        containers: CONTAINERS + 1,
+        targets: Kind::ALL
+            .iter()
+            .map(|k| (*k, not_measured.iter().find(|(n, _)| n == k).map(|(_, why)| why.clone())))
+            .collect(),
+        latency,
+        streams,
+        notes,
+    };
+    let text = report.render();
+    print!("{text}");
+    if let Some(out) = &args.out {
+        std::fs::write(out, &text).with_context(|| format!("writing {}", out.display()))?;
+        eprintln!("wrote {}", out.display());
+    }
+    eprintln!("stopping targets and the test bed ...");
+    drop(started);
+    drop(work);
+    drop(bed);
+    Ok(())
+}
+
+/// The latency of each request on every target; also returns notes on anything unusual.
+fn measure_latency(
+    started: &[Target],
+    requests: usize,
+    rounds: usize,
+    warmup: usize,
+) -> Result<(Vec<measure::LatencyResult>, Vec<String>)> {
+    let mut lanes: Vec<Lane> = started.iter().map(|t| Lane::new(t.kind.name(), t.endpoint.clone())).collect();
+    let mut results = vec![];
+    for path in LATENCY_PATHS {
+        eprintln!("measuring GET {path} ({requests} requests per target) ...");
+        results.push(measure::latency(&mut lanes, path, requests, rounds, warmup)?);
+    }
+    let notes = lanes
+        .iter()
+        .filter(|lane| lane.conn.reconnects > 0)
+        .map(|lane| {
+            format!(
+                "`{}` closed its keep-alive connection {} times; the bench reconnected.",
+                lane.name, lane.conn.reconnects
+            )
+        })
+        .collect();
+    Ok((results, notes))
+}
+
+/// The large stream from every target, with the CPU time it cost.
+fn measure_streams(
+    started: &[Target],
+    host: &Host,
+    path: &str,
+    runs: usize,
+    mib: u64,
+) -> Result<Vec<measure::StreamResult>> {
+    let targets: Vec<StreamTarget> = started
+        .iter()
+        .map(|t| StreamTarget { name: t.kind.name(), endpoint: t.endpoint.clone(), pids: t.pids() })
+        .collect();
+    measure::streams(&targets, host.engine_pid()?, path, runs, mib << 20)
+}
+
+/// A target that was not measured, and why.
+type NotMeasured = (Kind, String);
+
+/// Starts every target that is built. `direct` must work; the others are reported as not
+/// measured, with the reason, when they are missing or fail to start.
+fn start_targets(launcher: &Launcher) -> Result<(Vec<Target>, Vec<NotMeasured>)> {
+    let mut started = vec![];
+    let mut not_measured = vec![];
+    for kind in Kind::ALL {
+        if let Some(why) = launcher.missing(kind) {
+            eprintln!("skipping {}: {why}", kind.name());
+            not_measured.push((kind, why));
+            continue;
+        }
+        eprintln!("starting {} ...", kind.name());
+        match launcher.start(kind) {
+            Ok(target) => started.push(target),
+            Err(e) if kind == Kind::Direct => return Err(e),
+            Err(e) => {
+                eprintln!("could not start {}: {e:#}", kind.name());
+                not_measured.push((kind, format!("failed to start: {}", first_line(&format!("{e:#}")))));
+            }
+        }
+    }
+    Ok((started, not_measured))
+}
+
+fn ensure_root() -> Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|l| l.split_whitespace().nth(1));
+    if uid != Some("0") {
+        bail!("run as root: the test bed starts a dockerd in a network namespace");
+    }
+    Ok(())
+}
+
+/// `docker create busybox` `n` times: the list that `containers/json?all=1` returns.
+fn create_containers(host: &Host, n: usize) -> Result<()> {
+    eprintln!("creating {n} containers ...");
+    for _ in 0..n {
+        docker(host, &["create", "busybox", "true"], testbed::DOCKER_TIMEOUT)?;
+    }
+    Ok(())
+}
+
+/// A stopped container whose `/big` holds `mib` MiB of zeros; returns its id.
+fn create_big_container(host: &Host, mib: u64) -> Result<String> {
+    eprintln!("writing a {mib} MiB file in a container ...");
+    let count = format!("count={mib}");
+    let id = docker(
+        host,
+        &["create", "busybox", "dd", "if=/dev/zero", "of=/big", "bs=1M", &count],
+        testbed::DOCKER_TIMEOUT,
+    )?;
+    docker(host, &["start", "--attach", &id], FILL_TIMEOUT)?;
+    Ok(id)
+}
+
+/// `docker -H HOST args...` with a deadline; fails unless it succeeds; returns trimmed stdout.
+fn docker(host: &Host, args: &[&str], timeout: Duration) -> Result<String> {
+    let out = testbed::cmd::run_ok(&mut testbed::docker_command(&host.docker_url(), args), timeout)?;
+    Ok(out.trim().to_string())
+}
+
+/// `Docker Engine 20.10.24 (API 1.41), storage driver overlay2, ...`, from the engine itself.
+fn engine_description(engine: &Endpoint) -> Result<String> {
+    let mut conn = Conn::new(engine.clone());
+    let json = |conn: &mut Conn, path: &str| -> Result<serde_json::Value> {
+        let (status, body) = conn.get(path)?;
+        if status != 200 {
+            bail!("the engine answered GET {path} with {status}");
+        }
+        serde_json::from_slice(&body).with_context(|| format!("parsing the engine's {path}"))
+    };
+    let version = json(&mut conn, "/v1.41/version")?;
+    let info = json(&mut conn, "/v1.41/info")?;
+    let field = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or("?").to_string();
+    Ok(format!(
+        "Docker Engine {} (API {}), storage driver {}, private test bed host in its own network namespace",
+        field(&version, "Version"),
+        field(&version, "ApiVersion"),
+        field(&info, "Driver")
+    ))
+}
+
+/// `2 CPUs (AMD EPYC), 23 GiB RAM`.
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, m)| m.trim().to_string()))
+        .unwrap_or_else(|| "unknown CPU".to_string());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    format!("{cpus} CPUs (nproc; {model}), {} GiB RAM", mem_kib >> 20)
+}
+
+/// The source's commit (`git describe --always --dirty`), if this was built from a checkout.
+fn busbar_version() -> String {
+    let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let mut cmd = Command::new("git");
+    cmd.args(["-C", repo, "describe", "--always", "--dirty"]);
+    let commit = run_text(&mut cmd).unwrap_or_else(|| "unknown commit".to_string());
+    format!("{} {commit}, release build: {}", env!("CARGO_PKG_VERSION"), !cfg!(debug_assertions))
+}
+
+/// The command line this was run with, quoted for a shell where needed.
+fn command_line() -> String {
+    let quote = |a: String| {
+        if a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:".contains(c)) {
+            a
+        } else {
+            format!("'{}'", a.replace('\'', r"'\''"))
+        }
+    };
+    std::env::args().map(quote).collect::<Vec<_>>().join(" ")
+}
+
+fn run_text(cmd: &mut Command) -> Option<String> {
+    testbed::cmd::run_ok(cmd, Duration::from_secs(10)).ok().map(|s| s.trim().to_string())
+}
+
+fn read_trimmed(path: &str) -> String {
+    std::fs::read_to_string(path).map(|s| s.trim().to_string()).unwrap_or_else(|_| "?".to_string())
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or("")
+}

@@ -1,0 +1,300 @@
+//! The cluster: three hosts (network namespaces), an agent on each, one gateway in front,
+//! driven by the real `docker` CLI (reference/swarm.md §4.6, P0). Placement-sensitive tests
+//! get a bed of their own; the others share one.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use support::{make_certs, tls_args, Process, TempDir};
+use testbed::{docker, docker_ok, unique_name, wait_until, Testbed, TestbedSpec};
+
+const NODES: [&str; 3] = ["node1", "node2", "node3"];
+
+/// Three agents (node1..3, one per host) and a gateway serving them as one cluster.
+struct Cluster {
+    gateway: Process,
+    agents: Vec<Process>,
+    addrs: Vec<String>,
+    certs: TempDir,
+    engines: Vec<String>,
+}
+
+impl Cluster {
+    fn start(bed: &Testbed, gateway_args: &[&str]) -> Cluster {
+        let certs = TempDir::new();
+        let hosts = bed.hosts();
+        let sans: Vec<(String, String)> =
+            NODES.iter().zip(hosts).map(|(n, h)| (n.to_string(), h.addr().unwrap().to_string())).collect();
+        let sans: Vec<(&str, &str)> = sans.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        make_certs(&certs.0, &sans);
+        let mut agents = vec![];
+        let mut addrs = vec![];
+        for (i, host) in hosts.iter().enumerate() {
+            let zone = if i == 0 { "zone=a" } else { "zone=b" };
+            let (agent, addr) = Process::agent_in(host, NODES[i], &certs.0, &["--label", zone]);
+            agents.push(agent);
+            addrs.push(addr);
+        }
+        let mut args: Vec<String> = vec![];
+        for (node, addr) in NODES.iter().zip(&addrs) {
+            args.extend(["--agent".into(), format!("{node}={addr}")]);
+        }
+        args.extend(tls_args(&certs.0, "gateway"));
+        args.extend(["--probe-interval".into(), "0.5".into(), "--probe-timeout".into(), "1".into()]);
+        args.extend(gateway_args.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let gateway = Process::gateway(&args);
+        let engines = hosts.iter().map(|h| h.docker_url()).collect();
+        let c = Cluster { gateway, agents, addrs, certs, engines };
+        let all_healthy = wait_until(Duration::from_secs(20), || c.info().matches("Healthy").count() == 3);
+        assert!(all_healthy, "not every node became healthy:\n{}", c.info());
+        c
+    }
+
+    fn info(&self) -> String {
+        let out = docker(&self.gateway.url, &["info"]);
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    }
+
+    /// The node a container runs on, from the gateway's inspect.
+    fn node_of(&self, container: &str) -> String {
+        docker_ok(&self.gateway.url, &["inspect", "-f", "{{.Node.Name}}", container])
+    }
+}
+
+/// Three agents registered in etcd and two gateways that find them there.
+struct EtcdCluster {
+    gateways: Vec<Process>,
+    agents: Vec<Process>,
+    _certs: TempDir,
+}
+
+impl EtcdCluster {
+    fn start(bed: &Testbed) -> EtcdCluster {
+        let certs = TempDir::new();
+        let hosts = bed.hosts();
+        let sans: Vec<(String, String)> =
+            NODES.iter().zip(hosts).map(|(n, h)| (n.to_string(), h.addr().unwrap().to_string())).collect();
+        let sans: Vec<(&str, &str)> = sans.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        make_certs(&certs.0, &sans);
+        let agents = hosts
+            .iter()
+            .enumerate()
+            .map(|(i, host)| {
+                let etcd = host.etcd_url().expect("etcd reachable from the host").to_owned();
+                Process::agent_in(host, NODES[i], &certs.0, &["--etcd", &etcd, "--registration-ttl", "2"]).0
+            })
+            .collect();
+        let gateways = (0..2)
+            .map(|_| {
+                let mut args: Vec<String> = vec!["--etcd".into(), bed.etcd().unwrap().to_owned()];
+                args.extend(tls_args(&certs.0, "gateway"));
+                args.extend(["--probe-interval".into(), "0.5".into(), "--probe-timeout".into(), "1".into()]);
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                Process::gateway(&args)
+            })
+            .collect();
+        let c = EtcdCluster { gateways, agents, _certs: certs };
+        for g in &c.gateways {
+            let ok = wait_until(Duration::from_secs(20), || info_of(&g.url).matches("Status: Healthy").count() == 3);
+            assert!(ok, "gateway {} does not see 3 healthy nodes:\n{}", g.url, info_of(&g.url));
+        }
+        c
+    }
+}
+
+fn info_of(url: &str) -> String {
+    let out = docker(url, &["info"]);
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+fn three_hosts_etcd() -> TestbedSpec {
+    TestbedSpec { hosts: 3, netns: true, etcd: true }
+}
+
+#[test]
+fn etcd_registry_two_gateways_one_name_winner_and_a_node_that_leaves() {
+    let bed = Testbed::start(three_hosts_etcd()).unwrap();
+    let mut c = EtcdCluster::start(&bed);
+    // Concurrent `run --name x` through two gateways: exactly one winner.
+    let name = unique_name("shared");
+    let runs: Vec<_> = (0..6)
+        .map(|i| {
+            let (url, name) = (c.gateways[i % 2].url.clone(), name.clone());
+            std::thread::spawn(move || docker(&url, &["run", "-d", "--name", &name, "busybox", "sleep", "60"]))
+        })
+        .collect();
+    let outs: Vec<_> = runs.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(outs.iter().filter(|o| o.status.success()).count(), 1, "{outs:?}");
+    assert!(outs.iter().filter(|o| !o.status.success()).all(|o| String::from_utf8_lossy(&o.stderr).contains("Conflict")), "{outs:?}");
+    // Both gateways serve the same view.
+    let ps = |url: &str| docker_ok(url, &["ps", "--format", "{{.Names}}", "--filter", &format!("name={name}")]);
+    assert_eq!(ps(&c.gateways[0].url), ps(&c.gateways[1].url));
+    // An agent that dies: unhealthy at once (probes), disconnected when its lease expires.
+    c.agents[2].kill();
+    let gone = wait_until(Duration::from_secs(15), || info_of(&c.gateways[0].url).contains("Status: Disconnected"));
+    assert!(gone, "node3 not disconnected:\n{}", info_of(&c.gateways[0].url));
+    // The others keep serving.
+    assert_eq!(docker_ok(&c.gateways[1].url, &["run", "--rm", "busybox", "echo", "still-up"]), "still-up");
+}
+
+fn three_hosts() -> TestbedSpec {
+    TestbedSpec { hosts: 3, netns: true, etcd: false }
+}
+
+#[test]
+fn info_lists_three_healthy_nodes_with_their_labels() {
+    let bed = Testbed::start(three_hosts()).unwrap();
+    let c = Cluster::start(&bed, &[]);
+    let info = c.info();
+    assert!(info.contains("Nodes: 3"), "{info}");
+    for node in NODES {
+        assert!(info.contains(node), "{node} missing:\n{info}");
+    }
+    assert!(info.contains("zone=a") && info.contains("zone=b"), "{info}");
+    let fmt = docker_ok(&c.gateway.url, &["info", "--format", "{{.NCPU}} {{.ServerVersion}}"]);
+    assert!(fmt.contains("busbar/"), "{fmt}");
+}
+
+#[test]
+fn nine_runs_spread_three_three_three_and_constraints_pin() {
+    let bed = Testbed::start(three_hosts()).unwrap();
+    let c = Cluster::start(&bed, &[]);
+    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+    for i in 0..9 {
+        let name = format!("spread{i}");
+        docker_ok(&c.gateway.url, &["run", "-d", "--name", &name, "busybox", "sleep", "300"]);
+        *per_node.entry(c.node_of(&name)).or_default() += 1;
+    }
+    assert_eq!(per_node.values().copied().collect::<Vec<_>>(), [3, 3, 3], "{per_node:?}");
+    // `ps` shows them all, node-qualified.
+    let ps = docker_ok(&c.gateway.url, &["ps", "--format", "{{.Names}}"]);
+    for node in NODES {
+        assert_eq!(ps.lines().filter(|l| l.starts_with(&format!("{node}/spread"))).count(), 3, "{ps}");
+    }
+    let only2 = docker_ok(&c.gateway.url, &["ps", "--filter", "node=node2", "--format", "{{.Names}}"]);
+    assert_eq!(only2.lines().count(), 3, "{only2}");
+    // Constraints: on a node name, on an agent label, and an impossible one.
+    docker_ok(&c.gateway.url, &["run", "-d", "--name", "pinned", "-e", "constraint:node==node2", "busybox", "sleep", "300"]);
+    assert_eq!(c.node_of("pinned"), "node2");
+    assert!(docker_ok(&c.engines[1], &["ps", "--format", "{{.Names}}"]).lines().any(|l| l == "pinned"));
+    docker_ok(&c.gateway.url, &["run", "-d", "--name", "zoned", "-e", "constraint:zone==a", "busybox", "sleep", "300"]);
+    assert_eq!(c.node_of("zoned"), "node1");
+    let out = docker(&c.gateway.url, &["run", "-d", "--name", "nowhere", "-e", "constraint:node==node9", "busybox", "true"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("node==node9"), "{err}");
+    assert!(docker_ok(&c.gateway.url, &["ps", "-a", "-q", "--filter", "name=nowhere"]).is_empty(), "something was created");
+}
+
+#[test]
+fn a_container_on_another_node_is_fully_usable() {
+    let bed = Testbed::start(three_hosts()).unwrap();
+    let c = Cluster::start(&bed, &[]);
+    let g = &c.gateway.url;
+    let id = docker_ok(g, &["run", "-d", "-i", "--name", "far", "-e", "constraint:node==node3", "busybox", "sh", "-c", "echo started; while read l; do echo got:$l; done"]);
+    assert_eq!(c.node_of("far"), "node3");
+    // inspect by name, short ID, full ID, and node/name.
+    for reference in ["far", &id[..12], &id, "node3/far"] {
+        assert_eq!(docker_ok(g, &["inspect", "-f", "{{.Id}}", reference]), id, "{reference}");
+    }
+    assert!(wait_until(Duration::from_secs(10), || docker_ok(g, &["logs", "far"]) == "started"));
+    assert_eq!(docker_ok(g, &["exec", "far", "echo", "exec-ok"]), "exec-ok");
+    let out = testbed::docker_with_stdin(g, &["exec", "-i", "far", "cat"], b"piped\n");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "piped\n");
+    // attach: a line in, its echo out.
+    let mut attach = testbed::docker_command(g, &["attach", "far"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    use std::io::Write;
+    writeln!(attach.stdin.as_mut().unwrap(), "hello").unwrap();
+    let mut lines = BufReader::new(attach.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "got:hello");
+    let _ = attach.kill();
+    let _ = attach.wait();
+    docker_ok(g, &["stop", "-t", "1", "far"]);
+    assert_eq!(docker_ok(&c.engines[2], &["inspect", "-f", "{{.State.Running}}", "far"]), "false");
+    docker_ok(g, &["rm", "far"]);
+    assert!(docker_ok(&c.engines[2], &["ps", "-aq", "--filter", "name=far"]).is_empty());
+    let out = docker(g, &["inspect", "far"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No such"), "{out:?}");
+}
+
+#[test]
+fn events_stream_from_every_node_tagged_with_it() {
+    let bed = Testbed::start(three_hosts()).unwrap();
+    let c = Cluster::start(&bed, &[]);
+    let mut events = testbed::docker_command(
+        &c.gateway.url,
+        &["events", "--filter", "event=start", "--format", "{{.Actor.Attributes.name}} {{index .Actor.Attributes \"node.name\"}}"],
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let out = events.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    docker_ok(&c.gateway.url, &["run", "-d", "--name", "ev1", "-e", "constraint:node==node1", "busybox", "true"]);
+    docker_ok(&c.gateway.url, &["run", "-d", "--name", "ev3", "-e", "constraint:node==node3", "busybox", "true"]);
+    let mut seen = vec![];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.len() < 2 && Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_secs(1)) {
+            seen.push(line);
+        }
+    }
+    let _ = events.kill();
+    let _ = events.wait();
+    seen.sort();
+    assert_eq!(seen, ["ev1 node1", "ev3 node3"]);
+}
+
+#[test]
+fn concurrent_runs_with_one_name_have_exactly_one_winner() {
+    let bed = Testbed::start(three_hosts()).unwrap();
+    let c = Cluster::start(&bed, &[]);
+    let name = unique_name("dup");
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, name) = (c.gateway.url.clone(), name.clone());
+            std::thread::spawn(move || docker(&url, &["run", "-d", "--name", &name, "busybox", "sleep", "60"]))
+        })
+        .collect();
+    let outs: Vec<_> = runs.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(outs.iter().filter(|o| o.status.success()).count(), 1, "{outs:?}");
+    for o in outs.iter().filter(|o| !o.status.success()) {
+        assert!(String::from_utf8_lossy(&o.stderr).contains("Conflict"), "{o:?}");
+    }
+    let total: usize = c.engines.iter().map(|e| docker_ok(e, &["ps", "-aq", "--filter", &format!("name=^{name}$")]).lines().count()).sum();
+    assert_eq!(total, 1);
+}
+
+#[test]
+fn a_killed_agent_turns_unhealthy_and_comes_back() {
+    let bed = Testbed::start(three_hosts()).unwrap();
+    let mut c = Cluster::start(&bed, &[]);
+    c.agents[1].kill();
+    let killed = Instant::now();
+    let unhealthy = wait_until(Duration::from_secs(10), || c.info().contains("Unhealthy"));
+    assert!(unhealthy, "node2 not reported unhealthy:\n{}", c.info());
+    assert!(killed.elapsed() < Duration::from_secs(10));
+    // The others keep serving, and new containers avoid the dead node.
+    for i in 0..3 {
+        let name = format!("while-down{i}");
+        docker_ok(&c.gateway.url, &["run", "-d", "--name", &name, "busybox", "sleep", "60"]);
+        assert_ne!(c.node_of(&name), "node2");
+    }
+    let host = &bed.hosts()[1];
+    let mut cmd = host.command_in(support::binary("busbar-agent"));
+    cmd.args(["--docker", &host.docker_url(), "--grpc-listen", &c.addrs[1], "--label", "zone=b"]).args(tls_args(&c.certs.0, "node2"));
+    c.agents[1] = Process::start_cmd(cmd);
+    let back = wait_until(Duration::from_secs(20), || c.info().matches("Healthy").count() == 3 && !c.info().contains("Unhealthy"));
+    assert!(back, "node2 did not come back:\n{}", c.info());
+}

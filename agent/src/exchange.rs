@@ -43,7 +43,7 @@ fn data_frame(bytes: Bytes) -> ExchangeFrame {
     ExchangeFrame { frame: Some(Frame::Data(bytes.to_vec())) }
 }
 
-fn eof_frame() -> ExchangeFrame {
+pub fn eof_frame() -> ExchangeFrame {
     ExchangeFrame { frame: Some(Frame::Eof(Eof {})) }
 }
 
@@ -113,13 +113,40 @@ pub struct Inbound {
 /// Spawns the task that reads the frames after a head: `data` until the first `eof` becomes
 /// the body, the `data` after it the raw stream. An error from the stream fails the body (the
 /// client sees a broken stream, never a silently short one).
-pub fn route_inbound<S, E>(mut frames: S) -> Inbound
+pub fn route_inbound<S, E>(frames: S) -> Inbound
 where
     S: Stream<Item = Result<ExchangeFrame, E>> + Send + Unpin + 'static,
     E: Display + Send + 'static,
 {
-    let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, BoxError>>(WINDOW);
+    route_inbound_after(vec![], false, frames)
+}
+
+/// [`route_inbound`] for frames of which `early` body data (and, if `ended`, the body's end)
+/// were already taken with [`take_ready`].
+pub fn route_inbound_after<S, E>(early: Vec<Bytes>, ended: bool, mut frames: S) -> Inbound
+where
+    S: Stream<Item = Result<ExchangeFrame, E>> + Send + Unpin + 'static,
+    E: Display + Send + 'static,
+{
     let (raw_tx, raw_rx) = mpsc::channel::<Bytes>(WINDOW);
+    if ended {
+        // The whole body is here: a plain body of known length, and raw bytes (after a 101)
+        // still routed.
+        tokio::spawn(async move {
+            while let Some(Ok(ExchangeFrame { frame: Some(f) })) = frames.next().await {
+                let Frame::Data(d) = f else { return };
+                if raw_tx.send(Bytes::from(d)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let body: Bytes = early.concat().into();
+        return Inbound { body: crate::proxy::full(body), raw: raw_rx };
+    }
+    let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, BoxError>>(WINDOW + early.len());
+    for chunk in early {
+        body_tx.try_send(Ok(chunk)).expect("the channel has room for the early chunks");
+    }
     tokio::spawn(async move {
         let mut body_tx = Some(body_tx);
         while let Some(item) = frames.next().await {
@@ -156,11 +183,37 @@ where
 /// for the channel's item type. Returns the body's error, if it failed; a closed channel just
 /// stops.
 pub async fn send_body<T>(mut body: Body, out: &mpsc::Sender<T>, wrap: fn(ExchangeFrame) -> T) -> Result<(), BoxError> {
-    while let Some(frame) = body.frame().await {
-        let Ok(data) = frame?.into_data() else { continue }; // trailers are not carried
-        let mut data = data;
-        while !data.is_empty() {
-            let chunk = data.split_to(data.len().min(MAX_CHUNK));
+    use futures_util::FutureExt;
+    let mut pending = bytes::BytesMut::new();
+    let mut ended = false;
+    while !ended {
+        // Wait for one frame, then take every frame already available (up to a chunk): the
+        // engine writes 32 KiB at a time, and one gRPC message per write costs a wake-up and
+        // a TLS record each on both sides.
+        match body.frame().await {
+            None => ended = true,
+            Some(frame) => {
+                if let Ok(data) = frame?.into_data() {
+                    pending.extend_from_slice(&data);
+                }
+                while pending.len() < MAX_CHUNK {
+                    match body.frame().now_or_never() {
+                        Some(None) => {
+                            ended = true;
+                            break;
+                        }
+                        Some(Some(frame)) => {
+                            if let Ok(data) = frame?.into_data() {
+                                pending.extend_from_slice(&data);
+                            }
+                        }
+                        None => break,
+                    }
+                }
+            }
+        }
+        while !pending.is_empty() {
+            let chunk = pending.split_to(pending.len().min(MAX_CHUNK)).freeze();
             if out.send(wrap(data_frame(chunk))).await.is_err() {
                 return Ok(());
             }
@@ -168,6 +221,26 @@ pub async fn send_body<T>(mut body: Body, out: &mpsc::Sender<T>, wrap: fn(Exchan
     }
     let _ = out.send(wrap(eof_frame())).await;
     Ok(())
+}
+
+/// Takes the frames that follow a head and are already at hand, without waiting: when they
+/// hold the whole body (a small answer, the common case), it becomes a plain body of known
+/// length, which the client then gets in one write. Returns the data seen and whether the
+/// body ended.
+pub fn take_ready<S, E>(frames: &mut S) -> (Vec<Bytes>, bool)
+where
+    S: Stream<Item = Result<ExchangeFrame, E>> + Unpin,
+{
+    use futures_util::FutureExt;
+    let mut data = vec![];
+    while let Some(Some(Ok(frame))) = frames.next().now_or_never() {
+        match frame.frame {
+            Some(Frame::Data(d)) => data.push(Bytes::from(d)),
+            Some(Frame::Eof(_)) => return (data, true),
+            _ => {}
+        }
+    }
+    (data, false)
 }
 
 /// A byte stream over frames: what it reads is `raw_in`, what is written to it goes out as

@@ -63,7 +63,8 @@ impl Agent for AgentService {
             .await
             .map_err(|_| Status::deadline_exceeded("no request head within 30s"))??;
         let head = exchange::expect_head(first).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let Inbound { body, raw } = exchange::route_inbound(frames);
+        let (early, ended) = exchange::take_ready(&mut frames);
+        let Inbound { body, raw } = exchange::route_inbound_after(early, ended, frames);
         let req = exchange::to_request(head, body).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let (out_tx, out_rx) = mpsc::channel(8);
         let ctx = RequestCtx::new(&req);

@@ -102,7 +102,11 @@ impl AgentLink {
             .send(exchange::head_frame(exchange::request_head(&parts)))
             .await
             .expect("the receiver is held right here");
-        let pump = {
+        // A bodiless request (most calls) goes out whole at once: head and end together.
+        let pump = if http_body::Body::is_end_stream(&body) {
+            let _ = out_tx.send(exchange::eof_frame()).await;
+            tokio::spawn(async { Ok(()) })
+        } else {
             let out_tx = out_tx.clone();
             tokio::spawn(async move { exchange::send_body(body, &out_tx, std::convert::identity).await })
         };
@@ -115,7 +119,8 @@ impl AgentLink {
             .into_inner();
         let first = frames.message().await.map_err(|s| self.status_error(s))?;
         let head = exchange::expect_head(first).map_err(|e| self.failed(e.to_string()))?;
-        let Inbound { body, raw } = exchange::route_inbound(frames);
+        let (early, ended) = exchange::take_ready(&mut frames);
+        let Inbound { body, raw } = exchange::route_inbound_after(early, ended, frames);
         let mut rsp = exchange::to_response(head, body).map_err(|e| self.failed(e.to_string()))?;
         if rsp.status() == StatusCode::SWITCHING_PROTOCOLS {
             Hijacked::attach(&mut rsp, async move {

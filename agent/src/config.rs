@@ -243,7 +243,8 @@ fn grpc_config(
     }))
 }
 
-fn seconds(flag: &'static str, value: f64) -> Result<Duration, ConfigError> {
+/// A positive number of seconds given to `--flag`.
+pub fn seconds(flag: &'static str, value: f64) -> Result<Duration, ConfigError> {
     if value.is_finite() && value > 0.0 {
         Ok(Duration::from_secs_f64(value))
     } else {

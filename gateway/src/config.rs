@@ -2,7 +2,7 @@
 
 use clap::Parser;
 
-use busbar_agent::config::{Config as LocalConfig, ConfigError, LocalArgs, TlsArgs};
+use busbar_agent::config::{seconds, Config as LocalConfig, ConfigError, LocalArgs, TlsArgs};
 use busbar_agent::tls::TlsFiles;
 
 use crate::cluster::HealthOptions;
@@ -87,8 +87,7 @@ pub enum GatewayConfigError {
     BadAgent(String),
     #[error("--strategy: {0}")]
     Strategy(String),
-    #[error("--{flag}: must be a positive number of seconds, got {value}")]
-    Seconds { flag: &'static str, value: f64 },
+
 }
 
 impl Cli {
@@ -114,14 +113,6 @@ impl Cli {
             }),
         };
         Ok(Config { local, mode })
-    }
-}
-
-fn seconds(flag: &'static str, value: f64) -> Result<std::time::Duration, GatewayConfigError> {
-    if value.is_finite() && value > 0.0 {
-        Ok(std::time::Duration::from_secs_f64(value))
-    } else {
-        Err(GatewayConfigError::Seconds { flag, value })
     }
 }
 

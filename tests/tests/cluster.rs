@@ -25,12 +25,8 @@ struct Cluster {
 
 impl Cluster {
     fn start(bed: &Testbed, gateway_args: &[&str]) -> Cluster {
-        let certs = TempDir::new();
+        let certs = cluster_certs(bed);
         let hosts = bed.hosts();
-        let sans: Vec<(String, String)> =
-            NODES.iter().zip(hosts).map(|(n, h)| (n.to_string(), h.addr().unwrap().to_string())).collect();
-        let sans: Vec<(&str, &str)> = sans.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-        make_certs(&certs.0, &sans);
         let mut agents = vec![];
         let mut addrs = vec![];
         for (i, host) in hosts.iter().enumerate() {
@@ -75,12 +71,8 @@ struct EtcdCluster {
 
 impl EtcdCluster {
     fn start(bed: &Testbed) -> EtcdCluster {
-        let certs = TempDir::new();
+        let certs = cluster_certs(bed);
         let hosts = bed.hosts();
-        let sans: Vec<(String, String)> =
-            NODES.iter().zip(hosts).map(|(n, h)| (n.to_string(), h.addr().unwrap().to_string())).collect();
-        let sans: Vec<(&str, &str)> = sans.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-        make_certs(&certs.0, &sans);
         let agents = hosts
             .iter()
             .enumerate()
@@ -140,6 +132,16 @@ fn etcd_registry_two_gateways_one_name_winner_and_a_node_that_leaves() {
     assert!(gone, "node3 not disconnected:\n{}", info_of(&c.gateways[0].url));
     // The others keep serving.
     assert_eq!(docker_ok(&c.gateways[1].url, &["run", "--rm", "busybox", "echo", "still-up"]), "still-up");
+}
+
+/// A cluster CA with an agent certificate per node (its host's address as SAN) and a gateway's.
+fn cluster_certs(bed: &Testbed) -> TempDir {
+    let certs = TempDir::new();
+    let sans: Vec<(String, String)> =
+        NODES.iter().zip(bed.hosts()).map(|(n, h)| (n.to_string(), h.addr().unwrap().to_string())).collect();
+    let sans: Vec<(&str, &str)> = sans.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    make_certs(&certs.0, &sans);
+    certs
 }
 
 fn three_hosts() -> TestbedSpec {
@@ -297,4 +299,41 @@ fn a_killed_agent_turns_unhealthy_and_comes_back() {
     c.agents[1] = Process::start_cmd(cmd);
     let back = wait_until(Duration::from_secs(20), || c.info().matches("Healthy").count() == 3 && !c.info().contains("Unhealthy"));
     assert!(back, "node2 did not come back:\n{}", c.info());
+}
+
+#[test]
+fn images_load_everywhere_tag_and_rmi_on_every_holder_build_where_constrained() {
+    let bed = Testbed::start(three_hosts()).unwrap();
+    let c = Cluster::start(&bed, &[]);
+    let g = &c.gateway.url;
+    let dir = TempDir::new();
+    // An image only node1 has, saved to a tar.
+    let tag = format!("{}:v1", unique_name("img"));
+    docker_ok(&c.engines[0], &["tag", "busybox", &tag]);
+    let tar = dir.join("img.tar");
+    docker_ok(&c.engines[0], &["save", "-o", tar.to_str().unwrap(), &tag]);
+    docker_ok(&c.engines[0], &["rmi", &tag]);
+    // load through the gateway: every node gets it.
+    docker_ok(g, &["load", "-i", tar.to_str().unwrap()]);
+    for engine in &c.engines {
+        assert!(docker(engine, &["image", "inspect", &tag]).status.success(), "{engine} lacks {tag}");
+    }
+    // `docker images` groups the three copies into one entry.
+    let listed = docker_ok(g, &["images", "--format", "{{.Repository}}:{{.Tag}}", "--filter", &format!("reference={tag}")]);
+    assert_eq!(listed, tag);
+    // tag and rmi reach every holder.
+    let second = format!("{tag}-again");
+    docker_ok(g, &["tag", &tag, &second]);
+    assert!(c.engines.iter().all(|e| docker(e, &["image", "inspect", &second]).status.success()));
+    docker_ok(g, &["rmi", &second, &tag]);
+    assert!(c.engines.iter().all(|e| !docker(e, &["image", "inspect", &tag]).status.success()));
+    // build with a node constraint: the image exists on that node only.
+    std::fs::write(dir.join("Dockerfile"), "FROM busybox\nRUN echo built > /built\n").unwrap();
+    let built = format!("{}:built", unique_name("img"));
+    let mut build = testbed::docker_command(g, &["build", "-q", "-t", &built, "--build-arg", "constraint:node==node3", dir.0.to_str().unwrap()]);
+    build.env("DOCKER_BUILDKIT", "0");
+    let out = testbed::output_with_timeout(&mut build, None, Duration::from_secs(120)).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let holders: Vec<bool> = c.engines.iter().map(|e| docker(e, &["image", "inspect", &built]).status.success()).collect();
+    assert_eq!(holders, [false, false, true]);
 }

@@ -66,7 +66,7 @@ pub fn limit(query: &str) -> Option<usize> {
 }
 
 /// The decoded value of the first `key` parameter.
-fn param(query: &str, key: &str) -> Option<String> {
+pub fn param(query: &str, key: &str) -> Option<String> {
     let body = query.strip_prefix('?').unwrap_or(query);
     body.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -83,7 +83,7 @@ fn filters_of(query: &str) -> Option<Map<String, Value>> {
 
 /// Percent-decoding as for `application/x-www-form-urlencoded` (`+` is a space); a malformed
 /// escape is kept as it is.
-fn decode(text: &str) -> String {
+pub fn decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -109,7 +109,7 @@ fn hex(b: u8) -> Option<u8> {
 }
 
 /// Percent-encodes all but RFC 3986's unreserved characters.
-fn encode(text: &str) -> String {
+pub fn encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len() * 3);
     for b in text.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {

@@ -8,7 +8,9 @@
 //!   the first holder.
 //! - Networks and volumes are node-local objects, listed as `node/name`. A `node/name`
 //!   reference goes to that node; a plain one to the only node that has it (several: 404,
-//!   ambiguous, except `volume rm`, which removes it everywhere, as Swarm did). `network create`
+//!   ambiguous, except `volume rm`, which removes it everywhere, and `volume inspect`, which
+//!   answers from the first holder, both as Swarm did: a volume created with a plain name
+//!   exists on every node, and must inspect as it was just created). `network create`
 //!   is scheduled like a container; `volume create` goes to every healthy node unless named
 //!   `node/name`.
 
@@ -97,7 +99,7 @@ async fn holders(cluster: &Cluster, path: &str, ctx: &RequestCtx) -> Vec<Arc<Nod
 pub async fn image(cluster: &Cluster, req: Request<Body>, name: &str, rest: &str, ctx: &RequestCtx) -> Response<Body> {
     let holders = holders(cluster, &format!("/v1.41/images/{name}/json"), ctx).await;
     if holders.is_empty() {
-        return respond::message(StatusCode::NOT_FOUND, &format!("No such image: {}", super::ops::urldecode(name)));
+        return respond::message(StatusCode::NOT_FOUND, &format!("No such image: {}", crate::aggregate::query::decode(name)));
     }
     let every_holder = req.method() == Method::DELETE || rest == "tag";
     if !every_holder {
@@ -170,6 +172,7 @@ pub async fn object(
     match holders.as_slice() {
         [] => respond::message(StatusCode::NOT_FOUND, &format!("No such {singular}: {reference}")),
         [one] => forward_to(one, req, ctx).await,
+        [first, ..] if kind == "volumes" && req.method() == Method::GET => forward_to(first, req, ctx).await,
         many if kind == "volumes" && req.method() == Method::DELETE => {
             let target = req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
             for n in many {
@@ -216,7 +219,7 @@ pub async fn create_object(handler: &ClusterHandler, req: Request<Body>, ctx: &R
             None => return respond::message(StatusCode::NOT_FOUND, &format!("No such node: {node}")),
         },
         None if is_volume => handler.cluster.healthy(),
-        None => match handler.place(&serde_json::json!({}), ctx).await {
+        None => match handler.place(ctx).await {
             Ok(n) => vec![n],
             Err(rsp) => return rsp,
         },

@@ -76,7 +76,7 @@ impl ClusterHandler {
             Route::ImageList => system::merged(&self.cluster, req, ctx, crate::aggregate::images).await,
             Route::ImageBroadcast => images::broadcast(&self.cluster, req, ctx).await,
             Route::Image { name, rest } => images::image(&self.cluster, req, &name, &rest, ctx).await,
-            Route::Build => match self.place(&serde_json::json!({}), ctx).await {
+            Route::Build => match self.place_build(&req, ctx).await {
                 Ok(node) => self.forward(&node, req, ctx).await,
                 Err(rsp) => rsp,
             },

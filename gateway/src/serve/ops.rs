@@ -13,6 +13,7 @@ use super::containers::{is_inspect, json, retarget, with_node};
 use super::names::NameError;
 use super::ClusterHandler;
 use crate::cluster::Node;
+use crate::aggregate::query;
 use crate::schedule::{self, Candidate, Placement};
 
 /// Largest create body accepted (a create config is a few KiB).
@@ -38,7 +39,7 @@ impl ClusterHandler {
         if is_inspect(&method, rest) {
             return json(StatusCode::OK, &with_node(found.inspect, &found.node));
         }
-        let new_name = (method == Method::POST && rest == "rename").then(|| query_param(req.uri().query().unwrap_or(""), "name")).flatten();
+        let new_name = (method == Method::POST && rest == "rename").then(|| query::param(req.uri().query().unwrap_or(""), "name")).flatten();
         if let Some(name) = &new_name {
             if let Err(rsp) = self.claim_name(name, found.node.name(), ctx).await {
                 return rsp;
@@ -96,7 +97,7 @@ impl ClusterHandler {
                 Err(e) => return Err(respond::message(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())),
             }
         }
-        let filter = format!("/v1.41/containers/json?all=1&filters={}", urlencode(&format!(r#"{{"name":["^/{name}$"]}}"#)));
+        let filter = format!("/v1.41/containers/json?all=1&filters={}", query::encode(&format!(r#"{{"name":["^/{name}$"]}}"#)));
         let answers = calls::fan_out_json(&self.cluster.healthy(), &filter, ctx).await;
         for a in answers {
             if let Ok(Value::Array(list)) = a.result {
@@ -125,7 +126,7 @@ impl ClusterHandler {
             Ok(p) => p,
             Err(e) => return respond::message(e.status(), &e.to_string()),
         };
-        let name = query_param(parts.uri.query().unwrap_or(""), "name");
+        let name = query::param(parts.uri.query().unwrap_or(""), "name");
         let node = match self.choose(&placement, ctx).await {
             Ok(node) => node,
             Err(rsp) => return rsp,
@@ -149,12 +150,24 @@ impl ClusterHandler {
         rsp
     }
 
-    /// `build` (and anything placed without a create body): the scheduler's choice.
-    pub(super) async fn place(&self, config: &Value, ctx: &RequestCtx) -> Result<std::sync::Arc<Node>, Response<Body>> {
-        let mut config = config.clone();
-        let placement = Placement::from_create(&mut config).map_err(|e| respond::message(e.status(), &e.to_string()))?;
-        let node = self.choose(&placement, ctx).await?;
-        self.unpend(node.name(), &placement).await;
+    /// `networks/create` (and anything placed without constraints): the scheduler's choice.
+    pub(super) async fn place(&self, ctx: &RequestCtx) -> Result<std::sync::Arc<Node>, Response<Body>> {
+        let placement = Placement::from_create(&mut serde_json::json!({})).map_err(|e| respond::message(e.status(), &e.to_string()))?;
+        self.place_with(&placement, ctx).await
+    }
+
+    /// `build`: placed by the scheduler, with Swarm's `--build-arg constraint:node==x`.
+    pub(super) async fn place_build(&self, req: &Request<Body>, ctx: &RequestCtx) -> Result<std::sync::Arc<Node>, Response<Body>> {
+        let mut args: Value = query::param(req.uri().query().unwrap_or(""), "buildargs")
+            .and_then(|a| serde_json::from_str(&a).ok())
+            .unwrap_or_else(|| serde_json::json!({}));
+        let placement = Placement::from_build_args(&mut args).map_err(|e| respond::message(e.status(), &e.to_string()))?;
+        self.place_with(&placement, ctx).await
+    }
+
+    async fn place_with(&self, placement: &Placement, ctx: &RequestCtx) -> Result<std::sync::Arc<Node>, Response<Body>> {
+        let node = self.choose(placement, ctx).await?;
+        self.unpend(node.name(), placement).await;
         Ok(node)
     }
 
@@ -211,49 +224,4 @@ fn rand_seed() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
     h.finish()
-}
-
-/// A query parameter's value (percent-decoded).
-pub fn query_param(query: &str, key: &str) -> Option<String> {
-    query.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == key).map(|(_, v)| urldecode(v))
-}
-
-pub fn urldecode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 3;
-                    }
-                    Err(_) => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-pub fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

@@ -223,6 +223,50 @@ pub async fn send_body<T>(mut body: Body, out: &mpsc::Sender<T>, wrap: fn(Exchan
     Ok(())
 }
 
+/// The whole of `body` if it is already at hand (polled without waiting, up to
+/// [`MAX_CHUNK`]); `None` if more is to come (then what was read is put back in front).
+pub fn ready_body(body: &mut Body) -> Option<Bytes> {
+    use futures_util::FutureExt;
+    let mut data = bytes::BytesMut::new();
+    let mut failed = None;
+    loop {
+        match body.frame().now_or_never() {
+            Some(None) => return Some(data.freeze()),
+            Some(Some(Ok(frame))) => {
+                if let Ok(d) = frame.into_data() {
+                    data.extend_from_slice(&d);
+                }
+                if data.len() > MAX_CHUNK {
+                    break;
+                }
+            }
+            Some(Some(Err(e))) => {
+                failed = Some(e);
+                break;
+            }
+            None => break,
+        }
+    }
+    // Not complete: what was read goes back in front of the rest (an error included).
+    let rest = std::mem::replace(body, crate::proxy::empty());
+    let mut prefix = vec![Ok::<_, BoxError>(http_body::Frame::data(data.freeze()))];
+    if let Some(e) = failed {
+        prefix.push(Err(e));
+    }
+    *body = BodyExt::boxed(StreamBody::new(futures_util::stream::iter(prefix).chain(http_body_util::BodyStream::new(rest))));
+    None
+}
+
+/// A whole exchange direction as frames: head, the body (if any), end.
+pub fn whole_frames(head: ExchangeFrame, body: Bytes) -> Vec<ExchangeFrame> {
+    let mut frames = vec![head];
+    if !body.is_empty() {
+        frames.push(data_frame(body));
+    }
+    frames.push(eof_frame());
+    frames
+}
+
 /// Takes the frames that follow a head and are already at hand, without waiting: when they
 /// hold the whole body (a small answer, the common case), it becomes a plain body of known
 /// length, which the client then gets in one write. Returns the data seen and whether the

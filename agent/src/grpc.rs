@@ -66,17 +66,26 @@ impl Agent for AgentService {
         let (early, ended) = exchange::take_ready(&mut frames);
         let Inbound { body, raw } = exchange::route_inbound_after(early, ended, frames);
         let req = exchange::to_request(head, body).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let (out_tx, out_rx) = mpsc::channel(8);
         let ctx = RequestCtx::new(&req);
         ctx.span.record("node", self.node.name.as_str());
-        let proxy = self.proxy.clone();
+        // Served in the RPC's own task, up to the response head: no hand-off to another task
+        // on the way to the engine and back (each costs a wake-up).
+        let mut rsp = self.proxy.handle(req, &ctx).instrument(ctx.span.clone()).await;
+        let hijacked = Hijacked::take(&mut rsp);
+        let (parts, mut body) = rsp.into_parts();
+        let head = exchange::head_frame(exchange::response_head(&parts));
+        if hijacked.is_none() {
+            if let Some(whole) = exchange::ready_body(&mut body) {
+                // The common case, a small answer already complete: sent as it is.
+                let frames = exchange::whole_frames(head, whole).into_iter().map(Ok);
+                return Ok(tonic::Response::new(Box::pin(futures_util::stream::iter(frames))));
+            }
+        }
+        let (out_tx, out_rx) = mpsc::channel(8);
         let span = ctx.span.clone();
         tokio::spawn(
             async move {
-                let mut rsp = proxy.handle(req, &ctx).await;
-                let hijacked = Hijacked::take(&mut rsp);
-                let (parts, body) = rsp.into_parts();
-                if out_tx.send(Ok(exchange::head_frame(exchange::response_head(&parts)))).await.is_err() {
+                if out_tx.send(Ok(head)).await.is_err() {
                     return debug!("gateway went away before the response head");
                 }
                 if let Err(e) = exchange::send_body(body, &out_tx, Ok).await {

@@ -33,6 +33,11 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 command -v docker >/dev/null || { echo "tests/run.sh: no docker CLI found" >&2; exit 1; }
+# docker-py, the Python client the docker-py scenarios (tests/py) run through the gateway.
+if ! python3 -c 'import docker' >/dev/null 2>&1; then
+    echo "tests/run.sh: installing docker-py (docker==7.1.0)" >&2
+    python3 -m pip install --quiet 'docker==7.1.0'
+fi
 
 cargo build --workspace --bins --tests --locked
 # Leftovers of a run that was killed (its supervisor died with it) are removed first.

@@ -337,3 +337,26 @@ fn images_load_everywhere_tag_and_rmi_on_every_holder_build_where_constrained() 
     let holders: Vec<bool> = c.engines.iter().map(|e| docker(e, &["image", "inspect", &built]).status.success()).collect();
     assert_eq!(holders, [false, false, true]);
 }
+
+#[test]
+fn containers_on_a_user_network_run_where_the_network_is() {
+    let bed = Testbed::start(three_hosts()).unwrap();
+    let c = Cluster::start(&bed, &[]);
+    let g = &c.gateway.url;
+    let net = unique_name("net");
+    docker_ok(g, &["network", "create", &net]);
+    let holders: Vec<usize> = (0..3).filter(|&i| docker(&c.engines[i], &["network", "inspect", &net]).status.success()).collect();
+    assert_eq!(holders.len(), 1, "the network should live on one node");
+    let home = NODES[holders[0]];
+    // Spread would put these on three different nodes; the network pins them to its node.
+    for i in 0..3 {
+        let name = format!("{net}-c{i}");
+        docker_ok(g, &["run", "-d", "--name", &name, "--net", &net, "busybox", "sleep", "60"]);
+        assert_eq!(c.node_of(&name), home);
+    }
+    // node/network pins explicitly; an unknown network is refused before anything is created.
+    docker_ok(g, &["run", "-d", "--name", &format!("{net}-pinned"), "--net", &format!("{home}/{net}"), "busybox", "sleep", "60"]);
+    assert_eq!(c.node_of(&format!("{net}-pinned")), home);
+    let out = docker(g, &["run", "-d", "--name", &format!("{net}-lost"), "--net", "no-such-net", "busybox", "true"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("network no-such-net not found"), "{out:?}");
+}

@@ -127,7 +127,11 @@ impl ClusterHandler {
             Err(e) => return respond::message(e.status(), &e.to_string()),
         };
         let name = query::param(parts.uri.query().unwrap_or(""), "name");
-        let node = match self.choose(&placement, ctx).await {
+        let only = match self.network_nodes(&mut config, ctx).await {
+            Ok(only) => only,
+            Err(rsp) => return rsp,
+        };
+        let node = match self.choose_among(&placement, only.as_deref(), ctx).await {
             Ok(node) => node,
             Err(rsp) => return rsp,
         };
@@ -173,8 +177,41 @@ impl ClusterHandler {
 
     /// Chooses a node under the scheduling lock and records the placement as pending.
     async fn choose(&self, placement: &Placement, ctx: &RequestCtx) -> Result<std::sync::Arc<Node>, Response<Body>> {
+        self.choose_among(placement, None, ctx).await
+    }
+
+    /// A container on a user-defined network must run where the network is (networks are
+    /// node-local): the nodes that have `HostConfig.NetworkMode`'s network, or the one named by
+    /// a `node/network` form (stripped from the config, as Swarm did). `None`: any node.
+    async fn network_nodes(&self, config: &mut Value, ctx: &RequestCtx) -> Result<Option<Vec<String>>, Response<Body>> {
+        let Some(mode) = config["HostConfig"]["NetworkMode"].as_str().map(str::to_owned) else { return Ok(None) };
+        if ["", "default", "bridge", "host", "none"].contains(&mode.as_str()) || mode.starts_with("container:") {
+            return Ok(None);
+        }
+        if let Some((node, network)) = mode.split_once('/').filter(|(n, _)| self.cluster.node(n).is_some()) {
+            config["HostConfig"]["NetworkMode"] = Value::String(network.to_owned());
+            if let Some(endpoints) = config["NetworkingConfig"]["EndpointsConfig"].as_object_mut() {
+                if let Some(e) = endpoints.remove(&mode) {
+                    endpoints.insert(network.to_owned(), e);
+                }
+            }
+            return Ok(Some(vec![node.to_owned()]));
+        }
+        let path = format!("/v1.41/networks/{}", query::encode(&mode));
+        let answers = calls::fan_out_json(&self.cluster.healthy(), &path, ctx).await;
+        let holders: Vec<String> = answers.into_iter().filter(|a| a.result.is_ok()).map(|a| a.node).collect();
+        if holders.is_empty() {
+            // Not a 404: the docker CLI answers a 404 on create by pulling the image.
+            return Err(respond::message(StatusCode::BAD_REQUEST, &format!("network {mode} not found")));
+        }
+        Ok(Some(holders))
+    }
+
+    /// [`Self::choose`] among `only` (all nodes if `None`).
+    async fn choose_among(&self, placement: &Placement, only: Option<&[String]>, ctx: &RequestCtx) -> Result<std::sync::Arc<Node>, Response<Body>> {
         let mut pending = self.pending.lock().await;
-        let nodes = self.cluster.nodes();
+        let nodes: Vec<_> =
+            self.cluster.nodes().into_iter().filter(|n| only.is_none_or(|o| o.iter().any(|x| x == n.name()))).collect();
         let snapshots: Vec<_> = nodes.iter().map(|n| n.snapshot()).collect();
         let healthy: Vec<_> = nodes.iter().filter(|n| n.is_healthy()).cloned().collect();
         let (containers, images) = tokio::join!(

@@ -435,3 +435,33 @@ fn test_run_docker_build_and_load_through_null_hooks() {
     assert!(nul.requests("post-hook").iter().any(|r| r.contains("/images/load")));
     docker_ok(&engine(), &["rmi", &tag]);
 }
+
+#[test]
+fn https_adapters_are_verified_against_their_ca_file() {
+    use busbar_agent::tls::pki::{CertDir, IssueRequest};
+    use busbar_agent::tls::Role;
+    let dir = TempDir::new();
+    let pki = CertDir::new(dir.join("pki"));
+    pki.init_ca(false).unwrap();
+    let req = IssueRequest { name: "adapter".into(), role: Role::Agent, sans: vec!["127.0.0.1".into()], days: 30, force: false };
+    pki.issue(&req).unwrap();
+    let adder = FakeAdapter::start_tls(append_env("TLS", "verified"), &pki.cert("adapter"), &pki.key("adapter"));
+    assert!(adder.url.starts_with("https://127.0.0.1:"));
+    let ca = pki.ca_cert();
+    // With the adapter's CA: the hook runs.
+    let (agent, _d) = agent_with(&format!(
+        "endpoints:\n  \"POST /*/containers/create\":\n    pre: [adder]\nadapters:\n  adder:\n    url: {}\n    ca_file: {}\n",
+        adder.url,
+        ca.display()
+    ));
+    assert_eq!(echo_var(&agent, "TLS"), "verified");
+    // With the system roots only: the certificate is refused, and the error names the adapter.
+    let (agent, _d) = agent_with(&format!(
+        "endpoints:\n  \"POST /*/containers/create\":\n    pre: [adder]\nadapters:\n  adder: {}\n",
+        adder.url
+    ));
+    let out = docker(&agent.url, &["run", "--rm", "busybox", "true"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("adapter \"adder\"") && err.to_lowercase().contains("certificate"), "{err}");
+}

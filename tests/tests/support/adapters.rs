@@ -39,9 +39,28 @@ pub struct FakeAdapter {
 
 impl FakeAdapter {
     pub fn start(behaviour: impl Fn(&Value) -> Answer + Send + Sync + 'static) -> FakeAdapter {
+        FakeAdapter::start_with(behaviour, None)
+    }
+
+    /// An `https://` adapter whose certificate (for 127.0.0.1) is `cert`/`key` (PEM files).
+    pub fn start_tls(behaviour: impl Fn(&Value) -> Answer + Send + Sync + 'static, cert: &std::path::Path, key: &std::path::Path) -> FakeAdapter {
+        use rustls::pki_types::pem::PemObject;
+        let chain = rustls::pki_types::CertificateDer::pem_file_iter(cert).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(rustls::crypto::ring::default_provider().into())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        FakeAdapter::start_with(behaviour, Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+    }
+
+    fn start_with(behaviour: impl Fn(&Value) -> Answer + Send + Sync + 'static, tls: Option<tokio_rustls::TlsAcceptor>) -> FakeAdapter {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-        let url = format!("http://{}/adapter", listener.local_addr().unwrap());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}/adapter", listener.local_addr().unwrap());
         let calls = Arc::new(Mutex::new(vec![]));
         let behaviour: Arc<Behaviour> = Arc::new(behaviour);
         let recorded = calls.clone();
@@ -50,7 +69,7 @@ impl FakeAdapter {
         runtime.spawn(async move {
             while let Ok((io, _)) = listener.accept().await {
                 accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let (behaviour, recorded) = (behaviour.clone(), recorded.clone());
+                let (behaviour, recorded, tls) = (behaviour.clone(), recorded.clone(), tls.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
                         let (behaviour, recorded) = (behaviour.clone(), recorded.clone());
@@ -68,7 +87,17 @@ impl FakeAdapter {
                             Ok::<_, Infallible>(rsp)
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), svc).await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(io) = acceptor.accept(io).await {
+                                let _ = http.serve_connection(TokioIo::new(io), svc).await;
+                            }
+                        }
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(io), svc).await;
+                        }
+                    }
                 });
             }
         });

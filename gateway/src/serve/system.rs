@@ -141,8 +141,13 @@ pub async fn events(cluster: &Cluster, req: Request<Body>, ctx: &RequestCtx) -> 
             };
             let mut body = rsp.into_body();
             let mut line = Vec::new();
-            while let Some(frame) = body.frame().await {
-                let Ok(frame) = frame else { break };
+            loop {
+                // An idle node stream must not outlive its client: stop when the client leaves.
+                let frame = tokio::select! {
+                    f = body.frame() => f,
+                    _ = tx.closed() => return,
+                };
+                let Some(Ok(frame)) = frame else { break };
                 let Some(data) = frame.data_ref() else { continue };
                 for &b in data.iter() {
                     if b != b'\n' {

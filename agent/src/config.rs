@@ -52,6 +52,11 @@ pub struct Cli {
     /// Seconds the node's registration outlives the agent (the etcd lease TTL).
     #[arg(long, env = "BUSBAR_REGISTRATION_TTL", default_value_t = 10)]
     pub registration_ttl: u64,
+
+    /// Where the agent keeps state: the last-known-good adapter chains from etcd
+    /// (chains-cache.json), used when etcd is unreachable at start.
+    #[arg(long, env = "BUSBAR_STATE_DIR", default_value = crate::chains::etcd::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
 }
 
 /// Flags for serving the Docker API on this machine, shared by the agent and the gateway
@@ -145,6 +150,8 @@ pub struct GrpcConfig {
     pub etcd: Vec<String>,
     pub etcd_prefix: String,
     pub registration_ttl: Duration,
+    /// With `etcd`: where the last-known-good adapter chains are cached.
+    pub state_dir: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -157,6 +164,10 @@ pub enum ConfigError {
     Label(String),
     #[error("--etcd needs --grpc-listen: a node registers the address gateways reach it on")]
     EtcdWithoutGrpc,
+    #[error("--config and --etcd: an agent in etcd takes its adapter chains from etcd (busbarctl chain apply); drop --config")]
+    ConfigAndEtcd,
+    #[error("{0}")]
+    Prefix(String),
     #[error("--registration-ttl: must be at least 1 second")]
     Ttl,
     #[error("--docker: {0}")]
@@ -178,9 +189,16 @@ impl Cli {
                 if self.registration_ttl == 0 {
                     return Err(ConfigError::Ttl);
                 }
+                if !self.etcd.is_empty() {
+                    if config.chains_file.is_some() {
+                        return Err(ConfigError::ConfigAndEtcd);
+                    }
+                    crate::registry::check_prefix(&self.etcd_prefix).map_err(|e| ConfigError::Prefix(e.to_string()))?;
+                }
                 grpc.etcd = self.etcd;
                 grpc.etcd_prefix = self.etcd_prefix;
                 grpc.registration_ttl = Duration::from_secs(self.registration_ttl);
+                grpc.state_dir = self.state_dir;
             }
             None if !self.etcd.is_empty() => return Err(ConfigError::EtcdWithoutGrpc),
             None => {}
@@ -240,6 +258,7 @@ fn grpc_config(
         etcd: vec![],
         etcd_prefix: String::new(),
         registration_ttl: Duration::from_secs(10),
+        state_dir: PathBuf::from(crate::chains::etcd::DEFAULT_STATE_DIR),
     }))
 }
 
@@ -274,6 +293,19 @@ mod tests {
         let err = parse(&["--listen", "tcp://0.0.0.0:2375"]).unwrap_err().to_string();
         assert!(err.contains("--allow-remote-plaintext"), "{err}");
         parse(&["--listen", "tcp://0.0.0.0:2375", "--allow-remote-plaintext"]).unwrap();
+    }
+
+    #[test]
+    fn config_and_etcd_together_are_refused() {
+        let certs = ["--tls-ca", "c", "--tls-cert", "c", "--tls-key", "k", "--grpc-listen", "127.0.0.1:7443"];
+        let mut args = certs.to_vec();
+        args.extend(["--etcd", "127.0.0.1:2379", "--config", "a.yml"]);
+        let err = parse(&args).unwrap_err().to_string();
+        assert!(err.contains("--config and --etcd"), "{err}");
+        let mut args = certs.to_vec();
+        args.extend(["--etcd", "127.0.0.1:2379", "--state-dir", "/tmp/s"]);
+        let c = parse(&args).unwrap();
+        assert_eq!(c.grpc.unwrap().state_dir, PathBuf::from("/tmp/s"));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
+use busbar_agent::chains::etcd::{EtcdChains, EtcdChainsConfig};
 use busbar_agent::config::{Cli, GrpcConfig};
 use busbar_agent::grpc::{AgentService, NodeIdentity};
 use busbar_agent::proxy::Proxy;
@@ -40,7 +41,20 @@ fn main() -> ExitCode {
             }
         };
         let shutdown = CancellationToken::new();
-        let proxy = run::local_proxy(&config, chains, &shutdown);
+        let proxy = match etcd_chains(&config) {
+            // Chains from etcd: read now (or the cache), then followed in the background.
+            Ok(Some(cfg)) => {
+                let (initial, source) = EtcdChains::start(cfg).await;
+                let (tx, rx) = tokio::sync::watch::channel(initial);
+                tokio::spawn(source.run(tx, shutdown.clone()));
+                run::proxy_with(&config, rx)
+            }
+            Ok(None) => run::local_proxy(&config, chains, &shutdown),
+            Err(e) => {
+                error!("{e}");
+                return ExitCode::from(EX_USAGE);
+            }
+        };
         let mut servers = tokio::task::JoinSet::new();
         if let Some(grpc) = &config.grpc {
             match start_grpc(grpc, proxy.clone(), shutdown.clone()).await {
@@ -58,12 +72,20 @@ fn main() -> ExitCode {
     })
 }
 
-/// Checks the agent's identity, binds the gRPC port and returns the server to run.
-async fn start_grpc(
-    grpc: &GrpcConfig,
-    proxy: Arc<Proxy>,
-    shutdown: CancellationToken,
-) -> Result<impl std::future::Future<Output = ()>, String> {
+/// Where this agent's chains come from in etcd, when it runs with `--etcd`.
+fn etcd_chains(config: &busbar_agent::config::Config) -> Result<Option<EtcdChainsConfig>, String> {
+    let Some(grpc) = config.grpc.as_ref().filter(|g| !g.etcd.is_empty()) else { return Ok(None) };
+    Ok(Some(EtcdChainsConfig {
+        endpoints: grpc.etcd.clone(),
+        prefix: grpc.etcd_prefix.clone(),
+        node: node_name(grpc)?,
+        labels: grpc.labels.clone(),
+        state_dir: grpc.state_dir.clone(),
+    }))
+}
+
+/// The node name: `--node-name`, checked against the agent certificate's CN (the default).
+fn node_name(grpc: &GrpcConfig) -> Result<String, String> {
     let identity = grpc.tls.identity().map_err(|e| format!("--tls-cert: {e}"))?;
     if identity.role != Role::Agent {
         return Err(format!("--tls-cert is a {} certificate ({identity}); an agent needs the agent role", identity.role));
@@ -74,6 +96,16 @@ async fn start_grpc(
             "--node-name {name:?} is not the name in --tls-cert ({identity}): gateways check that they reach the node they mean"
         ));
     }
+    Ok(name)
+}
+
+/// Checks the agent's identity, binds the gRPC port and returns the server to run.
+async fn start_grpc(
+    grpc: &GrpcConfig,
+    proxy: Arc<Proxy>,
+    shutdown: CancellationToken,
+) -> Result<impl std::future::Future<Output = ()>, String> {
+    let name = node_name(grpc)?;
     let server_tls = tls::server_config(&grpc.tls, Role::Gateway).map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(grpc.listen)
         .await

@@ -35,6 +35,12 @@ pub fn local_proxy(config: &Config, chains: Arc<LiveChains>, shutdown: &Cancella
     Arc::new(Proxy::with_chains(engine, chains_rx))
 }
 
+/// The proxy to the configured engine, running whatever `chains` publishes (the etcd source).
+pub fn proxy_with(config: &Config, chains: tokio::sync::watch::Receiver<Arc<LiveChains>>) -> Arc<Proxy> {
+    let engine = EngineClient::new(config.engine.clone(), config.engine_options.clone());
+    Arc::new(Proxy::with_chains(engine, chains))
+}
+
 /// Binds every listen address (all or nothing).
 pub async fn bind_all(config: &Config) -> Result<Vec<Listener>, ListenError> {
     let mut listeners = vec![];

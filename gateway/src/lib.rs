@@ -23,6 +23,7 @@
 pub mod aggregate;
 pub mod agents;
 pub mod certs;
+pub mod chainctl;
 pub mod cluster;
 pub mod config;
 pub mod model;

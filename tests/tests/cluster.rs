@@ -78,7 +78,9 @@ impl EtcdCluster {
             .enumerate()
             .map(|(i, host)| {
                 let etcd = host.etcd_url().expect("etcd reachable from the host").to_owned();
-                Process::agent_in(host, NODES[i], &certs.0, &["--etcd", &etcd, "--registration-ttl", "2"]).0
+                let state = certs.join(&format!("state-{}", NODES[i]));
+                let state = state.to_str().unwrap();
+                Process::agent_in(host, NODES[i], &certs.0, &["--etcd", &etcd, "--registration-ttl", "2", "--state-dir", state]).0
             })
             .collect();
         let gateways = (0..2)

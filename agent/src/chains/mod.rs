@@ -56,7 +56,9 @@
 //! that is not found. YAML syntax errors use the parser's own position.
 
 mod error;
+pub mod etcd;
 mod locate;
+pub mod scoped;
 mod units;
 pub mod source;
 mod yaml;

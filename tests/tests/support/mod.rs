@@ -264,3 +264,37 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Makes a server listening on 127.0.0.1 (a fake adapter's `http://127.0.0.1:PORT/path`)
+/// reachable from the bed's hosts: forwards `0.0.0.0:FREE` to it, and returns the URL with
+/// `addr` (a root-namespace address hosts route to, e.g. `Host::gateway_addr`) in its place.
+/// The forwarder lives as long as the test process.
+pub fn expose(url: &str, addr: std::net::IpAddr) -> String {
+    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    let (target, path) =
+        rest.split_once('/').map(|(h, p)| (h.to_owned(), format!("/{p}"))).unwrap_or((rest.to_owned(), "/".into()));
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").expect("binding a forwarder");
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(inbound) = conn else { continue };
+            let Ok(outbound) = TcpStream::connect(&target) else { continue };
+            let (mut a, mut b) = (inbound.try_clone().unwrap(), outbound.try_clone().unwrap());
+            let (mut c, mut d) = (inbound, outbound);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut a, &mut b);
+                let _ = b.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut d, &mut c);
+                let _ = c.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    format!("http://{addr}:{port}{path}")
+}
+
+/// Runs the real `busbarctl` with `args`.
+pub fn busbarctl(args: &[&str]) -> std::process::Output {
+    Command::new(binary("busbarctl")).args(args).output().expect("busbarctl runs")
+}

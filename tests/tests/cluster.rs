@@ -237,20 +237,14 @@ fn events_stream_from_every_node_tagged_with_it() {
     .stdout(Stdio::piped())
     .spawn()
     .unwrap();
-    let out = events.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let rx = support::line_channel(events.stdout.take().unwrap());
     std::thread::sleep(Duration::from_millis(700));
     docker_ok(&c.gateway.url, &["run", "-d", "--name", "ev1", "-e", "constraint:node==node1", "busybox", "true"]);
     docker_ok(&c.gateway.url, &["run", "-d", "--name", "ev3", "-e", "constraint:node==node3", "busybox", "true"]);
     let mut seen = vec![];
     let deadline = Instant::now() + Duration::from_secs(20);
     while seen.len() < 2 && Instant::now() < deadline {
-        if let Ok(line) = rx.recv_timeout(Duration::from_secs(1)) {
+        if let Ok((line, _)) = rx.recv_timeout(Duration::from_secs(1)) {
             seen.push(line);
         }
     }

@@ -3,13 +3,13 @@
 // provides `setup() -> (engine_url, Front)`: the agent (proxy.rs), the gateway with an agent
 // across the gRPC/mTLS hop (gateway.rs), and the gateway's embedded default (embedded.rs).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use super::setup;
-use crate::support::{http_raw, with_tty, TempDir};
+use crate::support::{http_raw, line_channel, with_tty, TempDir};
 use testbed::{docker, docker_ok, docker_with_stdin, unique_name, wait_until};
 
 fn stdout(out: &std::process::Output) -> String {
@@ -99,15 +99,7 @@ fn logs_follow_delivers_a_new_line_within_a_second() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let out = follow.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send((line, Instant::now())).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = line_channel(follow.stdout.take().unwrap());
     let first = rx.recv_timeout(Duration::from_secs(30)).expect("the first log line");
     assert_eq!(first.0, "start");
     docker_ok(&engine, &["exec", &name, "touch", "/tmp/go"]);
@@ -130,15 +122,7 @@ fn events_stream_create_start_die() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let out = events.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = line_channel(events.stdout.take().unwrap());
     // `events` has no "ready" signal: start the container once the stream is surely open.
     std::thread::sleep(Duration::from_millis(500));
     docker_ok(&engine, &["run", "--name", &name, "busybox", "true"]);
@@ -147,7 +131,7 @@ fn events_stream_create_start_die() {
     while !["create", "start", "die"].iter().all(|a| seen.iter().any(|s: &String| s == a)) {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
-            Ok(action) => seen.push(action),
+            Ok((action, _)) => seen.push(action),
             Err(_) => break,
         }
     }
@@ -208,16 +192,10 @@ fn attach_to_a_running_container() {
         .spawn()
         .unwrap();
     let mut stdin = attach.stdin.take().unwrap();
-    let mut lines = BufReader::new(attach.stdout.take().unwrap()).lines();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in lines.by_ref().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let rx = line_channel(attach.stdout.take().unwrap());
     for word in ["one", "two"] {
         writeln!(stdin, "{word}").unwrap();
-        let got = rx.recv_timeout(Duration::from_secs(20));
+        let got = rx.recv_timeout(Duration::from_secs(20)).map(|(line, _)| line);
         assert_eq!(got.as_deref(), Ok(format!("got:{word}").as_str()));
     }
     drop(stdin);

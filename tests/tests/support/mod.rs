@@ -223,6 +223,21 @@ impl Front {
     }
 }
 
+/// The lines a child process prints, as they come, each with the moment it was read; the
+/// reading thread ends with the output or when the receiver is dropped.
+pub fn line_channel(out: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<(String, std::time::Instant)> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send((line, std::time::Instant::now())).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 /// Sends raw bytes to 127.0.0.1:port and returns everything read until the server closes
 /// (or 10 s pass). For requests that must be exact, or malformed on purpose.
 pub fn http_raw(port: u16, request: &str) -> std::io::Result<Vec<u8>> {

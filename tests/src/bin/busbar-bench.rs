@@ -47,6 +47,8 @@
 //! Goals: added p50 latency ≤ +250 µs on loopback for every busbar target; stream ≥ 90 % of
 //! direct. The table marks them, but the program never fails because of them.
 
+#[path = "../bench/host.rs"]
+mod host;
 #[path = "../bench/http.rs"]
 mod http;
 #[path = "../bench/measure.rs"]
@@ -58,6 +60,7 @@ mod stats;
 #[path = "../bench/targets.rs"]
 mod targets;
 
+use host::{busbar_version, command_line, read_trimmed, run_text};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::Duration;
@@ -311,34 +314,6 @@ fn machine() -> String {
     format!("{cpus} CPUs (nproc; {model}), {} GiB RAM", mem_kib >> 20)
 }
 
-/// The source's commit (`git describe --always --dirty`), if this was built from a checkout.
-fn busbar_version() -> String {
-    let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let mut cmd = Command::new("git");
-    cmd.args(["-C", repo, "describe", "--always", "--dirty"]);
-    let commit = run_text(&mut cmd).unwrap_or_else(|| "unknown commit".to_string());
-    format!("{} {commit}, release build: {}", env!("CARGO_PKG_VERSION"), !cfg!(debug_assertions))
-}
-
-/// The command line this was run with, quoted for a shell where needed.
-fn command_line() -> String {
-    let quote = |a: String| {
-        if a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:".contains(c)) {
-            a
-        } else {
-            format!("'{}'", a.replace('\'', r"'\''"))
-        }
-    };
-    std::env::args().map(quote).collect::<Vec<_>>().join(" ")
-}
-
-fn run_text(cmd: &mut Command) -> Option<String> {
-    testbed::cmd::run_ok(cmd, Duration::from_secs(10)).ok().map(|s| s.trim().to_string())
-}
-
-fn read_trimmed(path: &str) -> String {
-    std::fs::read_to_string(path).map(|s| s.trim().to_string()).unwrap_or_else(|_| "?".to_string())
-}
 
 fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or("")

@@ -44,6 +44,8 @@
 //! Percentiles are nearest-rank (`bench/stats.rs`). A size that fails (file descriptors,
 //! memory, a timeout) is reported with the reason, and the other sizes are still measured.
 
+#[path = "../bench/host.rs"]
+mod host;
 // Shared with busbar-bench, which uses parts this program does not (unix sockets, medians).
 #[allow(dead_code)]
 #[path = "../bench/http.rs"]
@@ -52,6 +54,7 @@ mod http;
 #[path = "../bench/stats.rs"]
 mod stats;
 
+use host::{busbar_version, command_line, read_trimmed, run_text};
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -767,32 +770,6 @@ fn machine() -> String {
     format!("{cpus} CPUs (nproc; {model}), {} GiB RAM, ulimit -n {soft}", mem_kib >> 20)
 }
 
-fn busbar_version() -> String {
-    let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let mut cmd = Command::new("git");
-    cmd.args(["-C", repo, "describe", "--always", "--dirty"]);
-    let commit = run_text(&mut cmd).unwrap_or_else(|| "unknown commit".to_string());
-    format!("{} {commit}, release build: {}", env!("CARGO_PKG_VERSION"), !cfg!(debug_assertions))
-}
-
-fn command_line() -> String {
-    let quote = |a: String| {
-        if a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,".contains(c)) {
-            a
-        } else {
-            format!("'{}'", a.replace('\'', r"'\''"))
-        }
-    };
-    std::env::args().map(quote).collect::<Vec<_>>().join(" ")
-}
-
-fn run_text(cmd: &mut Command) -> Option<String> {
-    testbed::cmd::run_ok(cmd, Duration::from_secs(10)).ok().map(|s| s.trim().to_string())
-}
-
-fn read_trimmed(path: &str) -> String {
-    std::fs::read_to_string(path).map(|s| s.trim().to_string()).unwrap_or_else(|_| "?".to_string())
-}
 
 #[cfg(test)]
 mod tests {

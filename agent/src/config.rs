@@ -10,6 +10,7 @@ use clap::Parser;
 
 use crate::docker::client::EngineOptions;
 use crate::docker::EngineAddr;
+use crate::etcd_conn::{EtcdConfig, EtcdConfigError, EtcdConnArgs};
 use crate::front::ListenAddr;
 use crate::tls::TlsFiles;
 
@@ -40,10 +41,11 @@ pub struct Cli {
     #[command(flatten)]
     pub tls: TlsArgs,
 
-    /// etcd endpoints (comma-separated): register this node there, under a lease, so that
-    /// gateways started with --etcd find it. Needs --grpc-listen.
-    #[arg(long, env = "BUSBAR_ETCD", value_delimiter = ',')]
-    pub etcd: Vec<String>,
+    // etcd (--etcd URLS, its TLS and user): register this node there, under a lease, so
+    // that gateways started with --etcd find it, and take the adapter chains from there.
+    // Needs --grpc-listen.
+    #[command(flatten)]
+    pub etcd: EtcdConnArgs,
 
     /// The etcd key prefix of this cluster.
     #[arg(long, env = "BUSBAR_ETCD_PREFIX", default_value = "/busbar")]
@@ -146,8 +148,9 @@ pub struct GrpcConfig {
     pub node_name: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub tls: TlsFiles,
-    /// Where to register (none: not registered).
-    pub etcd: Vec<String>,
+    /// Where to register, and to take the chains from (none: not registered, chains from
+    /// `--config`).
+    pub etcd: Option<EtcdConfig>,
     pub etcd_prefix: String,
     pub registration_ttl: Duration,
     /// With `etcd`: where the last-known-good adapter chains are cached.
@@ -168,6 +171,8 @@ pub enum ConfigError {
     ConfigAndEtcd,
     #[error("{0}")]
     Prefix(String),
+    #[error(transparent)]
+    Etcd(#[from] EtcdConfigError),
     #[error("--registration-ttl: must be at least 1 second")]
     Ttl,
     #[error("--docker: {0}")]
@@ -184,23 +189,24 @@ impl Cli {
         let mut config = self.local.into_config(local_by_default)?;
         let tls = self.tls.files("the agent's gRPC service")?;
         config.grpc = grpc_config(self.grpc_listen, self.advertise, self.node_name, &self.labels, tls)?;
+        let etcd = self.etcd.into_config()?;
         match &mut config.grpc {
             Some(grpc) => {
                 if self.registration_ttl == 0 {
                     return Err(ConfigError::Ttl);
                 }
-                if !self.etcd.is_empty() {
+                if etcd.is_some() {
                     if config.chains_file.is_some() {
                         return Err(ConfigError::ConfigAndEtcd);
                     }
                     crate::registry::check_prefix(&self.etcd_prefix).map_err(|e| ConfigError::Prefix(e.to_string()))?;
                 }
-                grpc.etcd = self.etcd;
+                grpc.etcd = etcd;
                 grpc.etcd_prefix = self.etcd_prefix;
                 grpc.registration_ttl = Duration::from_secs(self.registration_ttl);
                 grpc.state_dir = self.state_dir;
             }
-            None if !self.etcd.is_empty() => return Err(ConfigError::EtcdWithoutGrpc),
+            None if etcd.is_some() => return Err(ConfigError::EtcdWithoutGrpc),
             None => {}
         }
         Ok(config)
@@ -255,7 +261,7 @@ fn grpc_config(
         node_name,
         labels,
         tls,
-        etcd: vec![],
+        etcd: None,
         etcd_prefix: String::new(),
         registration_ttl: Duration::from_secs(10),
         state_dir: PathBuf::from(crate::chains::etcd::DEFAULT_STATE_DIR),

@@ -8,6 +8,7 @@
 //! engine's stream.
 
 use std::fmt::Display;
+use std::pin::Pin;
 
 use busbar_proto::v1::{exchange_frame::Frame, Eof, ExchangeFrame, Head, Header};
 use bytes::Bytes;
@@ -17,12 +18,16 @@ use http_body_util::{BodyExt, StreamBody};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::{Binary, MetadataMap, MetadataValue};
 
 use crate::docker::hijack::RawStream;
 use crate::proxy::{Body, BoxError};
 
 /// Largest `data` frame: bigger body chunks are split (gRPC's default message limit is 4 MiB).
 pub const MAX_CHUNK: usize = 256 * 1024;
+/// Largest HTTP/2 frame each side of the hop accepts (announced in its SETTINGS): a whole
+/// [`MAX_CHUNK`] message fits in one `DATA` frame instead of sixteen of the 16 KiB default.
+pub const MAX_H2_FRAME: u32 = 2 * MAX_CHUNK as u32;
 /// Frames in flight per direction, per exchange.
 const WINDOW: usize = 8;
 
@@ -35,12 +40,30 @@ pub enum FrameError {
     BadHead(String),
 }
 
+/// gRPC metadata that may carry the request head instead of a first `head` frame. Then the
+/// request has no body and cannot turn into a raw stream, its frame stream is empty, and the
+/// whole call goes out as one HTTP/2 `HEADERS` frame (see the proto's `Exchange`).
+pub const HEAD_METADATA: &str = "busbar-head-bin";
+
+/// `head` as the value of [`HEAD_METADATA`].
+pub fn head_metadata(head: &Head) -> MetadataValue<Binary> {
+    MetadataValue::from_bytes(&prost::Message::encode_to_vec(head))
+}
+
+/// The request head carried in `metadata`, if it is there.
+pub fn head_from_metadata(metadata: &MetadataMap) -> Result<Option<Head>, FrameError> {
+    let Some(value) = metadata.get_bin(HEAD_METADATA) else { return Ok(None) };
+    let bytes = value.to_bytes().map_err(|e| FrameError::BadHead(format!("{HEAD_METADATA}: {e}")))?;
+    let head = <Head as prost::Message>::decode(bytes).map_err(|e| FrameError::BadHead(format!("{HEAD_METADATA}: {e}")))?;
+    Ok(Some(head))
+}
+
 pub fn head_frame(head: Head) -> ExchangeFrame {
     ExchangeFrame { frame: Some(Frame::Head(head)) }
 }
 
 fn data_frame(bytes: Bytes) -> ExchangeFrame {
-    ExchangeFrame { frame: Some(Frame::Data(bytes.to_vec())) }
+    ExchangeFrame { frame: Some(Frame::Data(bytes)) }
 }
 
 pub fn eof_frame() -> ExchangeFrame {
@@ -104,65 +127,108 @@ pub fn to_response(head: Head, body: Body) -> Result<Response<Body>, FrameError>
     Ok(rsp)
 }
 
-/// Channels that [`route_inbound`] feeds: the body, then (after a 101) the raw bytes.
+/// What [`route_inbound_after`] makes of the frames after a head: the body, then (after a
+/// 101) the raw bytes.
 pub struct Inbound {
     pub body: Body,
-    pub raw: mpsc::Receiver<Bytes>,
+    pub raw: RawInbound,
 }
 
-/// Spawns the task that reads the frames after a head: `data` until the first `eof` becomes
-/// the body, the `data` after it the raw stream. An error from the stream fails the body (the
-/// client sees a broken stream, never a silently short one).
-pub fn route_inbound<S, E>(frames: S) -> Inbound
-where
-    S: Stream<Item = Result<ExchangeFrame, E>> + Send + Unpin + 'static,
-    E: Display + Send + 'static,
-{
-    route_inbound_after(vec![], false, frames)
+/// The raw bytes that follow a 101, routed only when asked for: most exchanges are not
+/// hijacked, and a task started for nothing costs a wake-up of another worker thread.
+///
+/// Dropped without being started, it still reads the stream to its end (in a task), unless
+/// the stream had already ended: an HTTP/2 stream dropped early is reset, and h2 counts such
+/// resets against the connection (`too_many_internal_resets` closes it after a thousand).
+pub struct RawInbound(Option<Box<dyn FnOnce() -> mpsc::Receiver<Bytes> + Send>>);
+
+impl RawInbound {
+    fn new(start: impl FnOnce() -> mpsc::Receiver<Bytes> + Send + 'static) -> Self {
+        RawInbound(Some(Box::new(start)))
+    }
+
+    /// Starts routing (if it has not started) and gives the channel the raw bytes arrive on.
+    pub fn start(mut self) -> mpsc::Receiver<Bytes> {
+        (self.0.take().expect("started once"))()
+    }
 }
 
-/// [`route_inbound`] for frames of which `early` body data (and, if `ended`, the body's end)
-/// were already taken with [`take_ready`].
+impl Drop for RawInbound {
+    fn drop(&mut self) {
+        if let Some(start) = self.0.take() {
+            drop(start());
+        }
+    }
+}
+
+/// Routes the frames after a head, of which `early` body data (and, if `ended`, the body's end)
+/// were already taken with [`take_ready`]: `data` until the first `eof` becomes the body, the
+/// `data` after it the raw stream. An error from the stream fails the body (the client sees a
+/// broken stream, never a silently short one).
+///
+/// When the body is complete (`ended`, the common case) it becomes a plain body of known
+/// length and no task is started until the raw stream is asked for; otherwise one task feeds
+/// the body, then the raw stream.
 pub fn route_inbound_after<S, E>(early: Vec<Bytes>, ended: bool, mut frames: S) -> Inbound
 where
     S: Stream<Item = Result<ExchangeFrame, E>> + Send + Unpin + 'static,
     E: Display + Send + 'static,
 {
-    let (raw_tx, raw_rx) = mpsc::channel::<Bytes>(WINDOW);
     if ended {
-        // The whole body is here: a plain body of known length, and raw bytes (after a 101)
-        // still routed.
-        tokio::spawn(async move {
-            while let Some(Ok(ExchangeFrame { frame: Some(f) })) = frames.next().await {
-                let Frame::Data(d) = f else { return };
-                if raw_tx.send(Bytes::from(d)).await.is_err() {
-                    return;
-                }
-            }
-        });
+        use futures_util::FutureExt;
         let body: Bytes = early.concat().into();
-        return Inbound { body: crate::proxy::full(body), raw: raw_rx };
+        let mut frames: Pin<Box<dyn Stream<Item = Result<ExchangeFrame, E>> + Send>> = match frames.next().now_or_never() {
+            // The other side has finished too (no raw stream can follow): nothing to route.
+            Some(None) => return Inbound { body: crate::proxy::full(body), raw: RawInbound::new(|| mpsc::channel(1).1) },
+            Some(Some(first)) => Box::pin(futures_util::stream::iter([first]).chain(frames)),
+            None => Box::pin(frames),
+        };
+        let raw = RawInbound::new(move || {
+            let (raw_tx, raw_rx) = mpsc::channel::<Bytes>(WINDOW);
+            tokio::spawn(async move {
+                let mut raw_tx = Some(raw_tx);
+                while let Some(Ok(frame)) = frames.next().await {
+                    match (frame.frame, &raw_tx) {
+                        (Some(Frame::Data(d)), Some(tx)) => {
+                            if tx.send(d).await.is_err() {
+                                return; // nobody reads: dropping the stream cancels it
+                            }
+                        }
+                        // A half-close: read on to the stream's end (its status).
+                        (Some(Frame::Eof(_)), _) => raw_tx = None,
+                        _ => {}
+                    }
+                }
+            });
+            raw_rx
+        });
+        return Inbound { body: crate::proxy::full(body), raw };
     }
+    let (raw_tx, raw_rx) = mpsc::channel::<Bytes>(WINDOW);
     let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, BoxError>>(WINDOW + early.len());
     for chunk in early {
         body_tx.try_send(Ok(chunk)).expect("the channel has room for the early chunks");
     }
     tokio::spawn(async move {
         let mut body_tx = Some(body_tx);
+        let mut raw_tx = Some(raw_tx);
         while let Some(item) = frames.next().await {
             match (item.map(|f| f.frame), &body_tx) {
                 (Ok(Some(Frame::Data(d))), Some(tx)) => {
-                    if tx.send(Ok(Bytes::from(d))).await.is_err() {
+                    if tx.send(Ok(d)).await.is_err() {
                         body_tx = None; // nobody reads the body any more; keep routing raw bytes
                     }
                 }
                 (Ok(Some(Frame::Data(d))), None) => {
-                    if raw_tx.send(Bytes::from(d)).await.is_err() {
-                        return;
+                    let Some(tx) = &raw_tx else { continue };
+                    if tx.send(d).await.is_err() {
+                        return; // nobody reads: dropping the stream cancels it
                     }
                 }
                 (Ok(Some(Frame::Eof(_))), Some(_)) => body_tx = None,
-                (Ok(Some(Frame::Eof(_))), None) => return, // raw half-close: raw_tx drops
+                // A raw half-close: read on to the stream's end (its status), as dropping a
+                // stream early resets it, and h2 closes a connection after a thousand resets.
+                (Ok(Some(Frame::Eof(_))), None) => raw_tx = None,
                 (Ok(_), _) => {}
                 (Err(e), Some(tx)) => {
                     let _ = tx.send(Err(format!("the stream broke: {e}").into())).await;
@@ -176,7 +242,7 @@ where
         }
     });
     let body = BodyExt::boxed(StreamBody::new(ReceiverStream::new(body_rx).map(|r| r.map(http_body::Frame::data))));
-    Inbound { body, raw: raw_rx }
+    Inbound { body, raw: RawInbound::new(move || raw_rx) }
 }
 
 /// Sends `body` as `data` frames (split at [`MAX_CHUNK`]) and an `eof`, each wrapped by `wrap`
@@ -279,7 +345,7 @@ where
     let mut data = vec![];
     while let Some(Some(Ok(frame))) = frames.next().now_or_never() {
         match frame.frame {
-            Some(Frame::Data(d)) => data.push(Bytes::from(d)),
+            Some(Frame::Data(d)) => data.push(d),
             Some(Frame::Eof(_)) => return (data, true),
             _ => {}
         }
@@ -289,7 +355,8 @@ where
 
 /// A byte stream over frames: what it reads is `raw_in`, what is written to it goes out as
 /// `data` frames, and shutting it down sends `eof` (a half-close).
-pub fn raw_stream<T: Send + 'static>(mut raw_in: mpsc::Receiver<Bytes>, out: mpsc::Sender<T>, wrap: fn(ExchangeFrame) -> T) -> Box<dyn RawStream> {
+pub fn raw_stream<T: Send + 'static>(raw_in: RawInbound, out: mpsc::Sender<T>, wrap: fn(ExchangeFrame) -> T) -> Box<dyn RawStream> {
+    let mut raw_in = raw_in.start();
     let (ours, theirs) = tokio::io::duplex(MAX_CHUNK);
     let (mut read_half, mut write_half) = tokio::io::split(theirs);
     tokio::spawn(async move {

@@ -6,6 +6,10 @@
 //! certificate chains to the cluster CA and carries the gateway role gets past the TLS
 //! handshake ([`crate::tls::server_config`]). gRPC `Status` values are made here and nowhere
 //! else in the agent.
+//!
+//! `Describe` answers the gateways' health probes: the node's identity, the engine's `/version`
+//! and `/info` (fetched for each call), and the adapter chains' status as the chain source
+//! keeps it (what runs, from where, and why the latest change was refused if it was).
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -18,12 +22,13 @@ use futures_util::Stream;
 use http::Request;
 use http_body_util::BodyExt;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 use tracing::{debug, info, warn, Instrument};
 
+use crate::chains::scoped::ChainStatus;
 use crate::docker::hijack::{splice, Hijacked};
 use crate::exchange::{self, Inbound};
 use crate::proxy::{empty, Proxy, RequestCtx};
@@ -40,11 +45,19 @@ pub struct NodeIdentity {
 pub struct AgentService {
     proxy: Arc<Proxy>,
     node: NodeIdentity,
+    /// The chains' status as the chain source keeps it (`Describe` carries it to gateways).
+    chains: Option<watch::Receiver<ChainStatus>>,
 }
 
 impl AgentService {
     pub fn new(proxy: Arc<Proxy>, node: NodeIdentity) -> Self {
-        AgentService { proxy, node }
+        AgentService { proxy, node, chains: None }
+    }
+
+    /// Reports the chains' status from `status` in `Describe` (without it, nothing is reported).
+    pub fn with_chain_status(mut self, status: watch::Receiver<ChainStatus>) -> Self {
+        self.chains = Some(status);
+        self
     }
 }
 
@@ -58,12 +71,20 @@ impl Agent for AgentService {
     type ExchangeStream = FrameStream;
 
     async fn exchange(&self, request: tonic::Request<Streaming<ExchangeFrame>>) -> Result<tonic::Response<FrameStream>, Status> {
+        let in_metadata = exchange::head_from_metadata(request.metadata()).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let mut frames = request.into_inner();
-        let first = tokio::time::timeout(HEAD_TIMEOUT, frames.message())
-            .await
-            .map_err(|_| Status::deadline_exceeded("no request head within 30s"))??;
-        let head = exchange::expect_head(first).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let (early, ended) = exchange::take_ready(&mut frames);
+        let (head, early, ended) = match in_metadata {
+            // A bodiless call: nothing follows.
+            Some(head) => (head, vec![], true),
+            None => {
+                let first = tokio::time::timeout(HEAD_TIMEOUT, frames.message())
+                    .await
+                    .map_err(|_| Status::deadline_exceeded("no request head within 30s"))??;
+                let head = exchange::expect_head(first).map_err(|e| Status::invalid_argument(e.to_string()))?;
+                let (early, ended) = exchange::take_ready(&mut frames);
+                (head, early, ended)
+            }
+        };
         let Inbound { body, raw } = exchange::route_inbound_after(early, ended, frames);
         let req = exchange::to_request(head, body).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let ctx = RequestCtx::new(&req);
@@ -115,6 +136,9 @@ impl Agent for AgentService {
             labels: self.node.labels.clone().into_iter().collect(),
             advertise: self.node.advertise.clone(),
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            chain_status_json: self.chains.as_ref().map_or_else(Vec::new, |rx| {
+                serde_json::to_vec(&*rx.borrow()).expect("a chain status serializes")
+            }),
             ..Default::default()
         };
         match (self.engine_json("/version").await, self.engine_json("/info").await) {
@@ -178,6 +202,7 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, servic
     let result = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+        .max_frame_size(exchange::MAX_H2_FRAME)
         .add_service(AgentServer::new(service).max_decoding_message_size(4 * exchange::MAX_CHUNK))
         .serve_with_incoming_shutdown(ReceiverStream::new(rx), shutdown.cancelled())
         .await;

@@ -12,6 +12,8 @@
 //! - [`hooks`]: Powerstrip protocol v1 wire types and endpoint matching.
 //! - [`registry`]: this node's entry in the etcd node registry, under a lease kept alive;
 //!   the registry's key layout, entry shape and etcd helpers, shared with the gateway.
+//! - [`etcd_conn`]: how every busbar process reaches etcd (endpoints, TLS, user and password):
+//!   the shared `--etcd*` flags, validated, then the files read.
 //! - [`io`]: byte streams over unix or TCP, and replaying bytes read ahead.
 //! - [`run`], [`logging`], [`signal`]: process plumbing shared with the gateway.
 //! - [`respond`]: the one place that turns an error into a Docker-style error response.
@@ -20,6 +22,7 @@
 pub mod chains;
 pub mod config;
 pub mod docker;
+pub mod etcd_conn;
 pub mod exchange;
 pub mod front;
 pub mod grpc;

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use busbar_agent::chains::etcd::{EtcdChains, EtcdChainsConfig};
+use busbar_agent::chains::scoped::ChainStatus;
 use busbar_agent::config::{Cli, GrpcConfig};
 use busbar_agent::grpc::{AgentService, NodeIdentity};
 use busbar_agent::proxy::Proxy;
@@ -41,15 +42,16 @@ fn main() -> ExitCode {
             }
         };
         let shutdown = CancellationToken::new();
-        let proxy = match etcd_chains(&config) {
+        let (proxy, chain_status) = match etcd_chains(&config) {
             // Chains from etcd: read now (or the cache), then followed in the background.
             Ok(Some(cfg)) => {
                 let (initial, source) = EtcdChains::start(cfg).await;
+                let status = source.status();
                 let (tx, rx) = tokio::sync::watch::channel(initial);
                 tokio::spawn(source.run(tx, shutdown.clone()));
-                run::proxy_with(&config, rx)
+                (run::proxy_with(&config, rx), status)
             }
-            Ok(None) => run::local_proxy(&config, chains, &shutdown),
+            Ok(None) => run::local_proxy_reporting(&config, chains, &shutdown),
             Err(e) => {
                 error!("{e}");
                 return ExitCode::from(EX_USAGE);
@@ -57,7 +59,7 @@ fn main() -> ExitCode {
         };
         let mut servers = tokio::task::JoinSet::new();
         if let Some(grpc) = &config.grpc {
-            match start_grpc(grpc, proxy.clone(), shutdown.clone()).await {
+            match start_grpc(grpc, proxy.clone(), chain_status, shutdown.clone()).await {
                 Ok(server) => {
                     servers.spawn(server);
                 }
@@ -74,9 +76,10 @@ fn main() -> ExitCode {
 
 /// Where this agent's chains come from in etcd, when it runs with `--etcd`.
 fn etcd_chains(config: &busbar_agent::config::Config) -> Result<Option<EtcdChainsConfig>, String> {
-    let Some(grpc) = config.grpc.as_ref().filter(|g| !g.etcd.is_empty()) else { return Ok(None) };
+    let Some(grpc) = config.grpc.as_ref() else { return Ok(None) };
+    let Some(etcd) = &grpc.etcd else { return Ok(None) };
     Ok(Some(EtcdChainsConfig {
-        endpoints: grpc.etcd.clone(),
+        etcd: etcd.connection().map_err(|e| e.to_string())?,
         prefix: grpc.etcd_prefix.clone(),
         node: node_name(grpc)?,
         labels: grpc.labels.clone(),
@@ -103,6 +106,7 @@ fn node_name(grpc: &GrpcConfig) -> Result<String, String> {
 async fn start_grpc(
     grpc: &GrpcConfig,
     proxy: Arc<Proxy>,
+    chain_status: tokio::sync::watch::Receiver<ChainStatus>,
     shutdown: CancellationToken,
 ) -> Result<impl std::future::Future<Output = ()>, String> {
     let name = node_name(grpc)?;
@@ -113,11 +117,17 @@ async fn start_grpc(
     let node = NodeIdentity { name, labels: grpc.labels.clone(), advertise: grpc.advertise.clone() };
     info!(node = %node.name, advertise = %node.advertise, "agent identity checked");
     // Registered while serving; on shutdown the lease is revoked before the agent exits.
-    let registration = (!grpc.etcd.is_empty()).then(|| {
-        let entry = registry::NodeEntry::new(&node.name, &node.advertise, node.labels.clone());
-        registry::run_registration(grpc.etcd.clone(), grpc.etcd_prefix.clone(), entry, grpc.registration_ttl, shutdown.clone())
-    });
-    let server = busbar_agent::grpc::serve(listener, server_tls, AgentService::new(proxy, node), shutdown);
+    let registration = match &grpc.etcd {
+        Some(etcd) => {
+            let etcd = etcd.connection().map_err(|e| e.to_string())?;
+            let entry = registry::NodeEntry::new(&node.name, &node.advertise, node.labels.clone());
+            let prefix = grpc.etcd_prefix.clone();
+            Some(registry::run_registration(etcd, prefix, entry, grpc.registration_ttl, shutdown.clone()))
+        }
+        None => None,
+    };
+    let service = AgentService::new(proxy, node).with_chain_status(chain_status);
+    let server = busbar_agent::grpc::serve(listener, server_tls, service, shutdown);
     Ok(async move {
         match registration {
             Some(registration) => {

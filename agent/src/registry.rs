@@ -36,8 +36,9 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
+use crate::etcd_conn::{explain, EtcdConnection, Refusal};
 use crate::grpc::NodeIdentity;
 
 /// The prefix of every busbar key in etcd (`--etcd-prefix`).
@@ -100,15 +101,17 @@ pub enum RegistryError {
     BadEndpoint { endpoint: String, reason: &'static str },
     #[error("--etcd-prefix {prefix:?}: must start with '/', not end with '/', and contain no '//'")]
     BadPrefix { prefix: String },
-    #[error("etcd at {endpoints}: {}", describe(source))]
+    #[error("etcd at {endpoints}: {}", explain(source, Some(*tls)))]
     Connect {
         endpoints: String,
+        /// Whether the connection was TLS: the same symptom means different things.
+        tls: bool,
         #[source]
         source: etcd_client::Error,
     },
     #[error("etcd at {endpoints}: no answer within {after:?}")]
     Unreachable { endpoints: String, after: Duration },
-    #[error("etcd: {op} {key}: {}", describe(source))]
+    #[error("etcd: {op} {key}: {}", explain(source, None))]
     Call {
         op: &'static str,
         key: String,
@@ -119,6 +122,18 @@ pub enum RegistryError {
     Timeout { op: &'static str, key: String, after: Duration },
     #[error("etcd: {key}: not a valid entry: {reason}")]
     BadEntry { key: String, reason: String },
+}
+
+impl RegistryError {
+    /// Which of the usual refusals (a wrong password, an untrusted certificate, ...) this
+    /// is, if one: a problem an operator must fix, which retrying will not.
+    pub fn refusal(&self) -> Option<Refusal> {
+        match self {
+            RegistryError::Connect { tls, source, .. } => Refusal::of(source, Some(*tls)),
+            RegistryError::Call { source, .. } => Refusal::of(source, None),
+            _ => None,
+        }
+    }
 }
 
 /// An etcd client error in one line: for a gRPC status, its code, message and root cause
@@ -142,25 +157,24 @@ pub fn describe(e: &etcd_client::Error) -> String {
     }
 }
 
-/// Checks `--etcd` endpoints: `http://host:port` or `host:port` (TLS to etcd is not built in).
-/// Pure: for config validation.
+/// Checks `--etcd` endpoints: `https://host:port`, `http://host:port` or `host:port` (which
+/// scheme goes with which TLS flags is [`crate::etcd_conn`]'s business). Pure: for config
+/// validation.
 pub fn check_endpoints(endpoints: &[String]) -> Result<(), RegistryError> {
     if endpoints.is_empty() {
         return Err(RegistryError::NoEndpoints);
     }
+    const EXPECTED: &str = "expected https://HOST:PORT, http://HOST:PORT or HOST:PORT";
     for e in endpoints {
         let bad = |reason| Err(RegistryError::BadEndpoint { endpoint: e.clone(), reason });
-        if e.starts_with("https://") {
-            return bad("TLS to etcd is not supported yet: use http:// on a trusted network");
-        }
-        let rest = e.strip_prefix("http://").unwrap_or(e);
+        let rest = e.strip_prefix("https://").or_else(|| e.strip_prefix("http://")).unwrap_or(e);
         if rest.contains("://") {
-            return bad("expected http://HOST:PORT or HOST:PORT");
+            return bad(EXPECTED);
         }
         let hostport = rest.trim_end_matches('/');
         match hostport.rsplit_once(':') {
             Some((host, port)) if !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok() => {}
-            _ => return bad("expected http://HOST:PORT or HOST:PORT"),
+            _ => return bad(EXPECTED),
         }
     }
     Ok(())
@@ -189,39 +203,44 @@ pub fn names_prefix(prefix: &str) -> String {
     format!("{prefix}/names/")
 }
 
-fn options() -> ConnectOptions {
-    ConnectOptions::new()
-        .with_connect_timeout(CONNECT_TIMEOUT)
-        .with_keep_alive(H2_KEEPALIVE.0, H2_KEEPALIVE.1)
-        .with_keep_alive_while_idle(true)
+fn options(etcd: &EtcdConnection) -> ConnectOptions {
+    etcd.apply(
+        ConnectOptions::new()
+            .with_connect_timeout(CONNECT_TIMEOUT)
+            .with_keep_alive(H2_KEEPALIVE.0, H2_KEEPALIVE.1)
+            .with_keep_alive_while_idle(true),
+    )
 }
 
-/// A client for `endpoints` that connects on first use and reconnects after failures: for a
+/// A client for `etcd` that connects on first use and reconnects after failures: for a
 /// process that must start whether or not etcd is up (calls fail, with [`call`]'s timeout,
-/// until it is). Fails only on malformed endpoints.
-pub async fn connect_lazy(endpoints: &[String]) -> Result<Client, RegistryError> {
-    check_endpoints(endpoints)?;
-    Client::connect(endpoints, Some(options()))
+/// until it is). Fails only on malformed endpoints; except that with a user, the client
+/// authenticates at once (etcd-client does), so it fails like [`connect`] when etcd is down.
+pub async fn connect_lazy(etcd: &EtcdConnection) -> Result<Client, RegistryError> {
+    check_endpoints(etcd.endpoints())?;
+    Client::connect(etcd.endpoints(), Some(options(etcd)))
         .await
-        .map_err(|source| RegistryError::Connect { endpoints: endpoints.join(","), source })
+        .map_err(|source| RegistryError::Connect { endpoints: etcd.shown(), tls: etcd.is_tls(), source })
 }
 
-/// A client for `endpoints`, checked by asking etcd for its status: an unreachable etcd is an
-/// error naming the endpoints (within [`CONNECT_TIMEOUT`] + [`CALL_TIMEOUT`]), not a hang.
-/// The client reconnects by itself after a later failure; calls on it still need timeouts.
-pub async fn connect(endpoints: &[String]) -> Result<Client, RegistryError> {
-    check_endpoints(endpoints)?;
-    let shown = endpoints.join(",");
-    let options = options();
+/// A client for `etcd`, checked by asking etcd for its status (after authenticating, with a
+/// user): an unreachable etcd, a refused password or an untrusted certificate is an error
+/// naming the endpoints and the cause (within [`CONNECT_TIMEOUT`] + [`CALL_TIMEOUT`]), not a
+/// hang. The client reconnects by itself after a later failure; calls on it still need
+/// timeouts.
+pub async fn connect(etcd: &EtcdConnection) -> Result<Client, RegistryError> {
+    check_endpoints(etcd.endpoints())?;
+    let shown = etcd.shown();
+    let options = options(etcd);
     let after = CONNECT_TIMEOUT + CALL_TIMEOUT;
     let probe = async {
-        let mut client = Client::connect(endpoints, Some(options)).await?;
+        let mut client = Client::connect(etcd.endpoints(), Some(options)).await?;
         client.status().await?;
         Ok::<_, etcd_client::Error>(client)
     };
     match tokio::time::timeout(after, probe).await {
         Ok(Ok(client)) => Ok(client),
-        Ok(Err(source)) => Err(RegistryError::Connect { endpoints: shown, source }),
+        Ok(Err(source)) => Err(RegistryError::Connect { endpoints: shown, tls: etcd.is_tls(), source }),
         Err(_) => Err(RegistryError::Unreachable { endpoints: shown, after }),
     }
 }
@@ -300,21 +319,22 @@ pub fn unix_now() -> u64 {
 /// Starts [`run_registration`] in the background. The agent serves whatever etcd does: this
 /// task retries on its own until `shutdown`, then revokes the lease and ends.
 pub fn spawn_registration(
-    endpoints: Vec<String>,
+    etcd: EtcdConnection,
     prefix: String,
     entry: NodeEntry,
     ttl: Duration,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
-    tokio::spawn(run_registration(endpoints, prefix, entry, ttl, shutdown))
+    tokio::spawn(run_registration(etcd, prefix, entry, ttl, shutdown))
 }
 
 /// Keeps `entry` registered at `<prefix>/nodes/<name>` under a lease of `ttl` (whole seconds,
 /// at least 1; etcd may raise very short TTLs to its minimum) until `shutdown`; then revokes
 /// the lease so the entry disappears at once. Never returns an error: failures are logged at
-/// `warn` and retried with backoff (see the module docs).
+/// `warn` (at `error` for a [`Refusal`]: a wrong password, an untrusted certificate) and
+/// retried with backoff (see the module docs).
 pub async fn run_registration(
-    endpoints: Vec<String>,
+    etcd: EtcdConnection,
     prefix: String,
     entry: NodeEntry,
     ttl: Duration,
@@ -323,7 +343,7 @@ pub async fn run_registration(
     let key = node_key(&prefix, &entry.name);
     let value = serde_json::to_string(&entry).expect("a NodeEntry always serializes");
     let ttl_secs = ttl.as_secs_f64().ceil().max(1.0) as i64;
-    let shown = endpoints.join(",");
+    let shown = etcd.shown();
     let mut backoff = Backoff::new();
     let mut client: Option<Client> = None;
     // Failed attempts since the last success; after a few, the client is made anew.
@@ -333,13 +353,19 @@ pub async fn run_registration(
             Some(c) => c.clone(),
             None => {
                 let connected = tokio::select! {
-                    r = connect(&endpoints) => r,
+                    r = connect(&etcd) => r,
                     _ = shutdown.cancelled() => return,
                 };
                 match connected {
                     Ok(c) => client.insert(c).clone(),
                     Err(e) => {
-                        warn!(etcd = %shown, key = %key, "node registration: {e}; retrying");
+                        // A wrong password or CA is retried all the same (it may be fixed on
+                        // etcd's side), but said as an error: an operator must act.
+                        if e.refusal().is_some() {
+                            error!(etcd = %shown, key = %key, "node registration: {e}; retrying");
+                        } else {
+                            warn!(etcd = %shown, key = %key, "node registration: {e}; retrying");
+                        }
                         if !backoff.wait(&shutdown).await {
                             return;
                         }
@@ -386,7 +412,11 @@ pub async fn run_registration(
             }
             Err(e) => {
                 failures += 1;
-                warn!(etcd = %shown, key = %key, "node registration failed: {e}; retrying");
+                if e.refusal().is_some() {
+                    error!(etcd = %shown, key = %key, "node registration failed: {e}; retrying");
+                } else {
+                    warn!(etcd = %shown, key = %key, "node registration failed: {e}; retrying");
+                }
                 if let Some(id) = lease {
                     let (c, key) = (c.clone(), key.clone());
                     tokio::spawn(async move { revoke_quietly(&c, &key, id).await });
@@ -506,11 +536,11 @@ mod tests {
 
     #[test]
     fn endpoints() {
-        for good in ["http://127.0.0.1:2379", "10.0.0.1:2379", "http://etcd.example:2379/", "[::1]:2379"] {
+        for good in ["http://127.0.0.1:2379", "10.0.0.1:2379", "http://etcd.example:2379/", "[::1]:2379", "https://h:2379"] {
             check_endpoints(&[good.to_owned()]).unwrap_or_else(|e| panic!("{good}: {e}"));
         }
         assert!(matches!(check_endpoints(&[]), Err(RegistryError::NoEndpoints)));
-        for bad in ["https://h:2379", "unix:///x", "h", "http://h:port", ":2379", "http://h/x:1"] {
+        for bad in ["unix:///x", "h", "http://h:port", ":2379", "http://h/x:1", "https://h"] {
             let err = check_endpoints(&[bad.to_owned()]).expect_err(bad);
             assert!(err.to_string().contains(bad), "{err}");
         }

@@ -3,10 +3,12 @@
 
 use std::sync::Arc;
 
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::chains::scoped::ChainStatus;
 use crate::chains::source::{self, LiveChains, SourceError};
 use crate::config::Config;
 use crate::docker::EngineClient;
@@ -26,17 +28,31 @@ pub fn initial_chains(config: &Config) -> Result<Arc<LiveChains>, SourceError> {
 
 /// The proxy to the configured engine, running `chains`; a chain file is watched until `shutdown`.
 pub fn local_proxy(config: &Config, chains: Arc<LiveChains>, shutdown: &CancellationToken) -> Arc<Proxy> {
-    let (chains_tx, chains_rx) = tokio::sync::watch::channel(chains);
-    if let Some(path) = &config.chains_file {
-        info!(config = %path.display(), "adapter chains loaded; watching for changes");
-        tokio::spawn(source::watch_file(path.clone(), chains_tx, shutdown.clone()));
-    }
+    local_proxy_reporting(config, chains, shutdown).0
+}
+
+/// [`local_proxy`], with the chains' status (the file, and whether its last change was refused).
+pub fn local_proxy_reporting(
+    config: &Config,
+    chains: Arc<LiveChains>,
+    shutdown: &CancellationToken,
+) -> (Arc<Proxy>, watch::Receiver<ChainStatus>) {
+    let (chains_tx, chains_rx) = watch::channel(chains);
+    let status = match &config.chains_file {
+        Some(path) => {
+            info!(config = %path.display(), "adapter chains loaded; watching for changes");
+            let (status_tx, status) = watch::channel(source::file_status(path));
+            tokio::spawn(source::watch_file(path.clone(), chains_tx, status_tx, shutdown.clone()));
+            status
+        }
+        None => watch::channel(source::none_status()).1,
+    };
     let engine = EngineClient::new(config.engine.clone(), config.engine_options.clone());
-    Arc::new(Proxy::with_chains(engine, chains_rx))
+    (Arc::new(Proxy::with_chains(engine, chains_rx)), status)
 }
 
 /// The proxy to the configured engine, running whatever `chains` publishes (the etcd source).
-pub fn proxy_with(config: &Config, chains: tokio::sync::watch::Receiver<Arc<LiveChains>>) -> Arc<Proxy> {
+pub fn proxy_with(config: &Config, chains: watch::Receiver<Arc<LiveChains>>) -> Arc<Proxy> {
     let engine = EngineClient::new(config.engine.clone(), config.engine_options.clone());
     Arc::new(Proxy::with_chains(engine, chains))
 }

@@ -145,7 +145,8 @@ impl TlsFiles {
     }
 }
 
-fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+/// A file's bytes; a missing file is its own error, so the message can say so plainly.
+pub(crate) fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
     fs::read(path).map_err(|source| match source.kind() {
         io::ErrorKind::NotFound => TlsError::Missing { what, path: path.to_owned() },
         _ => TlsError::Read { what, path: path.to_owned(), source },
@@ -153,7 +154,7 @@ fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
 }
 
 /// Every certificate in a PEM file, in order; at least one.
-fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_slice_iter(&read(what, path)?)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|source| TlsError::BadPem { what, path: path.to_owned(), source })?;

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 
 use busbar_agent::chains::scoped::{chain_key, chains_prefix, status_prefix, ChainStatus, Scope, ScopeError};
 use busbar_agent::chains::ChainSet;
+use busbar_agent::etcd_conn::{EtcdConfigError, EtcdConnArgs};
 use busbar_agent::registry::{call, connect, nodes_prefix, NodeEntry, RegistryError};
 use clap::{Args, Subcommand};
 use etcd_client::{Client, Compare, CompareOp, GetOptions, KeyValue, Txn, TxnOp};
@@ -22,9 +23,9 @@ use serde_json::json;
 /// Where the cluster's etcd is (global `busbarctl` flags).
 #[derive(Debug, Args)]
 pub struct EtcdArgs {
-    /// etcd endpoints, comma-separated (http://HOST:PORT or HOST:PORT).
-    #[arg(long, env = "BUSBAR_ETCD", value_delimiter = ',', global = true)]
-    pub etcd: Vec<String>,
+    // --etcd URLS, TLS and the user: the same flags as the agent's and the gateway's.
+    #[command(flatten)]
+    pub conn: EtcdConnArgs,
     /// The cluster's etcd key prefix.
     #[arg(long, env = "BUSBAR_ETCD_PREFIX", default_value = "/busbar", global = true)]
     pub etcd_prefix: String,
@@ -91,6 +92,8 @@ pub enum CtlError {
     Scope(#[from] ScopeError),
     #[error("{0}")]
     Etcd(#[from] RegistryError),
+    #[error("{0}")]
+    EtcdConfig(#[from] EtcdConfigError),
     #[error("{path}: {source}")]
     Read {
         path: String,
@@ -113,7 +116,7 @@ pub enum CtlError {
 impl CtlError {
     /// Exit 64 (EX_USAGE): the command line can never work as given.
     pub fn is_usage(&self) -> bool {
-        matches!(self, CtlError::Usage(_) | CtlError::Scope(_))
+        matches!(self, CtlError::Usage(_) | CtlError::Scope(_) | CtlError::EtcdConfig(_))
     }
 }
 
@@ -122,11 +125,11 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 async fn client(etcd: &EtcdArgs) -> Result<Client, CtlError> {
-    if etcd.etcd.is_empty() {
+    let Some(config) = etcd.conn.clone().into_config()? else {
         return Err(CtlError::Usage("this command needs --etcd URLS (or BUSBAR_ETCD)".into()));
-    }
+    };
     busbar_agent::registry::check_prefix(&etcd.etcd_prefix)?;
-    Ok(connect(&etcd.etcd).await?)
+    Ok(connect(&config.connection()?).await?)
 }
 
 fn read_doc(file: &PathBuf) -> Result<(String, ChainSet), CtlError> {

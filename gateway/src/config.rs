@@ -3,6 +3,7 @@
 use clap::Parser;
 
 use busbar_agent::config::{seconds, Config as LocalConfig, ConfigError, LocalArgs, TlsArgs};
+use busbar_agent::etcd_conn::{EtcdConfig, EtcdConfigError, EtcdConnArgs};
 use busbar_agent::tls::TlsFiles;
 
 use crate::cluster::HealthOptions;
@@ -23,9 +24,10 @@ pub struct Cli {
     #[arg(long = "agent", env = "BUSBAR_AGENTS", value_delimiter = ',')]
     pub agents: Vec<String>,
 
-    /// etcd endpoints (comma-separated): serve every agent registered there, as one cluster.
-    #[arg(long, env = "BUSBAR_ETCD", value_delimiter = ',')]
-    pub etcd: Vec<String>,
+    // etcd (--etcd URLS, its TLS and user): serve every agent registered there, as one
+    // cluster.
+    #[command(flatten)]
+    pub etcd: EtcdConnArgs,
 
     /// The etcd key prefix of this cluster.
     #[arg(long, env = "BUSBAR_ETCD_PREFIX", default_value = "/busbar")]
@@ -63,7 +65,8 @@ pub enum Mode {
 pub struct ClusterConfig {
     /// Static members: node -> address.
     pub agents: Vec<(String, String)>,
-    pub etcd: Vec<String>,
+    /// The registry to follow, if any.
+    pub etcd: Option<EtcdConfig>,
     pub etcd_prefix: String,
     pub strategy: Strategy,
     pub health: HealthOptions,
@@ -87,6 +90,8 @@ pub enum GatewayConfigError {
     BadAgent(String),
     #[error("--strategy: {0}")]
     Strategy(String),
+    #[error(transparent)]
+    Etcd(#[from] EtcdConfigError),
 
 }
 
@@ -94,7 +99,8 @@ impl Cli {
     pub fn into_config(self) -> Result<Config, GatewayConfigError> {
         let local = self.local.into_config(true)?;
         let tls = self.tls.files("the gateway's identity toward agents")?;
-        let mode = match (self.agents.as_slice(), self.etcd.is_empty()) {
+        let etcd = self.etcd.into_config()?;
+        let mode = match (self.agents.as_slice(), etcd.is_none()) {
             ([], true) => Mode::Embedded,
             ([one], true) => {
                 let (node, addr) = parse_agent(one)?;
@@ -102,7 +108,7 @@ impl Cli {
             }
             (agents, _) => Mode::Cluster(ClusterConfig {
                 agents: agents.iter().map(|a| parse_agent(a)).collect::<Result<_, _>>()?,
-                etcd: self.etcd,
+                etcd,
                 etcd_prefix: self.etcd_prefix,
                 strategy: self.strategy.parse().map_err(|e: crate::schedule::ScheduleError| GatewayConfigError::Strategy(e.to_string()))?,
                 health: HealthOptions {
@@ -147,6 +153,21 @@ mod tests {
         assert!(matches!(c.mode, Mode::Embedded));
         assert_eq!(c.local.listen.len(), 1);
         assert_eq!(c.local.listen[0].to_string(), "tcp://127.0.0.1:2375");
+    }
+
+    #[test]
+    fn etcd_settings_are_the_agents_and_checked_the_same_way() {
+        let tls = ["--tls-ca", "ca.pem", "--tls-cert", "g.pem", "--tls-key", "g-key.pem"];
+        let mut args = vec!["--etcd", "https://10.0.0.2:2379", "--etcd-ca", "etcd-ca.pem"];
+        args.extend(tls);
+        match parse(&args).unwrap().mode {
+            Mode::Cluster(c) => assert_eq!(c.etcd.and_then(|e| e.tls).map(|t| t.ca), Some("etcd-ca.pem".into())),
+            m => panic!("{m:?}"),
+        }
+        let mut args = vec!["--etcd", "http://10.0.0.2:2379", "--etcd-ca", "etcd-ca.pem"];
+        args.extend(tls);
+        let err = parse(&args).unwrap_err().to_string();
+        assert!(err.contains("plaintext http://") && err.contains("--etcd-ca"), "{err}");
     }
 
     #[test]

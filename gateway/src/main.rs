@@ -22,6 +22,7 @@ mod cluster {
     use std::collections::BTreeMap;
     use std::sync::Arc;
 
+    use busbar_agent::etcd_conn::EtcdConnection;
     use busbar_agent::front::Handler;
     use busbar_gateway::cluster::{Cluster, Member};
     use busbar_gateway::config::ClusterConfig;
@@ -39,21 +40,32 @@ mod cluster {
             .map(|(node, addr)| (node.clone(), Member { addr: addr.clone(), labels: BTreeMap::new() }))
             .collect();
         cluster.set_members(&statics);
-        let names: Names = if config.etcd.is_empty() {
-            Some(Arc::new(LocalNames::default()))
-        } else {
-            let client = registry::connect(&config.etcd).await.map_err(|e| e.to_string())?;
-            follow_registry(&cluster, config, statics.clone(), shutdown);
-            Some(Arc::new(EtcdNames { client, prefix: config.etcd_prefix.clone() }))
+        let names: Names = match &config.etcd {
+            None => Some(Arc::new(LocalNames::default())),
+            Some(etcd) => {
+                let etcd = etcd.connection().map_err(|e| e.to_string())?;
+                let client = registry::connect(&etcd).await.map_err(|e| e.to_string())?;
+                follow_registry(&cluster, etcd, config, statics.clone(), shutdown);
+                Some(Arc::new(EtcdNames { client, prefix: config.etcd_prefix.clone() }))
+            }
         };
-        info!(static_nodes = statics.len(), etcd = %config.etcd.join(","), strategy = %config.strategy, "serving a cluster");
+        let shown = config.etcd.as_ref().map(|e| e.shown()).unwrap_or_default();
+        info!(static_nodes = statics.len(), etcd = %shown, strategy = %config.strategy, "serving a cluster");
         tokio::spawn(cluster.clone().run_probes(shutdown.clone()));
-        Ok(Arc::new(ClusterHandler::new(cluster, config.strategy, names)))
+        let handler = ClusterHandler::new(cluster, config.strategy, names);
+        handler.spawn_last_seen(shutdown.clone());
+        Ok(Arc::new(handler))
     }
 
     /// Keeps the cluster's members in step with the etcd registry (plus the static ones).
-    fn follow_registry(cluster: &Arc<Cluster>, config: &ClusterConfig, statics: BTreeMap<String, Member>, shutdown: &CancellationToken) {
-        let mut rx = registry::spawn_watch(config.etcd.clone(), config.etcd_prefix.clone(), shutdown.clone());
+    fn follow_registry(
+        cluster: &Arc<Cluster>,
+        etcd: EtcdConnection,
+        config: &ClusterConfig,
+        statics: BTreeMap<String, Member>,
+        shutdown: &CancellationToken,
+    ) {
+        let mut rx = registry::spawn_watch(etcd, config.etcd_prefix.clone(), shutdown.clone());
         let cluster = cluster.clone();
         tokio::spawn(async move {
             while rx.changed().await.is_ok() {

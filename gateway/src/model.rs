@@ -5,7 +5,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::SystemTime;
+
+use busbar_agent::chains::scoped::ChainStatus;
 
 /// A node's health, as `docker info` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -29,6 +32,9 @@ impl fmt::Display for Health {
 }
 
 /// One node as last seen.
+///
+/// Cheap to clone: the documents are shared (`Arc`), never copied, so taking a snapshot of
+/// every node for a request costs no more than the names and labels.
 #[derive(Debug, Clone)]
 pub struct NodeSnapshot {
     /// The node name (its agent certificate's CN).
@@ -43,9 +49,11 @@ pub struct NodeSnapshot {
     /// When the node's state was last refreshed.
     pub updated_at: Option<SystemTime>,
     /// The engine's `GET /info` document as last seen (`Null` if never seen).
-    pub info: serde_json::Value,
+    pub info: Arc<serde_json::Value>,
     /// The engine's `GET /version` document as last seen (`Null` if never seen).
-    pub version: serde_json::Value,
+    pub version: Arc<serde_json::Value>,
+    /// The agent's adapter chains as it last reported them (`None`: it did not say).
+    pub chains: Option<Arc<ChainStatus>>,
 }
 
 impl NodeSnapshot {
@@ -58,8 +66,9 @@ impl NodeSnapshot {
             health: Health::Unhealthy,
             last_error: Some("not contacted yet".into()),
             updated_at: None,
-            info: serde_json::Value::Null,
-            version: serde_json::Value::Null,
+            info: Arc::new(serde_json::Value::Null),
+            version: Arc::new(serde_json::Value::Null),
+            chains: None,
         }
     }
 

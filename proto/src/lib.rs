@@ -23,6 +23,9 @@ mod tests {
         std::fs::create_dir_all(&out).unwrap();
         tonic_prost_build::configure()
             .build_transport(false)
+            // Body chunks as `Bytes`: no copy when a frame is made, and decoding slices the
+            // received buffer instead of copying out of it.
+            .bytes(".busbar.agent.v1.ExchangeFrame.data")
             .out_dir(&out)
             .compile_protos(&[root.join("proto/busbar/agent/v1/agent.proto")], &[root.join("proto")])
             .expect("protoc compiles agent.proto (is protobuf-compiler installed?)");

@@ -24,7 +24,7 @@ use crate::info::{BedInfo, HostInfo, StartReply};
 pub const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the supervisor may take to tear a bed down after its stdin closes.
 pub const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(90);
-/// How long `start-engine` / `stop-engine` may take.
+/// How long `start-engine` / `stop-engine` / `start-etcd` may take.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// What bed to start.
@@ -199,6 +199,24 @@ impl Testbed {
     /// From inside a host use [`Host::etcd_url`].
     pub fn etcd(&self) -> Option<&str> {
         self.info.etcd.as_deref()
+    }
+
+    /// Stops the bed's etcd (SIGTERM, then SIGKILL if it lingers): an etcd outage. Its
+    /// clients see connections refused until [`Testbed::start_etcd`].
+    pub fn stop_etcd(&self) -> Result<()> {
+        self.send("stop-etcd").map(|_| ())
+    }
+
+    /// Starts the stopped etcd again on the same ports (so the same URLs) with the same data
+    /// directory, and waits until it is healthy. Keys survive; leases too (etcd renews every
+    /// lease it finds at start, so one whose holder is gone expires a TTL later).
+    pub fn start_etcd(&self) -> Result<()> {
+        self.send("start-etcd").map(|_| ())
+    }
+
+    fn send(&self, command: &str) -> Result<String> {
+        let mut control = self.control.lock().unwrap_or_else(|e| e.into_inner());
+        control.send(command, COMMAND_TIMEOUT)
     }
 
     /// The bed's private directory (removed on teardown).

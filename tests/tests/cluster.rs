@@ -40,7 +40,11 @@ impl Cluster {
             args.extend(["--agent".into(), format!("{node}={addr}")]);
         }
         args.extend(tls_args(&certs.0, "gateway"));
-        args.extend(["--probe-interval".into(), "0.5".into(), "--probe-timeout".into(), "1".into()]);
+        // Fast probes, unless the test sets its own interval.
+        if !gateway_args.contains(&"--probe-interval") {
+            args.extend(["--probe-interval".into(), "0.5".into()]);
+        }
+        args.extend(["--probe-timeout".into(), "1".into()]);
         args.extend(gateway_args.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let gateway = Process::gateway(&args);
@@ -193,6 +197,43 @@ fn nine_runs_spread_three_three_three_and_constraints_pin() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("node==node9"), "{err}");
     assert!(docker_ok(&c.gateway.url, &["ps", "-a", "-q", "--filter", "name=nowhere"]).is_empty(), "something was created");
+}
+
+/// `docker info` answers from the probes' documents, yet a change made through the gateway
+/// shows at once (issue #5): the probes here are 30 s apart, so without the gateway marking a
+/// node it changed stale, every count below would still be the one before the change.
+#[test]
+fn info_counts_are_exact_right_after_changes_through_the_gateway() {
+    let bed = Testbed::start(three_hosts()).unwrap();
+    let c = Cluster::start(&bed, &["--probe-interval", "30"]);
+    let g = &c.gateway.url;
+    let totals = || -> [i64; 3] {
+        let out = docker_ok(g, &["info", "--format", "{{.Containers}} {{.ContainersRunning}} {{.ContainersStopped}}"]);
+        let n: Vec<i64> = out.split_whitespace().map(|w| w.parse().unwrap()).collect();
+        [n[0], n[1], n[2]]
+    };
+    // node2's `└ Containers: N (R Running, P Paused, S Stopped)`.
+    let on_node2 = || -> String {
+        let info = c.info();
+        let block = info.lines().skip_while(|l| l.trim_start() != format!("node2: {}", c.addrs[1])).skip(1);
+        let line = block.take_while(|l| l.contains('└')).find(|l| l.contains("└ Containers:")).map(str::to_owned);
+        line.unwrap_or_else(|| panic!("no node2 block:\n{info}")).split_once("Containers:").unwrap().1.trim().to_owned()
+    };
+    let [all, running, stopped] = totals();
+    assert_eq!(on_node2(), "0 (0 Running, 0 Paused, 0 Stopped)");
+
+    docker_ok(g, &["run", "-d", "--name", "fresh-up", "-e", "constraint:node==node2", "busybox", "sleep", "300"]);
+    assert_eq!(totals(), [all + 1, running + 1, stopped]);
+    assert_eq!(on_node2(), "1 (1 Running, 0 Paused, 0 Stopped)");
+    // In the foreground: the container has exited when `docker run` returns.
+    docker_ok(g, &["run", "--name", "fresh-done", "-e", "constraint:node==node2", "busybox", "true"]);
+    assert_eq!(totals(), [all + 2, running + 1, stopped + 1]);
+    docker_ok(g, &["stop", "-t", "1", "fresh-up"]);
+    assert_eq!(totals(), [all + 2, running, stopped + 2]);
+    assert_eq!(on_node2(), "2 (0 Running, 0 Paused, 2 Stopped)");
+    docker_ok(g, &["rm", "fresh-up", "fresh-done"]);
+    assert_eq!(totals(), [all, running, stopped]);
+    assert_eq!(on_node2(), "0 (0 Running, 0 Paused, 0 Stopped)");
 }
 
 #[test]

@@ -10,6 +10,7 @@ use std::future::Future;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use busbar_agent::etcd_conn::EtcdConnection;
 use busbar_agent::registry::{connect, connect_lazy, node_key, spawn_registration, NodeEntry};
 use busbar_gateway::registry::{
     list_names, release_name, release_reservation, reserve_name, set_name_owner, spawn_watch, NameError, NodeMap,
@@ -36,8 +37,13 @@ fn entry(name: &str, zone: &str) -> NodeEntry {
     NodeEntry::new(name, "10.77.0.9:7443", BTreeMap::from([("zone".to_owned(), zone.to_owned())]))
 }
 
+/// The bed's plaintext etcd at `url`, no user.
+fn plain(url: String) -> EtcdConnection {
+    EtcdConnection::plaintext(vec![url])
+}
+
 async fn client(url: &str) -> Client {
-    connect(&[url.to_owned()]).await.unwrap_or_else(|e| panic!("{e}"))
+    connect(&plain(url.to_owned())).await.unwrap_or_else(|e| panic!("{e}"))
 }
 
 async fn get(client: &Client, key: &str) -> Option<KeyValue> {
@@ -80,7 +86,7 @@ async fn a_registration_lives_under_its_lease_and_goes_at_once_on_shutdown() {
     let (p, c) = (prefix(), client(&url).await);
     let key = node_key(&p, "node-a");
     let shutdown = CancellationToken::new();
-    let task = spawn_registration(vec![url], p.clone(), entry("node-a", "a"), TTL, shutdown.clone());
+    let task = spawn_registration(plain(url), p.clone(), entry("node-a", "a"), TTL, shutdown.clone());
     eventually(Duration::from_secs(5), "the node is registered", || async { get(&c, &key).await.is_some() }).await;
 
     let kv = get(&c, &key).await.unwrap();
@@ -111,7 +117,7 @@ async fn a_registration_whose_keepalives_stop_expires_within_its_ttl() {
     let url = etcd_url();
     let (p, c) = (prefix(), client(&url).await);
     let key = node_key(&p, "node-b");
-    let task = spawn_registration(vec![url], p.clone(), entry("node-b", "a"), TTL, CancellationToken::new());
+    let task = spawn_registration(plain(url), p.clone(), entry("node-b", "a"), TTL, CancellationToken::new());
     eventually(Duration::from_secs(5), "the node is registered", || async { get(&c, &key).await.is_some() }).await;
     // A crash: the task stops without revoking anything.
     task.abort();
@@ -128,7 +134,7 @@ async fn the_agent_registers_again_after_its_lease_is_revoked_or_its_key_deleted
     let (p, c) = (prefix(), client(&url).await);
     let key = node_key(&p, "node-c");
     let shutdown = CancellationToken::new();
-    let task = spawn_registration(vec![url.clone()], p.clone(), entry("node-c", "a"), TTL, shutdown.clone());
+    let task = spawn_registration(plain(url.clone()), p.clone(), entry("node-c", "a"), TTL, shutdown.clone());
     eventually(Duration::from_secs(5), "the node is registered", || async { get(&c, &key).await.is_some() }).await;
     let first = get(&c, &key).await.unwrap().lease();
 
@@ -172,12 +178,12 @@ async fn the_gateway_sees_nodes_appear_change_and_disappear_within_a_second() {
     let stop = CancellationToken::new();
     // One node is there before the gateway starts: the initial list must carry it.
     c.clone().put(node_key(&p, "early"), serde_json::to_string(&entry("early", "x")).unwrap(), None).await.unwrap();
-    let mut rx = spawn_watch(vec![url.clone()], p.clone(), stop.clone());
+    let mut rx = spawn_watch(plain(url.clone()), p.clone(), stop.clone());
     seen(&mut rx, Duration::from_secs(5), "the initial list", |m| m.contains_key("early")).await;
 
     // An agent registers.
     let agent_stop = CancellationToken::new();
-    let agent = spawn_registration(vec![url], p.clone(), entry("n1", "a"), TTL, agent_stop.clone());
+    let agent = spawn_registration(plain(url), p.clone(), entry("n1", "a"), TTL, agent_stop.clone());
     seen(&mut rx, Duration::from_secs(1), "n1 appear", |m| m.get("n1").is_some_and(|e| e.labels["zone"] == "a")).await;
 
     // Its entry changes (labels), on the same lease.
@@ -292,10 +298,10 @@ async fn registration_and_watch_wait_for_etcd_and_ride_out_its_restart() {
     let key = node_key(&p, "n1");
     // Both start while etcd is down: they must retry in the background, not give up.
     let (stop, agent_stop) = (CancellationToken::new(), CancellationToken::new());
-    let mut rx = spawn_watch(vec![etcd.url()], p.clone(), stop.clone());
-    let agent = spawn_registration(vec![etcd.url()], p.clone(), entry("n1", "a"), TTL, agent_stop.clone());
+    let mut rx = spawn_watch(plain(etcd.url()), p.clone(), stop.clone());
+    let agent = spawn_registration(plain(etcd.url()), p.clone(), entry("n1", "a"), TTL, agent_stop.clone());
     // A gateway's client for names, made while etcd is down: calls fail (503), then work.
-    let lazy = connect_lazy(&[etcd.url()]).await.unwrap();
+    let lazy = connect_lazy(&plain(etcd.url())).await.unwrap();
     let down = reserve_name(&lazy, &p, "early", "n1").await.unwrap_err();
     assert!(matches!(down, NameError::Etcd(_)) && down.status() == 503, "{down}");
     assert!(down.to_string().contains("/names/early"), "the error names the key: {down}");
@@ -311,7 +317,7 @@ async fn registration_and_watch_wait_for_etcd_and_ride_out_its_restart() {
     server.kill();
     let _server = etcd.start();
     eventually(Duration::from_secs(20), "the restarted etcd answers", || async {
-        connect(&[etcd.url()]).await.is_ok()
+        connect(&plain(etcd.url())).await.is_ok()
     })
     .await;
     let c = client(&etcd.url()).await;

@@ -244,6 +244,18 @@ fn two_hosts_in_namespaces_with_etcd() {
         "etcdctl get from inside h1 via {from_h1}: {out}"
     );
 
+    // An etcd outage: stopped, etcd refuses every client; started again, it is back at the
+    // same URLs with the same data.
+    bed.stop_etcd().unwrap();
+    let (ok, out) = run(&mut etcdctl(etcd, &["get", "/bbt/key"]));
+    assert!(!ok, "etcd still answers after stop_etcd: {out}");
+    bed.start_etcd().unwrap();
+    let (ok, out) = run(&mut get);
+    assert!(
+        ok && out.trim() == "value",
+        "etcdctl get from inside h1 via {from_h1} after start_etcd: {out}"
+    );
+
     // Stopping an engine silences exactly that engine; starting it brings it back, data kept.
     let old_pid = h2.engine_pid().unwrap();
     h2.stop_engine().unwrap();

@@ -8,7 +8,9 @@
 //! revision after the list, applying every change to a matching scope as soon as etcd
 //! delivers it. An invalid view is refused: the last good chain keeps serving, the reason is
 //! logged and written to `<prefix>/status/<node>`. After a broken watch it lists and watches
-//! again, with backoff. Each apply rewrites the cache (`<state-dir>/chains-cache.json`).
+//! again, with backoff. Each apply publishes the new chain first, then rewrites the cache
+//! (`<state-dir>/chains-cache.json`) and the status: neither the disk nor the status write to
+//! etcd is on the way to serving it (`busbar-chainbench` measures that way, see BENCHMARKS.md).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -17,11 +19,12 @@ use std::sync::Arc;
 use etcd_client::{Client, EventType, GetOptions, WatchOptions};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::scoped::{chains_prefix, merge, status_key, CachedChains, ChainStatus, Scope, ScopeDoc};
 use super::source::LiveChains;
 use super::ChainSet;
+use crate::etcd_conn::EtcdConnection;
 use crate::registry::{call, connect, describe, unix_now, Backoff, RegistryError};
 
 /// The default `--state-dir`.
@@ -34,7 +37,7 @@ pub const CACHE_FILE: &str = "chains-cache.json";
 /// Where this node's chains come from in etcd.
 #[derive(Debug, Clone)]
 pub struct EtcdChainsConfig {
-    pub endpoints: Vec<String>,
+    pub etcd: EtcdConnection,
     pub prefix: String,
     pub node: String,
     pub labels: BTreeMap<String, String>,
@@ -47,6 +50,10 @@ pub struct EtcdChains {
     /// The merged text now serving (none before the first apply).
     applied: Option<String>,
     status: ChainStatus,
+    /// `status`, as the agent reports it to gateways (`Describe`).
+    published: watch::Sender<ChainStatus>,
+    /// The chain to cache, for the cache writer (see [`spawn_cache_writer`]).
+    to_cache: watch::Sender<Option<CachedChains>>,
 }
 
 type Docs = BTreeMap<Scope, ScopeDoc>;
@@ -56,10 +63,12 @@ impl EtcdChains {
     /// is logged and recorded in the status.
     pub async fn start(cfg: EtcdChainsConfig) -> (Arc<LiveChains>, EtcdChains) {
         let status = ChainStatus { node: cfg.node.clone(), source: "etcd".into(), ..ChainStatus::default() };
-        let mut me = EtcdChains { cfg, applied: None, status };
-        let shown = me.cfg.endpoints.join(",");
+        let published = watch::Sender::new(status.clone());
+        let to_cache = spawn_cache_writer(cfg.state_dir.clone());
+        let mut me = EtcdChains { cfg, applied: None, status, published, to_cache };
+        let shown = me.cfg.etcd.shown();
         let first = async {
-            let client = connect(&me.cfg.endpoints).await?;
+            let client = connect(&me.cfg.etcd).await?;
             let (docs, rev) = me.list(&client).await?;
             Ok::<_, RegistryError>((client, docs, rev))
         };
@@ -71,20 +80,28 @@ impl EtcdChains {
         match first.await {
             Ok((client, docs, rev)) => match me.compose(&docs, rev) {
                 Ok(live) => {
+                    me.write_cache();
                     me.put_status(&client).await;
                     return (live, me);
                 }
                 Err(e) => warn!(etcd = %shown, "adapter chains in etcd are invalid at start: {e}"),
             },
+            Err(e) if e.refusal().is_some() => {
+                error!(etcd = %shown, "cannot read the adapter chains from etcd at start: {e}")
+            }
             Err(e) => warn!(etcd = %shown, "cannot read the adapter chains from etcd at start: {e}"),
         }
-        match me.load_cache() {
-            Some(live) => (live, me),
-            None => {
-                warn!("no cached adapter chains either: starting with none until etcd answers");
-                (LiveChains::none(), me)
-            }
-        }
+        let live = me.load_cache().unwrap_or_else(|| {
+            warn!("no cached adapter chains either: starting with none until etcd answers");
+            LiveChains::none()
+        });
+        me.published.send_replace(me.status.clone());
+        (live, me)
+    }
+
+    /// The chain status as it changes (what `<prefix>/status/<node>` says), for `Describe`.
+    pub fn status(&self) -> watch::Receiver<ChainStatus> {
+        self.published.subscribe()
     }
 
     fn cache_path(&self) -> PathBuf {
@@ -165,14 +182,6 @@ impl EtcdChains {
                 self.status.error = None;
                 self.status.rejected_revision = None;
                 self.status.source = "etcd".into();
-                let cached = CachedChains {
-                    node: self.cfg.node.clone(),
-                    revision: rev,
-                    scopes,
-                    yaml: text.clone(),
-                    written_at: unix_now(),
-                };
-                self.write_cache(&cached);
                 self.applied = Some(text);
                 Ok(live)
             }
@@ -184,19 +193,22 @@ impl EtcdChains {
         }
     }
 
-    fn write_cache(&self, cached: &CachedChains) {
-        let path = self.cache_path();
-        let tmp = path.with_extension("json.tmp");
-        let json = serde_json::to_string_pretty(cached).expect("the cache serializes");
-        let written = std::fs::create_dir_all(&self.cfg.state_dir)
-            .and_then(|_| std::fs::write(&tmp, json))
-            .and_then(|_| std::fs::rename(&tmp, &path));
-        if let Err(e) = written {
-            warn!(cache = %path.display(), "cannot write the chain cache: {e}");
-        }
+    /// Caches the chain now running, for a start without etcd. Called once it serves: the
+    /// cache is for the next start, so new requests need not wait for the disk.
+    fn write_cache(&self) {
+        let Some(yaml) = &self.applied else { return };
+        let cached = CachedChains {
+            node: self.cfg.node.clone(),
+            revision: self.status.revision,
+            scopes: self.status.scopes.clone(),
+            yaml: yaml.clone(),
+            written_at: unix_now(),
+        };
+        self.to_cache.send_replace(Some(cached));
     }
 
     async fn put_status(&self, client: &Client) {
+        self.published.send_replace(self.status.clone());
         let key = status_key(&self.cfg.prefix, &self.cfg.node);
         let value = serde_json::to_string(&self.status).expect("a status serializes");
         if let Err(e) = call("put", &key, client.clone().put(key.as_str(), value, None)).await {
@@ -210,11 +222,12 @@ impl EtcdChains {
         match self.compose(docs, rev) {
             Ok(live) => {
                 if before != self.applied {
+                    tx.send_replace(live.clone());
                     info!(revision = rev, scopes = ?self.status.scopes, endpoints = live.set.endpoints().len(), "adapter chains applied from etcd");
-                    tx.send_replace(live);
                 } else {
                     debug!(revision = rev, "adapter chains from etcd unchanged");
                 }
+                self.write_cache();
             }
             Err(e) => warn!(revision = rev, "refusing the adapter chains in etcd, keeping the last good ones:\n{e}"),
         }
@@ -223,7 +236,7 @@ impl EtcdChains {
 
     /// Follows this node's scopes until `shutdown`, publishing each valid new merge on `tx`.
     pub async fn run(mut self, tx: watch::Sender<Arc<LiveChains>>, shutdown: CancellationToken) {
-        let shown = self.cfg.endpoints.join(",");
+        let shown = self.cfg.etcd.shown();
         let mut backoff = Backoff::new();
         loop {
             let outcome = tokio::select! {
@@ -246,7 +259,7 @@ impl EtcdChains {
         tx: &watch::Sender<Arc<LiveChains>>,
         backoff: &mut Backoff,
     ) -> Result<String, RegistryError> {
-        let client = connect(&self.cfg.endpoints).await?;
+        let client = connect(&self.cfg.etcd).await?;
         let (mut docs, rev) = self.list(&client).await?;
         self.apply(&client, &docs, rev, tx).await;
         backoff.reset();
@@ -282,5 +295,82 @@ impl EtcdChains {
                 self.apply(&client, &docs, rev, tx).await;
             }
         }
+    }
+}
+
+/// Starts the task that writes the chain cache in `state_dir`, and returns its input: the
+/// newest chain to cache. The file is written on a blocking thread (a runtime worker of the
+/// agent also serves Docker requests, and must never wait for a disk), always whole (written
+/// aside, then renamed over the old one), and only the newest of several quick changes is
+/// written. The task ends once the sender is gone and the last chain sent is written.
+fn spawn_cache_writer(state_dir: PathBuf) -> watch::Sender<Option<CachedChains>> {
+    let (tx, mut rx) = watch::channel(None::<CachedChains>);
+    tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            let Some(cached) = rx.borrow_and_update().clone() else { continue };
+            let dir = state_dir.clone();
+            if tokio::task::spawn_blocking(move || write_cache_file(&dir, &cached)).await.is_err() {
+                return; // the runtime is shutting down
+            }
+        }
+    });
+    tx
+}
+
+fn write_cache_file(state_dir: &std::path::Path, cached: &CachedChains) {
+    let path = state_dir.join(CACHE_FILE);
+    let tmp = path.with_extension("json.tmp");
+    let json = serde_json::to_string_pretty(cached).expect("the cache serializes");
+    let written = std::fs::create_dir_all(state_dir)
+        .and_then(|_| std::fs::write(&tmp, json))
+        .and_then(|_| std::fs::rename(&tmp, &path));
+    if let Err(e) = written {
+        warn!(cache = %path.display(), "cannot write the chain cache: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cached(revision: i64) -> CachedChains {
+        CachedChains {
+            node: "n1".into(),
+            revision,
+            scopes: [("global".to_owned(), revision)].into(),
+            yaml: "endpoints: {}\nadapters: {}\n".into(),
+            written_at: 0,
+        }
+    }
+
+    fn read(dir: &std::path::Path) -> Option<CachedChains> {
+        serde_json::from_str(&std::fs::read_to_string(dir.join(CACHE_FILE)).ok()?).ok()
+    }
+
+    /// The cache is written in the background, whole, newest last, into a directory it makes.
+    #[tokio::test]
+    async fn the_cache_writer_writes_the_newest_chain() {
+        let root = std::env::temp_dir().join(format!("busbar-cache-writer-{}", std::process::id()));
+        let dir = root.join("state");
+        let tx = spawn_cache_writer(dir.clone());
+        for revision in 1..=5 {
+            tx.send_replace(Some(cached(revision)));
+        }
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while read(&dir).map(|c| c.revision) != Some(5) {
+            assert!(tokio::time::Instant::now() < deadline, "the cache was not written: {:?}", read(&dir));
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(read(&dir), Some(cached(5)));
+        assert!(!dir.join("chains-cache.json.tmp").exists());
+        // Sent just before the sender goes: still written.
+        tx.send_replace(Some(cached(6)));
+        drop(tx);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while read(&dir).map(|c| c.revision) != Some(6) {
+            assert!(tokio::time::Instant::now() < deadline, "the last chain was not written: {:?}", read(&dir));
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

@@ -14,7 +14,8 @@
 //! appended; a key already present gets the later scope's `pre` and `post` hooks appended to
 //! its lists (so they run after the earlier scopes'). Adapters merge by name: a later scope's
 //! definition replaces an earlier one, for every endpoint that names it. `max_buffer` of the
-//! latest scope that sets it wins. The merged document is then validated as a whole.
+//! latest scope that sets it wins. The merged document is then validated as a whole. A node
+//! with a single scope runs that document as written (the same chain, with its own lines).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -129,9 +130,15 @@ pub struct ChainStatus {
     /// The etcd revision of the refused view, with `error`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejected_revision: Option<i64>,
-    /// `etcd`, or `cache` when the node started without etcd and runs its cached chain.
+    /// `etcd`, or `cache` when the node started without etcd and runs its cached chain. In the
+    /// agent's own report to gateways (`Describe`, never written to etcd) also `file` (an agent
+    /// run with `--config`: then `error` is why the last reload of the file was refused) or
+    /// `none`.
     #[serde(default)]
     pub source: String,
+    /// The `--config` file, with `source` `file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
     /// Seconds since the Unix epoch.
     #[serde(default)]
     pub updated_at: u64,
@@ -156,16 +163,26 @@ pub struct ScopeDoc {
 }
 
 /// Validates each document, merges them in scope order (see the module docs) and validates
-/// the result. Returns the chain set and the merged text; errors name the scope at fault.
+/// the result. Returns the chain set and the merged text (a single document's own text);
+/// errors name the scope at fault.
 pub fn merge(docs: &BTreeMap<Scope, ScopeDoc>) -> Result<(ChainSet, String), String> {
     let mut endpoints = Mapping::new();
     let mut adapters = Mapping::new();
     let mut max_buffer = None;
     let mut problems = vec![];
     for (scope, doc) in docs {
-        if let Err(e) = ChainSet::from_yaml(&doc.text) {
-            problems.push(format!("scope {scope} (revision {}): {e}", doc.mod_revision));
-            continue;
+        let set = match ChainSet::from_yaml(&doc.text) {
+            Ok(set) => set,
+            Err(e) => {
+                problems.push(format!("scope {scope} (revision {}): {e}", doc.mod_revision));
+                continue;
+            }
+        };
+        // One scope (the usual cluster: `global` alone): its document, just validated, is the
+        // merge as written. Parsing it again, emitting the merge and parsing that would be
+        // most of the CPU of an apply (YAML is slow), and would lose its line numbers.
+        if docs.len() == 1 {
+            return Ok((set, doc.text.clone()));
         }
         let Ok(Value::Mapping(root)) = serde_yaml::from_str::<Value>(&doc.text) else {
             problems.push(format!("scope {scope} (revision {}): not a mapping", doc.mod_revision));
@@ -263,6 +280,17 @@ mod tests {
         assert_eq!(set.adapter("a").unwrap().url.to_string(), "http://node/a");
         assert_eq!(set.max_buffer(), 1024 * 1024);
         assert!(merge(&BTreeMap::new()).unwrap().0.endpoints().is_empty());
+    }
+
+    #[test]
+    fn a_single_scope_is_its_own_merge() {
+        let text = "# the cluster's chain\nendpoints:\n  \"POST /*/containers/create\":\n    pre: [a]\nadapters:\n  a: http://a/\n";
+        let docs: BTreeMap<Scope, ScopeDoc> = [(Scope::Global, doc(text, 4))].into();
+        let (set, merged) = merge(&docs).unwrap();
+        assert_eq!(merged, text);
+        assert_eq!(set, ChainSet::from_yaml(text).unwrap());
+        let bad: BTreeMap<Scope, ScopeDoc> = [(Scope::Global, doc("endpoints: {}\n", 5))].into();
+        assert!(merge(&bad).unwrap_err().contains("scope global (revision 5)"));
     }
 
     #[test]

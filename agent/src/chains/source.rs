@@ -8,6 +8,10 @@
 //! gets replaced (in-place edits, editors that write a new file and rename it, symlink swaps)
 //! and costs one small read per tick. A change is parsed and validated first; an invalid file
 //! is logged at `warn` and the last good chain set keeps serving.
+//!
+//! Whatever the source, it also keeps a [`ChainStatus`] current in a `watch` channel: what the
+//! agent runs and why it refused the latest change, if it did. The agent's `Describe` answer
+//! carries it to gateways, which show it in `docker info`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,6 +21,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::scoped::ChainStatus;
 use super::{ChainSet, ConfigError};
 use crate::hooks::adapter::{AdapterClients, HookError};
 
@@ -61,10 +66,39 @@ pub fn load_file(path: &Path) -> Result<Arc<LiveChains>, SourceError> {
     Ok(LiveChains::new(set, format!("file {}", path.display()))?)
 }
 
-/// Watches `path` until `shutdown`, publishing each valid new version on `tx`.
-pub async fn watch_file(path: PathBuf, tx: watch::Sender<Arc<LiveChains>>, shutdown: CancellationToken) {
+/// The status of an agent that runs no chains and follows no source.
+pub fn none_status() -> ChainStatus {
+    ChainStatus { source: "none".into(), ..ChainStatus::default() }
+}
+
+/// The status of an agent that runs the chains of the file `path` (loaded and valid).
+pub fn file_status(path: &Path) -> ChainStatus {
+    ChainStatus {
+        source: "file".into(),
+        file: Some(path.display().to_string()),
+        updated_at: crate::registry::unix_now(),
+        ..ChainStatus::default()
+    }
+}
+
+/// Watches `path` until `shutdown`, publishing each valid new version on `tx`, and on `status`
+/// whether the last change was refused (and why).
+pub async fn watch_file(
+    path: PathBuf,
+    tx: watch::Sender<Arc<LiveChains>>,
+    status: watch::Sender<ChainStatus>,
+    shutdown: CancellationToken,
+) {
+    let report = |error: Option<String>| {
+        status.send_modify(|s| {
+            s.error = error;
+            s.updated_at = crate::registry::unix_now();
+        });
+    };
     let mut last = std::fs::read(&path).ok();
     let mut missing_reported = false;
+    // Why the content in `last` was refused, if it was.
+    let mut refused: Option<String> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -75,12 +109,15 @@ pub async fn watch_file(path: PathBuf, tx: watch::Sender<Arc<LiveChains>>, shutd
             Err(e) => {
                 if !missing_reported {
                     warn!(config = %path.display(), error = %e, "cannot read the adapter config; keeping the last good chains");
+                    report(Some(format!("cannot read {}: {e}", path.display())));
                     missing_reported = true;
                 }
                 continue;
             }
         };
-        missing_reported = false;
+        if std::mem::take(&mut missing_reported) && last.as_deref() == Some(&bytes[..]) {
+            report(refused.clone()); // back as it was
+        }
         if last.as_deref() == Some(&bytes[..]) {
             continue;
         }
@@ -89,8 +126,58 @@ pub async fn watch_file(path: PathBuf, tx: watch::Sender<Arc<LiveChains>>, shutd
             Ok(live) => {
                 info!(config = %path.display(), endpoints = live.set.endpoints().len(), "adapter chains reloaded");
                 tx.send_replace(live);
+                refused = None;
+                report(None);
             }
-            Err(e) => warn!(config = %path.display(), "invalid adapter config, keeping the last good chains:\n{e}"),
+            Err(e) => {
+                warn!(config = %path.display(), "invalid adapter config, keeping the last good chains:\n{e}");
+                refused = Some(e.to_string());
+                report(refused.clone());
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    const VALID: &str = "endpoints: {}\nadapters: {}\n";
+    const INVALID: &str = "endpoints:\n  \"POST /x\":\n    pre: [nope]\nadapters: {}\n";
+
+    /// Waits (real time: the watcher polls every 500 ms) until `ok` holds for the status.
+    async fn until(rx: &mut watch::Receiver<ChainStatus>, ok: impl Fn(&ChainStatus) -> bool) -> ChainStatus {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !ok(&rx.borrow()) {
+            assert!(Instant::now() < deadline, "status never became as expected: {:?}", *rx.borrow());
+            let _ = tokio::time::timeout(Duration::from_millis(200), rx.changed()).await;
+        }
+        rx.borrow().clone()
+    }
+
+    #[tokio::test]
+    async fn the_file_status_says_why_the_last_change_was_refused_until_it_is_fixed() {
+        let path = std::env::temp_dir().join(format!("busbar-source-test-{}.yml", std::process::id()));
+        std::fs::write(&path, VALID).unwrap();
+        let (chains_tx, _chains) = watch::channel(load_file(&path).unwrap());
+        let (status_tx, mut status) = watch::channel(file_status(&path));
+        assert_eq!(status.borrow().source, "file");
+        assert_eq!(status.borrow().file.as_deref(), Some(path.display().to_string().as_str()));
+        let shutdown = CancellationToken::new();
+        let watcher = tokio::spawn(watch_file(path.clone(), chains_tx, status_tx, shutdown.clone()));
+        // The watcher reads the file once when it starts: change it only after that.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+
+        std::fs::write(&path, INVALID).unwrap();
+        let refused = until(&mut status, |s| s.error.is_some()).await;
+        assert!(refused.error.as_deref().is_some_and(|e| e.contains("nope")), "{refused:?}");
+        std::fs::write(&path, VALID.replace("{}\nadapters", "{} # fixed\nadapters")).unwrap();
+        until(&mut status, |s| s.error.is_none()).await;
+
+        shutdown.cancel();
+        watcher.await.unwrap();
+        let _ = std::fs::remove_file(&path);
     }
 }

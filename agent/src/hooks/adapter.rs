@@ -140,22 +140,31 @@ impl AdapterClients {
 
 fn system_client() -> HttpsClient {
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_native_roots()
-        .unwrap_or_else(|_| {
-            // No system roots here (a minimal container): plain http adapters still work, and
-            // https ones fail with a clear "invalid peer certificate" naming the adapter.
-            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(
-                rustls::ClientConfig::builder_with_provider(rustls::crypto::ring::default_provider().into())
-                    .with_safe_default_protocol_versions()
-                    .expect("ring supports the default protocol versions")
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth(),
-            )
-        })
+        .with_tls_config(system_tls().clone())
         .https_or_http()
         .enable_http1()
         .build();
     pooled(https)
+}
+
+/// The TLS settings for `https://` adapters without a `ca_file`: the system's roots, read once
+/// per process. Reading them costs milliseconds of CPU (hundreds of files, base64, parsing),
+/// and a new set of clients is made on every chain change: paid on each, it was most of the
+/// time an agent took to apply a new chain.
+fn system_tls() -> &'static rustls::ClientConfig {
+    static TLS: std::sync::OnceLock<rustls::ClientConfig> = std::sync::OnceLock::new();
+    TLS.get_or_init(|| {
+        use hyper_rustls::ConfigBuilderExt;
+        let builder = rustls::ClientConfig::builder_with_provider(rustls::crypto::ring::default_provider().into())
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default protocol versions");
+        match builder.clone().with_native_roots() {
+            Ok(with_roots) => with_roots.with_no_client_auth(),
+            // No system roots here (a minimal container): plain http adapters still work, and
+            // https ones fail with a clear "invalid peer certificate" naming the adapter.
+            Err(_) => builder.with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth(),
+        }
+    })
 }
 
 fn client_with_ca(path: &Path) -> Result<HttpsClient, String> {

@@ -20,16 +20,22 @@
 //!    └ Error: (none)
 //!    └ UpdatedAt: 2024-03-01T12:00:00Z
 //!    └ ServerVersion: 20.10.24+dfsg1
+//!    └ Chains: etcd rev 42 (global, label:zone=a)
+//!    └ Chains error: rev 57 refused: scope global (revision 57): ...
 //! ```
 //!
-//! `Driver` is empty, so the CLI prints no `Storage Driver:` line above the blocks.
+//! `Driver` is empty, so the CLI prints no `Storage Driver:` line above the blocks. The
+//! `Chains` lines are the agent's adapter chains as its last probe reported them (see
+//! [`chains_lines`]); an agent that does not report them gets none.
 
-use std::collections::BTreeMap;
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, HashSet};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use busbar_agent::chains::scoped::ChainStatus;
 use serde_json::{json, Value};
 
-use super::{int, node_views, text, GatewayFacts, NodeView};
+use super::{int, node_views, text, with_raw_array, GatewayFacts, NodeView};
 use crate::model::{Health, NodeAnswer, NodeSnapshot};
 
 /// What a node's containers have reserved, as the scheduler counts it (shown as `Reserved CPUs`
@@ -70,48 +76,96 @@ pub fn info_with_reserved(
     facts: &GatewayFacts,
     reserved: &BTreeMap<String, Reserved>,
 ) -> Value {
-    let views = node_views(nodes, answers, |n| &n.info);
-    let healthy: Vec<(&str, &Value)> = views.iter().filter_map(|v| v.healthy_doc().map(|d| (v.name, d))).collect();
-    let total = |key: &str| -> i64 { healthy.iter().map(|(_, d)| int(d, key).max(0)).sum() };
+    let views = node_views(nodes, answers, |n| n.info.as_ref());
+    let parts: Vec<InfoPart> =
+        views.iter().map(|v| InfoPart::of_view(v, reserved.get(v.name).copied().unwrap_or_default())).collect();
+    serde_json::from_str(&info_from_parts(&parts, facts)).expect("info_from_parts writes valid JSON")
+}
 
-    let mut status: Vec<Value> = vec![
-        json!(["Role", "primary"]),
-        json!(["Strategy", facts.strategy]),
-        json!(["Filters", facts.filters]),
-        json!(["Nodes", views.len().to_string()]),
-    ];
-    for view in &views {
-        status.extend(node_block(view, reserved.get(view.name).copied().unwrap_or_default()));
+/// The `/info` keys whose values are summed over healthy nodes, in [`Counted::totals`] order.
+const TOTALS: [&str; 7] =
+    ["Containers", "ContainersRunning", "ContainersPaused", "ContainersStopped", "Images", "NCPU", "MemTotal"];
+
+/// One node's part of the cluster's `/info`: its `SystemStatus` lines, already serialized, and
+/// what it adds to the totals. It depends on that node alone, so a gateway in front of a
+/// thousand nodes keeps each node's part until the node changes, and makes the cluster's
+/// document from the parts ([`info_from_parts`]) without looking at a thousand engine
+/// documents again.
+#[derive(Debug, Clone)]
+pub struct InfoPart {
+    /// The node's `SystemStatus` pairs, as JSON array elements separated by commas.
+    status: String,
+    /// What the node counts for; `None` unless it is healthy with a known `/info`.
+    counted: Option<Counted>,
+}
+
+/// What a healthy node adds to the cluster's `/info`.
+#[derive(Debug, Clone)]
+struct Counted {
+    /// Its values of [`TOTALS`] (negative ones as 0).
+    totals: [i64; 7],
+    /// Its `Warnings`, each prefixed with its name.
+    warnings: Vec<String>,
+    /// Its `Plugins` object.
+    plugins: Value,
+    /// `plugins` as JSON text: nodes mostly run the same engine, and a thousand equal objects
+    /// are found equal faster by their text's hash than compared field by field.
+    plugins_text: String,
+    /// Its `IndexServerAddress` ("" if none).
+    index_server: String,
+}
+
+impl InfoPart {
+    /// The part of a node as its snapshot shows it (health, error and last-seen `/info`).
+    pub fn of(node: &NodeSnapshot, reserved: Reserved) -> InfoPart {
+        let views = node_views(std::slice::from_ref(node), &[], |n| n.info.as_ref());
+        InfoPart::of_view(&views[0], reserved)
     }
 
-    let warnings: Vec<Value> = healthy
-        .iter()
-        .flat_map(|(name, d)| {
-            d["Warnings"]
+    fn of_view(view: &NodeView<'_>, reserved: Reserved) -> InfoPart {
+        let lines: Vec<String> = node_block(view, reserved).iter().map(Value::to_string).collect();
+        let counted = view.healthy_doc().map(|d| Counted {
+            totals: TOTALS.map(|key| int(d, key).max(0)),
+            warnings: d["Warnings"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .filter_map(|w| w.as_str())
-                .map(move |w| json!(format!("{name}: {w}")))
-        })
-        .collect();
-    let index_server = healthy.iter().map(|(_, d)| text(d, "IndexServerAddress")).find(|s| !s.is_empty());
+                .filter_map(Value::as_str)
+                .map(|w| format!("{}: {w}", view.name))
+                .collect(),
+            plugins: d["Plugins"].clone(),
+            plugins_text: d["Plugins"].to_string(),
+            index_server: text(d, "IndexServerAddress").to_owned(),
+        });
+        InfoPart { status: lines.join(","), counted }
+    }
+}
+
+/// The cluster's `/info` document (see [`info`]), as JSON text, from every node's part in node
+/// name order.
+pub fn info_from_parts<P: Borrow<InfoPart>>(parts: &[P], facts: &GatewayFacts) -> String {
+    let counted: Vec<&Counted> = parts.iter().filter_map(|p| p.borrow().counted.as_ref()).collect();
+    let total = |i: usize| -> i64 { counted.iter().map(|c| c.totals[i]).sum() };
+    let warnings: Vec<&str> = counted.iter().flat_map(|c| c.warnings.iter().map(String::as_str)).collect();
+    let index_server = counted.iter().map(|c| c.index_server.as_str()).find(|s| !s.is_empty());
+    let mut seen = HashSet::new();
+    let distinct_plugins: Vec<&Value> =
+        counted.iter().filter(|c| seen.insert(c.plugins_text.as_str())).map(|c| &c.plugins).collect();
 
     let mut doc = json!({
         "ID": facts.name,
         "Name": facts.name,
         "ServerVersion": facts.server_version(),
-        "Containers": total("Containers"),
-        "ContainersRunning": total("ContainersRunning"),
-        "ContainersPaused": total("ContainersPaused"),
-        "ContainersStopped": total("ContainersStopped"),
-        "Images": total("Images"),
-        "NCPU": total("NCPU"),
-        "MemTotal": total("MemTotal"),
+        "Containers": total(0),
+        "ContainersRunning": total(1),
+        "ContainersPaused": total(2),
+        "ContainersStopped": total(3),
+        "Images": total(4),
+        "NCPU": total(5),
+        "MemTotal": total(6),
         "Driver": "",
         "DriverStatus": [],
-        "SystemStatus": status,
-        "Plugins": plugins(healthy.iter().map(|(_, d)| *d)),
+        "Plugins": plugins(distinct_plugins.into_iter()),
         "OperatingSystem": facts.operating_system,
         "OSType": facts.os_type,
         "Architecture": facts.architecture,
@@ -121,12 +175,20 @@ pub fn info_with_reserved(
             "NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": false,
             "Error": "", "RemoteManagers": null
         },
-        "Warnings": if warnings.is_empty() { Value::Null } else { Value::Array(warnings) },
+        "Warnings": if warnings.is_empty() { Value::Null } else { json!(warnings) },
     });
     if let Some(address) = index_server {
         doc["IndexServerAddress"] = json!(address);
     }
-    doc
+    let head = [
+        json!(["Role", "primary"]),
+        json!(["Strategy", facts.strategy]),
+        json!(["Filters", facts.filters]),
+        json!(["Nodes", parts.len().to_string()]),
+    ];
+    let head: Vec<String> = head.iter().map(Value::to_string).collect();
+    let status = head.iter().map(String::as_str).chain(parts.iter().map(|p| p.borrow().status.as_str()));
+    with_raw_array(&doc, "SystemStatus", status)
 }
 
 /// One node's lines in `SystemStatus`.
@@ -177,6 +239,49 @@ fn node_block(view: &NodeView<'_>, reserved: Reserved) -> Vec<Value> {
         json!(["  └ UpdatedAt", updated]),
         json!(["  └ ServerVersion", version]),
     ]
+    .into_iter()
+    .chain(view.snapshot.and_then(|s| s.chains.as_deref()).map(chains_lines).into_iter().flatten())
+    .collect()
+}
+
+/// The longest `Chains error` shown; `busbarctl chain status` has the whole text.
+const MAX_CHAINS_ERROR: usize = 400;
+
+/// A node's `Chains` line, and a `Chains error` line when its latest change was refused:
+///
+/// - `etcd rev 42 (global, label:zone=a)`: the etcd revision of the view it runs, and the
+///   scopes merged into it (in merge order); `etcd rev 0 (nothing applied yet)` before any;
+/// - `cache of etcd rev 42 (global)`: started without etcd, it runs its last-known-good chain;
+/// - `file /etc/busbar/adapters.yml`, or `none`;
+/// - `Chains error: rev 57 refused: <why>` (etcd), `<why>` (a file reload), on one line, cut
+///   at 400 characters.
+fn chains_lines(status: &ChainStatus) -> Vec<Value> {
+    let scopes = || match status.scopes.keys().map(String::as_str).collect::<Vec<_>>() {
+        // BTreeMap order is the merge order: global < label:... < node:...
+        names if names.is_empty() => "no scopes".to_owned(),
+        names => names.join(", "),
+    };
+    let shown = match status.source.as_str() {
+        "etcd" if status.revision == 0 => "etcd rev 0 (nothing applied yet)".to_owned(),
+        "etcd" => format!("etcd rev {} ({})", status.revision, scopes()),
+        "cache" => format!("cache of etcd rev {} ({})", status.revision, scopes()),
+        "file" => format!("file {}", status.file.as_deref().unwrap_or("(unknown)")),
+        "" => "(unknown)".to_owned(),
+        other => other.to_owned(),
+    };
+    let mut lines = vec![json!(["  └ Chains", shown])];
+    if let Some(error) = &status.error {
+        let one_line = error.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
+        let mut shown = match status.rejected_revision {
+            Some(rev) => format!("rev {rev} refused: {one_line}"),
+            None => one_line,
+        };
+        if shown.chars().count() > MAX_CHAINS_ERROR {
+            shown = shown.chars().take(MAX_CHAINS_ERROR).collect::<String>() + "...";
+        }
+        lines.push(json!(["  └ Chains error", shown]));
+    }
+    lines
 }
 
 /// A node's labels as Swarm showed them, the same the scheduler's constraints match: the
@@ -209,14 +314,14 @@ pub fn node_labels(node: &NodeSnapshot) -> BTreeMap<String, String> {
     labels_of(&node.info, &node.labels)
 }
 
-/// The union of the nodes' `Plugins` lists, in first-seen order.
-fn plugins<'a>(docs: impl Iterator<Item = &'a Value>) -> Value {
+/// The union of the nodes' `Plugins` objects, in first-seen order.
+fn plugins<'a>(objects: impl Iterator<Item = &'a Value>) -> Value {
     let kinds = ["Volume", "Network", "Authorization", "Log"];
     let mut union: BTreeMap<&str, Vec<Value>> = kinds.iter().map(|k| (*k, Vec::new())).collect();
-    for doc in docs {
+    for object in objects {
         for kind in kinds {
             let list = union.entry(kind).or_default();
-            for plugin in doc["Plugins"][kind].as_array().into_iter().flatten() {
+            for plugin in object[kind].as_array().into_iter().flatten() {
                 if !list.contains(plugin) {
                     list.push(plugin.clone());
                 }
@@ -401,7 +506,7 @@ mod tests {
     #[test]
     fn a_failed_node_stays_listed_as_unhealthy_and_out_of_the_totals() {
         let mut node2 = node("node2", "10.77.2.2:7443", &[]);
-        node2.info = engine_info("CCCC:DDDD", [1, 1, 0], 4, 4_194_304_000);
+        node2.info = engine_info("CCCC:DDDD", [1, 1, 0], 4, 4_194_304_000).into();
         let nodes = vec![
             node("node1", "10.77.1.2:7443", &[]),
             node2,
@@ -440,16 +545,77 @@ mod tests {
     #[test]
     fn nodes_not_asked_use_their_snapshot() {
         let mut node1 = node("node1", "10.77.1.2:7443", &[]);
-        node1.info = engine_info("AAAA", [1, 0, 0], 2, 1024);
+        node1.info = engine_info("AAAA", [1, 0, 0], 2, 1024).into();
         let mut node2 = node("node2", "10.77.2.2:7443", &[]);
         node2.health = Health::Disconnected;
         node2.last_error = Some("lease expired\nre-registering".into());
-        node2.info = engine_info("CCCC", [5, 0, 0], 8, 1024);
+        node2.info = engine_info("CCCC", [5, 0, 0], 8, 1024).into();
         let doc = info(&[node1, node2], &[], &facts());
         assert_eq!(doc["Containers"], 1);
         let pairs = pairs(&doc);
         assert!(pairs.contains(&pair("  └ Status", "Disconnected")));
         assert!(pairs.contains(&pair("  └ Error", "lease expired re-registering")));
+    }
+
+    fn chain_status(source: &str, revision: i64, scopes: &[&str]) -> ChainStatus {
+        ChainStatus {
+            node: "node1".into(),
+            revision,
+            scopes: scopes.iter().map(|s| ((*s).to_owned(), revision)).collect(),
+            source: source.into(),
+            ..ChainStatus::default()
+        }
+    }
+
+    #[test]
+    fn each_node_block_ends_with_its_chains_and_their_error() {
+        let mut node1 = node("node1", "10.77.1.2:7443", &[]);
+        node1.chains = Some(chain_status("etcd", 42, &["node:node1", "global", "label:zone=a"]).into());
+        let mut node2 = node("node2", "10.77.2.2:7443", &[]);
+        let mut refused = chain_status("etcd", 42, &["global"]);
+        refused.error = Some("scope global (revision 57): invalid adapter config:\n  line 3: adapter \"missing\" is not defined\n".into());
+        refused.rejected_revision = Some(57);
+        node2.chains = Some(refused.into());
+        let node3 = node("node3", "10.77.3.2:7443", &[]); // an agent that does not report chains
+        let answers = vec![
+            ok("node1", engine_info("A", [0, 0, 0], 1, 1024)),
+            ok("node2", engine_info("B", [0, 0, 0], 1, 1024)),
+            ok("node3", engine_info("C", [0, 0, 0], 1, 1024)),
+        ];
+        let pairs = pairs(&info(&[node1, node2, node3], &answers, &facts()));
+        let block = |name: &str| -> Vec<(String, String)> {
+            let mut from_name = pairs.iter().skip_while(|(k, _)| k != name);
+            let head = from_name.next().cloned();
+            head.into_iter().chain(from_name.take_while(|(k, _)| k.starts_with("  └")).cloned()).collect()
+        };
+        let node1 = block(" node1");
+        assert_eq!(node1.len(), 11);
+        assert_eq!(node1[9], pair("  └ ServerVersion", "20.10.24+dfsg1"));
+        assert_eq!(node1[10], pair("  └ Chains", "etcd rev 42 (global, label:zone=a, node:node1)"));
+        let node2 = block(" node2");
+        assert_eq!(node2[10], pair("  └ Chains", "etcd rev 42 (global)"));
+        assert_eq!(
+            node2[11],
+            pair("  └ Chains error", "rev 57 refused: scope global (revision 57): invalid adapter config: line 3: adapter \"missing\" is not defined")
+        );
+        assert_eq!(node2[7], pair("  └ Error", "(none)"), "a refused chain does not make the node unhealthy");
+        assert_eq!(block(" node3").len(), 10, "its name and nine lines, no Chains");
+    }
+
+    #[test]
+    fn chains_lines_for_every_source() {
+        let shown = |status: &ChainStatus| chains_lines(status).iter().map(|p| p[1].as_str().unwrap_or("").to_owned()).collect::<Vec<_>>();
+        assert_eq!(shown(&chain_status("etcd", 0, &[])), ["etcd rev 0 (nothing applied yet)"]);
+        assert_eq!(shown(&chain_status("etcd", 7, &[])), ["etcd rev 7 (no scopes)"]);
+        assert_eq!(shown(&chain_status("cache", 42, &["global"])), ["cache of etcd rev 42 (global)"]);
+        assert_eq!(shown(&chain_status("none", 0, &[])), ["none"]);
+        let mut file = chain_status("file", 0, &[]);
+        file.file = Some("/etc/busbar/adapters.yml".into());
+        assert_eq!(shown(&file), ["file /etc/busbar/adapters.yml"]);
+        file.error = Some(format!("{}\n", "x".repeat(500)));
+        let lines = shown(&file);
+        assert_eq!(lines[1].len(), MAX_CHAINS_ERROR + 3, "cut, and no `rev ... refused` for a file");
+        assert!(lines[1].starts_with("xxx") && lines[1].ends_with("x..."));
     }
 
     #[test]

@@ -14,6 +14,10 @@
 //! - `/info` is the cluster's totals plus one block per node in `SystemStatus`, which the docker
 //!   CLI (checked with 28.2) prints verbatim right under `Server Version` ([`info`]);
 //! - `/version` is the gateway's, with the API range every healthy node accepts ([`version`]);
+//! - both are made from the nodes' snapshots in practice (the gateway does not fan them out):
+//!   each node's share is an [`InfoPart`] / [`VersionPart`], made from that node alone and
+//!   kept until it changes, and [`info_from_parts`] / [`version_from_parts`] put the cluster's
+//!   document together from them, so a thousand nodes are a thousand string copies per request;
 //! - events carry the node they come from ([`tag_event`]); `system df` and the `*/prune` answers
 //!   are added up ([`system_df`], [`prune`]).
 //!
@@ -26,8 +30,9 @@
 //!   `*/prune`) answer **200 with what the nodes that answered said**. The nodes that failed are
 //!   named in the [`FAILED_NODES_HEADER`] response header, whose value
 //!   [`failed_nodes_header`] builds: `node2: connection refused; node3: timeout`. The merge
-//!   functions here skip failed answers: they never invent entries for them (Swarm showed
-//!   "Host Down" from its cache; we keep no cache of containers).
+//!   functions here skip failed answers: they never invent entries for them. The one exception
+//!   is `containers/json`: for a node that is down, the gateway passes the node's last-known
+//!   list, which [`merge_lists`] shows as "Host Down" rows, as Swarm did (see `containers`).
 //! - If **every** asked node failed ([`all_failed`]), an empty list would be a lie: the gateway
 //!   answers an error instead (503 with the header's text as the message, or, when the engines
 //!   all refused the request itself with the same 4xx, that status).
@@ -42,7 +47,7 @@
 //!   say about the gateway itself ([`GatewayFacts`], the one place that reads host files).
 //! - `events`: tagging one node's events.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
@@ -62,15 +67,18 @@ mod volumes;
 #[cfg(test)]
 mod fixtures;
 
-pub use containers::{containers, pin_ports, qualify_container, qualify_names};
+pub use containers::{
+    containers, docker_bool, filter_keys, host_of, merge_lists, parse_list, pin_ports, qualify_container, qualify_names, ContainerList, HostDown,
+    Merged, NodePart, HOST_DOWN,
+};
 pub use disk::{prune, system_df};
 pub use events::tag_event;
 pub use facts::{GatewayFacts, DEFAULT_FILTERS};
 pub use images::images;
-pub use info::{bytes_size, info, info_with_reserved, labels_of, node_labels, rfc3339, Reserved};
+pub use info::{bytes_size, info, info_from_parts, info_with_reserved, labels_of, node_labels, rfc3339, InfoPart, Reserved};
 pub use networks::{is_cluster_scope, networks};
 pub use query::{limit, node_filter, strip_node_filter};
-pub use version::{api_version_range, compare_api_versions, go_arch, version, version_with_facts};
+pub use version::{api_version_range, compare_api_versions, go_arch, version, version_from_parts, version_with_facts, VersionPart};
 pub use volumes::volumes;
 
 /// The response header naming the nodes whose part is missing from a list answer.
@@ -177,14 +185,16 @@ fn node_views<'a>(
     answers: &'a [NodeAnswer<Value>],
     last_seen: fn(&NodeSnapshot) -> &Value,
 ) -> Vec<NodeView<'a>> {
-    let names: BTreeSet<&str> =
-        nodes.iter().map(|n| n.name.as_str()).chain(answers.iter().map(|a| a.node.as_str())).collect();
+    // Indexed by name: a thousand nodes must not cost a million comparisons.
+    let by_name: BTreeMap<&str, &NodeSnapshot> = nodes.iter().map(|n| (n.name.as_str(), n)).collect();
+    let answer_of: BTreeMap<&str, &Result<Value, String>> = answers.iter().map(|a| (a.node.as_str(), &a.result)).collect();
+    let names: BTreeSet<&str> = by_name.keys().chain(answer_of.keys()).copied().collect();
     names
         .into_iter()
         .map(|name| {
-            let snapshot = nodes.iter().find(|n| n.name == name);
+            let snapshot = by_name.get(name).copied();
             let cached = snapshot.map(last_seen).filter(|v| !v.is_null());
-            let (doc, health, error) = match answers.iter().find(|a| a.node == name).map(|a| &a.result) {
+            let (doc, health, error) = match answer_of.get(name).copied() {
                 Some(Ok(doc)) => (Some(doc), Health::Healthy, None),
                 Some(Err(e)) => (cached, Health::Unhealthy, Some(e.as_str())),
                 None => (
@@ -196,6 +206,28 @@ fn node_views<'a>(
             NodeView { name, snapshot, doc, health, error }
         })
         .collect()
+}
+
+/// `doc` (an object) as JSON text, with `key` added: an array of `items`, each already JSON
+/// text. How a document of a thousand parts made earlier is put together without parsing
+/// them again.
+fn with_raw_array<'a>(doc: &Value, key: &str, items: impl Iterator<Item = &'a str>) -> String {
+    let mut out = doc.to_string();
+    let closing = out.pop();
+    debug_assert_eq!(closing, Some('}'), "an object");
+    if out.len() > 1 {
+        out.push(',');
+    }
+    out.push_str(&Value::from(key).to_string());
+    out.push_str(":[");
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(item);
+    }
+    out.push_str("]}");
+    out
 }
 
 /// A JSON integer field, 0 if absent or not a number.

@@ -1,11 +1,14 @@
 //! `GET /version` (`docker version`): the gateway's version, with the API range every healthy
 //! node accepts, and one component per node.
 
+use std::borrow::Borrow;
 use std::cmp::Ordering;
 
 use serde_json::{json, Map, Value};
 
-use super::{node_views, text, GatewayFacts, NodeView, FALLBACK_API_VERSION, FALLBACK_MIN_API_VERSION};
+use super::{
+    node_views, text, with_raw_array, GatewayFacts, NodeView, FALLBACK_API_VERSION, FALLBACK_MIN_API_VERSION,
+};
 use crate::model::{Health, NodeAnswer, NodeSnapshot};
 
 /// The cluster's `/version` document.
@@ -31,12 +34,42 @@ pub fn version(nodes: &[NodeSnapshot], answers: &[NodeAnswer<Value>], gateway_ve
 
 /// [`version`], with the gateway host's facts (`Os`, `Arch`, `KernelVersion`).
 pub fn version_with_facts(nodes: &[NodeSnapshot], answers: &[NodeAnswer<Value>], facts: &GatewayFacts) -> Value {
-    let views = node_views(nodes, answers, |n| &n.version);
-    let (api, min_api) = range_of(views.iter().filter_map(NodeView::healthy_doc));
+    let views = node_views(nodes, answers, |n| n.version.as_ref());
+    let parts: Vec<VersionPart> = views.iter().map(VersionPart::of_view).collect();
+    serde_json::from_str(&version_from_parts(&parts, facts)).expect("version_from_parts writes valid JSON")
+}
+
+/// One node's part of the cluster's `/version`: its entry in `Components`, serialized, and
+/// the API range it accepts if it is healthy. As [`InfoPart`](super::InfoPart), kept per node
+/// until the node changes.
+#[derive(Debug, Clone)]
+pub struct VersionPart {
+    /// The node's `Components` entry, as JSON text.
+    component: String,
+    /// `{"ApiVersion", "MinAPIVersion"}` of a healthy node with a known `/version`.
+    range: Option<Value>,
+}
+
+impl VersionPart {
+    /// The part of a node as its snapshot shows it.
+    pub fn of(node: &NodeSnapshot) -> VersionPart {
+        let views = node_views(std::slice::from_ref(node), &[], |n| n.version.as_ref());
+        VersionPart::of_view(&views[0])
+    }
+
+    fn of_view(view: &NodeView<'_>) -> VersionPart {
+        let range = view.healthy_doc().map(|d| json!({"ApiVersion": d["ApiVersion"], "MinAPIVersion": d["MinAPIVersion"]}));
+        VersionPart { component: node_component(view).to_string(), range }
+    }
+}
+
+/// The cluster's `/version` document (see [`version`]), as JSON text, from every node's part in
+/// node name order.
+pub fn version_from_parts<P: Borrow<VersionPart>>(parts: &[P], facts: &GatewayFacts) -> String {
+    let (api, min_api) = range_of(parts.iter().filter_map(|p| p.borrow().range.as_ref()));
     let (api, min_api) = (api.unwrap_or(FALLBACK_API_VERSION), min_api.unwrap_or(FALLBACK_MIN_API_VERSION));
     let arch = go_arch(&facts.architecture);
-
-    let mut components = vec![json!({
+    let gateway = json!({
         "Name": "Engine",
         "Version": facts.server_version(),
         "Details": {
@@ -44,12 +77,10 @@ pub fn version_with_facts(nodes: &[NodeSnapshot], answers: &[NodeAnswer<Value>],
             "KernelVersion": facts.kernel_version, "GitCommit": "", "GoVersion": "", "BuildTime": "",
             "Experimental": "false"
         }
-    })];
-    components.extend(views.iter().map(node_component));
-
-    json!({
+    })
+    .to_string();
+    let doc = json!({
         "Platform": {"Name": "busbar"},
-        "Components": components,
         "Version": facts.server_version(),
         "ApiVersion": api,
         "MinAPIVersion": min_api,
@@ -59,14 +90,16 @@ pub fn version_with_facts(nodes: &[NodeSnapshot], answers: &[NodeAnswer<Value>],
         "Arch": arch,
         "KernelVersion": facts.kernel_version,
         "BuildTime": "",
-    })
+    });
+    let components = std::iter::once(gateway.as_str()).chain(parts.iter().map(|p| p.borrow().component.as_str()));
+    with_raw_array(&doc, "Components", components)
 }
 
 /// The API range every healthy node accepts, from the snapshots' last-seen `/version`:
 /// (lowest `ApiVersion`, highest `MinAPIVersion`), each `None` if no healthy node said. For the
 /// `Api-Version` header of `/_ping`, which must agree with `/version`.
 pub fn api_version_range(nodes: &[NodeSnapshot]) -> (Option<String>, Option<String>) {
-    let (api, min) = range_of(nodes.iter().filter(|n| n.health == Health::Healthy).map(|n| &n.version));
+    let (api, min) = range_of(nodes.iter().filter(|n| n.health == Health::Healthy).map(|n| n.version.as_ref()));
     (api.map(str::to_owned), min.map(str::to_owned))
 }
 
@@ -201,7 +234,7 @@ mod tests {
     #[test]
     fn min_api_is_the_highest_and_unhealthy_nodes_do_not_count() {
         let mut node3 = node("node3", "10.77.3.2:7443", &[]);
-        node3.version = engine_version("19.03.0", "1.40", "1.12");
+        node3.version = engine_version("19.03.0", "1.40", "1.12").into();
         let answers = vec![
             ok("node1", engine_version("25.0.0", "1.44", "1.24")),
             ok("node2", engine_version("26.1.0", "1.45", "1.12")),
@@ -237,12 +270,12 @@ mod tests {
     #[test]
     fn api_version_range_from_snapshots() {
         let mut a = node("a", "10.0.0.1:7443", &[]);
-        a.version = engine_version("24.0.7", "1.43", "1.12");
+        a.version = engine_version("24.0.7", "1.43", "1.12").into();
         let mut b = node("b", "10.0.0.2:7443", &[]);
-        b.version = engine_version("20.10.24", "1.41", "1.12");
+        b.version = engine_version("20.10.24", "1.41", "1.12").into();
         let mut c = node("c", "10.0.0.3:7443", &[]);
         c.health = Health::Disconnected;
-        c.version = engine_version("18.09", "1.39", "1.12");
+        c.version = engine_version("18.09", "1.39", "1.12").into();
         assert_eq!(api_version_range(&[a, b, c]), (Some("1.41".to_owned()), Some("1.12".to_owned())));
         assert_eq!(api_version_range(&[]), (None, None));
     }

@@ -12,35 +12,36 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use busbar_agent::etcd_conn::EtcdConnection;
 use busbar_agent::registry::{call, connect, describe, nodes_prefix, Backoff, NodeEntry};
 use etcd_client::{Client, EventType, GetOptions, WatchOptions};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// The registered nodes by name.
 pub type NodeMap = Arc<BTreeMap<String, NodeEntry>>;
 
-/// Follows `<prefix>/nodes/` on `endpoints` until `shutdown` (or until every receiver is
+/// Follows `<prefix>/nodes/` on `etcd` until `shutdown` (or until every receiver is
 /// gone). The receiver starts with an empty map; the first successful list is always
 /// published (even if empty, so `changed()` also says "etcd has answered"), later ones only
 /// when something changed. Node arrivals, departures and changes are logged at `info`.
-pub fn spawn_watch(endpoints: Vec<String>, prefix: String, shutdown: CancellationToken) -> watch::Receiver<NodeMap> {
+pub fn spawn_watch(etcd: EtcdConnection, prefix: String, shutdown: CancellationToken) -> watch::Receiver<NodeMap> {
     let (tx, rx) = watch::channel(NodeMap::default());
-    tokio::spawn(run_watch(endpoints, prefix, tx, shutdown));
+    tokio::spawn(run_watch(etcd, prefix, tx, shutdown));
     rx
 }
 
-async fn run_watch(endpoints: Vec<String>, prefix: String, tx: watch::Sender<NodeMap>, shutdown: CancellationToken) {
+async fn run_watch(etcd: EtcdConnection, prefix: String, tx: watch::Sender<NodeMap>, shutdown: CancellationToken) {
     let prefix = nodes_prefix(&prefix);
-    let shown = endpoints.join(",");
+    let shown = etcd.shown();
     let mut backoff = Backoff::new();
     let mut client: Option<Client> = None;
     let mut failures = 0u32;
     let mut first = true;
     loop {
         let outcome = tokio::select! {
-            r = follow(&endpoints, &mut client, &prefix, &tx, &mut first, &mut backoff) => r,
+            r = follow(&etcd, &mut client, &prefix, &tx, &mut first, &mut backoff) => r,
             _ = shutdown.cancelled() => return,
             _ = tx.closed() => return,
         };
@@ -51,7 +52,11 @@ async fn run_watch(endpoints: Vec<String>, prefix: String, tx: watch::Sender<Nod
             }
             Err(e) => {
                 failures += 1;
-                warn!(etcd = %shown, prefix = %prefix, "node watch: {e}; retrying (keeping the last known nodes)");
+                if e.refusal().is_some() {
+                    error!(etcd = %shown, prefix = %prefix, "node watch: {e}; retrying (keeping the last known nodes)");
+                } else {
+                    warn!(etcd = %shown, prefix = %prefix, "node watch: {e}; retrying (keeping the last known nodes)");
+                }
                 // The client reconnects by itself; after repeated failures, start afresh.
                 if failures >= 3 {
                     client = None;
@@ -66,7 +71,7 @@ async fn run_watch(endpoints: Vec<String>, prefix: String, tx: watch::Sender<Nod
 
 /// One list + watch. Returns why the watch ended, or the error that stopped it.
 async fn follow(
-    endpoints: &[String],
+    etcd: &EtcdConnection,
     client: &mut Option<Client>,
     prefix: &str,
     tx: &watch::Sender<NodeMap>,
@@ -75,7 +80,7 @@ async fn follow(
 ) -> Result<String, busbar_agent::registry::RegistryError> {
     let mut c = match client {
         Some(c) => c.clone(),
-        None => client.insert(connect(endpoints).await?).clone(),
+        None => client.insert(connect(etcd).await?).clone(),
     };
     let listed = call("list", prefix, c.get(prefix, Some(GetOptions::new().with_prefix()))).await?;
     let revision = listed.header().map_or(0, |h| h.revision());

@@ -1,4 +1,5 @@
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use http::StatusCode;
 use serde_json::{json, Value};
@@ -20,7 +21,7 @@ fn node(name: &str, labels: &[(&str, &str)]) -> NodeSnapshot {
     let mut n = NodeSnapshot::new(name, &format!("{name}:4243"), labels);
     n.health = Health::Healthy;
     n.last_error = None;
-    n.info = info(4, 8 * GIB);
+    n.info = info(4, 8 * GIB).into();
     n
 }
 
@@ -164,7 +165,7 @@ fn binpack_prefers_the_fullest_node() {
 fn binpack_moves_on_when_memory_is_full_then_runs_out() {
     let mut cluster = Cluster::plain(3);
     for n in &mut cluster.nodes {
-        n.info = info(2, 2 * GIB);
+        n.info = info(2, 2 * GIB).into();
     }
     let body = json!({"Image": "busybox", "HostConfig": {"Memory": GIB}});
     let mut pending = Vec::new();
@@ -185,8 +186,8 @@ fn binpack_moves_on_when_memory_is_full_then_runs_out() {
 #[test]
 fn spread_weighs_memory_reservations() {
     let mut cluster = Cluster::plain(2);
-    cluster.nodes[0].info = info(4, 4 * GIB);
-    cluster.nodes[1].info = info(4, 16 * GIB);
+    cluster.nodes[0].info = info(4, 4 * GIB).into();
+    cluster.nodes[1].info = info(4, 16 * GIB).into();
     // Both nodes hold one pending 2 GiB container: n1 is half full, n2 an eighth.
     let p = placement(json!({"HostConfig": {"Memory": 2 * GIB}}));
     let pending = vec![p.pending_on("n1"), p.pending_on("n2")];
@@ -208,7 +209,7 @@ fn reservations_in_enriched_container_entries_count() {
 fn resources_table() {
     // One node: 2 CPUs, 4 GiB (4.2 GiB and 2.1 CPUs with the 5% overcommit).
     let mut cluster = Cluster::plain(1);
-    cluster.nodes[0].info = info(2, 4 * GIB);
+    cluster.nodes[0].info = info(2, 4 * GIB).into();
     let cpus = |c: f64| (c * 1e9) as i64;
     let cases: &[(&str, Value, &[Pending], bool)] = &[
         ("no reservation", json!({}), &[], true),
@@ -321,12 +322,12 @@ fn labelled_cluster() -> Cluster {
     let mut n1 = node("n1", &[("zone", "a"), ("storage", "ssd")]);
     let mut n2 = node("n2", &[("zone", "b")]);
     let mut n3 = node("n3", &[("zone", "a"), ("ostype", "windows")]);
-    n1.info["Labels"] = json!(["zone=z", "rack=r1"]);
-    n2.info["Labels"] = json!(["disk=hdd"]);
-    n2.info["ID"] = json!("ABCD:EFGH:IJKL");
-    n3.info["OperatingSystem"] = json!("Alpine Linux v3.20");
-    n3.info["KernelVersion"] = json!("5.15.0");
-    n3.info["Driver"] = json!("btrfs");
+    Arc::make_mut(&mut n1.info)["Labels"] = json!(["zone=z", "rack=r1"]);
+    Arc::make_mut(&mut n2.info)["Labels"] = json!(["disk=hdd"]);
+    Arc::make_mut(&mut n2.info)["ID"] = json!("ABCD:EFGH:IJKL");
+    Arc::make_mut(&mut n3.info)["OperatingSystem"] = json!("Alpine Linux v3.20");
+    Arc::make_mut(&mut n3.info)["KernelVersion"] = json!("5.15.0");
+    Arc::make_mut(&mut n3.info)["Driver"] = json!("btrfs");
     Cluster::new(vec![n1, n2, n3])
 }
 

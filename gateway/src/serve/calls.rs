@@ -3,16 +3,25 @@
 //!
 //! Every call that is not a client's stream is bounded by [`CALL_TIMEOUT`], and a node whose
 //! agent cannot be reached is marked unhealthy on the spot (health from real traffic).
+//!
+//! Every call to a node goes through [`forward`], which also marks the node's documents stale
+//! for a state-changing call (any method but `GET` and `HEAD`), when it is sent and again when
+//! its response ends: that is how `docker info` stays exact for changes made through the
+//! gateway (see [`crate::cluster`]).
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use busbar_agent::proxy::{collect_limited, empty, full, Body, RequestCtx};
+use busbar_agent::proxy::{collect_limited, empty, full, Body, BoxError, RequestCtx};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
 
 use crate::agents::AgentError;
-use crate::cluster::Node;
+use crate::cluster::{ChangeGuard, Node};
 use crate::model::NodeAnswer;
 
 /// Longest wait for a node's answer to a call of the gateway's own (not a client's stream).
@@ -20,13 +29,58 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 /// Largest body the gateway reads from a node to merge or inspect.
 pub const MAX_DOCUMENT: usize = 64 * 1024 * 1024;
 
-/// Sends `req` to `node`; an unreachable agent marks the node unhealthy.
+/// Sends `req` to `node`; an unreachable agent marks the node unhealthy. A state-changing call
+/// marks the node's documents stale now and once its response body has ended (or was dropped).
 pub async fn forward(node: &Node, req: Request<Body>, ctx: &RequestCtx) -> Result<Response<Body>, AgentError> {
+    let change = changes_state(req.method()).then(|| node.note_change());
     let result = node.link.exchange(req, ctx).await;
     if let Err(e @ AgentError::Unreachable { .. }) = &result {
         node.mark_unhealthy(&e.to_string());
     }
-    result
+    match change {
+        Some(guard) => result.map(|rsp| rsp.map(|body| ChangeOnEnd { inner: body, guard: Some(guard) }.boxed())),
+        None => result,
+    }
+}
+
+/// A state-changing call's response body: the change counts ([`ChangeGuard`] dropped) as soon
+/// as the body has ended, before its last frame is handed on (so before the client can have
+/// read it and asked for `info`), or when it is dropped unfinished (the client left).
+struct ChangeOnEnd {
+    inner: Body,
+    guard: Option<ChangeGuard>,
+}
+
+impl http_body::Body for ChangeOnEnd {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let ended = match &polled {
+            Poll::Ready(None | Some(Err(_))) => true,
+            Poll::Ready(Some(Ok(_))) => this.inner.is_end_stream(),
+            Poll::Pending => false,
+        };
+        if ended {
+            this.guard = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Whether a call with `method` may change an engine's state (and so its `/info`).
+fn changes_state(method: &Method) -> bool {
+    method != Method::GET && method != Method::HEAD
 }
 
 /// A request for `path_and_query` with `body`, carrying the client's headers that matter.
@@ -80,4 +134,49 @@ pub async fn fan_out_json(nodes: &[Arc<Node>], path: &str, ctx: &RequestCtx) -> 
         NodeAnswer { node: node.name().to_owned(), result }
     });
     futures_util::future::join_all(calls).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::tests::node;
+
+    /// A body of `n` data frames that says it has ended after the last one (as a body with a
+    /// known length does): hyper then never polls it again.
+    struct Frames(usize);
+
+    impl http_body::Body for Frames {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            if self.0 == 0 {
+                return Poll::Ready(None);
+            }
+            self.0 -= 1;
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"x")))))
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.0 == 0
+        }
+    }
+
+    #[tokio::test]
+    async fn a_change_counts_at_its_last_frame_or_when_dropped() {
+        let n = node("node1");
+        let body = |frames| ChangeOnEnd { inner: Frames(frames).boxed(), guard: Some(n.note_change()) };
+        let mut b = body(2);
+        n.mark_probed_for_tests();
+        assert!(!n.is_stale(), "refreshed while the response streams");
+        assert!(b.frame().await.is_some());
+        assert!(!n.is_stale());
+        assert!(b.frame().await.is_some());
+        assert!(n.is_stale(), "the last frame counts, before anyone polls for the end");
+
+        let b = body(2);
+        n.mark_probed_for_tests();
+        drop(b);
+        assert!(n.is_stale(), "a client that left counts too");
+    }
 }

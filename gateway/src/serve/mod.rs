@@ -1,7 +1,8 @@
 //! The gateway in cluster mode: one Docker API over every node.
 //!
 //! Each request is classified ([`crate::route`]) and served in one of five ways:
-//! - **answered** by the gateway (`_ping`, `version`, `info`), from the nodes' answers;
+//! - **answered** by the gateway (`_ping`, `version`, `info`), from what the health probes
+//!   fetched (refreshed first for nodes changed through the gateway: see [`crate::cluster`]);
 //! - **aggregated**: the same call on every healthy node at once, merged
 //!   ([`crate::aggregate`]); latency is the slowest node's, not the sum;
 //! - **routed** to the node that owns the object (containers, execs, images, networks,
@@ -16,6 +17,7 @@
 mod calls;
 mod containers;
 mod images;
+mod last_seen;
 mod names;
 mod ops;
 mod system;
@@ -28,12 +30,14 @@ use busbar_agent::respond;
 use futures_util::future::BoxFuture;
 use http::{Request, Response, StatusCode};
 use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::cluster::{Cluster, Node};
 use crate::route::{self, Route};
-use crate::schedule::{Pending, Strategy};
+use crate::schedule::Strategy;
 pub use containers::{Locations, ResolveError};
+pub use last_seen::LastSeen;
 pub use names::{EtcdNames, LocalNames, NameError, NameStore, Taken};
 
 /// Where container names are reserved: etcd with several gateways, memory with one.
@@ -45,14 +49,31 @@ pub struct ClusterHandler {
     pub strategy: Strategy,
     pub names: Names,
     locations: Locations,
-    /// Placements being created right now: concurrent creates see each other's ports. The
-    /// lock also serializes the choice itself (a few ms).
-    pending: Mutex<Vec<Pending>>,
+    /// Each node's last complete container list, for `ps -a`'s "Host Down" rows.
+    last_seen: Arc<LastSeen>,
+    /// The `/info` and `/version` answers last made, kept while the cluster does not change.
+    made: system::Made,
+    /// Placements being created right now: concurrent creates see each other's ports and
+    /// count as containers on their nodes. The lock also serializes the choice itself.
+    pending: Mutex<Vec<ops::InFlight>>,
 }
 
 impl ClusterHandler {
     pub fn new(cluster: Arc<Cluster>, strategy: Strategy, names: Names) -> ClusterHandler {
-        ClusterHandler { cluster, strategy, names, locations: Locations::default(), pending: Mutex::new(vec![]) }
+        ClusterHandler {
+            cluster,
+            strategy,
+            names,
+            locations: Locations::default(),
+            last_seen: Arc::default(),
+            made: system::Made::default(),
+            pending: Mutex::new(vec![]),
+        }
+    }
+
+    /// Keeps the nodes' last-seen container lists fresh until `shutdown` ([`LastSeen::run`]).
+    pub fn spawn_last_seen(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.last_seen.clone().run(self.cluster.clone(), shutdown))
     }
 
     async fn serve(&self, req: Request<Body>, ctx: &RequestCtx) -> Response<Body> {
@@ -61,12 +82,12 @@ impl ClusterHandler {
         let route = route::classify(req.method(), &path, |n| self.cluster.node(n).is_some());
         match route {
             Route::Ping => system::ping(&self.cluster),
-            Route::Version => system::version(&self.cluster, ctx).await,
-            Route::Info => system::info(&self.cluster, self.strategy, ctx).await,
+            Route::Version => system::version(&self.cluster, &self.made).await,
+            Route::Info => system::info(&self.cluster, self.strategy, &self.made).await,
             Route::Events => system::events(&self.cluster, req, ctx).await,
             Route::SystemDf => system::merged(&self.cluster, req, ctx, crate::aggregate::system_df).await,
             Route::Prune(_) => system::broadcast_merged(&self.cluster, req, ctx, crate::aggregate::prune).await,
-            Route::ContainerList => system::container_list(&self.cluster, req, ctx).await,
+            Route::ContainerList => system::container_list(&self.cluster, &self.last_seen, req, ctx).await,
             Route::ContainerCreate => self.create(req, &prefix, ctx).await,
             Route::Container { node, reference, rest } => self.container(req, &prefix, node.as_deref(), &reference, &rest, ctx).await,
             Route::Exec { id, .. } => match self.locations.exec_node(&self.cluster, &id, ctx).await {

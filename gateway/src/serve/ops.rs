@@ -1,6 +1,9 @@
 //! Container calls that need more than a route: finding the owner, inspect with the node
 //! added, exec bookkeeping, rename and remove with cluster-wide names, and create.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
 use busbar_agent::proxy::{collect_limited, full, Body, RequestCtx};
 use busbar_agent::respond;
 use bytes::Bytes;
@@ -14,7 +17,7 @@ use super::names::NameError;
 use super::ClusterHandler;
 use crate::cluster::Node;
 use crate::aggregate::query;
-use crate::schedule::{self, Candidate, Placement};
+use crate::schedule::{self, Candidate, Pending, Placement};
 
 /// Largest create body accepted (a create config is a few KiB).
 const MAX_CREATE: usize = 4 * 1024 * 1024;
@@ -131,13 +134,13 @@ impl ClusterHandler {
             Ok(only) => only,
             Err(rsp) => return rsp,
         };
-        let node = match self.choose_among(&placement, only.as_deref(), ctx).await {
-            Ok(node) => node,
+        let (node, ticket) = match self.choose_among(&placement, only.as_deref(), ctx).await {
+            Ok(chosen) => chosen,
             Err(rsp) => return rsp,
         };
         if let Some(name) = &name {
             if let Err(rsp) = self.claim_name(name, node.name(), ctx).await {
-                self.unpend(node.name(), &placement).await;
+                self.unpend(&ticket).await;
                 return rsp;
             }
         }
@@ -145,8 +148,8 @@ impl ClusterHandler {
         let mut req = Request::from_parts(parts, full(Bytes::from(config.to_string())));
         *req.uri_mut() = format!("{prefix}/containers/create{query}").parse().expect("a valid path");
         req.headers_mut().insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(req_len(&config)));
-        let rsp = self.forward(&node, req, ctx).await;
-        self.unpend(node.name(), &placement).await;
+        let rsp = note_created(self.forward(&node, req, ctx).await, &ticket).await;
+        self.unpend(&ticket).await;
         if let Some(name) = &name {
             self.release_name(name, node.name()).await;
         }
@@ -170,14 +173,9 @@ impl ClusterHandler {
     }
 
     async fn place_with(&self, placement: &Placement, ctx: &RequestCtx) -> Result<std::sync::Arc<Node>, Response<Body>> {
-        let node = self.choose(placement, ctx).await?;
-        self.unpend(node.name(), placement).await;
+        let (node, ticket) = self.choose_among(placement, None, ctx).await?;
+        self.unpend(&ticket).await;
         Ok(node)
-    }
-
-    /// Chooses a node under the scheduling lock and records the placement as pending.
-    async fn choose(&self, placement: &Placement, ctx: &RequestCtx) -> Result<std::sync::Arc<Node>, Response<Body>> {
-        self.choose_among(placement, None, ctx).await
     }
 
     /// A container on a user-defined network must run where the network is (networks are
@@ -207,8 +205,19 @@ impl ClusterHandler {
         Ok(Some(holders))
     }
 
-    /// [`Self::choose`] among `only` (all nodes if `None`).
-    async fn choose_among(&self, placement: &Placement, only: Option<&[String]>, ctx: &RequestCtx) -> Result<std::sync::Arc<Node>, Response<Body>> {
+    /// Chooses a node among `only` (all nodes if `None`) under the scheduling lock and records
+    /// the placement as in flight until [`Self::unpend`].
+    ///
+    /// An in-flight create counts once: as pending until its container is in the node's list,
+    /// then as listed. The lists are fetched under the lock and an in-flight create leaves only
+    /// when it can take the lock, so a create the engine finished during the fetch can be in
+    /// both: its ID, recorded as soon as the engine answers ([`note_created`]), tells.
+    async fn choose_among(
+        &self,
+        placement: &Placement,
+        only: Option<&[String]>,
+        ctx: &RequestCtx,
+    ) -> Result<(std::sync::Arc<Node>, Ticket), Response<Body>> {
         let mut pending = self.pending.lock().await;
         let nodes: Vec<_> =
             self.cluster.nodes().into_iter().filter(|n| only.is_none_or(|o| o.iter().any(|x| x == n.name()))).collect();
@@ -233,22 +242,85 @@ impl ClusterHandler {
             .zip(&per_node)
             .map(|(node, (c, i))| Candidate { node, containers: c, images: i })
             .collect();
+        let listed = |node: &str, id: &str| {
+            containers.iter().any(|a| {
+                a.node == node
+                    && a.result.as_ref().is_ok_and(|l| l.as_array().is_some_and(|l| l.iter().any(|c| c["Id"] == id)))
+            })
+        };
+        let counted: Vec<Pending> = pending
+            .iter()
+            .filter(|f| {
+                let twice = f.ticket.id.get().is_some_and(|id| listed(&f.placement.node, id));
+                if twice {
+                    debug!(node = %f.placement.node, "an in-flight create is already listed: counted once");
+                }
+                !twice
+            })
+            .map(|f| f.placement.clone())
+            .collect();
         let seed = rand_seed();
-        let chosen = schedule::choose(self.strategy, &candidates, placement, &pending, seed)
+        let chosen = schedule::choose(self.strategy, &candidates, placement, &counted, seed)
             .map_err(|e| respond::message(e.status(), &e.to_string()))?;
-        pending.push(placement.pending_on(&chosen));
-        self.cluster.node(&chosen).ok_or_else(|| {
+        let ticket = Ticket::new();
+        pending.push(InFlight { ticket: ticket.clone(), placement: placement.pending_on(&chosen) });
+        let node = self.cluster.node(&chosen).ok_or_else(|| {
             warn!(node = %chosen, "scheduled node vanished");
             respond::message(StatusCode::SERVICE_UNAVAILABLE, &format!("node {chosen} left the cluster"))
-        })
+        });
+        drop(pending);
+        match node {
+            Ok(node) => Ok((node, ticket)),
+            Err(rsp) => {
+                self.unpend(&ticket).await;
+                Err(rsp)
+            }
+        }
     }
 
-    async fn unpend(&self, node: &str, placement: &Placement) {
-        let mut pending = self.pending.lock().await;
-        let mine = placement.pending_on(node);
-        if let Some(i) = pending.iter().position(|p| *p == mine) {
-            pending.remove(i);
+    async fn unpend(&self, ticket: &Ticket) {
+        self.pending.lock().await.retain(|f| f.ticket.token != ticket.token);
+    }
+}
+
+/// A placement chosen and not yet answered: counted by the scheduler as a container on its node.
+pub(super) struct InFlight {
+    ticket: Ticket,
+    placement: Pending,
+}
+
+/// Names one [`InFlight`] create; carries the container ID once the engine has answered.
+#[derive(Clone)]
+pub(super) struct Ticket {
+    token: u64,
+    /// Set without the scheduling lock, so a chooser holding it sees the ID at once.
+    id: Arc<OnceLock<String>>,
+}
+
+impl Ticket {
+    fn new() -> Ticket {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        Ticket { token: NEXT.fetch_add(1, Ordering::Relaxed), id: Arc::default() }
+    }
+}
+
+/// Records the ID of a container the engine created (`201 {"Id": ...}`) on `ticket`; the
+/// response is passed on unchanged (it is a few bytes, read whole).
+async fn note_created(rsp: Response<Body>, ticket: &Ticket) -> Response<Body> {
+    if rsp.status() != StatusCode::CREATED {
+        return rsp;
+    }
+    let (mut parts, body) = rsp.into_parts();
+    match calls::read_body(Response::new(body)).await {
+        Ok((_, _, bytes)) => {
+            if let Some(id) = serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| v["Id"].as_str().map(str::to_owned)) {
+                let _ = ticket.id.set(id);
+            }
+            parts.headers.remove(http::header::TRANSFER_ENCODING);
+            parts.headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(bytes.len()));
+            Response::from_parts(parts, full(bytes))
         }
+        Err(e) => respond::message(StatusCode::BAD_GATEWAY, &format!("reading the create answer: {e}")),
     }
 }
 

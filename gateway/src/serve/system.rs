@@ -1,6 +1,8 @@
 //! What the gateway answers for the whole cluster: ping, version, info, events, and the
 //! aggregated lists.
 
+use std::sync::Arc;
+
 use busbar_agent::proxy::{full, Body, RequestCtx};
 use busbar_agent::respond;
 use bytes::Bytes;
@@ -13,8 +15,9 @@ use tracing::debug;
 
 use super::calls;
 use super::containers::json;
+use super::last_seen::{self, LastSeen};
 use crate::aggregate;
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Node, NodeParts};
 use crate::model::{NodeAnswer, NodeSnapshot};
 use crate::schedule::Strategy;
 
@@ -31,23 +34,96 @@ pub fn ping(cluster: &Cluster) -> Response<Body> {
         .expect("valid headers")
 }
 
-/// `/version`: the gateway's identity, with the lowest API version of the healthy nodes.
-pub async fn version(cluster: &Cluster, ctx: &RequestCtx) -> Response<Body> {
-    let nodes = cluster.healthy();
-    let answers = calls::fan_out_json(&nodes, "/v1.41/version", ctx).await;
-    json(StatusCode::OK, &aggregate::version(&cluster.snapshots(), &answers, env!("CARGO_PKG_VERSION")))
+/// `/version`: the gateway's identity, with the lowest API version of the healthy nodes, from
+/// the probes' documents (engine versions do not change through Docker API calls).
+pub async fn version(cluster: &Cluster, made: &Made) -> Response<Body> {
+    let body = made
+        .version
+        .get_or_make(cluster, |parts| {
+            let parts: Vec<&aggregate::VersionPart> = parts.iter().map(|p| &p.version).collect();
+            aggregate::version_from_parts(&parts, &aggregate::GatewayFacts::new("", env!("CARGO_PKG_VERSION")))
+        })
+        .await;
+    json_body(body)
 }
 
-/// `/info`: cluster totals and a block per node (failed nodes included, with their error).
-pub async fn info(cluster: &Cluster, strategy: Strategy, ctx: &RequestCtx) -> Response<Body> {
-    let nodes = cluster.healthy();
-    let answers = calls::fan_out_json(&nodes, "/v1.41/info", ctx).await;
-    let facts = aggregate::GatewayFacts::of_this_host(env!("CARGO_PKG_VERSION"), &strategy.to_string());
-    json(StatusCode::OK, &aggregate::info(&cluster.snapshots(), &answers, &facts))
+/// `/info`: cluster totals and a block per node (failed nodes included, with their error), from
+/// the probes' documents, after refreshing the nodes that calls through this gateway changed
+/// (the freshness rule is in [`crate::cluster`]).
+pub async fn info(cluster: &Cluster, strategy: Strategy, made: &Made) -> Response<Body> {
+    cluster.refresh_stale().await;
+    let body = made
+        .info
+        .get_or_make(cluster, |parts| {
+            let parts: Vec<&aggregate::InfoPart> = parts.iter().map(|p| &p.info).collect();
+            let facts = aggregate::GatewayFacts::of_this_host(env!("CARGO_PKG_VERSION"), &strategy.to_string());
+            aggregate::info_from_parts(&parts, &facts)
+        })
+        .await;
+    json_body(body)
 }
 
-/// The client's request sent to every healthy node (node filter removed), answers collected.
-async fn fan_out_request(cluster: &Cluster, req: &Request<Body>, ctx: &RequestCtx) -> (Vec<NodeAnswer<Value>>, Option<Vec<String>>) {
+/// The `/info` and `/version` bodies as last made, each with the [`Cluster::generation`] it was
+/// made at: while no node has changed since, the same bytes are the answer. When some have,
+/// the body is put together again from every node's parts ([`Node::parts`]), which the nodes
+/// keep between changes: a thousand nodes cost a thousand string copies, not a thousand
+/// engine documents looked through.
+#[derive(Default)]
+pub struct Made {
+    info: MadeDoc,
+    version: MadeDoc,
+}
+
+/// One document as last made.
+#[derive(Default)]
+struct MadeDoc {
+    /// The body and the cluster generation it was made at. Held only to copy a `Bytes` handle
+    /// in or out: a std mutex.
+    body: std::sync::Mutex<Option<(u64, Bytes)>>,
+    /// One maker at a time: the others wait (without blocking a thread), then find it made.
+    making: tokio::sync::Mutex<()>,
+}
+
+impl MadeDoc {
+    /// The body for the cluster as it is now: the one kept if no node changed since it was
+    /// made, else made by `whole` from every node's parts, in name order.
+    async fn get_or_make(&self, cluster: &Cluster, whole: impl FnOnce(&[Arc<NodeParts>]) -> String) -> Bytes {
+        // Read before anything is looked at: a change from now on makes the next call remake.
+        let generation = cluster.generation();
+        if let Some(body) = self.kept(generation) {
+            return body;
+        }
+        let _making = self.making.lock().await;
+        if let Some(body) = self.kept(generation) {
+            return body; // made while this call waited
+        }
+        let parts: Vec<Arc<NodeParts>> = cluster.nodes().iter().map(|n| n.parts()).collect();
+        let body = Bytes::from(whole(&parts));
+        let mut kept = self.body.lock().expect("made lock");
+        if kept.as_ref().is_none_or(|(at, _)| *at <= generation) {
+            *kept = Some((generation, body.clone()));
+        }
+        body
+    }
+
+    fn kept(&self, generation: u64) -> Option<Bytes> {
+        let kept = self.body.lock().expect("made lock");
+        kept.as_ref().filter(|(at, _)| *at == generation).map(|(_, body)| body.clone())
+    }
+}
+
+fn json_body(body: Bytes) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .body(full(body))
+        .expect("a status and valid headers make a response")
+}
+
+/// The nodes a list request asks (all, or those its `node` filter names), and the path and
+/// query the engines get (the `node` filter removed: engines refuse it).
+fn asked(cluster: &Cluster, req: &Request<Body>) -> (Vec<Arc<Node>>, String, String) {
     let query = req.uri().query().unwrap_or("");
     let only = aggregate::node_filter(query);
     let query = aggregate::strip_node_filter(query);
@@ -57,16 +133,24 @@ async fn fan_out_request(cluster: &Cluster, req: &Request<Body>, ctx: &RequestCt
         .into_iter()
         .filter(|n| only.as_ref().is_none_or(|names| names.iter().any(|x| x == n.name())))
         .collect();
-    let (healthy, unhealthy): (Vec<_>, Vec<_>) = nodes.into_iter().partition(|n| n.is_healthy());
-    let mut answers = calls::fan_out_json(&healthy, &path, ctx).await;
-    answers.extend(unhealthy.iter().map(|n| NodeAnswer {
-        node: n.name().to_owned(),
-        result: Err(format!("unhealthy: {}", n.snapshot().last_error.unwrap_or_default())),
-    }));
-    (answers, only)
+    (nodes, path, query)
 }
 
-fn with_failures(mut rsp: Response<Body>, answers: &[NodeAnswer<Value>]) -> Response<Body> {
+/// Why an unhealthy node is not in a list answer.
+fn unhealthy_error(node: &Node) -> String {
+    format!("unhealthy: {}", node.snapshot().last_error.unwrap_or_default())
+}
+
+/// The client's request sent to every healthy node (node filter removed), answers collected.
+async fn fan_out_request(cluster: &Cluster, req: &Request<Body>, ctx: &RequestCtx) -> Vec<NodeAnswer<Value>> {
+    let (nodes, path, _) = asked(cluster, req);
+    let (healthy, unhealthy): (Vec<_>, Vec<_>) = nodes.into_iter().partition(|n| n.is_healthy());
+    let mut answers = calls::fan_out_json(&healthy, &path, ctx).await;
+    answers.extend(unhealthy.iter().map(|n| NodeAnswer { node: n.name().to_owned(), result: Err(unhealthy_error(n)) }));
+    answers
+}
+
+fn with_failures<T>(mut rsp: Response<Body>, answers: &[NodeAnswer<T>]) -> Response<Body> {
     if let Some(failed) = aggregate::failed_nodes_header(answers) {
         if let Ok(v) = http::HeaderValue::from_str(&failed) {
             rsp.headers_mut().insert(aggregate::FAILED_NODES_HEADER, v);
@@ -75,16 +159,135 @@ fn with_failures(mut rsp: Response<Body>, answers: &[NodeAnswer<Value>]) -> Resp
     rsp
 }
 
-/// `GET /containers/json`: every node's list, merged.
-pub async fn container_list(cluster: &Cluster, req: Request<Body>, ctx: &RequestCtx) -> Response<Body> {
-    let (answers, _) = fan_out_request(cluster, &req, ctx).await;
-    let merged = aggregate::containers(&answers, &cluster.snapshots(), req.uri().query().unwrap_or(""));
-    with_failures(json(StatusCode::OK, &merged), &answers)
+/// Why a node's part of a container list is missing.
+enum Missing {
+    /// Unhealthy, or no answer at all: the node is down, its last-known list stands in.
+    Down(String),
+    /// It answered an error status (the engine's, or its agent's).
+    Refused(StatusCode, String),
+}
+
+impl Missing {
+    fn reason(&self) -> String {
+        match self {
+            Missing::Down(e) => e.clone(),
+            Missing::Refused(status, message) => format!("{status}: {message}"),
+        }
+    }
+}
+
+/// `GET /containers/json`: every node's list, merged ([`aggregate::merge_lists`]). A node that
+/// is unhealthy or does not answer is named in the failed-nodes header and, if its last list
+/// is known ([`LastSeen`]), shown from it as "Host Down" rows where the request admits them.
+/// Complete lists (`ps -a`) that nodes answer are remembered. If every node asked failed and
+/// there is nothing to show, the answer is an error: the engines' own 4xx if they all refused
+/// the request with one, else 503 naming each node's failure.
+///
+/// The lists stay the agents' raw bytes up to the merge, never JSON trees (see
+/// [`aggregate::merge_lists`] for what that saves at 1,000 nodes).
+pub async fn container_list(cluster: &Cluster, last_seen: &LastSeen, req: Request<Body>, ctx: &RequestCtx) -> Response<Body> {
+    let (nodes, path, engine_query) = asked(cluster, &req);
+    let calls = nodes.iter().map(|node| {
+        let path = &path;
+        async move {
+            if !node.is_healthy() {
+                return Err(Missing::Down(unhealthy_error(node)));
+            }
+            match calls::call(node, calls::request(Method::GET, path, None), ctx).await {
+                Ok((status, body)) if status.is_success() => Ok(body),
+                Ok((status, body)) => Err(Missing::Refused(status, engine_message(&body))),
+                Err(e) => Err(Missing::Down(e)),
+            }
+        }
+    });
+    let answers: Vec<Result<Bytes, Missing>> = futures_util::future::join_all(calls).await;
+    // What to merge: the answers, and the last-known lists of the nodes that are down.
+    let bodies: Vec<Option<(Bytes, bool)>> = nodes
+        .iter()
+        .zip(&answers)
+        .map(|(node, answer)| match answer {
+            Ok(body) => Some((body.clone(), false)),
+            Err(Missing::Down(_)) => last_seen.get(node.name()).map(|seen| (seen.body, true)),
+            Err(Missing::Refused(..)) => None,
+        })
+        .collect();
+    let complete = last_seen::is_complete_list(&engine_query);
+    let mut missing: Vec<NodeAnswer<()>> = vec![];
+    let mut lists: Vec<(&Node, aggregate::ContainerList, bool)> = Vec::with_capacity(nodes.len());
+    for ((node, answer), body) in nodes.iter().zip(&answers).zip(&bodies) {
+        let parsed = body.as_ref().map(|(bytes, down)| (bytes, aggregate::parse_list(bytes), *down));
+        let failure = match (answer, parsed) {
+            (Ok(_), Some((bytes, Ok(list), _))) => {
+                if complete {
+                    last_seen.remember(node.name(), bytes.clone());
+                }
+                lists.push((node, list, false));
+                None
+            }
+            (Ok(_), Some((_, Err(e), _))) => Some(e),
+            (Err(m), Some((_, Ok(list), true))) => {
+                lists.push((node, list, true));
+                Some(m.reason())
+            }
+            (Err(m), _) => Some(m.reason()),
+            (Ok(_), None) => None,
+        };
+        if let Some(reason) = failure {
+            missing.push(NodeAnswer { node: node.name().to_owned(), result: Err(reason) });
+        }
+    }
+    let parts: Vec<aggregate::NodePart> = lists
+        .iter()
+        .map(|(node, list, down)| aggregate::NodePart {
+            node: node.name(),
+            host: Some(aggregate::host_of(node.link.addr())),
+            list,
+            host_down: *down,
+        })
+        .collect();
+    let merged = aggregate::merge_lists(&parts, req.uri().query().unwrap_or(""));
+    if !nodes.is_empty() && missing.len() == nodes.len() && merged.host_down_rows == 0 {
+        return with_failures(every_node_failed(&answers, &missing), &missing);
+    }
+    let rsp = Response::builder()
+        .status(StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::CONTENT_LENGTH, merged.body.len())
+        .body(full(merged.body))
+        .expect("a status and valid headers make a response");
+    with_failures(rsp, &missing)
+}
+
+/// The answer when every node asked failed: the engines' status and message if they all
+/// refused the request with the same 4xx (an invalid filter, say), else 503 naming each failure.
+fn every_node_failed(answers: &[Result<Bytes, Missing>], missing: &[NodeAnswer<()>]) -> Response<Body> {
+    let refusals: Vec<(StatusCode, &str)> = answers
+        .iter()
+        .filter_map(|a| match a {
+            Err(Missing::Refused(status, message)) if status.is_client_error() => Some((*status, message.as_str())),
+            _ => None,
+        })
+        .collect();
+    if let Some(&(status, message)) = refusals.first() {
+        if refusals.len() == answers.len() && refusals.iter().all(|(s, _)| *s == status) {
+            return respond::message(status, message);
+        }
+    }
+    let why = aggregate::failed_nodes_header(missing).unwrap_or_default();
+    respond::message(StatusCode::SERVICE_UNAVAILABLE, &format!("no node could list its containers: {why}"))
+}
+
+/// The `message` of a Docker error body, or the body itself.
+fn engine_message(body: &[u8]) -> String {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_owned())
 }
 
 /// A list merged by `merge`.
 pub async fn merged(cluster: &Cluster, req: Request<Body>, ctx: &RequestCtx, merge: fn(&[NodeAnswer<Value>]) -> Value) -> Response<Body> {
-    let (answers, _) = fan_out_request(cluster, &req, ctx).await;
+    let answers = fan_out_request(cluster, &req, ctx).await;
     with_failures(json(StatusCode::OK, &merge(&answers)), &answers)
 }
 
@@ -95,7 +298,7 @@ pub async fn merged_with_nodes(
     ctx: &RequestCtx,
     merge: fn(&[NodeAnswer<Value>], &[NodeSnapshot]) -> Value,
 ) -> Response<Body> {
-    let (answers, _) = fan_out_request(cluster, &req, ctx).await;
+    let answers = fan_out_request(cluster, &req, ctx).await;
     with_failures(json(StatusCode::OK, &merge(&answers, &cluster.snapshots())), &answers)
 }
 
@@ -176,3 +379,43 @@ pub async fn events(cluster: &Cluster, req: Request<Body>, ctx: &RequestCtx) -> 
         .expect("valid headers")
 }
 
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::cluster::{HealthOptions, Member};
+
+    fn cluster(names: &[&str]) -> Arc<Cluster> {
+        let cluster = Cluster::new(crate::cluster::tests::tls(), HealthOptions::default());
+        let member = |i: usize| Member { addr: format!("127.0.0.{}:9", i + 1), labels: BTreeMap::new() };
+        cluster.set_members(&names.iter().enumerate().map(|(i, n)| ((*n).to_owned(), member(i))).collect());
+        cluster
+    }
+
+    #[tokio::test]
+    async fn made_again_only_after_a_change_and_only_the_changed_nodes_parts() {
+        let c = cluster(&["node1", "node2", "node3"]);
+        let made = MadeDoc::default();
+        let wholes = Cell::new(0);
+        let errors = |parts: &[Arc<NodeParts>]| -> String {
+            wholes.set(wholes.get() + 1);
+            let docs: Vec<&aggregate::VersionPart> = parts.iter().map(|p| &p.version).collect();
+            let doc: Value = serde_json::from_str(&aggregate::version_from_parts(&docs, &aggregate::GatewayFacts::new("", "0"))).unwrap();
+            let components = doc["Components"].as_array().unwrap().iter().skip(1);
+            components.map(|c| c["Details"]["Error"].as_str().unwrap_or("").to_owned()).collect::<Vec<_>>().join(",")
+        };
+        let first = made.get_or_make(&c, errors).await;
+        assert_eq!(first, "not contacted yet,not contacted yet,not contacted yet");
+        let node1_parts = c.node("node1").unwrap().parts();
+        // Nothing changed: the same bytes, nothing made.
+        assert_eq!(made.get_or_make(&c, errors).await, first);
+        assert_eq!(wholes.get(), 1);
+        // One node changed: the body is made again, with that node's new part; the others' are kept.
+        c.node("node2").unwrap().mark_unhealthy("boom");
+        assert_eq!(made.get_or_make(&c, errors).await, "not contacted yet,boom,not contacted yet");
+        assert_eq!(wholes.get(), 2);
+        assert!(Arc::ptr_eq(&node1_parts, &c.node("node1").unwrap().parts()));
+    }
+}

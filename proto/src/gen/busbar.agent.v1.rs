@@ -40,7 +40,7 @@ pub mod exchange_frame {
         #[prost(message, tag = "1")]
         Head(super::Head),
         #[prost(bytes, tag = "2")]
-        Data(::prost::alloc::vec::Vec<u8>),
+        Data(::prost::bytes::Bytes),
         #[prost(message, tag = "3")]
         Eof(super::Eof),
     }
@@ -74,6 +74,13 @@ pub struct NodeDescription {
     pub engine_version_json: ::prost::alloc::vec::Vec<u8>,
     #[prost(bytes = "vec", tag = "8")]
     pub engine_info_json: ::prost::alloc::vec::Vec<u8>,
+    /// The agent's adapter chains now: a JSON document shaped as the agent's status in etcd
+    /// (`<prefix>/status/<node>`: {"node", "revision", "scopes", "error", "rejected_revision",
+    /// "source", "updated_at"}, plus "file" for an agent run with --config), `source` being
+    /// "etcd", "cache" (etcd unreachable at start: the last-known-good chain), "file" or "none".
+    /// Empty from an agent that does not report it.
+    #[prost(bytes = "vec", tag = "9")]
+    pub chain_status_json: ::prost::alloc::vec::Vec<u8>,
 }
 /// Generated client implementations.
 pub mod agent_client {
@@ -162,6 +169,11 @@ pub mod agent_client {
         /// frames follow carrying raw bytes for the engine (stdin), and an `eof` half-closes the
         /// engine's side for writing.
         ///
+        /// A call with no request body that cannot be hijacked (anything but attach, exec start or
+        /// an explicit upgrade) may instead carry its `Head`, protobuf-encoded, in the binary
+        /// metadata `busbar-head-bin`, with no frames at all: the whole request then goes out as one
+        /// HTTP/2 HEADERS frame.
+        ///
         /// Agent -> gateway: `head`, then the response body as `data` frames (after a 101: raw bytes
         /// from the engine), then `eof`, then the call ends. An error after the head ends the call
         /// with a gRPC status: the client's stream then ends with an error, never a silent cut.
@@ -244,6 +256,11 @@ pub mod agent_server {
         /// complete). If the response is `101 Switching Protocols` (attach, exec start), more `data`
         /// frames follow carrying raw bytes for the engine (stdin), and an `eof` half-closes the
         /// engine's side for writing.
+        ///
+        /// A call with no request body that cannot be hijacked (anything but attach, exec start or
+        /// an explicit upgrade) may instead carry its `Head`, protobuf-encoded, in the binary
+        /// metadata `busbar-head-bin`, with no frames at all: the whole request then goes out as one
+        /// HTTP/2 HEADERS frame.
         ///
         /// Agent -> gateway: `head`, then the response body as `data` frames (after a 101: raw bytes
         /// from the engine), then `eof`, then the call ends. An error after the head ends the call

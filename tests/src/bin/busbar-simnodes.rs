@@ -18,7 +18,8 @@
 //!   cannot be reused as is because it takes the real agent's service.
 //! - **Simulated**: the engine behind each node. `Describe` answers `engine_reachable = true`
 //!   with synthetic `/version` and `/info` documents (Docker 20.10.24, API 1.41, 1 CPU, 1 GiB,
-//!   `--containers` containers, label `busbar.simulated=true`). `Exchange` answers, in the frame
+//!   `--containers` containers, label `busbar.simulated=true`) and a chain status (etcd
+//!   revision 1, scope `global`). `Exchange` answers, in the frame
 //!   protocol of the real agent (head, data, eof), `GET /_ping`, `/info`, `/version` and
 //!   `/containers/json` (with or without `all=1`) from documents serialized once at startup
 //!   (see `scale/docs.rs`), and `404 page not found` to anything else. There are no adapter
@@ -44,6 +45,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use busbar_agent::exchange;
 use busbar_agent::tls::pki::{CertDir, IssueRequest};
 use busbar_agent::tls::{server_config, Role};
 use busbar_proto::v1::agent_server::{Agent, AgentServer};
@@ -322,12 +324,20 @@ impl Agent for SimAgent {
     type ExchangeStream = FrameStream;
 
     async fn exchange(&self, request: tonic::Request<Streaming<ExchangeFrame>>) -> Result<tonic::Response<FrameStream>, Status> {
+        // The head comes as metadata (a bodiless call) or as the first frame, as for the real agent.
+        let in_metadata = exchange::head_from_metadata(request.metadata()).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let mut frames = request.into_inner();
-        let first = tokio::time::timeout(HEAD_TIMEOUT, frames.message())
-            .await
-            .map_err(|_| Status::deadline_exceeded("no request head within 30s"))??;
-        let Some(ExchangeFrame { frame: Some(Frame::Head(head)) }) = first else {
-            return Err(Status::invalid_argument("expected a head frame first"));
+        let head = match in_metadata {
+            Some(head) => head,
+            None => {
+                let first = tokio::time::timeout(HEAD_TIMEOUT, frames.message())
+                    .await
+                    .map_err(|_| Status::deadline_exceeded("no request head within 30s"))??;
+                let Some(ExchangeFrame { frame: Some(Frame::Head(head)) }) = first else {
+                    return Err(Status::invalid_argument("expected a head frame first"));
+                };
+                head
+            }
         };
         // The rest of the request (its end, or a body) is read and dropped, as the real agent
         // routes it to the engine.
@@ -342,8 +352,9 @@ impl Agent for SimAgent {
             header("content-length", body.len().to_string()),
         ];
         let mut out = vec![frame(Frame::Head(Head { method: String::new(), path_and_query: String::new(), status: status.into(), headers }))];
-        if head.method != "HEAD" && !body.is_empty() {
-            out.push(frame(Frame::Data(body.to_vec())));
+        if head.method != "HEAD" {
+            // In chunks, as the real agent sends a body: one frame must fit the message limit.
+            out.extend(body.chunks(busbar_agent::exchange::MAX_CHUNK).map(|part| frame(Frame::Data(part.to_vec().into()))));
         }
         out.push(frame(Frame::Eof(Eof {})));
         Ok(tonic::Response::new(Box::pin(tokio_stream::iter(out))))
@@ -359,6 +370,7 @@ impl Agent for SimAgent {
             engine_error: String::new(),
             engine_version_json: self.node.docs.version.clone(),
             engine_info_json: self.node.docs.info.clone(),
+            chain_status_json: self.node.docs.chain_status.clone(),
         }))
     }
 }

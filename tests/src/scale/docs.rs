@@ -23,6 +23,9 @@ pub struct NodeDocs {
     pub containers_all: Vec<u8>,
     /// `GET /containers/json` (running only).
     pub containers_running: Vec<u8>,
+    /// The agent's chain status (`Describe`'s `chain_status_json`): as an agent following
+    /// etcd that runs one global chain document.
+    pub chain_status: Vec<u8>,
 }
 
 /// SplitMix64: a tiny deterministic generator, for IDs that look random but never change.
@@ -205,6 +208,9 @@ pub fn node_docs(index: usize, name: &str, containers: usize) -> NodeDocs {
         version: bytes(&version),
         containers_all: bytes(&json!(all)),
         containers_running: bytes(&json!(up)),
+        chain_status: bytes(&json!({
+            "node": name, "revision": 1, "scopes": {"global": 1}, "source": "etcd", "updated_at": CREATED_BASE
+        })),
     }
 }
 

@@ -2,12 +2,16 @@
 //!
 //! It listens on 127.0.0.1 for the root namespace and on every host's gateway address
 //! (10.77.S.1), so processes inside a host's namespace (an agent, say) reach it too.
+//!
+//! It can be stopped and started again ([`Etcd::stop`], [`Etcd::restart`]): the same ports,
+//! addresses and data directory, so clients reconnect to the same URL and find every key, and
+//! every lease, it had (etcd renews the leases it finds when it starts again).
 
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{IpAddr, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -25,6 +29,9 @@ const ATTEMPTS: usize = 3;
 pub struct Etcd {
     child: Child,
     pub port: u16,
+    peer_port: u16,
+    dir: PathBuf,
+    extra_addrs: Vec<IpAddr>,
 }
 
 impl Etcd {
@@ -49,36 +56,40 @@ impl Etcd {
     fn try_start(dir: &Path, extra_addrs: &[IpAddr]) -> Result<Etcd> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let (port, peer_port) = (free_port(), free_port());
-        let mut listen = vec![format!("http://127.0.0.1:{port}")];
-        listen.extend(extra_addrs.iter().map(|a| format!("http://{a}:{port}")));
-        let peer = format!("http://127.0.0.1:{peer_port}");
-        let log_path = dir.join("etcd.log");
-        let log =
-            File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
-        let mut cmd = Command::new("etcd");
-        cmd.args(["--name", "bbt"])
-            .args(["--data-dir", &dir.join("data").to_string_lossy()])
-            .args(["--listen-client-urls", &listen.join(",")])
-            .args([
-                "--advertise-client-urls",
-                &format!("http://127.0.0.1:{port}"),
-            ])
-            .args(["--listen-peer-urls", &peer])
-            .args(["--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("bbt={peer}")])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .process_group(0);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {} (install etcd-server)", describe(&cmd)))?;
-        let mut etcd = Etcd { child, port };
-        etcd.wait_healthy(&log_path)?;
+        let child = spawn(dir, port, peer_port, extra_addrs)?;
+        let mut etcd = Etcd {
+            child,
+            port,
+            peer_port,
+            dir: dir.to_path_buf(),
+            extra_addrs: extra_addrs.to_vec(),
+        };
+        etcd.wait_healthy()?;
         Ok(etcd)
     }
 
-    fn wait_healthy(&mut self, log_path: &Path) -> Result<()> {
+    /// Whether the etcd process is running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().is_ok_and(|s| s.is_none())
+    }
+
+    /// Starts the stopped etcd again on the same ports with the same data, and waits until it
+    /// is healthy. A no-op when it runs.
+    pub fn restart(&mut self) -> Result<()> {
+        if self.running() {
+            return Ok(());
+        }
+        self.child = spawn(&self.dir, self.port, self.peer_port, &self.extra_addrs)?;
+        self.wait_healthy()
+    }
+
+    /// The log of the running (or last) etcd.
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("etcd.log")
+    }
+
+    fn wait_healthy(&mut self) -> Result<()> {
+        let log_path = &self.log_path();
         let t0 = Instant::now();
         loop {
             if super::stopping() {
@@ -104,13 +115,21 @@ impl Etcd {
         }
     }
 
+    /// The running etcd's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// etcd's client URL from the root namespace.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// SIGTERM, a bounded wait, then SIGKILL.
+    /// SIGTERM, a bounded wait, then SIGKILL. A no-op when it is not running.
     pub fn stop(&mut self) {
+        if !self.running() {
+            return;
+        }
         sys::signal("TERM", &self.child.id().to_string());
         if !sys::wait_for(Duration::from_secs(10), || {
             self.child.try_wait().is_ok_and(|s| s.is_some())
@@ -122,10 +141,38 @@ impl Etcd {
 
 impl Drop for Etcd {
     fn drop(&mut self) {
-        if self.child.try_wait().is_ok_and(|s| s.is_none()) {
-            self.stop();
-        }
+        self.stop();
     }
+}
+
+/// Starts etcd with its data in `dir/data` and its log (appended) in `dir/etcd.log`.
+fn spawn(dir: &Path, port: u16, peer_port: u16, extra_addrs: &[IpAddr]) -> Result<Child> {
+    let mut listen = vec![format!("http://127.0.0.1:{port}")];
+    listen.extend(extra_addrs.iter().map(|a| format!("http://{a}:{port}")));
+    let peer = format!("http://127.0.0.1:{peer_port}");
+    let log_path = dir.join("etcd.log");
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
+    let mut cmd = Command::new("etcd");
+    cmd.args(["--name", "bbt"])
+        .args(["--data-dir", &dir.join("data").to_string_lossy()])
+        .args(["--listen-client-urls", &listen.join(",")])
+        .args([
+            "--advertise-client-urls",
+            &format!("http://127.0.0.1:{port}"),
+        ])
+        .args(["--listen-peer-urls", &peer])
+        .args(["--initial-advertise-peer-urls", &peer])
+        .args(["--initial-cluster", &format!("bbt={peer}")])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0);
+    cmd.spawn()
+        .with_context(|| format!("starting {} (install etcd-server)", describe(&cmd)))
 }
 
 /// Whether etcd on 127.0.0.1:`port` reports itself healthy on `/health`.

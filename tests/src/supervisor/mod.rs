@@ -11,11 +11,13 @@
 //! | `disconnect H`      | take H's link down (a network partition; namespaced hosts)    |
 //! | `reconnect H`       | bring it back up                                              |
 //! | `pid H`             | `ok PID` of H's running dockerd                               |
+//! | `stop-etcd`         | SIGTERM etcd and wait until it is gone (an etcd outage)       |
+//! | `start-etcd`        | start it again (same ports and data), wait until healthy      |
 //!
 //! Each is answered by `ok` (possibly followed by a value) or `err MESSAGE`.
 
 mod engine;
-mod etcd;
+pub mod etcd;
 mod network;
 pub mod slots;
 pub mod sys;
@@ -297,6 +299,15 @@ impl Bed {
                     bail!("host {arg} has no network namespace to disconnect");
                 }
                 net.set_link(verb == "reconnect").map(|_| String::new())
+            }
+            "stop-etcd" | "start-etcd" => {
+                let etcd = self.etcd.as_mut().context("the bed has no etcd")?;
+                if verb == "stop-etcd" {
+                    etcd.stop();
+                    Ok(String::new())
+                } else {
+                    etcd.restart().map(|_| String::new())
+                }
             }
             "pid" => self
                 .host(arg)?

@@ -318,12 +318,14 @@ fn networks_and_volumes() {
 }
 
 #[test]
-fn a_thousand_requests_leak_no_connection_or_descriptor() {
+fn many_requests_leak_no_connection_or_descriptor() {
     let (_engine, front) = setup();
     let request = "GET /v1.41/containers/json HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
     http_raw(front.port, request).unwrap(); // warm the engine connection pool
     let before = front.open_fds();
-    for i in 0..1000 {
+    // More than h2's 1,024 resets per connection: through the gRPC hop, an exchange that
+    // reset its stream would make the connection fail before the end.
+    for i in 0..1500 {
         let rsp = http_raw(front.port, request).unwrap();
         assert!(rsp.starts_with(b"HTTP/1.1 200"), "request {i}: {:?}", String::from_utf8_lossy(&rsp));
     }

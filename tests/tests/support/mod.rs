@@ -56,13 +56,20 @@ impl Process {
     /// with the certificates of node `name` from `certs`, and waits until the port accepts.
     pub fn agent_in(host: &testbed::Host, name: &str, certs: &Path, extra: &[&str]) -> (Process, String) {
         let addr = format!("{}:{}", host.addr().expect("the host has an address"), free_port());
+        let p = Process::agent_in_at(host, name, certs, &addr, extra);
+        (p, addr)
+    }
+
+    /// Like [`Process::agent_in`], on a given gRPC address (`IP:PORT` in the host): to start
+    /// an agent again where its registration (and the gateway) expect it.
+    pub fn agent_in_at(host: &testbed::Host, name: &str, certs: &Path, addr: &str, extra: &[&str]) -> Process {
         let log = std::env::temp_dir().join(format!("{}.log", unique_name("busbar-agent")));
         let mut cmd = host.command_in(binary("busbar-agent"));
-        cmd.args(["--docker", &host.docker_url(), "--grpc-listen", &addr]).args(tls_args(certs, name)).args(extra);
+        cmd.args(["--docker", &host.docker_url(), "--grpc-listen", addr]).args(tls_args(certs, name)).args(extra);
         let p = Process::start(cmd, 0, log);
-        let up = wait_until(Duration::from_secs(15), || TcpStream::connect(&addr).is_ok());
+        let up = wait_until(Duration::from_secs(15), || TcpStream::connect(addr).is_ok());
         assert!(up, "agent {name} did not listen on {addr}; its log:\n{}", p.log_tail());
-        (p, addr)
+        p
     }
 
     fn spawn(bin: &str, args: &[String], port: u16) -> Process {

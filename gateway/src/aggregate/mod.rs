@@ -34,8 +34,9 @@
 //!   is `containers/json`: for a node that is down, the gateway passes the node's last-known
 //!   list, which [`merge_lists`] shows as "Host Down" rows, as Swarm did (see `containers`).
 //! - If **every** asked node failed ([`all_failed`]), an empty list would be a lie: the gateway
-//!   answers an error instead (503 with the header's text as the message, or, when the engines
-//!   all refused the request itself with the same 4xx, that status).
+//!   answers an error instead: 503 with the header's text as the message (for
+//!   `containers/json`, when the engines all refused the request itself with the same 4xx,
+//!   that status). A prune on no healthy node at all answers 200 with nothing pruned.
 //! - **`/info`** never drops a node: a node that failed is listed in its `SystemStatus` block with
 //!   `Status: Unhealthy` and the failure in `└ Error`, and only healthy nodes count in the totals.
 //!   `/version` likewise lists it among its `Components` with its status and error.

@@ -288,7 +288,17 @@ fn engine_message(body: &[u8]) -> String {
 /// A list merged by `merge`.
 pub async fn merged(cluster: &Cluster, req: Request<Body>, ctx: &RequestCtx, merge: fn(&[NodeAnswer<Value>]) -> Value) -> Response<Body> {
     let answers = fan_out_request(cluster, &req, ctx).await;
-    with_failures(json(StatusCode::OK, &merge(&answers)), &answers)
+    merged_or_failed(&answers, || merge(&answers))
+}
+
+/// The merged answer with the failed nodes named, or, when every node asked failed, a 503
+/// saying why: an empty list would be a lie.
+fn merged_or_failed(answers: &[NodeAnswer<Value>], merge: impl FnOnce() -> Value) -> Response<Body> {
+    if aggregate::all_failed(answers) {
+        let why = aggregate::failed_nodes_header(answers).unwrap_or_default();
+        return respond::message(StatusCode::SERVICE_UNAVAILABLE, &format!("no node answered: {why}"));
+    }
+    with_failures(json(StatusCode::OK, &merge()), answers)
 }
 
 /// A list merged by `merge`, which also needs the nodes (for node-qualified names).
@@ -299,7 +309,7 @@ pub async fn merged_with_nodes(
     merge: fn(&[NodeAnswer<Value>], &[NodeSnapshot]) -> Value,
 ) -> Response<Body> {
     let answers = fan_out_request(cluster, &req, ctx).await;
-    with_failures(json(StatusCode::OK, &merge(&answers, &cluster.snapshots())), &answers)
+    merged_or_failed(&answers, || merge(&answers, &cluster.snapshots()))
 }
 
 /// A POST (prune) on every healthy node, answers merged.
@@ -318,7 +328,7 @@ pub async fn broadcast_merged(cluster: &Cluster, req: Request<Body>, ctx: &Reque
         }
     });
     let answers = futures_util::future::join_all(calls).await;
-    with_failures(json(StatusCode::OK, &merge(&answers)), &answers)
+    merged_or_failed(&answers, || merge(&answers))
 }
 
 /// `GET /events`: one live stream merged from every healthy node, each event tagged with its
@@ -417,5 +427,22 @@ mod tests {
         assert_eq!(made.get_or_make(&c, errors).await, "not contacted yet,boom,not contacted yet");
         assert_eq!(wholes.get(), 2);
         assert!(Arc::ptr_eq(&node1_parts, &c.node("node1").unwrap().parts()));
+    }
+
+    fn answer(node: &str, result: Result<Value, &str>) -> NodeAnswer<Value> {
+        NodeAnswer { node: node.into(), result: result.map_err(str::to_owned) }
+    }
+
+    #[test]
+    fn a_list_no_node_answered_is_an_error_not_an_empty_list() {
+        let all_down = [answer("node1", Err("connection refused")), answer("node2", Err("timeout"))];
+        let rsp = merged_or_failed(&all_down, || Value::Array(vec![]));
+        assert_eq!(rsp.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+        let one_up = [answer("node1", Err("connection refused")), answer("node2", Ok(Value::Array(vec![])))];
+        let rsp = merged_or_failed(&one_up, || Value::Array(vec![]));
+        assert_eq!(rsp.status(), StatusCode::OK);
+        let failed = rsp.headers()[aggregate::FAILED_NODES_HEADER].to_str().unwrap();
+        assert!(failed.contains("node1: connection refused"), "{failed}");
     }
 }

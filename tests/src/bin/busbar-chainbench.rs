@@ -71,6 +71,8 @@
 
 #[path = "../bench/host.rs"]
 mod host;
+#[path = "../bench/procstat.rs"]
+mod procstat;
 #[allow(dead_code)]
 #[path = "../bench/stats.rs"]
 mod stats;
@@ -89,6 +91,7 @@ use busbar_agent::etcd_conn::EtcdConnection;
 use clap::Parser;
 use etcd_client::{Client, Compare, CompareOp, EventType, Txn, TxnOp, WatchOptions};
 use host::{busbar_version, command_line, read_trimmed, run_text};
+use procstat::{cpu_time, machine_busy};
 use stats::percentile;
 use testbed::supervisor::etcd::Etcd;
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -664,32 +667,7 @@ async fn watch_statuses(client: Client, prefix: String, seen: mpsc::Sender<Statu
     }
 }
 
-/// User plus system CPU time so far of a process (all its threads), from `/proc/PID/stat`.
-fn cpu_time(pid: u32) -> Result<Duration> {
-    /// USER_HZ: 100 on every Linux platform this runs on.
-    const TICK: Duration = Duration::from_millis(10);
-    let path = format!("/proc/{pid}/stat");
-    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let mut ticks = 0u64;
-    for field in [11, 12] {
-        // utime and stime: fields 14 and 15 of the whole line.
-        ticks += fields.get(field).with_context(|| format!("{path} is too short"))?.parse::<u64>()?;
-    }
-    Ok(TICK * u32::try_from(ticks)?)
-}
 
-/// CPU time the whole machine spent busy so far (every CPU, every process, the kernel), from
-/// `/proc/stat`: user, nice, system, irq, softirq and steal.
-fn machine_busy() -> Result<Duration> {
-    const TICK: Duration = Duration::from_millis(10);
-    let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
-    let line = stat.lines().next().context("/proc/stat is empty")?;
-    let fields: Vec<u64> = line.split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0)).collect();
-    let busy: u64 = [0, 1, 2, 5, 6, 7].iter().map(|&i| fields.get(i).copied().unwrap_or(0)).sum();
-    Ok(TICK * u32::try_from(busy)?)
-}
 
 /// A `kB` field of `/proc/PID/status`.
 fn proc_field(pid: u32, name: &str) -> Option<u64> {

@@ -46,6 +46,8 @@
 
 #[path = "../bench/host.rs"]
 mod host;
+#[path = "../bench/procstat.rs"]
+mod procstat;
 // Shared with busbar-bench, which uses parts this program does not (unix sockets, medians).
 #[allow(dead_code)]
 #[path = "../bench/http.rs"]
@@ -55,6 +57,7 @@ mod http;
 mod stats;
 
 use host::{busbar_version, command_line, read_trimmed, run_text};
+use procstat::{cpu_time, machine_busy};
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -447,32 +450,7 @@ fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// User plus system CPU time so far of a process (all its threads), from `/proc/PID/stat`.
-fn cpu_time(pid: u32) -> Result<Duration> {
-    /// USER_HZ: 100 on every Linux platform this runs on.
-    const TICK: Duration = Duration::from_millis(10);
-    let path = format!("/proc/{pid}/stat");
-    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let mut ticks = 0u64;
-    for field in [11, 12] {
-        // utime and stime: fields 14 and 15 of the whole line.
-        ticks += fields.get(field).with_context(|| format!("{path} is too short"))?.parse::<u64>()?;
-    }
-    Ok(TICK * u32::try_from(ticks)?)
-}
 
-/// CPU time the whole machine spent busy so far (every CPU, every process, the kernel), from
-/// `/proc/stat`: user, nice, system, irq, softirq and steal.
-fn machine_busy() -> Result<Duration> {
-    const TICK: Duration = Duration::from_millis(10);
-    let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
-    let line = stat.lines().next().context("/proc/stat is empty")?;
-    let fields: Vec<u64> = line.split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0)).collect();
-    let busy: u64 = [0, 1, 2, 5, 6, 7].iter().map(|&i| fields.get(i).copied().unwrap_or(0)).sum();
-    Ok(TICK * u32::try_from(busy)?)
-}
 
 /// Memory, descriptors and threads of a process at one moment.
 #[derive(Debug, Clone, Copy)]

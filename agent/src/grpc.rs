@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use busbar_proto::v1::agent_server::{Agent, AgentServer};
-use busbar_proto::v1::{DescribeRequest, ExchangeFrame, NodeDescription};
+use busbar_proto::v1::{DescribeRequest, ExchangeFrame, Head, NodeDescription};
 use futures_util::Stream;
 use http::Request;
 use http_body_util::BodyExt;
@@ -64,27 +64,29 @@ impl AgentService {
 type FrameStream = Pin<Box<dyn Stream<Item = Result<ExchangeFrame, Status>> + Send>>;
 
 /// How long a gateway may take to send the head of an exchange it opened.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The request head of an `Exchange` call, and whether it came as metadata (a bodiless call:
+/// no frame follows) rather than as the first frame (read within [`HEAD_TIMEOUT`]).
+pub async fn read_head(metadata: &tonic::metadata::MetadataMap, frames: &mut Streaming<ExchangeFrame>) -> Result<(Head, bool), Status> {
+    if let Some(head) = exchange::head_from_metadata(metadata).map_err(|e| Status::invalid_argument(e.to_string()))? {
+        return Ok((head, true));
+    }
+    let first = tokio::time::timeout(HEAD_TIMEOUT, frames.message())
+        .await
+        .map_err(|_| Status::deadline_exceeded("no request head within 30s"))??;
+    let head = exchange::expect_head(first).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    Ok((head, false))
+}
 
 #[tonic::async_trait]
 impl Agent for AgentService {
     type ExchangeStream = FrameStream;
 
     async fn exchange(&self, request: tonic::Request<Streaming<ExchangeFrame>>) -> Result<tonic::Response<FrameStream>, Status> {
-        let in_metadata = exchange::head_from_metadata(request.metadata()).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let mut frames = request.into_inner();
-        let (head, early, ended) = match in_metadata {
-            // A bodiless call: nothing follows.
-            Some(head) => (head, vec![], true),
-            None => {
-                let first = tokio::time::timeout(HEAD_TIMEOUT, frames.message())
-                    .await
-                    .map_err(|_| Status::deadline_exceeded("no request head within 30s"))??;
-                let head = exchange::expect_head(first).map_err(|e| Status::invalid_argument(e.to_string()))?;
-                let (early, ended) = exchange::take_ready(&mut frames);
-                (head, early, ended)
-            }
-        };
+        let (metadata, _, mut frames) = request.into_parts();
+        let (head, bodiless) = read_head(&metadata, &mut frames).await?;
+        let (early, ended) = if bodiless { (vec![], true) } else { exchange::take_ready(&mut frames) };
         let Inbound { body, raw } = exchange::route_inbound_after(early, ended, frames);
         let req = exchange::to_request(head, body).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let ctx = RequestCtx::new(&req);

@@ -46,6 +46,19 @@ fn agent_args(bed: &Testbed, i: usize, prefix: &str, state: &Path, etcd: &str) -
 }
 
 impl Bed {
+    /// Writes a chain document that names an adapter it never defines straight into etcd under
+    /// `scope`, past busbarctl's validation, as an operator with etcdctl could.
+    fn put_invalid_chain(&self, scope: &str) {
+        let key = format!("{}/chains/{scope}", self.prefix);
+        let bad = "endpoints:\n  \"POST /*/containers/create\":\n    pre: [missing]\nadapters: {}\n";
+        let put = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", self.bed.etcd().unwrap(), "put", &key, bad])
+            .output()
+            .expect("etcdctl runs");
+        assert!(put.status.success(), "etcdctl put: {}", String::from_utf8_lossy(&put.stderr));
+    }
+
     fn start() -> Bed {
         let bed = Testbed::start(TestbedSpec { hosts: 3, netns: true, etcd: true }).unwrap();
         let prefix = format!("/{}", unique_name("bbchains"));
@@ -244,14 +257,7 @@ fn chains_in_etcd_apply_live_scoped_rolled_back_guarded_and_validated() {
 
     // An invalid document written straight into etcd: refused by every agent, which keep the
     // last good chain and say why in `chain status`.
-    let key = format!("{}/chains/global", b.prefix);
-    let bad = "endpoints:\n  \"POST /*/containers/create\":\n    pre: [missing]\nadapters: {}\n";
-    let put = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .args(["--endpoints", b.bed.etcd().unwrap(), "put", &key, bad])
-        .output()
-        .expect("etcdctl runs");
-    assert!(put.status.success(), "etcdctl put: {}", String::from_utf8_lossy(&put.stderr));
+    b.put_invalid_chain("global");
     let refused = wait_until(Duration::from_secs(2), || {
         let s = b.status();
         NODES.iter().all(|n| s.get(*n).is_some_and(|v| v["error"].as_str().is_some_and(|e| e.contains("missing"))))
@@ -438,14 +444,7 @@ fn docker_info_shows_each_nodes_chain_revision_and_refusals() {
 
     // An invalid document for label:zone=b, written straight into etcd: node2 and node3 refuse
     // it and keep their chain; node1 does not carry the label and has nothing to refuse.
-    let key = format!("{}/chains/label:zone=b", b.prefix);
-    let bad = "endpoints:\n  \"POST /*/containers/create\":\n    pre: [missing]\nadapters: {}\n";
-    let put = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .args(["--endpoints", b.bed.etcd().unwrap(), "put", &key, bad])
-        .output()
-        .expect("etcdctl runs");
-    assert!(put.status.success(), "etcdctl put: {}", String::from_utf8_lossy(&put.stderr));
+    b.put_invalid_chain("label:zone=b");
     let refused = wait_until(Duration::from_secs(5), || {
         let info = b.info();
         ["node2", "node3"].iter().all(|n| {

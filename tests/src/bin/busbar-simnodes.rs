@@ -45,7 +45,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use busbar_agent::exchange;
+use busbar_agent::grpc::read_head;
 use busbar_agent::tls::pki::{CertDir, IssueRequest};
 use busbar_agent::tls::{server_config, Role};
 use busbar_proto::v1::agent_server::{Agent, AgentServer};
@@ -62,8 +62,6 @@ use tonic::{Status, Streaming};
 
 /// The real agent's limit on a decoded message (`4 * exchange::MAX_CHUNK`).
 const MAX_MESSAGE: usize = 4 * busbar_agent::exchange::MAX_CHUNK;
-/// How long a gateway may take to send the head of an exchange (as the real agent).
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a TLS handshake may take (as the real agent).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -324,21 +322,9 @@ impl Agent for SimAgent {
     type ExchangeStream = FrameStream;
 
     async fn exchange(&self, request: tonic::Request<Streaming<ExchangeFrame>>) -> Result<tonic::Response<FrameStream>, Status> {
-        // The head comes as metadata (a bodiless call) or as the first frame, as for the real agent.
-        let in_metadata = exchange::head_from_metadata(request.metadata()).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let mut frames = request.into_inner();
-        let head = match in_metadata {
-            Some(head) => head,
-            None => {
-                let first = tokio::time::timeout(HEAD_TIMEOUT, frames.message())
-                    .await
-                    .map_err(|_| Status::deadline_exceeded("no request head within 30s"))??;
-                let Some(ExchangeFrame { frame: Some(Frame::Head(head)) }) = first else {
-                    return Err(Status::invalid_argument("expected a head frame first"));
-                };
-                head
-            }
-        };
+        // The head comes as the real agent reads it: as metadata, or as the first frame.
+        let (metadata, _, mut frames) = request.into_parts();
+        let (head, _) = read_head(&metadata, &mut frames).await?;
         // The rest of the request (its end, or a body) is read and dropped, as the real agent
         // routes it to the engine.
         tokio::spawn(async move { while let Ok(Some(_)) = frames.message().await {} });

@@ -66,7 +66,11 @@ pub struct Cli {
 #[derive(Debug, clap::Args)]
 pub struct LocalArgs {
     /// The Docker engine to forward to: unix:///path or tcp://host:port.
-    #[arg(long, env = "BUSBAR_DOCKER", default_value = "unix:///var/run/docker.sock")]
+    #[arg(
+        long,
+        env = "BUSBAR_DOCKER",
+        default_value = "unix:///var/run/docker.sock"
+    )]
     pub docker: String,
 
     /// Where to serve the Docker API: tcp://IP:PORT or unix:///path. Repeatable.
@@ -188,7 +192,13 @@ impl Cli {
         let local_by_default = self.grpc_listen.is_none();
         let mut config = self.local.into_config(local_by_default)?;
         let tls = self.tls.files("the agent's gRPC service")?;
-        config.grpc = grpc_config(self.grpc_listen, self.advertise, self.node_name, &self.labels, tls)?;
+        config.grpc = grpc_config(
+            self.grpc_listen,
+            self.advertise,
+            self.node_name,
+            &self.labels,
+            tls,
+        )?;
         let etcd = self.etcd.into_config()?;
         match &mut config.grpc {
             Some(grpc) => {
@@ -199,7 +209,8 @@ impl Cli {
                     if config.chains_file.is_some() {
                         return Err(ConfigError::ConfigAndEtcd);
                     }
-                    crate::registry::check_prefix(&self.etcd_prefix).map_err(|e| ConfigError::Prefix(e.to_string()))?;
+                    crate::registry::check_prefix(&self.etcd_prefix)
+                        .map_err(|e| ConfigError::Prefix(e.to_string()))?;
                 }
                 grpc.etcd = etcd;
                 grpc.etcd_prefix = self.etcd_prefix;
@@ -249,11 +260,19 @@ fn grpc_config(
     labels: &[String],
     tls: Option<TlsFiles>,
 ) -> Result<Option<GrpcConfig>, ConfigError> {
-    let Some(listen) = listen else { return Ok(None) };
-    let Some(tls) = tls else { return Err(ConfigError::GrpcWithoutTls) };
+    let Some(listen) = listen else {
+        return Ok(None);
+    };
+    let Some(tls) = tls else {
+        return Err(ConfigError::GrpcWithoutTls);
+    };
     let labels = labels
         .iter()
-        .map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| ConfigError::Label(l.clone())))
+        .map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| ConfigError::Label(l.clone()))
+        })
         .collect::<Result<_, _>>()?;
     Ok(Some(GrpcConfig {
         listen,
@@ -284,7 +303,9 @@ mod tests {
     fn parse(args: &[&str]) -> Result<Config, ConfigError> {
         let mut argv = vec!["busbar-agent"];
         argv.extend_from_slice(args);
-        Cli::try_parse_from(argv).expect("flags parse").into_config()
+        Cli::try_parse_from(argv)
+            .expect("flags parse")
+            .into_config()
     }
 
     #[test]
@@ -296,14 +317,25 @@ mod tests {
 
     #[test]
     fn remote_plaintext_needs_the_flag() {
-        let err = parse(&["--listen", "tcp://0.0.0.0:2375"]).unwrap_err().to_string();
+        let err = parse(&["--listen", "tcp://0.0.0.0:2375"])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--allow-remote-plaintext"), "{err}");
         parse(&["--listen", "tcp://0.0.0.0:2375", "--allow-remote-plaintext"]).unwrap();
     }
 
     #[test]
     fn config_and_etcd_together_are_refused() {
-        let certs = ["--tls-ca", "c", "--tls-cert", "c", "--tls-key", "k", "--grpc-listen", "127.0.0.1:7443"];
+        let certs = [
+            "--tls-ca",
+            "c",
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k",
+            "--grpc-listen",
+            "127.0.0.1:7443",
+        ];
         let mut args = certs.to_vec();
         args.extend(["--etcd", "127.0.0.1:2379", "--config", "a.yml"]);
         let err = parse(&args).unwrap_err().to_string();
@@ -316,7 +348,13 @@ mod tests {
 
     #[test]
     fn several_listeners() {
-        let c = parse(&["--listen", "tcp://127.0.0.1:1", "--listen", "unix:///tmp/b.sock"]).unwrap();
+        let c = parse(&[
+            "--listen",
+            "tcp://127.0.0.1:1",
+            "--listen",
+            "unix:///tmp/b.sock",
+        ])
+        .unwrap();
         assert_eq!(c.listen.len(), 2);
     }
 }

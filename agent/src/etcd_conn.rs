@@ -159,7 +159,9 @@ pub enum EtcdConfigError {
     NoCa { reason: String },
     #[error("--etcd-cert and --etcd-key go together: the client certificate and its private key")]
     PartialIdentity,
-    #[error("--etcd-user {user}: no password: give --etcd-password-file FILE or set {PASSWORD_ENV}")]
+    #[error(
+        "--etcd-user {user}: no password: give --etcd-password-file FILE or set {PASSWORD_ENV}"
+    )]
     NoPassword { user: String },
     #[error("an etcd password (--etcd-password-file or {PASSWORD_ENV}) needs --etcd-user")]
     NoUser,
@@ -170,7 +172,10 @@ pub enum EtcdConfigError {
     #[error("{PASSWORD_ENV} is set but empty")]
     EmptyPasswordEnv,
     #[error("--etcd-password-file {}: {source}", path.display())]
-    PasswordFile { path: PathBuf, source: std::io::Error },
+    PasswordFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("--etcd-password-file {}: empty", path.display())]
     EmptyPasswordFile { path: PathBuf },
     #[error("--etcd-ca: {0}")]
@@ -198,13 +203,19 @@ impl EtcdConnArgs {
             (None, None) => None,
             _ => return Err(EtcdConfigError::PartialIdentity),
         };
-        let tls_flags: Vec<&str> = [("--etcd-ca", self.etcd_ca.is_some()), ("--etcd-cert", identity.is_some())]
-            .into_iter()
-            .filter_map(|(flag, given)| given.then_some(flag))
-            .collect();
+        let tls_flags: Vec<&str> = [
+            ("--etcd-ca", self.etcd_ca.is_some()),
+            ("--etcd-cert", identity.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, given)| given.then_some(flag))
+        .collect();
         let tls = if https.is_some() || !tls_flags.is_empty() {
             if let Some(endpoint) = http {
-                return Err(EtcdConfigError::TlsWithHttp { endpoint: endpoint.clone(), flags: tls_flags.join(", ") });
+                return Err(EtcdConfigError::TlsWithHttp {
+                    endpoint: endpoint.clone(),
+                    flags: tls_flags.join(", "),
+                });
             }
             let reason = match https {
                 Some(e) => format!("--etcd {e}"),
@@ -218,7 +229,9 @@ impl EtcdConnArgs {
         let password = match (self.etcd_password_file, self.etcd_password_env) {
             (Some(_), Some(_)) => return Err(EtcdConfigError::TwoPasswords),
             (Some(file), None) => Some(PasswordSource::File(file)),
-            (None, Some(secret)) if secret.0.is_empty() => return Err(EtcdConfigError::EmptyPasswordEnv),
+            (None, Some(secret)) if secret.0.is_empty() => {
+                return Err(EtcdConfigError::EmptyPasswordEnv)
+            }
             (None, Some(secret)) => Some(PasswordSource::Env(secret)),
             (None, None) => None,
         };
@@ -229,7 +242,11 @@ impl EtcdConnArgs {
             (None, Some(_)) => return Err(EtcdConfigError::NoUser),
             (None, None) => None,
         };
-        Ok(Some(EtcdConfig { endpoints: self.etcd, tls, auth }))
+        Ok(Some(EtcdConfig {
+            endpoints: self.etcd,
+            tls,
+            auth,
+        }))
     }
 }
 
@@ -238,7 +255,11 @@ impl EtcdConnArgs {
 impl EtcdConfig {
     /// Plaintext `http://` endpoints, no user: the settings before TLS and authentication.
     pub fn plaintext(endpoints: Vec<String>) -> EtcdConfig {
-        EtcdConfig { endpoints, tls: None, auth: None }
+        EtcdConfig {
+            endpoints,
+            tls: None,
+            auth: None,
+        }
     }
 
     /// Reads and checks the files: the CA, the client certificate and key (which must
@@ -250,7 +271,11 @@ impl EtcdConfig {
             Some(auth) => Some((auth.user.clone(), auth.password.load()?)),
             None => None,
         };
-        Ok(EtcdConnection { endpoints: self.endpoints.clone(), tls, user })
+        Ok(EtcdConnection {
+            endpoints: self.endpoints.clone(),
+            tls,
+            user,
+        })
     }
 
     /// The endpoints as one string, for log lines and messages.
@@ -266,12 +291,18 @@ impl EtcdTls {
         // Parsed here only to check them (tonic parses the PEM again when it connects).
         let mut roots = RootCertStore::empty();
         for ca in tls::read_certs("CA certificate", &self.ca).map_err(EtcdConfigError::Ca)? {
-            roots.add(ca).map_err(|source| EtcdConfigError::Ca(TlsError::BadCa { path: self.ca.clone(), source }))?;
+            roots.add(ca).map_err(|source| {
+                EtcdConfigError::Ca(TlsError::BadCa {
+                    path: self.ca.clone(),
+                    source,
+                })
+            })?;
         }
         let ca = tls::read("CA certificate", &self.ca).map_err(EtcdConfigError::Ca)?;
         let mut options = TlsOptions::new().ca_certificate(Certificate::from_pem(ca));
         if let Some((cert, key)) = &self.identity {
-            let (cert_pem, key_pem) = load_identity(cert, key).map_err(EtcdConfigError::Identity)?;
+            let (cert_pem, key_pem) =
+                load_identity(cert, key).map_err(EtcdConfigError::Identity)?;
             options = options.identity(Identity::from_pem(cert_pem, key_pem));
         }
         Ok(options)
@@ -285,16 +316,34 @@ fn load_identity(cert: &Path, key: &Path) -> Result<(Vec<u8>, Vec<u8>), TlsError
     let key_pem = tls::read("private key", key)?;
     let parsed = match PrivateKeyDer::from_pem_slice(&key_pem) {
         Ok(k) => k,
-        Err(pem::Error::NoItemsFound) => return Err(TlsError::NoKey { path: key.to_owned() }),
-        Err(source) => return Err(TlsError::BadPem { what: "private key", path: key.to_owned(), source }),
+        Err(pem::Error::NoItemsFound) => {
+            return Err(TlsError::NoKey {
+                path: key.to_owned(),
+            })
+        }
+        Err(source) => {
+            return Err(TlsError::BadPem {
+                what: "private key",
+                path: key.to_owned(),
+                source,
+            })
+        }
     };
     let provider = rustls::crypto::ring::default_provider();
     match CertifiedKey::from_der(chain, parsed, &provider) {
         Ok(_) => {}
         Err(rustls::Error::InconsistentKeys(InconsistentKeys::KeyMismatch)) => {
-            return Err(TlsError::KeyMismatch { cert: cert.to_owned(), key: key.to_owned() })
+            return Err(TlsError::KeyMismatch {
+                cert: cert.to_owned(),
+                key: key.to_owned(),
+            })
         }
-        Err(source) => return Err(TlsError::BadKey { path: key.to_owned(), source }),
+        Err(source) => {
+            return Err(TlsError::BadKey {
+                path: key.to_owned(),
+                source,
+            })
+        }
     }
     Ok((tls::read("client certificate", cert)?, key_pem))
 }
@@ -306,10 +355,17 @@ impl PasswordSource {
         match self {
             PasswordSource::Env(secret) => Ok(secret.clone()),
             PasswordSource::File(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| EtcdConfigError::PasswordFile { path: path.clone(), source })?;
+                let text = std::fs::read_to_string(path).map_err(|source| {
+                    EtcdConfigError::PasswordFile {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
                 // `echo secret > file` leaves a newline that is not part of the password.
-                let password = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
+                let password = text
+                    .strip_suffix('\n')
+                    .map(|t| t.strip_suffix('\r').unwrap_or(t))
+                    .unwrap_or(&text);
                 if password.is_empty() {
                     return Err(EtcdConfigError::EmptyPasswordFile { path: path.clone() });
                 }
@@ -324,7 +380,11 @@ impl PasswordSource {
 impl EtcdConnection {
     /// Plaintext, no user: for tests and tools that talk to a local etcd.
     pub fn plaintext(endpoints: Vec<String>) -> EtcdConnection {
-        EtcdConnection { endpoints, tls: None, user: None }
+        EtcdConnection {
+            endpoints,
+            tls: None,
+            user: None,
+        }
     }
 
     pub fn endpoints(&self) -> &[String] {
@@ -353,7 +413,9 @@ impl EtcdConnection {
         }
         if let Some((user, password)) = &self.user {
             // Long-lived clients (the registration, the watches) outlive etcd's token TTL.
-            options = options.with_user(user.clone(), password.0.clone()).with_auto_token_refresh(true);
+            options = options
+                .with_user(user.clone(), password.0.clone())
+                .with_auto_token_refresh(true);
         }
         options
     }
@@ -398,7 +460,9 @@ pub enum Refusal {
          with --client-cert-auth it wants --etcd-cert/--etcd-key from a CA in its --trusted-ca-file"
     )]
     ClientCertRefused,
-    #[error("TLS handshake failed: the endpoint does not speak TLS; for a plaintext etcd, use http://")]
+    #[error(
+        "TLS handshake failed: the endpoint does not speak TLS; for a plaintext etcd, use http://"
+    )]
     NotTls,
     #[error("the connection broke at once: if etcd serves TLS there, use https:// and --etcd-ca")]
     TlsOnly,
@@ -408,7 +472,9 @@ impl Refusal {
     /// The refusal `e` shows, if it is one; `tls` says whether the connection was TLS (unknown
     /// for a call on a client already made: `None`).
     pub fn of(e: &etcd_client::Error, tls: Option<bool>) -> Option<Refusal> {
-        let etcd_client::Error::GRpcStatus(status) = e else { return None };
+        let etcd_client::Error::GRpcStatus(status) = e else {
+            return None;
+        };
         let message = status.message();
         // The TLS and transport causes are in the source chain, not always in the message.
         let text = describe(e);
@@ -416,7 +482,8 @@ impl Refusal {
             Refusal::AuthFailed
         } else if message.contains("authentication is not enabled") {
             Refusal::AuthNotEnabled
-        } else if message.contains("user name is empty") || message.contains("user name not found") {
+        } else if message.contains("user name is empty") || message.contains("user name not found")
+        {
             Refusal::AuthRequired
         } else if message.contains("permission denied") {
             Refusal::PermissionDenied
@@ -424,14 +491,20 @@ impl Refusal {
             Refusal::ServerCertUntrusted
         } else if text.contains("not valid for name") {
             Refusal::ServerCertWrongName
-        } else if text.contains("invalid peer certificate") && (text.contains("xpired") || text.contains("NotValidYet"))
+        } else if text.contains("invalid peer certificate")
+            && (text.contains("xpired") || text.contains("NotValidYet"))
         {
             Refusal::ServerCertExpired
         } else if text.contains("tls handshake eof") || text.contains("corrupt message") {
             Refusal::NotTls
-        } else if tls == Some(true) && status.code() == tonic::Code::Cancelled && text.contains("connection closed") {
+        } else if tls == Some(true)
+            && status.code() == tonic::Code::Cancelled
+            && text.contains("connection closed")
+        {
             Refusal::ClientCertRefused
-        } else if tls == Some(false) && (text.contains("broken pipe") || text.contains("connection reset")) {
+        } else if tls == Some(false)
+            && (text.contains("broken pipe") || text.contains("connection reset"))
+        {
             Refusal::TlsOnly
         } else {
             return None;
@@ -454,7 +527,10 @@ mod tests {
     use super::*;
 
     fn args(endpoints: &[&str]) -> EtcdConnArgs {
-        EtcdConnArgs { etcd: endpoints.iter().map(|e| e.to_string()).collect(), ..EtcdConnArgs::default() }
+        EtcdConnArgs {
+            etcd: endpoints.iter().map(|e| e.to_string()).collect(),
+            ..EtcdConnArgs::default()
+        }
     }
 
     fn err(a: EtcdConnArgs) -> String {
@@ -464,47 +540,103 @@ mod tests {
     #[test]
     fn no_endpoints_means_no_etcd() {
         assert_eq!(args(&[]).into_config().unwrap(), None);
-        let c = args(&["http://127.0.0.1:2379", "10.0.0.2:2379"]).into_config().unwrap().unwrap();
+        let c = args(&["http://127.0.0.1:2379", "10.0.0.2:2379"])
+            .into_config()
+            .unwrap()
+            .unwrap();
         assert_eq!((c.tls, c.auth), (None, None));
     }
 
     #[test]
     fn tls_follows_the_endpoints() {
         let ca = || Some(PathBuf::from("ca.pem"));
-        let c = EtcdConnArgs { etcd_ca: ca(), ..args(&["https://etcd:2379"]) }.into_config().unwrap().unwrap();
-        assert_eq!(c.tls, Some(EtcdTls { ca: "ca.pem".into(), identity: None }));
+        let c = EtcdConnArgs {
+            etcd_ca: ca(),
+            ..args(&["https://etcd:2379"])
+        }
+        .into_config()
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            c.tls,
+            Some(EtcdTls {
+                ca: "ca.pem".into(),
+                identity: None
+            })
+        );
         // HOST:PORT with TLS files: TLS.
-        let c = EtcdConnArgs { etcd_ca: ca(), ..args(&["etcd:2379"]) }.into_config().unwrap().unwrap();
+        let c = EtcdConnArgs {
+            etcd_ca: ca(),
+            ..args(&["etcd:2379"])
+        }
+        .into_config()
+        .unwrap()
+        .unwrap();
         assert!(c.tls.is_some());
         // https:// without a CA.
         let e = err(args(&["https://etcd:2379"]));
-        assert!(e.contains("--etcd https://etcd:2379 needs --etcd-ca"), "{e}");
+        assert!(
+            e.contains("--etcd https://etcd:2379 needs --etcd-ca"),
+            "{e}"
+        );
         // TLS files with http://: refused, not upgraded.
-        let e = err(EtcdConnArgs { etcd_ca: ca(), ..args(&["http://etcd:2379"]) });
-        assert!(e.contains("plaintext http://") && e.contains("--etcd-ca"), "{e}");
-        let e = err(EtcdConnArgs { etcd_ca: ca(), ..args(&["http://a:2379", "https://b:2379"]) });
+        let e = err(EtcdConnArgs {
+            etcd_ca: ca(),
+            ..args(&["http://etcd:2379"])
+        });
+        assert!(
+            e.contains("plaintext http://") && e.contains("--etcd-ca"),
+            "{e}"
+        );
+        let e = err(EtcdConnArgs {
+            etcd_ca: ca(),
+            ..args(&["http://a:2379", "https://b:2379"])
+        });
         assert!(e.contains("mixes"), "{e}");
     }
 
     #[test]
     fn a_client_certificate_needs_its_key() {
-        let a = EtcdConnArgs { etcd_ca: Some("ca".into()), etcd_cert: Some("c".into()), ..args(&["https://e:1"]) };
+        let a = EtcdConnArgs {
+            etcd_ca: Some("ca".into()),
+            etcd_cert: Some("c".into()),
+            ..args(&["https://e:1"])
+        };
         assert!(err(a).contains("--etcd-cert and --etcd-key go together"));
-        let a = EtcdConnArgs { etcd_key: Some("k".into()), ..args(&["https://e:1"]) };
+        let a = EtcdConnArgs {
+            etcd_key: Some("k".into()),
+            ..args(&["https://e:1"])
+        };
         assert!(err(a).contains("go together"));
         // Only a certificate and key: TLS, but the CA is still needed.
-        let a = EtcdConnArgs { etcd_cert: Some("c".into()), etcd_key: Some("k".into()), ..args(&["e:1"]) };
+        let a = EtcdConnArgs {
+            etcd_cert: Some("c".into()),
+            etcd_key: Some("k".into()),
+            ..args(&["e:1"])
+        };
         let e = err(a);
-        assert!(e.contains("TLS to etcd (--etcd-cert) needs --etcd-ca"), "{e}");
+        assert!(
+            e.contains("TLS to etcd (--etcd-cert) needs --etcd-ca"),
+            "{e}"
+        );
     }
 
     #[test]
     fn user_and_password_go_together() {
         let user = || Some("root".to_owned());
-        let e = err(EtcdConnArgs { etcd_user: user(), ..args(&["e:1"]) });
-        assert!(e.contains("--etcd-user root: no password") && e.contains(PASSWORD_ENV), "{e}");
+        let e = err(EtcdConnArgs {
+            etcd_user: user(),
+            ..args(&["e:1"])
+        });
+        assert!(
+            e.contains("--etcd-user root: no password") && e.contains(PASSWORD_ENV),
+            "{e}"
+        );
         let env = || Some(Secret("pw".into()));
-        let e = err(EtcdConnArgs { etcd_password_env: env(), ..args(&["e:1"]) });
+        let e = err(EtcdConnArgs {
+            etcd_password_env: env(),
+            ..args(&["e:1"])
+        });
         assert!(e.contains("needs --etcd-user"), "{e}");
         let e = err(EtcdConnArgs {
             etcd_user: user(),
@@ -513,13 +645,25 @@ mod tests {
             ..args(&["e:1"])
         });
         assert!(e.contains("both set"), "{e}");
-        let e =
-            err(EtcdConnArgs { etcd_user: user(), etcd_password_env: Some(Secret(String::new())), ..args(&["e:1"]) });
+        let e = err(EtcdConnArgs {
+            etcd_user: user(),
+            etcd_password_env: Some(Secret(String::new())),
+            ..args(&["e:1"])
+        });
         assert!(e.contains("empty"), "{e}");
-        let c = EtcdConnArgs { etcd_user: user(), etcd_password_env: env(), ..args(&["e:1"]) }.into_config().unwrap();
+        let c = EtcdConnArgs {
+            etcd_user: user(),
+            etcd_password_env: env(),
+            ..args(&["e:1"])
+        }
+        .into_config()
+        .unwrap();
         assert_eq!(
             c.unwrap().auth,
-            Some(EtcdAuth { user: "root".into(), password: PasswordSource::Env(Secret("pw".into())) })
+            Some(EtcdAuth {
+                user: "root".into(),
+                password: PasswordSource::Env(Secret("pw".into()))
+            })
         );
     }
 
@@ -539,25 +683,40 @@ mod tests {
     #[test]
     fn refusals_say_what_to_fix() {
         let status = |s: tonic::Status| etcd_client::Error::GRpcStatus(s);
-        let auth =
-            status(tonic::Status::invalid_argument("etcdserver: authentication failed, invalid user ID or password"));
+        let auth = status(tonic::Status::invalid_argument(
+            "etcdserver: authentication failed, invalid user ID or password",
+        ));
         assert_eq!(Refusal::of(&auth, Some(true)), Some(Refusal::AuthFailed));
         let text = explain(&auth, Some(true));
         assert!(
-            text.starts_with("authentication failed: wrong --etcd-user or password (invalidargument: etcdserver"),
+            text.starts_with(
+                "authentication failed: wrong --etcd-user or password (invalidargument: etcdserver"
+            ),
             "{text}"
         );
-        let denied = status(tonic::Status::permission_denied("etcdserver: permission denied"));
+        let denied = status(tonic::Status::permission_denied(
+            "etcdserver: permission denied",
+        ));
         assert_eq!(Refusal::of(&denied, None), Some(Refusal::PermissionDenied));
-        let untrusted = status(tonic::Status::unavailable("invalid peer certificate: UnknownIssuer"));
+        let untrusted = status(tonic::Status::unavailable(
+            "invalid peer certificate: UnknownIssuer",
+        ));
         assert!(explain(&untrusted, Some(true)).contains("certificate not trusted"));
         // "connection closed" means a refused client certificate only on a TLS connection.
-        let closed = status(tonic::Status::cancelled("operation was canceled: connection closed"));
-        assert_eq!(Refusal::of(&closed, Some(true)), Some(Refusal::ClientCertRefused));
+        let closed = status(tonic::Status::cancelled(
+            "operation was canceled: connection closed",
+        ));
+        assert_eq!(
+            Refusal::of(&closed, Some(true)),
+            Some(Refusal::ClientCertRefused)
+        );
         assert_eq!(Refusal::of(&closed, Some(false)), None);
         let refused = status(tonic::Status::unavailable("tcp connect error"));
         assert_eq!(Refusal::of(&refused, Some(true)), None);
-        assert_eq!(explain(&refused, Some(true)), "unavailable: tcp connect error");
+        assert_eq!(
+            explain(&refused, Some(true)),
+            "unavailable: tcp connect error"
+        );
     }
 
     #[test]
@@ -568,28 +727,44 @@ mod tests {
         std::fs::write(&not_pem, "hello").unwrap();
         let missing = dir.join("missing.pem");
         let tls = |ca: &Path| EtcdConfig {
-            tls: Some(EtcdTls { ca: ca.to_owned(), identity: None }),
+            tls: Some(EtcdTls {
+                ca: ca.to_owned(),
+                identity: None,
+            }),
             ..EtcdConfig::plaintext(vec!["https://e:1".into()])
         };
         let e = tls(&missing).connection().unwrap_err().to_string();
-        assert!(e.starts_with("--etcd-ca: ") && e.contains("missing.pem does not exist"), "{e}");
+        assert!(
+            e.starts_with("--etcd-ca: ") && e.contains("missing.pem does not exist"),
+            "{e}"
+        );
         let e = tls(&not_pem).connection().unwrap_err().to_string();
         assert!(e.contains("not.pem contains no PEM certificate"), "{e}");
 
         // A real CA, and a certificate whose key is someone else's.
         let ca_key = rcgen::KeyPair::generate().unwrap();
-        let ca_cert = rcgen::CertificateParams::new(vec![]).unwrap().self_signed(&ca_key).unwrap();
+        let ca_cert = rcgen::CertificateParams::new(vec![])
+            .unwrap()
+            .self_signed(&ca_key)
+            .unwrap();
         let ca = dir.join("ca.pem");
         std::fs::write(&ca, ca_cert.pem()).unwrap();
         let other_key = dir.join("other-key.pem");
-        std::fs::write(&other_key, rcgen::KeyPair::generate().unwrap().serialize_pem()).unwrap();
+        std::fs::write(
+            &other_key,
+            rcgen::KeyPair::generate().unwrap().serialize_pem(),
+        )
+        .unwrap();
         let cert = dir.join("client.pem");
         std::fs::write(&cert, ca_cert.pem()).unwrap();
         let mut c = tls(&ca);
         c.connection().expect("a CA alone is fine");
         c.tls.as_mut().unwrap().identity = Some((cert.clone(), other_key.clone()));
         let e = c.connection().unwrap_err().to_string();
-        assert!(e.contains("does not belong to certificate") && e.contains("other-key.pem"), "{e}");
+        assert!(
+            e.contains("does not belong to certificate") && e.contains("other-key.pem"),
+            "{e}"
+        );
         let key = dir.join("ca-key.pem");
         std::fs::write(&key, ca_key.serialize_pem()).unwrap();
         c.tls.as_mut().unwrap().identity = Some((cert, key));
@@ -599,15 +774,28 @@ mod tests {
         // Password files: the trailing newline is not part of the password; empty is refused.
         let pw = dir.join("pw");
         let auth = |path: &Path| EtcdConfig {
-            auth: Some(EtcdAuth { user: "u".into(), password: PasswordSource::File(path.to_owned()) }),
+            auth: Some(EtcdAuth {
+                user: "u".into(),
+                password: PasswordSource::File(path.to_owned()),
+            }),
             ..EtcdConfig::plaintext(vec!["e:1".into()])
         };
         std::fs::write(&pw, "s3cret\n").unwrap();
-        assert_eq!(auth(&pw).auth.unwrap().password.load().unwrap(), Secret("s3cret".into()));
+        assert_eq!(
+            auth(&pw).auth.unwrap().password.load().unwrap(),
+            Secret("s3cret".into())
+        );
         std::fs::write(&pw, "\n").unwrap();
-        assert!(auth(&pw).connection().unwrap_err().to_string().contains("empty"));
+        assert!(auth(&pw)
+            .connection()
+            .unwrap_err()
+            .to_string()
+            .contains("empty"));
         let e = auth(&missing).connection().unwrap_err().to_string();
-        assert!(e.contains("--etcd-password-file") && e.contains("missing.pem"), "{e}");
+        assert!(
+            e.contains("--etcd-password-file") && e.contains("missing.pem"),
+            "{e}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -52,32 +52,50 @@ pub fn head_metadata(head: &Head) -> MetadataValue<Binary> {
 
 /// The request head carried in `metadata`, if it is there.
 pub fn head_from_metadata(metadata: &MetadataMap) -> Result<Option<Head>, FrameError> {
-    let Some(value) = metadata.get_bin(HEAD_METADATA) else { return Ok(None) };
-    let bytes = value.to_bytes().map_err(|e| FrameError::BadHead(format!("{HEAD_METADATA}: {e}")))?;
-    let head = <Head as prost::Message>::decode(bytes).map_err(|e| FrameError::BadHead(format!("{HEAD_METADATA}: {e}")))?;
+    let Some(value) = metadata.get_bin(HEAD_METADATA) else {
+        return Ok(None);
+    };
+    let bytes = value
+        .to_bytes()
+        .map_err(|e| FrameError::BadHead(format!("{HEAD_METADATA}: {e}")))?;
+    let head = <Head as prost::Message>::decode(bytes)
+        .map_err(|e| FrameError::BadHead(format!("{HEAD_METADATA}: {e}")))?;
     Ok(Some(head))
 }
 
 pub fn head_frame(head: Head) -> ExchangeFrame {
-    ExchangeFrame { frame: Some(Frame::Head(head)) }
+    ExchangeFrame {
+        frame: Some(Frame::Head(head)),
+    }
 }
 
 fn data_frame(bytes: Bytes) -> ExchangeFrame {
-    ExchangeFrame { frame: Some(Frame::Data(bytes)) }
+    ExchangeFrame {
+        frame: Some(Frame::Data(bytes)),
+    }
 }
 
 pub fn eof_frame() -> ExchangeFrame {
-    ExchangeFrame { frame: Some(Frame::Eof(Eof {})) }
+    ExchangeFrame {
+        frame: Some(Frame::Eof(Eof {})),
+    }
 }
 
 fn headers_of(map: &http::HeaderMap) -> Vec<Header> {
-    map.iter().map(|(n, v)| Header { name: n.as_str().to_owned(), value: v.as_bytes().to_vec() }).collect()
+    map.iter()
+        .map(|(n, v)| Header {
+            name: n.as_str().to_owned(),
+            value: v.as_bytes().to_vec(),
+        })
+        .collect()
 }
 
 fn fill_headers(target: &mut http::HeaderMap, headers: Vec<Header>) -> Result<(), FrameError> {
     for h in headers {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|e| FrameError::BadHead(e.to_string()))?;
-        let value = HeaderValue::from_bytes(&h.value).map_err(|e| FrameError::BadHead(e.to_string()))?;
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|e| FrameError::BadHead(e.to_string()))?;
+        let value =
+            HeaderValue::from_bytes(&h.value).map_err(|e| FrameError::BadHead(e.to_string()))?;
         target.append(name, value);
     }
     Ok(())
@@ -86,14 +104,24 @@ fn fill_headers(target: &mut http::HeaderMap, headers: Vec<Header>) -> Result<()
 pub fn request_head(parts: &http::request::Parts) -> Head {
     Head {
         method: parts.method.to_string(),
-        path_and_query: parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned(),
+        path_and_query: parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .to_owned(),
         status: 0,
         headers: headers_of(&parts.headers),
     }
 }
 
 pub fn response_head(parts: &http::response::Parts) -> Head {
-    Head { method: String::new(), path_and_query: String::new(), status: parts.status.as_u16().into(), headers: headers_of(&parts.headers) }
+    Head {
+        method: String::new(),
+        path_and_query: String::new(),
+        status: parts.status.as_u16().into(),
+        headers: headers_of(&parts.headers),
+    }
 }
 
 /// The first frame, which must be a head.
@@ -177,12 +205,18 @@ where
     if ended {
         use futures_util::FutureExt;
         let body: Bytes = early.concat().into();
-        let mut frames: Pin<Box<dyn Stream<Item = Result<ExchangeFrame, E>> + Send>> = match frames.next().now_or_never() {
-            // The other side has finished too (no raw stream can follow): nothing to route.
-            Some(None) => return Inbound { body: crate::proxy::full(body), raw: RawInbound::new(|| mpsc::channel(1).1) },
-            Some(Some(first)) => Box::pin(futures_util::stream::iter([first]).chain(frames)),
-            None => Box::pin(frames),
-        };
+        let mut frames: Pin<Box<dyn Stream<Item = Result<ExchangeFrame, E>> + Send>> =
+            match frames.next().now_or_never() {
+                // The other side has finished too (no raw stream can follow): nothing to route.
+                Some(None) => {
+                    return Inbound {
+                        body: crate::proxy::full(body),
+                        raw: RawInbound::new(|| mpsc::channel(1).1),
+                    }
+                }
+                Some(Some(first)) => Box::pin(futures_util::stream::iter([first]).chain(frames)),
+                None => Box::pin(frames),
+            };
         let raw = RawInbound::new(move || {
             let (raw_tx, raw_rx) = mpsc::channel::<Bytes>(WINDOW);
             tokio::spawn(async move {
@@ -202,12 +236,17 @@ where
             });
             raw_rx
         });
-        return Inbound { body: crate::proxy::full(body), raw };
+        return Inbound {
+            body: crate::proxy::full(body),
+            raw,
+        };
     }
     let (raw_tx, raw_rx) = mpsc::channel::<Bytes>(WINDOW);
     let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, BoxError>>(WINDOW + early.len());
     for chunk in early {
-        body_tx.try_send(Ok(chunk)).expect("the channel has room for the early chunks");
+        body_tx
+            .try_send(Ok(chunk))
+            .expect("the channel has room for the early chunks");
     }
     tokio::spawn(async move {
         let mut body_tx = Some(body_tx);
@@ -238,17 +277,28 @@ where
             }
         }
         if let Some(tx) = body_tx {
-            let _ = tx.send(Err("the stream ended before the body was complete".into())).await;
+            let _ = tx
+                .send(Err("the stream ended before the body was complete".into()))
+                .await;
         }
     });
-    let body = BodyExt::boxed(StreamBody::new(ReceiverStream::new(body_rx).map(|r| r.map(http_body::Frame::data))));
-    Inbound { body, raw: RawInbound::new(move || raw_rx) }
+    let body = BodyExt::boxed(StreamBody::new(
+        ReceiverStream::new(body_rx).map(|r| r.map(http_body::Frame::data)),
+    ));
+    Inbound {
+        body,
+        raw: RawInbound::new(move || raw_rx),
+    }
 }
 
 /// Sends `body` as `data` frames (split at [`MAX_CHUNK`]) and an `eof`, each wrapped by `wrap`
 /// for the channel's item type. Returns the body's error, if it failed; a closed channel just
 /// stops.
-pub async fn send_body<T>(mut body: Body, out: &mpsc::Sender<T>, wrap: fn(ExchangeFrame) -> T) -> Result<(), BoxError> {
+pub async fn send_body<T>(
+    mut body: Body,
+    out: &mpsc::Sender<T>,
+    wrap: fn(ExchangeFrame) -> T,
+) -> Result<(), BoxError> {
     use futures_util::FutureExt;
     let mut pending = bytes::BytesMut::new();
     let mut ended = false;
@@ -319,7 +369,9 @@ pub fn ready_body(body: &mut Body) -> Option<Bytes> {
     if let Some(e) = failed {
         prefix.push(Err(e));
     }
-    *body = BodyExt::boxed(StreamBody::new(futures_util::stream::iter(prefix).chain(http_body_util::BodyStream::new(rest))));
+    *body = BodyExt::boxed(StreamBody::new(
+        futures_util::stream::iter(prefix).chain(http_body_util::BodyStream::new(rest)),
+    ));
     None
 }
 
@@ -355,7 +407,11 @@ where
 
 /// A byte stream over frames: what it reads is `raw_in`, what is written to it goes out as
 /// `data` frames, and shutting it down sends `eof` (a half-close).
-pub fn raw_stream<T: Send + 'static>(raw_in: RawInbound, out: mpsc::Sender<T>, wrap: fn(ExchangeFrame) -> T) -> Box<dyn RawStream> {
+pub fn raw_stream<T: Send + 'static>(
+    raw_in: RawInbound,
+    out: mpsc::Sender<T>,
+    wrap: fn(ExchangeFrame) -> T,
+) -> Box<dyn RawStream> {
     let mut raw_in = raw_in.start();
     let (ours, theirs) = tokio::io::duplex(MAX_CHUNK);
     let (mut read_half, mut write_half) = tokio::io::split(theirs);
@@ -373,7 +429,11 @@ pub fn raw_stream<T: Send + 'static>(raw_in: RawInbound, out: mpsc::Sender<T>, w
             match read_half.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if out.send(wrap(data_frame(Bytes::copy_from_slice(&buf[..n])))).await.is_err() {
+                    if out
+                        .send(wrap(data_frame(Bytes::copy_from_slice(&buf[..n]))))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }

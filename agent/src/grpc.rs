@@ -51,7 +51,11 @@ pub struct AgentService {
 
 impl AgentService {
     pub fn new(proxy: Arc<Proxy>, node: NodeIdentity) -> Self {
-        AgentService { proxy, node, chains: None }
+        AgentService {
+            proxy,
+            node,
+            chains: None,
+        }
     }
 
     /// Reports the chains' status from `status` in `Describe` (without it, nothing is reported).
@@ -68,8 +72,13 @@ pub const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The request head of an `Exchange` call, and whether it came as metadata (a bodiless call:
 /// no frame follows) rather than as the first frame (read within [`HEAD_TIMEOUT`]).
-pub async fn read_head(metadata: &tonic::metadata::MetadataMap, frames: &mut Streaming<ExchangeFrame>) -> Result<(Head, bool), Status> {
-    if let Some(head) = exchange::head_from_metadata(metadata).map_err(|e| Status::invalid_argument(e.to_string()))? {
+pub async fn read_head(
+    metadata: &tonic::metadata::MetadataMap,
+    frames: &mut Streaming<ExchangeFrame>,
+) -> Result<(Head, bool), Status> {
+    if let Some(head) = exchange::head_from_metadata(metadata)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?
+    {
         return Ok((head, true));
     }
     let first = tokio::time::timeout(HEAD_TIMEOUT, frames.message())
@@ -83,17 +92,29 @@ pub async fn read_head(metadata: &tonic::metadata::MetadataMap, frames: &mut Str
 impl Agent for AgentService {
     type ExchangeStream = FrameStream;
 
-    async fn exchange(&self, request: tonic::Request<Streaming<ExchangeFrame>>) -> Result<tonic::Response<FrameStream>, Status> {
+    async fn exchange(
+        &self,
+        request: tonic::Request<Streaming<ExchangeFrame>>,
+    ) -> Result<tonic::Response<FrameStream>, Status> {
         let (metadata, _, mut frames) = request.into_parts();
         let (head, bodiless) = read_head(&metadata, &mut frames).await?;
-        let (early, ended) = if bodiless { (vec![], true) } else { exchange::take_ready(&mut frames) };
+        let (early, ended) = if bodiless {
+            (vec![], true)
+        } else {
+            exchange::take_ready(&mut frames)
+        };
         let Inbound { body, raw } = exchange::route_inbound_after(early, ended, frames);
-        let req = exchange::to_request(head, body).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let req = exchange::to_request(head, body)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let ctx = RequestCtx::new(&req);
         ctx.span.record("node", self.node.name.as_str());
         // Served in the RPC's own task, up to the response head: no hand-off to another task
         // on the way to the engine and back (each costs a wake-up).
-        let mut rsp = self.proxy.handle(req, &ctx).instrument(ctx.span.clone()).await;
+        let mut rsp = self
+            .proxy
+            .handle(req, &ctx)
+            .instrument(ctx.span.clone())
+            .await;
         let hijacked = Hijacked::take(&mut rsp);
         let (parts, mut body) = rsp.into_parts();
         let head = exchange::head_frame(exchange::response_head(&parts));
@@ -101,7 +122,9 @@ impl Agent for AgentService {
             if let Some(whole) = exchange::ready_body(&mut body) {
                 // The common case, a small answer already complete: sent as it is.
                 let frames = exchange::whole_frames(head, whole).into_iter().map(Ok);
-                return Ok(tonic::Response::new(Box::pin(futures_util::stream::iter(frames))));
+                return Ok(tonic::Response::new(Box::pin(futures_util::stream::iter(
+                    frames,
+                ))));
             }
         }
         let (out_tx, out_rx) = mpsc::channel(8);
@@ -113,7 +136,11 @@ impl Agent for AgentService {
                 }
                 if let Err(e) = exchange::send_body(body, &out_tx, Ok).await {
                     warn!(error = %e, "engine stream broke");
-                    let _ = out_tx.send(Err(Status::unavailable(format!("the engine's stream broke: {e}")))).await;
+                    let _ = out_tx
+                        .send(Err(Status::unavailable(format!(
+                            "the engine's stream broke: {e}"
+                        ))))
+                        .await;
                     return;
                 }
                 let Some(pending) = hijacked else { return };
@@ -123,7 +150,11 @@ impl Agent for AgentService {
                 };
                 let gateway = exchange::raw_stream(raw, out_tx, Ok);
                 match splice(gateway, engine).await {
-                    Ok(n) => debug!(to_engine = n.to_engine, to_client = n.to_client, "hijacked stream closed"),
+                    Ok(n) => debug!(
+                        to_engine = n.to_engine,
+                        to_client = n.to_client,
+                        "hijacked stream closed"
+                    ),
                     Err(e) => debug!(error = %e, "hijacked stream broke"),
                 }
             }
@@ -132,7 +163,10 @@ impl Agent for AgentService {
         Ok(tonic::Response::new(Box::pin(ReceiverStream::new(out_rx))))
     }
 
-    async fn describe(&self, _: tonic::Request<DescribeRequest>) -> Result<tonic::Response<NodeDescription>, Status> {
+    async fn describe(
+        &self,
+        _: tonic::Request<DescribeRequest>,
+    ) -> Result<tonic::Response<NodeDescription>, Status> {
         let mut d = NodeDescription {
             name: self.node.name.clone(),
             labels: self.node.labels.clone().into_iter().collect(),
@@ -143,7 +177,10 @@ impl Agent for AgentService {
             }),
             ..Default::default()
         };
-        match (self.engine_json("/version").await, self.engine_json("/info").await) {
+        match (
+            self.engine_json("/version").await,
+            self.engine_json("/info").await,
+        ) {
             (Ok(version), Ok(info)) => {
                 d.engine_reachable = true;
                 d.engine_version_json = version;
@@ -158,8 +195,15 @@ impl Agent for AgentService {
 impl AgentService {
     /// A GET straight to the engine (no adapter chains: this is the agent asking, not a client).
     async fn engine_json(&self, path: &str) -> Result<Vec<u8>, String> {
-        let req = Request::get(path).body(empty()).expect("a fixed path makes a valid request");
-        let rsp = self.proxy.engine().send(req).await.map_err(|e| e.to_string())?;
+        let req = Request::get(path)
+            .body(empty())
+            .expect("a fixed path makes a valid request");
+        let rsp = self
+            .proxy
+            .engine()
+            .send(req)
+            .await
+            .map_err(|e| e.to_string())?;
         if !rsp.status().is_success() {
             return Err(format!("{path}: {}", rsp.status()));
         }
@@ -172,10 +216,18 @@ impl AgentService {
 }
 
 /// Serves the agent service on `listener` with mutual TLS until `shutdown`.
-pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, service: AgentService, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    service: AgentService,
+    shutdown: CancellationToken,
+) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let (tx, rx) = mpsc::channel(16);
-    let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let local = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     let accept_shutdown = shutdown.clone();
     tokio::spawn(async move {
         loop {

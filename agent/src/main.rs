@@ -76,8 +76,12 @@ fn main() -> ExitCode {
 
 /// Where this agent's chains come from in etcd, when it runs with `--etcd`.
 fn etcd_chains(config: &busbar_agent::config::Config) -> Result<Option<EtcdChainsConfig>, String> {
-    let Some(grpc) = config.grpc.as_ref() else { return Ok(None) };
-    let Some(etcd) = &grpc.etcd else { return Ok(None) };
+    let Some(grpc) = config.grpc.as_ref() else {
+        return Ok(None);
+    };
+    let Some(etcd) = &grpc.etcd else {
+        return Ok(None);
+    };
     Ok(Some(EtcdChainsConfig {
         etcd: etcd.connection().map_err(|e| e.to_string())?,
         prefix: grpc.etcd_prefix.clone(),
@@ -89,11 +93,20 @@ fn etcd_chains(config: &busbar_agent::config::Config) -> Result<Option<EtcdChain
 
 /// The node name: `--node-name`, checked against the agent certificate's CN (the default).
 fn node_name(grpc: &GrpcConfig) -> Result<String, String> {
-    let identity = grpc.tls.identity().map_err(|e| format!("--tls-cert: {e}"))?;
+    let identity = grpc
+        .tls
+        .identity()
+        .map_err(|e| format!("--tls-cert: {e}"))?;
     if identity.role != Role::Agent {
-        return Err(format!("--tls-cert is a {} certificate ({identity}); an agent needs the agent role", identity.role));
+        return Err(format!(
+            "--tls-cert is a {} certificate ({identity}); an agent needs the agent role",
+            identity.role
+        ));
     }
-    let name = grpc.node_name.clone().unwrap_or_else(|| identity.name.clone());
+    let name = grpc
+        .node_name
+        .clone()
+        .unwrap_or_else(|| identity.name.clone());
     if name != identity.name {
         return Err(format!(
             "--node-name {name:?} is not the name in --tls-cert ({identity}): gateways check that they reach the node they mean"
@@ -114,7 +127,11 @@ async fn start_grpc(
     let listener = tokio::net::TcpListener::bind(grpc.listen)
         .await
         .map_err(|e| format!("cannot listen on {} for gRPC: {e}", grpc.listen))?;
-    let node = NodeIdentity { name, labels: grpc.labels.clone(), advertise: grpc.advertise.clone() };
+    let node = NodeIdentity {
+        name,
+        labels: grpc.labels.clone(),
+        advertise: grpc.advertise.clone(),
+    };
     info!(node = %node.name, advertise = %node.advertise, "agent identity checked");
     // Registered while serving; on shutdown the lease is revoked before the agent exits.
     let registration = match &grpc.etcd {
@@ -122,7 +139,13 @@ async fn start_grpc(
             let etcd = etcd.connection().map_err(|e| e.to_string())?;
             let entry = registry::NodeEntry::new(&node.name, &node.advertise, node.labels.clone());
             let prefix = grpc.etcd_prefix.clone();
-            Some(registry::run_registration(etcd, prefix, entry, grpc.registration_ttl, shutdown.clone()))
+            Some(registry::run_registration(
+                etcd,
+                prefix,
+                entry,
+                grpc.registration_ttl,
+                shutdown.clone(),
+            ))
         }
         None => None,
     };

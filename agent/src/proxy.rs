@@ -68,12 +68,20 @@ impl RequestCtx {
             status = field::Empty,
             duration_ms = field::Empty,
         );
-        RequestCtx { id, span, started: Instant::now() }
+        RequestCtx {
+            id,
+            span,
+            started: Instant::now(),
+        }
     }
 
     /// A context for a call made on behalf of another request (same id, same span).
     pub fn with_id(id: String, span: Span) -> Self {
-        RequestCtx { id, span, started: Instant::now() }
+        RequestCtx {
+            id,
+            span,
+            started: Instant::now(),
+        }
     }
 }
 
@@ -109,7 +117,11 @@ impl Proxy {
         }
         // Cloned out of the borrow at once: the borrow must not be held across an await.
         let chains = self.chains.borrow().clone();
-        let path_and_query = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let path_and_query = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
         let matched = chains.set.hooks_for(req.method(), path_and_query);
         let response = if matched.is_empty() {
             self.forward(req).await
@@ -119,7 +131,11 @@ impl Proxy {
         let elapsed = ctx.started.elapsed();
         ctx.span.record("status", response.status().as_u16());
         ctx.span.record("duration_ms", elapsed.as_secs_f64() * 1e3);
-        debug!(status = response.status().as_u16(), duration_ms = elapsed.as_secs_f64() * 1e3, "response head");
+        debug!(
+            status = response.status().as_u16(),
+            duration_ms = elapsed.as_secs_f64() * 1e3,
+            "response head"
+        );
         response
     }
 }
@@ -155,16 +171,27 @@ impl Proxy {
         ctx: &RequestCtx,
     ) -> Response<Body> {
         let method = req.method().clone();
-        let (req, original) = match hooks::pre(&chains.set, &chains.clients, matched, req, ctx).await {
-            Ok(PreOutcome::Forward { req, original }) => (req, original),
-            Ok(PreOutcome::Respond(rsp)) => return rsp,
-            Err(err) => {
-                warn!(error = %err, "pre-hooks failed");
-                return respond::error(&err);
-            }
-        };
+        let (req, original) =
+            match hooks::pre(&chains.set, &chains.clients, matched, req, ctx).await {
+                Ok(PreOutcome::Forward { req, original }) => (req, original),
+                Ok(PreOutcome::Respond(rsp)) => return rsp,
+                Err(err) => {
+                    warn!(error = %err, "pre-hooks failed");
+                    return respond::error(&err);
+                }
+            };
         let rsp = self.forward(req).await;
-        match hooks::post(&chains.set, &chains.clients, matched, original, &method, rsp, ctx).await {
+        match hooks::post(
+            &chains.set,
+            &chains.clients,
+            matched,
+            original,
+            &method,
+            rsp,
+            ctx,
+        )
+        .await
+        {
             Ok(rsp) => rsp,
             Err(err) => {
                 warn!(error = %err, "post-hooks failed");
@@ -175,7 +202,11 @@ impl Proxy {
 }
 
 impl crate::front::Handler for Proxy {
-    fn handle<'a>(&'a self, req: Request<Body>, ctx: &'a RequestCtx) -> futures_util::future::BoxFuture<'a, Response<Body>> {
+    fn handle<'a>(
+        &'a self,
+        req: Request<Body>,
+        ctx: &'a RequestCtx,
+    ) -> futures_util::future::BoxFuture<'a, Response<Body>> {
         Box::pin(Proxy::handle(self, req, ctx))
     }
 
@@ -188,7 +219,9 @@ impl crate::front::Handler for Proxy {
 /// `Connection` header names. The framing headers are recomputed by hyper on each side. An
 /// upgrade request or `101` keeps `Connection: Upgrade` and `Upgrade`, which the hop needs.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let upgrade = wants_upgrade(headers).then(|| headers.get(UPGRADE).cloned()).flatten();
+    let upgrade = wants_upgrade(headers)
+        .then(|| headers.get(UPGRADE).cloned())
+        .flatten();
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
@@ -199,7 +232,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"] {
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ] {
         headers.remove(name);
     }
     if let Some(proto) = upgrade {
@@ -245,12 +286,16 @@ pub async fn collect_limited(mut body: Body, limit: usize) -> Result<Bytes, Coll
 
 /// An empty body.
 pub fn empty() -> Body {
-    http_body_util::Empty::new().map_err(|never| match never {}).boxed()
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// A body of known bytes.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    http_body_util::Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+    http_body_util::Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 #[cfg(test)]
@@ -260,7 +305,10 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_go_and_end_to_end_ones_stay() {
         let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("keep-alive, X-Private"));
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, X-Private"),
+        );
         h.insert("x-private", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("transfer-encoding", HeaderValue::from_static("chunked"));

@@ -98,8 +98,13 @@ pub enum RegistryError {
     #[error("--etcd: no endpoint given")]
     NoEndpoints,
     #[error("--etcd {endpoint:?}: {reason}")]
-    BadEndpoint { endpoint: String, reason: &'static str },
-    #[error("--etcd-prefix {prefix:?}: must start with '/', not end with '/', and contain no '//'")]
+    BadEndpoint {
+        endpoint: String,
+        reason: &'static str,
+    },
+    #[error(
+        "--etcd-prefix {prefix:?}: must start with '/', not end with '/', and contain no '//'"
+    )]
     BadPrefix { prefix: String },
     #[error("etcd at {endpoints}: {}", explain(source, Some(*tls)))]
     Connect {
@@ -119,7 +124,11 @@ pub enum RegistryError {
         source: etcd_client::Error,
     },
     #[error("etcd: {op} {key}: no answer within {after:?}")]
-    Timeout { op: &'static str, key: String, after: Duration },
+    Timeout {
+        op: &'static str,
+        key: String,
+        after: Duration,
+    },
     #[error("etcd: {key}: not a valid entry: {reason}")]
     BadEntry { key: String, reason: String },
 }
@@ -140,7 +149,9 @@ impl RegistryError {
 /// ("unavailable: tcp connect error: Connection refused (os error 111)") rather than the
 /// client's debug dump of the whole chain.
 pub fn describe(e: &etcd_client::Error) -> String {
-    let etcd_client::Error::GRpcStatus(status) = e else { return e.to_string() };
+    let etcd_client::Error::GRpcStatus(status) = e else {
+        return e.to_string();
+    };
     let mut text = format!("{:?}", status.code()).to_lowercase();
     if !status.message().is_empty() {
         text = format!("{text}: {}", status.message());
@@ -166,14 +177,23 @@ pub fn check_endpoints(endpoints: &[String]) -> Result<(), RegistryError> {
     }
     const EXPECTED: &str = "expected https://HOST:PORT, http://HOST:PORT or HOST:PORT";
     for e in endpoints {
-        let bad = |reason| Err(RegistryError::BadEndpoint { endpoint: e.clone(), reason });
-        let rest = e.strip_prefix("https://").or_else(|| e.strip_prefix("http://")).unwrap_or(e);
+        let bad = |reason| {
+            Err(RegistryError::BadEndpoint {
+                endpoint: e.clone(),
+                reason,
+            })
+        };
+        let rest = e
+            .strip_prefix("https://")
+            .or_else(|| e.strip_prefix("http://"))
+            .unwrap_or(e);
         if rest.contains("://") {
             return bad(EXPECTED);
         }
         let hostport = rest.trim_end_matches('/');
         match hostport.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok() => {}
+            Some((host, port))
+                if !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok() => {}
             _ => return bad(EXPECTED),
         }
     }
@@ -183,7 +203,9 @@ pub fn check_endpoints(endpoints: &[String]) -> Result<(), RegistryError> {
 /// Checks `--etcd-prefix` (`/busbar`, `/team/busbar`, ...). Pure: for config validation.
 pub fn check_prefix(prefix: &str) -> Result<(), RegistryError> {
     if !prefix.starts_with('/') || prefix.ends_with('/') || prefix.contains("//") {
-        return Err(RegistryError::BadPrefix { prefix: prefix.to_owned() });
+        return Err(RegistryError::BadPrefix {
+            prefix: prefix.to_owned(),
+        });
     }
     Ok(())
 }
@@ -220,7 +242,11 @@ pub async fn connect_lazy(etcd: &EtcdConnection) -> Result<Client, RegistryError
     check_endpoints(etcd.endpoints())?;
     Client::connect(etcd.endpoints(), Some(options(etcd)))
         .await
-        .map_err(|source| RegistryError::Connect { endpoints: etcd.shown(), tls: etcd.is_tls(), source })
+        .map_err(|source| RegistryError::Connect {
+            endpoints: etcd.shown(),
+            tls: etcd.is_tls(),
+            source,
+        })
 }
 
 /// A client for `etcd`, checked by asking etcd for its status (after authenticating, with a
@@ -240,8 +266,15 @@ pub async fn connect(etcd: &EtcdConnection) -> Result<Client, RegistryError> {
     };
     match tokio::time::timeout(after, probe).await {
         Ok(Ok(client)) => Ok(client),
-        Ok(Err(source)) => Err(RegistryError::Connect { endpoints: shown, tls: etcd.is_tls(), source }),
-        Err(_) => Err(RegistryError::Unreachable { endpoints: shown, after }),
+        Ok(Err(source)) => Err(RegistryError::Connect {
+            endpoints: shown,
+            tls: etcd.is_tls(),
+            source,
+        }),
+        Err(_) => Err(RegistryError::Unreachable {
+            endpoints: shown,
+            after,
+        }),
     }
 }
 
@@ -262,8 +295,16 @@ async fn call_within<T>(
 ) -> Result<T, RegistryError> {
     match tokio::time::timeout(after, fut).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(source)) => Err(RegistryError::Call { op, key: key.to_owned(), source }),
-        Err(_) => Err(RegistryError::Timeout { op, key: key.to_owned(), after }),
+        Ok(Err(source)) => Err(RegistryError::Call {
+            op,
+            key: key.to_owned(),
+            source,
+        }),
+        Err(_) => Err(RegistryError::Timeout {
+            op,
+            key: key.to_owned(),
+            after,
+        }),
     }
 }
 
@@ -291,7 +332,10 @@ impl Backoff {
     pub fn next_delay(&mut self) -> Duration {
         let d = self.next;
         self.next = (self.next * 2).min(Self::MAX);
-        let jitter = std::collections::hash_map::RandomState::new().build_hasher().finish() % 1000;
+        let jitter = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+            % 1000;
         d / 2 + d / 2 * jitter as u32 / 1000
     }
 
@@ -313,7 +357,9 @@ impl Default for Backoff {
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Starts [`run_registration`] in the background. The agent serves whatever etcd does: this
@@ -455,11 +501,35 @@ async fn establish(
     let granted = call("lease grant for", key, c.lease_grant(ttl_secs, None)).await?;
     *lease = Some(granted.id());
     let ttl = Duration::from_secs(granted.ttl().max(1) as u64);
-    let put = call("put", key, c.put(key, value, Some(PutOptions::new().with_lease(granted.id())))).await?;
+    let put = call(
+        "put",
+        key,
+        c.put(key, value, Some(PutOptions::new().with_lease(granted.id()))),
+    )
+    .await?;
     let revision = put.header().map_or(0, |h| h.revision());
-    let (keeper, keepalives) = call("lease keep-alive for", key, c.lease_keep_alive(granted.id())).await?;
-    let watch = call("watch", key, c.watch(key, Some(WatchOptions::new().with_start_revision(revision + 1)))).await?;
-    Ok(Session { lease: granted.id(), ttl, keeper, keepalives, watch })
+    let (keeper, keepalives) = call(
+        "lease keep-alive for",
+        key,
+        c.lease_keep_alive(granted.id()),
+    )
+    .await?;
+    let watch = call(
+        "watch",
+        key,
+        c.watch(
+            key,
+            Some(WatchOptions::new().with_start_revision(revision + 1)),
+        ),
+    )
+    .await?;
+    Ok(Session {
+        lease: granted.id(),
+        ttl,
+        keeper,
+        keepalives,
+        watch,
+    })
 }
 
 impl Session {
@@ -517,7 +587,14 @@ impl Session {
 /// Revokes the lease (which deletes the entry), logging the outcome.
 async fn revoke(client: &Client, key: &str, lease: i64) {
     let mut c = client.clone();
-    match call_within(Duration::from_secs(2), "lease revoke for", key, c.lease_revoke(lease)).await {
+    match call_within(
+        Duration::from_secs(2),
+        "lease revoke for",
+        key,
+        c.lease_revoke(lease),
+    )
+    .await
+    {
         Ok(_) => info!(key, "left the registry (lease revoked)"),
         Err(e) => warn!("{e}; the entry goes when its lease expires"),
     }
@@ -525,7 +602,14 @@ async fn revoke(client: &Client, key: &str, lease: i64) {
 
 async fn revoke_quietly(client: &Client, key: &str, lease: i64) {
     let mut c = client.clone();
-    if let Err(e) = call_within(Duration::from_secs(2), "lease revoke for", key, c.lease_revoke(lease)).await {
+    if let Err(e) = call_within(
+        Duration::from_secs(2),
+        "lease revoke for",
+        key,
+        c.lease_revoke(lease),
+    )
+    .await
+    {
         debug!("revoking an old lease: {e}");
     }
 }
@@ -536,11 +620,27 @@ mod tests {
 
     #[test]
     fn endpoints() {
-        for good in ["http://127.0.0.1:2379", "10.0.0.1:2379", "http://etcd.example:2379/", "[::1]:2379", "https://h:2379"] {
+        for good in [
+            "http://127.0.0.1:2379",
+            "10.0.0.1:2379",
+            "http://etcd.example:2379/",
+            "[::1]:2379",
+            "https://h:2379",
+        ] {
             check_endpoints(&[good.to_owned()]).unwrap_or_else(|e| panic!("{good}: {e}"));
         }
-        assert!(matches!(check_endpoints(&[]), Err(RegistryError::NoEndpoints)));
-        for bad in ["unix:///x", "h", "http://h:port", ":2379", "http://h/x:1", "https://h"] {
+        assert!(matches!(
+            check_endpoints(&[]),
+            Err(RegistryError::NoEndpoints)
+        ));
+        for bad in [
+            "unix:///x",
+            "h",
+            "http://h:port",
+            ":2379",
+            "http://h/x:1",
+            "https://h",
+        ] {
             let err = check_endpoints(&[bad.to_owned()]).expect_err(bad);
             assert!(err.to_string().contains(bad), "{err}");
         }
@@ -560,18 +660,29 @@ mod tests {
 
     #[test]
     fn entries_round_trip_and_tolerate_other_versions() {
-        let e = NodeEntry::new("n1", "10.0.0.1:7443", [("zone".to_owned(), "a".to_owned())].into());
+        let e = NodeEntry::new(
+            "n1",
+            "10.0.0.1:7443",
+            [("zone".to_owned(), "a".to_owned())].into(),
+        );
         let json = serde_json::to_string(&e).unwrap();
         assert_eq!(serde_json::from_str::<NodeEntry>(&json).unwrap(), e);
-        let old: NodeEntry = serde_json::from_str(r#"{"name":"n2","advertise":"h:1","future":true}"#).unwrap();
-        assert_eq!((old.name.as_str(), old.labels.len(), old.started_at), ("n2", 0, 0));
+        let old: NodeEntry =
+            serde_json::from_str(r#"{"name":"n2","advertise":"h:1","future":true}"#).unwrap();
+        assert_eq!(
+            (old.name.as_str(), old.labels.len(), old.started_at),
+            ("n2", 0, 0)
+        );
     }
 
     #[test]
     fn backoff_grows_to_its_bound() {
         let mut b = Backoff::new();
         let first = b.next_delay();
-        assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100), "{first:?}");
+        assert!(
+            first >= Duration::from_millis(50) && first <= Duration::from_millis(100),
+            "{first:?}"
+        );
         for _ in 0..20 {
             assert!(b.next_delay() <= Duration::from_secs(5));
         }

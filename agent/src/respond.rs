@@ -27,8 +27,14 @@ impl DockerError for HookError {
     fn status(&self) -> StatusCode {
         match self {
             HookError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            HookError::TooLarge { what: "request body", .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            HookError::Body { what: "request body", .. } => StatusCode::BAD_REQUEST,
+            HookError::TooLarge {
+                what: "request body",
+                ..
+            } => StatusCode::PAYLOAD_TOO_LARGE,
+            HookError::Body {
+                what: "request body",
+                ..
+            } => StatusCode::BAD_REQUEST,
             _ => StatusCode::BAD_GATEWAY,
         }
     }

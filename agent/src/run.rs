@@ -27,7 +27,11 @@ pub fn initial_chains(config: &Config) -> Result<Arc<LiveChains>, SourceError> {
 }
 
 /// The proxy to the configured engine, running `chains`; a chain file is watched until `shutdown`.
-pub fn local_proxy(config: &Config, chains: Arc<LiveChains>, shutdown: &CancellationToken) -> Arc<Proxy> {
+pub fn local_proxy(
+    config: &Config,
+    chains: Arc<LiveChains>,
+    shutdown: &CancellationToken,
+) -> Arc<Proxy> {
     local_proxy_reporting(config, chains, shutdown).0
 }
 
@@ -42,7 +46,12 @@ pub fn local_proxy_reporting(
         Some(path) => {
             info!(config = %path.display(), "adapter chains loaded; watching for changes");
             let (status_tx, status) = watch::channel(source::file_status(path));
-            tokio::spawn(source::watch_file(path.clone(), chains_tx, status_tx, shutdown.clone()));
+            tokio::spawn(source::watch_file(
+                path.clone(),
+                chains_tx,
+                status_tx,
+                shutdown.clone(),
+            ));
             status
         }
         None => watch::channel(source::none_status()).1,
@@ -76,7 +85,12 @@ pub async fn serve_until_signal(
     mut servers: JoinSet<()>,
 ) {
     for l in listeners {
-        servers.spawn(front::serve(l, handler.clone(), shutdown.clone(), config.shutdown_grace));
+        servers.spawn(front::serve(
+            l,
+            handler.clone(),
+            shutdown.clone(),
+            config.shutdown_grace,
+        ));
     }
     crate::signal::shutdown_requested().await;
     info!("shutting down");

@@ -72,21 +72,38 @@ pub enum TlsError {
     #[error("{what} {path} does not exist")]
     Missing { what: &'static str, path: PathBuf },
     #[error("cannot read {what} {path}: {source}")]
-    Read { what: &'static str, path: PathBuf, source: io::Error },
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
     #[error("{what} {path} is not valid PEM: {source}")]
-    BadPem { what: &'static str, path: PathBuf, source: pem::Error },
+    BadPem {
+        what: &'static str,
+        path: PathBuf,
+        source: pem::Error,
+    },
     #[error("{what} {path} contains no PEM certificate (-----BEGIN CERTIFICATE-----)")]
     NoCertificate { what: &'static str, path: PathBuf },
     #[error("private key {path} contains no PEM private key (PKCS#8, SEC1 or PKCS#1)")]
     NoKey { path: PathBuf },
     #[error("private key {path} cannot be used: {source}")]
-    BadKey { path: PathBuf, source: rustls::Error },
+    BadKey {
+        path: PathBuf,
+        source: rustls::Error,
+    },
     #[error("private key {key} does not belong to certificate {cert}")]
     KeyMismatch { cert: PathBuf, key: PathBuf },
     #[error("CA certificate {path} cannot be used as a trust root: {source}")]
-    BadCa { path: PathBuf, source: rustls::Error },
+    BadCa {
+        path: PathBuf,
+        source: rustls::Error,
+    },
     #[error("certificate {path} is not a busbar certificate: {source}")]
-    NotBusbarCert { path: PathBuf, source: IdentityError },
+    NotBusbarCert {
+        path: PathBuf,
+        source: IdentityError,
+    },
     #[error("cannot build the certificate verifier: {0}")]
     Verifier(#[from] VerifierBuilderError),
     #[error("cannot build the TLS configuration: {0}")]
@@ -107,59 +124,111 @@ struct Material {
 
 impl TlsFiles {
     pub fn new(ca: impl Into<PathBuf>, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
-        TlsFiles { ca: ca.into(), cert: cert.into(), key: key.into() }
+        TlsFiles {
+            ca: ca.into(),
+            cert: cert.into(),
+            key: key.into(),
+        }
     }
 
     /// Who our own certificate says we are (for the startup log line).
     pub fn identity(&self) -> Result<Identity, TlsError> {
         let chain = read_certs("certificate", &self.cert)?;
         // read_certs never returns an empty chain; the leaf comes first.
-        peer_identity(&chain[0]).map_err(|source| TlsError::NotBusbarCert { path: self.cert.clone(), source })
+        peer_identity(&chain[0]).map_err(|source| TlsError::NotBusbarCert {
+            path: self.cert.clone(),
+            source,
+        })
     }
 
     fn load(&self, provider: &CryptoProvider) -> Result<Material, TlsError> {
         let mut roots = RootCertStore::empty();
         for ca in read_certs("CA certificate", &self.ca)? {
-            roots.add(ca).map_err(|source| TlsError::BadCa { path: self.ca.clone(), source })?;
+            roots.add(ca).map_err(|source| TlsError::BadCa {
+                path: self.ca.clone(),
+                source,
+            })?;
         }
 
         // Our own certificate must be a busbar one too: this catches `--tls-cert ca.pem` and
         // other mix-ups here, instead of as a refusal on the far side.
         let chain = read_certs("certificate", &self.cert)?;
-        peer_identity(&chain[0]).map_err(|source| TlsError::NotBusbarCert { path: self.cert.clone(), source })?;
+        peer_identity(&chain[0]).map_err(|source| TlsError::NotBusbarCert {
+            path: self.cert.clone(),
+            source,
+        })?;
 
         let key = match PrivateKeyDer::from_pem_slice(&read("private key", &self.key)?) {
             Ok(key) => key,
-            Err(pem::Error::NoItemsFound) => return Err(TlsError::NoKey { path: self.key.clone() }),
-            Err(source) => return Err(TlsError::BadPem { what: "private key", path: self.key.clone(), source }),
+            Err(pem::Error::NoItemsFound) => {
+                return Err(TlsError::NoKey {
+                    path: self.key.clone(),
+                })
+            }
+            Err(source) => {
+                return Err(TlsError::BadPem {
+                    what: "private key",
+                    path: self.key.clone(),
+                    source,
+                })
+            }
         };
         match CertifiedKey::from_der(chain.clone(), key.clone_key(), provider) {
             Ok(_) => {}
             Err(rustls::Error::InconsistentKeys(InconsistentKeys::KeyMismatch)) => {
-                return Err(TlsError::KeyMismatch { cert: self.cert.clone(), key: self.key.clone() })
+                return Err(TlsError::KeyMismatch {
+                    cert: self.cert.clone(),
+                    key: self.key.clone(),
+                })
             }
-            Err(source) => return Err(TlsError::BadKey { path: self.key.clone(), source }),
+            Err(source) => {
+                return Err(TlsError::BadKey {
+                    path: self.key.clone(),
+                    source,
+                })
+            }
         }
 
-        Ok(Material { roots: Arc::new(roots), chain, key })
+        Ok(Material {
+            roots: Arc::new(roots),
+            chain,
+            key,
+        })
     }
 }
 
 /// A file's bytes; a missing file is its own error, so the message can say so plainly.
 pub(crate) fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
     fs::read(path).map_err(|source| match source.kind() {
-        io::ErrorKind::NotFound => TlsError::Missing { what, path: path.to_owned() },
-        _ => TlsError::Read { what, path: path.to_owned(), source },
+        io::ErrorKind::NotFound => TlsError::Missing {
+            what,
+            path: path.to_owned(),
+        },
+        _ => TlsError::Read {
+            what,
+            path: path.to_owned(),
+            source,
+        },
     })
 }
 
 /// Every certificate in a PEM file, in order; at least one.
-pub(crate) fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn read_certs(
+    what: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_slice_iter(&read(what, path)?)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| TlsError::BadPem { what, path: path.to_owned(), source })?;
+        .map_err(|source| TlsError::BadPem {
+            what,
+            path: path.to_owned(),
+            source,
+        })?;
     if certs.is_empty() {
-        return Err(TlsError::NoCertificate { what, path: path.to_owned() });
+        return Err(TlsError::NoCertificate {
+            what,
+            path: path.to_owned(),
+        });
     }
     Ok(certs)
 }
@@ -178,8 +247,12 @@ fn provider() -> Arc<CryptoProvider> {
 pub fn server_config(files: &TlsFiles, accept_role: Role) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = provider();
     let material = files.load(&provider)?;
-    let webpki = WebPkiClientVerifier::builder_with_provider(material.roots, provider.clone()).build()?;
-    let verifier = Arc::new(verify::RoleCheckingClientVerifier { inner: webpki, accept: accept_role });
+    let webpki =
+        WebPkiClientVerifier::builder_with_provider(material.roots, provider.clone()).build()?;
+    let verifier = Arc::new(verify::RoleCheckingClientVerifier {
+        inner: webpki,
+        accept: accept_role,
+    });
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
@@ -194,8 +267,12 @@ pub fn server_config(files: &TlsFiles, accept_role: Role) -> Result<Arc<ServerCo
 pub fn client_config(files: &TlsFiles, expect_role: Role) -> Result<Arc<ClientConfig>, TlsError> {
     let provider = provider();
     let material = files.load(&provider)?;
-    let webpki = WebPkiServerVerifier::builder_with_provider(material.roots, provider.clone()).build()?;
-    let verifier = Arc::new(verify::RoleCheckingServerVerifier { inner: webpki, expect: expect_role });
+    let webpki =
+        WebPkiServerVerifier::builder_with_provider(material.roots, provider.clone()).build()?;
+    let verifier = Arc::new(verify::RoleCheckingServerVerifier {
+        inner: webpki,
+        expect: expect_role,
+    });
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         // "dangerous" is the only door to a custom verifier; ours runs WebPKI first, unchanged.

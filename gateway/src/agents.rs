@@ -40,11 +40,23 @@ const KEEPALIVE: (Duration, Duration) = (Duration::from_secs(10), Duration::from
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error("node {node} ({addr}): agent unreachable: {reason}")]
-    Unreachable { node: String, addr: String, reason: String },
+    Unreachable {
+        node: String,
+        addr: String,
+        reason: String,
+    },
     #[error("node {node} ({addr}): {reason}")]
-    Failed { node: String, addr: String, reason: String },
+    Failed {
+        node: String,
+        addr: String,
+        reason: String,
+    },
     #[error("node {node}: invalid agent address {addr:?}: {reason}")]
-    BadAddress { node: String, addr: String, reason: String },
+    BadAddress {
+        node: String,
+        addr: String,
+        reason: String,
+    },
 }
 
 impl DockerError for AgentError {
@@ -72,7 +84,10 @@ impl tower_service::Service<Request<tonic::body::Body>> for Transport {
     type Error = hyper_util::client::legacy::Error;
     type Future = hyper_util::client::legacy::ResponseFuture;
 
-    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
         std::task::Poll::Ready(Ok(()))
     }
 
@@ -94,10 +109,20 @@ pub struct AgentLink {
 
 impl AgentLink {
     /// Prepares the link; nothing is dialed until the first call.
-    pub fn new(node: &str, addr: &str, tls: Arc<rustls::ClientConfig>) -> Result<AgentLink, AgentError> {
-        let bad = |reason: String| AgentError::BadAddress { node: node.to_owned(), addr: addr.to_owned(), reason };
+    pub fn new(
+        node: &str,
+        addr: &str,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Result<AgentLink, AgentError> {
+        let bad = |reason: String| AgentError::BadAddress {
+            node: node.to_owned(),
+            addr: addr.to_owned(),
+            reason,
+        };
         let server_name = ServerName::try_from(node.to_owned()).map_err(|e| bad(e.to_string()))?;
-        let origin: Uri = format!("http://{addr}").parse().map_err(|e: http::uri::InvalidUri| bad(e.to_string()))?;
+        let origin: Uri = format!("http://{addr}")
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| bad(e.to_string()))?;
         let dialer = Dialer {
             addr: addr.to_owned(),
             server_name,
@@ -115,8 +140,13 @@ impl AgentLink {
             .http2_keep_alive_while_idle(true)
             .http2_max_frame_size(exchange::MAX_H2_FRAME)
             .build(dialer);
-        let client = AgentClient::with_origin(Transport(transport), origin).max_decoding_message_size(4 * exchange::MAX_CHUNK);
-        Ok(AgentLink { node: node.to_owned(), addr: addr.to_owned(), client })
+        let client = AgentClient::with_origin(Transport(transport), origin)
+            .max_decoding_message_size(4 * exchange::MAX_CHUNK);
+        Ok(AgentLink {
+            node: node.to_owned(),
+            addr: addr.to_owned(),
+            client,
+        })
     }
 
     pub fn node(&self) -> &str {
@@ -129,35 +159,49 @@ impl AgentLink {
 
     /// Carries one Docker API call to the agent. The response streams back as it comes; a
     /// `101` carries the hijacked stream (see [`Hijacked`]).
-    pub async fn exchange(&self, req: Request<Body>, ctx: &RequestCtx) -> Result<Response<Body>, AgentError> {
+    pub async fn exchange(
+        &self,
+        req: Request<Body>,
+        ctx: &RequestCtx,
+    ) -> Result<Response<Body>, AgentError> {
         let (mut parts, body) = req.into_parts();
         if let Ok(id) = http::HeaderValue::from_str(&ctx.id) {
             parts.headers.insert(REQUEST_ID.clone(), id);
         }
         let head = exchange::request_head(&parts);
         // Only attach and exec start (or an explicit upgrade) can turn into a raw stream.
-        let may_hijack = hijack::is_hijack_endpoint(&parts.method, parts.uri.path()) || hijack::wants_upgrade(&parts.headers);
+        let may_hijack = hijack::is_hijack_endpoint(&parts.method, parts.uri.path())
+            || hijack::wants_upgrade(&parts.headers);
         let mut out = None;
         let mut pump = None;
         let call = if http_body::Body::is_end_stream(&body) && !may_hijack {
             // Most calls: the head travels as metadata and the call goes out as one HEADERS
             // frame, instead of HEADERS, then DATA in a second write (and wake-up) of its own.
             let mut call = tonic::Request::new(futures_util::stream::empty());
-            call.metadata_mut().insert_bin(exchange::HEAD_METADATA, exchange::head_metadata(&head));
+            call.metadata_mut()
+                .insert_bin(exchange::HEAD_METADATA, exchange::head_metadata(&head));
             call.extensions_mut().insert(HeadOnly);
             self.client.clone().exchange(call).await
         } else {
             let (out_tx, out_rx) = mpsc::channel::<ExchangeFrame>(8);
-            out_tx.send(exchange::head_frame(head)).await.expect("the receiver is held right here");
+            out_tx
+                .send(exchange::head_frame(head))
+                .await
+                .expect("the receiver is held right here");
             if http_body::Body::is_end_stream(&body) {
                 let _ = out_tx.send(exchange::eof_frame()).await;
             } else {
                 let out_tx = out_tx.clone();
-                pump = Some(tokio::spawn(async move { exchange::send_body(body, &out_tx, std::convert::identity).await }));
+                pump = Some(tokio::spawn(async move {
+                    exchange::send_body(body, &out_tx, std::convert::identity).await
+                }));
             }
             // Only a call that may be hijacked keeps its side of the stream open after the body.
             out = may_hijack.then_some(out_tx);
-            self.client.clone().exchange(ReceiverStream::new(out_rx)).await
+            self.client
+                .clone()
+                .exchange(ReceiverStream::new(out_rx))
+                .await
         };
         let mut frames = call.map_err(|s| self.status_error(s))?.into_inner();
         let first = frames.message().await.map_err(|s| self.status_error(s))?;
@@ -167,7 +211,11 @@ impl AgentLink {
         let mut rsp = exchange::to_response(head, body).map_err(|e| self.failed(e.to_string()))?;
         if rsp.status() == StatusCode::SWITCHING_PROTOCOLS {
             let Some(out_tx) = out else {
-                return Err(self.failed(format!("the agent switched protocols on {} {}", parts.method, parts.uri.path())));
+                return Err(self.failed(format!(
+                    "the agent switched protocols on {} {}",
+                    parts.method,
+                    parts.uri.path()
+                )));
             };
             Hijacked::attach(&mut rsp, async move {
                 // The request body (empty for attach/exec) is sent before any raw byte.
@@ -182,7 +230,8 @@ impl AgentLink {
 
     /// The node's description, within `timeout`.
     pub async fn describe(&self, timeout: Duration) -> Result<NodeDescription, AgentError> {
-        match tokio::time::timeout(timeout, self.client.clone().describe(DescribeRequest {})).await {
+        match tokio::time::timeout(timeout, self.client.clone().describe(DescribeRequest {})).await
+        {
             Ok(Ok(rsp)) => Ok(rsp.into_inner()),
             Ok(Err(s)) => Err(self.status_error(s)),
             Err(_) => Err(self.failed(format!("no answer within {timeout:?}"))),
@@ -190,20 +239,32 @@ impl AgentLink {
     }
 
     fn failed(&self, reason: String) -> AgentError {
-        AgentError::Failed { node: self.node.clone(), addr: self.addr.clone(), reason }
+        AgentError::Failed {
+            node: self.node.clone(),
+            addr: self.addr.clone(),
+            reason,
+        }
     }
 
     fn status_error(&self, status: tonic::Status) -> AgentError {
         let source = std::error::Error::source(&status);
         let reason = match source {
-            Some(src) => format!("{}: {}", status.message(), busbar_agent::respond::error_chain(src)),
+            Some(src) => format!(
+                "{}: {}",
+                status.message(),
+                busbar_agent::respond::error_chain(src)
+            ),
             None => status.message().to_owned(),
         };
         let no_connection = source
             .and_then(|e| e.downcast_ref::<hyper_util::client::legacy::Error>())
             .is_some_and(|e| e.is_connect());
         if no_connection || status.code() == tonic::Code::Unavailable {
-            AgentError::Unreachable { node: self.node.clone(), addr: self.addr.clone(), reason }
+            AgentError::Unreachable {
+                node: self.node.clone(),
+                addr: self.addr.clone(),
+                reason,
+            }
         } else {
             self.failed(reason)
         }
@@ -227,12 +288,20 @@ impl Dialer {
         let connect = async {
             let tcp = TcpStream::connect(&self.addr).await?;
             tcp.set_nodelay(true)?;
-            let tls = self.tls.connect(self.server_name.clone(), TokioIo::new(TokioIo::new(tcp))).await?;
+            let tls = self
+                .tls
+                .connect(self.server_name.clone(), TokioIo::new(TokioIo::new(tcp)))
+                .await?;
             Ok::<_, std::io::Error>(MaybeHttpsStream::Https(TokioIo::new(tls)))
         };
-        tokio::time::timeout(DIAL_TIMEOUT, connect).await.unwrap_or_else(|_| {
-            Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no connection within {DIAL_TIMEOUT:?}")))
-        })
+        tokio::time::timeout(DIAL_TIMEOUT, connect)
+            .await
+            .unwrap_or_else(|_| {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no connection within {DIAL_TIMEOUT:?}"),
+                ))
+            })
     }
 }
 
@@ -241,7 +310,10 @@ impl tower_service::Service<Uri> for Dialer {
     type Error = std::io::Error;
     type Future = BoxFuture<'static, std::io::Result<Io>>;
 
-    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
 
@@ -253,7 +325,10 @@ impl tower_service::Service<Uri> for Dialer {
                 return Err(refused);
             }
             let result = dialer.dial().await;
-            backoff.lock().expect("backoff lock").record(result.as_ref().err(), Instant::now());
+            backoff
+                .lock()
+                .expect("backoff lock")
+                .record(result.as_ref().err(), Instant::now());
             result
         })
     }
@@ -279,7 +354,11 @@ impl Backoff {
         let retry_at = self.retry_at.filter(|&at| now < at)?;
         Some(std::io::Error::new(
             std::io::ErrorKind::ConnectionRefused,
-            format!("{} (next attempt in {} ms)", self.last_error, (retry_at - now).as_millis()),
+            format!(
+                "{} (next attempt in {} ms)",
+                self.last_error,
+                (retry_at - now).as_millis()
+            ),
         ))
     }
 
@@ -287,7 +366,9 @@ impl Backoff {
         match error {
             None => *self = Backoff::default(),
             Some(e) => {
-                let delay = Self::FIRST.saturating_mul(1 << self.failures.min(16)).min(Self::MAX);
+                let delay = Self::FIRST
+                    .saturating_mul(1 << self.failures.min(16))
+                    .min(Self::MAX);
                 self.failures += 1;
                 self.retry_at = Some(now + delay);
                 self.last_error = e.to_string();
@@ -305,7 +386,8 @@ mod tests {
         let mut b = Backoff::default();
         let t0 = Instant::now();
         assert!(b.refuse(t0).is_none(), "the first dial is never held back");
-        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let refused =
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
         let mut delays = vec![];
         for _ in 0..7 {
             b.record(Some(&refused), t0);
@@ -313,12 +395,25 @@ mod tests {
         }
         let ms: Vec<u128> = delays.iter().map(|d| d.as_millis()).collect();
         assert_eq!(ms, [100, 200, 400, 800, 1600, 2000, 2000]);
-        let err = b.refuse(t0 + Duration::from_millis(500)).expect("still backing off");
-        assert!(err.to_string().starts_with("connection refused (next attempt in 1500 ms)"), "{err}");
-        assert!(b.refuse(t0 + Backoff::MAX).is_none(), "a dial is allowed once the delay passed");
+        let err = b
+            .refuse(t0 + Duration::from_millis(500))
+            .expect("still backing off");
+        assert!(
+            err.to_string()
+                .starts_with("connection refused (next attempt in 1500 ms)"),
+            "{err}"
+        );
+        assert!(
+            b.refuse(t0 + Backoff::MAX).is_none(),
+            "a dial is allowed once the delay passed"
+        );
         b.record(None, t0);
         assert!(b.refuse(t0).is_none());
         b.record(Some(&refused), t0);
-        assert_eq!(b.retry_at.unwrap() - t0, Backoff::FIRST, "a success starts over");
+        assert_eq!(
+            b.retry_at.unwrap() - t0,
+            Backoff::FIRST,
+            "a success starts over"
+        );
     }
 }

@@ -70,7 +70,11 @@ impl CertsError {
     pub fn is_usage(&self) -> bool {
         matches!(
             self,
-            CertsError::Pki(PkiError::InvalidName { .. } | PkiError::InvalidSan { .. } | PkiError::InvalidDays { .. })
+            CertsError::Pki(
+                PkiError::InvalidName { .. }
+                    | PkiError::InvalidSan { .. }
+                    | PkiError::InvalidDays { .. }
+            )
         )
     }
 }
@@ -156,8 +160,14 @@ mod tests {
         let d = dir.to_str().unwrap();
 
         let out = certs(&["init", "--dir", d]).unwrap();
-        assert!(out.contains(&format!("wrote {d}/ca.pem: cluster CA certificate")), "{out}");
-        assert!(out.contains(&format!("wrote {d}/ca-key.pem: CA private key, mode 0600")), "{out}");
+        assert!(
+            out.contains(&format!("wrote {d}/ca.pem: cluster CA certificate")),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("wrote {d}/ca-key.pem: CA private key, mode 0600")),
+            "{out}"
+        );
 
         let out = certs(&[
             "issue",
@@ -179,12 +189,22 @@ mod tests {
             )),
             "{out}"
         );
-        assert!(out.contains(&format!("wrote {d}/node1-key.pem: private key, mode 0600")), "{out}");
+        assert!(
+            out.contains(&format!("wrote {d}/node1-key.pem: private key, mode 0600")),
+            "{out}"
+        );
         for key in ["ca-key.pem", "node1-key.pem"] {
-            let mode = std::fs::metadata(dir.join(key)).unwrap().permissions().mode() & 0o777;
+            let mode = std::fs::metadata(dir.join(key))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777;
             assert_eq!(mode, 0o600, "{key}");
         }
-        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
 
         let id = CertDir::new(&dir).tls_files("node1").identity().unwrap();
         assert_eq!((id.name.as_str(), id.role), ("node1", Role::Agent));
@@ -196,7 +216,10 @@ mod tests {
         let d = tmp.path().to_str().unwrap();
         certs(&["init", "--dir", d]).unwrap();
         let err = certs(&["init", "--dir", d]).unwrap_err();
-        assert!(err.to_string().contains("already holds a cluster CA"), "{err}");
+        assert!(
+            err.to_string().contains("already holds a cluster CA"),
+            "{err}"
+        );
         assert!(!err.is_usage());
         let out = certs(&["init", "--dir", d, "--force"]).unwrap();
         assert!(out.starts_with("replaced the previous cluster CA"), "{out}");
@@ -207,7 +230,10 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let d = tmp.path().to_str().unwrap();
         let err = certs(&["issue", "--dir", d, "--name", "gw", "--role", "gateway"]).unwrap_err();
-        assert_eq!(err.to_string(), format!("no cluster CA in {d}: run `busbarctl certs init --dir {d}` first"));
+        assert_eq!(
+            err.to_string(),
+            format!("no cluster CA in {d}: run `busbarctl certs init --dir {d}` first")
+        );
     }
 
     #[test]
@@ -218,9 +244,18 @@ mod tests {
         let err = certs(&["issue", "--dir", d, "--name", "ca", "--role", "agent"]).unwrap_err();
         assert!(err.is_usage(), "{err}");
 
-        let err = Certs::try_parse_from(["certs", "issue", "--dir", d, "--name", "x", "--role", "admin"]).unwrap_err();
-        assert!(err.to_string().contains("expected agent, gateway or client"), "{err}");
-        assert!(Certs::try_parse_from(["certs", "issue", "--dir", d, "--name", "x", "--role", "agent", "--days", "0"])
-            .is_err());
+        let err = Certs::try_parse_from([
+            "certs", "issue", "--dir", d, "--name", "x", "--role", "admin",
+        ])
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("expected agent, gateway or client"),
+            "{err}"
+        );
+        assert!(Certs::try_parse_from([
+            "certs", "issue", "--dir", d, "--name", "x", "--role", "agent", "--days", "0"
+        ])
+        .is_err());
     }
 }

@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::PathBuf;
 
-use busbar_agent::chains::scoped::{chain_key, chains_prefix, status_prefix, ChainStatus, Scope, ScopeError};
+use busbar_agent::chains::scoped::{
+    chain_key, chains_prefix, status_prefix, ChainStatus, Scope, ScopeError,
+};
 use busbar_agent::chains::ChainSet;
 use busbar_agent::etcd_conn::{EtcdConfigError, EtcdConnArgs};
 use busbar_agent::registry::{call, connect, nodes_prefix, NodeEntry, RegistryError};
@@ -27,7 +29,12 @@ pub struct EtcdArgs {
     #[command(flatten)]
     pub conn: EtcdConnArgs,
     /// The cluster's etcd key prefix.
-    #[arg(long, env = "BUSBAR_ETCD_PREFIX", default_value = "/busbar", global = true)]
+    #[arg(
+        long,
+        env = "BUSBAR_ETCD_PREFIX",
+        default_value = "/busbar",
+        global = true
+    )]
     pub etcd_prefix: String,
     /// Print JSON instead of text (for scripts).
     #[arg(long, global = true)]
@@ -106,7 +113,11 @@ pub enum CtlError {
         "refused: scope {scope} is at revision {current}, not {expected} as this change assumed (someone changed it since); \
          look at `busbarctl chain get --scope {scope}` and apply again, or use --force"
     )]
-    Stale { scope: String, expected: i64, current: i64 },
+    Stale {
+        scope: String,
+        expected: i64,
+        current: i64,
+    },
     #[error("{0}")]
     NotFound(String),
     #[error("cannot write to standard output: {0}")]
@@ -116,25 +127,35 @@ pub enum CtlError {
 impl CtlError {
     /// Exit 64 (EX_USAGE): the command line can never work as given.
     pub fn is_usage(&self) -> bool {
-        matches!(self, CtlError::Usage(_) | CtlError::Scope(_) | CtlError::EtcdConfig(_))
+        matches!(
+            self,
+            CtlError::Usage(_) | CtlError::Scope(_) | CtlError::EtcdConfig(_)
+        )
     }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
 }
 
 async fn client(etcd: &EtcdArgs) -> Result<Client, CtlError> {
     let Some(config) = etcd.conn.clone().into_config()? else {
-        return Err(CtlError::Usage("this command needs --etcd URLS (or BUSBAR_ETCD)".into()));
+        return Err(CtlError::Usage(
+            "this command needs --etcd URLS (or BUSBAR_ETCD)".into(),
+        ));
     };
     busbar_agent::registry::check_prefix(&etcd.etcd_prefix)?;
     Ok(connect(&config.connection()?).await?)
 }
 
 fn read_doc(file: &PathBuf) -> Result<(String, ChainSet), CtlError> {
-    let text =
-        std::fs::read_to_string(file).map_err(|source| CtlError::Read { path: file.display().to_string(), source })?;
+    let text = std::fs::read_to_string(file).map_err(|source| CtlError::Read {
+        path: file.display().to_string(),
+        source,
+    })?;
     let set = ChainSet::load(file).map_err(|e| CtlError::Invalid(e.to_string()))?;
     Ok((text, set))
 }
@@ -163,8 +184,14 @@ async fn cas_put(
     let rsp = call("txn put", key, c.clone().txn(txn)).await?;
     let rev = rsp.header().map_or(0, |h| h.revision());
     if !rsp.succeeded() {
-        let current = get_kv(c, key, None).await?.map_or(0, |kv| kv.mod_revision());
-        return Err(CtlError::Stale { scope: scope.to_string(), expected: expected.unwrap_or(0), current });
+        let current = get_kv(c, key, None)
+            .await?
+            .map_or(0, |kv| kv.mod_revision());
+        return Err(CtlError::Stale {
+            scope: scope.to_string(),
+            expected: expected.unwrap_or(0),
+            current,
+        });
     }
     Ok((rev, expected.unwrap_or(0)))
 }
@@ -201,24 +228,41 @@ async fn run_async(etcd: &EtcdArgs, cmd: &ChainCmd, out: &mut dyn Write) -> Resu
     let prefix = &etcd.etcd_prefix;
     match cmd {
         ChainCmd::Validate { .. } => unreachable!("handled without etcd"),
-        ChainCmd::Apply { file, scope, revision, force } => {
+        ChainCmd::Apply {
+            file,
+            scope,
+            revision,
+            force,
+        } => {
             let scope: Scope = scope.parse()?;
             let (text, _) = read_doc(file)?;
             let c = client(etcd).await?;
             let key = chain_key(prefix, &scope);
-            let current = get_kv(&c, &key, None).await?.map_or(0, |kv| kv.mod_revision());
+            let current = get_kv(&c, &key, None)
+                .await?
+                .map_or(0, |kv| kv.mod_revision());
             let expected = match (force, revision) {
                 (true, _) => None,
                 (false, Some(r)) if *r != current => {
-                    return Err(CtlError::Stale { scope: scope.to_string(), expected: *r, current })
+                    return Err(CtlError::Stale {
+                        scope: scope.to_string(),
+                        expected: *r,
+                        current,
+                    })
                 }
                 (false, _) => Some(current),
             };
             let (rev, _) = cas_put(&c, &scope, &key, &text, expected).await?;
             if etcd.json {
-                print_json(out, &json!({"scope": scope.to_string(), "revision": rev, "previous_revision": current}))
+                print_json(
+                    out,
+                    &json!({"scope": scope.to_string(), "revision": rev, "previous_revision": current}),
+                )
             } else {
-                writeln!(out, "applied scope {scope} at revision {rev} (previous revision {current})")?;
+                writeln!(
+                    out,
+                    "applied scope {scope} at revision {rev} (previous revision {current})"
+                )?;
                 Ok(())
             }
         }
@@ -229,12 +273,19 @@ async fn run_async(etcd: &EtcdArgs, cmd: &ChainCmd, out: &mut dyn Write) -> Resu
                     let scope: Scope = s.parse()?;
                     let key = chain_key(prefix, &scope);
                     let kv = get_kv(&c, &key, None).await?;
-                    vec![kv.ok_or_else(|| CtlError::NotFound(format!("scope {scope} has no chain document")))?]
+                    vec![kv.ok_or_else(|| {
+                        CtlError::NotFound(format!("scope {scope} has no chain document"))
+                    })?]
                 }
                 None => {
                     let p = chains_prefix(prefix);
-                    let mut rsp =
-                        call("get", &p, c.clone().get(p.as_str(), Some(GetOptions::new().with_prefix()))).await?;
+                    let mut rsp = call(
+                        "get",
+                        &p,
+                        c.clone()
+                            .get(p.as_str(), Some(GetOptions::new().with_prefix())),
+                    )
+                    .await?;
                     rsp.take_kvs()
                 }
             };
@@ -242,13 +293,22 @@ async fn run_async(etcd: &EtcdArgs, cmd: &ChainCmd, out: &mut dyn Write) -> Resu
                 .iter()
                 .map(|kv| {
                     let key = String::from_utf8_lossy(kv.key());
-                    let scope = key.strip_prefix(&chains_prefix(prefix)).unwrap_or(&key).to_owned();
-                    (scope, kv.mod_revision(), String::from_utf8_lossy(kv.value()).into_owned())
+                    let scope = key
+                        .strip_prefix(&chains_prefix(prefix))
+                        .unwrap_or(&key)
+                        .to_owned();
+                    (
+                        scope,
+                        kv.mod_revision(),
+                        String::from_utf8_lossy(kv.value()).into_owned(),
+                    )
                 })
                 .collect();
             if etcd.json {
-                let v: Vec<_> =
-                    docs.iter().map(|(s, r, d)| json!({"scope": s, "revision": r, "document": d})).collect();
+                let v: Vec<_> = docs
+                    .iter()
+                    .map(|(s, r, d)| json!({"scope": s, "revision": r, "document": d}))
+                    .collect();
                 return print_json(out, &serde_json::Value::Array(v));
             }
             if docs.is_empty() {
@@ -285,14 +345,23 @@ async fn run_async(etcd: &EtcdArgs, cmd: &ChainCmd, out: &mut dyn Write) -> Resu
                 }
             }
             if etcd.json {
-                let v: Vec<_> = versions.iter().map(|(r, d)| json!({"revision": r, "document": d})).collect();
-                return print_json(out, &json!({"scope": scope.to_string(), "versions": v, "note": note}));
+                let v: Vec<_> = versions
+                    .iter()
+                    .map(|(r, d)| json!({"revision": r, "document": d}))
+                    .collect();
+                return print_json(
+                    out,
+                    &json!({"scope": scope.to_string(), "versions": v, "note": note}),
+                );
             }
             if versions.is_empty() {
                 writeln!(out, "scope {scope} has no chain document")?;
             }
             for (i, (r, d)) in versions.iter().enumerate() {
-                let first = d.lines().find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')).unwrap_or("");
+                let first = d
+                    .lines()
+                    .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+                    .unwrap_or("");
                 let current = if i == 0 { "  (current)" } else { "" };
                 writeln!(
                     out,
@@ -312,17 +381,27 @@ async fn run_async(etcd: &EtcdArgs, cmd: &ChainCmd, out: &mut dyn Write) -> Resu
             let key = chain_key(prefix, &scope);
             let old = match get_kv(&c, &key, Some(*rev)).await {
                 Ok(Some(kv)) => kv,
-                Ok(None) => return Err(CtlError::NotFound(format!("scope {scope} had no document at revision {rev}"))),
+                Ok(None) => {
+                    return Err(CtlError::NotFound(format!(
+                        "scope {scope} had no document at revision {rev}"
+                    )))
+                }
                 Err(CtlError::Etcd(e)) if e.to_string().contains("compacted") => {
-                    return Err(CtlError::NotFound(format!("revision {rev} was compacted away by etcd: {e}")))
+                    return Err(CtlError::NotFound(format!(
+                        "revision {rev} was compacted away by etcd: {e}"
+                    )))
                 }
                 Err(e) => return Err(e),
             };
             let text = String::from_utf8_lossy(old.value()).into_owned();
-            ChainSet::from_yaml(&text)
-                .map_err(|e| CtlError::Invalid(format!("the document of revision {rev} is not valid: {e}")))?;
-            let current = get_kv(&c, &key, None).await?.map_or(0, |kv| kv.mod_revision());
-            let (new_rev, _) = cas_put(&c, &scope, &key, &text, (!force).then_some(current)).await?;
+            ChainSet::from_yaml(&text).map_err(|e| {
+                CtlError::Invalid(format!("the document of revision {rev} is not valid: {e}"))
+            })?;
+            let current = get_kv(&c, &key, None)
+                .await?
+                .map_or(0, |kv| kv.mod_revision());
+            let (new_rev, _) =
+                cas_put(&c, &scope, &key, &text, (!force).then_some(current)).await?;
             if etcd.json {
                 print_json(
                     out,
@@ -347,23 +426,42 @@ async fn run_async(etcd: &EtcdArgs, cmd: &ChainCmd, out: &mut dyn Write) -> Resu
                 writeln!(out, "no node has reported a chain status yet")?;
                 return Ok(());
             }
-            writeln!(out, "{:<16} {:>9}  {:<6}  ERROR", "NODE", "REVISION", "SOURCE")?;
+            writeln!(
+                out,
+                "{:<16} {:>9}  {:<6}  ERROR",
+                "NODE", "REVISION", "SOURCE"
+            )?;
             for s in statuses.values() {
                 let error = match (&s.error, s.rejected_revision) {
-                    (Some(e), Some(r)) => format!("refused revision {r}: {}", e.replace('\n', " | ")),
+                    (Some(e), Some(r)) => {
+                        format!("refused revision {r}: {}", e.replace('\n', " | "))
+                    }
                     (Some(e), None) => e.replace('\n', " | "),
                     _ => "-".into(),
                 };
-                writeln!(out, "{:<16} {:>9}  {:<6}  {error}", s.node, s.revision, s.source)?;
+                writeln!(
+                    out,
+                    "{:<16} {:>9}  {:<6}  {error}",
+                    s.node, s.revision, s.source
+                )?;
             }
             Ok(())
         }
     }
 }
 
-async fn list_statuses(c: &Client, prefix: &str) -> Result<BTreeMap<String, ChainStatus>, CtlError> {
+async fn list_statuses(
+    c: &Client,
+    prefix: &str,
+) -> Result<BTreeMap<String, ChainStatus>, CtlError> {
     let p = status_prefix(prefix);
-    let rsp = call("get", &p, c.clone().get(p.as_str(), Some(GetOptions::new().with_prefix()))).await?;
+    let rsp = call(
+        "get",
+        &p,
+        c.clone()
+            .get(p.as_str(), Some(GetOptions::new().with_prefix())),
+    )
+    .await?;
     Ok(rsp
         .kvs()
         .iter()
@@ -377,14 +475,31 @@ pub fn run_nodes(etcd: &EtcdArgs, out: &mut dyn Write) -> Result<(), CtlError> {
     runtime().block_on(async {
         let c = client(etcd).await?;
         let p = nodes_prefix(&etcd.etcd_prefix);
-        let rsp = call("get", &p, c.clone().get(p.as_str(), Some(GetOptions::new().with_prefix()))).await?;
-        let nodes: Vec<NodeEntry> = rsp.kvs().iter().filter_map(|kv| serde_json::from_slice(kv.value()).ok()).collect();
+        let rsp = call(
+            "get",
+            &p,
+            c.clone()
+                .get(p.as_str(), Some(GetOptions::new().with_prefix())),
+        )
+        .await?;
+        let nodes: Vec<NodeEntry> = rsp
+            .kvs()
+            .iter()
+            .filter_map(|kv| serde_json::from_slice(kv.value()).ok())
+            .collect();
         let statuses = list_statuses(&c, &etcd.etcd_prefix).await?;
         if etcd.json {
-            let v: Vec<_> = nodes.iter().map(|n| json!({"node": n, "chains": statuses.get(&n.name)})).collect();
+            let v: Vec<_> = nodes
+                .iter()
+                .map(|n| json!({"node": n, "chains": statuses.get(&n.name)}))
+                .collect();
             return print_json(out, &serde_json::Value::Array(v));
         }
-        writeln!(out, "{:<16} {:<22} {:<10} {:>9}  LABELS", "NODE", "ADDRESS", "VERSION", "CHAINS")?;
+        writeln!(
+            out,
+            "{:<16} {:<22} {:<10} {:>9}  LABELS",
+            "NODE", "ADDRESS", "VERSION", "CHAINS"
+        )?;
         for n in &nodes {
             let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
             let chains = match statuses.get(&n.name) {

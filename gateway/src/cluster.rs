@@ -73,7 +73,10 @@ const PROBE_BATCH_EVERY: Duration = Duration::from_millis(100);
 
 impl Default for HealthOptions {
     fn default() -> Self {
-        HealthOptions { probe_interval: Duration::from_secs(3), probe_timeout: Duration::from_secs(3) }
+        HealthOptions {
+            probe_interval: Duration::from_secs(3),
+            probe_timeout: Duration::from_secs(3),
+        }
     }
 }
 
@@ -272,11 +275,15 @@ impl Node {
         // those seen last, the documents made from them are kept (not parsed again).
         let (same_version, same_chains) = {
             let state = self.state.lock().expect("node state lock");
-            (state.version_raw == d.engine_version_json, state.chains_raw == d.chain_status_json)
+            (
+                state.version_raw == d.engine_version_json,
+                state.chains_raw == d.chain_status_json,
+            )
         };
         // Parsed before taking the lock.
         let info = Arc::new(serde_json::from_slice(&d.engine_info_json).unwrap_or_default());
-        let version = (!same_version).then(|| Arc::new(serde_json::from_slice(&d.engine_version_json).unwrap_or_default()));
+        let version = (!same_version)
+            .then(|| Arc::new(serde_json::from_slice(&d.engine_version_json).unwrap_or_default()));
         let chains = (!same_chains).then(|| {
             (!d.chain_status_json.is_empty())
                 .then(|| serde_json::from_slice::<ChainStatus>(&d.chain_status_json).ok())
@@ -335,7 +342,12 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn new(tls: Arc<rustls::ClientConfig>, health: HealthOptions) -> Arc<Cluster> {
-        Arc::new(Cluster { nodes: RwLock::new(BTreeMap::new()), tls, health, generation: Arc::new(AtomicU64::new(0)) })
+        Arc::new(Cluster {
+            nodes: RwLock::new(BTreeMap::new()),
+            tls,
+            health,
+            generation: Arc::new(AtomicU64::new(0)),
+        })
     }
 
     /// A number that changes whenever any node's snapshot does (a probe answered, a node
@@ -350,13 +362,16 @@ impl Cluster {
     pub fn set_members(&self, members: &BTreeMap<String, Member>) {
         let mut nodes = self.nodes.write().expect("cluster lock");
         for (name, m) in members {
-            let current = nodes.get(name).map(|n| (n.link.addr().to_owned(), n.health()));
+            let current = nodes
+                .get(name)
+                .map(|n| (n.link.addr().to_owned(), n.health()));
             match current {
                 Some((addr, health)) if addr == m.addr => {
                     let node = &nodes[name];
                     // Most calls change nothing (a registry event about another node): then
                     // nothing made from this node's snapshot needs making again.
-                    let same_labels = node.state.lock().expect("node state lock").snapshot.labels == m.labels;
+                    let same_labels =
+                        node.state.lock().expect("node state lock").snapshot.labels == m.labels;
                     if health == Health::Disconnected || !same_labels {
                         node.edit(|state| {
                             let s = &mut state.snapshot;
@@ -372,7 +387,10 @@ impl Cluster {
                     Ok(link) => {
                         info!(node = %name, addr = %m.addr, "node joined");
                         let snapshot = NodeSnapshot::new(name, &m.addr, m.labels.clone());
-                        nodes.insert(name.clone(), Arc::new(Node::new(link, snapshot, self.generation.clone())));
+                        nodes.insert(
+                            name.clone(),
+                            Arc::new(Node::new(link, snapshot, self.generation.clone())),
+                        );
                         self.generation.fetch_add(1, Ordering::SeqCst);
                     }
                     Err(e) => warn!(node = %name, error = %e, "ignoring node"),
@@ -394,11 +412,19 @@ impl Cluster {
 
     /// Every node, sorted by name.
     pub fn nodes(&self) -> Vec<Arc<Node>> {
-        self.nodes.read().expect("cluster lock").values().cloned().collect()
+        self.nodes
+            .read()
+            .expect("cluster lock")
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub fn healthy(&self) -> Vec<Arc<Node>> {
-        self.nodes().into_iter().filter(|n| n.is_healthy()).collect()
+        self.nodes()
+            .into_iter()
+            .filter(|n| n.is_healthy())
+            .collect()
     }
 
     pub fn node(&self, name: &str) -> Option<Arc<Node>> {
@@ -422,14 +448,21 @@ impl Cluster {
     /// not one node at a time: each wake-up of the gateway (and of the agents' hosts) then
     /// serves many probes; one probe per wake-up cost 2.4 times the CPU at 1,000 nodes.
     async fn probe_round(&self, spread: Duration) {
-        let nodes: Vec<_> = self.nodes().into_iter().filter(|n| n.health() != Health::Disconnected).collect();
+        let nodes: Vec<_> = self
+            .nodes()
+            .into_iter()
+            .filter(|n| n.health() != Health::Disconnected)
+            .collect();
         let timeout = self.health.probe_timeout;
         let n = u32::try_from(nodes.len()).unwrap_or(u32::MAX).max(1);
-        let batches = u32::try_from(spread.as_millis() / PROBE_BATCH_EVERY.as_millis()).unwrap_or(u32::MAX).clamp(1, n);
+        let batches = u32::try_from(spread.as_millis() / PROBE_BATCH_EVERY.as_millis())
+            .unwrap_or(u32::MAX)
+            .clamp(1, n);
         let probes = nodes.iter().zip(0u32..).map(|(node, i)| async move {
             let batch = u64::from(i) * u64::from(batches) / u64::from(n);
             if batch > 0 {
-                tokio::time::sleep(PROBE_BATCH_EVERY * u32::try_from(batch).unwrap_or(u32::MAX)).await;
+                tokio::time::sleep(PROBE_BATCH_EVERY * u32::try_from(batch).unwrap_or(u32::MAX))
+                    .await;
             }
             node.probe(timeout).await;
         });
@@ -440,9 +473,14 @@ impl Cluster {
     /// since its documents were fetched (see the module docs): after this the snapshots show
     /// every change made through the gateway that has completed.
     pub async fn refresh_stale(&self) {
-        let stale: Vec<_> = self.nodes().into_iter().filter(|n| n.is_healthy() && n.is_stale()).collect();
+        let stale: Vec<_> = self
+            .nodes()
+            .into_iter()
+            .filter(|n| n.is_healthy() && n.is_stale())
+            .collect();
         let timeout = self.health.probe_timeout;
-        futures_util::future::join_all(stale.iter().map(|node| node.refresh_if_stale(timeout))).await;
+        futures_util::future::join_all(stale.iter().map(|node| node.refresh_if_stale(timeout)))
+            .await;
     }
 
     /// Probes until `shutdown`: every node at once first (the cluster is known as soon as
@@ -459,7 +497,11 @@ impl Cluster {
                 _ = shutdown.cancelled() => return,
                 _ = self.probe_round(spread) => {}
             }
-            let next = if spread.is_zero() { tokio::time::Instant::now() + interval } else { started + interval };
+            let next = if spread.is_zero() {
+                tokio::time::Instant::now() + interval
+            } else {
+                started + interval
+            };
             spread = interval;
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -487,15 +529,21 @@ pub(crate) mod tests {
     /// A node whose link is never dialed (the tests record answers by hand).
     pub(crate) fn node(name: &str) -> Node {
         let link = AgentLink::new(name, "127.0.0.1:9", tls()).expect("a valid address");
-        Node::new(link, NodeSnapshot::new(name, "127.0.0.1:9", BTreeMap::new()), Arc::new(AtomicU64::new(0)))
+        Node::new(
+            link,
+            NodeSnapshot::new(name, "127.0.0.1:9", BTreeMap::new()),
+            Arc::new(AtomicU64::new(0)),
+        )
     }
 
     fn described(containers: i64) -> NodeDescription {
         NodeDescription {
             engine_reachable: true,
-            engine_info_json: serde_json::to_vec(&serde_json::json!({"Containers": containers})).unwrap(),
+            engine_info_json: serde_json::to_vec(&serde_json::json!({"Containers": containers}))
+                .unwrap(),
             engine_version_json: b"{}".to_vec(),
-            chain_status_json: br#"{"node":"n","revision":7,"scopes":{"global":7},"source":"etcd"}"#.to_vec(),
+            chain_status_json:
+                br#"{"node":"n","revision":7,"scopes":{"global":7},"source":"etcd"}"#.to_vec(),
             ..NodeDescription::default()
         }
     }
@@ -561,7 +609,10 @@ pub(crate) mod tests {
         let c = n.snapshot();
         assert!(!Arc::ptr_eq(&a.info, &c.info));
         assert!(Arc::ptr_eq(&a.version, &c.version));
-        assert!(Arc::ptr_eq(a.chains.as_ref().unwrap(), c.chains.as_ref().unwrap()));
+        assert!(Arc::ptr_eq(
+            a.chains.as_ref().unwrap(),
+            c.chains.as_ref().unwrap()
+        ));
         let mut changed = described(3);
         changed.engine_version_json = br#"{"ApiVersion":"1.43"}"#.to_vec();
         n.mark_probed(changed, 0);

@@ -55,7 +55,11 @@ pub enum Mode {
     /// An agent in this process, on the engine and chains of the local config.
     Embedded,
     /// One agent across the gRPC hop, served as is.
-    Remote { node: String, addr: String, tls: TlsFiles },
+    Remote {
+        node: String,
+        addr: String,
+        tls: TlsFiles,
+    },
     /// Many agents (from `--agent` flags or the etcd registry), served as one cluster.
     Cluster(ClusterConfig),
 }
@@ -92,7 +96,6 @@ pub enum GatewayConfigError {
     Strategy(String),
     #[error(transparent)]
     Etcd(#[from] EtcdConfigError),
-
 }
 
 impl Cli {
@@ -104,13 +107,25 @@ impl Cli {
             ([], true) => Mode::Embedded,
             ([one], true) => {
                 let (node, addr) = parse_agent(one)?;
-                Mode::Remote { node, addr, tls: tls.ok_or(GatewayConfigError::NoTls)? }
+                Mode::Remote {
+                    node,
+                    addr,
+                    tls: tls.ok_or(GatewayConfigError::NoTls)?,
+                }
             }
             (agents, _) => Mode::Cluster(ClusterConfig {
-                agents: agents.iter().map(|a| parse_agent(a)).collect::<Result<_, _>>()?,
+                agents: agents
+                    .iter()
+                    .map(|a| parse_agent(a))
+                    .collect::<Result<_, _>>()?,
                 etcd,
                 etcd_prefix: self.etcd_prefix,
-                strategy: self.strategy.parse().map_err(|e: crate::schedule::ScheduleError| GatewayConfigError::Strategy(e.to_string()))?,
+                strategy: self
+                    .strategy
+                    .parse()
+                    .map_err(|e: crate::schedule::ScheduleError| {
+                        GatewayConfigError::Strategy(e.to_string())
+                    })?,
                 health: HealthOptions {
                     probe_interval: seconds("probe-interval", self.probe_interval)?,
                     probe_timeout: seconds("probe-timeout", self.probe_timeout)?,
@@ -127,12 +142,21 @@ fn parse_agent(s: &str) -> Result<(String, String), GatewayConfigError> {
     let (node, addr) = match s.split_once('=') {
         Some((node, addr)) => (node.to_owned(), addr.to_owned()),
         None => {
-            let host = s.rsplit_once(':').ok_or_else(bad)?.0.trim_start_matches('[').trim_end_matches(']');
+            let host = s
+                .rsplit_once(':')
+                .ok_or_else(bad)?
+                .0
+                .trim_start_matches('[')
+                .trim_end_matches(']');
             (host.to_owned(), s.to_owned())
         }
     };
     match addr.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && !node.is_empty() && port.parse::<u16>().is_ok() => Ok((node, addr)),
+        Some((host, port))
+            if !host.is_empty() && !node.is_empty() && port.parse::<u16>().is_ok() =>
+        {
+            Ok((node, addr))
+        }
         _ => Err(bad()),
     }
 }
@@ -144,7 +168,9 @@ mod tests {
     fn parse(args: &[&str]) -> Result<Config, GatewayConfigError> {
         let mut argv = vec!["busbar-gateway"];
         argv.extend_from_slice(args);
-        Cli::try_parse_from(argv).expect("flags parse").into_config()
+        Cli::try_parse_from(argv)
+            .expect("flags parse")
+            .into_config()
     }
 
     #[test]
@@ -157,36 +183,71 @@ mod tests {
 
     #[test]
     fn etcd_settings_are_the_agents_and_checked_the_same_way() {
-        let tls = ["--tls-ca", "ca.pem", "--tls-cert", "g.pem", "--tls-key", "g-key.pem"];
-        let mut args = vec!["--etcd", "https://10.0.0.2:2379", "--etcd-ca", "etcd-ca.pem"];
+        let tls = [
+            "--tls-ca",
+            "ca.pem",
+            "--tls-cert",
+            "g.pem",
+            "--tls-key",
+            "g-key.pem",
+        ];
+        let mut args = vec![
+            "--etcd",
+            "https://10.0.0.2:2379",
+            "--etcd-ca",
+            "etcd-ca.pem",
+        ];
         args.extend(tls);
         match parse(&args).unwrap().mode {
-            Mode::Cluster(c) => assert_eq!(c.etcd.and_then(|e| e.tls).map(|t| t.ca), Some("etcd-ca.pem".into())),
+            Mode::Cluster(c) => assert_eq!(
+                c.etcd.and_then(|e| e.tls).map(|t| t.ca),
+                Some("etcd-ca.pem".into())
+            ),
             m => panic!("{m:?}"),
         }
         let mut args = vec!["--etcd", "http://10.0.0.2:2379", "--etcd-ca", "etcd-ca.pem"];
         args.extend(tls);
         let err = parse(&args).unwrap_err().to_string();
-        assert!(err.contains("plaintext http://") && err.contains("--etcd-ca"), "{err}");
+        assert!(
+            err.contains("plaintext http://") && err.contains("--etcd-ca"),
+            "{err}"
+        );
     }
 
     #[test]
     fn an_agent_needs_tls_and_a_good_address() {
-        assert!(matches!(parse(&["--agent", "10.0.0.1:7443"]), Err(GatewayConfigError::NoTls)));
-        let tls = ["--tls-ca", "ca.pem", "--tls-cert", "g.pem", "--tls-key", "g-key.pem"];
+        assert!(matches!(
+            parse(&["--agent", "10.0.0.1:7443"]),
+            Err(GatewayConfigError::NoTls)
+        ));
+        let tls = [
+            "--tls-ca",
+            "ca.pem",
+            "--tls-cert",
+            "g.pem",
+            "--tls-key",
+            "g-key.pem",
+        ];
         let mut args = vec!["--agent", "node1=10.0.0.1:7443"];
         args.extend(tls);
         match parse(&args).unwrap().mode {
-            Mode::Remote { node, addr, .. } => assert_eq!((node.as_str(), addr.as_str()), ("node1", "10.0.0.1:7443")),
+            Mode::Remote { node, addr, .. } => {
+                assert_eq!((node.as_str(), addr.as_str()), ("node1", "10.0.0.1:7443"))
+            }
             m => panic!("{m:?}"),
         }
         let mut args = vec!["--agent", "agent1.example:7443"];
         args.extend(tls);
-        assert!(matches!(parse(&args).unwrap().mode, Mode::Remote { node, .. } if node == "agent1.example"));
+        assert!(
+            matches!(parse(&args).unwrap().mode, Mode::Remote { node, .. } if node == "agent1.example")
+        );
         for bad in ["10.0.0.1", "node1=", "=1.2.3.4:1", "h:notaport"] {
             let mut args = vec!["--agent", bad];
             args.extend(tls);
-            assert!(matches!(parse(&args), Err(GatewayConfigError::BadAgent(_))), "{bad}");
+            assert!(
+                matches!(parse(&args), Err(GatewayConfigError::BadAgent(_))),
+                "{bad}"
+            );
         }
     }
 }

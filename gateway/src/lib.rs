@@ -20,8 +20,8 @@
 //! The listeners, the hijack splice and the embedded agent are the agent library's own
 //! (`busbar_agent::front`, `busbar_agent::proxy`): the gateway adds the hop, not a second proxy.
 
-pub mod aggregate;
 pub mod agents;
+pub mod aggregate;
 pub mod certs;
 pub mod chainctl;
 pub mod cluster;

@@ -31,13 +31,24 @@ mod cluster {
     use tokio_util::sync::CancellationToken;
     use tracing::info;
 
-    pub async fn start(config: &ClusterConfig, shutdown: &CancellationToken) -> Result<Arc<dyn Handler>, String> {
+    pub async fn start(
+        config: &ClusterConfig,
+        shutdown: &CancellationToken,
+    ) -> Result<Arc<dyn Handler>, String> {
         let tls = super::check_identity(&config.tls)?;
         let cluster = Cluster::new(tls, config.health.clone());
         let statics: BTreeMap<String, Member> = config
             .agents
             .iter()
-            .map(|(node, addr)| (node.clone(), Member { addr: addr.clone(), labels: BTreeMap::new() }))
+            .map(|(node, addr)| {
+                (
+                    node.clone(),
+                    Member {
+                        addr: addr.clone(),
+                        labels: BTreeMap::new(),
+                    },
+                )
+            })
             .collect();
         cluster.set_members(&statics);
         let names: Names = match &config.etcd {
@@ -46,7 +57,10 @@ mod cluster {
                 let etcd = etcd.connection().map_err(|e| e.to_string())?;
                 let client = registry::connect(&etcd).await.map_err(|e| e.to_string())?;
                 follow_registry(&cluster, etcd, config, statics.clone(), shutdown);
-                Some(Arc::new(EtcdNames { client, prefix: config.etcd_prefix.clone() }))
+                Some(Arc::new(EtcdNames {
+                    client,
+                    prefix: config.etcd_prefix.clone(),
+                }))
             }
         };
         let shown = config.etcd.as_ref().map(|e| e.shown()).unwrap_or_default();
@@ -71,7 +85,13 @@ mod cluster {
             while rx.changed().await.is_ok() {
                 let mut members = statics.clone();
                 for (name, entry) in rx.borrow_and_update().iter() {
-                    members.insert(name.clone(), Member { addr: entry.advertise.clone(), labels: entry.labels.clone() });
+                    members.insert(
+                        name.clone(),
+                        Member {
+                            addr: entry.advertise.clone(),
+                            labels: entry.labels.clone(),
+                        },
+                    );
                 }
                 cluster.set_members(&members);
             }
@@ -115,8 +135,17 @@ fn main() -> ExitCode {
                 info!(engine = %config.local.engine, "embedded agent (no --agent given)");
                 run::local_proxy(&config.local, chains, &shutdown)
             }
-            (Mode::Remote { node, addr, tls: files }, _) => {
-                let link = match check_identity(files).and_then(|cfg| AgentLink::new(node, addr, cfg).map_err(|e| e.to_string())) {
+            (
+                Mode::Remote {
+                    node,
+                    addr,
+                    tls: files,
+                },
+                _,
+            ) => {
+                let link = match check_identity(files)
+                    .and_then(|cfg| AgentLink::new(node, addr, cfg).map_err(|e| e.to_string()))
+                {
                     Ok(link) => link,
                     Err(e) => {
                         error!("{e}");
@@ -135,7 +164,14 @@ fn main() -> ExitCode {
             },
             (Mode::Embedded, None) => unreachable!("embedded mode always has chains"),
         };
-        run::serve_until_signal(listeners, handler, &config.local, shutdown, tokio::task::JoinSet::new()).await;
+        run::serve_until_signal(
+            listeners,
+            handler,
+            &config.local,
+            shutdown,
+            tokio::task::JoinSet::new(),
+        )
+        .await;
         ExitCode::SUCCESS
     })
 }
@@ -144,7 +180,9 @@ fn main() -> ExitCode {
 fn check_identity(files: &tls::TlsFiles) -> Result<Arc<rustls::ClientConfig>, String> {
     let me = files.identity().map_err(|e| format!("--tls-cert: {e}"))?;
     if me.role != Role::Gateway {
-        return Err(format!("--tls-cert is {me}: a gateway needs a certificate with the gateway role"));
+        return Err(format!(
+            "--tls-cert is {me}: a gateway needs a certificate with the gateway role"
+        ));
     }
     tls::client_config(files, Role::Agent).map_err(|e| e.to_string())
 }

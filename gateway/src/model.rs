@@ -74,7 +74,11 @@ impl NodeSnapshot {
 
     /// The host part of the agent address (what Swarm showed as the node's IP).
     pub fn host(&self) -> &str {
-        self.addr.rsplit_once(':').map_or(self.addr.as_str(), |(h, _)| h).trim_start_matches('[').trim_end_matches(']')
+        self.addr
+            .rsplit_once(':')
+            .map_or(self.addr.as_str(), |(h, _)| h)
+            .trim_start_matches('[')
+            .trim_end_matches(']')
     }
 }
 

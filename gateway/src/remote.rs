@@ -19,7 +19,11 @@ pub struct Remote {
 }
 
 impl Handler for Remote {
-    fn handle<'a>(&'a self, req: Request<Body>, ctx: &'a RequestCtx) -> BoxFuture<'a, Response<Body>> {
+    fn handle<'a>(
+        &'a self,
+        req: Request<Body>,
+        ctx: &'a RequestCtx,
+    ) -> BoxFuture<'a, Response<Body>> {
         Box::pin(async move {
             ctx.span.record("node", self.agent.node());
             match self.agent.exchange(req, ctx).await {

@@ -21,21 +21,38 @@ pub enum Route {
     ContainerCreate,
     /// Anything under `/containers/{ref}`; `rest` is what follows the ref ("" for DELETE),
     /// `node` the node named by a `node/name` ref.
-    Container { node: Option<String>, reference: String, rest: String },
+    Container {
+        node: Option<String>,
+        reference: String,
+        rest: String,
+    },
     /// `/exec/{id}/...`.
-    Exec { id: String, rest: String },
+    Exec {
+        id: String,
+        rest: String,
+    },
     ImageList,
     /// Pull, import, load: on every healthy node.
     ImageBroadcast,
     /// `/images/{name}/...` and `DELETE /images/{name}`.
-    Image { name: String, rest: String },
+    Image {
+        name: String,
+        rest: String,
+    },
     Build,
     NetworkList,
     NetworkCreate,
-    Network { node: Option<String>, reference: String, rest: String },
+    Network {
+        node: Option<String>,
+        reference: String,
+        rest: String,
+    },
     VolumeList,
     VolumeCreate,
-    Volume { node: Option<String>, reference: String },
+    Volume {
+        node: Option<String>,
+        reference: String,
+    },
     /// Swarm-mode and plugin APIs: not a cluster-of-engines concept.
     Unsupported,
     /// Anything else (auth, search, distribution, session): any healthy node.
@@ -46,7 +63,9 @@ pub enum Route {
 pub fn unversioned(path: &str) -> &str {
     let trimmed = path.trim_start_matches('/');
     match trimmed.split_once('/') {
-        Some((v, rest)) if busbar_agent::docker::hijack::is_version_segment(v) => &path[path.len() - rest.len() - 1..],
+        Some((v, rest)) if busbar_agent::docker::hijack::is_version_segment(v) => {
+            &path[path.len() - rest.len() - 1..]
+        }
         None if busbar_agent::docker::hijack::is_version_segment(trimmed) => "/",
         _ => path,
     }
@@ -65,24 +84,38 @@ pub fn classify(method: &Method, path: &str, is_node: impl Fn(&str) -> bool) -> 
         ["info"] => Route::Info,
         ["events"] => Route::Events,
         ["system", "df"] => Route::SystemDf,
-        [kind @ ("containers" | "images" | "networks" | "volumes" | "build"), "prune"] if post => Route::Prune(match *kind {
-            "containers" => "containers",
-            "images" => "images",
-            "networks" => "networks",
-            "volumes" => "volumes",
-            _ => "build",
-        }),
+        [kind @ ("containers" | "images" | "networks" | "volumes" | "build"), "prune"] if post => {
+            Route::Prune(match *kind {
+                "containers" => "containers",
+                "images" => "images",
+                "networks" => "networks",
+                "volumes" => "volumes",
+                _ => "build",
+            })
+        }
         ["containers", "json"] | ["containers", "ps"] if get => Route::ContainerList,
         ["containers", "create"] if post => Route::ContainerCreate,
         ["containers", first, ..] => {
-            let node_form = is_node(first) && segs.len() >= if method == Method::DELETE { 3 } else { 4 };
+            let node_form =
+                is_node(first) && segs.len() >= if method == Method::DELETE { 3 } else { 4 };
             if node_form {
-                Route::Container { node: Some(first.to_string()), reference: segs[2].to_owned(), rest: rest_of(3) }
+                Route::Container {
+                    node: Some(first.to_string()),
+                    reference: segs[2].to_owned(),
+                    rest: rest_of(3),
+                }
             } else {
-                Route::Container { node: None, reference: first.to_string(), rest: rest_of(2) }
+                Route::Container {
+                    node: None,
+                    reference: first.to_string(),
+                    rest: rest_of(2),
+                }
             }
         }
-        ["exec", id, ..] => Route::Exec { id: id.to_string(), rest: rest_of(2) },
+        ["exec", id, ..] => Route::Exec {
+            id: id.to_string(),
+            rest: rest_of(2),
+        },
         ["images", "json"] if get => Route::ImageList,
         ["images", "create"] | ["images", "load"] if post => Route::ImageBroadcast,
         ["images", "get"] if get => Route::AnyNode,
@@ -91,10 +124,18 @@ pub fn classify(method: &Method, path: &str, is_node: impl Fn(&str) -> bool) -> 
             // Image names contain slashes: the action is the last segment, except for DELETE.
             let actions = ["json", "history", "get", "push", "tag"];
             match segs.last() {
-                Some(last) if method != Method::DELETE && segs.len() >= 3 && actions.contains(last) => {
-                    Route::Image { name: segs[1..segs.len() - 1].join("/"), rest: last.to_string() }
+                Some(last)
+                    if method != Method::DELETE && segs.len() >= 3 && actions.contains(last) =>
+                {
+                    Route::Image {
+                        name: segs[1..segs.len() - 1].join("/"),
+                        rest: last.to_string(),
+                    }
                 }
-                _ => Route::Image { name: rest_of(1), rest: String::new() },
+                _ => Route::Image {
+                    name: rest_of(1),
+                    rest: String::new(),
+                },
             }
         }
         ["build"] if post => Route::Build,
@@ -102,18 +143,36 @@ pub fn classify(method: &Method, path: &str, is_node: impl Fn(&str) -> bool) -> 
         ["networks", "create"] if post => Route::NetworkCreate,
         ["networks", first, ..] => {
             if is_node(first) && segs.len() >= 3 {
-                Route::Network { node: Some(first.to_string()), reference: segs[2].to_owned(), rest: rest_of(3) }
+                Route::Network {
+                    node: Some(first.to_string()),
+                    reference: segs[2].to_owned(),
+                    rest: rest_of(3),
+                }
             } else {
-                Route::Network { node: None, reference: first.to_string(), rest: rest_of(2) }
+                Route::Network {
+                    node: None,
+                    reference: first.to_string(),
+                    rest: rest_of(2),
+                }
             }
         }
         ["volumes"] if get => Route::VolumeList,
         ["volumes", "create"] if post => Route::VolumeCreate,
-        ["volumes", first, second] if is_node(first) => Route::Volume { node: Some(first.to_string()), reference: second.to_string() },
-        ["volumes", name] => Route::Volume { node: None, reference: name.to_string() },
-        ["swarm", ..] | ["services", ..] | ["nodes", ..] | ["tasks", ..] | ["secrets", ..] | ["configs", ..] | ["plugins", ..] => {
-            Route::Unsupported
-        }
+        ["volumes", first, second] if is_node(first) => Route::Volume {
+            node: Some(first.to_string()),
+            reference: second.to_string(),
+        },
+        ["volumes", name] => Route::Volume {
+            node: None,
+            reference: name.to_string(),
+        },
+        ["swarm", ..]
+        | ["services", ..]
+        | ["nodes", ..]
+        | ["tasks", ..]
+        | ["secrets", ..]
+        | ["configs", ..]
+        | ["plugins", ..] => Route::Unsupported,
         _ => Route::AnyNode,
     }
 }
@@ -143,57 +202,117 @@ mod tests {
 
     #[test]
     fn containers() {
-        assert_eq!(c(Method::GET, "/v1.41/containers/json"), Route::ContainerList);
-        assert_eq!(c(Method::POST, "/v1.41/containers/create"), Route::ContainerCreate);
+        assert_eq!(
+            c(Method::GET, "/v1.41/containers/json"),
+            Route::ContainerList
+        );
+        assert_eq!(
+            c(Method::POST, "/v1.41/containers/create"),
+            Route::ContainerCreate
+        );
         assert_eq!(
             c(Method::GET, "/v1.41/containers/web/json"),
-            Route::Container { node: None, reference: "web".into(), rest: "json".into() }
+            Route::Container {
+                node: None,
+                reference: "web".into(),
+                rest: "json".into()
+            }
         );
         assert_eq!(
             c(Method::GET, "/v1.41/containers/node1/web/json"),
-            Route::Container { node: Some("node1".into()), reference: "web".into(), rest: "json".into() }
+            Route::Container {
+                node: Some("node1".into()),
+                reference: "web".into(),
+                rest: "json".into()
+            }
         );
         assert_eq!(
             c(Method::DELETE, "/v1.41/containers/node1/web"),
-            Route::Container { node: Some("node1".into()), reference: "web".into(), rest: "".into() }
+            Route::Container {
+                node: Some("node1".into()),
+                reference: "web".into(),
+                rest: "".into()
+            }
         );
         // A container named like a node, addressed directly.
         assert_eq!(
             c(Method::GET, "/containers/node1/json"),
-            Route::Container { node: None, reference: "node1".into(), rest: "json".into() }
+            Route::Container {
+                node: None,
+                reference: "node1".into(),
+                rest: "json".into()
+            }
         );
         assert_eq!(
             c(Method::POST, "/containers/abc/attach"),
-            Route::Container { node: None, reference: "abc".into(), rest: "attach".into() }
+            Route::Container {
+                node: None,
+                reference: "abc".into(),
+                rest: "attach".into()
+            }
         );
-        assert_eq!(c(Method::POST, "/v1.41/containers/prune"), Route::Prune("containers"));
+        assert_eq!(
+            c(Method::POST, "/v1.41/containers/prune"),
+            Route::Prune("containers")
+        );
     }
 
     #[test]
     fn images_with_slashes() {
         assert_eq!(
             c(Method::GET, "/v1.41/images/library/busybox:latest/json"),
-            Route::Image { name: "library/busybox:latest".into(), rest: "json".into() }
+            Route::Image {
+                name: "library/busybox:latest".into(),
+                rest: "json".into()
+            }
         );
-        assert_eq!(c(Method::DELETE, "/v1.41/images/busybox:latest"), Route::Image { name: "busybox:latest".into(), rest: "".into() });
+        assert_eq!(
+            c(Method::DELETE, "/v1.41/images/busybox:latest"),
+            Route::Image {
+                name: "busybox:latest".into(),
+                rest: "".into()
+            }
+        );
         assert_eq!(
             c(Method::POST, "/v1.41/images/busybox/tag"),
-            Route::Image { name: "busybox".into(), rest: "tag".into() }
+            Route::Image {
+                name: "busybox".into(),
+                rest: "tag".into()
+            }
         );
         assert_eq!(c(Method::POST, "/v1.41/images/load"), Route::ImageBroadcast);
-        assert_eq!(c(Method::POST, "/v1.41/images/create"), Route::ImageBroadcast);
+        assert_eq!(
+            c(Method::POST, "/v1.41/images/create"),
+            Route::ImageBroadcast
+        );
         assert_eq!(c(Method::GET, "/v1.41/images/json"), Route::ImageList);
     }
 
     #[test]
     fn exec_networks_volumes_and_the_rest() {
-        assert_eq!(c(Method::POST, "/v1.41/exec/e1/start"), Route::Exec { id: "e1".into(), rest: "start".into() });
+        assert_eq!(
+            c(Method::POST, "/v1.41/exec/e1/start"),
+            Route::Exec {
+                id: "e1".into(),
+                rest: "start".into()
+            }
+        );
         assert_eq!(c(Method::GET, "/v1.41/networks"), Route::NetworkList);
         assert_eq!(
             c(Method::GET, "/v1.41/networks/node2/bridge"),
-            Route::Network { node: Some("node2".into()), reference: "bridge".into(), rest: "".into() }
+            Route::Network {
+                node: Some("node2".into()),
+                reference: "bridge".into(),
+                rest: "".into()
+            }
         );
-        assert_eq!(c(Method::GET, "/v1.41/volumes/node1/v"), Route::Volume { node: Some("node1".into()), reference: "v".into() });
+        assert_eq!(
+            c(Method::GET, "/v1.41/volumes/node1/v"),
+            Route::Volume {
+                node: Some("node1".into()),
+                reference: "v".into()
+            }
+        );
         assert_eq!(c(Method::GET, "/v1.41/swarm"), Route::Unsupported);
         assert_eq!(c(Method::POST, "/v1.41/auth"), Route::AnyNode);
     }

@@ -27,7 +27,10 @@ mod tests {
             // received buffer instead of copying out of it.
             .bytes(".busbar.agent.v1.ExchangeFrame.data")
             .out_dir(&out)
-            .compile_protos(&[root.join("proto/busbar/agent/v1/agent.proto")], &[root.join("proto")])
+            .compile_protos(
+                &[root.join("proto/busbar/agent/v1/agent.proto")],
+                &[root.join("proto")],
+            )
             .expect("protoc compiles agent.proto (is protobuf-compiler installed?)");
         let fresh = std::fs::read_to_string(out.join("busbar.agent.v1.rs")).unwrap();
         let committed_path = root.join("src/gen/busbar.agent.v1.rs");
@@ -36,6 +39,9 @@ mod tests {
             std::fs::write(&committed_path, &fresh).unwrap();
         }
         let committed = std::fs::read_to_string(&committed_path).unwrap_or_default();
-        assert!(committed == fresh, "src/gen is stale: run BUSBAR_REGENERATE=1 cargo test -p busbar-proto");
+        assert!(
+            committed == fresh,
+            "src/gen is stale: run BUSBAR_REGENERATE=1 cargo test -p busbar-proto"
+        );
     }
 }

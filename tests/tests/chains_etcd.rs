@@ -39,10 +39,21 @@ fn agent_args(bed: &Testbed, i: usize, prefix: &str, state: &Path, etcd: &str) -
     let zone = if i == 0 { "zone=a" } else { "zone=b" };
     let dir = state.join(NODES[i]).display().to_string();
     let _ = bed;
-    ["--etcd", etcd, "--etcd-prefix", prefix, "--state-dir", &dir, "--label", zone, "--registration-ttl", "2"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    [
+        "--etcd",
+        etcd,
+        "--etcd-prefix",
+        prefix,
+        "--state-dir",
+        &dir,
+        "--label",
+        zone,
+        "--registration-ttl",
+        "2",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 impl Bed {
@@ -50,21 +61,34 @@ impl Bed {
     /// `scope`, past busbarctl's validation, as an operator with etcdctl could.
     fn put_invalid_chain(&self, scope: &str) {
         let key = format!("{}/chains/{scope}", self.prefix);
-        let bad = "endpoints:\n  \"POST /*/containers/create\":\n    pre: [missing]\nadapters: {}\n";
+        let bad =
+            "endpoints:\n  \"POST /*/containers/create\":\n    pre: [missing]\nadapters: {}\n";
         let put = Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
             .args(["--endpoints", self.bed.etcd().unwrap(), "put", &key, bad])
             .output()
             .expect("etcdctl runs");
-        assert!(put.status.success(), "etcdctl put: {}", String::from_utf8_lossy(&put.stderr));
+        assert!(
+            put.status.success(),
+            "etcdctl put: {}",
+            String::from_utf8_lossy(&put.stderr)
+        );
     }
 
     fn start() -> Bed {
-        let bed = Testbed::start(TestbedSpec { hosts: 3, netns: true, etcd: true }).unwrap();
+        let bed = Testbed::start(TestbedSpec {
+            hosts: 3,
+            netns: true,
+            etcd: true,
+        })
+        .unwrap();
         let prefix = format!("/{}", unique_name("bbchains"));
         let certs = TempDir::new();
-        let sans: Vec<(String, String)> =
-            NODES.iter().zip(bed.hosts()).map(|(n, h)| (n.to_string(), h.addr().unwrap().to_string())).collect();
+        let sans: Vec<(String, String)> = NODES
+            .iter()
+            .zip(bed.hosts())
+            .map(|(n, h)| (n.to_string(), h.addr().unwrap().to_string()))
+            .collect();
         let sans: Vec<(&str, &str)> = sans.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
         make_certs(&certs.0, &sans);
         let state = TempDir::new();
@@ -77,15 +101,38 @@ impl Bed {
             agents.push(p);
             addrs.push(addr);
         }
-        let mut args: Vec<String> =
-            vec!["--etcd".into(), bed.etcd().unwrap().into(), "--etcd-prefix".into(), prefix.clone()];
+        let mut args: Vec<String> = vec![
+            "--etcd".into(),
+            bed.etcd().unwrap().into(),
+            "--etcd-prefix".into(),
+            prefix.clone(),
+        ];
         args.extend(tls_args(&certs.0, "gateway"));
-        args.extend(["--probe-interval".into(), "0.5".into(), "--probe-timeout".into(), "1".into()]);
+        args.extend([
+            "--probe-interval".into(),
+            "0.5".into(),
+            "--probe-timeout".into(),
+            "1".into(),
+        ]);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let gateway = Process::gateway(&args);
-        let b = Bed { bed, prefix, certs, state, agents, addrs, gateway };
-        let ok = wait_until(Duration::from_secs(20), || b.info().matches("Status: Healthy").count() == 3);
-        assert!(ok, "the gateway does not see 3 healthy nodes:\n{}", b.info());
+        let b = Bed {
+            bed,
+            prefix,
+            certs,
+            state,
+            agents,
+            addrs,
+            gateway,
+        };
+        let ok = wait_until(Duration::from_secs(20), || {
+            b.info().matches("Status: Healthy").count() == 3
+        });
+        assert!(
+            ok,
+            "the gateway does not see 3 healthy nodes:\n{}",
+            b.info()
+        );
         b
     }
 
@@ -95,15 +142,32 @@ impl Bed {
     }
 
     fn ctl(&self, args: &[&str]) -> std::process::Output {
-        let mut all = vec!["--etcd", self.bed.etcd().unwrap(), "--etcd-prefix", &self.prefix];
+        let mut all = vec![
+            "--etcd",
+            self.bed.etcd().unwrap(),
+            "--etcd-prefix",
+            &self.prefix,
+        ];
         all.extend_from_slice(args);
         busbarctl(&all)
     }
 
     /// `chain apply`, returning the new revision.
     fn apply(&self, file: &Path, scope: &str) -> i64 {
-        let out = self.ctl(&["--json", "chain", "apply", "-f", file.to_str().unwrap(), "--scope", scope]);
-        assert!(out.status.success(), "chain apply: {}", String::from_utf8_lossy(&out.stderr));
+        let out = self.ctl(&[
+            "--json",
+            "chain",
+            "apply",
+            "-f",
+            file.to_str().unwrap(),
+            "--scope",
+            scope,
+        ]);
+        assert!(
+            out.status.success(),
+            "chain apply: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         v["revision"].as_i64().unwrap()
     }
@@ -111,7 +175,11 @@ impl Bed {
     /// `chain status --json` by node.
     fn status(&self) -> BTreeMap<String, Value> {
         let out = self.ctl(&["--json", "chain", "status"]);
-        assert!(out.status.success(), "chain status: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "chain status: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
@@ -120,19 +188,32 @@ impl Bed {
         let t0 = Instant::now();
         let ok = wait_until(within, || {
             let s = self.status();
-            nodes
-                .iter()
-                .all(|n| s.get(*n).is_some_and(|v| v["revision"].as_i64().unwrap_or(0) >= rev && v["error"].is_null()))
+            nodes.iter().all(|n| {
+                s.get(*n).is_some_and(|v| {
+                    v["revision"].as_i64().unwrap_or(0) >= rev && v["error"].is_null()
+                })
+            })
         });
-        assert!(ok, "not all of {nodes:?} applied revision {rev} within {within:?}: {:#?}", self.status());
+        assert!(
+            ok,
+            "not all of {nodes:?} applied revision {rev} within {within:?}: {:#?}",
+            self.status()
+        );
         t0.elapsed()
     }
 
     /// `docker run` on `node` through the gateway: the container's environment.
     fn env_on(&self, node: &str) -> String {
         let c = format!("constraint:node=={node}");
-        let out = docker(&self.gateway.url, &["run", "--rm", "-e", &c, "busybox", "env"]);
-        assert!(out.status.success(), "docker run on {node}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = docker(
+            &self.gateway.url,
+            &["run", "--rm", "-e", &c, "busybox", "env"],
+        );
+        assert!(
+            out.status.success(),
+            "docker run on {node}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -144,7 +225,11 @@ impl Bed {
     /// Waits until the gateway shows all three nodes `Healthy`.
     fn wait_all_healthy(&self, within: Duration, when: &str) {
         let ok = wait_until(within, || self.healthy() == 3);
-        assert!(ok, "{when}: the gateway does not show 3 healthy nodes within {within:?}:\n{}", self.info());
+        assert!(
+            ok,
+            "{when}: the gateway does not show 3 healthy nodes within {within:?}:\n{}",
+            self.info()
+        );
     }
 
     /// `busbarctl --json nodes`: the registered node names.
@@ -154,7 +239,12 @@ impl Bed {
             return vec![];
         }
         let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        let names = v.as_array().map(|a| a.iter().filter_map(|n| n["node"]["name"].as_str()).map(str::to_owned).collect());
+        let names = v.as_array().map(|a| {
+            a.iter()
+                .filter_map(|n| n["node"]["name"].as_str())
+                .map(str::to_owned)
+                .collect()
+        });
         names.unwrap_or_default()
     }
 
@@ -163,14 +253,25 @@ impl Bed {
         let nodes = format!("{}/nodes/", self.prefix);
         let out = Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
-            .args(["--endpoints", self.bed.etcd().unwrap(), "get", "--prefix", &nodes, "-w", "fields"])
+            .args([
+                "--endpoints",
+                self.bed.etcd().unwrap(),
+                "get",
+                "--prefix",
+                &nodes,
+                "-w",
+                "fields",
+            ])
             .output()
             .expect("etcdctl runs");
         let mut leases = BTreeMap::new();
         let mut node = None;
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             if let Some(key) = line.strip_prefix("\"Key\" : ") {
-                node = key.trim_matches('"').strip_prefix(&nodes).map(str::to_owned);
+                node = key
+                    .trim_matches('"')
+                    .strip_prefix(&nodes)
+                    .map(str::to_owned);
             } else if let Some(lease) = line.strip_prefix("\"Lease\" : ") {
                 if let Some(n) = node.take() {
                     leases.insert(n, lease.to_owned());
@@ -200,7 +301,9 @@ fn chain_doc(dir: &TempDir, name: &str, adapter_url: &str) -> std::path::PathBuf
 fn chains_in_etcd_apply_live_scoped_rolled_back_guarded_and_validated() {
     let _serial = serial();
     let mut b = Bed::start();
-    let via = b.bed.hosts()[0].gateway_addr().expect("a root address hosts reach");
+    let via = b.bed.hosts()[0]
+        .gateway_addr()
+        .expect("a root address hosts reach");
     let global = FakeAdapter::start(append_env("CHAIN", "global"));
     let second = FakeAdapter::start(append_env("CHAIN", "second"));
     let zone = FakeAdapter::start(append_env("ZONE", "a"));
@@ -225,10 +328,16 @@ fn chains_in_etcd_apply_live_scoped_rolled_back_guarded_and_validated() {
     let r2 = b.apply(&zone_yml, "label:zone=a");
     b.applied_by(&["node1"], r2, Duration::from_secs(2));
     let env1 = b.env_on("node1");
-    assert!(env1.contains("CHAIN=global") && env1.contains("ZONE=a"), "{env1}");
+    assert!(
+        env1.contains("CHAIN=global") && env1.contains("ZONE=a"),
+        "{env1}"
+    );
     for n in ["node2", "node3"] {
         let env = b.env_on(n);
-        assert!(env.contains("CHAIN=global") && !env.contains("ZONE="), "{n}: {env}");
+        assert!(
+            env.contains("CHAIN=global") && !env.contains("ZONE="),
+            "{n}: {env}"
+        );
     }
 
     // A new global version, then rollback to the first.
@@ -237,20 +346,49 @@ fn chains_in_etcd_apply_live_scoped_rolled_back_guarded_and_validated() {
     assert!(b.env_on("node2").contains("CHAIN=second"));
     let out = b.ctl(&["chain", "history", "--scope", "global"]);
     let history = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(history.contains(&format!("revision {r3}")) && history.contains(&format!("revision {r1}")), "{history}");
-    let out = b.ctl(&["--json", "chain", "rollback", &r1.to_string(), "--scope", "global"]);
-    assert!(out.status.success(), "rollback: {}", String::from_utf8_lossy(&out.stderr));
-    let r4 = serde_json::from_slice::<Value>(&out.stdout).unwrap()["revision"].as_i64().unwrap();
+    assert!(
+        history.contains(&format!("revision {r3}")) && history.contains(&format!("revision {r1}")),
+        "{history}"
+    );
+    let out = b.ctl(&[
+        "--json",
+        "chain",
+        "rollback",
+        &r1.to_string(),
+        "--scope",
+        "global",
+    ]);
+    assert!(
+        out.status.success(),
+        "rollback: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r4 = serde_json::from_slice::<Value>(&out.stdout).unwrap()["revision"]
+        .as_i64()
+        .unwrap();
     b.applied_by(&NODES, r4, Duration::from_secs(2));
     for n in NODES {
         let env = b.env_on(n);
-        assert!(env.contains("CHAIN=global") && !env.contains("CHAIN=second"), "{n}: {env}");
+        assert!(
+            env.contains("CHAIN=global") && !env.contains("CHAIN=second"),
+            "{n}: {env}"
+        );
     }
 
     // An apply based on a stale revision is refused, and changes nothing.
-    let out = b.ctl(&["chain", "apply", "-f", second_yml.to_str().unwrap(), "--revision", &r3.to_string()]);
+    let out = b.ctl(&[
+        "chain",
+        "apply",
+        "-f",
+        second_yml.to_str().unwrap(),
+        "--revision",
+        &r3.to_string(),
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("refused") && err.contains(&r4.to_string()), "{err}");
+    assert!(
+        !out.status.success() && err.contains("refused") && err.contains(&r4.to_string()),
+        "{err}"
+    );
     let out = b.ctl(&["--json", "chain", "get", "--scope", "global"]);
     let got: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(got[0]["revision"].as_i64(), Some(r4));
@@ -260,13 +398,23 @@ fn chains_in_etcd_apply_live_scoped_rolled_back_guarded_and_validated() {
     b.put_invalid_chain("global");
     let refused = wait_until(Duration::from_secs(2), || {
         let s = b.status();
-        NODES.iter().all(|n| s.get(*n).is_some_and(|v| v["error"].as_str().is_some_and(|e| e.contains("missing"))))
+        NODES.iter().all(|n| {
+            s.get(*n)
+                .is_some_and(|v| v["error"].as_str().is_some_and(|e| e.contains("missing")))
+        })
     });
-    assert!(refused, "the agents did not report the invalid document: {:#?}", b.status());
+    assert!(
+        refused,
+        "the agents did not report the invalid document: {:#?}",
+        b.status()
+    );
     let text = String::from_utf8_lossy(&b.ctl(&["chain", "status"]).stdout).into_owned();
     assert!(text.contains("node3") && text.contains("missing"), "{text}");
     for n in NODES {
-        assert!(b.env_on(n).contains("CHAIN=global"), "{n} lost its last good chain");
+        assert!(
+            b.env_on(n).contains("CHAIN=global"),
+            "{n} lost its last good chain"
+        );
     }
     b.all_alive();
     assert_eq!(pids, b.agents.iter().map(Process::pid).collect::<Vec<_>>());
@@ -285,7 +433,11 @@ fn chains_in_etcd_apply_live_scoped_rolled_back_guarded_and_validated() {
     let direct = Process::gateway(&gargs);
     let out = docker(&direct.url, &["run", "--rm", "busybox", "env"]);
     let env = String::from_utf8_lossy(&out.stdout);
-    assert!(env.contains("CHAIN=global") && env.contains("ZONE=a"), "{env}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        env.contains("CHAIN=global") && env.contains("ZONE=a"),
+        "{env}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let _ = &b.addrs;
 }
 
@@ -295,7 +447,9 @@ fn chains_in_etcd_apply_live_scoped_rolled_back_guarded_and_validated() {
 fn an_etcd_outage_keeps_the_chains_a_restarted_agent_uses_its_cache_and_all_catch_up() {
     let _serial = serial();
     let mut b = Bed::start();
-    let via = b.bed.hosts()[0].gateway_addr().expect("a root address hosts reach");
+    let via = b.bed.hosts()[0]
+        .gateway_addr()
+        .expect("a root address hosts reach");
     let before = FakeAdapter::start(append_env("BEFORE", "outage"));
     let after = FakeAdapter::start(append_env("AFTER", "outage"));
     let docs = TempDir::new();
@@ -311,20 +465,37 @@ fn an_etcd_outage_keeps_the_chains_a_restarted_agent_uses_its_cache_and_all_catc
     b.bed.stop_etcd().expect("stopping etcd");
     let out = b.ctl(&["nodes"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains(b.bed.etcd().unwrap().trim_start_matches("http://")), "{err}");
+    assert!(
+        !out.status.success() && err.contains(b.bed.etcd().unwrap().trim_start_matches("http://")),
+        "{err}"
+    );
     // The gateway saw its watch of the registry break...
     let gateway_saw = wait_until(Duration::from_secs(15), || {
-        std::fs::read_to_string(&b.gateway.log).unwrap_or_default().contains("node watch")
+        std::fs::read_to_string(&b.gateway.log)
+            .unwrap_or_default()
+            .contains("node watch")
     });
-    assert!(gateway_saw, "the gateway did not notice etcd going away:\n{}", b.gateway.log_tail());
+    assert!(
+        gateway_saw,
+        "the gateway did not notice etcd going away:\n{}",
+        b.gateway.log_tail()
+    );
     // ...and, well past the agents' registration TTL (2 s: their leases cannot be kept
     // alive), it still serves every node with the chain each runs: membership is what etcd
     // last said, not whether etcd answers.
     std::thread::sleep(Duration::from_secs(5));
-    assert_eq!(b.healthy(), 3, "nodes were dropped while etcd is down:\n{}", b.info());
+    assert_eq!(
+        b.healthy(),
+        3,
+        "nodes were dropped while etcd is down:\n{}",
+        b.info()
+    );
     for n in NODES {
         let env = b.env_on(n);
-        assert!(env.contains("BEFORE=outage"), "{n} lost its chain while etcd is down: {env}");
+        assert!(
+            env.contains("BEFORE=outage"),
+            "{n} lost its chain while etcd is down: {env}"
+        );
     }
 
     // node1's agent dies and comes back (same address) while etcd is still down: it starts on
@@ -336,11 +507,20 @@ fn an_etcd_outage_keeps_the_chains_a_restarted_agent_uses_its_cache_and_all_catc
     b.agents[0] = Process::agent_in_at(host, "node1", &b.certs.0, &b.addrs[0], &args);
     // The gRPC port opens only after the chains were read (or not), so the log is complete.
     let log = std::fs::read_to_string(&b.agents[0].log).unwrap_or_default();
-    assert!(log.contains("etcd unreachable: using the last-known-good adapter chains from the cache"), "{log}");
-    b.wait_all_healthy(Duration::from_secs(20), "node1's agent restarted while etcd is down");
+    assert!(
+        log.contains("etcd unreachable: using the last-known-good adapter chains from the cache"),
+        "{log}"
+    );
+    b.wait_all_healthy(
+        Duration::from_secs(20),
+        "node1's agent restarted while etcd is down",
+    );
     for n in NODES {
         let env = b.env_on(n);
-        assert!(env.contains("BEFORE=outage"), "{n} while etcd is down, after node1 restarted: {env}");
+        assert!(
+            env.contains("BEFORE=outage"),
+            "{n} while etcd is down, after node1 restarted: {env}"
+        );
     }
 
     // etcd returns, and a new chain goes to every node, the restarted one included.
@@ -374,21 +554,40 @@ fn an_etcd_outage_keeps_the_chains_a_restarted_agent_uses_its_cache_and_all_catc
     let t0 = Instant::now();
     let renewed = wait_until(Duration::from_secs(20), || {
         let now = b.leases();
-        now.len() == 3 && now.iter().all(|(n, lease)| old_leases.get(n) != Some(lease))
+        now.len() == 3
+            && now
+                .iter()
+                .all(|(n, lease)| old_leases.get(n) != Some(lease))
     });
-    assert!(renewed, "registrations after the outage: {:?}, before: {old_leases:?}", b.leases());
-    eprintln!("all nodes registered again {:?} after the new chain applied", t0.elapsed());
+    assert!(
+        renewed,
+        "registrations after the outage: {:?}, before: {old_leases:?}",
+        b.leases()
+    );
+    eprintln!(
+        "all nodes registered again {:?} after the new chain applied",
+        t0.elapsed()
+    );
     assert_eq!(b.registered(), NODES);
     let out = b.ctl(&["--json", "nodes"]);
     let nodes: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    for n in nodes.as_array().expect("busbarctl nodes --json lists nodes") {
+    for n in nodes
+        .as_array()
+        .expect("busbarctl nodes --json lists nodes")
+    {
         let chains = &n["chains"];
-        assert!(chains["revision"].as_i64().unwrap_or(0) >= r2 && chains["error"].is_null(), "{nodes:#}");
+        assert!(
+            chains["revision"].as_i64().unwrap_or(0) >= r2 && chains["error"].is_null(),
+            "{nodes:#}"
+        );
     }
     b.wait_all_healthy(Duration::from_secs(20), "after etcd returned");
     for n in NODES {
         let env = b.env_on(n);
-        assert!(env.contains("AFTER=outage") && !env.contains("BEFORE="), "{n} after etcd returned: {env}");
+        assert!(
+            env.contains("AFTER=outage") && !env.contains("BEFORE="),
+            "{n} after etcd returned: {env}"
+        );
     }
     b.all_alive();
 }
@@ -396,14 +595,23 @@ fn an_etcd_outage_keeps_the_chains_a_restarted_agent_uses_its_cache_and_all_catc
 /// `node`'s block in `docker info`: its `└ Key: value` lines.
 fn node_block(info: &str, node: &str) -> Vec<String> {
     let head = format!("{node}: ");
-    let mut lines = info.lines().skip_while(|l| !l.trim_start().starts_with(&head)).skip(1);
-    lines.by_ref().take_while(|l| l.contains('└')).map(|l| l.trim().to_owned()).collect()
+    let mut lines = info
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with(&head))
+        .skip(1);
+    lines
+        .by_ref()
+        .take_while(|l| l.contains('└'))
+        .map(|l| l.trim().to_owned())
+        .collect()
 }
 
 /// The value of `└ key:` in `node`'s block, if it has that line.
 fn node_line(info: &str, node: &str, key: &str) -> Option<String> {
     let prefix = format!("└ {key}: ");
-    node_block(info, node).iter().find_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
+    node_block(info, node)
+        .iter()
+        .find_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
 }
 
 /// Issue #6: `docker info` through the gateway shows each node's chains (the etcd revision it
@@ -448,18 +656,26 @@ fn docker_info_shows_each_nodes_chain_revision_and_refusals() {
     let refused = wait_until(Duration::from_secs(5), || {
         let info = b.info();
         ["node2", "node3"].iter().all(|n| {
-            node_line(&info, n, "Chains error").is_some_and(|e| e.contains("refused") && e.contains("missing"))
+            node_line(&info, n, "Chains error")
+                .is_some_and(|e| e.contains("refused") && e.contains("missing"))
         })
     });
     let info = b.info();
     assert!(refused, "node2 and node3 do not show the refusal:\n{info}");
     for n in NODES {
         assert!(as_expected(&info, n), "{n} keeps its chain:\n{info}");
-        assert_eq!(node_line(&info, n, "Status").as_deref(), Some("Healthy"), "{info}");
+        assert_eq!(
+            node_line(&info, n, "Status").as_deref(),
+            Some("Healthy"),
+            "{info}"
+        );
     }
     for n in ["node2", "node3"] {
         let error = node_line(&info, n, "Chains error").unwrap_or_default();
-        assert!(error.contains("label:zone=b"), "{n}: the error names the scope: {error}");
+        assert!(
+            error.contains("label:zone=b"),
+            "{n}: the error names the scope: {error}"
+        );
     }
     assert_eq!(node_line(&info, "node1", "Chains error"), None, "{info}");
 }

@@ -27,10 +27,15 @@ struct Cluster {
 impl Cluster {
     /// `probe` is `--probe-interval` and `--probe-timeout`, in seconds.
     fn start(bed: &Testbed, probe: (&str, &str)) -> Cluster {
-        let nodes: Vec<String> = (1..=bed.hosts().len()).map(|i| format!("node{i}")).collect();
+        let nodes: Vec<String> = (1..=bed.hosts().len())
+            .map(|i| format!("node{i}"))
+            .collect();
         let certs = TempDir::new();
-        let sans: Vec<(String, String)> =
-            nodes.iter().zip(bed.hosts()).map(|(n, h)| (n.clone(), h.addr().unwrap().to_string())).collect();
+        let sans: Vec<(String, String)> = nodes
+            .iter()
+            .zip(bed.hosts())
+            .map(|(n, h)| (n.clone(), h.addr().unwrap().to_string()))
+            .collect();
         let sans: Vec<(&str, &str)> = sans.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
         make_certs(&certs.0, &sans);
         let (mut agents, mut addrs) = (vec![], vec![]);
@@ -44,12 +49,25 @@ impl Cluster {
             args.extend(["--agent".into(), format!("{node}={addr}")]);
         }
         args.extend(tls_args(&certs.0, "gateway"));
-        args.extend(["--probe-interval".into(), probe.0.into(), "--probe-timeout".into(), probe.1.into()]);
+        args.extend([
+            "--probe-interval".into(),
+            probe.0.into(),
+            "--probe-timeout".into(),
+            probe.1.into(),
+        ]);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let gateway = Process::gateway(&args);
-        let c = Cluster { gateway, agents, addrs, certs, nodes };
+        let c = Cluster {
+            gateway,
+            agents,
+            addrs,
+            certs,
+            nodes,
+        };
         let n = c.nodes.len();
-        let healthy = wait_until(Duration::from_secs(30), || c.info().matches("Status: Healthy").count() == n);
+        let healthy = wait_until(Duration::from_secs(30), || {
+            c.info().matches("Status: Healthy").count() == n
+        });
         assert!(healthy, "not every node became healthy:\n{}", c.info());
         c
     }
@@ -67,7 +85,13 @@ impl Cluster {
     fn restart_agent(&mut self, bed: &Testbed, i: usize) {
         let host = &bed.hosts()[i];
         let mut cmd = host.command_in(support::binary("busbar-agent"));
-        cmd.args(["--docker", &host.docker_url(), "--grpc-listen", &self.addrs[i]]).args(tls_args(&self.certs.0, &self.nodes[i]));
+        cmd.args([
+            "--docker",
+            &host.docker_url(),
+            "--grpc-listen",
+            &self.addrs[i],
+        ])
+        .args(tls_args(&self.certs.0, &self.nodes[i]));
         self.agents[i] = Process::start_cmd(cmd);
     }
 
@@ -75,7 +99,10 @@ impl Cluster {
     fn ps(&self, args: &[&str]) -> BTreeSet<String> {
         let mut all = vec!["ps", "--format", "{{.Names}}|{{.Status}}|{{.State}}"];
         all.extend(args);
-        docker_ok(self.url(), &all).lines().map(str::to_owned).collect()
+        docker_ok(self.url(), &all)
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
 }
 
@@ -87,7 +114,14 @@ fn name_status(ps: &BTreeSet<String>) -> BTreeMap<String, String> {
             let mut f = l.split('|');
             let name = f.next().unwrap_or("").to_owned();
             let status = f.next().unwrap_or("");
-            (name, if status == "Host Down" { status.to_owned() } else { status.split(' ').next().unwrap_or("").to_owned() })
+            (
+                name,
+                if status == "Host Down" {
+                    status.to_owned()
+                } else {
+                    status.split(' ').next().unwrap_or("").to_owned()
+                },
+            )
         })
         .collect()
 }
@@ -100,12 +134,21 @@ const QUICK_PROBES: (&str, &str) = ("0.5", "1");
 const PATIENT_PROBES: (&str, &str) = ("1", "5");
 
 fn bed(hosts: usize) -> Testbed {
-    Testbed::start(TestbedSpec { hosts, netns: true, etcd: false }).unwrap()
+    Testbed::start(TestbedSpec {
+        hosts,
+        netns: true,
+        etcd: false,
+    })
+    .unwrap()
 }
 
 /// The gateway's answer to a raw `GET path` (head and body).
 fn get(port: u16, path: &str) -> String {
-    let rsp = support::http_raw(port, &format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")).unwrap();
+    let rsp = support::http_raw(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
+    )
+    .unwrap();
     String::from_utf8_lossy(&rsp).into_owned()
 }
 
@@ -117,12 +160,48 @@ fn a_node_that_goes_down_is_host_down_in_ps_a_and_gone_from_ps() {
     let bed = bed(3);
     let mut c = Cluster::start(&bed, QUICK_PROBES);
     let on = |node: &str| format!("constraint:node=={node}");
-    let ids: Vec<String> = [("hd-up1", "node1"), ("hd-up2", "node2"), ("hd-up3", "node3")]
+    let ids: Vec<String> = [
+        ("hd-up1", "node1"),
+        ("hd-up2", "node2"),
+        ("hd-up3", "node3"),
+    ]
+    .iter()
+    .map(|(name, node)| {
+        docker_ok(
+            c.url(),
+            &[
+                "run",
+                "-d",
+                "--name",
+                name,
+                "-e",
+                &on(node),
+                "--label",
+                "hd=yes",
+                "busybox",
+                "sleep",
+                "300",
+            ],
+        )
+    })
+    .collect();
+    docker_ok(
+        c.url(),
+        &[
+            "run",
+            "-d",
+            "--name",
+            "hd-ex2",
+            "-e",
+            &on("node2"),
+            "busybox",
+            "true",
+        ],
+    );
+    assert!(wait_until(Duration::from_secs(10), || c
+        .ps(&["-a", "--filter", "name=hd-ex2"])
         .iter()
-        .map(|(name, node)| docker_ok(c.url(), &["run", "-d", "--name", name, "-e", &on(node), "--label", "hd=yes", "busybox", "sleep", "300"]))
-        .collect();
-    docker_ok(c.url(), &["run", "-d", "--name", "hd-ex2", "-e", &on("node2"), "busybox", "true"]);
-    assert!(wait_until(Duration::from_secs(10), || c.ps(&["-a", "--filter", "name=hd-ex2"]).iter().any(|l| l.ends_with("|exited"))));
+        .any(|l| l.ends_with("|exited"))));
     // The gateway remembers each node's list from its answers to `ps -a`.
     let before = name_status(&c.ps(&["-a"]));
     let expected: BTreeMap<String, String> = [
@@ -137,7 +216,11 @@ fn a_node_that_goes_down_is_host_down_in_ps_a_and_gone_from_ps() {
     assert_eq!(before, expected);
 
     c.agents[1].kill();
-    assert!(wait_until(Duration::from_secs(10), || c.info().contains("Unhealthy")), "node2 not unhealthy:\n{}", c.info());
+    assert!(
+        wait_until(Duration::from_secs(10), || c.info().contains("Unhealthy")),
+        "node2 not unhealthy:\n{}",
+        c.info()
+    );
     // `ps -a`: node2's containers as Swarm showed them: Status "Host Down", State as last seen.
     let down = c.ps(&["-a"]);
     assert!(down.contains("node2/hd-up2|Host Down|running"), "{down:?}");
@@ -148,24 +231,62 @@ fn a_node_that_goes_down_is_host_down_in_ps_a_and_gone_from_ps() {
     assert_eq!(name_status(&down), want);
     // `ps`: only what is known to run.
     let running: BTreeSet<String> = name_status(&c.ps(&[])).into_keys().collect();
-    assert_eq!(running, ["node1/hd-up1", "node3/hd-up3"].iter().map(|s| s.to_string()).collect());
+    assert_eq!(
+        running,
+        ["node1/hd-up1", "node3/hd-up3"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    );
     // Filters apply to the remembered containers too.
-    assert_eq!(name_status(&c.ps(&["-a", "--filter", "name=hd-up2"])).into_keys().collect::<Vec<_>>(), ["node2/hd-up2"]);
-    assert_eq!(name_status(&c.ps(&["-a", "--filter", "status=exited"])).into_keys().collect::<Vec<_>>(), ["node2/hd-ex2"]);
-    assert_eq!(name_status(&c.ps(&["-a", "--filter", "node=node2", "--filter", "label=hd=yes"])).into_keys().collect::<Vec<_>>(), ["node2/hd-up2"]);
-    assert!(c.ps(&["-a", "--filter", "node=node1", "--filter", "name=hd-up2"]).is_empty());
+    assert_eq!(
+        name_status(&c.ps(&["-a", "--filter", "name=hd-up2"]))
+            .into_keys()
+            .collect::<Vec<_>>(),
+        ["node2/hd-up2"]
+    );
+    assert_eq!(
+        name_status(&c.ps(&["-a", "--filter", "status=exited"]))
+            .into_keys()
+            .collect::<Vec<_>>(),
+        ["node2/hd-ex2"]
+    );
+    assert_eq!(
+        name_status(&c.ps(&["-a", "--filter", "node=node2", "--filter", "label=hd=yes"]))
+            .into_keys()
+            .collect::<Vec<_>>(),
+        ["node2/hd-up2"]
+    );
+    assert!(c
+        .ps(&["-a", "--filter", "node=node1", "--filter", "name=hd-up2"])
+        .is_empty());
     // The failed node is still named.
     let raw = get(c.gateway.port, "/v1.41/containers/json?all=1");
     assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
-    assert!(raw.to_ascii_lowercase().contains("x-busbar-failed-nodes: node2: unhealthy"), "{raw}");
+    assert!(
+        raw.to_ascii_lowercase()
+            .contains("x-busbar-failed-nodes: node2: unhealthy"),
+        "{raw}"
+    );
     // Per-container calls on the down node fail clearly (by the ID the gateway routed to it
     // before); the others work.
     let out = docker(c.url(), &["logs", &ids[1]]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("node2, which is unhealthy"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("node2, which is unhealthy"),
+        "{out:?}"
+    );
     docker_ok(c.url(), &["logs", &ids[2]]);
 
     c.restart_agent(&bed, 1);
-    assert!(wait_until(Duration::from_secs(20), || c.info().matches("Status: Healthy").count() == 3), "node2 not back:\n{}", c.info());
+    assert!(
+        wait_until(Duration::from_secs(20), || c
+            .info()
+            .matches("Status: Healthy")
+            .count()
+            == 3),
+        "node2 not back:\n{}",
+        c.info()
+    );
     assert_eq!(name_status(&c.ps(&["-a"])), expected);
     let running: BTreeSet<String> = name_status(&c.ps(&[])).into_keys().collect();
     assert_eq!(running.len(), 3, "{running:?}");
@@ -184,10 +305,17 @@ struct Held {
 fn held(pid: u32) -> Held {
     let mut sockets = BTreeSet::new();
     let mut fds = 0;
-    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+    {
         fds += 1;
         if let Ok(target) = std::fs::read_link(entry.path()) {
-            if let Some(inode) = target.to_str().and_then(|t| t.strip_prefix("socket:[")).and_then(|t| t.strip_suffix(']')) {
+            if let Some(inode) = target
+                .to_str()
+                .and_then(|t| t.strip_prefix("socket:["))
+                .and_then(|t| t.strip_suffix(']'))
+            {
                 sockets.insert(inode.to_owned());
             }
         }
@@ -195,7 +323,15 @@ fn held(pid: u32) -> Held {
     let mut tcp = 0;
     for table in ["tcp", "tcp6"] {
         let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
-        tcp += text.lines().skip(1).filter(|l| l.split_whitespace().nth(9).is_some_and(|inode| sockets.contains(inode))).count();
+        tcp += text
+            .lines()
+            .skip(1)
+            .filter(|l| {
+                l.split_whitespace()
+                    .nth(9)
+                    .is_some_and(|inode| sockets.contains(inode))
+            })
+            .count();
     }
     Held { fds, tcp }
 }
@@ -213,9 +349,27 @@ fn many_run_inspect_logs_rm_leak_no_descriptor_or_connection() {
     let c = Cluster::start(&bed, PATIENT_PROBES);
     let round = |node: &str, i: usize| {
         let name = format!("leak-{node}-{i}");
-        let out = docker_ok(c.url(), &["run", "--name", &name, "-e", &format!("constraint:node=={node}"), "busybox", "echo", &name]);
+        let out = docker_ok(
+            c.url(),
+            &[
+                "run",
+                "--name",
+                &name,
+                "-e",
+                &format!("constraint:node=={node}"),
+                "busybox",
+                "echo",
+                &name,
+            ],
+        );
         assert_eq!(out, name);
-        assert_eq!(docker_ok(c.url(), &["inspect", "-f", "{{.Node.Name}} {{.State.ExitCode}}", &name]), format!("{node} 0"));
+        assert_eq!(
+            docker_ok(
+                c.url(),
+                &["inspect", "-f", "{{.Node.Name}} {{.State.ExitCode}}", &name]
+            ),
+            format!("{node} 0")
+        );
         assert_eq!(docker_ok(c.url(), &["logs", &name]), name);
         docker_ok(c.url(), &["rm", &name]);
     };
@@ -225,7 +379,12 @@ fn many_run_inspect_logs_rm_leak_no_descriptor_or_connection() {
     }
     std::thread::sleep(Duration::from_millis(500));
     let pids: Vec<(String, u32)> = std::iter::once(("gateway".to_owned(), c.gateway.pid()))
-        .chain(c.nodes.iter().cloned().zip(c.agents.iter().map(Process::pid)))
+        .chain(
+            c.nodes
+                .iter()
+                .cloned()
+                .zip(c.agents.iter().map(Process::pid)),
+        )
         .collect();
     let before: Vec<Held> = pids.iter().map(|(_, pid)| held(*pid)).collect();
     let peak: Mutex<Vec<Held>> = Mutex::new(before.clone());
@@ -257,10 +416,23 @@ fn many_run_inspect_logs_rm_leak_no_descriptor_or_connection() {
     let report: Vec<String> = pids
         .iter()
         .zip(before.iter().zip(peak.lock().unwrap().iter().zip(&after)))
-        .map(|((name, _), (b, (p, a)))| format!("{name}: fds {} -> peak {} -> {}, tcp {} -> peak {} -> {}", b.fds, p.fds, a.fds, b.tcp, p.tcp, a.tcp))
+        .map(|((name, _), (b, (p, a)))| {
+            format!(
+                "{name}: fds {} -> peak {} -> {}, tcp {} -> peak {} -> {}",
+                b.fds, p.fds, a.fds, b.tcp, p.tcp, a.tcp
+            )
+        })
         .collect();
-    eprintln!("{} rounds per node in {load_time:?}:\n{}", ROUNDS, report.join("\n"));
-    assert!(settled, "descriptors or connections stayed up:\n{}", report.join("\n"));
+    eprintln!(
+        "{} rounds per node in {load_time:?}:\n{}",
+        ROUNDS,
+        report.join("\n")
+    );
+    assert!(
+        settled,
+        "descriptors or connections stayed up:\n{}",
+        report.join("\n")
+    );
     // Nothing left behind on the engines either.
     for host in bed.hosts() {
         assert_eq!(host.docker_ok(&["ps", "-aq", "--filter", "name=leak-"]), "");
@@ -287,11 +459,19 @@ fn a_burst_of_100_runs_over_10_nodes_succeeds_and_spreads_evenly() {
         for _ in 0..PARALLEL {
             s.spawn(|| {
                 while next.fetch_add(1, Ordering::SeqCst) < RUNS {
-                    let out = docker(c.url(), &["run", "-d", "--label", "burst=1", "busybox", "sleep", "600"]);
+                    let out = docker(
+                        c.url(),
+                        &["run", "-d", "--label", "burst=1", "busybox", "sleep", "600"],
+                    );
                     if out.status.success() {
-                        ids.lock().unwrap().push(String::from_utf8_lossy(&out.stdout).trim().to_owned());
+                        ids.lock()
+                            .unwrap()
+                            .push(String::from_utf8_lossy(&out.stdout).trim().to_owned());
                     } else {
-                        failures.lock().unwrap().push(String::from_utf8_lossy(&out.stderr).into_owned());
+                        failures
+                            .lock()
+                            .unwrap()
+                            .push(String::from_utf8_lossy(&out.stderr).into_owned());
                     }
                 }
             });
@@ -299,19 +479,39 @@ fn a_burst_of_100_runs_over_10_nodes_succeeds_and_spreads_evenly() {
     });
     let burst_time = burst.elapsed();
     let failures = failures.into_inner().unwrap();
-    assert!(failures.is_empty(), "{} of {RUNS} runs failed: {failures:?}", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} of {RUNS} runs failed: {failures:?}",
+        failures.len()
+    );
     let ids = ids.into_inner().unwrap();
     assert_eq!(ids.len(), RUNS);
     // Where they run, from the engines themselves.
     let per_node: Vec<usize> = bed
         .hosts()
         .iter()
-        .map(|h| h.docker_ok(&["ps", "-q", "--filter", "label=burst=1", "--filter", "status=running"]).lines().count())
+        .map(|h| {
+            h.docker_ok(&[
+                "ps",
+                "-q",
+                "--filter",
+                "label=burst=1",
+                "--filter",
+                "status=running",
+            ])
+            .lines()
+            .count()
+        })
         .collect();
-    let listed = docker_ok(c.url(), &["ps", "-q", "--filter", "label=burst=1"]).lines().count();
+    let listed = docker_ok(c.url(), &["ps", "-q", "--filter", "label=burst=1"])
+        .lines()
+        .count();
     // How often a create the engine had just finished was both listed and pending when the
     // next was placed (the gateway counts it once; its debug log says so).
-    let counted_once = std::fs::read_to_string(&c.gateway.log).unwrap_or_default().matches("counted once").count();
+    let counted_once = std::fs::read_to_string(&c.gateway.log)
+        .unwrap_or_default()
+        .matches("counted once")
+        .count();
     eprintln!(
         "burst: bed {bed_time:?}, cluster ready {ready_time:?}, {RUNS} runs in {burst_time:?}; per node {per_node:?}; \
          {counted_once} placements saw a finished create in both the list and the pending set"
@@ -330,6 +530,13 @@ fn a_burst_of_100_runs_over_10_nodes_succeeds_and_spreads_evenly() {
             });
         }
     });
-    assert_eq!(docker_ok(c.url(), &["ps", "-aq", "--filter", "label=burst=1"]), "");
-    eprintln!("burst test: removal {:?}, total {:?}", removal.elapsed(), t0.elapsed());
+    assert_eq!(
+        docker_ok(c.url(), &["ps", "-aq", "--filter", "label=burst=1"]),
+        ""
+    );
+    eprintln!(
+        "burst test: removal {:?}, total {:?}",
+        removal.elapsed(),
+        t0.elapsed()
+    );
 }

@@ -49,8 +49,16 @@ impl Cluster {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let gateway = Process::gateway(&args);
         let engines = hosts.iter().map(|h| h.docker_url()).collect();
-        let c = Cluster { gateway, agents, addrs, certs, engines };
-        let all_healthy = wait_until(Duration::from_secs(20), || c.info().matches("Healthy").count() == 3);
+        let c = Cluster {
+            gateway,
+            agents,
+            addrs,
+            certs,
+            engines,
+        };
+        let all_healthy = wait_until(Duration::from_secs(20), || {
+            c.info().matches("Healthy").count() == 3
+        });
         assert!(all_healthy, "not every node became healthy:\n{}", c.info());
         c
     }
@@ -62,7 +70,10 @@ impl Cluster {
 
     /// The node a container runs on, from the gateway's inspect.
     fn node_of(&self, container: &str) -> String {
-        docker_ok(&self.gateway.url, &["inspect", "-f", "{{.Node.Name}}", container])
+        docker_ok(
+            &self.gateway.url,
+            &["inspect", "-f", "{{.Node.Name}}", container],
+        )
     }
 }
 
@@ -81,25 +92,57 @@ impl EtcdCluster {
             .iter()
             .enumerate()
             .map(|(i, host)| {
-                let etcd = host.etcd_url().expect("etcd reachable from the host").to_owned();
+                let etcd = host
+                    .etcd_url()
+                    .expect("etcd reachable from the host")
+                    .to_owned();
                 let state = certs.join(&format!("state-{}", NODES[i]));
                 let state = state.to_str().unwrap();
-                Process::agent_in(host, NODES[i], &certs.0, &["--etcd", &etcd, "--registration-ttl", "2", "--state-dir", state]).0
+                Process::agent_in(
+                    host,
+                    NODES[i],
+                    &certs.0,
+                    &[
+                        "--etcd",
+                        &etcd,
+                        "--registration-ttl",
+                        "2",
+                        "--state-dir",
+                        state,
+                    ],
+                )
+                .0
             })
             .collect();
         let gateways = (0..2)
             .map(|_| {
                 let mut args: Vec<String> = vec!["--etcd".into(), bed.etcd().unwrap().to_owned()];
                 args.extend(tls_args(&certs.0, "gateway"));
-                args.extend(["--probe-interval".into(), "0.5".into(), "--probe-timeout".into(), "1".into()]);
+                args.extend([
+                    "--probe-interval".into(),
+                    "0.5".into(),
+                    "--probe-timeout".into(),
+                    "1".into(),
+                ]);
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 Process::gateway(&args)
             })
             .collect();
-        let c = EtcdCluster { gateways, agents, _certs: certs };
+        let c = EtcdCluster {
+            gateways,
+            agents,
+            _certs: certs,
+        };
         for g in &c.gateways {
-            let ok = wait_until(Duration::from_secs(20), || info_of(&g.url).matches("Status: Healthy").count() == 3);
-            assert!(ok, "gateway {} does not see 3 healthy nodes:\n{}", g.url, info_of(&g.url));
+            let ok = wait_until(Duration::from_secs(20), || {
+                info_of(&g.url).matches("Status: Healthy").count() == 3
+            });
+            assert!(
+                ok,
+                "gateway {} does not see 3 healthy nodes:\n{}",
+                g.url,
+                info_of(&g.url)
+            );
         }
         c
     }
@@ -111,7 +154,11 @@ fn info_of(url: &str) -> String {
 }
 
 fn three_hosts_etcd() -> TestbedSpec {
-    TestbedSpec { hosts: 3, netns: true, etcd: true }
+    TestbedSpec {
+        hosts: 3,
+        netns: true,
+        etcd: true,
+    }
 }
 
 #[test]
@@ -123,35 +170,79 @@ fn etcd_registry_two_gateways_one_name_winner_and_a_node_that_leaves() {
     let runs: Vec<_> = (0..6)
         .map(|i| {
             let (url, name) = (c.gateways[i % 2].url.clone(), name.clone());
-            std::thread::spawn(move || docker(&url, &["run", "-d", "--name", &name, "busybox", "sleep", "60"]))
+            std::thread::spawn(move || {
+                docker(
+                    &url,
+                    &["run", "-d", "--name", &name, "busybox", "sleep", "60"],
+                )
+            })
         })
         .collect();
     let outs: Vec<_> = runs.into_iter().map(|t| t.join().unwrap()).collect();
-    assert_eq!(outs.iter().filter(|o| o.status.success()).count(), 1, "{outs:?}");
-    assert!(outs.iter().filter(|o| !o.status.success()).all(|o| String::from_utf8_lossy(&o.stderr).contains("Conflict")), "{outs:?}");
+    assert_eq!(
+        outs.iter().filter(|o| o.status.success()).count(),
+        1,
+        "{outs:?}"
+    );
+    assert!(
+        outs.iter()
+            .filter(|o| !o.status.success())
+            .all(|o| String::from_utf8_lossy(&o.stderr).contains("Conflict")),
+        "{outs:?}"
+    );
     // Both gateways serve the same view.
-    let ps = |url: &str| docker_ok(url, &["ps", "--format", "{{.Names}}", "--filter", &format!("name={name}")]);
+    let ps = |url: &str| {
+        docker_ok(
+            url,
+            &[
+                "ps",
+                "--format",
+                "{{.Names}}",
+                "--filter",
+                &format!("name={name}"),
+            ],
+        )
+    };
     assert_eq!(ps(&c.gateways[0].url), ps(&c.gateways[1].url));
     // An agent that dies: unhealthy at once (probes), disconnected when its lease expires.
     c.agents[2].kill();
-    let gone = wait_until(Duration::from_secs(15), || info_of(&c.gateways[0].url).contains("Status: Disconnected"));
-    assert!(gone, "node3 not disconnected:\n{}", info_of(&c.gateways[0].url));
+    let gone = wait_until(Duration::from_secs(15), || {
+        info_of(&c.gateways[0].url).contains("Status: Disconnected")
+    });
+    assert!(
+        gone,
+        "node3 not disconnected:\n{}",
+        info_of(&c.gateways[0].url)
+    );
     // The others keep serving.
-    assert_eq!(docker_ok(&c.gateways[1].url, &["run", "--rm", "busybox", "echo", "still-up"]), "still-up");
+    assert_eq!(
+        docker_ok(
+            &c.gateways[1].url,
+            &["run", "--rm", "busybox", "echo", "still-up"]
+        ),
+        "still-up"
+    );
 }
 
 /// A cluster CA with an agent certificate per node (its host's address as SAN) and a gateway's.
 fn cluster_certs(bed: &Testbed) -> TempDir {
     let certs = TempDir::new();
-    let sans: Vec<(String, String)> =
-        NODES.iter().zip(bed.hosts()).map(|(n, h)| (n.to_string(), h.addr().unwrap().to_string())).collect();
+    let sans: Vec<(String, String)> = NODES
+        .iter()
+        .zip(bed.hosts())
+        .map(|(n, h)| (n.to_string(), h.addr().unwrap().to_string()))
+        .collect();
     let sans: Vec<(&str, &str)> = sans.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     make_certs(&certs.0, &sans);
     certs
 }
 
 fn three_hosts() -> TestbedSpec {
-    TestbedSpec { hosts: 3, netns: true, etcd: false }
+    TestbedSpec {
+        hosts: 3,
+        netns: true,
+        etcd: false,
+    }
 }
 
 #[test]
@@ -164,7 +255,10 @@ fn info_lists_three_healthy_nodes_with_their_labels() {
         assert!(info.contains(node), "{node} missing:\n{info}");
     }
     assert!(info.contains("zone=a") && info.contains("zone=b"), "{info}");
-    let fmt = docker_ok(&c.gateway.url, &["info", "--format", "{{.NCPU}} {{.ServerVersion}}"]);
+    let fmt = docker_ok(
+        &c.gateway.url,
+        &["info", "--format", "{{.NCPU}} {{.ServerVersion}}"],
+    );
     assert!(fmt.contains("busbar/"), "{fmt}");
 }
 
@@ -175,28 +269,91 @@ fn nine_runs_spread_three_three_three_and_constraints_pin() {
     let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
     for i in 0..9 {
         let name = format!("spread{i}");
-        docker_ok(&c.gateway.url, &["run", "-d", "--name", &name, "busybox", "sleep", "300"]);
+        docker_ok(
+            &c.gateway.url,
+            &["run", "-d", "--name", &name, "busybox", "sleep", "300"],
+        );
         *per_node.entry(c.node_of(&name)).or_default() += 1;
     }
-    assert_eq!(per_node.values().copied().collect::<Vec<_>>(), [3, 3, 3], "{per_node:?}");
+    assert_eq!(
+        per_node.values().copied().collect::<Vec<_>>(),
+        [3, 3, 3],
+        "{per_node:?}"
+    );
     // `ps` shows them all, node-qualified.
     let ps = docker_ok(&c.gateway.url, &["ps", "--format", "{{.Names}}"]);
     for node in NODES {
-        assert_eq!(ps.lines().filter(|l| l.starts_with(&format!("{node}/spread"))).count(), 3, "{ps}");
+        assert_eq!(
+            ps.lines()
+                .filter(|l| l.starts_with(&format!("{node}/spread")))
+                .count(),
+            3,
+            "{ps}"
+        );
     }
-    let only2 = docker_ok(&c.gateway.url, &["ps", "--filter", "node=node2", "--format", "{{.Names}}"]);
+    let only2 = docker_ok(
+        &c.gateway.url,
+        &["ps", "--filter", "node=node2", "--format", "{{.Names}}"],
+    );
     assert_eq!(only2.lines().count(), 3, "{only2}");
     // Constraints: on a node name, on an agent label, and an impossible one.
-    docker_ok(&c.gateway.url, &["run", "-d", "--name", "pinned", "-e", "constraint:node==node2", "busybox", "sleep", "300"]);
+    docker_ok(
+        &c.gateway.url,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "pinned",
+            "-e",
+            "constraint:node==node2",
+            "busybox",
+            "sleep",
+            "300",
+        ],
+    );
     assert_eq!(c.node_of("pinned"), "node2");
-    assert!(docker_ok(&c.engines[1], &["ps", "--format", "{{.Names}}"]).lines().any(|l| l == "pinned"));
-    docker_ok(&c.gateway.url, &["run", "-d", "--name", "zoned", "-e", "constraint:zone==a", "busybox", "sleep", "300"]);
+    assert!(docker_ok(&c.engines[1], &["ps", "--format", "{{.Names}}"])
+        .lines()
+        .any(|l| l == "pinned"));
+    docker_ok(
+        &c.gateway.url,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "zoned",
+            "-e",
+            "constraint:zone==a",
+            "busybox",
+            "sleep",
+            "300",
+        ],
+    );
     assert_eq!(c.node_of("zoned"), "node1");
-    let out = docker(&c.gateway.url, &["run", "-d", "--name", "nowhere", "-e", "constraint:node==node9", "busybox", "true"]);
+    let out = docker(
+        &c.gateway.url,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "nowhere",
+            "-e",
+            "constraint:node==node9",
+            "busybox",
+            "true",
+        ],
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("node==node9"), "{err}");
-    assert!(docker_ok(&c.gateway.url, &["ps", "-a", "-q", "--filter", "name=nowhere"]).is_empty(), "something was created");
+    assert!(
+        docker_ok(
+            &c.gateway.url,
+            &["ps", "-a", "-q", "--filter", "name=nowhere"]
+        )
+        .is_empty(),
+        "something was created"
+    );
 }
 
 /// `docker info` answers from the probes' documents, yet a change made through the gateway
@@ -208,25 +365,67 @@ fn info_counts_are_exact_right_after_changes_through_the_gateway() {
     let c = Cluster::start(&bed, &["--probe-interval", "30"]);
     let g = &c.gateway.url;
     let totals = || -> [i64; 3] {
-        let out = docker_ok(g, &["info", "--format", "{{.Containers}} {{.ContainersRunning}} {{.ContainersStopped}}"]);
+        let out = docker_ok(
+            g,
+            &[
+                "info",
+                "--format",
+                "{{.Containers}} {{.ContainersRunning}} {{.ContainersStopped}}",
+            ],
+        );
         let n: Vec<i64> = out.split_whitespace().map(|w| w.parse().unwrap()).collect();
         [n[0], n[1], n[2]]
     };
     // node2's `└ Containers: N (R Running, P Paused, S Stopped)`.
     let on_node2 = || -> String {
         let info = c.info();
-        let block = info.lines().skip_while(|l| l.trim_start() != format!("node2: {}", c.addrs[1])).skip(1);
-        let line = block.take_while(|l| l.contains('└')).find(|l| l.contains("└ Containers:")).map(str::to_owned);
-        line.unwrap_or_else(|| panic!("no node2 block:\n{info}")).split_once("Containers:").unwrap().1.trim().to_owned()
+        let block = info
+            .lines()
+            .skip_while(|l| l.trim_start() != format!("node2: {}", c.addrs[1]))
+            .skip(1);
+        let line = block
+            .take_while(|l| l.contains('└'))
+            .find(|l| l.contains("└ Containers:"))
+            .map(str::to_owned);
+        line.unwrap_or_else(|| panic!("no node2 block:\n{info}"))
+            .split_once("Containers:")
+            .unwrap()
+            .1
+            .trim()
+            .to_owned()
     };
     let [all, running, stopped] = totals();
     assert_eq!(on_node2(), "0 (0 Running, 0 Paused, 0 Stopped)");
 
-    docker_ok(g, &["run", "-d", "--name", "fresh-up", "-e", "constraint:node==node2", "busybox", "sleep", "300"]);
+    docker_ok(
+        g,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "fresh-up",
+            "-e",
+            "constraint:node==node2",
+            "busybox",
+            "sleep",
+            "300",
+        ],
+    );
     assert_eq!(totals(), [all + 1, running + 1, stopped]);
     assert_eq!(on_node2(), "1 (1 Running, 0 Paused, 0 Stopped)");
     // In the foreground: the container has exited when `docker run` returns.
-    docker_ok(g, &["run", "--name", "fresh-done", "-e", "constraint:node==node2", "busybox", "true"]);
+    docker_ok(
+        g,
+        &[
+            "run",
+            "--name",
+            "fresh-done",
+            "-e",
+            "constraint:node==node2",
+            "busybox",
+            "true",
+        ],
+    );
     assert_eq!(totals(), [all + 2, running + 1, stopped + 1]);
     docker_ok(g, &["stop", "-t", "1", "fresh-up"]);
     assert_eq!(totals(), [all + 2, running, stopped + 2]);
@@ -241,18 +440,44 @@ fn a_container_on_another_node_is_fully_usable() {
     let bed = Testbed::start(three_hosts()).unwrap();
     let c = Cluster::start(&bed, &[]);
     let g = &c.gateway.url;
-    let id = docker_ok(g, &["run", "-d", "-i", "--name", "far", "-e", "constraint:node==node3", "busybox", "sh", "-c", "echo started; while read l; do echo got:$l; done"]);
+    let id = docker_ok(
+        g,
+        &[
+            "run",
+            "-d",
+            "-i",
+            "--name",
+            "far",
+            "-e",
+            "constraint:node==node3",
+            "busybox",
+            "sh",
+            "-c",
+            "echo started; while read l; do echo got:$l; done",
+        ],
+    );
     assert_eq!(c.node_of("far"), "node3");
     // inspect by name, short ID, full ID, and node/name.
     for reference in ["far", &id[..12], &id, "node3/far"] {
-        assert_eq!(docker_ok(g, &["inspect", "-f", "{{.Id}}", reference]), id, "{reference}");
+        assert_eq!(
+            docker_ok(g, &["inspect", "-f", "{{.Id}}", reference]),
+            id,
+            "{reference}"
+        );
     }
-    assert!(wait_until(Duration::from_secs(10), || docker_ok(g, &["logs", "far"]) == "started"));
+    assert!(wait_until(Duration::from_secs(10), || docker_ok(
+        g,
+        &["logs", "far"]
+    ) == "started"));
     assert_eq!(docker_ok(g, &["exec", "far", "echo", "exec-ok"]), "exec-ok");
     let out = testbed::docker_with_stdin(g, &["exec", "-i", "far", "cat"], b"piped\n");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "piped\n");
     // attach: a line in, its echo out.
-    let mut attach = testbed::docker_command(g, &["attach", "far"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut attach = testbed::docker_command(g, &["attach", "far"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     use std::io::Write;
     writeln!(attach.stdin.as_mut().unwrap(), "hello").unwrap();
     let mut lines = BufReader::new(attach.stdout.take().unwrap()).lines();
@@ -260,11 +485,20 @@ fn a_container_on_another_node_is_fully_usable() {
     let _ = attach.kill();
     let _ = attach.wait();
     docker_ok(g, &["stop", "-t", "1", "far"]);
-    assert_eq!(docker_ok(&c.engines[2], &["inspect", "-f", "{{.State.Running}}", "far"]), "false");
+    assert_eq!(
+        docker_ok(
+            &c.engines[2],
+            &["inspect", "-f", "{{.State.Running}}", "far"]
+        ),
+        "false"
+    );
     docker_ok(g, &["rm", "far"]);
     assert!(docker_ok(&c.engines[2], &["ps", "-aq", "--filter", "name=far"]).is_empty());
     let out = docker(g, &["inspect", "far"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("No such"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("No such"),
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -273,15 +507,45 @@ fn events_stream_from_every_node_tagged_with_it() {
     let c = Cluster::start(&bed, &[]);
     let mut events = testbed::docker_command(
         &c.gateway.url,
-        &["events", "--filter", "event=start", "--format", "{{.Actor.Attributes.name}} {{index .Actor.Attributes \"node.name\"}}"],
+        &[
+            "events",
+            "--filter",
+            "event=start",
+            "--format",
+            "{{.Actor.Attributes.name}} {{index .Actor.Attributes \"node.name\"}}",
+        ],
     )
     .stdout(Stdio::piped())
     .spawn()
     .unwrap();
     let rx = support::line_channel(events.stdout.take().unwrap());
     std::thread::sleep(Duration::from_millis(700));
-    docker_ok(&c.gateway.url, &["run", "-d", "--name", "ev1", "-e", "constraint:node==node1", "busybox", "true"]);
-    docker_ok(&c.gateway.url, &["run", "-d", "--name", "ev3", "-e", "constraint:node==node3", "busybox", "true"]);
+    docker_ok(
+        &c.gateway.url,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "ev1",
+            "-e",
+            "constraint:node==node1",
+            "busybox",
+            "true",
+        ],
+    );
+    docker_ok(
+        &c.gateway.url,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "ev3",
+            "-e",
+            "constraint:node==node3",
+            "busybox",
+            "true",
+        ],
+    );
     let mut seen = vec![];
     let deadline = Instant::now() + Duration::from_secs(20);
     while seen.len() < 2 && Instant::now() < deadline {
@@ -303,15 +567,35 @@ fn concurrent_runs_with_one_name_have_exactly_one_winner() {
     let runs: Vec<_> = (0..4)
         .map(|_| {
             let (url, name) = (c.gateway.url.clone(), name.clone());
-            std::thread::spawn(move || docker(&url, &["run", "-d", "--name", &name, "busybox", "sleep", "60"]))
+            std::thread::spawn(move || {
+                docker(
+                    &url,
+                    &["run", "-d", "--name", &name, "busybox", "sleep", "60"],
+                )
+            })
         })
         .collect();
     let outs: Vec<_> = runs.into_iter().map(|t| t.join().unwrap()).collect();
-    assert_eq!(outs.iter().filter(|o| o.status.success()).count(), 1, "{outs:?}");
+    assert_eq!(
+        outs.iter().filter(|o| o.status.success()).count(),
+        1,
+        "{outs:?}"
+    );
     for o in outs.iter().filter(|o| !o.status.success()) {
-        assert!(String::from_utf8_lossy(&o.stderr).contains("Conflict"), "{o:?}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("Conflict"),
+            "{o:?}"
+        );
     }
-    let total: usize = c.engines.iter().map(|e| docker_ok(e, &["ps", "-aq", "--filter", &format!("name=^{name}$")]).lines().count()).sum();
+    let total: usize = c
+        .engines
+        .iter()
+        .map(|e| {
+            docker_ok(e, &["ps", "-aq", "--filter", &format!("name=^{name}$")])
+                .lines()
+                .count()
+        })
+        .sum();
     assert_eq!(total, 1);
 }
 
@@ -327,14 +611,27 @@ fn a_killed_agent_turns_unhealthy_and_comes_back() {
     // The others keep serving, and new containers avoid the dead node.
     for i in 0..3 {
         let name = format!("while-down{i}");
-        docker_ok(&c.gateway.url, &["run", "-d", "--name", &name, "busybox", "sleep", "60"]);
+        docker_ok(
+            &c.gateway.url,
+            &["run", "-d", "--name", &name, "busybox", "sleep", "60"],
+        );
         assert_ne!(c.node_of(&name), "node2");
     }
     let host = &bed.hosts()[1];
     let mut cmd = host.command_in(support::binary("busbar-agent"));
-    cmd.args(["--docker", &host.docker_url(), "--grpc-listen", &c.addrs[1], "--label", "zone=b"]).args(tls_args(&c.certs.0, "node2"));
+    cmd.args([
+        "--docker",
+        &host.docker_url(),
+        "--grpc-listen",
+        &c.addrs[1],
+        "--label",
+        "zone=b",
+    ])
+    .args(tls_args(&c.certs.0, "node2"));
     c.agents[1] = Process::start_cmd(cmd);
-    let back = wait_until(Duration::from_secs(20), || c.info().matches("Healthy").count() == 3 && !c.info().contains("Unhealthy"));
+    let back = wait_until(Duration::from_secs(20), || {
+        c.info().matches("Healthy").count() == 3 && !c.info().contains("Unhealthy")
+    });
     assert!(back, "node2 did not come back:\n{}", c.info());
 }
 
@@ -353,25 +650,66 @@ fn images_load_everywhere_tag_and_rmi_on_every_holder_build_where_constrained() 
     // load through the gateway: every node gets it.
     docker_ok(g, &["load", "-i", tar.to_str().unwrap()]);
     for engine in &c.engines {
-        assert!(docker(engine, &["image", "inspect", &tag]).status.success(), "{engine} lacks {tag}");
+        assert!(
+            docker(engine, &["image", "inspect", &tag]).status.success(),
+            "{engine} lacks {tag}"
+        );
     }
     // `docker images` groups the three copies into one entry.
-    let listed = docker_ok(g, &["images", "--format", "{{.Repository}}:{{.Tag}}", "--filter", &format!("reference={tag}")]);
+    let listed = docker_ok(
+        g,
+        &[
+            "images",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+            "--filter",
+            &format!("reference={tag}"),
+        ],
+    );
     assert_eq!(listed, tag);
     // tag and rmi reach every holder.
     let second = format!("{tag}-again");
     docker_ok(g, &["tag", &tag, &second]);
-    assert!(c.engines.iter().all(|e| docker(e, &["image", "inspect", &second]).status.success()));
+    assert!(c
+        .engines
+        .iter()
+        .all(|e| docker(e, &["image", "inspect", &second]).status.success()));
     docker_ok(g, &["rmi", &second, &tag]);
-    assert!(c.engines.iter().all(|e| !docker(e, &["image", "inspect", &tag]).status.success()));
+    assert!(c
+        .engines
+        .iter()
+        .all(|e| !docker(e, &["image", "inspect", &tag]).status.success()));
     // build with a node constraint: the image exists on that node only.
-    std::fs::write(dir.join("Dockerfile"), "FROM busybox\nRUN echo built > /built\n").unwrap();
+    std::fs::write(
+        dir.join("Dockerfile"),
+        "FROM busybox\nRUN echo built > /built\n",
+    )
+    .unwrap();
     let built = format!("{}:built", unique_name("img"));
-    let mut build = testbed::docker_command(g, &["build", "-q", "-t", &built, "--build-arg", "constraint:node==node3", dir.0.to_str().unwrap()]);
+    let mut build = testbed::docker_command(
+        g,
+        &[
+            "build",
+            "-q",
+            "-t",
+            &built,
+            "--build-arg",
+            "constraint:node==node3",
+            dir.0.to_str().unwrap(),
+        ],
+    );
     build.env("DOCKER_BUILDKIT", "0");
     let out = testbed::output_with_timeout(&mut build, None, Duration::from_secs(120)).unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let holders: Vec<bool> = c.engines.iter().map(|e| docker(e, &["image", "inspect", &built]).status.success()).collect();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let holders: Vec<bool> = c
+        .engines
+        .iter()
+        .map(|e| docker(e, &["image", "inspect", &built]).status.success())
+        .collect();
     assert_eq!(holders, [false, false, true]);
 }
 
@@ -382,18 +720,57 @@ fn containers_on_a_user_network_run_where_the_network_is() {
     let g = &c.gateway.url;
     let net = unique_name("net");
     docker_ok(g, &["network", "create", &net]);
-    let holders: Vec<usize> = (0..3).filter(|&i| docker(&c.engines[i], &["network", "inspect", &net]).status.success()).collect();
+    let holders: Vec<usize> = (0..3)
+        .filter(|&i| {
+            docker(&c.engines[i], &["network", "inspect", &net])
+                .status
+                .success()
+        })
+        .collect();
     assert_eq!(holders.len(), 1, "the network should live on one node");
     let home = NODES[holders[0]];
     // Spread would put these on three different nodes; the network pins them to its node.
     for i in 0..3 {
         let name = format!("{net}-c{i}");
-        docker_ok(g, &["run", "-d", "--name", &name, "--net", &net, "busybox", "sleep", "60"]);
+        docker_ok(
+            g,
+            &[
+                "run", "-d", "--name", &name, "--net", &net, "busybox", "sleep", "60",
+            ],
+        );
         assert_eq!(c.node_of(&name), home);
     }
     // node/network pins explicitly; an unknown network is refused before anything is created.
-    docker_ok(g, &["run", "-d", "--name", &format!("{net}-pinned"), "--net", &format!("{home}/{net}"), "busybox", "sleep", "60"]);
+    docker_ok(
+        g,
+        &[
+            "run",
+            "-d",
+            "--name",
+            &format!("{net}-pinned"),
+            "--net",
+            &format!("{home}/{net}"),
+            "busybox",
+            "sleep",
+            "60",
+        ],
+    );
     assert_eq!(c.node_of(&format!("{net}-pinned")), home);
-    let out = docker(g, &["run", "-d", "--name", &format!("{net}-lost"), "--net", "no-such-net", "busybox", "true"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("network no-such-net not found"), "{out:?}");
+    let out = docker(
+        g,
+        &[
+            "run",
+            "-d",
+            "--name",
+            &format!("{net}-lost"),
+            "--net",
+            "no-such-net",
+            "busybox",
+            "true",
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("network no-such-net not found"),
+        "{out:?}"
+    );
 }

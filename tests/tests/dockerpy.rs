@@ -62,8 +62,11 @@ impl Cluster {
     fn start(bed: &Testbed) -> Cluster {
         let certs = TempDir::new();
         let hosts = bed.hosts();
-        let sans: Vec<(String, String)> =
-            NODES.iter().zip(hosts).map(|(n, h)| (n.to_string(), h.addr().unwrap().to_string())).collect();
+        let sans: Vec<(String, String)> = NODES
+            .iter()
+            .zip(hosts)
+            .map(|(n, h)| (n.to_string(), h.addr().unwrap().to_string()))
+            .collect();
         let sans: Vec<(&str, &str)> = sans.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
         make_certs(&certs.0, &sans);
         let mut agents = vec![];
@@ -74,16 +77,28 @@ impl Cluster {
             args.extend(["--agent".into(), format!("{node}={addr}")]);
         }
         args.extend(tls_args(&certs.0, "gateway"));
-        args.extend(["--probe-interval".into(), "0.5".into(), "--probe-timeout".into(), "1".into()]);
+        args.extend([
+            "--probe-interval".into(),
+            "0.5".into(),
+            "--probe-timeout".into(),
+            "1".into(),
+        ]);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let gateway = Process::gateway(&args);
         let info = || {
             let out = docker(&gateway.url, &["info"]);
-            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr)
         };
-        let healthy = wait_until(Duration::from_secs(20), || info().matches("Status: Healthy").count() == 3);
+        let healthy = wait_until(Duration::from_secs(20), || {
+            info().matches("Status: Healthy").count() == 3
+        });
         assert!(healthy, "not every node became healthy:\n{}", info());
-        Cluster { gateway, _agents: agents, _certs: certs }
+        Cluster {
+            gateway,
+            _agents: agents,
+            _certs: certs,
+        }
     }
 }
 
@@ -114,14 +129,21 @@ fn run_scenarios(base_url: &str) -> Value {
     let out = output_with_timeout(&mut cmd, None, RUN_TIMEOUT).unwrap_or_else(|e| panic!("{e:#}"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "scenarios against {base_url} failed ({})\n{stdout}\n{stderr}", out.status);
+    assert!(
+        out.status.success(),
+        "scenarios against {base_url} failed ({})\n{stdout}\n{stderr}",
+        out.status
+    );
     eprintln!("scenarios against {base_url}:\n{stderr}");
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("scenarios against {base_url}: not JSON ({e}):\n{stdout}"))
+    serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("scenarios against {base_url}: not JSON ({e}):\n{stdout}"))
 }
 
 /// Whether `got` is `template` with `{node}` standing for one of the node names.
 fn matches_wording(got: &str, template: &str) -> bool {
-    NODES.iter().any(|node| got == template.replace("{node}", node))
+    NODES
+        .iter()
+        .any(|node| got == template.replace("{node}", node))
 }
 
 /// Replaces each known gateway wording in `gateway` by the engine's message from `direct`,
@@ -130,7 +152,9 @@ fn accept_known_wording(direct: &Value, gateway: &mut Value) -> Vec<String> {
     let mut replaced = vec![];
     for (pointer, template) in KNOWN_WORDING {
         let engine = direct.pointer(pointer).cloned();
-        let Some(got) = gateway.pointer_mut(pointer) else { continue };
+        let Some(got) = gateway.pointer_mut(pointer) else {
+            continue;
+        };
         if got.as_str().is_some_and(|g| matches_wording(g, template)) {
             replaced.push(format!("{pointer}: engine {engine:?}, gateway {got}"));
             *got = engine.unwrap_or(Value::Null);
@@ -145,7 +169,10 @@ fn differences(pointer: &str, direct: &Value, gateway: &Value, out: &mut Vec<Str
         (Value::Object(a), Value::Object(b)) => {
             let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
             for k in keys {
-                let (x, y) = (a.get(k).unwrap_or(&Value::Null), b.get(k).unwrap_or(&Value::Null));
+                let (x, y) = (
+                    a.get(k).unwrap_or(&Value::Null),
+                    b.get(k).unwrap_or(&Value::Null),
+                );
                 differences(&format!("{pointer}/{k}"), x, y, out);
             }
         }
@@ -157,7 +184,12 @@ fn differences(pointer: &str, direct: &Value, gateway: &Value, out: &mut Vec<Str
 #[test]
 fn docker_py_sees_the_cluster_gateway_as_it_sees_one_engine() {
     require_docker_py();
-    let bed = Testbed::start(TestbedSpec { hosts: 3, netns: true, etcd: false }).unwrap();
+    let bed = Testbed::start(TestbedSpec {
+        hosts: 3,
+        netns: true,
+        etcd: false,
+    })
+    .unwrap();
     let cluster = Cluster::start(&bed);
     let gw = &cluster.gateway.url;
 
@@ -165,18 +197,36 @@ fn docker_py_sees_the_cluster_gateway_as_it_sees_one_engine() {
     let mut gateway = run_scenarios(gw);
 
     // Where the containers ran: nothing against an engine, several nodes through the gateway.
-    let direct_meta = direct.as_object_mut().unwrap().remove("_meta").expect("_meta in the direct run");
-    let gateway_meta = gateway.as_object_mut().unwrap().remove("_meta").expect("_meta in the gateway run");
+    let direct_meta = direct
+        .as_object_mut()
+        .unwrap()
+        .remove("_meta")
+        .expect("_meta in the direct run");
+    let gateway_meta = gateway
+        .as_object_mut()
+        .unwrap()
+        .remove("_meta")
+        .expect("_meta in the gateway run");
     let direct_nodes = direct_meta["nodes"].as_array().unwrap();
-    assert!(direct_nodes.iter().all(Value::is_null), "an engine has no Node object: {direct_meta}");
+    assert!(
+        direct_nodes.iter().all(Value::is_null),
+        "an engine has no Node object: {direct_meta}"
+    );
     let gateway_nodes = gateway_meta["nodes"].as_array().unwrap();
     assert_eq!(gateway_nodes.len(), direct_nodes.len(), "{gateway_meta}");
     let used: BTreeSet<&str> = gateway_nodes
         .iter()
-        .map(|n| n.as_str().unwrap_or_else(|| panic!("a container without a Node through the gateway: {gateway_meta}")))
+        .map(|n| {
+            n.as_str().unwrap_or_else(|| {
+                panic!("a container without a Node through the gateway: {gateway_meta}")
+            })
+        })
         .collect();
     assert!(used.iter().all(|n| NODES.contains(n)), "{gateway_meta}");
-    assert!(used.len() >= 2, "the gateway run stayed on {used:?}: {gateway_meta}");
+    assert!(
+        used.len() >= 2,
+        "the gateway run stayed on {used:?}: {gateway_meta}"
+    );
     let placed: Vec<&str> = gateway_nodes.iter().filter_map(Value::as_str).collect();
     eprintln!("gateway run placed containers on {placed:?}");
 
@@ -203,11 +253,24 @@ fn docker_py_sees_the_cluster_gateway_as_it_sees_one_engine() {
         .filter(|(_, v)| v.get("unexpected").is_some())
         .map(|(k, v)| format!("{k}: {}", v["unexpected"]))
         .collect();
-    assert!(unexpected.is_empty(), "scenarios failed on both sides:\n{}", unexpected.join("\n"));
+    assert!(
+        unexpected.is_empty(),
+        "scenarios failed on both sides:\n{}",
+        unexpected.join("\n")
+    );
     assert!(direct.as_object().unwrap().len() >= 15, "{direct}");
 
     // Everything the scenarios made was removed, on every node.
-    assert_eq!(docker_ok(gw, &["ps", "-a", "-q", "--filter", "name=pyscn-"]), "");
-    assert_eq!(docker_ok(gw, &["volume", "ls", "-q", "--filter", "name=pyscn-"]), "");
-    assert_eq!(docker_ok(gw, &["network", "ls", "-q", "--filter", "name=pyscn-"]), "");
+    assert_eq!(
+        docker_ok(gw, &["ps", "-a", "-q", "--filter", "name=pyscn-"]),
+        ""
+    );
+    assert_eq!(
+        docker_ok(gw, &["volume", "ls", "-q", "--filter", "name=pyscn-"]),
+        ""
+    );
+    assert_eq!(
+        docker_ok(gw, &["network", "ls", "-q", "--filter", "name=pyscn-"]),
+        ""
+    );
 }

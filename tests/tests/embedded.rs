@@ -25,5 +25,11 @@ fn embedded_gateway_runs_the_config_chains() {
     let path = dir.join("adapters.yml");
     std::fs::write(&path, format!("endpoints:\n  \"POST /*/containers/create\":\n    pre: [adder]\nadapters:\n  adder: {}\n", adder.url)).unwrap();
     let gateway = Process::gateway(&["--docker", &engine, "--config", path.to_str().unwrap()]);
-    assert_eq!(docker_ok(&gateway.url, &["run", "--rm", "busybox", "sh", "-c", "echo $VIA"]), "embedded");
+    assert_eq!(
+        docker_ok(
+            &gateway.url,
+            &["run", "--rm", "busybox", "sh", "-c", "echo $VIA"]
+        ),
+        "embedded"
+    );
 }

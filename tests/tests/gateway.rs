@@ -48,8 +48,13 @@ fn the_agent_refuses_peers_without_the_gateway_role() {
     let (agent, addr) = Process::agent_in(host, "node1", &certs, &[]);
     // A client-role and an agent-role certificate, presented as if they were a gateway's.
     for who in ["ops", "node2"] {
-        let files = busbar_agent::tls::TlsFiles::new(certs.join("ca.pem"), certs.join(format!("{who}.pem")), certs.join(format!("{who}-key.pem")));
-        let config = busbar_agent::tls::client_config(&files, busbar_agent::tls::Role::Agent).unwrap();
+        let files = busbar_agent::tls::TlsFiles::new(
+            certs.join("ca.pem"),
+            certs.join(format!("{who}.pem")),
+            certs.join(format!("{who}-key.pem")),
+        );
+        let config =
+            busbar_agent::tls::client_config(&files, busbar_agent::tls::Role::Agent).unwrap();
         let refused = tokio::runtime::Runtime::new().unwrap().block_on(async {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
@@ -65,13 +70,23 @@ fn the_agent_refuses_peers_without_the_gateway_role() {
                 }
             }
         });
-        assert!(refused, "the agent accepted a {who} certificate as a gateway");
+        assert!(
+            refused,
+            "the agent accepted a {who} certificate as a gateway"
+        );
     }
     let logged = wait_until(Duration::from_secs(5), || {
         let log = std::fs::read_to_string(&agent.log).unwrap_or_default();
-        log.contains("CN=ops") && log.contains("has role client") && log.contains("CN=node2") && log.contains("has role agent")
+        log.contains("CN=ops")
+            && log.contains("has role client")
+            && log.contains("CN=node2")
+            && log.contains("has role agent")
     });
-    assert!(logged, "the agent's log does not say why:\n{}", agent.log_tail());
+    assert!(
+        logged,
+        "the agent's log does not say why:\n{}",
+        agent.log_tail()
+    );
 }
 
 #[test]
@@ -83,7 +98,10 @@ fn the_gateway_refuses_the_wrong_node_or_a_foreign_ca() {
     let mut args = vec!["--agent".to_string(), format!("node2={addr}")];
     args.extend(tls_args(&certs, "gateway"));
     let gateway = spawn_gateway_unchecked(&args);
-    let out = docker(&gateway.url, &["version", "--format", "{{.Server.Version}}"]);
+    let out = docker(
+        &gateway.url,
+        &["version", "--format", "{{.Server.Version}}"],
+    );
     assert!(!out.status.success());
     assert!(stderr(&out).contains("node node2"), "{}", stderr(&out));
     drop(gateway);
@@ -94,24 +112,41 @@ fn the_gateway_refuses_the_wrong_node_or_a_foreign_ca() {
     let mut args = vec!["--agent".to_string(), format!("node1={addr}")];
     args.extend(tls_args(&other, "gateway"));
     let gateway = spawn_gateway_unchecked(&args);
-    let out = docker(&gateway.url, &["version", "--format", "{{.Server.Version}}"]);
+    let out = docker(
+        &gateway.url,
+        &["version", "--format", "{{.Server.Version}}"],
+    );
     assert!(!out.status.success());
     assert!(stderr(&out).contains("node node1"), "{}", stderr(&out));
     let log = std::fs::read_to_string(&gateway.log).unwrap_or_default();
-    assert!(log.to_lowercase().contains("certificate"), "the gateway log does not say why:\n{log}");
+    assert!(
+        log.to_lowercase().contains("certificate"),
+        "the gateway log does not say why:\n{log}"
+    );
 }
 
 #[test]
 fn only_a_gateway_certificate_can_run_a_gateway_and_tls_is_required() {
     let certs = certs();
     for (who, expect) in [("ops", "gateway role"), ("node1", "gateway role")] {
-        let mut args = vec!["--listen".to_string(), "tcp://127.0.0.1:1".into(), "--agent".into(), "node1=127.0.0.1:1".into()];
+        let mut args = vec![
+            "--listen".to_string(),
+            "tcp://127.0.0.1:1".into(),
+            "--agent".into(),
+            "node1=127.0.0.1:1".into(),
+        ];
         args.extend(tls_args(&certs, who));
-        let out = std::process::Command::new(support::binary("busbar-gateway")).args(&args).output().unwrap();
+        let out = std::process::Command::new(support::binary("busbar-gateway"))
+            .args(&args)
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(64), "{who}");
         assert!(stderr(&out).contains(expect), "{who}: {}", stderr(&out));
     }
-    let out = std::process::Command::new(support::binary("busbar-gateway")).args(["--agent", "node1=127.0.0.1:1"]).output().unwrap();
+    let out = std::process::Command::new(support::binary("busbar-gateway"))
+        .args(["--agent", "node1=127.0.0.1:1"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(stderr(&out).contains("mutual TLS"), "{}", stderr(&out));
 }
@@ -122,19 +157,44 @@ fn an_agent_killed_mid_stream_ends_the_stream_and_the_gateway_reconnects() {
     let mut front = Front::remote(host, "node1", &certs());
     let name = unique_name("midstream");
     let engine = host.docker_url();
-    docker_ok(&engine, &["run", "-d", "--name", &name, "busybox", "sh", "-c", "while true; do echo tick; sleep 0.2; done"]);
-    let mut follow = testbed::docker_command(&front.url, &["logs", "-f", &name]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    docker_ok(
+        &engine,
+        &[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "busybox",
+            "sh",
+            "-c",
+            "while true; do echo tick; sleep 0.2; done",
+        ],
+    );
+    let mut follow = testbed::docker_command(&front.url, &["logs", "-f", &name])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "tick");
     // Kill the agent: the client's stream must end, with an error, within a bounded time.
     front.behind()[0].kill();
     let killed = Instant::now();
-    let ended = wait_until(Duration::from_secs(20), || follow.try_wait().ok().flatten().is_some());
+    let ended = wait_until(Duration::from_secs(20), || {
+        follow.try_wait().ok().flatten().is_some()
+    });
     let status = follow.try_wait().ok().flatten();
     let _ = follow.kill();
     let _ = follow.wait();
-    assert!(ended, "docker logs -f still running {:?} after the agent died", killed.elapsed());
-    assert!(!status.unwrap().success(), "the stream ended as if it were complete");
+    assert!(
+        ended,
+        "docker logs -f still running {:?} after the agent died",
+        killed.elapsed()
+    );
+    assert!(
+        !status.unwrap().success(),
+        "the stream ended as if it were complete"
+    );
     // While the agent is down, calls fail fast with a message naming the node.
     let out = docker(&front.url, &["version", "--format", "{{.Server.Version}}"]);
     assert!(!out.status.success());
@@ -142,9 +202,15 @@ fn an_agent_killed_mid_stream_ends_the_stream_and_the_gateway_reconnects() {
     // The agent comes back on the same address: the gateway reconnects by itself.
     let addr = front.agent_addr().to_owned();
     let mut restarted = host.command_in(support::binary("busbar-agent"));
-    restarted.args(["--docker", &engine, "--grpc-listen", &addr]).args(tls_args(&certs(), "node1"));
+    restarted
+        .args(["--docker", &engine, "--grpc-listen", &addr])
+        .args(tls_args(&certs(), "node1"));
     front.behind()[0] = Process::start_cmd(restarted);
-    let back = wait_until(Duration::from_secs(20), || docker(&front.url, &["version", "--format", "{{.Server.Version}}"]).status.success());
+    let back = wait_until(Duration::from_secs(20), || {
+        docker(&front.url, &["version", "--format", "{{.Server.Version}}"])
+            .status
+            .success()
+    });
     docker_ok(&engine, &["rm", "-f", &name]);
     assert!(back, "the gateway did not reconnect to the restarted agent");
 }

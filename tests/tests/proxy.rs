@@ -27,7 +27,10 @@ fn unix_socket_listener() {
     let sock = std::env::temp_dir().join(format!("{}.sock", unique_name("agent")));
     let url = format!("unix://{}", sock.display());
     let _agent = Process::agent(&engine, &["--listen", &url]);
-    assert_eq!(docker_ok(&url, &["run", "--rm", "busybox", "echo", "via-unix"]), "via-unix");
+    assert_eq!(
+        docker_ok(&url, &["run", "--rm", "busybox", "echo", "via-unix"]),
+        "via-unix"
+    );
 }
 
 #[test]
@@ -38,23 +41,47 @@ fn refuses_plain_tcp_beyond_loopback_without_the_flag() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("0.0.0.0:1") && err.contains("--allow-remote-plaintext"), "{err}");
+    assert!(
+        err.contains("0.0.0.0:1") && err.contains("--allow-remote-plaintext"),
+        "{err}"
+    );
 }
 
 #[test]
 fn engine_outage_gives_a_clear_error_and_the_agent_recovers() {
-    let bed = Testbed::start(testbed::TestbedSpec { hosts: 1, netns: true, etcd: false }).unwrap();
+    let bed = Testbed::start(testbed::TestbedSpec {
+        hosts: 1,
+        netns: true,
+        etcd: false,
+    })
+    .unwrap();
     let host = &bed.hosts()[0];
     let agent = Process::agent(&host.docker_url(), &["--engine-connect-timeout", "2"]);
-    assert_eq!(docker_ok(&agent.url, &["run", "--rm", "busybox", "echo", "before"]), "before");
+    assert_eq!(
+        docker_ok(&agent.url, &["run", "--rm", "busybox", "echo", "before"]),
+        "before"
+    );
     host.stop_engine().unwrap();
     let started = Instant::now();
     let out = docker(&agent.url, &["ps"]);
-    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("cannot reach the Docker engine at {}", host.docker_url())), "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot reach the Docker engine at {}",
+            host.docker_url()
+        )),
+        "{err}"
+    );
     host.start_engine().unwrap();
-    assert_eq!(docker_ok(&agent.url, &["run", "--rm", "busybox", "echo", "after"]), "after");
+    assert_eq!(
+        docker_ok(&agent.url, &["run", "--rm", "busybox", "echo", "after"]),
+        "after"
+    );
     assert!(agent.open_fds() > 0, "the agent kept running");
 }

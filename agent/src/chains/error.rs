@@ -20,7 +20,10 @@ pub enum ConfigError {
     },
     /// One line per problem: `[<path>: ]line <n>: <message>`.
     #[error("{}", render(.path.as_deref(), .problems))]
-    Invalid { path: Option<PathBuf>, problems: Vec<Problem> },
+    Invalid {
+        path: Option<PathBuf>,
+        problems: Vec<Problem>,
+    },
 }
 
 impl ConfigError {
@@ -35,7 +38,10 @@ impl ConfigError {
     /// Records which file an invalid text came from.
     pub(super) fn in_file(self, file: &Path) -> ConfigError {
         match self {
-            ConfigError::Invalid { problems, .. } => ConfigError::Invalid { path: Some(file.to_path_buf()), problems },
+            ConfigError::Invalid { problems, .. } => ConfigError::Invalid {
+                path: Some(file.to_path_buf()),
+                problems,
+            },
             other => other,
         }
     }
@@ -59,6 +65,12 @@ impl fmt::Display for Problem {
 }
 
 fn render(path: Option<&Path>, problems: &[Problem]) -> String {
-    let prefix = path.map(|p| format!("{}: ", p.display())).unwrap_or_default();
-    problems.iter().map(|p| format!("{prefix}{p}")).collect::<Vec<_>>().join("\n")
+    let prefix = path
+        .map(|p| format!("{}: ", p.display()))
+        .unwrap_or_default();
+    problems
+        .iter()
+        .map(|p| format!("{prefix}{p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

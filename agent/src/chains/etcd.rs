@@ -62,10 +62,20 @@ impl EtcdChains {
     /// The chains to start with: etcd's, else the cache's, else none. Never fails: a problem
     /// is logged and recorded in the status.
     pub async fn start(cfg: EtcdChainsConfig) -> (Arc<LiveChains>, EtcdChains) {
-        let status = ChainStatus { node: cfg.node.clone(), source: "etcd".into(), ..ChainStatus::default() };
+        let status = ChainStatus {
+            node: cfg.node.clone(),
+            source: "etcd".into(),
+            ..ChainStatus::default()
+        };
         let published = watch::Sender::new(status.clone());
         let to_cache = spawn_cache_writer(cfg.state_dir.clone());
-        let mut me = EtcdChains { cfg, applied: None, status, published, to_cache };
+        let mut me = EtcdChains {
+            cfg,
+            applied: None,
+            status,
+            published,
+            to_cache,
+        };
         let shown = me.cfg.etcd.shown();
         let first = async {
             let client = connect(&me.cfg.etcd).await?;
@@ -75,7 +85,10 @@ impl EtcdChains {
         let first = async {
             tokio::time::timeout(START_TIMEOUT, first)
                 .await
-                .unwrap_or(Err(RegistryError::Unreachable { endpoints: shown.clone(), after: START_TIMEOUT }))
+                .unwrap_or(Err(RegistryError::Unreachable {
+                    endpoints: shown.clone(),
+                    after: START_TIMEOUT,
+                }))
         };
         match first.await {
             Ok((client, docs, rev)) => match me.compose(&docs, rev) {
@@ -89,7 +102,9 @@ impl EtcdChains {
             Err(e) if e.refusal().is_some() => {
                 error!(etcd = %shown, "cannot read the adapter chains from etcd at start: {e}")
             }
-            Err(e) => warn!(etcd = %shown, "cannot read the adapter chains from etcd at start: {e}"),
+            Err(e) => {
+                warn!(etcd = %shown, "cannot read the adapter chains from etcd at start: {e}")
+            }
         }
         let live = me.load_cache().unwrap_or_else(|| {
             warn!("no cached adapter chains either: starting with none until etcd answers");
@@ -118,10 +133,19 @@ impl EtcdChains {
                 return None;
             }
         };
-        let live = ChainSet::from_yaml(&cached.yaml).map_err(|e| e.to_string()).and_then(|set| {
-            LiveChains::new(set, format!("cache {} (etcd revision {})", path.display(), cached.revision))
+        let live = ChainSet::from_yaml(&cached.yaml)
+            .map_err(|e| e.to_string())
+            .and_then(|set| {
+                LiveChains::new(
+                    set,
+                    format!(
+                        "cache {} (etcd revision {})",
+                        path.display(),
+                        cached.revision
+                    ),
+                )
                 .map_err(|e| e.to_string())
-        });
+            });
         match live {
             Ok(live) => {
                 warn!(cache = %path.display(), revision = cached.revision, "etcd unreachable: using the last-known-good adapter chains from the cache");
@@ -141,8 +165,14 @@ impl EtcdChains {
     /// This node's scope documents and the revision of the read.
     async fn list(&self, client: &Client) -> Result<(Docs, i64), RegistryError> {
         let prefix = chains_prefix(&self.cfg.prefix);
-        let rsp =
-            call("get", &prefix, client.clone().get(prefix.as_str(), Some(GetOptions::new().with_prefix()))).await?;
+        let rsp = call(
+            "get",
+            &prefix,
+            client
+                .clone()
+                .get(prefix.as_str(), Some(GetOptions::new().with_prefix())),
+        )
+        .await?;
         let rev = rsp.header().map_or(0, |h| h.revision());
         let mut docs = Docs::new();
         for kv in rsp.kvs() {
@@ -162,16 +192,25 @@ impl EtcdChains {
     /// The scope of a chain key, if it applies to this node.
     fn scope_of(&self, key: &[u8]) -> Option<Scope> {
         let key = std::str::from_utf8(key).ok()?;
-        let scope: Scope = key.strip_prefix(&chains_prefix(&self.cfg.prefix))?.parse().ok()?;
-        scope.matches(&self.cfg.node, &self.cfg.labels).then_some(scope)
+        let scope: Scope = key
+            .strip_prefix(&chains_prefix(&self.cfg.prefix))?
+            .parse()
+            .ok()?;
+        scope
+            .matches(&self.cfg.node, &self.cfg.labels)
+            .then_some(scope)
     }
 
     /// Merges and validates `docs` (etcd's view at `rev`); on success records the apply and
     /// returns the new chains, on failure records the error and keeps the old ones.
     fn compose(&mut self, docs: &Docs, rev: i64) -> Result<Arc<LiveChains>, String> {
-        let scopes: BTreeMap<String, i64> = docs.iter().map(|(s, d)| (s.to_string(), d.mod_revision)).collect();
+        let scopes: BTreeMap<String, i64> = docs
+            .iter()
+            .map(|(s, d)| (s.to_string(), d.mod_revision))
+            .collect();
         let result = merge(docs).and_then(|(set, text)| {
-            let live = LiveChains::new(set, format!("etcd revision {rev}")).map_err(|e| e.to_string())?;
+            let live =
+                LiveChains::new(set, format!("etcd revision {rev}")).map_err(|e| e.to_string())?;
             Ok((live, text))
         });
         self.status.updated_at = unix_now();
@@ -217,7 +256,13 @@ impl EtcdChains {
     }
 
     /// Applies `docs` if they differ from what runs; publishes on `tx` and records the status.
-    async fn apply(&mut self, client: &Client, docs: &Docs, rev: i64, tx: &watch::Sender<Arc<LiveChains>>) {
+    async fn apply(
+        &mut self,
+        client: &Client,
+        docs: &Docs,
+        rev: i64,
+        tx: &watch::Sender<Arc<LiveChains>>,
+    ) {
         let before = self.applied.clone();
         match self.compose(docs, rev) {
             Ok(live) => {
@@ -229,7 +274,10 @@ impl EtcdChains {
                 }
                 self.write_cache();
             }
-            Err(e) => warn!(revision = rev, "refusing the adapter chains in etcd, keeping the last good ones:\n{e}"),
+            Err(e) => warn!(
+                revision = rev,
+                "refusing the adapter chains in etcd, keeping the last good ones:\n{e}"
+            ),
         }
         self.put_status(client).await;
     }
@@ -245,7 +293,9 @@ impl EtcdChains {
             };
             match outcome {
                 Ok(why) => warn!(etcd = %shown, "chain watch ended: {why}; listing again"),
-                Err(e) => warn!(etcd = %shown, "chain watch: {e}; retrying (keeping the running chains)"),
+                Err(e) => {
+                    warn!(etcd = %shown, "chain watch: {e}; retrying (keeping the running chains)")
+                }
             }
             if !backoff.wait(&shutdown).await {
                 return;
@@ -264,8 +314,15 @@ impl EtcdChains {
         self.apply(&client, &docs, rev, tx).await;
         backoff.reset();
         let prefix = chains_prefix(&self.cfg.prefix);
-        let options = WatchOptions::new().with_prefix().with_start_revision(rev + 1);
-        let mut stream = call("watch", &prefix, client.clone().watch(prefix.as_str(), Some(options))).await?;
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(rev + 1);
+        let mut stream = call(
+            "watch",
+            &prefix,
+            client.clone().watch(prefix.as_str(), Some(options)),
+        )
+        .await?;
         loop {
             let msg = match stream.message().await {
                 Ok(Some(m)) => m,
@@ -278,12 +335,20 @@ impl EtcdChains {
             let mut relevant = false;
             for ev in msg.events() {
                 let Some(kv) = ev.kv() else { continue };
-                let Some(scope) = self.scope_of(kv.key()) else { continue };
+                let Some(scope) = self.scope_of(kv.key()) else {
+                    continue;
+                };
                 relevant = true;
                 match ev.event_type() {
                     EventType::Put => {
                         let text = String::from_utf8_lossy(kv.value()).into_owned();
-                        docs.insert(scope, ScopeDoc { text, mod_revision: kv.mod_revision() });
+                        docs.insert(
+                            scope,
+                            ScopeDoc {
+                                text,
+                                mod_revision: kv.mod_revision(),
+                            },
+                        );
                     }
                     EventType::Delete => {
                         docs.remove(&scope);
@@ -307,9 +372,14 @@ fn spawn_cache_writer(state_dir: PathBuf) -> watch::Sender<Option<CachedChains>>
     let (tx, mut rx) = watch::channel(None::<CachedChains>);
     tokio::spawn(async move {
         while rx.changed().await.is_ok() {
-            let Some(cached) = rx.borrow_and_update().clone() else { continue };
+            let Some(cached) = rx.borrow_and_update().clone() else {
+                continue;
+            };
             let dir = state_dir.clone();
-            if tokio::task::spawn_blocking(move || write_cache_file(&dir, &cached)).await.is_err() {
+            if tokio::task::spawn_blocking(move || write_cache_file(&dir, &cached))
+                .await
+                .is_err()
+            {
                 return; // the runtime is shutting down
             }
         }
@@ -358,7 +428,11 @@ mod tests {
         }
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
         while read(&dir).map(|c| c.revision) != Some(5) {
-            assert!(tokio::time::Instant::now() < deadline, "the cache was not written: {:?}", read(&dir));
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the cache was not written: {:?}",
+                read(&dir)
+            );
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         assert_eq!(read(&dir), Some(cached(5)));
@@ -368,7 +442,11 @@ mod tests {
         drop(tx);
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
         while read(&dir).map(|c| c.revision) != Some(6) {
-            assert!(tokio::time::Instant::now() < deadline, "the last chain was not written: {:?}", read(&dir));
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the last chain was not written: {:?}",
+                read(&dir)
+            );
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         let _ = std::fs::remove_dir_all(&root);

@@ -16,15 +16,24 @@ pub(super) struct Locator<'a> {
 
 impl<'a> Locator<'a> {
     pub(super) fn new(src: &'a str) -> Locator<'a> {
-        Locator { lines: src.lines().collect() }
+        Locator {
+            lines: src.lines().collect(),
+        }
     }
 
     /// The line of a key of the top-level mapping.
     pub(super) fn top_key(&self, key: &str) -> Option<usize> {
-        let root = self.lines.iter().position(|l| is_content(l) && !is_document_marker(l))?;
+        let root = self
+            .lines
+            .iter()
+            .position(|l| is_content(l) && !is_document_marker(l))?;
         let indent = indent_of(self.lines[root]);
         (root..self.lines.len())
-            .find(|&i| is_content(self.lines[i]) && indent_of(self.lines[i]) == indent && key_at(self.lines[i], key))
+            .find(|&i| {
+                is_content(self.lines[i])
+                    && indent_of(self.lines[i]) == indent
+                    && key_at(self.lines[i], key)
+            })
             .map(|i| i + 1)
     }
 
@@ -106,7 +115,10 @@ adapters:
         let create = loc.child_key(loc.top_key("endpoints"), "POST /*/containers/create");
         assert_eq!(create, Some(4));
         assert_eq!(loc.child_key(create, "pre"), Some(5));
-        assert_eq!(loc.child_key(loc.top_key("endpoints"), "DELETE /*/containers/*"), Some(6));
+        assert_eq!(
+            loc.child_key(loc.top_key("endpoints"), "DELETE /*/containers/*"),
+            Some(6)
+        );
     }
 
     #[test]
@@ -122,7 +134,10 @@ adapters:
         let adapters = loc.top_key("adapters");
         assert_eq!(loc.child_key(adapters, "url"), Some(8));
         assert_eq!(loc.child_key(adapters, "weave"), Some(10));
-        assert_eq!(loc.child_key(loc.child_key(adapters, "url"), "url"), Some(9));
+        assert_eq!(
+            loc.child_key(loc.child_key(adapters, "url"), "url"),
+            Some(9)
+        );
     }
 
     #[test]

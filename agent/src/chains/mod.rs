@@ -59,8 +59,8 @@ mod error;
 pub mod etcd;
 mod locate;
 pub mod scoped;
-mod units;
 pub mod source;
+mod units;
 mod yaml;
 
 use std::collections::BTreeMap;
@@ -126,12 +126,19 @@ pub enum OnError {
 impl ChainSet {
     /// No endpoints and no adapters: every request passes straight through.
     pub fn empty() -> ChainSet {
-        ChainSet { endpoints: Vec::new(), adapters: BTreeMap::new(), max_buffer: DEFAULT_MAX_BUFFER }
+        ChainSet {
+            endpoints: Vec::new(),
+            adapters: BTreeMap::new(),
+            max_buffer: DEFAULT_MAX_BUFFER,
+        }
     }
 
     /// Parses and validates the text of an `adapters.yml` file.
     pub fn from_yaml(src: &str) -> Result<ChainSet, ConfigError> {
-        yaml::parse(src).map_err(|problems| ConfigError::Invalid { path: None, problems })
+        yaml::parse(src).map_err(|problems| ConfigError::Invalid {
+            path: None,
+            problems,
+        })
     }
 
     /// Reads a file, then [`ChainSet::from_yaml`]. Errors name the file. This blocks; from
@@ -139,8 +146,13 @@ impl ChainSet {
     pub fn load(path: impl AsRef<Path>) -> Result<ChainSet, ConfigError> {
         let path = path.as_ref();
         let src = std::fs::read_to_string(path).map_err(|source| match source.kind() {
-            std::io::ErrorKind::NotFound => ConfigError::NotFound { path: path.to_path_buf() },
-            _ => ConfigError::Read { path: path.to_path_buf(), source },
+            std::io::ErrorKind::NotFound => ConfigError::NotFound {
+                path: path.to_path_buf(),
+            },
+            _ => ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            },
         })?;
         Self::from_yaml(&src).map_err(|e| e.in_file(path))
     }

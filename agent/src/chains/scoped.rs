@@ -44,14 +44,21 @@ pub struct ScopeError {
 }
 
 fn good_word(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c))
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c))
 }
 
 impl std::str::FromStr for Scope {
     type Err = ScopeError;
 
     fn from_str(s: &str) -> Result<Scope, ScopeError> {
-        let bad = |reason| Err(ScopeError { scope: s.to_owned(), reason });
+        let bad = |reason| {
+            Err(ScopeError {
+                scope: s.to_owned(),
+                reason,
+            })
+        };
         if s == "global" {
             return Ok(Scope::Global);
         }
@@ -62,7 +69,9 @@ impl std::str::FromStr for Scope {
             return Ok(Scope::Node(name.to_owned()));
         }
         if let Some(kv) = s.strip_prefix("label:") {
-            let Some((k, v)) = kv.split_once('=') else { return bad("a label scope is label:KEY=VALUE") };
+            let Some((k, v)) = kv.split_once('=') else {
+                return bad("a label scope is label:KEY=VALUE");
+            };
             if !good_word(k) || !(v.is_empty() || good_word(v)) {
                 return bad("label keys and values are letters, digits, '.', '_', '-' and '/'");
             }
@@ -174,7 +183,10 @@ pub fn merge(docs: &BTreeMap<Scope, ScopeDoc>) -> Result<(ChainSet, String), Str
         let set = match ChainSet::from_yaml(&doc.text) {
             Ok(set) => set,
             Err(e) => {
-                problems.push(format!("scope {scope} (revision {}): {e}", doc.mod_revision));
+                problems.push(format!(
+                    "scope {scope} (revision {}): {e}",
+                    doc.mod_revision
+                ));
                 continue;
             }
         };
@@ -185,7 +197,10 @@ pub fn merge(docs: &BTreeMap<Scope, ScopeDoc>) -> Result<(ChainSet, String), Str
             return Ok((set, doc.text.clone()));
         }
         let Ok(Value::Mapping(root)) = serde_yaml::from_str::<Value>(&doc.text) else {
-            problems.push(format!("scope {scope} (revision {}): not a mapping", doc.mod_revision));
+            problems.push(format!(
+                "scope {scope} (revision {}): not a mapping",
+                doc.mod_revision
+            ));
             continue;
         };
         if let Some(Value::Mapping(eps)) = root.get("endpoints") {
@@ -193,11 +208,19 @@ pub fn merge(docs: &BTreeMap<Scope, ScopeDoc>) -> Result<(ChainSet, String), Str
                 match endpoints.get_mut(key) {
                     Some(Value::Mapping(existing)) => {
                         for side in ["pre", "post"] {
-                            let more = hooks.get(side).and_then(Value::as_sequence).cloned().unwrap_or_default();
+                            let more = hooks
+                                .get(side)
+                                .and_then(Value::as_sequence)
+                                .cloned()
+                                .unwrap_or_default();
                             if more.is_empty() {
                                 continue;
                             }
-                            let mut list = existing.get(side).and_then(Value::as_sequence).cloned().unwrap_or_default();
+                            let mut list = existing
+                                .get(side)
+                                .and_then(Value::as_sequence)
+                                .cloned()
+                                .unwrap_or_default();
                             list.extend(more);
                             existing.insert(Value::from(side), Value::Sequence(list));
                         }
@@ -227,9 +250,11 @@ pub fn merge(docs: &BTreeMap<Scope, ScopeDoc>) -> Result<(ChainSet, String), Str
     if let Some(mb) = max_buffer {
         root.insert("max_buffer".into(), mb);
     }
-    let text = serde_yaml::to_string(&Value::Mapping(root)).map_err(|e| format!("merging the scopes: {e}"))?;
+    let text = serde_yaml::to_string(&Value::Mapping(root))
+        .map_err(|e| format!("merging the scopes: {e}"))?;
     let scopes: Vec<String> = docs.keys().map(|s| s.to_string()).collect();
-    let set = ChainSet::from_yaml(&text).map_err(|e| format!("the merge of {} is invalid: {e}", scopes.join(", ")))?;
+    let set = ChainSet::from_yaml(&text)
+        .map_err(|e| format!("the merge of {} is invalid: {e}", scopes.join(", ")))?;
     Ok((set, text))
 }
 
@@ -238,7 +263,10 @@ mod tests {
     use super::*;
 
     fn doc(text: &str, rev: i64) -> ScopeDoc {
-        ScopeDoc { text: text.to_owned(), mod_revision: rev }
+        ScopeDoc {
+            text: text.to_owned(),
+            mod_revision: rev,
+        }
     }
 
     #[test]
@@ -246,20 +274,37 @@ mod tests {
         for s in ["global", "node:node1", "label:zone=a", "label:k="] {
             assert_eq!(s.parse::<Scope>().unwrap().to_string(), s);
         }
-        for bad in ["", "globl", "node:", "node:a/b", "label:zone", "label:=a", "label:a b=c", "x:y"] {
+        for bad in [
+            "",
+            "globl",
+            "node:",
+            "node:a/b",
+            "label:zone",
+            "label:=a",
+            "label:a b=c",
+            "x:y",
+        ] {
             let e = bad.parse::<Scope>().unwrap_err().to_string();
             assert!(e.contains("bad scope"), "{bad}: {e}");
         }
-        let mut v: Vec<Scope> =
-            ["node:a", "label:z=1", "global", "label:a=9"].iter().map(|s| s.parse().unwrap()).collect();
+        let mut v: Vec<Scope> = ["node:a", "label:z=1", "global", "label:a=9"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
         v.sort();
         let shown: Vec<String> = v.iter().map(|s| s.to_string()).collect();
         assert_eq!(shown, ["global", "label:a=9", "label:z=1", "node:a"]);
         let labels: BTreeMap<String, String> = [("zone".to_owned(), "a".to_owned())].into();
         assert!(Scope::Label("zone".into(), "a".into()).matches("n1", &labels));
         assert!(!Scope::Label("zone".into(), "b".into()).matches("n1", &labels));
-        assert!(Scope::Node("n1".into()).matches("n1", &labels) && !Scope::Node("n2".into()).matches("n1", &labels));
-        assert_eq!(chain_key("/busbar", &Scope::Global), "/busbar/chains/global");
+        assert!(
+            Scope::Node("n1".into()).matches("n1", &labels)
+                && !Scope::Node("n2".into()).matches("n1", &labels)
+        );
+        assert_eq!(
+            chain_key("/busbar", &Scope::Global),
+            "/busbar/chains/global"
+        );
     }
 
     #[test]
@@ -290,7 +335,9 @@ mod tests {
         assert_eq!(merged, text);
         assert_eq!(set, ChainSet::from_yaml(text).unwrap());
         let bad: BTreeMap<Scope, ScopeDoc> = [(Scope::Global, doc("endpoints: {}\n", 5))].into();
-        assert!(merge(&bad).unwrap_err().contains("scope global (revision 5)"));
+        assert!(merge(&bad)
+            .unwrap_err()
+            .contains("scope global (revision 5)"));
     }
 
     #[test]
@@ -299,9 +346,15 @@ mod tests {
         docs.insert(Scope::Global, doc("endpoints: {}\nadapters: {}\n", 2));
         docs.insert(
             Scope::Label("zone".into(), "a".into()),
-            doc("endpoints:\n  \"POST /x\":\n    pre: [nope]\nadapters: {}\n", 7),
+            doc(
+                "endpoints:\n  \"POST /x\":\n    pre: [nope]\nadapters: {}\n",
+                7,
+            ),
         );
         let e = merge(&docs).unwrap_err();
-        assert!(e.contains("label:zone=a (revision 7)") && e.contains("nope"), "{e}");
+        assert!(
+            e.contains("label:zone=a (revision 7)") && e.contains("nope"),
+            "{e}"
+        );
     }
 }

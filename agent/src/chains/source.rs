@@ -42,12 +42,20 @@ impl LiveChains {
         let set = ChainSet::empty();
         let clients = AdapterClients::new(set.adapters().values().map(|a| a.as_ref()))
             .expect("no adapters means no CA file to load");
-        Arc::new(LiveChains { set, clients, origin: "none".into() })
+        Arc::new(LiveChains {
+            set,
+            clients,
+            origin: "none".into(),
+        })
     }
 
     pub fn new(set: ChainSet, origin: String) -> Result<Arc<LiveChains>, HookError> {
         let clients = AdapterClients::new(set.adapters().values().map(|a| a.as_ref()))?;
-        Ok(Arc::new(LiveChains { set, clients, origin }))
+        Ok(Arc::new(LiveChains {
+            set,
+            clients,
+            origin,
+        }))
     }
 }
 
@@ -68,7 +76,10 @@ pub fn load_file(path: &Path) -> Result<Arc<LiveChains>, SourceError> {
 
 /// The status of an agent that runs no chains and follows no source.
 pub fn none_status() -> ChainStatus {
-    ChainStatus { source: "none".into(), ..ChainStatus::default() }
+    ChainStatus {
+        source: "none".into(),
+        ..ChainStatus::default()
+    }
 }
 
 /// The status of an agent that runs the chains of the file `path` (loaded and valid).
@@ -148,10 +159,17 @@ mod tests {
     const INVALID: &str = "endpoints:\n  \"POST /x\":\n    pre: [nope]\nadapters: {}\n";
 
     /// Waits (real time: the watcher polls every 500 ms) until `ok` holds for the status.
-    async fn until(rx: &mut watch::Receiver<ChainStatus>, ok: impl Fn(&ChainStatus) -> bool) -> ChainStatus {
+    async fn until(
+        rx: &mut watch::Receiver<ChainStatus>,
+        ok: impl Fn(&ChainStatus) -> bool,
+    ) -> ChainStatus {
         let deadline = Instant::now() + Duration::from_secs(5);
         while !ok(&rx.borrow()) {
-            assert!(Instant::now() < deadline, "status never became as expected: {:?}", *rx.borrow());
+            assert!(
+                Instant::now() < deadline,
+                "status never became as expected: {:?}",
+                *rx.borrow()
+            );
             let _ = tokio::time::timeout(Duration::from_millis(200), rx.changed()).await;
         }
         rx.borrow().clone()
@@ -159,20 +177,32 @@ mod tests {
 
     #[tokio::test]
     async fn the_file_status_says_why_the_last_change_was_refused_until_it_is_fixed() {
-        let path = std::env::temp_dir().join(format!("busbar-source-test-{}.yml", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("busbar-source-test-{}.yml", std::process::id()));
         std::fs::write(&path, VALID).unwrap();
         let (chains_tx, _chains) = watch::channel(load_file(&path).unwrap());
         let (status_tx, mut status) = watch::channel(file_status(&path));
         assert_eq!(status.borrow().source, "file");
-        assert_eq!(status.borrow().file.as_deref(), Some(path.display().to_string().as_str()));
+        assert_eq!(
+            status.borrow().file.as_deref(),
+            Some(path.display().to_string().as_str())
+        );
         let shutdown = CancellationToken::new();
-        let watcher = tokio::spawn(watch_file(path.clone(), chains_tx, status_tx, shutdown.clone()));
+        let watcher = tokio::spawn(watch_file(
+            path.clone(),
+            chains_tx,
+            status_tx,
+            shutdown.clone(),
+        ));
         // The watcher reads the file once when it starts: change it only after that.
         tokio::time::sleep(Duration::from_millis(200)).await;
 
         std::fs::write(&path, INVALID).unwrap();
         let refused = until(&mut status, |s| s.error.is_some()).await;
-        assert!(refused.error.as_deref().is_some_and(|e| e.contains("nope")), "{refused:?}");
+        assert!(
+            refused.error.as_deref().is_some_and(|e| e.contains("nope")),
+            "{refused:?}"
+        );
         std::fs::write(&path, VALID.replace("{}\nadapters", "{} # fixed\nadapters")).unwrap();
         until(&mut status, |s| s.error.is_none()).await;
 

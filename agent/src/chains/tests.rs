@@ -26,7 +26,8 @@ impl TempFile {
     fn new(contents: &str) -> TempFile {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("busbar-chains-{}-{n}.yml", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("busbar-chains-{}-{n}.yml", std::process::id()));
         let file = TempFile(path);
         file.write(contents);
         file
@@ -72,18 +73,31 @@ fn hooks<'a>(chains: &'a ChainSet, key: &str) -> (&'a [String], &'a [String]) {
 }
 
 fn url(chains: &ChainSet, name: &str) -> String {
-    chains.adapter(name).expect("adapter exists").url.to_string()
+    chains
+        .adapter(name)
+        .expect("adapter exists")
+        .url
+        .to_string()
 }
 
 fn assert_good(chains: &ChainSet) {
-    assert_eq!(keys(chains), ["POST /*/containers/create", "DELETE /*/containers/*"]);
+    assert_eq!(
+        keys(chains),
+        ["POST /*/containers/create", "DELETE /*/containers/*"]
+    );
     for key in keys(chains) {
         assert_eq!(
             hooks(chains, key),
-            (&["flocker".into(), "weave".into()][..], &["weave".into(), "flocker".into()][..])
+            (
+                &["flocker".into(), "weave".into()][..],
+                &["weave".into(), "flocker".into()][..]
+            )
         );
     }
-    assert_eq!(chains.adapters().keys().collect::<Vec<_>>(), ["flocker", "weave"]);
+    assert_eq!(
+        chains.adapters().keys().collect::<Vec<_>>(),
+        ["flocker", "weave"]
+    );
     assert_eq!(url(chains, "flocker"), "http://flocker/flocker-adapter");
     assert_eq!(url(chains, "weave"), "http://weave/weave-adapter");
 }
@@ -112,7 +126,9 @@ fn test_read_from_yaml_file_success() {
 #[test]
 fn test_read_from_yaml_file_missing() {
     let err = ChainSet::load("improbable_chickens").expect_err("no such file");
-    assert!(matches!(&err, ConfigError::NotFound { path } if path == Path::new("improbable_chickens")));
+    assert!(
+        matches!(&err, ConfigError::NotFound { path } if path == Path::new("improbable_chickens"))
+    );
     assert_eq!(err.to_string(), "chain file improbable_chickens not found");
 }
 
@@ -121,10 +137,15 @@ fn test_read_from_yaml_file_invalid() {
     let file = TempFile::new("{' unclosed");
     let err = ChainSet::load(file.path()).expect_err("invalid YAML");
     assert!(matches!(&err, ConfigError::Invalid { path: Some(p), .. } if p == file.path()));
-    let [problem] = err.problems() else { panic!("one problem expected: {err}") };
+    let [problem] = err.problems() else {
+        panic!("one problem expected: {err}")
+    };
     assert_eq!(problem.line, Some(1));
     assert!(problem.message.starts_with("invalid YAML: "), "{problem}");
-    assert!(err.to_string().starts_with(&format!("{}: line 1: invalid YAML: ", file.path().display())));
+    assert!(err.to_string().starts_with(&format!(
+        "{}: line 1: invalid YAML: ",
+        file.path().display()
+    )));
 }
 
 // test_read_from_yaml_file_default_file is not ported: the default path is the CLI's
@@ -138,13 +159,18 @@ fn test_parse_good_adapters() {
 #[test]
 fn test_endpoints() {
     // Powerstrip returned a set; we keep file order, which is also the hook order.
-    assert_eq!(keys(&parse(GOOD)), ["POST /*/containers/create", "DELETE /*/containers/*"]);
+    assert_eq!(
+        keys(&parse(GOOD)),
+        ["POST /*/containers/create", "DELETE /*/containers/*"]
+    );
 }
 
 #[test]
 fn test_endpoint() {
     let chains = parse(GOOD);
-    let endpoint = chains.endpoint("POST /*/containers/create").expect("configured");
+    let endpoint = chains
+        .endpoint("POST /*/containers/create")
+        .expect("configured");
     assert_eq!(endpoint.pre, ["flocker", "weave"]);
     assert_eq!(endpoint.post, ["weave", "flocker"]);
     assert_eq!(endpoint.line, Some(3));
@@ -157,12 +183,18 @@ fn test_endpoint_error() {
 
 #[test]
 fn test_adapters() {
-    assert_eq!(parse(GOOD).adapters().keys().collect::<Vec<_>>(), ["flocker", "weave"]);
+    assert_eq!(
+        parse(GOOD).adapters().keys().collect::<Vec<_>>(),
+        ["flocker", "weave"]
+    );
 }
 
 #[test]
 fn test_adapter_uri() {
-    assert_eq!(url(&parse(GOOD), "flocker"), "http://flocker/flocker-adapter");
+    assert_eq!(
+        url(&parse(GOOD), "flocker"),
+        "http://flocker/flocker-adapter"
+    );
 }
 
 #[test]
@@ -207,7 +239,10 @@ fn test_config_change() {
     );
     let chains = ChainSet::load(file.path()).expect("valid file");
     assert_eq!(keys(&chains), ["POST /*/containers/stop"]);
-    assert_eq!(hooks(&chains, "POST /*/containers/stop"), (&["flocker".into()][..], &[][..]));
+    assert_eq!(
+        hooks(&chains, "POST /*/containers/stop"),
+        (&["flocker".into()][..], &[][..])
+    );
     assert_eq!(chains.adapters().keys().collect::<Vec<_>>(), ["flocker"]);
 }
 
@@ -257,13 +292,19 @@ fn test_no_endpoint_keys() {
 #[test]
 fn test_optional_pre() {
     let chains = parse(&GOOD.replacen("    pre: [flocker, weave]\n", "", 1));
-    assert_eq!(hooks(&chains, "POST /*/containers/create"), (&[][..], &["weave".into(), "flocker".into()][..]));
+    assert_eq!(
+        hooks(&chains, "POST /*/containers/create"),
+        (&[][..], &["weave".into(), "flocker".into()][..])
+    );
 }
 
 #[test]
 fn test_optional_post() {
     let chains = parse(&GOOD.replacen("    post: [weave, flocker]\n", "", 1));
-    assert_eq!(hooks(&chains, "POST /*/containers/create"), (&["flocker".into(), "weave".into()][..], &[][..]));
+    assert_eq!(
+        hooks(&chains, "POST /*/containers/create"),
+        (&["flocker".into(), "weave".into()][..], &[][..])
+    );
 }
 
 #[test]
@@ -284,7 +325,10 @@ fn test_missing_defined_adapters() {
 fn test_attributes() {
     let chains = parse(GOOD);
     let endpoint = &chains.endpoints()[1];
-    assert_eq!((endpoint.pre.as_slice(), endpoint.post.as_slice()), hooks(&chains, "DELETE /*/containers/*"));
+    assert_eq!(
+        (endpoint.pre.as_slice(), endpoint.post.as_slice()),
+        hooks(&chains, "DELETE /*/containers/*")
+    );
     assert_eq!(endpoint.method, MethodPattern::Exact(http::Method::DELETE));
     assert_eq!(endpoint.pattern.as_str(), "/*/containers/*");
 }
@@ -335,7 +379,10 @@ adapters:
   debug: http://debug/v1/extension
 "#,
     );
-    assert_eq!(hooks(&weave, "POST /*/containers/create").0, ["debug", "weave", "debug"]);
+    assert_eq!(
+        hooks(&weave, "POST /*/containers/create").0,
+        ["debug", "weave", "debug"]
+    );
 }
 
 #[test]
@@ -374,20 +421,34 @@ max_buffer: 1MiB
     assert_eq!(secure.url, "https://policy.example:8443/hook");
     assert_eq!(secure.timeout, Duration::from_secs(30));
     assert_eq!(secure.on_error, OnError::Fail);
-    assert_eq!(secure.ca_file.as_deref(), Some(Path::new("/etc/busbar/policy-ca.pem")));
+    assert_eq!(
+        secure.ca_file.as_deref(),
+        Some(Path::new("/etc/busbar/policy-ca.pem"))
+    );
     let quick = chains.adapter("quick").expect("defined");
-    assert_eq!((quick.timeout, quick.on_error), (Duration::from_millis(500), OnError::Skip));
+    assert_eq!(
+        (quick.timeout, quick.on_error),
+        (Duration::from_millis(500), OnError::Skip)
+    );
     let plain = chains.adapter("plain").expect("defined");
-    assert_eq!((plain.timeout, plain.on_error, plain.ca_file.as_ref()), (DEFAULT_TIMEOUT, OnError::Fail, None));
+    assert_eq!(
+        (plain.timeout, plain.on_error, plain.ca_file.as_ref()),
+        (DEFAULT_TIMEOUT, OnError::Fail, None)
+    );
     assert_eq!(chains.max_buffer(), 1 << 20);
-    assert_eq!(parse("endpoints: {}\nadapters: {}\nmax_buffer: 4096\n").max_buffer(), 4096);
+    assert_eq!(
+        parse("endpoints: {}\nadapters: {}\nmax_buffer: 4096\n").max_buffer(),
+        4096
+    );
 }
 
 #[test]
 fn empty_chain_set_matches_nothing() {
     let chains = ChainSet::empty();
     assert!(chains.endpoints().is_empty() && chains.adapters().is_empty());
-    assert!(chains.hooks_for(&http::Method::POST, "/v1.41/containers/create").is_empty());
+    assert!(chains
+        .hooks_for(&http::Method::POST, "/v1.41/containers/create")
+        .is_empty());
     assert_eq!(ChainSet::default(), chains);
 }
 
@@ -403,18 +464,34 @@ fn not_a_mapping_or_empty() {
         problems("- endpoints\n- adapters\n"),
         ["expected a mapping with keys \"endpoints\" and \"adapters\", found a list"]
     );
-    assert_eq!(problems("42"), ["expected a mapping with keys \"endpoints\" and \"adapters\", found the number 42"]);
+    assert_eq!(
+        problems("42"),
+        ["expected a mapping with keys \"endpoints\" and \"adapters\", found the number 42"]
+    );
 }
 
 #[test]
 fn yaml_syntax_errors_carry_the_parser_line() {
-    let err = ChainSet::from_yaml("endpoints:\n  \"POST /x\":\n    pre: [a\nadapters: {}\n").expect_err("bad YAML");
-    let [problem] = err.problems() else { panic!("one problem expected: {err}") };
+    let err = ChainSet::from_yaml("endpoints:\n  \"POST /x\":\n    pre: [a\nadapters: {}\n")
+        .expect_err("bad YAML");
+    let [problem] = err.problems() else {
+        panic!("one problem expected: {err}")
+    };
     assert_eq!(problem.line, Some(4));
-    assert!(problem.message.starts_with("invalid YAML: did not find expected ',' or ']'"), "{problem}");
+    assert!(
+        problem
+            .message
+            .starts_with("invalid YAML: did not find expected ',' or ']'"),
+        "{problem}"
+    );
 
-    let err = ChainSet::from_yaml("endpoints: {}\nadapters: {}\nendpoints: {}\n").expect_err("duplicate key");
-    assert!(err.to_string().contains("duplicate entry with key \"endpoints\""), "{err}");
+    let err = ChainSet::from_yaml("endpoints: {}\nadapters: {}\nendpoints: {}\n")
+        .expect_err("duplicate key");
+    assert!(
+        err.to_string()
+            .contains("duplicate entry with key \"endpoints\""),
+        "{err}"
+    );
 }
 
 #[test]
@@ -436,9 +513,18 @@ fn unknown_top_level_keys_are_errors() {
 #[test]
 fn unsupported_versions() {
     let yml = |v: &str| format!("version: {v}\nendpoints: {{}}\nadapters: {{}}\n");
-    assert_eq!(problems(&yml("2")), ["line 1: unsupported version: expected 1, found the number 2"]);
-    assert_eq!(problems(&yml("\"1\"")), ["line 1: unsupported version: expected 1, found the string \"1\""]);
-    assert_eq!(problems(&yml("")), ["line 1: unsupported version: expected 1, found null"]);
+    assert_eq!(
+        problems(&yml("2")),
+        ["line 1: unsupported version: expected 1, found the number 2"]
+    );
+    assert_eq!(
+        problems(&yml("\"1\"")),
+        ["line 1: unsupported version: expected 1, found the string \"1\""]
+    );
+    assert_eq!(
+        problems(&yml("")),
+        ["line 1: unsupported version: expected 1, found null"]
+    );
 }
 
 #[test]
@@ -672,6 +758,10 @@ fn read_errors_name_the_file() {
     let dir = std::env::temp_dir();
     let err = ChainSet::load(&dir).expect_err("a directory is not a file");
     assert!(matches!(&err, ConfigError::Read { path, .. } if path == &dir));
-    assert!(err.to_string().starts_with(&format!("cannot read chain file {}: ", dir.display())), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with(&format!("cannot read chain file {}: ", dir.display())),
+        "{err}"
+    );
     assert!(err.problems().is_empty());
 }

@@ -62,7 +62,9 @@ pub(super) fn size(value: &Value) -> Option<u64> {
 /// `"64 MiB"` -> `("64", "MiB")`.
 fn split_unit(s: &str) -> (&str, &str) {
     let s = s.trim();
-    let at = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let at = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     (&s[..at], s[at..].trim_start())
 }
 
@@ -82,7 +84,9 @@ mod tests {
         assert_eq!(duration(&yaml("500ms")), Some(Duration::from_millis(500)));
         assert_eq!(duration(&yaml("2m")), Some(Duration::from_secs(120)));
         assert_eq!(duration(&yaml("1 h")), Some(Duration::from_secs(3600)));
-        for bad in ["0", "0s", "-1", "\"10\"", "10x", "s", "1e400", ".nan", "null", "[1]", "1.2.3s"] {
+        for bad in [
+            "0", "0s", "-1", "\"10\"", "10x", "s", "1e400", ".nan", "null", "[1]", "1.2.3s",
+        ] {
             assert_eq!(duration(&yaml(bad)), None, "{bad}");
         }
     }
@@ -95,7 +99,18 @@ mod tests {
         assert_eq!(size(&yaml("1 GiB")), Some(1 << 30));
         assert_eq!(size(&yaml("10KB")), Some(10_000));
         assert_eq!(size(&yaml("512B")), Some(512));
-        for bad in ["0", "0MiB", "-1", "1.5MiB", "64mib", "64 parsecs", "99999999999GiB", "2.5", "null", "MiB"] {
+        for bad in [
+            "0",
+            "0MiB",
+            "-1",
+            "1.5MiB",
+            "64mib",
+            "64 parsecs",
+            "99999999999GiB",
+            "2.5",
+            "null",
+            "MiB",
+        ] {
             assert_eq!(size(&yaml(bad)), None, "{bad}");
         }
     }

@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use serde_yaml::{Mapping, Value};
 
 use super::locate::Locator;
-use super::{units, Adapter, ChainSet, Endpoint, OnError, Problem, DEFAULT_MAX_BUFFER, DEFAULT_TIMEOUT};
+use super::{
+    units, Adapter, ChainSet, Endpoint, OnError, Problem, DEFAULT_MAX_BUFFER, DEFAULT_TIMEOUT,
+};
 use crate::hooks::matcher::{parse_endpoint_key, MethodPattern, PathPattern, PatternError};
 
 /// At most this many compiled endpoint keys are remembered (see [`compile_key`]).
@@ -47,10 +49,16 @@ pub(super) fn parse(src: &str) -> Result<ChainSet, Vec<Problem>> {
         Ok(root) => root,
         Err(e) => {
             let line = e.location().map(|l| l.line());
-            return Err(vec![Problem { line, message: format!("invalid YAML: {e}") }]);
+            return Err(vec![Problem {
+                line,
+                message: format!("invalid YAML: {e}"),
+            }]);
         }
     };
-    let mut checker = Checker { loc: Locator::new(src), problems: Vec::new() };
+    let mut checker = Checker {
+        loc: Locator::new(src),
+        problems: Vec::new(),
+    };
     match checker.document(&root) {
         Some(chains) if checker.problems.is_empty() => Ok(chains),
         _ => {
@@ -77,7 +85,10 @@ type Section<'v> = Option<(Option<usize>, &'v Value)>;
 
 impl Checker<'_> {
     fn report(&mut self, line: Option<usize>, message: impl Into<String>) {
-        self.problems.push(Problem { line, message: message.into() });
+        self.problems.push(Problem {
+            line,
+            message: message.into(),
+        });
     }
 
     fn document(&mut self, root: &Value) -> Option<ChainSet> {
@@ -100,7 +111,10 @@ impl Checker<'_> {
         let mut max_buffer = DEFAULT_MAX_BUFFER;
         for (key, value) in map {
             let Some(name) = key.as_str() else {
-                self.report(None, format!("top-level keys must be strings, found {}", describe(key)));
+                self.report(
+                    None,
+                    format!("top-level keys must be strings, found {}", describe(key)),
+                );
                 continue;
             };
             let line = self.loc.top_key(name);
@@ -117,37 +131,60 @@ impl Checker<'_> {
         }
         for (section, name) in [(endpoints, "endpoints"), (adapters, "adapters")] {
             if section.is_none() {
-                self.report(None, format!("required key {name:?} is missing (write \"{name}: {{}}\" for none)"));
+                self.report(
+                    None,
+                    format!("required key {name:?} is missing (write \"{name}: {{}}\" for none)"),
+                );
             }
         }
         let adapters = match adapters {
             Some((line, value)) => self.adapters(line, value),
-            None => Adapters { valid: BTreeMap::new(), names: None },
+            None => Adapters {
+                valid: BTreeMap::new(),
+                names: None,
+            },
         };
         let endpoints = match endpoints {
             Some((line, value)) => self.endpoints(line, value, adapters.names.as_ref()),
             None => Vec::new(),
         };
-        Some(ChainSet { endpoints, adapters: adapters.valid, max_buffer })
+        Some(ChainSet {
+            endpoints,
+            adapters: adapters.valid,
+            max_buffer,
+        })
     }
 
     fn version(&mut self, line: Option<usize>, value: &Value) {
         if value.as_u64() != Some(1) {
-            self.report(line, format!("unsupported version: expected 1, found {}", describe(value)));
+            self.report(
+                line,
+                format!("unsupported version: expected 1, found {}", describe(value)),
+            );
         }
     }
 
     fn max_buffer(&mut self, line: Option<usize>, value: &Value) -> u64 {
         units::size(value).unwrap_or_else(|| {
             let found = describe(value);
-            self.report(line, format!("max_buffer must be a positive size in bytes or like \"64MiB\", found {found}"));
+            self.report(
+                line,
+                format!(
+                    "max_buffer must be a positive size in bytes or like \"64MiB\", found {found}"
+                ),
+            );
             DEFAULT_MAX_BUFFER
         })
     }
 
     // ---- endpoints ----
 
-    fn endpoints(&mut self, line: Option<usize>, value: &Value, names: Option<&BTreeSet<String>>) -> Vec<Endpoint> {
+    fn endpoints(
+        &mut self,
+        line: Option<usize>,
+        value: &Value,
+        names: Option<&BTreeSet<String>>,
+    ) -> Vec<Endpoint> {
         let Value::Mapping(map) = value else {
             let found = describe(value);
             self.report(
@@ -156,7 +193,9 @@ impl Checker<'_> {
             );
             return Vec::new();
         };
-        map.iter().filter_map(|(key, value)| self.endpoint(line, key, value, names)).collect()
+        map.iter()
+            .filter_map(|(key, value)| self.endpoint(line, key, value, names))
+            .collect()
     }
 
     fn endpoint(
@@ -175,10 +214,18 @@ impl Checker<'_> {
             return None;
         };
         let line = self.loc.child_key(section, key);
-        let compiled = compile_key(key).map_err(|e| self.report(line, format!("endpoint {key:?}: {e}")));
+        let compiled =
+            compile_key(key).map_err(|e| self.report(line, format!("endpoint {key:?}: {e}")));
         let hooks = self.hooks(key, line, value, names);
         let ((method, pattern), (pre, post)) = (compiled.ok()?, hooks?);
-        Some(Endpoint { key: key.to_string(), method, pattern, pre, post, line })
+        Some(Endpoint {
+            key: key.to_string(),
+            method,
+            pattern,
+            pre,
+            post,
+            line,
+        })
     }
 
     /// The `{pre: [...], post: [...]}` value of an endpoint.
@@ -192,12 +239,20 @@ impl Checker<'_> {
         let map = match value {
             Value::Mapping(map) if !map.is_empty() => map,
             Value::Mapping(_) | Value::Null => {
-                self.report(line, format!("endpoint {key:?}: no hooks configured (expected pre and/or post)"));
+                self.report(
+                    line,
+                    format!("endpoint {key:?}: no hooks configured (expected pre and/or post)"),
+                );
                 return None;
             }
             other => {
                 let found = describe(other);
-                self.report(line, format!("endpoint {key:?}: expected a mapping with pre and/or post, found {found}"));
+                self.report(
+                    line,
+                    format!(
+                        "endpoint {key:?}: expected a mapping with pre and/or post, found {found}"
+                    ),
+                );
                 return None;
             }
         };
@@ -218,7 +273,13 @@ impl Checker<'_> {
         Some((pre?, post?)).filter(|_| ok)
     }
 
-    fn hook_list(&mut self, key: &str, endpoint: Option<usize>, list: &str, value: &Value) -> Option<Vec<String>> {
+    fn hook_list(
+        &mut self,
+        key: &str,
+        endpoint: Option<usize>,
+        list: &str,
+        value: &Value,
+    ) -> Option<Vec<String>> {
         let line = self.loc.child_key(endpoint, list);
         let Value::Sequence(items) = value else {
             let hint = match value {
@@ -226,7 +287,12 @@ impl Checker<'_> {
                 _ => String::new(),
             };
             let found = describe(value);
-            self.report(line, format!("endpoint {key:?}: {list} must be a list of adapter names, found {found}{hint}"));
+            self.report(
+                line,
+                format!(
+                    "endpoint {key:?}: {list} must be a list of adapter names, found {found}{hint}"
+                ),
+            );
             return None;
         };
         let mut names = Some(Vec::with_capacity(items.len()));
@@ -236,7 +302,12 @@ impl Checker<'_> {
                 (Some(_), None) => {}
                 (None, _) => {
                     let found = describe(item);
-                    self.report(line, format!("endpoint {key:?}: {list}[{i}] must be an adapter name, found {found}"));
+                    self.report(
+                        line,
+                        format!(
+                            "endpoint {key:?}: {list}[{i}] must be an adapter name, found {found}"
+                        ),
+                    );
                     names = None;
                 }
             }
@@ -258,7 +329,12 @@ impl Checker<'_> {
             let line = self.loc.child_key(endpoint, list);
             for adapter in adapters.iter().flatten() {
                 if !names.contains(adapter) && reported.insert(adapter) {
-                    self.report(line, format!("endpoint {key:?}: adapter {adapter:?} is referenced but not defined"));
+                    self.report(
+                        line,
+                        format!(
+                            "endpoint {key:?}: adapter {adapter:?} is referenced but not defined"
+                        ),
+                    );
                 }
             }
         }
@@ -269,13 +345,22 @@ impl Checker<'_> {
     fn adapters(&mut self, line: Option<usize>, value: &Value) -> Adapters {
         let Value::Mapping(map) = value else {
             let found = describe(value);
-            self.report(line, format!("\"adapters\" must be a mapping of adapter names to URLs, found {found}"));
-            return Adapters { valid: BTreeMap::new(), names: None };
+            self.report(
+                line,
+                format!("\"adapters\" must be a mapping of adapter names to URLs, found {found}"),
+            );
+            return Adapters {
+                valid: BTreeMap::new(),
+                names: None,
+            };
         };
         let (mut valid, mut names) = (BTreeMap::new(), BTreeSet::new());
         for (key, value) in map {
             let Some(name) = key.as_str() else {
-                self.report(line, format!("adapter names must be strings, found {}", describe(key)));
+                self.report(
+                    line,
+                    format!("adapter names must be strings, found {}", describe(key)),
+                );
                 continue;
             };
             names.insert(name.to_string());
@@ -284,7 +369,10 @@ impl Checker<'_> {
                 valid.insert(name.to_string(), Arc::new(adapter));
             }
         }
-        Adapters { valid, names: Some(names) }
+        Adapters {
+            valid,
+            names: Some(names),
+        }
     }
 
     fn adapter(&mut self, name: &str, line: Option<usize>, value: &Value) -> Option<Adapter> {
@@ -299,22 +387,37 @@ impl Checker<'_> {
             Value::Mapping(map) => self.adapter_mapping(name, line, map),
             other => {
                 let found = describe(other);
-                self.report(line, format!("adapter {name:?}: expected a URL or a mapping with url, found {found}"));
+                self.report(
+                    line,
+                    format!(
+                        "adapter {name:?}: expected a URL or a mapping with url, found {found}"
+                    ),
+                );
                 None
             }
         }
     }
 
     /// The extended form `{url, timeout, on_error, ca_file}`.
-    fn adapter_mapping(&mut self, name: &str, line: Option<usize>, map: &Mapping) -> Option<Adapter> {
+    fn adapter_mapping(
+        &mut self,
+        name: &str,
+        line: Option<usize>,
+        map: &Mapping,
+    ) -> Option<Adapter> {
         let what = format!("adapter {name:?}");
         let mut url = None;
-        let (mut timeout, mut on_error, mut ca_file) = (Some(DEFAULT_TIMEOUT), Some(OnError::default()), Some(None));
+        let (mut timeout, mut on_error, mut ca_file) =
+            (Some(DEFAULT_TIMEOUT), Some(OnError::default()), Some(None));
         let mut ok = true;
         for (field, value) in map {
             let field_line = field.as_str().and_then(|f| self.loc.child_key(line, f));
             let problem = |expected: &str| {
-                format!("{what}: {} must be {expected}, found {}", field.as_str().unwrap_or_default(), describe(value))
+                format!(
+                    "{what}: {} must be {expected}, found {}",
+                    field.as_str().unwrap_or_default(),
+                    describe(value)
+                )
             };
             match field.as_str() {
                 Some("url") => {
@@ -365,17 +468,27 @@ impl Checker<'_> {
         let (url, ca_file) = (url?, ca_file?);
         if ca_file.is_some() && url.scheme_str() != Some("https") {
             let ca_line = self.loc.child_key(line, "ca_file");
-            self.report(ca_line, format!("{what}: ca_file is only used with https:// URLs"));
+            self.report(
+                ca_line,
+                format!("{what}: ca_file is only used with https:// URLs"),
+            );
             return None;
         }
-        let adapter = Adapter { name: name.to_string(), url, timeout: timeout?, on_error: on_error?, ca_file };
+        let adapter = Adapter {
+            name: name.to_string(),
+            url,
+            timeout: timeout?,
+            on_error: on_error?,
+            ca_file,
+        };
         Some(adapter).filter(|_| ok)
     }
 
     fn url(&mut self, name: &str, line: Option<usize>, url: &str) -> Option<http::Uri> {
         match url.parse::<http::Uri>() {
             Ok(uri)
-                if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some_and(|h| !h.is_empty()) =>
+                if matches!(uri.scheme_str(), Some("http" | "https"))
+                    && uri.host().is_some_and(|h| !h.is_empty()) =>
             {
                 Some(uri)
             }
@@ -386,15 +499,26 @@ impl Checker<'_> {
                 None
             }
             Err(e) => {
-                self.report(line, format!("adapter {name:?}: url {url:?} is not a valid URL ({e})"));
+                self.report(
+                    line,
+                    format!("adapter {name:?}: url {url:?} is not a valid URL ({e})"),
+                );
                 None
             }
         }
     }
 
     fn unknown_key(&mut self, parent: Option<usize>, what: &str, field: &Value, expected: &str) {
-        let line = field.as_str().map_or(parent, |f| self.loc.child_key(parent, f));
-        self.report(line, format!("{what}: unknown key {} (expected {expected})", field_str(field)));
+        let line = field
+            .as_str()
+            .map_or(parent, |f| self.loc.child_key(parent, f));
+        self.report(
+            line,
+            format!(
+                "{what}: unknown key {} (expected {expected})",
+                field_str(field)
+            ),
+        );
     }
 }
 
@@ -430,7 +554,11 @@ mod tests {
         let (m2, p2) = compile_key(key).unwrap();
         assert_eq!(m1, m2);
         assert_eq!(p1.as_str(), p2.as_str());
-        for path in ["/v1.41/containers/memo-test", "/containers/memo-test", "/v1.41/containers/other"] {
+        for path in [
+            "/v1.41/containers/memo-test",
+            "/containers/memo-test",
+            "/v1.41/containers/other",
+        ] {
             assert_eq!(p1.matches(path), p2.matches(path), "{path}");
         }
         assert!(p2.matches("/containers/memo-test"));

@@ -24,7 +24,10 @@ impl FromStr for EngineAddr {
     type Err = AddrError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = |reason| AddrError { input: s.to_string(), reason };
+        let err = |reason| AddrError {
+            input: s.to_string(),
+            reason,
+        };
         if let Some(path) = s.strip_prefix("unix://") {
             if !path.starts_with('/') {
                 return Err(err("a unix socket path must be absolute"));
@@ -59,14 +62,24 @@ mod tests {
 
     #[test]
     fn parses_both_schemes_and_prints_them_back() {
-        for s in ["unix:///var/run/docker.sock", "tcp://127.0.0.1:2375", "tcp://[::1]:2375"] {
+        for s in [
+            "unix:///var/run/docker.sock",
+            "tcp://127.0.0.1:2375",
+            "tcp://[::1]:2375",
+        ] {
             assert_eq!(s.parse::<EngineAddr>().unwrap().to_string(), s);
         }
     }
 
     #[test]
     fn refuses_what_it_cannot_reach() {
-        for s in ["/var/run/docker.sock", "unix://rel/path", "tcp://host", "tcp://:2375", "http://x:1"] {
+        for s in [
+            "/var/run/docker.sock",
+            "unix://rel/path",
+            "tcp://host",
+            "tcp://:2375",
+            "http://x:1",
+        ] {
             assert!(s.parse::<EngineAddr>().is_err(), "{s} should be refused");
         }
     }

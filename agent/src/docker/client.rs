@@ -46,7 +46,10 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { connect_timeout: Duration::from_secs(5), max_idle: 32 }
+        EngineOptions {
+            connect_timeout: Duration::from_secs(5),
+            max_idle: 32,
+        }
     }
 }
 
@@ -59,7 +62,10 @@ pub struct EngineClient {
 
 impl EngineClient {
     pub fn new(addr: EngineAddr, opts: EngineOptions) -> Self {
-        let connector = EngineConnector { addr: addr.clone(), timeout: opts.connect_timeout };
+        let connector = EngineConnector {
+            addr: addr.clone(),
+            timeout: opts.connect_timeout,
+        };
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(opts.max_idle)
             .pool_idle_timeout(Duration::from_secs(60))
@@ -76,7 +82,11 @@ impl EngineClient {
     /// A `101` response keeps hyper's upgrade handle in its extensions, so the caller can take
     /// the hijacked connection with `hyper::upgrade::on`.
     pub async fn send(&self, mut req: Request<Body>) -> Result<Response<Incoming>, EngineError> {
-        let path_and_query = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let path_and_query = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
         // The pool keys connections by authority; the connector ignores it and dials `addr`.
         *req.uri_mut() = Uri::builder()
             .scheme("http")
@@ -87,14 +97,19 @@ impl EngineClient {
         self.client.request(req).await.map_err(|e| {
             let reason = crate::respond::error_chain(&e);
             if e.is_connect() {
-                EngineError::Unreachable { engine: self.addr.clone(), reason }
+                EngineError::Unreachable {
+                    engine: self.addr.clone(),
+                    reason,
+                }
             } else {
-                EngineError::Failed { engine: self.addr.clone(), reason }
+                EngineError::Failed {
+                    engine: self.addr.clone(),
+                    reason,
+                }
             }
         })
     }
 }
-
 
 /// Dials the engine, whatever URI the pool asks for.
 #[derive(Clone)]

@@ -40,15 +40,22 @@ pub struct Hijacked(Arc<Mutex<Option<PendingStream>>>);
 
 impl Hijacked {
     /// Attaches `stream` (resolving to the upstream connection) to `rsp`.
-    pub fn attach<B>(rsp: &mut Response<B>, stream: impl Future<Output = io::Result<Box<dyn RawStream>>> + Send + 'static) {
-        rsp.extensions_mut().insert(Hijacked(Arc::new(Mutex::new(Some(Box::pin(stream))))));
+    pub fn attach<B>(
+        rsp: &mut Response<B>,
+        stream: impl Future<Output = io::Result<Box<dyn RawStream>>> + Send + 'static,
+    ) {
+        rsp.extensions_mut()
+            .insert(Hijacked(Arc::new(Mutex::new(Some(Box::pin(stream))))));
     }
 
     /// Takes the upstream connection out of a `101` response; `None` if there is none.
     pub fn take<B>(rsp: &mut Response<B>) -> Option<PendingStream> {
         let h = rsp.extensions_mut().remove::<Hijacked>()?;
         // The lock is never held across an await, and only here.
-        let pending = h.0.lock().expect("the hijack lock is never poisoned").take();
+        let pending =
+            h.0.lock()
+                .expect("the hijack lock is never poisoned")
+                .take();
         pending
     }
 }
@@ -69,8 +76,9 @@ pub fn is_hijack_endpoint(method: &Method, path: &str) -> bool {
 
 /// `v1.41`, `v1`, ...: the optional API version prefix of Docker paths.
 pub fn is_version_segment(seg: &str) -> bool {
-    seg.strip_prefix('v')
-        .is_some_and(|rest| !rest.is_empty() && rest.chars().all(|c| c.is_ascii_digit() || c == '.'))
+    seg.strip_prefix('v').is_some_and(|rest| {
+        !rest.is_empty() && rest.chars().all(|c| c.is_ascii_digit() || c == '.')
+    })
 }
 
 /// Whether headers ask for an upgrade (`Connection: upgrade` token and an `Upgrade` header).
@@ -107,7 +115,10 @@ where
     E: AsyncRead + AsyncWrite + Unpin,
 {
     let (to_engine, to_client) = tokio::io::copy_bidirectional(&mut client, &mut engine).await?;
-    Ok(Spliced { to_engine, to_client })
+    Ok(Spliced {
+        to_engine,
+        to_client,
+    })
 }
 
 #[cfg(test)]
@@ -116,10 +127,20 @@ mod tests {
 
     #[test]
     fn recognises_attach_and_exec_start_with_and_without_version() {
-        for p in ["/v1.41/containers/abc/attach", "/containers/abc/attach", "/v1.24/exec/e1/start", "/exec/e1/start"] {
+        for p in [
+            "/v1.41/containers/abc/attach",
+            "/containers/abc/attach",
+            "/v1.24/exec/e1/start",
+            "/exec/e1/start",
+        ] {
             assert!(is_hijack_endpoint(&Method::POST, p), "{p}");
         }
-        for p in ["/v1.41/containers/abc/start", "/containers/json", "/exec/e1/json", "/v1.41/containers//attach"] {
+        for p in [
+            "/v1.41/containers/abc/start",
+            "/containers/json",
+            "/exec/e1/json",
+            "/v1.41/containers//attach",
+        ] {
             assert!(!is_hijack_endpoint(&Method::POST, p), "{p}");
         }
         assert!(!is_hijack_endpoint(&Method::GET, "/containers/abc/attach"));
@@ -155,6 +176,12 @@ mod tests {
         let mut out = String::new();
         cr.read_to_string(&mut out).await.unwrap();
         assert_eq!(out, "HELLO\n");
-        assert_eq!(task.await.unwrap().unwrap(), Spliced { to_engine: 6, to_client: 6 });
+        assert_eq!(
+            task.await.unwrap().unwrap(),
+            Spliced {
+                to_engine: 6,
+                to_client: 6
+            }
+        );
     }
 }

@@ -22,9 +22,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, Instrument};
 
+use super::Handler;
 use crate::docker::hijack::{is_hijack_endpoint, splice, wants_upgrade, Hijacked};
 use crate::io::{Prefixed, Stream};
-use super::Handler;
 use crate::proxy::{incoming, Body, RequestCtx};
 use crate::respond;
 
@@ -35,7 +35,12 @@ const MAX_SNIFF: usize = 64 * 1024;
 const FIRST_HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves one client connection to completion.
-pub async fn serve(mut io: Stream, handler: Arc<dyn Handler>, shutdown: CancellationToken, tracker: TaskTracker) {
+pub async fn serve(
+    mut io: Stream,
+    handler: Arc<dyn Handler>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
     let head = match tokio::time::timeout(FIRST_HEAD_TIMEOUT, read_first_head(&mut io)).await {
         Ok(Ok(head)) => head,
         Ok(Err(e)) => return debug!(error = %e, "connection failed before a request"),
@@ -44,7 +49,9 @@ pub async fn serve(mut io: Stream, handler: Arc<dyn Handler>, shutdown: Cancella
     match head {
         FirstHead::Closed => {}
         FirstHead::RawHijack(buf) => super::raw::serve(io, buf, handler).await,
-        FirstHead::Http(buf) => serve_http(Prefixed::new(buf, io), handler, shutdown, tracker).await,
+        FirstHead::Http(buf) => {
+            serve_http(Prefixed::new(buf, io), handler, shutdown, tracker).await
+        }
     }
 }
 
@@ -61,7 +68,11 @@ async fn read_first_head(io: &mut Stream) -> std::io::Result<FirstHead> {
     let mut buf = BytesMut::with_capacity(4096);
     loop {
         if io.read_buf(&mut buf).await? == 0 {
-            return Ok(if buf.is_empty() { FirstHead::Closed } else { FirstHead::Http(buf.freeze()) });
+            return Ok(if buf.is_empty() {
+                FirstHead::Closed
+            } else {
+                FirstHead::Http(buf.freeze())
+            });
         }
         match sniff(&buf) {
             Sniff::Complete { raw_hijack: true } => return Ok(FirstHead::RawHijack(buf.freeze())),
@@ -82,20 +93,32 @@ fn sniff(buf: &[u8]) -> Sniff {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(buf) {
-        Ok(httparse::Status::Complete(_)) => Sniff::Complete { raw_hijack: is_raw_hijack(&req) },
+        Ok(httparse::Status::Complete(_)) => Sniff::Complete {
+            raw_hijack: is_raw_hijack(&req),
+        },
         Ok(httparse::Status::Partial) => Sniff::Partial,
         Err(_) => Sniff::Invalid,
     }
 }
 
 fn is_raw_hijack(req: &httparse::Request<'_, '_>) -> bool {
-    let (Some(method), Some(target)) = (req.method, req.path) else { return false };
+    let (Some(method), Some(target)) = (req.method, req.path) else {
+        return false;
+    };
     let path = target.split('?').next().unwrap_or(target);
-    let upgrade = req.headers.iter().any(|h| h.name.eq_ignore_ascii_case("upgrade"));
+    let upgrade = req
+        .headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("upgrade"));
     method == "POST" && !upgrade && is_hijack_endpoint(&http::Method::POST, path)
 }
 
-async fn serve_http(io: Prefixed<Stream>, handler: Arc<dyn Handler>, shutdown: CancellationToken, tracker: TaskTracker) {
+async fn serve_http(
+    io: Prefixed<Stream>,
+    handler: Arc<dyn Handler>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
     let svc = {
         let tracker = tracker.clone();
         service_fn(move |req| handle(req, handler.clone(), tracker.clone()))
@@ -119,7 +142,11 @@ async fn serve_http(io: Prefixed<Stream>, handler: Arc<dyn Handler>, shutdown: C
     }
 }
 
-async fn handle(mut req: Request<Incoming>, handler: Arc<dyn Handler>, tracker: TaskTracker) -> Result<Response<Body>, Infallible> {
+async fn handle(
+    mut req: Request<Incoming>,
+    handler: Arc<dyn Handler>,
+    tracker: TaskTracker,
+) -> Result<Response<Body>, Infallible> {
     let ctx = RequestCtx::new(&req);
     let client_upgrade = wants_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
     let req = req.map(incoming);
@@ -133,7 +160,10 @@ async fn handle(mut req: Request<Incoming>, handler: Arc<dyn Handler>, tracker: 
             ));
         };
         let Some(upstream) = Hijacked::take(&mut rsp) else {
-            return Ok(respond::message(StatusCode::BAD_GATEWAY, "upstream switched protocols but gave no stream"));
+            return Ok(respond::message(
+                StatusCode::BAD_GATEWAY,
+                "upstream switched protocols but gave no stream",
+            ));
         };
         tracker.spawn(splice_upgraded(client_upgrade, upstream).instrument(ctx.span.clone()));
     }
@@ -142,7 +172,12 @@ async fn handle(mut req: Request<Incoming>, handler: Arc<dyn Handler>, tracker: 
 
 /// Waits for both sides to finish upgrading (the client's side completes once hyper has sent
 /// the 101), then splices them.
-async fn splice_upgraded(client: OnUpgrade, upstream: impl std::future::Future<Output = std::io::Result<Box<dyn crate::docker::hijack::RawStream>>>) {
+async fn splice_upgraded(
+    client: OnUpgrade,
+    upstream: impl std::future::Future<
+        Output = std::io::Result<Box<dyn crate::docker::hijack::RawStream>>,
+    >,
+) {
     let (client, upstream) = match tokio::join!(client, upstream) {
         (Ok(c), Ok(e)) => (c, e),
         (c, e) => {
@@ -150,7 +185,11 @@ async fn splice_upgraded(client: OnUpgrade, upstream: impl std::future::Future<O
         }
     };
     match splice(TokioIo::new(client), upstream).await {
-        Ok(n) => debug!(to_engine = n.to_engine, to_client = n.to_client, "hijacked stream closed"),
+        Ok(n) => debug!(
+            to_engine = n.to_engine,
+            to_client = n.to_client,
+            "hijacked stream closed"
+        ),
         Err(e) => debug!(error = %e, "hijacked stream broke"),
     }
 }

@@ -71,15 +71,22 @@ impl ListenAddr {
     /// Refuses a non-loopback TCP address unless `allow_remote` is set.
     pub fn check_exposure(&self, allow_remote: bool) -> Result<(), ListenError> {
         match self {
-            ListenAddr::Tcp(sa) if !allow_remote && !is_loopback(sa.ip()) => Err(ListenError::NotLoopback(*sa)),
+            ListenAddr::Tcp(sa) if !allow_remote && !is_loopback(sa.ip()) => {
+                Err(ListenError::NotLoopback(*sa))
+            }
             _ => Ok(()),
         }
     }
 
     pub async fn bind(&self) -> Result<Listener, ListenError> {
-        let bind_err = |source| ListenError::Bind { addr: self.to_string(), source };
+        let bind_err = |source| ListenError::Bind {
+            addr: self.to_string(),
+            source,
+        };
         match self {
-            ListenAddr::Tcp(sa) => Ok(Listener::Tcp(TcpListener::bind(sa).await.map_err(bind_err)?)),
+            ListenAddr::Tcp(sa) => Ok(Listener::Tcp(
+                TcpListener::bind(sa).await.map_err(bind_err)?,
+            )),
             ListenAddr::Unix(path) => {
                 if path.exists() {
                     if tokio::net::UnixStream::connect(path).await.is_ok() {
@@ -88,7 +95,8 @@ impl ListenAddr {
                     std::fs::remove_file(path).map_err(bind_err)?;
                 }
                 let l = UnixListener::bind(path).map_err(bind_err)?;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(bind_err)?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+                    .map_err(bind_err)?;
                 Ok(Listener::Unix(l, path.clone()))
             }
         }
@@ -98,7 +106,9 @@ impl ListenAddr {
 fn is_loopback(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_loopback(),
-        IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
     }
 }
 
@@ -112,7 +122,9 @@ impl Listener {
     /// The address actually bound (the real port when bound to port 0).
     pub fn local_addr(&self) -> ListenAddr {
         match self {
-            Listener::Tcp(l) => ListenAddr::Tcp(l.local_addr().expect("a bound TCP listener has an address")),
+            Listener::Tcp(l) => {
+                ListenAddr::Tcp(l.local_addr().expect("a bound TCP listener has an address"))
+            }
             Listener::Unix(_, p) => ListenAddr::Unix(p.clone()),
         }
     }
@@ -152,11 +164,20 @@ mod tests {
 
     #[test]
     fn loopback_only_unless_asked() {
-        for ok in ["tcp://127.0.0.1:2375", "tcp://[::1]:2375", "tcp://localhost:2375", "unix:///run/x.sock"] {
+        for ok in [
+            "tcp://127.0.0.1:2375",
+            "tcp://[::1]:2375",
+            "tcp://localhost:2375",
+            "unix:///run/x.sock",
+        ] {
             let a: ListenAddr = ok.parse().unwrap();
             a.check_exposure(false).unwrap();
         }
-        for remote in ["tcp://0.0.0.0:2375", "tcp://10.1.2.3:2375", "tcp://[::]:2375"] {
+        for remote in [
+            "tcp://0.0.0.0:2375",
+            "tcp://10.1.2.3:2375",
+            "tcp://[::]:2375",
+        ] {
             let a: ListenAddr = remote.parse().unwrap();
             let err = a.check_exposure(false).unwrap_err().to_string();
             assert!(err.contains("--allow-remote-plaintext"), "{err}");
@@ -166,7 +187,12 @@ mod tests {
 
     #[test]
     fn bad_addresses_are_named() {
-        for bad in ["2375", "tcp://nohost", "unix://relative", "http://127.0.0.1:1"] {
+        for bad in [
+            "2375",
+            "tcp://nohost",
+            "unix://relative",
+            "http://127.0.0.1:1",
+        ] {
             let err = bad.parse::<ListenAddr>().unwrap_err().to_string();
             assert!(err.contains(bad), "{err}");
         }

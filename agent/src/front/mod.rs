@@ -29,7 +29,11 @@ pub use listen::{ListenAddr, ListenError, Listener};
 /// client.
 pub trait Handler: Send + Sync + 'static {
     /// Answers one request; errors are already Docker-style responses. Runs inside `ctx.span`.
-    fn handle<'a>(&'a self, req: Request<Body>, ctx: &'a RequestCtx) -> futures_util::future::BoxFuture<'a, Response<Body>>;
+    fn handle<'a>(
+        &'a self,
+        req: Request<Body>,
+        ctx: &'a RequestCtx,
+    ) -> futures_util::future::BoxFuture<'a, Response<Body>>;
 
     /// Where requests go, for the startup log line.
     fn upstream(&self) -> String;
@@ -37,7 +41,12 @@ pub trait Handler: Send + Sync + 'static {
 
 /// Serves `listener` until `shutdown` fires, then waits up to `grace` for open connections
 /// (hijacked streams included) to finish.
-pub async fn serve(listener: Listener, handler: Arc<dyn Handler>, shutdown: CancellationToken, grace: Duration) {
+pub async fn serve(
+    listener: Listener,
+    handler: Arc<dyn Handler>,
+    shutdown: CancellationToken,
+    grace: Duration,
+) {
     let tracker = TaskTracker::new();
     let local = listener.to_string();
     info!(listen = %local, upstream = %handler.upstream(), "serving the Docker API");

@@ -31,7 +31,9 @@ const MAX_BODY: usize = 1024 * 1024;
 pub async fn serve(mut io: Stream, buf: Bytes, handler: Arc<dyn Handler>) {
     let (req, rest) = match read_request(&mut io, buf).await {
         Ok(parsed) => parsed,
-        Err(Refused(status, msg)) => return write_response(&mut io, respond::message(status, &msg)).await,
+        Err(Refused(status, msg)) => {
+            return write_response(&mut io, respond::message(status, &msg)).await
+        }
     };
     let ctx = RequestCtx::new(&req);
     async {
@@ -43,7 +45,9 @@ pub async fn serve(mut io: Stream, buf: Bytes, handler: Arc<dyn Handler>) {
             .headers()
             .get(http::header::CONTENT_TYPE)
             .cloned()
-            .unwrap_or(HeaderValue::from_static("application/vnd.docker.raw-stream"));
+            .unwrap_or(HeaderValue::from_static(
+                "application/vnd.docker.raw-stream",
+            ));
         let Some(upstream) = Hijacked::take(&mut rsp) else {
             return debug!("upstream switched protocols but gave no stream");
         };
@@ -58,7 +62,11 @@ pub async fn serve(mut io: Stream, buf: Bytes, handler: Arc<dyn Handler>) {
             return debug!(error = %e, "client went away");
         }
         match splice(Prefixed::new(rest, io), upstream).await {
-            Ok(n) => debug!(to_engine = n.to_engine, to_client = n.to_client, "hijacked stream closed"),
+            Ok(n) => debug!(
+                to_engine = n.to_engine,
+                to_client = n.to_client,
+                "hijacked stream closed"
+            ),
             Err(e) => debug!(error = %e, "hijacked stream broke"),
         }
     }
@@ -76,10 +84,14 @@ async fn read_request(io: &mut Stream, mut buf: Bytes) -> Result<(Request<Body>,
     body.extend_from_slice(&rest.split_to(from_buf));
     if body.len() < body_len {
         let mut tail = vec![0; body_len - body.len()];
-        io.read_exact(&mut tail).await.map_err(|_| bad_request("request body cut short"))?;
+        io.read_exact(&mut tail)
+            .await
+            .map_err(|_| bad_request("request body cut short"))?;
         body.extend_from_slice(&tail);
     }
-    let mut req = builder.body(full(body)).map_err(|e| bad_request(&format!("invalid request: {e}")))?;
+    let mut req = builder
+        .body(full(body))
+        .map_err(|e| bad_request(&format!("invalid request: {e}")))?;
     ensure_upgrade_headers(req.headers_mut());
     Ok((req, rest))
 }
@@ -99,7 +111,9 @@ fn parse_head(buf: &[u8]) -> Result<(http::request::Builder, usize, usize), Refu
     let mut body_len = 0usize;
     for h in parsed.headers.iter() {
         if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(bad_request("a hijacked call must send its body with Content-Length"));
+            return Err(bad_request(
+                "a hijacked call must send its body with Content-Length",
+            ));
         }
         if h.name.eq_ignore_ascii_case("content-length") {
             body_len = std::str::from_utf8(h.value)
@@ -107,12 +121,17 @@ fn parse_head(buf: &[u8]) -> Result<(http::request::Builder, usize, usize), Refu
                 .and_then(|v| v.trim().parse().ok())
                 .ok_or_else(|| bad_request("invalid Content-Length"))?;
         }
-        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad_request("invalid header name"))?;
-        let value = HeaderValue::from_bytes(h.value).map_err(|_| bad_request("invalid header value"))?;
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| bad_request("invalid header name"))?;
+        let value =
+            HeaderValue::from_bytes(h.value).map_err(|_| bad_request("invalid header value"))?;
         builder = builder.header(name, value);
     }
     if body_len > MAX_BODY {
-        return Err(Refused(StatusCode::PAYLOAD_TOO_LARGE, "attach/exec start body over 1 MiB".into()));
+        return Err(Refused(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "attach/exec start body over 1 MiB".into(),
+        ));
     }
     Ok((builder, head_len, body_len))
 }
@@ -138,13 +157,23 @@ async fn write_response<W: AsyncWrite + Unpin>(io: &mut W, rsp: Response<Body>) 
         parts.status.canonical_reason().unwrap_or("")
     )
     .into_bytes();
-    for (name, value) in parts.headers.iter().filter(|(n, _)| *n != http::header::CONTENT_LENGTH) {
+    for (name, value) in parts
+        .headers
+        .iter()
+        .filter(|(n, _)| *n != http::header::CONTENT_LENGTH)
+    {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(format!("Content-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes());
+    out.extend_from_slice(
+        format!(
+            "Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
     out.extend_from_slice(&body);
     if io.write_all(&out).await.is_ok() {
         let _ = io.shutdown().await;

@@ -34,19 +34,44 @@ pub const MAX_REPLY: usize = 256 * 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
     #[error("adapter {adapter:?} at {url}: cannot connect: {reason}")]
-    Unreachable { adapter: String, url: String, reason: String },
+    Unreachable {
+        adapter: String,
+        url: String,
+        reason: String,
+    },
     #[error("adapter {adapter:?} at {url}: no reply within {after:?}")]
-    Timeout { adapter: String, url: String, after: Duration },
+    Timeout {
+        adapter: String,
+        url: String,
+        after: Duration,
+    },
     #[error("adapter {adapter:?} at {url}: invalid reply: {reason}")]
-    BadReply { adapter: String, url: String, reason: String },
+    BadReply {
+        adapter: String,
+        url: String,
+        reason: String,
+    },
     #[error("adapter {adapter:?} at {url}: refused the request path rewrite from {from:?} to {to:?}: only the query may change, or a path matching the same endpoints")]
-    PathRewrite { adapter: String, url: String, from: String, to: String },
+    PathRewrite {
+        adapter: String,
+        url: String,
+        from: String,
+        to: String,
+    },
     #[error("the {what} is over the {limit}-byte limit for bodies given to adapters (max_buffer){}", size.map(|s| format!(": {s} bytes")).unwrap_or_default())]
-    TooLarge { what: &'static str, limit: u64, size: Option<u64> },
+    TooLarge {
+        what: &'static str,
+        limit: u64,
+        size: Option<u64>,
+    },
     #[error("cannot read the {what}: {reason}")]
     Body { what: &'static str, reason: String },
     #[error("adapter {adapter:?}: cannot load ca_file {path}: {reason}")]
-    CaFile { adapter: String, path: PathBuf, reason: String },
+    CaFile {
+        adapter: String,
+        path: PathBuf,
+        reason: String,
+    },
 }
 
 /// An adapter's reply that is an HTTP error: the chain stops and this goes to the client.
@@ -88,7 +113,10 @@ impl AdapterClients {
                 }
             }
         }
-        Ok(AdapterClients { system: system_client(), by_ca })
+        Ok(AdapterClients {
+            system: system_client(),
+            by_ca,
+        })
     }
 
     /// POSTs `payload` to the adapter and parses its reply as `R`, within its timeout.
@@ -105,24 +133,38 @@ impl AdapterClients {
             .header(&REQUEST_ID, request_id)
             .body(Full::new(Bytes::from(body)))
             .expect("a valid adapter URL and fixed headers make a valid request");
-        let client = adapter.ca_file.as_ref().and_then(|p| self.by_ca.get(p)).unwrap_or(&self.system);
-        let exchange = async {
-            let rsp = client.request(req).await.map_err(|e| HookError::Unreachable {
+        let client = adapter
+            .ca_file
+            .as_ref()
+            .and_then(|p| self.by_ca.get(p))
+            .unwrap_or(&self.system);
+        let exchange =
+            async {
+                let rsp = client
+                    .request(req)
+                    .await
+                    .map_err(|e| HookError::Unreachable {
+                        adapter: adapter.name.clone(),
+                        url: url.clone(),
+                        reason: crate::respond::error_chain(&e),
+                    })?;
+                let (parts, body) = rsp.into_parts();
+                let bytes = Limited::new(body, MAX_REPLY).collect().await.map_err(|e| {
+                    HookError::BadReply {
+                        adapter: adapter.name.clone(),
+                        url: url.clone(),
+                        reason: format!("reading the reply failed: {e}"),
+                    }
+                })?;
+                Ok::<_, HookError>((parts, bytes.to_bytes()))
+            };
+        let (parts, bytes) = tokio::time::timeout(adapter.timeout, exchange)
+            .await
+            .map_err(|_| HookError::Timeout {
                 adapter: adapter.name.clone(),
                 url: url.clone(),
-                reason: crate::respond::error_chain(&e),
-            })?;
-            let (parts, body) = rsp.into_parts();
-            let bytes = Limited::new(body, MAX_REPLY).collect().await.map_err(|e| HookError::BadReply {
-                adapter: adapter.name.clone(),
-                url: url.clone(),
-                reason: format!("reading the reply failed: {e}"),
-            })?;
-            Ok::<_, HookError>((parts, bytes.to_bytes()))
-        };
-        let (parts, bytes) = tokio::time::timeout(adapter.timeout, exchange).await.map_err(|_| {
-            HookError::Timeout { adapter: adapter.name.clone(), url: url.clone(), after: adapter.timeout }
-        })??;
+                after: adapter.timeout,
+            })??;
         if !parts.status.is_success() {
             return Ok(Reply::Refused(Refusal {
                 status: parts.status,
@@ -130,11 +172,13 @@ impl AdapterClients {
                 body: bytes,
             }));
         }
-        serde_json::from_slice(&bytes).map(Reply::Ok).map_err(|e| HookError::BadReply {
-            adapter: adapter.name.clone(),
-            url,
-            reason: e.to_string(),
-        })
+        serde_json::from_slice(&bytes)
+            .map(Reply::Ok)
+            .map_err(|e| HookError::BadReply {
+                adapter: adapter.name.clone(),
+                url,
+                reason: e.to_string(),
+            })
     }
 }
 
@@ -155,14 +199,18 @@ fn system_tls() -> &'static rustls::ClientConfig {
     static TLS: std::sync::OnceLock<rustls::ClientConfig> = std::sync::OnceLock::new();
     TLS.get_or_init(|| {
         use hyper_rustls::ConfigBuilderExt;
-        let builder = rustls::ClientConfig::builder_with_provider(rustls::crypto::ring::default_provider().into())
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default protocol versions");
+        let builder = rustls::ClientConfig::builder_with_provider(
+            rustls::crypto::ring::default_provider().into(),
+        )
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions");
         match builder.clone().with_native_roots() {
             Ok(with_roots) => with_roots.with_no_client_auth(),
             // No system roots here (a minimal container): plain http adapters still work, and
             // https ones fail with a clear "invalid peer certificate" naming the adapter.
-            Err(_) => builder.with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth(),
+            Err(_) => builder
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
         }
     })
 }
@@ -176,18 +224,28 @@ fn client_with_ca(path: &Path) -> Result<HttpsClient, String> {
     if roots.is_empty() {
         return Err("no PEM certificate found".into());
     }
-    let tls = rustls::ClientConfig::builder_with_provider(rustls::crypto::ring::default_provider().into())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().build();
+    let tls = rustls::ClientConfig::builder_with_provider(
+        rustls::crypto::ring::default_provider().into(),
+    )
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build();
     Ok(pooled(https))
 }
 
-fn rustls_pemfile_certs(pem: &[u8]) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+fn rustls_pemfile_certs(
+    pem: &[u8],
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
     use rustls::pki_types::pem::PemObject;
-    rustls::pki_types::CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())
 }
 
 fn pooled(https: HttpsConnector<HttpConnector>) -> HttpsClient {
@@ -196,4 +254,3 @@ fn pooled(https: HttpsConnector<HttpConnector>) -> HttpsClient {
         .pool_max_idle_per_host(16)
         .build(https)
 }
-

@@ -43,7 +43,9 @@ use tracing::{debug, info_span, warn, Instrument};
 
 use super::adapter::{AdapterClients, HookError, Refusal, Reply};
 use super::matcher::{strip_query, MatchedChain};
-use super::powerstrip::{ClientRequest, PostHookReply, PostHookRequest, PreHookReply, PreHookRequest, ServerResponse};
+use super::powerstrip::{
+    ClientRequest, PostHookReply, PostHookRequest, PreHookReply, PreHookRequest, ServerResponse,
+};
 use crate::chains::{Adapter, ChainSet, OnError};
 use crate::docker::hijack::is_version_segment;
 use crate::proxy::{collect_limited, full, Body, CollectError, RequestCtx};
@@ -51,7 +53,10 @@ use crate::proxy::{collect_limited, full, Body, CollectError, RequestCtx};
 /// What a chain produced before (or instead of) the engine call.
 pub enum PreOutcome {
     /// Forward this request to the engine.
-    Forward { req: Request<Body>, original: ClientRequest },
+    Forward {
+        req: Request<Body>,
+        original: ClientRequest,
+    },
     /// A pre-hook refused: answer with this, the engine is never called.
     Respond(Response<Body>),
 }
@@ -71,12 +76,24 @@ pub async fn pre(
         if !matched.pre.is_empty() {
             debug!(content_type = ?req.headers().get(CONTENT_TYPE), "pre-hooks skipped: the body is not JSON");
         }
-        let original = ClientRequest { method: method.to_string(), request: uri, body: None };
+        let original = ClientRequest {
+            method: method.to_string(),
+            request: uri,
+            body: None,
+        };
         return Ok(PreOutcome::Forward { req, original });
     }
     let (mut parts, body) = req.into_parts();
-    let mut body_text = if no_body { None } else { Some(read_text(body, chains.max_buffer(), "request body").await?) };
-    let original = ClientRequest { method: method.to_string(), request: uri.clone(), body: body_text.clone() };
+    let mut body_text = if no_body {
+        None
+    } else {
+        Some(read_text(body, chains.max_buffer(), "request body").await?)
+    };
+    let original = ClientRequest {
+        method: method.to_string(),
+        request: uri.clone(),
+        body: body_text.clone(),
+    };
     let mut current_uri = uri;
     for adapter in &matched.pre {
         let span = info_span!("hook", hook.name = %adapter.name, hook.phase = "pre");
@@ -85,10 +102,19 @@ pub async fn pre(
             request: current_uri.clone(),
             body: body_text.clone(),
         });
-        let reply = match clients.call::<_, PreHookReply>(adapter, &payload, &ctx.id).instrument(span.clone()).await {
+        let reply = match clients
+            .call::<_, PreHookReply>(adapter, &payload, &ctx.id)
+            .instrument(span.clone())
+            .await
+        {
             Ok(Reply::Ok(r)) => r,
             Ok(Reply::Refused(refusal)) => {
-                span.in_scope(|| debug!(status = refusal.status.as_u16(), "pre-hook refused the request"));
+                span.in_scope(|| {
+                    debug!(
+                        status = refusal.status.as_u16(),
+                        "pre-hook refused the request"
+                    )
+                });
                 return Ok(PreOutcome::Respond(refusal_response(refusal)));
             }
             Err(e) if adapter.on_error == OnError::Skip => {
@@ -104,14 +130,23 @@ pub async fn pre(
         }
     }
     let body = body_text.map(Bytes::from).unwrap_or_default();
-    parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    parts
+        .headers
+        .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
     if !body.is_empty() && !parts.headers.contains_key(CONTENT_TYPE) {
-        parts.headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        parts
+            .headers
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
     parts.headers.remove(http::header::TRANSFER_ENCODING);
-    parts.uri =
-        current_uri.parse::<Uri>().map_err(|e| HookError::Body { what: "rewritten request", reason: e.to_string() })?;
-    Ok(PreOutcome::Forward { req: Request::from_parts(parts, full(body)), original })
+    parts.uri = current_uri.parse::<Uri>().map_err(|e| HookError::Body {
+        what: "rewritten request",
+        reason: e.to_string(),
+    })?;
+    Ok(PreOutcome::Forward {
+        req: Request::from_parts(parts, full(body)),
+        original,
+    })
 }
 
 /// Runs the post gate and the post-hooks on the engine's response.
@@ -134,17 +169,30 @@ pub async fn post(
     let (mut parts, body) = rsp.into_parts();
     let text = read_text(body, chains.max_buffer(), "engine response").await?;
     let mut current = ServerResponse {
-        content_type: parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned),
+        content_type: parts
+            .headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
         body: text,
         code: parts.status.as_u16(),
     };
     for adapter in &matched.post {
         let span = info_span!("hook", hook.name = %adapter.name, hook.phase = "post");
         let payload = PostHookRequest::new(original.clone(), current.clone());
-        let reply = match clients.call::<_, PostHookReply>(adapter, &payload, &ctx.id).instrument(span.clone()).await {
+        let reply = match clients
+            .call::<_, PostHookReply>(adapter, &payload, &ctx.id)
+            .instrument(span.clone())
+            .await
+        {
             Ok(Reply::Ok(r)) => r,
             Ok(Reply::Refused(refusal)) => {
-                span.in_scope(|| debug!(status = refusal.status.as_u16(), "post-hook answered an error"));
+                span.in_scope(|| {
+                    debug!(
+                        status = refusal.status.as_u16(),
+                        "post-hook answered an error"
+                    )
+                });
                 return Ok(refusal_response(refusal));
             }
             Err(e) if adapter.on_error == OnError::Skip => {
@@ -162,7 +210,11 @@ pub async fn post(
         };
     }
     parts.status = StatusCode::from_u16(current.code).map_err(|_| HookError::BadReply {
-        adapter: matched.post.last().map(|a| a.name.clone()).unwrap_or_default(),
+        adapter: matched
+            .post
+            .last()
+            .map(|a| a.name.clone())
+            .unwrap_or_default(),
         url: String::new(),
         reason: format!("Code {} is not an HTTP status", current.code),
     })?;
@@ -174,17 +226,32 @@ pub async fn post(
             parts.headers.remove(CONTENT_TYPE);
         }
     }
-    parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(current.body.len()));
+    parts
+        .headers
+        .insert(CONTENT_LENGTH, HeaderValue::from(current.body.len()));
     Ok(Response::from_parts(parts, full(current.body)))
 }
 
 /// Why the post-hooks do not apply to this response, if they do not.
-fn post_hooks_skipped(method: &Method, request: &str, rsp: &Response<Body>) -> Option<&'static str> {
+fn post_hooks_skipped(
+    method: &Method,
+    request: &str,
+    rsp: &Response<Body>,
+) -> Option<&'static str> {
     if rsp.status() == StatusCode::SWITCHING_PROTOCOLS {
         return Some("hijacked connection (101)");
     }
-    let ct = rsp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let ct = rsp
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     if essence.starts_with("application/vnd.docker.") {
         return Some("raw or multiplexed stream");
     }
@@ -197,12 +264,19 @@ fn post_hooks_skipped(method: &Method, request: &str, rsp: &Response<Body>) -> O
         Some(v) if is_version_segment(v) => &segs[1..],
         _ => &segs[..],
     };
-    let flag =
-        |name: &str| query.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v);
+    let flag = |name: &str| {
+        query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    };
     let truthy = |v: Option<&str>| v.is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     match (method, segs) {
         (_, ["events"]) => Some("endless stream (events)"),
-        (_, ["containers", _, "logs"]) if truthy(flag("follow")) => Some("endless stream (logs follow)"),
+        (_, ["containers", _, "logs"]) if truthy(flag("follow")) => {
+            Some("endless stream (logs follow)")
+        }
         // stats streams unless told otherwise
         (_, ["containers", _, "stats"])
             if !flag("stream").is_some_and(|v| v == "0" || v.eq_ignore_ascii_case("false")) =>
@@ -223,7 +297,9 @@ fn check_rewrite(
     rewritten: String,
 ) -> Result<String, HookError> {
     let (from, to) = (strip_query(current), strip_query(&rewritten));
-    if from == to || chains.matches_same_endpoints(method, current, &rewritten) && to.starts_with('/') {
+    if from == to
+        || chains.matches_same_endpoints(method, current, &rewritten) && to.starts_with('/')
+    {
         return Ok(rewritten);
     }
     if to == adapter.url.path() {
@@ -241,30 +317,59 @@ fn check_rewrite(
 /// Reads a whole body as UTF-8 text, within `limit` bytes.
 async fn read_text(body: Body, limit: u64, what: &'static str) -> Result<String, HookError> {
     if let Some(len) = body.size_hint().exact().filter(|n| *n > limit) {
-        return Err(HookError::TooLarge { what, limit, size: Some(len) });
+        return Err(HookError::TooLarge {
+            what,
+            limit,
+            size: Some(len),
+        });
     }
     let bytes = match collect_limited(body, limit as usize).await {
         Ok(b) => b.to_vec(),
-        Err(CollectError::TooLarge { .. }) => return Err(HookError::TooLarge { what, limit, size: None }),
-        Err(CollectError::Broken(e)) => return Err(HookError::Body { what, reason: e.to_string() }),
+        Err(CollectError::TooLarge { .. }) => {
+            return Err(HookError::TooLarge {
+                what,
+                limit,
+                size: None,
+            })
+        }
+        Err(CollectError::Broken(e)) => {
+            return Err(HookError::Body {
+                what,
+                reason: e.to_string(),
+            })
+        }
     };
-    String::from_utf8(bytes).map_err(|_| HookError::Body { what, reason: "not UTF-8 text".into() })
+    String::from_utf8(bytes).map_err(|_| HookError::Body {
+        what,
+        reason: "not UTF-8 text".into(),
+    })
 }
 
 fn is_json(ct: Option<&HeaderValue>) -> bool {
     ct.and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json"))
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/json")
+        })
         .unwrap_or(false)
 }
 
 fn path_and_query(uri: &Uri) -> String {
-    uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".into())
+    uri.path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/".into())
 }
 
 fn refusal_response(r: Refusal) -> Response<Body> {
-    let mut rsp = Response::builder().status(r.status).header(CONTENT_LENGTH, r.body.len());
+    let mut rsp = Response::builder()
+        .status(r.status)
+        .header(CONTENT_LENGTH, r.body.len());
     if let Some(ct) = r.content_type {
         rsp = rsp.header(CONTENT_TYPE, ct);
     }
-    rsp.body(full(r.body)).expect("a status, valid headers and a body make a response")
+    rsp.body(full(r.body))
+        .expect("a status, valid headers and a body make a response")
 }

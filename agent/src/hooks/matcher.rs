@@ -107,7 +107,9 @@ impl MethodPattern {
             return Ok(MethodPattern::Any);
         }
         let token = method.starts_with(|c: char| c.is_ascii_uppercase())
-            && method.chars().all(|c| c.is_ascii_uppercase() || c == '-' || c == '_');
+            && method
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c == '-' || c == '_');
         match Method::from_bytes(method.as_bytes()) {
             Ok(m) if token => Ok(MethodPattern::Exact(m)),
             _ => Err(PatternError::Method(method.to_string())),
@@ -153,7 +155,11 @@ impl PathPattern {
             Some(rest) if rest.starts_with('/') => Some(compile(rest, pattern)?),
             _ => None,
         };
-        Ok(PathPattern { source: pattern.to_string(), glob: compile(pattern, pattern)?, unversioned })
+        Ok(PathPattern {
+            source: pattern.to_string(),
+            glob: compile(pattern, pattern)?,
+            unversioned,
+        })
     }
 
     /// The pattern as written in the file.
@@ -189,14 +195,18 @@ impl fmt::Display for PathPattern {
 
 /// Whether the first path segment is a Docker API version: `v` then digits and dots.
 pub fn is_versioned(path: &str) -> bool {
-    let Some(rest) = path.strip_prefix("/v") else { return false };
+    let Some(rest) = path.strip_prefix("/v") else {
+        return false;
+    };
     let segment = rest.split('/').next().unwrap_or_default();
     !segment.is_empty() && segment.chars().all(|c| c.is_ascii_digit() || c == '.')
 }
 
 /// The path of a request target, without its query.
 pub fn strip_query(path_and_query: &str) -> &str {
-    path_and_query.split_once('?').map_or(path_and_query, |(path, _)| path)
+    path_and_query
+        .split_once('?')
+        .map_or(path_and_query, |(path, _)| path)
 }
 
 /// The hooks a request runs, in order, and the endpoints that contributed them.
@@ -224,7 +234,9 @@ impl ChainSet {
         path_and_query: &'a str,
     ) -> impl Iterator<Item = &'a Endpoint> + 'a {
         let path = strip_query(path_and_query);
-        self.endpoints().iter().filter(move |e| e.method.matches(method) && e.pattern.matches(path))
+        self.endpoints()
+            .iter()
+            .filter(move |e| e.method.matches(method) && e.pattern.matches(path))
     }
 
     /// The pre- and post-hooks for a request: those of every matching endpoint, in file
@@ -232,8 +244,12 @@ impl ChainSet {
     pub fn hooks_for(&self, method: &Method, path_and_query: &str) -> MatchedChain {
         let mut chain = MatchedChain::default();
         for endpoint in self.matching_endpoints(method, path_and_query) {
-            chain.pre.extend(endpoint.pre.iter().map(|name| self.resolve(name)));
-            chain.post.extend(endpoint.post.iter().map(|name| self.resolve(name)));
+            chain
+                .pre
+                .extend(endpoint.pre.iter().map(|name| self.resolve(name)));
+            chain
+                .post
+                .extend(endpoint.post.iter().map(|name| self.resolve(name)));
             chain.endpoints.push(endpoint.key.clone());
         }
         chain
@@ -244,11 +260,15 @@ impl ChainSet {
     /// change which endpoints (and so which adapters) apply, as the Powerstrip README
     /// requires ("must not change the scope of which endpoint is being matched").
     pub fn matches_same_endpoints(&self, method: &Method, a: &str, b: &str) -> bool {
-        self.matching_endpoints(method, a).map(|e| &e.key).eq(self.matching_endpoints(method, b).map(|e| &e.key))
+        self.matching_endpoints(method, a)
+            .map(|e| &e.key)
+            .eq(self.matching_endpoints(method, b).map(|e| &e.key))
     }
 
     fn resolve(&self, name: &str) -> Arc<Adapter> {
-        self.adapter(name).cloned().expect("ChainSet::from_yaml checks that every referenced adapter is defined")
+        self.adapter(name)
+            .cloned()
+            .expect("ChainSet::from_yaml checks that every referenced adapter is defined")
     }
 }
 
@@ -260,7 +280,10 @@ fn compile(pattern: &str, shown: &str) -> Result<GlobMatcher, PatternError> {
         .backslash_escape(false)
         .build()
         .map(|g| g.compile_matcher())
-        .map_err(|e| PatternError::Glob { pattern: shown.to_string(), reason: e.kind().to_string() })
+        .map_err(|e| PatternError::Glob {
+            pattern: shown.to_string(),
+            reason: e.kind().to_string(),
+        })
 }
 
 /// Translates an fnmatch pattern into a globset pattern with the same meaning.
@@ -282,11 +305,14 @@ fn to_globset(pattern: &str, shown: &str) -> Result<String, PatternError> {
             }
             '?' => out.push('?'),
             '[' => {
-                let close = class_end(&chars, i).ok_or_else(|| PatternError::UnclosedClass(shown.to_string()))?;
-                let class = Class::parse(&chars[i + 1..close]).map_err(|(lo, hi)| PatternError::ReversedRange {
-                    pattern: shown.to_string(),
-                    lo,
-                    hi,
+                let close = class_end(&chars, i)
+                    .ok_or_else(|| PatternError::UnclosedClass(shown.to_string()))?;
+                let class = Class::parse(&chars[i + 1..close]).map_err(|(lo, hi)| {
+                    PatternError::ReversedRange {
+                        pattern: shown.to_string(),
+                        lo,
+                        hi,
+                    }
                 })?;
                 push_class(&mut out, &class);
                 i = close;
@@ -456,7 +482,10 @@ adapters:
 
     fn matched(chains: &ChainSet, method: &str, path: &str) -> Vec<String> {
         let method = Method::from_bytes(method.as_bytes()).expect("test method");
-        chains.matching_endpoints(&method, path).map(|e| e.key.clone()).collect()
+        chains
+            .matching_endpoints(&method, path)
+            .map(|e| e.key.clone())
+            .collect()
     }
 
     fn names(adapters: &[Arc<Adapter>]) -> Vec<&str> {
@@ -464,7 +493,9 @@ adapters:
     }
 
     fn path_matches(pattern: &str, path: &str) -> bool {
-        PathPattern::parse(pattern).expect("test pattern").matches(path)
+        PathPattern::parse(pattern)
+            .expect("test pattern")
+            .matches(path)
     }
 
     // ---- ported from powerstrip/test/test_parser.py ----
@@ -472,13 +503,19 @@ adapters:
     #[test]
     fn test_exact() {
         let chains = chains(PARSER_YML);
-        assert_eq!(matched(&chains, "POST", "/v1.16/containers/create"), ["POST /v1.16/containers/create"]);
+        assert_eq!(
+            matched(&chains, "POST", "/v1.16/containers/create"),
+            ["POST /v1.16/containers/create"]
+        );
     }
 
     #[test]
     fn test_matched() {
         let chains = chains(PARSER_YML);
-        assert_eq!(matched(&chains, "GET", "/v2/images/alpha/json"), ["* /v*/images/*/json"]);
+        assert_eq!(
+            matched(&chains, "GET", "/v2/images/alpha/json"),
+            ["* /v*/images/*/json"]
+        );
     }
 
     #[test]
@@ -495,7 +532,10 @@ adapters:
     fn test_config_changed() {
         // Powerstrip re-read its file under the parser; here a reload is a new ChainSet.
         let old = chains(PARSER_YML);
-        assert_eq!(matched(&old, "POST", "/v1.16/containers/create"), ["POST /v1.16/containers/create"]);
+        assert_eq!(
+            matched(&old, "POST", "/v1.16/containers/create"),
+            ["POST /v1.16/containers/create"]
+        );
         let new = chains(
             "endpoints:\n  \"GET /info\":\n    post: [gamma]\nadapters:\n  alpha: http://alpha/alpha\n  \
              beta: http://beta/beta\n  gamma: http://gamma/gamma",
@@ -535,8 +575,18 @@ adapters:
         let chain = chains.hooks_for(&Method::POST, "/v1.41/containers/create?name=web");
         assert_eq!(names(&chain.pre), ["debug", "flocker", "weave", "debug"]);
         assert_eq!(names(&chain.post), ["weave", "debug"]);
-        assert_eq!(chain.endpoints, ["* /*/containers/*", "POST /*/containers/create", "POST /*/containers/*"]);
-        assert!(Arc::ptr_eq(&chain.pre[0], &chain.pre[3]), "adapters are shared, not copied");
+        assert_eq!(
+            chain.endpoints,
+            [
+                "* /*/containers/*",
+                "POST /*/containers/create",
+                "POST /*/containers/*"
+            ]
+        );
+        assert!(
+            Arc::ptr_eq(&chain.pre[0], &chain.pre[3]),
+            "adapters are shared, not copied"
+        );
 
         let start = chains.hooks_for(&Method::POST, "/containers/abc/start");
         assert_eq!(names(&start.pre), ["debug"]);
@@ -549,9 +599,14 @@ adapters:
 
     #[test]
     fn star_star_matches_everything() {
-        let chains = chains("endpoints:\n  \"* *\":\n    pre: [echo]\nadapters:\n  echo: http://echo/");
-        for (method, path) in [("GET", "/"), ("GET", "/_ping"), ("POST", "/v1.41/containers/a/b/c"), ("HEAD", "/x?y=z")]
-        {
+        let chains =
+            chains("endpoints:\n  \"* *\":\n    pre: [echo]\nadapters:\n  echo: http://echo/");
+        for (method, path) in [
+            ("GET", "/"),
+            ("GET", "/_ping"),
+            ("POST", "/v1.41/containers/a/b/c"),
+            ("HEAD", "/x?y=z"),
+        ] {
             assert_eq!(matched(&chains, method, path), ["* *"], "{method} {path}");
         }
     }
@@ -560,7 +615,10 @@ adapters:
     fn method_star_is_any_method_and_a_named_method_is_exact() {
         let chains = chains(PARSER_YML);
         for method in ["GET", "POST", "DELETE", "PROPFIND"] {
-            assert_eq!(matched(&chains, method, "/v1.41/images/x/json"), ["* /v*/images/*/json"]);
+            assert_eq!(
+                matched(&chains, method, "/v1.41/images/x/json"),
+                ["* /v*/images/*/json"]
+            );
         }
         assert!(matched(&chains, "GET", "/v1.16/containers/create").is_empty());
     }
@@ -571,7 +629,10 @@ adapters:
         let same = |a, b| chains.matches_same_endpoints(&Method::GET, a, b);
         assert!(same("/v1.16/images/a/json", "/v1.16/images/b/json?x=1"));
         assert!(same("/v1.16/images/a/json", "/v1.16/images/a/json"));
-        assert!(!same("/v1.16/images/a/json", "/v1.17/images/a/json"), "drops GET /v1.16/images/*/json");
+        assert!(
+            !same("/v1.16/images/a/json", "/v1.17/images/a/json"),
+            "drops GET /v1.16/images/*/json"
+        );
         assert!(!same("/v1.17/images/a/json", "/info"));
         assert!(same("/info", "/version"), "both match nothing");
     }
@@ -591,7 +652,10 @@ adapters:
         let start = "/*/containers/*/start";
         assert!(path_matches(start, "/v1.41/containers/abc/start"));
         assert!(path_matches(start, "/containers/abc/start"));
-        assert!(path_matches(start, "/containers/a/b/start"), "* crosses / in fnmatch");
+        assert!(
+            path_matches(start, "/containers/a/b/start"),
+            "* crosses / in fnmatch"
+        );
         assert!(!path_matches(start, "/containers/abc/stop"));
 
         let delete = "/*/containers/*";
@@ -607,9 +671,15 @@ adapters:
         assert!(path_matches("/*/v1.41/info", "/x/v1.41/info"));
         // Other patterns mean exactly what fnmatch says.
         assert!(!path_matches("/v*/images/*/json", "/images/x/json"));
-        assert!(!path_matches("/v1.41/containers/create", "/containers/create"));
+        assert!(!path_matches(
+            "/v1.41/containers/create",
+            "/containers/create"
+        ));
         assert!(path_matches("/containers/create", "/containers/create"));
-        assert!(!path_matches("/containers/create", "/v1.41/containers/create"));
+        assert!(!path_matches(
+            "/containers/create",
+            "/v1.41/containers/create"
+        ));
         // `/*/x` and `/x` together (the Powerstrip-era workaround) both still match.
         assert!(path_matches("/*/info", "/info"));
         assert!(path_matches("/*/info", "/v1.41/info"));
@@ -620,7 +690,16 @@ adapters:
         for path in ["/v1.41/info", "/v1/info", "/v1.41", "/v2.0.1/x", "/v./x"] {
             assert!(is_versioned(path), "{path}");
         }
-        for path in ["/info", "/v/info", "/vx/info", "/version", "/v1a/info", "/", "", "v1.41/info"] {
+        for path in [
+            "/info",
+            "/v/info",
+            "/vx/info",
+            "/version",
+            "/v1a/info",
+            "/",
+            "",
+            "v1.41/info",
+        ] {
             assert!(!is_versioned(path), "{path}");
         }
         // `/version` is a real unversioned endpoint: `/*/version` matches it.
@@ -632,8 +711,14 @@ adapters:
     #[test]
     fn star_crosses_slashes_and_question_mark_is_one_char() {
         assert!(path_matches("/*", "/v1.41/containers/json"));
-        assert!(path_matches("/v1.41/containers/?/start", "/v1.41/containers/a/start"));
-        assert!(!path_matches("/v1.41/containers/?/start", "/v1.41/containers/ab/start"));
+        assert!(path_matches(
+            "/v1.41/containers/?/start",
+            "/v1.41/containers/a/start"
+        ));
+        assert!(!path_matches(
+            "/v1.41/containers/?/start",
+            "/v1.41/containers/ab/start"
+        ));
         assert!(path_matches("/v1.4?/info", "/v1.41/info"));
     }
 
@@ -641,23 +726,50 @@ adapters:
     fn character_classes() {
         assert!(path_matches("/v1.[0-9][0-9]/info", "/v1.41/info"));
         assert!(!path_matches("/v1.[0-9][0-9]/info", "/v1.4/info"));
-        assert!(path_matches("/*/containers/[abc]*/start", "/v1.41/containers/beef/start"));
-        assert!(!path_matches("/*/containers/[abc]*/start", "/v1.41/containers/dead/start"));
-        assert!(path_matches("/*/containers/[!abc]*/start", "/v1.41/containers/dead/start"));
-        assert!(!path_matches("/*/containers/[!abc]*/start", "/v1.41/containers/beef/start"));
+        assert!(path_matches(
+            "/*/containers/[abc]*/start",
+            "/v1.41/containers/beef/start"
+        ));
+        assert!(!path_matches(
+            "/*/containers/[abc]*/start",
+            "/v1.41/containers/dead/start"
+        ));
+        assert!(path_matches(
+            "/*/containers/[!abc]*/start",
+            "/v1.41/containers/dead/start"
+        ));
+        assert!(!path_matches(
+            "/*/containers/[!abc]*/start",
+            "/v1.41/containers/beef/start"
+        ));
         // Powerstrip's README example: a class is one character, so this cannot match /v1.16.
-        assert!(!path_matches("/v[12]/containers/create", "/v1.16/containers/create"));
-        assert!(path_matches("/v[12]/containers/create", "/v2/containers/create"));
+        assert!(!path_matches(
+            "/v[12]/containers/create",
+            "/v1.16/containers/create"
+        ));
+        assert!(path_matches(
+            "/v[12]/containers/create",
+            "/v2/containers/create"
+        ));
     }
 
     #[test]
     fn matching_is_anchored_and_case_sensitive() {
-        assert!(!path_matches("/*/containers/create", "/v1.41/containers/create/x"));
+        assert!(!path_matches(
+            "/*/containers/create",
+            "/v1.41/containers/create/x"
+        ));
         assert!(!path_matches("/containers/create", "/x/containers/create"));
-        assert!(!path_matches("/*/Containers/create", "/v1.41/containers/create"));
+        assert!(!path_matches(
+            "/*/Containers/create",
+            "/v1.41/containers/create"
+        ));
         let chains = chains(PARSER_YML);
         let lower = Method::from_bytes(b"post").expect("extension method");
-        assert!(chains.matching_endpoints(&lower, "/v1.16/containers/create").next().is_none());
+        assert!(chains
+            .matching_endpoints(&lower, "/v1.16/containers/create")
+            .next()
+            .is_none());
     }
 
     /// Expected values computed with Python 2.7's `fnmatch` (what Powerstrip ran): the
@@ -692,21 +804,44 @@ adapters:
         ];
         for (pattern, path, expected) in cases {
             let glob = compile(pattern, pattern).expect("valid fnmatch pattern");
-            assert_eq!(glob.is_match(path), expected, "fnmatch({path:?}, {pattern:?})");
+            assert_eq!(
+                glob.is_match(path),
+                expected,
+                "fnmatch({path:?}, {pattern:?})"
+            );
         }
     }
 
     #[test]
     fn bad_keys_are_rejected_with_a_reason() {
-        let err = |key: &str| parse_endpoint_key(key).expect_err("must be rejected").to_string();
+        let err = |key: &str| {
+            parse_endpoint_key(key)
+                .expect_err("must be rejected")
+                .to_string()
+        };
         assert_eq!(err("/containers/create"), PatternError::Shape.to_string());
-        assert_eq!(err("post /x"), "method \"post\" must be * or an uppercase HTTP method such as POST");
-        assert_eq!(err("P* /x"), "method \"P*\" must be * or an uppercase HTTP method such as POST");
+        assert_eq!(
+            err("post /x"),
+            "method \"post\" must be * or an uppercase HTTP method such as POST"
+        );
+        assert_eq!(
+            err("P* /x"),
+            "method \"P*\" must be * or an uppercase HTTP method such as POST"
+        );
         assert_eq!(err("POST x"), "pattern \"x\" must start with / or be *");
         assert_eq!(err("POST  /x"), "pattern \" /x\" must start with / or be *");
-        assert_eq!(err("POST /a b"), "pattern \"/a b\" contains whitespace, so it can never match a request path");
-        assert_eq!(err("POST /x["), "pattern \"/x[\" has a [ with no closing ] (write [[] for a literal [)");
-        assert_eq!(err("GET /v[9-1]/info"), "pattern \"/v[9-1]/info\" has a reversed character range 9-1");
+        assert_eq!(
+            err("POST /a b"),
+            "pattern \"/a b\" contains whitespace, so it can never match a request path"
+        );
+        assert_eq!(
+            err("POST /x["),
+            "pattern \"/x[\" has a [ with no closing ] (write [[] for a literal [)"
+        );
+        assert_eq!(
+            err("GET /v[9-1]/info"),
+            "pattern \"/v[9-1]/info\" has a reversed character range 9-1"
+        );
         assert!(parse_endpoint_key("M-SEARCH /x").is_ok());
         assert!(parse_endpoint_key("* *").is_ok());
     }

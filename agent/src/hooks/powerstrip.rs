@@ -100,7 +100,11 @@ pub struct PostHookRequest {
 
 impl PreHookRequest {
     pub fn new(client_request: ClientRequest) -> PreHookRequest {
-        PreHookRequest { protocol_version: PROTOCOL_VERSION, hook_type: HookType::Pre, client_request }
+        PreHookRequest {
+            protocol_version: PROTOCOL_VERSION,
+            hook_type: HookType::Pre,
+            client_request,
+        }
     }
 
     /// The request body to POST to an adapter.
@@ -130,7 +134,10 @@ impl PostHookRequest {
 #[serde(try_from = "Value")]
 pub struct PreHookReply {
     /// As sent (never checked); `None` when absent or not a number.
-    #[serde(rename = "PowerstripProtocolVersion", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "PowerstripProtocolVersion",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub protocol_version: Option<u64>,
     #[serde(rename = "ModifiedClientRequest")]
     pub modified_client_request: ModifiedClientRequest,
@@ -151,7 +158,10 @@ pub struct ModifiedClientRequest {
 #[serde(try_from = "Value")]
 pub struct PostHookReply {
     /// As sent (never checked); `None` when absent or not a number.
-    #[serde(rename = "PowerstripProtocolVersion", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "PowerstripProtocolVersion",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub protocol_version: Option<u64>,
     #[serde(rename = "ModifiedServerResponse")]
     pub modified_server_response: ModifiedServerResponse,
@@ -178,11 +188,17 @@ pub enum ReplyError {
     #[error("reply has no {0:?} object")]
     Missing(&'static str),
     #[error("{field} must be {expected}, found {found}{hint}")]
-    WrongType { field: &'static str, expected: &'static str, found: String, hint: &'static str },
+    WrongType {
+        field: &'static str,
+        expected: &'static str,
+        found: String,
+        hint: &'static str,
+    },
 }
 
 /// Said when a body arrives as JSON rather than as a string holding JSON.
-const STRING_BODY_HINT: &str = " (Powerstrip bodies are JSON text inside a string, e.g. json.dumps(body))";
+const STRING_BODY_HINT: &str =
+    " (Powerstrip bodies are JSON text inside a string, e.g. json.dumps(body))";
 
 impl PreHookReply {
     /// An echo adapter's reply: the request unchanged (what powerstrip-slowreq and
@@ -236,7 +252,9 @@ impl PostHookReply {
     }
 
     pub fn from_json(reply: &[u8]) -> Result<PostHookReply, ReplyError> {
-        PostHookReply::try_from(serde_json::from_slice::<Value>(reply).map_err(ReplyError::NotJson)?)
+        PostHookReply::try_from(
+            serde_json::from_slice::<Value>(reply).map_err(ReplyError::NotJson)?,
+        )
     }
 }
 
@@ -260,17 +278,25 @@ impl TryFrom<Value> for PostHookReply {
 fn object(reply: Value) -> Result<Map<String, Value>, ReplyError> {
     match reply {
         Value::Object(doc) => Ok(doc),
-        other => Err(ReplyError::NotObject { found: describe(&other) }),
+        other => Err(ReplyError::NotObject {
+            found: describe(&other),
+        }),
     }
 }
 
-fn member<'a>(doc: &'a Map<String, Value>, key: &'static str) -> Result<&'a Map<String, Value>, ReplyError> {
+fn member<'a>(
+    doc: &'a Map<String, Value>,
+    key: &'static str,
+) -> Result<&'a Map<String, Value>, ReplyError> {
     match doc.get(key) {
         None | Some(Value::Null) => Err(ReplyError::Missing(key)),
         Some(Value::Object(m)) => Ok(m),
-        Some(other) => {
-            Err(ReplyError::WrongType { field: key, expected: "an object", found: describe(other), hint: "" })
-        }
+        Some(other) => Err(ReplyError::WrongType {
+            field: key,
+            expected: "an object",
+            found: describe(other),
+            hint: "",
+        }),
     }
 }
 
@@ -285,8 +311,17 @@ fn string(
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(other) => {
-            let hint = if matches!(other, Value::Object(_) | Value::Array(_)) { hint } else { "" };
-            Err(ReplyError::WrongType { field, expected: "a string or null", found: describe(other), hint })
+            let hint = if matches!(other, Value::Object(_) | Value::Array(_)) {
+                hint
+            } else {
+                ""
+            };
+            Err(ReplyError::WrongType {
+                field,
+                expected: "a string or null",
+                found: describe(other),
+                hint,
+            })
         }
     }
 }
@@ -326,8 +361,7 @@ mod tests {
 
     /// A `docker create` as the Docker 1.6 CLI sent it, and the pre-hook request for it
     /// (shape of the powerstrip-flocker and powerstrip-weave fixtures).
-    const CREATE_BODY: &str =
-        r#"{"Hostname":"","Image":"busybox","Cmd":["sh"],"HostConfig":{"Binds":["/flocker/demo:/data"]}}"#;
+    const CREATE_BODY: &str = r#"{"Hostname":"","Image":"busybox","Cmd":["sh"],"HostConfig":{"Binds":["/flocker/demo:/data"]}}"#;
 
     fn create_request() -> PreHookRequest {
         PreHookRequest::new(ClientRequest {
@@ -339,8 +373,16 @@ mod tests {
 
     fn start_request() -> PostHookRequest {
         PostHookRequest::new(
-            ClientRequest { method: "POST".into(), request: "/v1.16/containers/c1/start".into(), body: None },
-            ServerResponse { content_type: None, body: String::new(), code: 204 },
+            ClientRequest {
+                method: "POST".into(),
+                request: "/v1.16/containers/c1/start".into(),
+                body: None,
+            },
+            ServerResponse {
+                content_type: None,
+                body: String::new(),
+                code: 204,
+            },
         )
     }
 
@@ -371,12 +413,16 @@ mod tests {
 
     #[test]
     fn requests_read_back_as_fakes_see_them_even_without_a_version() {
-        let pre: PreHookRequest = serde_json::from_slice(&create_request().to_json()).expect("round trip");
+        let pre: PreHookRequest =
+            serde_json::from_slice(&create_request().to_json()).expect("round trip");
         assert_eq!(pre, create_request());
-        let post: PostHookRequest = serde_json::from_slice(&start_request().to_json()).expect("round trip");
+        let post: PostHookRequest =
+            serde_json::from_slice(&start_request().to_json()).expect("round trip");
         assert_eq!(post, start_request());
-        let bare = br#"{"Type": "pre-hook", "ClientRequest": {"Method": "GET", "Request": "/info"}}"#;
-        let pre: PreHookRequest = serde_json::from_slice(bare).expect("version and Body are optional");
+        let bare =
+            br#"{"Type": "pre-hook", "ClientRequest": {"Method": "GET", "Request": "/info"}}"#;
+        let pre: PreHookRequest =
+            serde_json::from_slice(bare).expect("version and Body are optional");
         assert_eq!(pre.protocol_version, 1);
         assert_eq!(pre.client_request.body, None);
     }
@@ -403,7 +449,10 @@ mod tests {
         let reply = br#"{"Extra": [1, 2], "ModifiedClientRequest": {"Body": null, "Note": "hi"}}"#;
         let reply = PreHookReply::from_json(reply).expect("extra keys are ignored");
         assert_eq!(reply.protocol_version, None);
-        assert_eq!(reply.modified_client_request, ModifiedClientRequest::default());
+        assert_eq!(
+            reply.modified_client_request,
+            ModifiedClientRequest::default()
+        );
     }
 
     #[test]
@@ -425,7 +474,8 @@ mod tests {
     #[test]
     fn echo_replies_parse_back_to_the_request() {
         let pre = PreHookReply::echo(&create_request());
-        let parsed = PreHookReply::from_json(&serde_json::to_vec(&pre).expect("serializes")).expect("parses");
+        let parsed = PreHookReply::from_json(&serde_json::to_vec(&pre).expect("serializes"))
+            .expect("parses");
         assert_eq!(parsed, pre);
         let post = PostHookReply::echo(&start_request());
         let bytes = serde_json::to_vec(&post).expect("serializes");
@@ -437,20 +487,33 @@ mod tests {
     }
 
     fn pre_error(reply: &str) -> String {
-        PreHookReply::from_json(reply.as_bytes()).expect_err("must be rejected").to_string()
+        PreHookReply::from_json(reply.as_bytes())
+            .expect_err("must be rejected")
+            .to_string()
     }
 
     fn post_error(reply: &str) -> String {
-        PostHookReply::from_json(reply.as_bytes()).expect_err("must be rejected").to_string()
+        PostHookReply::from_json(reply.as_bytes())
+            .expect_err("must be rejected")
+            .to_string()
     }
 
     #[test]
     fn bad_replies_say_what_is_wrong() {
         assert!(pre_error("sadness for you, today.").starts_with("reply is not JSON: "));
         assert!(pre_error("").starts_with("reply is not JSON: "));
-        assert_eq!(pre_error("[1]"), "reply must be a JSON object, found a list");
-        assert_eq!(pre_error(r#"{"ModifiedServerResponse": {}}"#), r#"reply has no "ModifiedClientRequest" object"#);
-        assert_eq!(pre_error(r#"{"ModifiedClientRequest": null}"#), r#"reply has no "ModifiedClientRequest" object"#);
+        assert_eq!(
+            pre_error("[1]"),
+            "reply must be a JSON object, found a list"
+        );
+        assert_eq!(
+            pre_error(r#"{"ModifiedServerResponse": {}}"#),
+            r#"reply has no "ModifiedClientRequest" object"#
+        );
+        assert_eq!(
+            pre_error(r#"{"ModifiedClientRequest": null}"#),
+            r#"reply has no "ModifiedClientRequest" object"#
+        );
         assert_eq!(
             pre_error(r#"{"ModifiedClientRequest": "x"}"#),
             r#"ModifiedClientRequest must be an object, found the string "x""#
@@ -464,7 +527,10 @@ mod tests {
             pre_error(r#"{"ModifiedClientRequest": {"Body": "", "Request": 7}}"#),
             "ModifiedClientRequest.Request must be a string or null, found the number 7"
         );
-        assert_eq!(post_error(r#"{"ModifiedClientRequest": {}}"#), r#"reply has no "ModifiedServerResponse" object"#);
+        assert_eq!(
+            post_error(r#"{"ModifiedClientRequest": {}}"#),
+            r#"reply has no "ModifiedServerResponse" object"#
+        );
         assert_eq!(
             post_error(r#"{"ModifiedServerResponse": {"Body": "", "Code": "200"}}"#),
             r#"ModifiedServerResponse.Code must be an HTTP status code (100-599) or null, found the string "200""#
@@ -482,29 +548,46 @@ mod tests {
     #[test]
     fn serde_json_deserializes_replies_through_the_same_checks() {
         let reply: PreHookReply =
-            serde_json::from_slice(br#"{"ModifiedClientRequest": {"Body": "{}"}}"#).expect("valid reply");
+            serde_json::from_slice(br#"{"ModifiedClientRequest": {"Body": "{}"}}"#)
+                .expect("valid reply");
         assert_eq!(reply.modified_client_request.body.as_deref(), Some("{}"));
-        let err = serde_json::from_slice::<PreHookReply>(br#"{"ModifiedClientRequest": {"Body": {}}}"#)
-            .expect_err("Body is an object");
+        let err =
+            serde_json::from_slice::<PreHookReply>(br#"{"ModifiedClientRequest": {"Body": {}}}"#)
+                .expect_err("Body is an object");
         assert!(
-            err.to_string().starts_with("ModifiedClientRequest.Body must be a string or null, found an object"),
+            err.to_string().starts_with(
+                "ModifiedClientRequest.Body must be a string or null, found an object"
+            ),
             "{err}"
         );
-        let err = serde_json::from_slice::<PostHookReply>(br#"{"Body": ""}"#).expect_err("no ModifiedServerResponse");
-        assert!(err.to_string().starts_with(r#"reply has no "ModifiedServerResponse" object"#), "{err}");
+        let err = serde_json::from_slice::<PostHookReply>(br#"{"Body": ""}"#)
+            .expect_err("no ModifiedServerResponse");
+        assert!(
+            err.to_string()
+                .starts_with(r#"reply has no "ModifiedServerResponse" object"#),
+            "{err}"
+        );
     }
 
     #[test]
     fn missing_and_null_members_are_none() {
-        let reply = PostHookReply::from_json(br#"{"ModifiedServerResponse": {"Body": "ok"}}"#).expect("valid");
+        let reply = PostHookReply::from_json(br#"{"ModifiedServerResponse": {"Body": "ok"}}"#)
+            .expect("valid");
         assert_eq!(
             reply.modified_server_response,
-            ModifiedServerResponse { content_type: None, body: Some("ok".into()), code: None }
+            ModifiedServerResponse {
+                content_type: None,
+                body: Some("ok".into()),
+                code: None
+            }
         );
         let reply = PostHookReply::from_json(
             br#"{"ModifiedServerResponse": {"Body": null, "Code": null, "ContentType": null}}"#,
         )
         .expect("valid");
-        assert_eq!(reply.modified_server_response, ModifiedServerResponse::default());
+        assert_eq!(
+            reply.modified_server_response,
+            ModifiedServerResponse::default()
+        );
     }
 }

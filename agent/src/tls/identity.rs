@@ -55,7 +55,9 @@ impl Role {
     }
 
     fn from_organizational_unit(ou: &str) -> Option<Role> {
-        Role::ALL.into_iter().find(|r| r.organizational_unit() == ou)
+        Role::ALL
+            .into_iter()
+            .find(|r| r.organizational_unit() == ou)
     }
 }
 
@@ -74,7 +76,10 @@ impl FromStr for Role {
     type Err = UnknownRole;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Role::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| UnknownRole(s.to_owned()))
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| UnknownRole(s.to_owned()))
     }
 }
 
@@ -108,7 +113,9 @@ pub enum IdentityError {
         "certificate CN={name} has no role: its subject has no OU (busbar-agent, busbar-gateway or busbar-client)"
     )]
     NoRole { name: String },
-    #[error("certificate CN={name} has {count} OUs; a busbar certificate has exactly one, its role")]
+    #[error(
+        "certificate CN={name} has {count} OUs; a busbar certificate has exactly one, its role"
+    )]
     ManyRoles { name: String, count: usize },
     #[error("certificate CN={name} has OU {ou:?}, which is not a busbar role")]
     UnknownRole { name: String, ou: String },
@@ -120,26 +127,39 @@ pub enum IdentityError {
 /// against the cluster CA (for example `ServerConnection::peer_certificates()[0]`), which is
 /// how the gRPC service learns who is calling.
 pub fn peer_identity(cert: &CertificateDer<'_>) -> Result<Identity, IdentityError> {
-    let (_, x509) = X509Certificate::from_der(cert.as_ref()).map_err(|e| IdentityError::NotX509(e.to_string()))?;
+    let (_, x509) = X509Certificate::from_der(cert.as_ref())
+        .map_err(|e| IdentityError::NotX509(e.to_string()))?;
     let subject = x509.subject();
 
     let mut cns = subject.iter_common_name();
     let name = match (cns.next(), cns.next()) {
         (None, _) => return Err(IdentityError::NoCommonName),
-        (Some(cn), None) => cn.as_str().map_err(|_| IdentityError::CommonNameNotText)?.to_owned(),
+        (Some(cn), None) => cn
+            .as_str()
+            .map_err(|_| IdentityError::CommonNameNotText)?
+            .to_owned(),
         (Some(_), Some(_)) => return Err(IdentityError::ManyCommonNames(2 + cns.count())),
     };
 
     let ous: Vec<_> = subject.iter_organizational_unit().collect();
     let ou = match ous.as_slice() {
         [] => return Err(IdentityError::NoRole { name }),
-        [one] => one
-            .as_str()
-            .map_err(|_| IdentityError::UnknownRole { name: name.clone(), ou: "<not a string>".to_owned() })?,
-        many => return Err(IdentityError::ManyRoles { name, count: many.len() }),
+        [one] => one.as_str().map_err(|_| IdentityError::UnknownRole {
+            name: name.clone(),
+            ou: "<not a string>".to_owned(),
+        })?,
+        many => {
+            return Err(IdentityError::ManyRoles {
+                name,
+                count: many.len(),
+            })
+        }
     };
     match Role::from_organizational_unit(ou) {
         Some(role) => Ok(Identity { name, role }),
-        None => Err(IdentityError::UnknownRole { name, ou: ou.to_owned() }),
+        None => Err(IdentityError::UnknownRole {
+            name,
+            ou: ou.to_owned(),
+        }),
     }
 }

@@ -32,8 +32,8 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType, PKCS_ECDSA_P256_SHA256,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, PKCS_ECDSA_P256_SHA256,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -67,7 +67,9 @@ pub enum PkiError {
     CaExists { dir: PathBuf, path: PathBuf },
     #[error("no cluster CA in {dir}: run `busbarctl certs init --dir {dir}` first")]
     NoCa { dir: PathBuf },
-    #[error("{path} is missing: certificates can only be issued on the machine that holds the CA key")]
+    #[error(
+        "{path} is missing: certificates can only be issued on the machine that holds the CA key"
+    )]
     NoCaKey { path: PathBuf },
     #[error("{path} is not a usable CA certificate: {reason}")]
     BadCa { path: PathBuf, reason: String },
@@ -192,7 +194,10 @@ impl CertDir {
         for path in [&cert_path, &key_path] {
             if exists(path)? {
                 if !force {
-                    return Err(PkiError::CaExists { dir: self.dir.clone(), path: path.clone() });
+                    return Err(PkiError::CaExists {
+                        dir: self.dir.clone(),
+                        path: path.clone(),
+                    });
                 }
                 replaced = true;
             }
@@ -204,11 +209,19 @@ impl CertDir {
         let now = OffsetDateTime::now_utc();
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::OrganizationName, "busbar");
-        params.distinguished_name.push(DnType::CommonName, format!("busbar cluster CA {cluster_id}"));
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "busbar");
+        params.distinguished_name.push(
+            DnType::CommonName,
+            format!("busbar cluster CA {cluster_id}"),
+        );
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages =
-            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         params.not_before = now - BACKDATE;
         params.not_after = now + CA_VALIDITY;
         let cert = params.self_signed(&key)?;
@@ -216,7 +229,13 @@ impl CertDir {
         // Key first: a ca.pem without its key is useless, a key without ca.pem is just refused.
         write_file(&key_path, key.serialize_pem().as_bytes(), KEY_MODE)?;
         write_file(&cert_path, cert.pem().as_bytes(), CERT_MODE)?;
-        Ok(CaWritten { cert: cert_path, key: key_path, cluster_id, not_after: params.not_after, replaced })
+        Ok(CaWritten {
+            cert: cert_path,
+            key: key_path,
+            cluster_id,
+            not_after: params.not_after,
+            replaced,
+        })
     }
 
     /// Issues a leaf certificate signed by the CA in this directory (`busbarctl certs issue`).
@@ -226,15 +245,20 @@ impl CertDir {
             return Err(PkiError::InvalidDays { days: req.days });
         }
         let mut sans = vec![SanType::DnsName(
-            req.name.as_str().try_into().map_err(|_| invalid_name(&req.name, "not a DNS name"))?,
+            req.name
+                .as_str()
+                .try_into()
+                .map_err(|_| invalid_name(&req.name, "not a DNS name"))?,
         )];
         let mut san_texts = vec![req.name.clone()];
         for san in &req.sans {
             let parsed = match ServerName::try_from(san.as_str()) {
                 Ok(ServerName::IpAddress(ip)) => SanType::IpAddress(std::net::IpAddr::from(ip)),
-                Ok(ServerName::DnsName(_)) => {
-                    SanType::DnsName(san.as_str().try_into().map_err(|_| PkiError::InvalidSan { san: san.clone() })?)
-                }
+                Ok(ServerName::DnsName(_)) => SanType::DnsName(
+                    san.as_str()
+                        .try_into()
+                        .map_err(|_| PkiError::InvalidSan { san: san.clone() })?,
+                ),
                 _ => return Err(PkiError::InvalidSan { san: san.clone() }),
             };
             if !sans.contains(&parsed) {
@@ -256,21 +280,34 @@ impl CertDir {
         let now = OffsetDateTime::now_utc();
         let not_after = now + Duration::days(i64::from(req.days));
         if not_after > ca.not_after {
-            return Err(PkiError::OutlivesCa { days: req.days, ca_expires: ca.not_after.date() });
+            return Err(PkiError::OutlivesCa {
+                days: req.days,
+                ca_expires: ca.not_after.date(),
+            });
         }
 
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::OrganizationName, "busbar");
-        params.distinguished_name.push(DnType::OrganizationalUnitName, req.role.organizational_unit());
-        params.distinguished_name.push(DnType::CommonName, req.name.as_str());
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "busbar");
+        params.distinguished_name.push(
+            DnType::OrganizationalUnitName,
+            req.role.organizational_unit(),
+        );
+        params
+            .distinguished_name
+            .push(DnType::CommonName, req.name.as_str());
         params.subject_alt_names = sans;
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = match req.role {
             Role::Agent | Role::Gateway => {
-                vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth]
+                vec![
+                    ExtendedKeyUsagePurpose::ServerAuth,
+                    ExtendedKeyUsagePurpose::ClientAuth,
+                ]
             }
             Role::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
         };
@@ -285,7 +322,10 @@ impl CertDir {
         Ok(Issued {
             cert: cert_path,
             key: key_path,
-            identity: Identity { name: req.name.clone(), role: req.role },
+            identity: Identity {
+                name: req.name.clone(),
+                role: req.role,
+            },
             sans: san_texts,
             not_after,
         })
@@ -296,41 +336,57 @@ impl CertDir {
             .recursive(true)
             .mode(DIR_MODE)
             .create(&self.dir)
-            .map_err(|source| PkiError::CreateDir { path: self.dir.clone(), source })
+            .map_err(|source| PkiError::CreateDir {
+                path: self.dir.clone(),
+                source,
+            })
     }
 
     /// Reads the CA back and checks it can sign: it is a CA, still valid, and the key is its own.
     fn load_ca(&self) -> Result<LoadedCa, PkiError> {
         let (cert_path, key_path) = (self.ca_cert(), self.ca_key());
         if !exists(&cert_path)? {
-            return Err(PkiError::NoCa { dir: self.dir.clone() });
+            return Err(PkiError::NoCa {
+                dir: self.dir.clone(),
+            });
         }
         if !exists(&key_path)? {
             return Err(PkiError::NoCaKey { path: key_path });
         }
         let cert_pem = read_text(&cert_path)?;
         let key_pem = read_text(&key_path)?;
-        let bad_ca = |reason: &str| PkiError::BadCa { path: cert_path.clone(), reason: reason.to_owned() };
+        let bad_ca = |reason: &str| PkiError::BadCa {
+            path: cert_path.clone(),
+            reason: reason.to_owned(),
+        };
 
         let der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
             .map_err(|e| bad_ca(&format!("no PEM certificate: {e}")))?;
-        let (_, x509) = X509Certificate::from_der(der.as_ref()).map_err(|e| bad_ca(&e.to_string()))?;
+        let (_, x509) =
+            X509Certificate::from_der(der.as_ref()).map_err(|e| bad_ca(&e.to_string()))?;
         if !x509.is_ca() {
             return Err(bad_ca("it is not a CA certificate"));
         }
         // rcgen reads the subject back to name the issuer, and insists on one attribute per
         // RDN (it panics on an empty one): check here so a hand-edited file gets an error.
         if x509.subject().iter().any(|rdn| rdn.iter().count() != 1) {
-            return Err(bad_ca("its subject is not one attribute per RDN, as busbarctl writes it"));
+            return Err(bad_ca(
+                "its subject is not one attribute per RDN, as busbarctl writes it",
+            ));
         }
         let not_after = x509.validity().not_after.to_datetime();
         if not_after <= OffsetDateTime::now_utc() {
             return Err(bad_ca(&format!("it expired on {}", not_after.date())));
         }
-        let key = KeyPair::from_pem(&key_pem)
-            .map_err(|e| PkiError::BadCaKey { path: key_path.clone(), reason: e.to_string() })?;
+        let key = KeyPair::from_pem(&key_pem).map_err(|e| PkiError::BadCaKey {
+            path: key_path.clone(),
+            reason: e.to_string(),
+        })?;
         if key.public_key_raw() != x509.public_key().subject_public_key.data.as_ref() {
-            return Err(PkiError::CaKeyMismatch { cert: cert_path, key: key_path });
+            return Err(PkiError::CaKeyMismatch {
+                cert: cert_path,
+                key: key_path,
+            });
         }
         let issuer = Issuer::from_ca_cert_der(&der, key).map_err(|e| bad_ca(&e.to_string()))?;
         Ok(LoadedCa { issuer, not_after })
@@ -344,15 +400,28 @@ struct LoadedCa {
 }
 
 fn invalid_name(name: &str, reason: &'static str) -> PkiError {
-    PkiError::InvalidName { name: name.to_owned(), reason }
+    PkiError::InvalidName {
+        name: name.to_owned(),
+        reason,
+    }
 }
 
 /// A name becomes a CN, a DNS SAN (the name the gateway dials) and two file names.
 fn validate_name(name: &str) -> Result<(), PkiError> {
     match ServerName::try_from(name) {
         Ok(ServerName::DnsName(_)) => {}
-        Ok(_) => return Err(invalid_name(name, "an IP address cannot be a name; pass it with --san")),
-        Err(_) => return Err(invalid_name(name, "not a DNS name (letters, digits, '-', '.')")),
+        Ok(_) => {
+            return Err(invalid_name(
+                name,
+                "an IP address cannot be a name; pass it with --san",
+            ))
+        }
+        Err(_) => {
+            return Err(invalid_name(
+                name,
+                "not a DNS name (letters, digits, '-', '.')",
+            ))
+        }
     }
     if name.ends_with('.') {
         return Err(invalid_name(name, "must not end with a dot"));
@@ -362,7 +431,10 @@ fn validate_name(name: &str) -> Result<(), PkiError> {
         return Err(invalid_name(name, "reserved for the CA's files"));
     }
     if name.ends_with("-key") {
-        return Err(invalid_name(name, "must not end in -key (that is how key files are named)"));
+        return Err(invalid_name(
+            name,
+            "must not end in -key (that is how key files are named)",
+        ));
     }
     Ok(())
 }
@@ -372,26 +444,42 @@ fn exists(path: &Path) -> Result<bool, PkiError> {
     match fs::symlink_metadata(path) {
         Ok(_) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(source) => Err(PkiError::Read { path: path.to_owned(), source }),
+        Err(source) => Err(PkiError::Read {
+            path: path.to_owned(),
+            source,
+        }),
     }
 }
 
 fn read_text(path: &Path) -> Result<String, PkiError> {
-    fs::read_to_string(path).map_err(|source| PkiError::Read { path: path.to_owned(), source })
+    fs::read_to_string(path).map_err(|source| PkiError::Read {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Writes `contents` to a temporary file created with `mode`, then renames it over `path`.
 fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError> {
-    let file_name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{file_name}.tmp"));
-    let err = |source| PkiError::Write { path: path.to_owned(), source };
+    let err = |source| PkiError::Write {
+        path: path.to_owned(),
+        source,
+    };
     match fs::remove_file(&tmp) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(err(e)),
     }
     let result = (|| {
-        let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
         file.write_all(contents)?;
         file.sync_all()?;
         fs::rename(&tmp, path)

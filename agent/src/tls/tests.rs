@@ -57,7 +57,12 @@ impl Cluster {
         let tmp = TempDir::new();
         let certs = CertDir::new(tmp.0.join("certs"));
         certs.init_ca(false).expect("init CA");
-        issue(&certs, "node1", Role::Agent, &["127.0.0.1", "node1.example.com"]);
+        issue(
+            &certs,
+            "node1",
+            Role::Agent,
+            &["127.0.0.1", "node1.example.com"],
+        );
         issue(&certs, "node2", Role::Agent, &[]);
         issue(&certs, "gw", Role::Gateway, &[]);
         issue(&certs, "ops", Role::Client, &[]);
@@ -81,7 +86,11 @@ struct Outcome {
 ///
 /// With TLS 1.3 the client finishes its side of the handshake before the server has checked
 /// the client certificate, so the client also reads one byte: a refusal arrives as an alert.
-async fn handshake(server: Arc<rustls::ServerConfig>, client: Arc<rustls::ClientConfig>, server_name: &str) -> Outcome {
+async fn handshake(
+    server: Arc<rustls::ServerConfig>,
+    client: Arc<rustls::ClientConfig>,
+    server_name: &str,
+) -> Outcome {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
     let acceptor = TlsAcceptor::from(server);
@@ -89,7 +98,11 @@ async fn handshake(server: Arc<rustls::ServerConfig>, client: Arc<rustls::Client
         let (tcp, _) = listener.accept().await?;
         let mut tls = acceptor.accept(tcp).await?;
         let (_, conn) = tls.get_ref();
-        let peer = conn.peer_certificates().and_then(|c| c.first()).expect("mandatory client auth").clone();
+        let peer = conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .expect("mandatory client auth")
+            .clone();
         let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
         tls.write_all(b"!").await?;
         tls.shutdown().await?;
@@ -103,12 +116,23 @@ async fn handshake(server: Arc<rustls::ServerConfig>, client: Arc<rustls::Client
         let mut tls = TlsConnector::from(client).connect(name, tcp).await?;
         let mut byte = [0u8; 1];
         tls.read_exact(&mut byte).await?;
-        let peer = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).expect("server cert").clone();
+        let peer = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .expect("server cert")
+            .clone();
         peer_identity(&peer).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     };
     let limit = Duration::from_secs(10);
-    let client = tokio::time::timeout(limit, client).await.expect("client side finishes");
-    let server = tokio::time::timeout(limit, server_task).await.expect("server side finishes").expect("no panic");
+    let client = tokio::time::timeout(limit, client)
+        .await
+        .expect("client side finishes");
+    let server = tokio::time::timeout(limit, server_task)
+        .await
+        .expect("server side finishes")
+        .expect("no panic");
     Outcome { server, client }
 }
 
@@ -127,9 +151,21 @@ async fn gateway_reaches_agent_and_both_know_who_is_there() {
 
     let out = handshake(server, client, "node1").await;
     let (client_id, alpn) = out.server.expect("agent accepts the gateway");
-    assert_eq!(client_id, Identity { name: "gw".into(), role: Role::Gateway });
+    assert_eq!(
+        client_id,
+        Identity {
+            name: "gw".into(),
+            role: Role::Gateway
+        }
+    );
     assert_eq!(alpn.as_deref(), Some(ALPN_H2));
-    assert_eq!(out.client.expect("gateway accepts the agent"), Identity { name: "node1".into(), role: Role::Agent });
+    assert_eq!(
+        out.client.expect("gateway accepts the agent"),
+        Identity {
+            name: "node1".into(),
+            role: Role::Agent
+        }
+    );
 }
 
 #[tokio::test]
@@ -139,7 +175,10 @@ async fn extra_sans_are_valid_server_names() {
         let server = server_config(&c.files("node1"), Role::Gateway).unwrap();
         let client = client_config(&c.files("gw"), Role::Agent).unwrap();
         let out = handshake(server, client, name).await;
-        assert!(out.client.is_ok() && out.server.is_ok(), "dialling as {name}");
+        assert!(
+            out.client.is_ok() && out.server.is_ok(),
+            "dialling as {name}"
+        );
     }
 }
 
@@ -168,7 +207,10 @@ impl LogBuf {
 async fn only_the_gateway_role_may_connect_to_an_agent() {
     let logs = LogBuf::default();
     let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
     let c = Cluster::new();
     for (name, role) in [("ops", Role::Client), ("node2", Role::Agent)] {
@@ -179,7 +221,9 @@ async fn only_the_gateway_role_may_connect_to_an_agent() {
 
         let server_err = err_text(&out.server);
         assert!(
-            server_err.contains(&format!("peer certificate CN={name} has role {role}; only gateway may connect")),
+            server_err.contains(&format!(
+                "peer certificate CN={name} has role {role}; only gateway may connect"
+            )),
             "server error: {server_err}"
         );
         let client_err = err_text(&out.client);
@@ -191,7 +235,11 @@ async fn only_the_gateway_role_may_connect_to_an_agent() {
         "refusing TLS client: peer certificate CN=ops has role client; only gateway may connect",
         "refusing TLS client: peer certificate CN=node2 has role agent; only gateway may connect",
     ] {
-        assert!(logs.lines().any(|l| l.contains(" WARN ") && l.contains(line)), "{line:?} not in:\n{logs}");
+        assert!(
+            logs.lines()
+                .any(|l| l.contains(" WARN ") && l.contains(line)),
+            "{line:?} not in:\n{logs}"
+        );
     }
 }
 
@@ -204,14 +252,18 @@ async fn a_certificate_from_another_ca_is_refused_both_ways() {
     issue(&rogue, "gw", Role::Gateway, &[]);
     issue(&rogue, "node1", Role::Agent, &[]);
     // The rogue side knows the real CA certificate (it is public): only its own chain is wrong.
-    let rogue_files = |name: &str| TlsFiles::new(c.certs.ca_cert(), rogue.cert(name), rogue.key(name));
+    let rogue_files =
+        |name: &str| TlsFiles::new(c.certs.ca_cert(), rogue.cert(name), rogue.key(name));
 
     // A gateway certificate from another CA, calling a real agent.
     let server = server_config(&c.files("node1"), Role::Gateway).unwrap();
     let client = client_config(&rogue_files("gw"), Role::Agent).unwrap();
     let out = handshake(server, client, "node1").await;
     let server_err = err_text(&out.server);
-    assert!(server_err.contains("UnknownIssuer"), "server error: {server_err}");
+    assert!(
+        server_err.contains("UnknownIssuer"),
+        "server error: {server_err}"
+    );
     assert!(out.client.is_err());
 
     // A real gateway calling an agent certificate from another CA.
@@ -219,7 +271,10 @@ async fn a_certificate_from_another_ca_is_refused_both_ways() {
     let client = client_config(&c.files("gw"), Role::Agent).unwrap();
     let out = handshake(server, client, "node1").await;
     let client_err = err_text(&out.client);
-    assert!(client_err.contains("UnknownIssuer"), "client error: {client_err}");
+    assert!(
+        client_err.contains("UnknownIssuer"),
+        "client error: {client_err}"
+    );
     assert!(out.server.is_err());
 }
 
@@ -230,7 +285,10 @@ async fn the_gateway_refuses_an_agent_that_is_not_the_node_it_dialled() {
     let client = client_config(&c.files("gw"), Role::Agent).unwrap();
     let out = handshake(server, client, "node2").await;
     let client_err = err_text(&out.client);
-    assert!(client_err.contains("not valid for name \"node2\""), "client error: {client_err}");
+    assert!(
+        client_err.contains("not valid for name \"node2\""),
+        "client error: {client_err}"
+    );
     assert!(out.server.is_err());
 }
 
@@ -256,7 +314,10 @@ async fn a_client_certificate_cannot_serve_at_all() {
     let client = client_config(&c.files("gw"), Role::Client).unwrap();
     let out = handshake(server, client, "ops").await;
     let client_err = err_text(&out.client);
-    assert!(client_err.contains("server authentication"), "client error: {client_err}");
+    assert!(
+        client_err.contains("server authentication"),
+        "client error: {client_err}"
+    );
 }
 
 #[test]
@@ -277,36 +338,86 @@ fn init_refuses_to_replace_a_ca_unless_forced() {
         Err(PkiError::CaExists { .. }) => {}
         other => panic!("expected CaExists, got {other:?}"),
     }
-    assert_eq!(std::fs::read(c.certs.ca_cert()).unwrap(), before, "the CA is untouched");
+    assert_eq!(
+        std::fs::read(c.certs.ca_cert()).unwrap(),
+        before,
+        "the CA is untouched"
+    );
 
     let written = c.certs.init_ca(true).unwrap();
     assert!(written.replaced);
     assert_ne!(std::fs::read(c.certs.ca_cert()).unwrap(), before);
-    assert_eq!(std::fs::metadata(c.certs.ca_key()).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(c.certs.ca_key())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
 }
 
 #[test]
 fn issue_needs_a_ca_and_explains_how_to_make_one() {
     let tmp = TempDir::new();
     let certs = CertDir::new(&tmp.0);
-    let req = IssueRequest { name: "node1".into(), role: Role::Agent, sans: vec![], days: 30, force: false };
+    let req = IssueRequest {
+        name: "node1".into(),
+        role: Role::Agent,
+        sans: vec![],
+        days: 30,
+        force: false,
+    };
     let err = certs.issue(&req).unwrap_err();
     let dir = tmp.0.display();
-    assert_eq!(err.to_string(), format!("no cluster CA in {dir}: run `busbarctl certs init --dir {dir}` first"));
+    assert_eq!(
+        err.to_string(),
+        format!("no cluster CA in {dir}: run `busbarctl certs init --dir {dir}` first")
+    );
 }
 
 #[test]
 fn issue_refuses_to_overwrite_and_bad_names() {
     let c = Cluster::new();
-    let req = |name: &str| IssueRequest { name: name.into(), role: Role::Agent, sans: vec![], days: 30, force: false };
-    assert!(matches!(c.certs.issue(&req("node1")), Err(PkiError::LeafExists { .. })));
-    assert!(c.certs.issue(&IssueRequest { force: true, ..req("node1") }).is_ok());
+    let req = |name: &str| IssueRequest {
+        name: name.into(),
+        role: Role::Agent,
+        sans: vec![],
+        days: 30,
+        force: false,
+    };
+    assert!(matches!(
+        c.certs.issue(&req("node1")),
+        Err(PkiError::LeafExists { .. })
+    ));
+    assert!(c
+        .certs
+        .issue(&IssueRequest {
+            force: true,
+            ..req("node1")
+        })
+        .is_ok());
     for bad in ["ca", "x-key", "10.0.0.1", "a/b", "", "node1."] {
-        assert!(matches!(c.certs.issue(&req(bad)), Err(PkiError::InvalidName { .. })), "{bad:?}");
+        assert!(
+            matches!(c.certs.issue(&req(bad)), Err(PkiError::InvalidName { .. })),
+            "{bad:?}"
+        );
     }
-    let bad_san = IssueRequest { sans: vec!["not a name".into()], ..req("node3") };
-    assert!(matches!(c.certs.issue(&bad_san), Err(PkiError::InvalidSan { .. })));
-    assert!(matches!(c.certs.issue(&IssueRequest { days: 0, ..req("node3") }), Err(PkiError::InvalidDays { .. })));
+    let bad_san = IssueRequest {
+        sans: vec!["not a name".into()],
+        ..req("node3")
+    };
+    assert!(matches!(
+        c.certs.issue(&bad_san),
+        Err(PkiError::InvalidSan { .. })
+    ));
+    assert!(matches!(
+        c.certs.issue(&IssueRequest {
+            days: 0,
+            ..req("node3")
+        }),
+        Err(PkiError::InvalidDays { .. })
+    ));
 }
 
 #[test]
@@ -315,7 +426,13 @@ fn the_role_is_read_from_the_ou_and_nowhere_else() {
     // A node may be called "gateway": it is still an agent.
     issue(&c.certs, "gateway", Role::Agent, &[]);
     let id = c.files("gateway").identity().unwrap();
-    assert_eq!(id, Identity { name: "gateway".into(), role: Role::Agent });
+    assert_eq!(
+        id,
+        Identity {
+            name: "gateway".into(),
+            role: Role::Agent
+        }
+    );
 
     // The CA certificate has no role, so it is not a usable leaf.
     let files = TlsFiles::new(c.certs.ca_cert(), c.certs.ca_cert(), c.certs.ca_key());
@@ -341,26 +458,54 @@ fn loading_names_the_file_at_fault() {
     let load = |files: TlsFiles| server_config(&files, Role::Gateway).unwrap_err();
 
     let missing = c.certs.path().join("nope.pem");
-    let err = load(TlsFiles { ca: missing.clone(), ..good.clone() });
+    let err = load(TlsFiles {
+        ca: missing.clone(),
+        ..good.clone()
+    });
     assert!(matches!(err, TlsError::Missing { .. }));
-    assert_eq!(err.to_string(), format!("CA certificate {} does not exist", missing.display()));
+    assert_eq!(
+        err.to_string(),
+        format!("CA certificate {} does not exist", missing.display())
+    );
 
     // A key where the certificate should be.
-    let err = load(TlsFiles { cert: good.key.clone(), ..good.clone() });
-    assert!(matches!(&err, TlsError::NoCertificate { path, .. } if *path == good.key), "{err}");
+    let err = load(TlsFiles {
+        cert: good.key.clone(),
+        ..good.clone()
+    });
+    assert!(
+        matches!(&err, TlsError::NoCertificate { path, .. } if *path == good.key),
+        "{err}"
+    );
 
     // A certificate where the key should be.
-    let err = load(TlsFiles { key: good.cert.clone(), ..good.clone() });
-    assert!(matches!(&err, TlsError::NoKey { path } if *path == good.cert), "{err}");
+    let err = load(TlsFiles {
+        key: good.cert.clone(),
+        ..good.clone()
+    });
+    assert!(
+        matches!(&err, TlsError::NoKey { path } if *path == good.cert),
+        "{err}"
+    );
 
     // Someone else's key.
-    let err = load(TlsFiles { key: c.certs.key("gw"), ..good.clone() });
+    let err = load(TlsFiles {
+        key: c.certs.key("gw"),
+        ..good.clone()
+    });
     assert!(matches!(&err, TlsError::KeyMismatch { .. }), "{err}");
-    assert!(err.to_string().contains("gw-key.pem does not belong to certificate"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("gw-key.pem does not belong to certificate"),
+        "{err}"
+    );
 
     // Not PEM at all.
     let junk = c.certs.path().join("junk.pem");
     std::fs::write(&junk, "-----BEGIN CERTIFICATE-----\nnot base64!\n").unwrap();
-    let err = load(TlsFiles { ca: junk, ..good.clone() });
+    let err = load(TlsFiles {
+        ca: junk,
+        ..good.clone()
+    });
     assert!(matches!(&err, TlsError::BadPem { .. }), "{err}");
 }

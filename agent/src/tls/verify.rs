@@ -81,14 +81,23 @@ impl ClientCertVerifier for RoleCheckingClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let verified = self.inner.verify_client_cert(end_entity, intermediates, now).inspect_err(|e| {
-            warn!(peer = %describe(end_entity), "refusing TLS client: {e}");
-        })?;
-        let id = peer_identity(end_entity).map_err(RoleError::from).inspect_err(|e| {
-            warn!("refusing TLS client: {e}");
-        })?;
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)
+            .inspect_err(|e| {
+                warn!(peer = %describe(end_entity), "refusing TLS client: {e}");
+            })?;
+        let id = peer_identity(end_entity)
+            .map_err(RoleError::from)
+            .inspect_err(|e| {
+                warn!("refusing TLS client: {e}");
+            })?;
         if id.role != self.accept {
-            let e = RoleError::WrongClientRole { name: id.name, got: id.role, want: self.accept };
+            let e = RoleError::WrongClientRole {
+                name: id.name,
+                got: id.role,
+                want: self.accept,
+            };
             warn!("refusing TLS client: {e}");
             return Err(e.into());
         }
@@ -145,11 +154,17 @@ impl ServerCertVerifier for RoleCheckingServerVerifier {
             .inspect_err(|e| {
                 warn!(server = %server_name.to_str(), peer = %describe(end_entity), "refusing TLS server: {e}");
             })?;
-        let id = peer_identity(end_entity).map_err(RoleError::from).inspect_err(|e| {
-            warn!(server = %server_name.to_str(), "refusing TLS server: {e}");
-        })?;
+        let id = peer_identity(end_entity)
+            .map_err(RoleError::from)
+            .inspect_err(|e| {
+                warn!(server = %server_name.to_str(), "refusing TLS server: {e}");
+            })?;
         if id.role != self.expect {
-            let e = RoleError::WrongServerRole { name: id.name, got: id.role, want: self.expect };
+            let e = RoleError::WrongServerRole {
+                name: id.name,
+                got: id.role,
+                want: self.expect,
+            };
             warn!(server = %server_name.to_str(), "refusing TLS server: {e}");
             return Err(e.into());
         }

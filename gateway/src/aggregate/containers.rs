@@ -117,7 +117,11 @@ pub fn merge_lists(parts: &[NodePart], query: &str) -> Merged {
     let wanted = node_filter(query);
     let host_down = HostDown::of_query(query);
     let mut order: Vec<usize> = (0..parts.len())
-        .filter(|&i| wanted.as_ref().is_none_or(|w| w.iter().any(|n| n == parts[i].node)))
+        .filter(|&i| {
+            wanted
+                .as_ref()
+                .is_none_or(|w| w.iter().any(|n| n == parts[i].node))
+        })
         .filter(|&i| !parts[i].host_down || host_down.is_some())
         .collect();
     order.sort_by(|&a, &b| parts[a].node.cmp(parts[b].node));
@@ -136,8 +140,16 @@ pub fn merge_lists(parts: &[NodePart], query: &str) -> Merged {
         rows.truncate(n);
     }
     // What the entries take as the engines wrote them, plus room for the node names.
-    let size: usize =
-        rows.iter().map(|(_, _, e)| e.members.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum::<usize>() + 32).sum();
+    let size: usize = rows
+        .iter()
+        .map(|(_, _, e)| {
+            e.members
+                .iter()
+                .map(|(k, v)| k.len() + v.get().len() + 4)
+                .sum::<usize>()
+                + 32
+        })
+        .sum();
     let mut body = Vec::with_capacity(size + 2);
     body.push(b'[');
     for (i, (_, part, entry)) in rows.iter().enumerate() {
@@ -148,21 +160,32 @@ pub fn merge_lists(parts: &[NodePart], query: &str) -> Merged {
     }
     body.push(b']');
     let host_down_rows = rows.iter().filter(|(_, p, _)| p.host_down).count();
-    Merged { body, rows: rows.len(), host_down_rows }
+    Merged {
+        body,
+        rows: rows.len(),
+        host_down_rows,
+    }
 }
 
 /// Merges parsed answers (`Value`s) the way [`merge_lists`] merges raw ones, ports pinned to
 /// the addresses in `nodes`. Answers that are not container lists are left out.
 pub fn containers(answers: &[NodeAnswer<Value>], nodes: &[NodeSnapshot], query: &str) -> Value {
-    let bodies: Vec<(&str, Vec<u8>)> =
-        answered(answers).into_iter().map(|(node, list)| (node, serde_json::to_vec(list).expect("a Value serializes"))).collect();
-    let lists: Vec<(&str, ContainerList)> =
-        bodies.iter().filter_map(|(node, body)| parse_list(body).ok().map(|l| (*node, l))).collect();
+    let bodies: Vec<(&str, Vec<u8>)> = answered(answers)
+        .into_iter()
+        .map(|(node, list)| (node, serde_json::to_vec(list).expect("a Value serializes")))
+        .collect();
+    let lists: Vec<(&str, ContainerList)> = bodies
+        .iter()
+        .filter_map(|(node, body)| parse_list(body).ok().map(|l| (*node, l)))
+        .collect();
     let parts: Vec<NodePart> = lists
         .iter()
         .map(|(node, list)| NodePart {
             node,
-            host: nodes.iter().find(|n| n.name == *node).map(NodeSnapshot::host),
+            host: nodes
+                .iter()
+                .find(|n| n.name == *node)
+                .map(NodeSnapshot::host),
             list,
             host_down: false,
         })
@@ -173,7 +196,10 @@ pub fn containers(answers: &[NodeAnswer<Value>], nodes: &[NodeSnapshot], query: 
 /// The host part of an agent address `host:port` (`[v6]:port` too): where its node's published
 /// ports are reached (what [`NodeSnapshot::host`] says, for callers that hold only the address).
 pub fn host_of(addr: &str) -> &str {
-    addr.rsplit_once(':').map_or(addr, |(h, _)| h).trim_start_matches('[').trim_end_matches(']')
+    addr.rsplit_once(':')
+        .map_or(addr, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']')
 }
 
 /// Writes one entry as the cluster shows it: the members it keeps are copied from the engine's
@@ -212,7 +238,9 @@ fn write_entry(out: &mut Vec<u8>, entry: &Entry, part: &NodePart) {
         out.push(b':');
         match key.as_ref() {
             "Names" => write_names(out, value, part.node),
-            "Ports" if edited => write_ports(out, value, part.host.expect("edited ports have a host")),
+            "Ports" if edited => {
+                write_ports(out, value, part.host.expect("edited ports have a host"))
+            }
             "Status" if edited => write_str(out, HOST_DOWN),
             _ => out.extend_from_slice(value.get().as_bytes()),
         }
@@ -346,7 +374,12 @@ impl HostDown {
     }
 
     fn admits(&self, entry: &Entry) -> bool {
-        let text = |key: &str| entry.get(key).and_then(|v| serde_json::from_str::<String>(v.get()).ok()).unwrap_or_default();
+        let text = |key: &str| {
+            entry
+                .get(key)
+                .and_then(|v| serde_json::from_str::<String>(v.get()).ok())
+                .unwrap_or_default()
+        };
         if !self.statuses.is_empty() && !self.statuses.contains(&text("State")) {
             return false;
         }
@@ -357,17 +390,25 @@ impl HostDown {
             }
         }
         if !self.names.is_empty() {
-            let names: Vec<String> =
-                entry.get("Names").and_then(|v| serde_json::from_str(v.get()).ok()).unwrap_or_default();
+            let names: Vec<String> = entry
+                .get("Names")
+                .and_then(|v| serde_json::from_str(v.get()).ok())
+                .unwrap_or_default();
             // The engine matches `/name`; `name` too, for a term anchored at its start.
-            let hit = names.iter().any(|n| self.names.iter().any(|t| t.matches(n) || t.matches(n.trim_start_matches('/'))));
+            let hit = names.iter().any(|n| {
+                self.names
+                    .iter()
+                    .any(|t| t.matches(n) || t.matches(n.trim_start_matches('/')))
+            });
             if !hit {
                 return false;
             }
         }
         if !self.labels.is_empty() {
-            let labels: Map<String, Value> =
-                entry.get("Labels").and_then(|v| serde_json::from_str(v.get()).ok()).unwrap_or_default();
+            let labels: Map<String, Value> = entry
+                .get("Labels")
+                .and_then(|v| serde_json::from_str(v.get()).ok())
+                .unwrap_or_default();
             let holds = |(k, want): &(String, Option<String>)| match (labels.get(k), want) {
                 (Some(_), None) => true,
                 (Some(Value::String(have)), Some(want)) => have == want,
@@ -397,14 +438,28 @@ fn filters_of(query: &str) -> Option<Vec<(String, Vec<String>)>> {
             _ => return None,
         },
     };
-    Some(filters.iter().map(|(k, v)| (k.clone(), filter_values(v))).filter(|(_, v)| !v.is_empty()).collect())
+    Some(
+        filters
+            .iter()
+            .map(|(k, v)| (k.clone(), filter_values(v)))
+            .filter(|(_, v)| !v.is_empty())
+            .collect(),
+    )
 }
 
 /// The values of one filter key, in either shape Docker accepts (`["a"]` or `{"a":true}`).
 fn filter_values(value: &Value) -> Vec<String> {
     match value {
-        Value::Array(list) => list.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
-        Value::Object(set) => set.iter().filter(|(_, on)| on.as_bool() == Some(true)).map(|(k, _)| k.clone()).collect(),
+        Value::Array(list) => list
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        Value::Object(set) => set
+            .iter()
+            .filter(|(_, on)| on.as_bool() == Some(true))
+            .map(|(k, _)| k.clone())
+            .collect(),
         Value::String(one) => vec![one.clone()],
         _ => Vec::new(),
     }
@@ -412,7 +467,10 @@ fn filter_values(value: &Value) -> Vec<String> {
 
 /// A boolean query parameter's value as Docker reads it (`httputils.BoolValue`).
 pub fn docker_bool(value: &str) -> bool {
-    !matches!(value.trim().to_ascii_lowercase().as_str(), "" | "0" | "no" | "false" | "none")
+    !matches!(
+        value.trim().to_ascii_lowercase().as_str(),
+        "" | "0" | "no" | "false" | "none"
+    )
 }
 
 /// One `containers/json` (or `system/df`) entry as the cluster shows it: [`qualify_names`] on
@@ -439,7 +497,9 @@ pub fn qualify_names(names: &mut Value, node: &str) {
 /// is where a client can reach them. Engines list such a port once per address family; pinned
 /// to one address they would be twins, so exact duplicates are dropped.
 pub fn pin_ports(ports: &mut Value, host: &str) {
-    let Some(list) = ports.as_array_mut() else { return };
+    let Some(list) = ports.as_array_mut() else {
+        return;
+    };
     for port in list.iter_mut() {
         if let Some(ip) = port.get_mut("IP") {
             if matches!(ip.as_str(), Some("0.0.0.0" | "::")) {
@@ -487,7 +547,8 @@ impl<'de> Deserialize<'de> for Entry<'de> {
 
 /// A JSON number's integer value, 0 if it is not a number (as [`super::int`]).
 fn int_of(raw: &str) -> i64 {
-    raw.parse::<i64>().unwrap_or_else(|_| raw.parse::<f64>().map_or(0, |f| f as i64))
+    raw.parse::<i64>()
+        .unwrap_or_else(|_| raw.parse::<f64>().map_or(0, |f| f as i64))
 }
 
 /// An object key, borrowed from the body unless it had escapes.

@@ -20,11 +20,19 @@ pub fn system_df(answers: &[NodeAnswer<Value>]) -> Value {
         .into_iter()
         .map(|(node, df)| {
             let mut df = df.clone();
-            for container in df.get_mut("Containers").and_then(Value::as_array_mut).into_iter().flatten() {
+            for container in df
+                .get_mut("Containers")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
                 qualify_container(container, node, None);
             }
             if let Some(volumes) = df.get_mut("Volumes").and_then(Value::as_array_mut) {
-                *volumes = volumes.iter().filter_map(|v| qualify_volume(v, node, &mut shared_volumes)).collect();
+                *volumes = volumes
+                    .iter()
+                    .filter_map(|v| qualify_volume(v, node, &mut shared_volumes))
+                    .collect();
             }
             df
         })
@@ -102,7 +110,8 @@ mod tests {
     #[test]
     fn system_df_adds_sizes_and_concatenates_lists() {
         let mut node2 = df("job", "v1", 500);
-        node2["BuildCache"] = json!([{"ID": "k1", "Type": "regular", "Size": 10, "InUse": false, "Shared": false}]);
+        node2["BuildCache"] =
+            json!([{"ID": "k1", "Type": "regular", "Size": 10, "InUse": false, "Shared": false}]);
         node2["BuilderSize"] = json!(10);
         node2["Volumes"].as_array_mut().expect("Volumes").push(json!({
             "Driver": "rexray", "Name": "nfs", "Scope": "global", "UsageData": {"RefCount": 0, "Size": -1}
@@ -118,11 +127,30 @@ mod tests {
         assert_eq!(merged["LayersSize"], 1_982_321 + 500 + 1);
         assert_eq!(merged["BuilderSize"], 10);
         assert_eq!(merged["Images"].as_array().map(Vec::len), Some(3));
-        let containers: Vec<&Value> =
-            merged["Containers"].as_array().expect("Containers").iter().map(|c| &c["Names"][0]).collect();
-        assert_eq!(containers, [&json!("/node1/web"), &json!("/node2/job"), &json!("/node3/x")]);
-        let volumes: Vec<&Value> = merged["Volumes"].as_array().expect("Volumes").iter().map(|v| &v["Name"]).collect();
-        assert_eq!(volumes, [&json!("node1/v1"), &json!("node2/v1"), &json!("nfs")]);
+        let containers: Vec<&Value> = merged["Containers"]
+            .as_array()
+            .expect("Containers")
+            .iter()
+            .map(|c| &c["Names"][0])
+            .collect();
+        assert_eq!(
+            containers,
+            [
+                &json!("/node1/web"),
+                &json!("/node2/job"),
+                &json!("/node3/x")
+            ]
+        );
+        let volumes: Vec<&Value> = merged["Volumes"]
+            .as_array()
+            .expect("Volumes")
+            .iter()
+            .map(|v| &v["Name"])
+            .collect();
+        assert_eq!(
+            volumes,
+            [&json!("node1/v1"), &json!("node2/v1"), &json!("nfs")]
+        );
         assert_eq!(
             merged["BuildCache"],
             json!([{"ID": "k1", "Type": "regular", "Size": 10, "InUse": false, "Shared": false}])
@@ -133,12 +161,24 @@ mod tests {
     fn prune_concatenates_deleted_lists_and_sums_space() {
         // dockerd 20.10's answers to `POST /v1.41/containers/prune` and `images/prune`.
         let merged = prune(&[
-            ok("node1", json!({"ContainersDeleted": ["3fccef30d38a"], "SpaceReclaimed": 0})),
-            ok("node2", json!({"ContainersDeleted": ["9abc", "def0"], "SpaceReclaimed": 1_982_321})),
-            ok("node3", json!({"ContainersDeleted": null, "SpaceReclaimed": 12})),
+            ok(
+                "node1",
+                json!({"ContainersDeleted": ["3fccef30d38a"], "SpaceReclaimed": 0}),
+            ),
+            ok(
+                "node2",
+                json!({"ContainersDeleted": ["9abc", "def0"], "SpaceReclaimed": 1_982_321}),
+            ),
+            ok(
+                "node3",
+                json!({"ContainersDeleted": null, "SpaceReclaimed": 12}),
+            ),
             err("node4", "connection refused"),
         ]);
-        assert_eq!(merged, json!({"ContainersDeleted": ["3fccef30d38a", "9abc", "def0"], "SpaceReclaimed": 1_982_333}));
+        assert_eq!(
+            merged,
+            json!({"ContainersDeleted": ["3fccef30d38a", "9abc", "def0"], "SpaceReclaimed": 1_982_333})
+        );
 
         let merged = prune(&[
             ok("node1", json!({"ImagesDeleted": null, "SpaceReclaimed": 0})),
@@ -151,11 +191,16 @@ mod tests {
             merged,
             json!({"ImagesDeleted": [{"Untagged": "busybox:latest"}, {"Deleted": "sha256:638a"}], "SpaceReclaimed": 1_982_321})
         );
-        let merged =
-            prune(&[ok("node1", json!({"NetworksDeleted": ["n1"]})), ok("node2", json!({"NetworksDeleted": ["n1"]}))]);
+        let merged = prune(&[
+            ok("node1", json!({"NetworksDeleted": ["n1"]})),
+            ok("node2", json!({"NetworksDeleted": ["n1"]})),
+        ]);
         assert_eq!(merged, json!({"NetworksDeleted": ["n1", "n1"]}));
         assert_eq!(
-            prune(&[ok("node1", json!({"CachesDeleted": null, "SpaceReclaimed": 0}))]),
+            prune(&[ok(
+                "node1",
+                json!({"CachesDeleted": null, "SpaceReclaimed": 0})
+            )]),
             json!({"CachesDeleted": null, "SpaceReclaimed": 0})
         );
         assert_eq!(prune(&[err("node1", "timeout")]), json!({}));

@@ -13,8 +13,12 @@ use crate::model::NodeSnapshot;
 /// ` node:<name>` to `from`; clients that still read `from` use it as the image name, and the
 /// docker CLI prints `Actor.Attributes` instead, so we don't.
 pub fn tag_event(event: &mut Value, node: &NodeSnapshot) {
-    let Some(event) = event.as_object_mut() else { return };
-    let actor = event.entry("Actor").or_insert_with(|| json!({ "ID": "", "Attributes": {} }));
+    let Some(event) = event.as_object_mut() else {
+        return;
+    };
+    let actor = event
+        .entry("Actor")
+        .or_insert_with(|| json!({ "ID": "", "Attributes": {} }));
     if !actor.is_object() {
         *actor = json!({ "ID": "", "Attributes": {} });
     }
@@ -27,7 +31,10 @@ pub fn tag_event(event: &mut Value, node: &NodeSnapshot) {
         attributes.insert("node.addr".into(), Value::from(node.addr.as_str()));
         attributes.insert("node.ip".into(), Value::from(node.host()));
     }
-    event.insert("node".into(), json!({ "Name": node.name, "Addr": node.addr, "Ip": node.host() }));
+    event.insert(
+        "node".into(),
+        json!({ "Name": node.name, "Addr": node.addr, "Ip": node.host() }),
+    );
 }
 
 #[cfg(test)]

@@ -99,19 +99,23 @@ fn pretty_name(os_release: &str) -> String {
             Some(unquoted.replace("\\\"", "\""))
         })
     };
-    field("PRETTY_NAME").or_else(|| field("NAME")).unwrap_or_default()
+    field("PRETTY_NAME")
+        .or_else(|| field("NAME"))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const DEBIAN: &str = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\n\
+    const DEBIAN: &str =
+        "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\n\
                           VERSION_ID=\"12\"\nID=debian\n";
 
     #[test]
     fn from_host_files_reads_what_docker_info_shows() {
-        let facts = GatewayFacts::from_host_files("0.1.0", "spread", "gw1\n", DEBIAN, "6.1.0-18-amd64\n");
+        let facts =
+            GatewayFacts::from_host_files("0.1.0", "spread", "gw1\n", DEBIAN, "6.1.0-18-amd64\n");
         assert_eq!(facts.name, "gw1");
         assert_eq!(facts.operating_system, "Debian GNU/Linux 12 (bookworm)");
         assert_eq!(facts.kernel_version, "6.1.0-18-amd64");
@@ -126,7 +130,10 @@ mod tests {
         assert_eq!(pretty_name("PRETTY_NAME='Fedora 40'"), "Fedora 40");
         assert_eq!(pretty_name(""), "");
         let facts = GatewayFacts::from_host_files("0.1.0", "spread", "", "", "");
-        assert_eq!((facts.name.as_str(), facts.operating_system.as_str()), ("", ""));
+        assert_eq!(
+            (facts.name.as_str(), facts.operating_system.as_str()),
+            ("", "")
+        );
     }
 
     #[test]

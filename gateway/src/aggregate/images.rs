@@ -78,7 +78,13 @@ mod tests {
         let answers = vec![
             ok(
                 "node2",
-                json!([image(BUSYBOX, json!(["busybox:latest", "mine:1"]), json!(["busybox@sha256:aa"]), 2, 100)]),
+                json!([image(
+                    BUSYBOX,
+                    json!(["busybox:latest", "mine:1"]),
+                    json!(["busybox@sha256:aa"]),
+                    2,
+                    100
+                )]),
             ),
             ok(
                 "node1",
@@ -102,7 +108,10 @@ mod tests {
     fn uncounted_containers_stay_uncounted_only_if_no_node_counted() {
         let a = image(BUSYBOX, json!(["busybox:latest"]), json!([]), -1, 1);
         let b = image(BUSYBOX, json!(["busybox:latest"]), json!([]), 4, 1);
-        let merged = images(&[ok("node1", json!([a.clone()])), ok("node2", json!([a.clone()]))]);
+        let merged = images(&[
+            ok("node1", json!([a.clone()])),
+            ok("node2", json!([a.clone()])),
+        ]);
         assert_eq!(merged[0]["Containers"], -1);
         let merged = images(&[ok("node1", json!([a])), ok("node2", json!([b]))]);
         assert_eq!(merged[0]["Containers"], 4);
@@ -111,14 +120,19 @@ mod tests {
     #[test]
     fn dangling_images_keep_their_empty_tags() {
         let dangling = image(ALPINE, Value::Null, Value::Null, 0, 1);
-        let merged = images(&[ok("node1", json!([dangling.clone()])), ok("node2", json!([dangling.clone()]))]);
+        let merged = images(&[
+            ok("node1", json!([dangling.clone()])),
+            ok("node2", json!([dangling.clone()])),
+        ]);
         assert_eq!(merged, json!([dangling]));
     }
 
     #[test]
     fn failed_nodes_are_left_out() {
-        let merged =
-            images(&[err("node1", "timeout"), ok("node2", json!([image(ALPINE, json!([]), json!([]), 0, 1)]))]);
+        let merged = images(&[
+            err("node1", "timeout"),
+            ok("node2", json!([image(ALPINE, json!([]), json!([]), 0, 1)])),
+        ]);
         assert_eq!(merged.as_array().map(Vec::len), Some(1));
     }
 }

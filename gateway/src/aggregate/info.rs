@@ -77,14 +77,24 @@ pub fn info_with_reserved(
     reserved: &BTreeMap<String, Reserved>,
 ) -> Value {
     let views = node_views(nodes, answers, |n| n.info.as_ref());
-    let parts: Vec<InfoPart> =
-        views.iter().map(|v| InfoPart::of_view(v, reserved.get(v.name).copied().unwrap_or_default())).collect();
-    serde_json::from_str(&info_from_parts(&parts, facts)).expect("info_from_parts writes valid JSON")
+    let parts: Vec<InfoPart> = views
+        .iter()
+        .map(|v| InfoPart::of_view(v, reserved.get(v.name).copied().unwrap_or_default()))
+        .collect();
+    serde_json::from_str(&info_from_parts(&parts, facts))
+        .expect("info_from_parts writes valid JSON")
 }
 
 /// The `/info` keys whose values are summed over healthy nodes, in [`Counted::totals`] order.
-const TOTALS: [&str; 7] =
-    ["Containers", "ContainersRunning", "ContainersPaused", "ContainersStopped", "Images", "NCPU", "MemTotal"];
+const TOTALS: [&str; 7] = [
+    "Containers",
+    "ContainersRunning",
+    "ContainersPaused",
+    "ContainersStopped",
+    "Images",
+    "NCPU",
+    "MemTotal",
+];
 
 /// One node's part of the cluster's `/info`: its `SystemStatus` lines, already serialized, and
 /// what it adds to the totals. It depends on that node alone, so a gateway in front of a
@@ -123,7 +133,10 @@ impl InfoPart {
     }
 
     fn of_view(view: &NodeView<'_>, reserved: Reserved) -> InfoPart {
-        let lines: Vec<String> = node_block(view, reserved).iter().map(Value::to_string).collect();
+        let lines: Vec<String> = node_block(view, reserved)
+            .iter()
+            .map(Value::to_string)
+            .collect();
         let counted = view.healthy_doc().map(|d| Counted {
             totals: TOTALS.map(|key| int(d, key).max(0)),
             warnings: d["Warnings"]
@@ -137,20 +150,35 @@ impl InfoPart {
             plugins_text: d["Plugins"].to_string(),
             index_server: text(d, "IndexServerAddress").to_owned(),
         });
-        InfoPart { status: lines.join(","), counted }
+        InfoPart {
+            status: lines.join(","),
+            counted,
+        }
     }
 }
 
 /// The cluster's `/info` document (see [`info`]), as JSON text, from every node's part in node
 /// name order.
 pub fn info_from_parts<P: Borrow<InfoPart>>(parts: &[P], facts: &GatewayFacts) -> String {
-    let counted: Vec<&Counted> = parts.iter().filter_map(|p| p.borrow().counted.as_ref()).collect();
+    let counted: Vec<&Counted> = parts
+        .iter()
+        .filter_map(|p| p.borrow().counted.as_ref())
+        .collect();
     let total = |i: usize| -> i64 { counted.iter().map(|c| c.totals[i]).sum() };
-    let warnings: Vec<&str> = counted.iter().flat_map(|c| c.warnings.iter().map(String::as_str)).collect();
-    let index_server = counted.iter().map(|c| c.index_server.as_str()).find(|s| !s.is_empty());
+    let warnings: Vec<&str> = counted
+        .iter()
+        .flat_map(|c| c.warnings.iter().map(String::as_str))
+        .collect();
+    let index_server = counted
+        .iter()
+        .map(|c| c.index_server.as_str())
+        .find(|s| !s.is_empty());
     let mut seen = HashSet::new();
-    let distinct_plugins: Vec<&Value> =
-        counted.iter().filter(|c| seen.insert(c.plugins_text.as_str())).map(|c| &c.plugins).collect();
+    let distinct_plugins: Vec<&Value> = counted
+        .iter()
+        .filter(|c| seen.insert(c.plugins_text.as_str()))
+        .map(|c| &c.plugins)
+        .collect();
 
     let mut doc = json!({
         "ID": facts.name,
@@ -187,7 +215,10 @@ pub fn info_from_parts<P: Borrow<InfoPart>>(parts: &[P], facts: &GatewayFacts) -
         json!(["Nodes", parts.len().to_string()]),
     ];
     let head: Vec<String> = head.iter().map(Value::to_string).collect();
-    let status = head.iter().map(String::as_str).chain(parts.iter().map(|p| p.borrow().status.as_str()));
+    let status = head
+        .iter()
+        .map(String::as_str)
+        .chain(parts.iter().map(|p| p.borrow().status.as_str()));
     with_raw_array(&doc, "SystemStatus", status)
 }
 
@@ -214,8 +245,13 @@ fn node_block(view: &NodeView<'_>, reserved: Reserved) -> Vec<Value> {
     let no_labels = BTreeMap::new();
     let labels = labels_of(doc, view.snapshot.map_or(&no_labels, |s| &s.labels));
     let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let error = view.error.map_or_else(|| "(none)".to_owned(), |e| e.replace(['\r', '\n'], " "));
-    let updated = view.snapshot.and_then(|s| s.updated_at).map_or_else(|| "(never)".to_owned(), rfc3339);
+    let error = view
+        .error
+        .map_or_else(|| "(none)".to_owned(), |e| e.replace(['\r', '\n'], " "));
+    let updated = view
+        .snapshot
+        .and_then(|s| s.updated_at)
+        .map_or_else(|| "(never)".to_owned(), rfc3339);
     let version = match text(doc, "ServerVersion") {
         "" => "(unknown)",
         v => v,
@@ -225,7 +261,10 @@ fn node_block(view: &NodeView<'_>, reserved: Reserved) -> Vec<Value> {
         json!(["  └ ID", id]),
         json!(["  └ Status", view.health.to_string()]),
         json!(["  └ Containers", containers]),
-        json!(["  └ Reserved CPUs", format!("{} / {}", reserved.cpus, int(doc, "NCPU"))]),
+        json!([
+            "  └ Reserved CPUs",
+            format!("{} / {}", reserved.cpus, int(doc, "NCPU"))
+        ]),
         json!([
             "  └ Reserved Memory",
             format!(
@@ -240,7 +279,13 @@ fn node_block(view: &NodeView<'_>, reserved: Reserved) -> Vec<Value> {
         json!(["  └ ServerVersion", version]),
     ]
     .into_iter()
-    .chain(view.snapshot.and_then(|s| s.chains.as_deref()).map(chains_lines).into_iter().flatten())
+    .chain(
+        view.snapshot
+            .and_then(|s| s.chains.as_deref())
+            .map(chains_lines)
+            .into_iter()
+            .flatten(),
+    )
     .collect()
 }
 
@@ -271,7 +316,12 @@ fn chains_lines(status: &ChainStatus) -> Vec<Value> {
     };
     let mut lines = vec![json!(["  └ Chains", shown])];
     if let Some(error) = &status.error {
-        let one_line = error.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
+        let one_line = error
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
         let mut shown = match status.rejected_revision {
             Some(rev) => format!("rev {rev} refused: {one_line}"),
             None => one_line,
@@ -288,9 +338,17 @@ fn chains_lines(status: &ChainStatus) -> Vec<Value> {
 /// engine's own labels (`dockerd --label`), then the agent's (`--label`), then, overriding both
 /// as in Swarm, `kernelversion`, `operatingsystem`, `ostype` and `storagedriver` from the
 /// engine's `/info` (left out when the engine has not said).
-pub fn labels_of(engine_info: &Value, agent_labels: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+pub fn labels_of(
+    engine_info: &Value,
+    agent_labels: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::new();
-    for label in engine_info["Labels"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+    for label in engine_info["Labels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
         let (k, v) = label.split_once('=').unwrap_or((label, ""));
         labels.insert(k.to_owned(), v.to_owned());
     }
@@ -331,7 +389,14 @@ fn plugins<'a>(objects: impl Iterator<Item = &'a Value>) -> Value {
     let mut out = serde_json::Map::new();
     for (kind, list) in union {
         let empty_is_null = kind == "Authorization";
-        out.insert(kind.to_owned(), if empty_is_null && list.is_empty() { Value::Null } else { Value::Array(list) });
+        out.insert(
+            kind.to_owned(),
+            if empty_is_null && list.is_empty() {
+                Value::Null
+            } else {
+                Value::Array(list)
+            },
+        );
     }
     Value::Object(out)
 }
@@ -376,7 +441,12 @@ pub fn rfc3339(time: SystemTime) -> String {
     };
     let (days, of_day) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (year, month, day) = civil_from_days(days);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", of_day / 3600, of_day % 3600 / 60, of_day % 60)
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        of_day / 3600,
+        of_day % 3600 / 60,
+        of_day % 60
+    )
 }
 
 /// Days since 1970-01-01 -> (year, month, day) in the proleptic Gregorian calendar
@@ -385,7 +455,8 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z.rem_euclid(146_097);
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let mp = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * mp + 2) / 5 + 1;
@@ -435,7 +506,12 @@ mod tests {
             .as_array()
             .expect("SystemStatus")
             .iter()
-            .map(|p| (p[0].as_str().expect("key").to_owned(), p[1].as_str().expect("value").to_owned()))
+            .map(|p| {
+                (
+                    p[0].as_str().expect("key").to_owned(),
+                    p[1].as_str().expect("value").to_owned(),
+                )
+            })
             .collect()
     }
 
@@ -445,12 +521,27 @@ mod tests {
 
     #[test]
     fn two_healthy_nodes_in_swarm_layout() {
-        let nodes = vec![node("node2", "10.77.2.2:7443", &[]), node("node1", "10.77.1.2:7443", &[("zone", "b")])];
-        let answers = vec![
-            ok("node1", engine_info("AAAA:BBBB", [2, 0, 1], 2, 2_097_152_000)),
-            ok("node2", engine_info("CCCC:DDDD", [1, 1, 0], 4, 4_194_304_000)),
+        let nodes = vec![
+            node("node2", "10.77.2.2:7443", &[]),
+            node("node1", "10.77.1.2:7443", &[("zone", "b")]),
         ];
-        let reserved = BTreeMap::from([("node1".to_owned(), Reserved { cpus: 1.5, memory: 20 * 1024 * 1024 })]);
+        let answers = vec![
+            ok(
+                "node1",
+                engine_info("AAAA:BBBB", [2, 0, 1], 2, 2_097_152_000),
+            ),
+            ok(
+                "node2",
+                engine_info("CCCC:DDDD", [1, 1, 0], 4, 4_194_304_000),
+            ),
+        ];
+        let reserved = BTreeMap::from([(
+            "node1".to_owned(),
+            Reserved {
+                cpus: 1.5,
+                memory: 20 * 1024 * 1024,
+            },
+        )]);
         let doc = info_with_reserved(&nodes, &answers, &facts(), &reserved);
 
         assert_eq!(doc["Containers"], 5);
@@ -466,7 +557,10 @@ mod tests {
         assert_eq!(doc["Labels"], json!([]));
         assert_eq!(doc["OSType"], "linux");
         assert_eq!(doc["Swarm"]["LocalNodeState"], "inactive");
-        assert_eq!(doc["Plugins"]["Network"], json!(["bridge", "host", "null", "overlay"]));
+        assert_eq!(
+            doc["Plugins"]["Network"],
+            json!(["bridge", "host", "null", "overlay"])
+        );
         assert_eq!(doc["Plugins"]["Authorization"], Value::Null);
         assert_eq!(doc["IndexServerAddress"], "https://index.docker.io/v1/");
 
@@ -519,10 +613,17 @@ mod tests {
 
         assert_eq!(doc["Containers"], 3);
         assert_eq!(doc["NCPU"], 2);
-        assert_eq!(doc["Warnings"], json!(["node1: WARNING: No swap limit support"]));
+        assert_eq!(
+            doc["Warnings"],
+            json!(["node1: WARNING: No swap limit support"])
+        );
         let pairs = pairs(&doc);
         assert!(pairs.contains(&pair("Nodes", "3")));
-        let node2_block: Vec<&(String, String)> = pairs.iter().skip_while(|(k, _)| k != " node2").take(10).collect();
+        let node2_block: Vec<&(String, String)> = pairs
+            .iter()
+            .skip_while(|(k, _)| k != " node2")
+            .take(10)
+            .collect();
         assert_eq!(node2_block[0], &pair(" node2", "10.77.2.2:7443"));
         assert_eq!(node2_block[2], &pair("  └ Status", "Unhealthy"));
         assert_eq!(node2_block[3], &pair("  └ Containers", "2"));
@@ -531,7 +632,11 @@ mod tests {
         assert_eq!(node2_block[9], &pair("  └ ServerVersion", "20.10.24+dfsg1"));
 
         // Never contacted: the snapshot's own health and error.
-        let node3_block: Vec<&(String, String)> = pairs.iter().skip_while(|(k, _)| k != " node3").take(10).collect();
+        let node3_block: Vec<&(String, String)> = pairs
+            .iter()
+            .skip_while(|(k, _)| k != " node3")
+            .take(10)
+            .collect();
         assert_eq!(node3_block[1], &pair("  └ ID", "(unknown)"));
         assert_eq!(node3_block[2], &pair("  └ Status", "Unhealthy"));
         assert_eq!(node3_block[3], &pair("  └ Containers", "(unknown)"));
@@ -570,7 +675,8 @@ mod tests {
     #[test]
     fn each_node_block_ends_with_its_chains_and_their_error() {
         let mut node1 = node("node1", "10.77.1.2:7443", &[]);
-        node1.chains = Some(chain_status("etcd", 42, &["node:node1", "global", "label:zone=a"]).into());
+        node1.chains =
+            Some(chain_status("etcd", 42, &["node:node1", "global", "label:zone=a"]).into());
         let mut node2 = node("node2", "10.77.2.2:7443", &[]);
         let mut refused = chain_status("etcd", 42, &["global"]);
         refused.error = Some("scope global (revision 57): invalid adapter config:\n  line 3: adapter \"missing\" is not defined\n".into());
@@ -586,35 +692,69 @@ mod tests {
         let block = |name: &str| -> Vec<(String, String)> {
             let mut from_name = pairs.iter().skip_while(|(k, _)| k != name);
             let head = from_name.next().cloned();
-            head.into_iter().chain(from_name.take_while(|(k, _)| k.starts_with("  └")).cloned()).collect()
+            head.into_iter()
+                .chain(from_name.take_while(|(k, _)| k.starts_with("  └")).cloned())
+                .collect()
         };
         let node1 = block(" node1");
         assert_eq!(node1.len(), 11);
         assert_eq!(node1[9], pair("  └ ServerVersion", "20.10.24+dfsg1"));
-        assert_eq!(node1[10], pair("  └ Chains", "etcd rev 42 (global, label:zone=a, node:node1)"));
+        assert_eq!(
+            node1[10],
+            pair(
+                "  └ Chains",
+                "etcd rev 42 (global, label:zone=a, node:node1)"
+            )
+        );
         let node2 = block(" node2");
         assert_eq!(node2[10], pair("  └ Chains", "etcd rev 42 (global)"));
         assert_eq!(
             node2[11],
             pair("  └ Chains error", "rev 57 refused: scope global (revision 57): invalid adapter config: line 3: adapter \"missing\" is not defined")
         );
-        assert_eq!(node2[7], pair("  └ Error", "(none)"), "a refused chain does not make the node unhealthy");
-        assert_eq!(block(" node3").len(), 10, "its name and nine lines, no Chains");
+        assert_eq!(
+            node2[7],
+            pair("  └ Error", "(none)"),
+            "a refused chain does not make the node unhealthy"
+        );
+        assert_eq!(
+            block(" node3").len(),
+            10,
+            "its name and nine lines, no Chains"
+        );
     }
 
     #[test]
     fn chains_lines_for_every_source() {
-        let shown = |status: &ChainStatus| chains_lines(status).iter().map(|p| p[1].as_str().unwrap_or("").to_owned()).collect::<Vec<_>>();
-        assert_eq!(shown(&chain_status("etcd", 0, &[])), ["etcd rev 0 (nothing applied yet)"]);
-        assert_eq!(shown(&chain_status("etcd", 7, &[])), ["etcd rev 7 (no scopes)"]);
-        assert_eq!(shown(&chain_status("cache", 42, &["global"])), ["cache of etcd rev 42 (global)"]);
+        let shown = |status: &ChainStatus| {
+            chains_lines(status)
+                .iter()
+                .map(|p| p[1].as_str().unwrap_or("").to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            shown(&chain_status("etcd", 0, &[])),
+            ["etcd rev 0 (nothing applied yet)"]
+        );
+        assert_eq!(
+            shown(&chain_status("etcd", 7, &[])),
+            ["etcd rev 7 (no scopes)"]
+        );
+        assert_eq!(
+            shown(&chain_status("cache", 42, &["global"])),
+            ["cache of etcd rev 42 (global)"]
+        );
         assert_eq!(shown(&chain_status("none", 0, &[])), ["none"]);
         let mut file = chain_status("file", 0, &[]);
         file.file = Some("/etc/busbar/adapters.yml".into());
         assert_eq!(shown(&file), ["file /etc/busbar/adapters.yml"]);
         file.error = Some(format!("{}\n", "x".repeat(500)));
         let lines = shown(&file);
-        assert_eq!(lines[1].len(), MAX_CHAINS_ERROR + 3, "cut, and no `rev ... refused` for a file");
+        assert_eq!(
+            lines[1].len(),
+            MAX_CHAINS_ERROR + 3,
+            "cut, and no `rev ... refused` for a file"
+        );
         assert!(lines[1].starts_with("xxx") && lines[1].ends_with("x..."));
     }
 
@@ -646,15 +786,27 @@ mod tests {
         assert_eq!(rfc3339(at(1_709_294_400)), "2024-03-01T12:00:00Z");
         assert_eq!(rfc3339(at(951_782_400 + 86_399)), "2000-02-29T23:59:59Z");
         assert_eq!(rfc3339(at(4_102_444_800)), "2100-01-01T00:00:00Z");
-        assert_eq!(rfc3339(at(1_795_319_364) + Duration::from_millis(999)), "2026-11-22T03:49:24Z");
-        assert_eq!(rfc3339(UNIX_EPOCH - Duration::from_millis(500)), "1969-12-31T23:59:59Z");
+        assert_eq!(
+            rfc3339(at(1_795_319_364) + Duration::from_millis(999)),
+            "2026-11-22T03:49:24Z"
+        );
+        assert_eq!(
+            rfc3339(UNIX_EPOCH - Duration::from_millis(500)),
+            "1969-12-31T23:59:59Z"
+        );
     }
 
     #[test]
     fn labels_override_in_order() {
-        let agent = BTreeMap::from([("ostype".to_owned(), "custom".to_owned()), ("zone".to_owned(), "z".to_owned())]);
+        let agent = BTreeMap::from([
+            ("ostype".to_owned(), "custom".to_owned()),
+            ("zone".to_owned(), "z".to_owned()),
+        ]);
         let labels = labels_of(&engine_info("X", [0, 0, 0], 1, 1), &agent);
-        assert_eq!(labels["ostype"], "linux", "the engine's facts win, as in Swarm and the scheduler");
+        assert_eq!(
+            labels["ostype"], "linux",
+            "the engine's facts win, as in Swarm and the scheduler"
+        );
         assert_eq!(labels["zone"], "z", "the agent's labels beat the engine's");
         assert_eq!(labels["ssd"], "");
         assert_eq!(labels["storagedriver"], "overlay2");

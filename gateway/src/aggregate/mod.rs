@@ -69,17 +69,23 @@ mod volumes;
 mod fixtures;
 
 pub use containers::{
-    containers, docker_bool, filter_keys, host_of, merge_lists, parse_list, pin_ports, qualify_container, qualify_names, ContainerList, HostDown,
-    Merged, NodePart, HOST_DOWN,
+    containers, docker_bool, filter_keys, host_of, merge_lists, parse_list, pin_ports,
+    qualify_container, qualify_names, ContainerList, HostDown, Merged, NodePart, HOST_DOWN,
 };
 pub use disk::{prune, system_df};
 pub use events::tag_event;
 pub use facts::{GatewayFacts, DEFAULT_FILTERS};
 pub use images::images;
-pub use info::{bytes_size, info, info_from_parts, info_with_reserved, labels_of, node_labels, rfc3339, InfoPart, Reserved};
+pub use info::{
+    bytes_size, info, info_from_parts, info_with_reserved, labels_of, node_labels, rfc3339,
+    InfoPart, Reserved,
+};
 pub use networks::{is_cluster_scope, networks};
 pub use query::{limit, node_filter, strip_node_filter};
-pub use version::{api_version_range, compare_api_versions, go_arch, version, version_from_parts, version_with_facts, VersionPart};
+pub use version::{
+    api_version_range, compare_api_versions, go_arch, version, version_from_parts,
+    version_with_facts, VersionPart,
+};
 pub use volumes::volumes;
 
 /// The response header naming the nodes whose part is missing from a list answer.
@@ -94,14 +100,23 @@ pub const FALLBACK_MIN_API_VERSION: &str = "1.12";
 /// node3: timeout`, nodes in name order, or `None` if every node answered. Characters a header
 /// value cannot carry become `?` (line breaks become spaces); each reason is cut at 200 characters.
 pub fn failed_nodes_header<T>(answers: &[NodeAnswer<T>]) -> Option<String> {
-    let mut failed: Vec<(&str, &str)> =
-        answers.iter().filter_map(|a| a.result.as_ref().err().map(|e| (a.node.as_str(), e.as_str()))).collect();
+    let mut failed: Vec<(&str, &str)> = answers
+        .iter()
+        .filter_map(|a| {
+            a.result
+                .as_ref()
+                .err()
+                .map(|e| (a.node.as_str(), e.as_str()))
+        })
+        .collect();
     if failed.is_empty() {
         return None;
     }
     failed.sort_by(|a, b| a.0.cmp(b.0));
-    let parts: Vec<String> =
-        failed.iter().map(|(node, error)| format!("{}: {}", header_safe(node, 100), header_safe(error, 200))).collect();
+    let parts: Vec<String> = failed
+        .iter()
+        .map(|(node, error)| format!("{}: {}", header_safe(node, 100), header_safe(error, 200)))
+        .collect();
     Some(parts.join("; "))
 }
 
@@ -117,9 +132,8 @@ pub fn parse_answers<T: AsRef<[u8]>>(answers: &[NodeAnswer<T>]) -> Vec<NodeAnswe
         .map(|a| NodeAnswer {
             node: a.node.clone(),
             result: match &a.result {
-                Ok(body) => {
-                    serde_json::from_slice(body.as_ref()).map_err(|e| format!("engine answer is not JSON: {e}"))
-                }
+                Ok(body) => serde_json::from_slice(body.as_ref())
+                    .map_err(|e| format!("engine answer is not JSON: {e}")),
                 Err(e) => Err(e.clone()),
             },
         })
@@ -150,8 +164,10 @@ fn header_safe(text: &str, max_chars: usize) -> String {
 /// The answers that succeeded, in node-name order (answers arrive in completion order; sorting
 /// makes merged lists the same from one call to the next).
 fn answered(answers: &[NodeAnswer<Value>]) -> Vec<(&str, &Value)> {
-    let mut ok: Vec<(&str, &Value)> =
-        answers.iter().filter_map(|a| a.result.as_ref().ok().map(|v| (a.node.as_str(), v))).collect();
+    let mut ok: Vec<(&str, &Value)> = answers
+        .iter()
+        .filter_map(|a| a.result.as_ref().ok().map(|v| (a.node.as_str(), v)))
+        .collect();
     ok.sort_by(|a, b| a.0.cmp(b.0));
     ok
 }
@@ -187,8 +203,12 @@ fn node_views<'a>(
     last_seen: fn(&NodeSnapshot) -> &Value,
 ) -> Vec<NodeView<'a>> {
     // Indexed by name: a thousand nodes must not cost a million comparisons.
-    let by_name: BTreeMap<&str, &NodeSnapshot> = nodes.iter().map(|n| (n.name.as_str(), n)).collect();
-    let answer_of: BTreeMap<&str, &Result<Value, String>> = answers.iter().map(|a| (a.node.as_str(), &a.result)).collect();
+    let by_name: BTreeMap<&str, &NodeSnapshot> =
+        nodes.iter().map(|n| (n.name.as_str(), n)).collect();
+    let answer_of: BTreeMap<&str, &Result<Value, String>> = answers
+        .iter()
+        .map(|a| (a.node.as_str(), &a.result))
+        .collect();
     let names: BTreeSet<&str> = by_name.keys().chain(answer_of.keys()).copied().collect();
     names
         .into_iter()
@@ -204,7 +224,13 @@ fn node_views<'a>(
                     snapshot.and_then(|s| s.last_error.as_deref()),
                 ),
             };
-            NodeView { name, snapshot, doc, health, error }
+            NodeView {
+                name,
+                snapshot,
+                doc,
+                health,
+                error,
+            }
         })
         .collect()
 }
@@ -234,7 +260,9 @@ fn with_raw_array<'a>(doc: &Value, key: &str, items: impl Iterator<Item = &'a st
 /// A JSON integer field, 0 if absent or not a number.
 fn int(doc: &Value, key: &str) -> i64 {
     match &doc[key] {
-        Value::Number(n) => n.as_i64().unwrap_or_else(|| n.as_f64().unwrap_or(0.0) as i64),
+        Value::Number(n) => n
+            .as_i64()
+            .unwrap_or_else(|| n.as_f64().unwrap_or(0.0) as i64),
         _ => 0,
     }
 }
@@ -251,10 +279,19 @@ mod tests {
 
     #[test]
     fn failed_nodes_header_names_failures_in_node_order() {
-        let answers =
-            vec![err("node3", "timeout"), ok("node1", serde_json::json!([])), err("node2", "connection refused")];
-        assert_eq!(failed_nodes_header(&answers).as_deref(), Some("node2: connection refused; node3: timeout"));
-        assert_eq!(failed_nodes_header(&[ok("node1", serde_json::json!([]))]), None);
+        let answers = vec![
+            err("node3", "timeout"),
+            ok("node1", serde_json::json!([])),
+            err("node2", "connection refused"),
+        ];
+        assert_eq!(
+            failed_nodes_header(&answers).as_deref(),
+            Some("node2: connection refused; node3: timeout")
+        );
+        assert_eq!(
+            failed_nodes_header(&[ok("node1", serde_json::json!([]))]),
+            None
+        );
     }
 
     #[test]
@@ -262,7 +299,10 @@ mod tests {
         let long = "x".repeat(300);
         let answers = vec![err("node1", "agent said:\r\n└ boom"), err("node2", &long)];
         let value = failed_nodes_header(&answers).expect("two failures");
-        assert!(value.starts_with("node1: agent said:  ? boom; node2: xxx"), "{value}");
+        assert!(
+            value.starts_with("node1: agent said:  ? boom; node2: xxx"),
+            "{value}"
+        );
         assert!(value.ends_with("x..."));
         assert!(http::HeaderValue::from_str(&value).is_ok());
     }
@@ -271,19 +311,34 @@ mod tests {
     fn all_failed_needs_at_least_one_node() {
         assert!(!all_failed::<Value>(&[]));
         assert!(all_failed(&[err("node1", "timeout")]));
-        assert!(!all_failed(&[err("node1", "timeout"), ok("node2", Value::Null)]));
+        assert!(!all_failed(&[
+            err("node1", "timeout"),
+            ok("node2", Value::Null)
+        ]));
     }
 
     #[test]
     fn parse_answers_turns_bad_json_into_that_nodes_error() {
         let answers = vec![
-            NodeAnswer { node: "node1".into(), result: Ok(b"[1]".to_vec()) },
-            NodeAnswer { node: "node2".into(), result: Ok(b"<html>".to_vec()) },
-            NodeAnswer { node: "node3".into(), result: Err("timeout".into()) },
+            NodeAnswer {
+                node: "node1".into(),
+                result: Ok(b"[1]".to_vec()),
+            },
+            NodeAnswer {
+                node: "node2".into(),
+                result: Ok(b"<html>".to_vec()),
+            },
+            NodeAnswer {
+                node: "node3".into(),
+                result: Err("timeout".into()),
+            },
         ];
         let parsed = parse_answers(&answers);
         assert_eq!(parsed[0].result, Ok(serde_json::json!([1])));
-        assert!(parsed[1].result.as_ref().is_err_and(|e| e.starts_with("engine answer is not JSON")));
+        assert!(parsed[1]
+            .result
+            .as_ref()
+            .is_err_and(|e| e.starts_with("engine answer is not JSON")));
         assert_eq!(parsed[2].result, Err("timeout".to_owned()));
     }
 }

@@ -58,13 +58,23 @@ mod tests {
     }
 
     fn names(list: &Value) -> Vec<&str> {
-        list.as_array().expect("an array").iter().map(|n| n["Name"].as_str().expect("a Name")).collect()
+        list.as_array()
+            .expect("an array")
+            .iter()
+            .map(|n| n["Name"].as_str().expect("a Name"))
+            .collect()
     }
 
     #[test]
     fn local_networks_get_node_names_and_cluster_ones_appear_once() {
         let answers = vec![
-            ok("node2", json!([network("bridge", "b2", "local", "bridge"), network("ov", "o1", "swarm", "overlay")])),
+            ok(
+                "node2",
+                json!([
+                    network("bridge", "b2", "local", "bridge"),
+                    network("ov", "o1", "swarm", "overlay")
+                ]),
+            ),
             ok(
                 "node1",
                 json!([
@@ -76,7 +86,10 @@ mod tests {
             err("node3", "timeout"),
         ];
         let merged = networks(&answers, &[]);
-        assert_eq!(names(&merged), ["node1/bridge", "ov", "node1/host", "node2/bridge"]);
+        assert_eq!(
+            names(&merged),
+            ["node1/bridge", "ov", "node1/host", "node2/bridge"]
+        );
         assert_eq!(merged[0]["Id"], "b1");
         assert_eq!(merged[1], network("ov", "o1", "swarm", "overlay"));
     }
@@ -86,8 +99,14 @@ mod tests {
         let mut unscoped = network("x", "x1", "", "bridge");
         unscoped.as_object_mut().expect("an object").remove("Scope");
         let answers = vec![
-            ok("node1", json!([network("g", "g1", "global", "weave"), unscoped.clone()])),
-            ok("node2", json!([network("g", "g1", "global", "weave"), unscoped])),
+            ok(
+                "node1",
+                json!([network("g", "g1", "global", "weave"), unscoped.clone()]),
+            ),
+            ok(
+                "node2",
+                json!([network("g", "g1", "global", "weave"), unscoped]),
+            ),
         ];
         assert_eq!(names(&networks(&answers, &[])), ["g", "node1/x", "node2/x"]);
     }

@@ -18,8 +18,16 @@ use serde_json::{Map, Value};
 pub fn node_filter(query: &str) -> Option<Vec<String>> {
     let filters = filters_of(query)?;
     let names: Vec<String> = match filters.get("node")? {
-        Value::Array(list) => list.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
-        Value::Object(set) => set.iter().filter(|(_, on)| on.as_bool() == Some(true)).map(|(k, _)| k.clone()).collect(),
+        Value::Array(list) => list
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        Value::Object(set) => set
+            .iter()
+            .filter(|(_, on)| on.as_bool() == Some(true))
+            .map(|(k, _)| k.clone())
+            .collect(),
         Value::String(one) => vec![one.clone()],
         _ => Vec::new(),
     };
@@ -44,7 +52,10 @@ pub fn strip_node_filter(query: &str) -> String {
             if let Ok(Value::Object(mut filters)) = serde_json::from_str::<Value>(&decode(value)) {
                 if filters.remove("node").is_some() {
                     if !filters.is_empty() {
-                        kept.push(format!("{key}={}", encode(&Value::Object(filters).to_string())));
+                        kept.push(format!(
+                            "{key}={}",
+                            encode(&Value::Object(filters).to_string())
+                        ));
                     }
                     continue;
                 }
@@ -62,7 +73,12 @@ pub fn strip_node_filter(query: &str) -> String {
 /// `limit` (`docker ps -n N`; `-l` sends `limit=1`), if positive: Docker ignores 0 and negatives.
 pub fn limit(query: &str) -> Option<usize> {
     let value = param(query, "limit")?;
-    value.trim().parse::<i64>().ok().filter(|n| *n > 0).and_then(|n| usize::try_from(n).ok())
+    value
+        .trim()
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .and_then(|n| usize::try_from(n).ok())
 }
 
 /// The decoded value of the first `key` parameter.
@@ -105,7 +121,9 @@ pub fn decode(text: &str) -> String {
 }
 
 fn hex(b: u8) -> Option<u8> {
-    char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok())
+    char::from(b)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
 }
 
 /// Percent-encodes all but RFC 3986's unreserved characters.
@@ -133,15 +151,24 @@ mod tests {
     fn node_filter_reads_both_filter_shapes() {
         assert_eq!(node_filter(CLI_QUERY), Some(vec!["node1".to_owned()]));
         let lists = format!("filters={}", encode(r#"{"node":["node1","node3"]}"#));
-        assert_eq!(node_filter(&lists), Some(vec!["node1".to_owned(), "node3".to_owned()]));
-        assert_eq!(node_filter("?filters=%7B%22node%22%3A%5B%22n2%22%5D%7D"), Some(vec!["n2".to_owned()]));
+        assert_eq!(
+            node_filter(&lists),
+            Some(vec!["node1".to_owned(), "node3".to_owned()])
+        );
+        assert_eq!(
+            node_filter("?filters=%7B%22node%22%3A%5B%22n2%22%5D%7D"),
+            Some(vec!["n2".to_owned()])
+        );
     }
 
     #[test]
     fn node_filter_is_none_without_a_node_key() {
         assert_eq!(node_filter(""), None);
         assert_eq!(node_filter("all=1"), None);
-        assert_eq!(node_filter("filters=%7B%22status%22%3A%5B%22exited%22%5D%7D"), None);
+        assert_eq!(
+            node_filter("filters=%7B%22status%22%3A%5B%22exited%22%5D%7D"),
+            None
+        );
         assert_eq!(node_filter("filters=%7B%22node%22%3A%5B%5D%7D"), None);
         assert_eq!(node_filter("filters=not-json"), None);
     }
@@ -149,20 +176,38 @@ mod tests {
     #[test]
     fn strip_node_filter_keeps_everything_else() {
         let stripped = strip_node_filter(CLI_QUERY);
-        assert_eq!(stripped, "all=1&filters=%7B%22status%22%3A%7B%22exited%22%3Atrue%7D%7D");
+        assert_eq!(
+            stripped,
+            "all=1&filters=%7B%22status%22%3A%7B%22exited%22%3Atrue%7D%7D"
+        );
         assert_eq!(node_filter(&stripped), None);
-        assert_eq!(param(&stripped, "filters").as_deref(), Some(r#"{"status":{"exited":true}}"#));
+        assert_eq!(
+            param(&stripped, "filters").as_deref(),
+            Some(r#"{"status":{"exited":true}}"#)
+        );
     }
 
     #[test]
     fn strip_node_filter_drops_a_filters_left_empty() {
-        assert_eq!(strip_node_filter("filters=%7B%22node%22%3A%5B%22node1%22%5D%7D&limit=2"), "limit=2");
-        assert_eq!(strip_node_filter("?filters=%7B%22node%22%3A%5B%22node1%22%5D%7D"), "");
+        assert_eq!(
+            strip_node_filter("filters=%7B%22node%22%3A%5B%22node1%22%5D%7D&limit=2"),
+            "limit=2"
+        );
+        assert_eq!(
+            strip_node_filter("?filters=%7B%22node%22%3A%5B%22node1%22%5D%7D"),
+            ""
+        );
     }
 
     #[test]
     fn strip_node_filter_leaves_other_queries_untouched() {
-        for q in ["", "all=1&size=0", "?all=1", "filters=%7B%22label%22%3A%5B%22a%3Db%22%5D%7D", "filters=garbage%ZZ"] {
+        for q in [
+            "",
+            "all=1&size=0",
+            "?all=1",
+            "filters=%7B%22label%22%3A%5B%22a%3Db%22%5D%7D",
+            "filters=garbage%ZZ",
+        ] {
             assert_eq!(strip_node_filter(q), q);
         }
     }

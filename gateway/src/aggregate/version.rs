@@ -7,7 +7,8 @@ use std::cmp::Ordering;
 use serde_json::{json, Map, Value};
 
 use super::{
-    node_views, text, with_raw_array, GatewayFacts, NodeView, FALLBACK_API_VERSION, FALLBACK_MIN_API_VERSION,
+    node_views, text, with_raw_array, GatewayFacts, NodeView, FALLBACK_API_VERSION,
+    FALLBACK_MIN_API_VERSION,
 };
 use crate::model::{Health, NodeAnswer, NodeSnapshot};
 
@@ -28,15 +29,24 @@ use crate::model::{Health, NodeAnswer, NodeSnapshot};
 ///
 /// `Os` and `Arch` are the build's (the host the gateway runs on); `KernelVersion` is empty:
 /// [`version_with_facts`] fills it from [`GatewayFacts`].
-pub fn version(nodes: &[NodeSnapshot], answers: &[NodeAnswer<Value>], gateway_version: &str) -> Value {
+pub fn version(
+    nodes: &[NodeSnapshot],
+    answers: &[NodeAnswer<Value>],
+    gateway_version: &str,
+) -> Value {
     version_with_facts(nodes, answers, &GatewayFacts::new("", gateway_version))
 }
 
 /// [`version`], with the gateway host's facts (`Os`, `Arch`, `KernelVersion`).
-pub fn version_with_facts(nodes: &[NodeSnapshot], answers: &[NodeAnswer<Value>], facts: &GatewayFacts) -> Value {
+pub fn version_with_facts(
+    nodes: &[NodeSnapshot],
+    answers: &[NodeAnswer<Value>],
+    facts: &GatewayFacts,
+) -> Value {
     let views = node_views(nodes, answers, |n| n.version.as_ref());
     let parts: Vec<VersionPart> = views.iter().map(VersionPart::of_view).collect();
-    serde_json::from_str(&version_from_parts(&parts, facts)).expect("version_from_parts writes valid JSON")
+    serde_json::from_str(&version_from_parts(&parts, facts))
+        .expect("version_from_parts writes valid JSON")
 }
 
 /// One node's part of the cluster's `/version`: its entry in `Components`, serialized, and
@@ -58,8 +68,13 @@ impl VersionPart {
     }
 
     fn of_view(view: &NodeView<'_>) -> VersionPart {
-        let range = view.healthy_doc().map(|d| json!({"ApiVersion": d["ApiVersion"], "MinAPIVersion": d["MinAPIVersion"]}));
-        VersionPart { component: node_component(view).to_string(), range }
+        let range = view
+            .healthy_doc()
+            .map(|d| json!({"ApiVersion": d["ApiVersion"], "MinAPIVersion": d["MinAPIVersion"]}));
+        VersionPart {
+            component: node_component(view).to_string(),
+            range,
+        }
     }
 }
 
@@ -67,7 +82,10 @@ impl VersionPart {
 /// node name order.
 pub fn version_from_parts<P: Borrow<VersionPart>>(parts: &[P], facts: &GatewayFacts) -> String {
     let (api, min_api) = range_of(parts.iter().filter_map(|p| p.borrow().range.as_ref()));
-    let (api, min_api) = (api.unwrap_or(FALLBACK_API_VERSION), min_api.unwrap_or(FALLBACK_MIN_API_VERSION));
+    let (api, min_api) = (
+        api.unwrap_or(FALLBACK_API_VERSION),
+        min_api.unwrap_or(FALLBACK_MIN_API_VERSION),
+    );
     let arch = go_arch(&facts.architecture);
     let gateway = json!({
         "Name": "Engine",
@@ -91,7 +109,8 @@ pub fn version_from_parts<P: Borrow<VersionPart>>(parts: &[P], facts: &GatewayFa
         "KernelVersion": facts.kernel_version,
         "BuildTime": "",
     });
-    let components = std::iter::once(gateway.as_str()).chain(parts.iter().map(|p| p.borrow().component.as_str()));
+    let components = std::iter::once(gateway.as_str())
+        .chain(parts.iter().map(|p| p.borrow().component.as_str()));
     with_raw_array(&doc, "Components", components)
 }
 
@@ -99,14 +118,24 @@ pub fn version_from_parts<P: Borrow<VersionPart>>(parts: &[P], facts: &GatewayFa
 /// (lowest `ApiVersion`, highest `MinAPIVersion`), each `None` if no healthy node said. For the
 /// `Api-Version` header of `/_ping`, which must agree with `/version`.
 pub fn api_version_range(nodes: &[NodeSnapshot]) -> (Option<String>, Option<String>) {
-    let (api, min) = range_of(nodes.iter().filter(|n| n.health == Health::Healthy).map(|n| n.version.as_ref()));
+    let (api, min) = range_of(
+        nodes
+            .iter()
+            .filter(|n| n.health == Health::Healthy)
+            .map(|n| n.version.as_ref()),
+    );
     (api.map(str::to_owned), min.map(str::to_owned))
 }
 
 /// Compares Docker API versions as numbers, part by part: `1.9 < 1.41 < 1.43`; a missing part
 /// is 0, and a part that is not a number compares as 0.
 pub fn compare_api_versions(a: &str, b: &str) -> Ordering {
-    let parts = |v: &str| -> Vec<u64> { v.trim().split('.').map(|p| p.parse().unwrap_or(0)).collect() };
+    let parts = |v: &str| -> Vec<u64> {
+        v.trim()
+            .split('.')
+            .map(|p| p.parse().unwrap_or(0))
+            .collect()
+    };
     let (a, b) = (parts(a), parts(b));
     for i in 0..a.len().max(b.len()) {
         match a.get(i).unwrap_or(&0).cmp(b.get(i).unwrap_or(&0)) {
@@ -134,10 +163,14 @@ fn range_of<'a>(docs: impl Iterator<Item = &'a Value>) -> (Option<&'a str>, Opti
     let mut min: Option<&str> = None;
     for doc in docs {
         let (a, m) = (text(doc, "ApiVersion"), text(doc, "MinAPIVersion"));
-        if !a.is_empty() && api.is_none_or(|lowest| compare_api_versions(a, lowest) == Ordering::Less) {
+        if !a.is_empty()
+            && api.is_none_or(|lowest| compare_api_versions(a, lowest) == Ordering::Less)
+        {
             api = Some(a);
         }
-        if !m.is_empty() && min.is_none_or(|highest| compare_api_versions(m, highest) == Ordering::Greater) {
+        if !m.is_empty()
+            && min.is_none_or(|highest| compare_api_versions(m, highest) == Ordering::Greater)
+        {
             min = Some(m);
         }
     }
@@ -153,11 +186,19 @@ fn node_component(view: &NodeView<'_>) -> Value {
         .find(|c| c["Name"] == "Engine")
         .and_then(|c| c["Details"].as_object());
     let mut details: Map<String, Value> = engine.cloned().unwrap_or_else(|| {
-        ["ApiVersion", "MinAPIVersion", "Os", "Arch", "KernelVersion", "GitCommit", "GoVersion"]
-            .iter()
-            .filter(|k| !doc[**k].is_null())
-            .map(|k| ((*k).to_owned(), doc[*k].clone()))
-            .collect()
+        [
+            "ApiVersion",
+            "MinAPIVersion",
+            "Os",
+            "Arch",
+            "KernelVersion",
+            "GitCommit",
+            "GoVersion",
+        ]
+        .iter()
+        .filter(|k| !doc[**k].is_null())
+        .map(|k| ((*k).to_owned(), doc[*k].clone()))
+        .collect()
     });
     if view.health != Health::Healthy {
         details.insert("Status".into(), Value::from(view.health.to_string()));
@@ -204,7 +245,10 @@ mod tests {
 
     #[test]
     fn advertises_the_range_every_healthy_node_accepts() {
-        let nodes = vec![node("node1", "10.77.1.2:7443", &[]), node("node2", "10.77.2.2:7443", &[])];
+        let nodes = vec![
+            node("node1", "10.77.1.2:7443", &[]),
+            node("node2", "10.77.2.2:7443", &[]),
+        ];
         let answers = vec![
             ok("node2", engine_version("24.0.7", "1.43", "1.12")),
             ok("node1", engine_version("20.10.24+dfsg1", "1.41", "1.12")),
@@ -219,7 +263,10 @@ mod tests {
         assert_eq!(doc["KernelVersion"], "6.1.0-18-amd64");
 
         let components = doc["Components"].as_array().expect("Components");
-        let names: Vec<&str> = components.iter().filter_map(|c| c["Name"].as_str()).collect();
+        let names: Vec<&str> = components
+            .iter()
+            .filter_map(|c| c["Name"].as_str())
+            .collect();
         assert_eq!(names, ["Engine", "node1", "node2", "node3"]);
         assert_eq!(components[0]["Version"], "busbar/0.1.0");
         assert_eq!(components[0]["Details"]["ApiVersion"], "1.41");
@@ -228,7 +275,10 @@ mod tests {
         assert_eq!(components[2]["Details"]["ApiVersion"], "1.43");
         assert!(components[2]["Details"].get("Status").is_none());
         assert_eq!(components[3]["Version"], "(unknown)");
-        assert_eq!(components[3]["Details"], json!({"Status": "Unhealthy", "Error": "timeout"}));
+        assert_eq!(
+            components[3]["Details"],
+            json!({"Status": "Unhealthy", "Error": "timeout"})
+        );
     }
 
     #[test]
@@ -276,7 +326,10 @@ mod tests {
         let mut c = node("c", "10.0.0.3:7443", &[]);
         c.health = Health::Disconnected;
         c.version = engine_version("18.09", "1.39", "1.12").into();
-        assert_eq!(api_version_range(&[a, b, c]), (Some("1.41".to_owned()), Some("1.12".to_owned())));
+        assert_eq!(
+            api_version_range(&[a, b, c]),
+            (Some("1.41".to_owned()), Some("1.12".to_owned()))
+        );
         assert_eq!(api_version_range(&[]), (None, None));
     }
 

@@ -28,7 +28,11 @@ pub fn volumes(answers: &[NodeAnswer<Value>], _nodes: &[NodeSnapshot]) -> Value 
             }
         }
     }
-    let warnings = if warnings.is_empty() { Value::Null } else { Value::Array(warnings) };
+    let warnings = if warnings.is_empty() {
+        Value::Null
+    } else {
+        Value::Array(warnings)
+    };
     serde_json::json!({ "Volumes": merged, "Warnings": warnings })
 }
 
@@ -38,9 +42,16 @@ pub(super) fn is_node_local(volume: &Value) -> bool {
 }
 
 /// The volume as the cluster lists it, or `None` if `shared` already has this global volume.
-pub(super) fn qualify_volume(volume: &Value, node: &str, shared: &mut HashSet<(String, String)>) -> Option<Value> {
+pub(super) fn qualify_volume(
+    volume: &Value,
+    node: &str,
+    shared: &mut HashSet<(String, String)>,
+) -> Option<Value> {
     if !is_node_local(volume) {
-        let key = (text(volume, "Driver").to_owned(), text(volume, "Name").to_owned());
+        let key = (
+            text(volume, "Driver").to_owned(),
+            text(volume, "Name").to_owned(),
+        );
         return shared.insert(key).then(|| volume.clone());
     }
     let mut volume = volume.clone();
@@ -83,17 +94,30 @@ mod tests {
             err("node3", "connection refused"),
         ];
         let merged = volumes(&answers, &[]);
-        let names: Vec<&str> =
-            merged["Volumes"].as_array().expect("Volumes").iter().filter_map(|v| v["Name"].as_str()).collect();
+        let names: Vec<&str> = merged["Volumes"]
+            .as_array()
+            .expect("Volumes")
+            .iter()
+            .filter_map(|v| v["Name"].as_str())
+            .collect();
         assert_eq!(names, ["node1/v1", "nfs", "node1/lv", "node2/v1"]);
         assert_eq!(merged["Volumes"][1], volume("nfs", "rexray", "global"));
-        assert_eq!(merged["Volumes"][0]["Mountpoint"], "/var/lib/docker/volumes/v1/_data");
-        assert_eq!(merged["Warnings"], json!(["node1: volume plugin lvm is slow"]));
+        assert_eq!(
+            merged["Volumes"][0]["Mountpoint"],
+            "/var/lib/docker/volumes/v1/_data"
+        );
+        assert_eq!(
+            merged["Warnings"],
+            json!(["node1: volume plugin lvm is slow"])
+        );
     }
 
     #[test]
     fn no_warnings_is_null_and_no_volumes_is_empty() {
-        let merged = volumes(&[ok("node1", json!({"Volumes": null, "Warnings": null}))], &[]);
+        let merged = volumes(
+            &[ok("node1", json!({"Volumes": null, "Warnings": null}))],
+            &[],
+        );
         assert_eq!(merged, json!({"Volumes": [], "Warnings": null}));
         assert_eq!(volumes(&[], &[]), json!({"Volumes": [], "Warnings": null}));
     }

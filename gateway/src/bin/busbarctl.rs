@@ -41,13 +41,23 @@ fn main() -> ExitCode {
         Err(e) => {
             // --help and --version also arrive here, and are not failures.
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(EX_USAGE) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(EX_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     let (result, usage) = match &cli.command {
         Command::Certs(cmd) => split(certs::run(cmd, &mut io::stdout().lock()), |e| e.is_usage()),
-        Command::Chain(cmd) => split(chainctl::run_chain(&cli.etcd, cmd, &mut io::stdout().lock()), |e| e.is_usage()),
-        Command::Nodes => split(chainctl::run_nodes(&cli.etcd, &mut io::stdout().lock()), |e| e.is_usage()),
+        Command::Chain(cmd) => split(
+            chainctl::run_chain(&cli.etcd, cmd, &mut io::stdout().lock()),
+            |e| e.is_usage(),
+        ),
+        Command::Nodes => split(
+            chainctl::run_nodes(&cli.etcd, &mut io::stdout().lock()),
+            |e| e.is_usage(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -63,7 +73,10 @@ fn main() -> ExitCode {
 }
 
 /// The error as text, and whether it is a usage error (exit 64).
-fn split<E: std::fmt::Display>(r: Result<(), E>, is_usage: impl Fn(&E) -> bool) -> (Result<(), String>, bool) {
+fn split<E: std::fmt::Display>(
+    r: Result<(), E>,
+    is_usage: impl Fn(&E) -> bool,
+) -> (Result<(), String>, bool) {
     match r {
         Ok(()) => (Ok(()), false),
         Err(e) => {

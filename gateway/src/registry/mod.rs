@@ -16,8 +16,11 @@ pub mod names;
 pub mod nodes;
 
 pub use busbar_agent::registry::{
-    check_endpoints, check_prefix, connect, connect_lazy, names_prefix, node_key, nodes_prefix, unix_now, NodeEntry,
-    RegistryError, CALL_TIMEOUT, DEFAULT_PREFIX,
+    check_endpoints, check_prefix, connect, connect_lazy, names_prefix, node_key, nodes_prefix,
+    unix_now, NodeEntry, RegistryError, CALL_TIMEOUT, DEFAULT_PREFIX,
 };
-pub use names::{list_names, release_name, release_reservation, reserve_name, set_name_owner, NameError, Reservation};
+pub use names::{
+    list_names, release_name, release_reservation, reserve_name, set_name_owner, NameError,
+    Reservation,
+};
 pub use nodes::{spawn_watch, NodeMap};

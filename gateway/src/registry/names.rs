@@ -52,7 +52,11 @@ pub struct Reservation {
 pub enum NameError {
     /// Docker's own wording (and a `409`), plus where the holder is.
     #[error("Conflict. The container name \"/{name}\" is already in use{}", holder(node, id.as_deref()))]
-    Taken { name: String, node: String, id: Option<String> },
+    Taken {
+        name: String,
+        node: String,
+        id: Option<String>,
+    },
     /// Docker's own wording (and a `400`).
     #[error("Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")]
     Invalid { name: String },
@@ -95,7 +99,9 @@ pub fn normalize(name: &str) -> Result<&str, NameError> {
     if ok {
         Ok(n)
     } else {
-        Err(NameError::Invalid { name: name.to_owned() })
+        Err(NameError::Invalid {
+            name: name.to_owned(),
+        })
     }
 }
 
@@ -104,16 +110,28 @@ fn name_key(prefix: &str, name: &str) -> String {
 }
 
 fn parse(key: &str, value: &[u8]) -> Result<NameEntry, RegistryError> {
-    serde_json::from_slice(value).map_err(|e| RegistryError::BadEntry { key: key.to_owned(), reason: e.to_string() })
+    serde_json::from_slice(value).map_err(|e| RegistryError::BadEntry {
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })
 }
 
 /// Reserves `name` (Docker's `/name` accepted) for a container about to be created on `node`.
 /// Exactly one of several concurrent reservations of a name wins; the others get
 /// [`NameError::Taken`] naming the winner's node.
-pub async fn reserve_name(client: &Client, prefix: &str, name: &str, node: &str) -> Result<Reservation, NameError> {
+pub async fn reserve_name(
+    client: &Client,
+    prefix: &str,
+    name: &str,
+    node: &str,
+) -> Result<Reservation, NameError> {
     let name = normalize(name)?;
     let key = name_key(prefix, name);
-    let entry = NameEntry { node: node.to_owned(), id: None, reserved_at: unix_now() };
+    let entry = NameEntry {
+        node: node.to_owned(),
+        id: None,
+        reserved_at: unix_now(),
+    };
     let value = serde_json::to_string(&entry).expect("a NameEntry always serializes");
     let txn = Txn::new()
         .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
@@ -136,13 +154,25 @@ pub async fn reserve_name(client: &Client, prefix: &str, name: &str, node: &str)
         _ => None,
     });
     match held {
-        Some(Ok(e)) => Err(NameError::Taken { name: name.to_owned(), node: e.node, id: e.id }),
+        Some(Ok(e)) => Err(NameError::Taken {
+            name: name.to_owned(),
+            node: e.node,
+            id: e.id,
+        }),
         Some(Err(e)) => {
             warn!("{e}");
-            Err(NameError::Taken { name: name.to_owned(), node: "(unreadable reservation)".into(), id: None })
+            Err(NameError::Taken {
+                name: name.to_owned(),
+                node: "(unreadable reservation)".into(),
+                id: None,
+            })
         }
         // Cannot happen: the transaction's compare and get see the same revision.
-        None => Err(NameError::Taken { name: name.to_owned(), node: "(unknown)".into(), id: None }),
+        None => Err(NameError::Taken {
+            name: name.to_owned(),
+            node: "(unknown)".into(),
+            id: None,
+        }),
     }
 }
 
@@ -155,25 +185,45 @@ pub async fn set_name_owner(
     id: &str,
 ) -> Result<Reservation, NameError> {
     let key = name_key(prefix, &reservation.name);
-    let entry =
-        NameEntry { node: reservation.node.clone(), id: Some(id.to_owned()), reserved_at: reservation.reserved_at };
+    let entry = NameEntry {
+        node: reservation.node.clone(),
+        id: Some(id.to_owned()),
+        reserved_at: reservation.reserved_at,
+    };
     let value = serde_json::to_string(&entry).expect("a NameEntry always serializes");
     let txn = Txn::new()
-        .when([Compare::create_revision(key.as_str(), CompareOp::Equal, reservation.revision)])
+        .when([Compare::create_revision(
+            key.as_str(),
+            CompareOp::Equal,
+            reservation.revision,
+        )])
         .and_then([TxnOp::put(key.as_str(), value, None)]);
     let rsp = call("record the container of", &key, client.clone().txn(txn)).await?;
     if !rsp.succeeded() {
-        return Err(NameError::Lost { name: reservation.name.clone() });
+        return Err(NameError::Lost {
+            name: reservation.name.clone(),
+        });
     }
-    Ok(Reservation { id: Some(id.to_owned()), ..reservation.clone() })
+    Ok(Reservation {
+        id: Some(id.to_owned()),
+        ..reservation.clone()
+    })
 }
 
 /// Frees exactly this reservation (after a failed create, or a stale one); a newer
 /// reservation of the same name is left alone. Returns whether it was deleted.
-pub async fn release_reservation(client: &Client, prefix: &str, reservation: &Reservation) -> Result<bool, NameError> {
+pub async fn release_reservation(
+    client: &Client,
+    prefix: &str,
+    reservation: &Reservation,
+) -> Result<bool, NameError> {
     let key = name_key(prefix, &reservation.name);
     let txn = Txn::new()
-        .when([Compare::create_revision(key.as_str(), CompareOp::Equal, reservation.revision)])
+        .when([Compare::create_revision(
+            key.as_str(),
+            CompareOp::Equal,
+            reservation.revision,
+        )])
         .and_then([TxnOp::delete(key.as_str(), None)]);
     let rsp = call("release", &key, client.clone().txn(txn)).await?;
     Ok(rsp.succeeded())
@@ -181,7 +231,12 @@ pub async fn release_reservation(client: &Client, prefix: &str, reservation: &Re
 
 /// Frees `name` if `node` holds it (after `rm` of the container on that node). Returns
 /// whether it was deleted: `false` if the name was free or is held by another node.
-pub async fn release_name(client: &Client, prefix: &str, name: &str, node: &str) -> Result<bool, NameError> {
+pub async fn release_name(
+    client: &Client,
+    prefix: &str,
+    name: &str,
+    node: &str,
+) -> Result<bool, NameError> {
     let name = normalize(name)?;
     let key = name_key(prefix, name);
     let mut c = client.clone();
@@ -189,7 +244,9 @@ pub async fn release_name(client: &Client, prefix: &str, name: &str, node: &str)
     // again then. Three rounds are plenty; nothing else writes a held name.
     for _ in 0..3 {
         let got = call("read", &key, c.get(key.as_str(), None)).await?;
-        let Some(kv) = got.kvs().first() else { return Ok(false) };
+        let Some(kv) = got.kvs().first() else {
+            return Ok(false);
+        };
         match parse(&key, kv.value()) {
             Ok(e) if e.node == node => {}
             Ok(e) => {
@@ -199,7 +256,11 @@ pub async fn release_name(client: &Client, prefix: &str, name: &str, node: &str)
             Err(e) => warn!("{e}; releasing it anyway"),
         }
         let txn = Txn::new()
-            .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, kv.mod_revision())])
+            .when([Compare::mod_revision(
+                key.as_str(),
+                CompareOp::Equal,
+                kv.mod_revision(),
+            )])
             .and_then([TxnOp::delete(key.as_str(), None)]);
         if call("release", &key, c.txn(txn)).await?.succeeded() {
             return Ok(true);
@@ -211,11 +272,20 @@ pub async fn release_name(client: &Client, prefix: &str, name: &str, node: &str)
 /// Every reservation, in name order. Entries that do not parse are skipped with a warning.
 pub async fn list_names(client: &Client, prefix: &str) -> Result<Vec<Reservation>, RegistryError> {
     let dir = names_prefix(prefix);
-    let got = call("list", &dir, client.clone().get(dir.as_str(), Some(GetOptions::new().with_prefix()))).await?;
+    let got = call(
+        "list",
+        &dir,
+        client
+            .clone()
+            .get(dir.as_str(), Some(GetOptions::new().with_prefix())),
+    )
+    .await?;
     let mut out = vec![];
     for kv in got.kvs() {
         let key = String::from_utf8_lossy(kv.key());
-        let Some(name) = key.strip_prefix(&dir) else { continue };
+        let Some(name) = key.strip_prefix(&dir) else {
+            continue;
+        };
         match parse(&key, kv.value()) {
             Ok(e) => out.push(Reservation {
                 name: name.to_owned(),
@@ -239,16 +309,30 @@ mod tests {
         assert_eq!(normalize("/web-1").unwrap(), "web-1");
         assert_eq!(normalize("a.b_c").unwrap(), "a.b_c");
         for bad in ["", "/", "a", "-x", "/x/y", "a b", "ä1", "//ab"] {
-            assert!(matches!(normalize(bad), Err(NameError::Invalid { .. })), "{bad}");
+            assert!(
+                matches!(normalize(bad), Err(NameError::Invalid { .. })),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn taken_reads_like_docker() {
-        let e = NameError::Taken { name: "web".into(), node: "n1".into(), id: None };
-        assert_eq!(e.to_string(), "Conflict. The container name \"/web\" is already in use (on node n1)");
+        let e = NameError::Taken {
+            name: "web".into(),
+            node: "n1".into(),
+            id: None,
+        };
+        assert_eq!(
+            e.to_string(),
+            "Conflict. The container name \"/web\" is already in use (on node n1)"
+        );
         assert_eq!(e.status(), 409);
-        let e = NameError::Taken { name: "web".into(), node: "n1".into(), id: Some("abc".into()) };
+        let e = NameError::Taken {
+            name: "web".into(),
+            node: "n1".into(),
+            id: Some("abc".into()),
+        };
         assert!(e
             .to_string()
             .starts_with("Conflict. The container name \"/web\" is already in use by container \"abc\" on node n1."));
@@ -256,7 +340,14 @@ mod tests {
 
     #[test]
     fn entries_without_an_id_omit_it() {
-        let e = NameEntry { node: "n1".into(), id: None, reserved_at: 5 };
-        assert_eq!(serde_json::to_string(&e).unwrap(), r#"{"node":"n1","reserved_at":5}"#);
+        let e = NameEntry {
+            node: "n1".into(),
+            id: None,
+            reserved_at: 5,
+        };
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"node":"n1","reserved_at":5}"#
+        );
     }
 }

@@ -26,13 +26,22 @@ pub type NodeMap = Arc<BTreeMap<String, NodeEntry>>;
 /// gone). The receiver starts with an empty map; the first successful list is always
 /// published (even if empty, so `changed()` also says "etcd has answered"), later ones only
 /// when something changed. Node arrivals, departures and changes are logged at `info`.
-pub fn spawn_watch(etcd: EtcdConnection, prefix: String, shutdown: CancellationToken) -> watch::Receiver<NodeMap> {
+pub fn spawn_watch(
+    etcd: EtcdConnection,
+    prefix: String,
+    shutdown: CancellationToken,
+) -> watch::Receiver<NodeMap> {
     let (tx, rx) = watch::channel(NodeMap::default());
     tokio::spawn(run_watch(etcd, prefix, tx, shutdown));
     rx
 }
 
-async fn run_watch(etcd: EtcdConnection, prefix: String, tx: watch::Sender<NodeMap>, shutdown: CancellationToken) {
+async fn run_watch(
+    etcd: EtcdConnection,
+    prefix: String,
+    tx: watch::Sender<NodeMap>,
+    shutdown: CancellationToken,
+) {
     let prefix = nodes_prefix(&prefix);
     let shown = etcd.shown();
     let mut backoff = Backoff::new();
@@ -82,14 +91,21 @@ async fn follow(
         Some(c) => c.clone(),
         None => client.insert(connect(etcd).await?).clone(),
     };
-    let listed = call("list", prefix, c.get(prefix, Some(GetOptions::new().with_prefix()))).await?;
+    let listed = call(
+        "list",
+        prefix,
+        c.get(prefix, Some(GetOptions::new().with_prefix())),
+    )
+    .await?;
     let revision = listed.header().map_or(0, |h| h.revision());
     let mut map = BTreeMap::new();
     for kv in listed.kvs() {
         apply(&mut map, prefix, kv.key(), Some(kv.value()));
     }
     publish(tx, map.clone(), std::mem::take(first));
-    let options = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
+    let options = WatchOptions::new()
+        .with_prefix()
+        .with_start_revision(revision + 1);
     let mut stream = call("watch", prefix, c.watch(prefix, Some(options))).await?;
     backoff.reset();
     debug!(prefix, revision, nodes = map.len(), "watching nodes");
@@ -100,7 +116,10 @@ async fn follow(
             Err(e) => return Ok(format!("watch stream: {}", describe(&e))),
         };
         if rsp.compact_revision() > 0 {
-            return Ok(format!("revision {} was compacted away", rsp.compact_revision()));
+            return Ok(format!(
+                "revision {} was compacted away",
+                rsp.compact_revision()
+            ));
         }
         if rsp.canceled() {
             return Ok(format!("etcd cancelled the watch: {}", rsp.cancel_reason()));
@@ -121,9 +140,17 @@ async fn follow(
 
 /// Applies one key's new value (`None`: deleted) to `map`. An entry that does not parse, or
 /// whose name is not its key's, is dropped with a warning: routing to it would be a guess.
-pub fn apply(map: &mut BTreeMap<String, NodeEntry>, prefix: &str, key: &[u8], value: Option<&[u8]>) {
+pub fn apply(
+    map: &mut BTreeMap<String, NodeEntry>,
+    prefix: &str,
+    key: &[u8],
+    value: Option<&[u8]>,
+) {
     let key = String::from_utf8_lossy(key);
-    let Some(name) = key.strip_prefix(prefix).filter(|n| !n.is_empty() && !n.contains('/')) else {
+    let Some(name) = key
+        .strip_prefix(prefix)
+        .filter(|n| !n.is_empty() && !n.contains('/'))
+    else {
         debug!(key = %key, "not a node key; ignored");
         return;
     };
@@ -152,7 +179,9 @@ fn publish(tx: &watch::Sender<NodeMap>, map: BTreeMap<String, NodeEntry>, always
         for (name, entry) in &map {
             match current.get(name) {
                 None => info!(node = %name, advertise = %entry.advertise, "node joined"),
-                Some(old) if old != entry => info!(node = %name, advertise = %entry.advertise, "node changed"),
+                Some(old) if old != entry => {
+                    info!(node = %name, advertise = %entry.advertise, "node changed")
+                }
                 Some(_) => {}
             }
         }
@@ -174,8 +203,12 @@ mod tests {
     const P: &str = "/busbar/nodes/";
 
     fn json(name: &str, zone: &str) -> Vec<u8> {
-        serde_json::to_vec(&NodeEntry::new(name, "10.0.0.1:7443", [("zone".to_owned(), zone.to_owned())].into()))
-            .unwrap()
+        serde_json::to_vec(&NodeEntry::new(
+            name,
+            "10.0.0.1:7443",
+            [("zone".to_owned(), zone.to_owned())].into(),
+        ))
+        .unwrap()
     }
 
     #[test]

@@ -97,16 +97,25 @@ impl Expr {
         if value.chars().any(char::is_control) {
             return Err(ExprError("the value contains control characters".into()));
         }
-        let (kind, pattern) = if value.len() >= 2 && value.starts_with('/') && value.ends_with('/') {
+        let (kind, pattern) = if value.len() >= 2 && value.starts_with('/') && value.ends_with('/')
+        {
             let inner = &value[1..value.len() - 1];
-            let re = Regex::new(inner).map_err(|e| ExprError(format!("invalid regular expression /{inner}/: {e}")))?;
+            let re = Regex::new(inner)
+                .map_err(|e| ExprError(format!("invalid regular expression /{inner}/: {e}")))?;
             (ValueKind::Regex, re)
         } else if value.contains(['*', '?']) {
             (ValueKind::Glob, glob_regex(value))
         } else {
             (ValueKind::Plain, glob_regex(value))
         };
-        Ok(Expr { key: key.to_owned(), op, value: value.to_owned(), soft, kind, pattern })
+        Ok(Expr {
+            key: key.to_owned(),
+            op,
+            value: value.to_owned(),
+            soft,
+            kind,
+            pattern,
+        })
     }
 
     /// Whether the value matches this one string (before the operator is applied).

@@ -34,7 +34,13 @@ impl<'a> NodeView<'a> {
     pub fn new(cand: Candidate<'a>, pending: &'a [Pending]) -> NodeView<'a> {
         let info = &cand.node.info;
         let mut labels = BTreeMap::new();
-        for kv in info.get("Labels").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
+        for kv in info
+            .get("Labels")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
             labels.insert(k.to_owned(), v.to_owned());
         }
@@ -48,8 +54,15 @@ impl<'a> NodeView<'a> {
             let value = info.get(field).and_then(Value::as_str).unwrap_or("");
             labels.insert(label.to_owned(), value.to_owned());
         }
-        let pending = pending.iter().filter(|p| p.node == cand.node.name).collect();
-        NodeView { cand, pending, labels }
+        let pending = pending
+            .iter()
+            .filter(|p| p.node == cand.node.name)
+            .collect();
+        NodeView {
+            cand,
+            pending,
+            labels,
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -77,8 +90,14 @@ pub(crate) enum Filter {
     Constraint,
 }
 
-pub(crate) const FILTERS: [Filter; 6] =
-    [Filter::Health, Filter::Port, Filter::ContainerSlots, Filter::Dependency, Filter::Affinity, Filter::Constraint];
+pub(crate) const FILTERS: [Filter; 6] = [
+    Filter::Health,
+    Filter::Port,
+    Filter::ContainerSlots,
+    Filter::Dependency,
+    Filter::Affinity,
+    Filter::Constraint,
+];
 
 impl Filter {
     /// Whether `node` passes. `soft`: whether soft expressions count (the first pass).
@@ -88,9 +107,20 @@ impl Filter {
             Filter::Health => node.cand.node.health == Health::Healthy,
             Filter::Port => p.ports.iter().all(|claim| !port_in_use(node, claim)),
             Filter::ContainerSlots => node.slots().is_none_or(|n| node.container_count() < n),
-            Filter::Dependency => p.dependencies.iter().all(|d| has_container(node, &d.container)),
-            Filter::Affinity => p.affinities.iter().filter(active).all(|e| affinity_holds(e, node)),
-            Filter::Constraint => p.constraints.iter().filter(active).all(|e| constraint_holds(e, node)),
+            Filter::Dependency => p
+                .dependencies
+                .iter()
+                .all(|d| has_container(node, &d.container)),
+            Filter::Affinity => p
+                .affinities
+                .iter()
+                .filter(active)
+                .all(|e| affinity_holds(e, node)),
+            Filter::Constraint => p
+                .constraints
+                .iter()
+                .filter(active)
+                .all(|e| constraint_holds(e, node)),
         }
     }
 
@@ -101,7 +131,10 @@ impl Filter {
             Filter::Health => Vec::new(),
             Filter::Port => {
                 let mode = if p.host_network { "Host" } else { "Bridge" };
-                p.ports.iter().map(|c| format!("port {}/{} ({mode} mode)", c.port, c.proto)).collect()
+                p.ports
+                    .iter()
+                    .map(|c| format!("port {}/{} ({mode} mode)", c.port, c.proto))
+                    .collect()
             }
             Filter::ContainerSlots if nodes.iter().any(|n| n.slots().is_some()) => {
                 vec!["available container slots".into()]
@@ -109,9 +142,18 @@ impl Filter {
             Filter::ContainerSlots => Vec::new(),
             Filter::Dependency if p.dependencies.is_empty() => Vec::new(),
             Filter::Dependency => {
-                vec![p.dependencies.iter().map(|d| d.flag.as_str()).collect::<Vec<_>>().join(" ")]
+                vec![p
+                    .dependencies
+                    .iter()
+                    .map(|d| d.flag.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")]
             }
-            Filter::Affinity => p.affinities.iter().map(|e| format!("{e} (soft={})", e.soft)).collect(),
+            Filter::Affinity => p
+                .affinities
+                .iter()
+                .map(|e| format!("{e} (soft={})", e.soft))
+                .collect(),
             Filter::Constraint => p.constraints.iter().map(|e| e.to_string()).collect(),
         }
     }
@@ -137,22 +179,31 @@ fn same_address(a: &str, b: &str) -> bool {
 /// container already on the node is only seen while it is pending.
 fn port_in_use(node: &NodeView, claim: &PortClaim) -> bool {
     let published = node.cand.containers.iter().any(|c| {
-        let listed = c.get("Ports").and_then(Value::as_array).into_iter().flatten().any(|p| {
-            p.get("PublicPort").and_then(Value::as_u64) == Some(u64::from(claim.port))
-                && str_field(p, "Type").eq_ignore_ascii_case(&claim.proto)
-                && same_address(str_field(p, "IP"), &claim.host_ip)
-        });
+        let listed = c
+            .get("Ports")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|p| {
+                p.get("PublicPort").and_then(Value::as_u64) == Some(u64::from(claim.port))
+                    && str_field(p, "Type").eq_ignore_ascii_case(&claim.proto)
+                    && same_address(str_field(p, "IP"), &claim.host_ip)
+            });
         listed || bound_in_host_config(c, claim)
     });
     published
-        || node
-            .pending
-            .iter()
-            .any(|p| p.host_ports.iter().any(|(proto, port)| *port == claim.port && *proto == claim.proto))
+        || node.pending.iter().any(|p| {
+            p.host_ports
+                .iter()
+                .any(|(proto, port)| *port == claim.port && *proto == claim.proto)
+        })
 }
 
 fn bound_in_host_config(container: &Value, claim: &PortClaim) -> bool {
-    let Some(bindings) = container.pointer("/HostConfig/PortBindings").and_then(Value::as_object) else {
+    let Some(bindings) = container
+        .pointer("/HostConfig/PortBindings")
+        .and_then(Value::as_object)
+    else {
         return false;
     };
     bindings.iter().any(|(key, list)| {
@@ -207,7 +258,11 @@ fn has_container(node: &NodeView, reference: &str) -> bool {
             || id == reference
             || (looks_like_id_prefix(reference) && id.starts_with(reference))
     });
-    listed || node.pending.iter().any(|p| p.name.as_deref() == Some(reference))
+    listed
+        || node
+            .pending
+            .iter()
+            .any(|p| p.name.as_deref() == Some(reference))
 }
 
 /// Swarm's affinity filter: `container==` against the names and IDs of containers on the node,
@@ -224,7 +279,11 @@ fn affinity_holds(e: &Expr, node: &NodeView) -> bool {
                     || container_names(c).any(|n| e.value_matches(n))
                     || (prefix && !id.is_empty() && id.starts_with(&e.value))
             });
-            let pending = node.pending.iter().filter_map(|p| p.name.as_deref()).any(|n| e.value_matches(n));
+            let pending = node
+                .pending
+                .iter()
+                .filter_map(|p| p.name.as_deref())
+                .any(|n| e.value_matches(n));
             e.apply_op(listed || pending)
         }
         "image" => {
@@ -246,10 +305,16 @@ fn affinity_holds(e: &Expr, node: &NodeView) -> bool {
             e.apply_op(any)
         }
         key => {
-            let listed = containers
+            let listed = containers.iter().map(|c| {
+                c.get("Labels")
+                    .and_then(|l| l.get(key))
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+            });
+            let pending = node
+                .pending
                 .iter()
-                .map(|c| c.get("Labels").and_then(|l| l.get(key)).and_then(Value::as_str).unwrap_or(""));
-            let pending = node.pending.iter().map(|p| p.labels.get(key).map_or("", String::as_str));
+                .map(|p| p.labels.get(key).map_or("", String::as_str));
             e.matches(listed.chain(pending))
         }
     }
@@ -268,10 +333,15 @@ fn repository(reference: &str) -> &str {
 
 /// The short form the engine lists: `docker.io/library/redis` -> `redis`.
 fn normalize_image(value: &str) -> &str {
-    ["docker.io/library/", "index.docker.io/library/", "docker.io/", "index.docker.io/"]
-        .into_iter()
-        .find_map(|p| value.strip_prefix(p))
-        .unwrap_or(value)
+    [
+        "docker.io/library/",
+        "index.docker.io/library/",
+        "docker.io/",
+        "index.docker.io/",
+    ]
+    .into_iter()
+    .find_map(|p| value.strip_prefix(p))
+    .unwrap_or(value)
 }
 
 /// Swarm's constraint filter: `node==` against the node's name and engine ID, any other key

@@ -46,7 +46,9 @@ use crate::model::NodeSnapshot;
 
 pub use expr::{Expr, ExprError, Op, ValueKind};
 pub use filters::{CONTAINER_SLOTS_LABEL, MIN_ID_PREFIX};
-pub use placement::{Dependency, Pending, Placement, PortClaim, AFFINITIES_LABEL, CONSTRAINTS_LABEL};
+pub use placement::{
+    Dependency, Pending, Placement, PortClaim, AFFINITIES_LABEL, CONSTRAINTS_LABEL,
+};
 pub use strategy::{Strategy, OVERCOMMIT_PERCENT};
 
 use filters::{NodeView, FILTERS};
@@ -65,7 +67,11 @@ pub struct Candidate<'a> {
 pub enum ScheduleError {
     /// A `constraint:`/`affinity:` expression (from `Env`, the labels or build args) is invalid.
     #[error("invalid {kind} {expr:?}: {reason}")]
-    InvalidExpression { kind: &'static str, expr: String, reason: String },
+    InvalidExpression {
+        kind: &'static str,
+        expr: String,
+        reason: String,
+    },
     /// `com.docker.swarm.constraints`/`affinities` is not a JSON array of strings.
     #[error("invalid label {label}: {reason}")]
     InvalidLabel { label: String, reason: String },
@@ -111,8 +117,12 @@ impl ScheduleError {
             | ScheduleError::InvalidPort { .. }
             | ScheduleError::InvalidBody(_)
             | ScheduleError::UnknownStrategy(_) => StatusCode::BAD_REQUEST,
-            ScheduleError::NoNodes | ScheduleError::NoHealthyNode => StatusCode::SERVICE_UNAVAILABLE,
-            ScheduleError::Unsatisfiable { .. } | ScheduleError::NoResources => StatusCode::INTERNAL_SERVER_ERROR,
+            ScheduleError::NoNodes | ScheduleError::NoHealthyNode => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ScheduleError::Unsatisfiable { .. } | ScheduleError::NoResources => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 }
@@ -126,7 +136,10 @@ pub fn choose(
     rng_seed: u64,
 ) -> Result<String, ScheduleError> {
     let ranked = rank(strategy, candidates, placement, pending, rng_seed)?;
-    Ok(ranked.into_iter().next().expect("rank returns at least one node or an error"))
+    Ok(ranked
+        .into_iter()
+        .next()
+        .expect("rank returns at least one node or an error"))
 }
 
 /// Every node that can take the placement, best first (never empty): the caller may fall back
@@ -141,7 +154,10 @@ pub fn rank(
     if candidates.is_empty() {
         return Err(ScheduleError::NoNodes);
     }
-    let views: Vec<NodeView> = candidates.iter().map(|c| NodeView::new(*c, pending)).collect();
+    let views: Vec<NodeView> = candidates
+        .iter()
+        .map(|c| NodeView::new(*c, pending))
+        .collect();
     let pass = |soft: bool| -> Result<Vec<String>, ScheduleError> {
         let nodes = filter(&views, placement, soft)?;
         let ranked = strategy::rank(strategy, nodes, placement, rng_seed)?;
@@ -165,8 +181,11 @@ fn filter<'v, 'a>(
             if *f == filters::Filter::Health {
                 return Err(ScheduleError::NoHealthyNode);
             }
-            let conditions =
-                FILTERS[..=i].iter().map(|f| f.conditions(p, views)).filter(|list| !list.is_empty()).collect();
+            let conditions = FILTERS[..=i]
+                .iter()
+                .map(|f| f.conditions(p, views))
+                .filter(|list| !list.is_empty())
+                .collect();
             return Err(ScheduleError::Unsatisfiable { conditions });
         }
     }

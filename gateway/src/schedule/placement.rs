@@ -101,7 +101,9 @@ impl Placement {
     /// a JSON array of strings, a malformed port, or `Env`/`Labels` of the wrong JSON type.
     pub fn from_create(body: &mut Value) -> Result<Placement, ScheduleError> {
         let Some(obj) = body.as_object_mut() else {
-            return Err(ScheduleError::InvalidBody("the create body is not a JSON object".into()));
+            return Err(ScheduleError::InvalidBody(
+                "the create body is not a JSON object".into(),
+            ));
         };
         let (constraints_env, affinities_env) = take_env_exprs(obj)?;
         if !constraints_env.is_empty() || !affinities_env.is_empty() {
@@ -128,18 +130,35 @@ impl Placement {
             port_bindings(field("PortBindings"))?
         };
 
-        for v in field("VolumesFrom").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
+        for v in field("VolumesFrom")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
             let container = v.split(':').next().unwrap_or(v);
-            placement
-                .dependencies
-                .push(Dependency { flag: format!("--volumes-from={v}"), container: container.into() });
+            placement.dependencies.push(Dependency {
+                flag: format!("--volumes-from={v}"),
+                container: container.into(),
+            });
         }
-        for l in field("Links").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
+        for l in field("Links")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
             let container = l.split(':').next().unwrap_or(l).trim_start_matches('/');
-            placement.dependencies.push(Dependency { flag: format!("--link={l}"), container: container.into() });
+            placement.dependencies.push(Dependency {
+                flag: format!("--link={l}"),
+                container: container.into(),
+            });
         }
         if let Some(c) = network_mode.strip_prefix("container:") {
-            placement.dependencies.push(Dependency { flag: format!("--net={network_mode}"), container: c.into() });
+            placement.dependencies.push(Dependency {
+                flag: format!("--net={network_mode}"),
+                container: c.into(),
+            });
         }
         Ok(placement)
     }
@@ -149,7 +168,9 @@ impl Placement {
     /// `{"constraint:node": "=n1"}` (the CLI splits at the first `=`), and is put back together.
     pub fn from_build_args(build_args: &mut Value) -> Result<Placement, ScheduleError> {
         let mut placement = Placement::default();
-        let Some(args) = build_args.as_object_mut() else { return Ok(placement) };
+        let Some(args) = build_args.as_object_mut() else {
+            return Ok(placement);
+        };
         let keys: Vec<String> = args
             .keys()
             .filter(|k| k.starts_with(CONSTRAINT_PREFIX) || k.starts_with(AFFINITY_PREFIX))
@@ -187,7 +208,11 @@ impl Placement {
     pub fn pending_on(&self, node: &str) -> Pending {
         Pending {
             node: node.to_owned(),
-            host_ports: self.ports.iter().map(|p| (p.proto.clone(), p.port)).collect(),
+            host_ports: self
+                .ports
+                .iter()
+                .map(|p| (p.proto.clone(), p.port))
+                .collect(),
             memory: self.memory,
             nano_cpus: self.nano_cpus,
             name: self.name.clone(),
@@ -197,7 +222,10 @@ impl Placement {
 
     /// Whether any expression is soft (a second, hard-only pass makes sense).
     pub fn has_soft(&self) -> bool {
-        self.constraints.iter().chain(&self.affinities).any(|e| e.soft)
+        self.constraints
+            .iter()
+            .chain(&self.affinities)
+            .any(|e| e.soft)
     }
 }
 
@@ -220,7 +248,9 @@ fn parse(kind: Kind, text: &str) -> Result<Expr, ScheduleError> {
 
 /// Removes `constraint:`/`affinity:` entries from `Env`, keeping the order of everything else
 /// (they are validated once they are in the labels).
-fn take_env_exprs(obj: &mut Map<String, Value>) -> Result<(Vec<String>, Vec<String>), ScheduleError> {
+fn take_env_exprs(
+    obj: &mut Map<String, Value>,
+) -> Result<(Vec<String>, Vec<String>), ScheduleError> {
     let (mut constraints, mut affinities) = (Vec::new(), Vec::new());
     let env = match obj.get_mut("Env") {
         None | Some(Value::Null) => return Ok((constraints, affinities)),
@@ -248,11 +278,17 @@ fn labels_mut(obj: &mut Map<String, Value>) -> Result<&mut Map<String, Value>, S
     if labels.is_null() {
         *labels = Value::Object(Map::new());
     }
-    labels.as_object_mut().ok_or_else(|| ScheduleError::InvalidBody("Labels is not an object".into()))
+    labels
+        .as_object_mut()
+        .ok_or_else(|| ScheduleError::InvalidBody("Labels is not an object".into()))
 }
 
 /// Appends `exprs` to the JSON array stored in label `name` (after the client's own entries).
-fn append_label(labels: &mut Map<String, Value>, name: &str, exprs: Vec<String>) -> Result<(), ScheduleError> {
+fn append_label(
+    labels: &mut Map<String, Value>,
+    name: &str,
+    exprs: Vec<String>,
+) -> Result<(), ScheduleError> {
     if exprs.is_empty() {
         return Ok(());
     }
@@ -272,20 +308,26 @@ fn label_exprs(labels: &Value, name: &str) -> Result<Vec<String>, ScheduleError>
 }
 
 fn label_exprs_of(value: Option<&Value>, name: &str) -> Result<Vec<String>, ScheduleError> {
-    let bad = |reason: String| ScheduleError::InvalidLabel { label: name.to_owned(), reason };
+    let bad = |reason: String| ScheduleError::InvalidLabel {
+        label: name.to_owned(),
+        reason,
+    };
     match value {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::String(s)) if s.is_empty() => Ok(Vec::new()),
-        Some(Value::String(s)) => {
-            serde_json::from_str::<Vec<String>>(s).map_err(|e| bad(format!("not a JSON array of strings: {e}")))
-        }
+        Some(Value::String(s)) => serde_json::from_str::<Vec<String>>(s)
+            .map_err(|e| bad(format!("not a JSON array of strings: {e}"))),
         Some(_) => Err(bad("a label value must be a string".into())),
     }
 }
 
 fn string_map(labels: &Value) -> BTreeMap<String, String> {
-    let Some(map) = labels.as_object() else { return BTreeMap::new() };
-    map.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned()))).collect()
+    let Some(map) = labels.as_object() else {
+        return BTreeMap::new();
+    };
+    map.iter()
+        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+        .collect()
 }
 
 /// `HostConfig.PortBindings`: `{"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}`. An empty or
@@ -293,7 +335,9 @@ fn string_map(labels: &Value) -> BTreeMap<String, String> {
 /// is a claim.
 fn port_bindings(bindings: Option<&Value>) -> Result<Vec<PortClaim>, ScheduleError> {
     let mut claims = Vec::new();
-    let Some(map) = bindings.and_then(Value::as_object) else { return Ok(claims) };
+    let Some(map) = bindings.and_then(Value::as_object) else {
+        return Ok(claims);
+    };
     for (key, list) in map {
         let (_, proto) = split_port_key(key)?;
         for binding in list.as_array().into_iter().flatten() {
@@ -312,8 +356,16 @@ fn port_bindings(bindings: Option<&Value>) -> Result<Vec<PortClaim>, ScheduleErr
             if port == 0 {
                 continue;
             }
-            let host_ip = binding.get("HostIp").and_then(Value::as_str).unwrap_or("").to_owned();
-            claims.push(PortClaim { proto: proto.clone(), port, host_ip });
+            let host_ip = binding
+                .get("HostIp")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            claims.push(PortClaim {
+                proto: proto.clone(),
+                port,
+                host_ip,
+            });
         }
     }
     Ok(claims)
@@ -322,12 +374,20 @@ fn port_bindings(bindings: Option<&Value>) -> Result<Vec<PortClaim>, ScheduleErr
 /// `ExposedPorts` of a host-network container: `{"80/tcp": {}}`, ranges expanded.
 fn exposed_ports(exposed: Option<&Value>) -> Result<Vec<PortClaim>, ScheduleError> {
     let mut claims = Vec::new();
-    let Some(map) = exposed.and_then(Value::as_object) else { return Ok(claims) };
+    let Some(map) = exposed.and_then(Value::as_object) else {
+        return Ok(claims);
+    };
     for key in map.keys() {
         let (ports, proto) = split_port_key(key)?;
-        let bad = || ScheduleError::InvalidPort { port: key.clone(), reason: "not a port or port range".into() };
+        let bad = || ScheduleError::InvalidPort {
+            port: key.clone(),
+            reason: "not a port or port range".into(),
+        };
         let (lo, hi) = match ports.split_once('-') {
-            Some((lo, hi)) => (lo.parse::<u16>().map_err(|_| bad())?, hi.parse::<u16>().map_err(|_| bad())?),
+            Some((lo, hi)) => (
+                lo.parse::<u16>().map_err(|_| bad())?,
+                hi.parse::<u16>().map_err(|_| bad())?,
+            ),
             None => {
                 let p = ports.parse::<u16>().map_err(|_| bad())?;
                 (p, p)
@@ -336,7 +396,11 @@ fn exposed_ports(exposed: Option<&Value>) -> Result<Vec<PortClaim>, ScheduleErro
         if lo == 0 || hi < lo {
             return Err(bad());
         }
-        claims.extend((lo..=hi).map(|port| PortClaim { proto: proto.clone(), port, host_ip: String::new() }));
+        claims.extend((lo..=hi).map(|port| PortClaim {
+            proto: proto.clone(),
+            port,
+            host_ip: String::new(),
+        }));
     }
     Ok(claims)
 }
@@ -346,7 +410,10 @@ fn split_port_key(key: &str) -> Result<(&str, String), ScheduleError> {
     let (port, proto) = key.split_once('/').unwrap_or((key, "tcp"));
     let proto = proto.to_ascii_lowercase();
     if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
-        return Err(ScheduleError::InvalidPort { port: key.to_owned(), reason: format!("unknown protocol {proto:?}") });
+        return Err(ScheduleError::InvalidPort {
+            port: key.to_owned(),
+            reason: format!("unknown protocol {proto:?}"),
+        });
     }
     Ok((port, proto))
 }

@@ -93,13 +93,17 @@ pub(crate) fn rank<'v, 'a>(
         Strategy::Binpack => 10,
         Strategy::Random => 0,
     };
-    let mut weighed: Vec<Weighed> = nodes.into_iter().filter_map(|n| weigh(n, p, health_factor)).collect();
+    let mut weighed: Vec<Weighed> = nodes
+        .into_iter()
+        .filter_map(|n| weigh(n, p, health_factor))
+        .collect();
     if weighed.is_empty() {
         return Err(ScheduleError::NoResources);
     }
     match strategy {
-        Strategy::Spread => weighed
-            .sort_by(|a, b| (a.weight, a.containers, a.node.name()).cmp(&(b.weight, b.containers, b.node.name()))),
+        Strategy::Spread => weighed.sort_by(|a, b| {
+            (a.weight, a.containers, a.node.name()).cmp(&(b.weight, b.containers, b.node.name()))
+        }),
         Strategy::Binpack => weighed.sort_by(|a, b| {
             (Reverse(a.weight), Reverse(a.containers), a.node.name()).cmp(&(
                 Reverse(b.weight),
@@ -119,11 +123,22 @@ pub(crate) fn rank<'v, 'a>(
     Ok(weighed.into_iter().map(|w| w.node).collect())
 }
 
-fn weigh<'v, 'a>(node: &'v NodeView<'a>, p: &Placement, health_factor: i128) -> Option<Weighed<'v, 'a>> {
+fn weigh<'v, 'a>(
+    node: &'v NodeView<'a>,
+    p: &Placement,
+    health_factor: i128,
+) -> Option<Weighed<'v, 'a>> {
     let info = &node.cand.node.info;
     let overcommit = |total: i128| total + total * OVERCOMMIT_PERCENT / 100;
-    let total_memory = overcommit(info.get("MemTotal").and_then(Value::as_i64).unwrap_or(0).into());
-    let total_cpu = overcommit(i128::from(info.get("NCPU").and_then(Value::as_i64).unwrap_or(0)) * 1_000_000_000);
+    let total_memory = overcommit(
+        info.get("MemTotal")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            .into(),
+    );
+    let total_cpu = overcommit(
+        i128::from(info.get("NCPU").and_then(Value::as_i64).unwrap_or(0)) * 1_000_000_000,
+    );
     let (want_memory, want_cpu) = (i128::from(p.memory.max(0)), i128::from(p.nano_cpus.max(0)));
     if total_memory < want_memory || total_cpu < want_cpu {
         return None;
@@ -136,16 +151,38 @@ fn weigh<'v, 'a>(node: &'v NodeView<'a>, p: &Placement, health_factor: i128) -> 
             .map(|v| i128::from(v.max(0)))
             .sum()
     };
-    let used_memory = listed("Memory") + node.pending.iter().map(|x| i128::from(x.memory.max(0))).sum::<i128>();
-    let used_cpu = listed("NanoCpus") + node.pending.iter().map(|x| i128::from(x.nano_cpus.max(0))).sum::<i128>();
-    let score = |used: i128, want: i128, total: i128| if want > 0 { (used + want) * 100 / total } else { 100 };
-    let (cpu_score, memory_score) =
-        (score(used_cpu, want_cpu, total_cpu), score(used_memory, want_memory, total_memory));
+    let used_memory = listed("Memory")
+        + node
+            .pending
+            .iter()
+            .map(|x| i128::from(x.memory.max(0)))
+            .sum::<i128>();
+    let used_cpu = listed("NanoCpus")
+        + node
+            .pending
+            .iter()
+            .map(|x| i128::from(x.nano_cpus.max(0)))
+            .sum::<i128>();
+    let score = |used: i128, want: i128, total: i128| {
+        if want > 0 {
+            (used + want) * 100 / total
+        } else {
+            100
+        }
+    };
+    let (cpu_score, memory_score) = (
+        score(used_cpu, want_cpu, total_cpu),
+        score(used_memory, want_memory, total_memory),
+    );
     if cpu_score > 100 || memory_score > 100 {
         return None;
     }
     let weight = cpu_score + memory_score + health_factor * 100;
-    Some(Weighed { node, weight, containers: node.container_count() })
+    Some(Weighed {
+        node,
+        weight,
+        containers: node.container_count(),
+    })
 }
 
 /// xorshift64*: enough to shuffle a node list, and reproducible from the caller's seed.

@@ -17,7 +17,10 @@ fn info(ncpu: i64, mem: i64) -> Value {
 }
 
 fn node(name: &str, labels: &[(&str, &str)]) -> NodeSnapshot {
-    let labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>();
+    let labels = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect::<BTreeMap<_, _>>();
     let mut n = NodeSnapshot::new(name, &format!("{name}:4243"), labels);
     n.health = Health::Healthy;
     n.last_error = None;
@@ -43,7 +46,11 @@ struct Cluster {
 impl Cluster {
     fn new(nodes: Vec<NodeSnapshot>) -> Cluster {
         let n = nodes.len();
-        Cluster { nodes, containers: vec![Vec::new(); n], images: vec![Vec::new(); n] }
+        Cluster {
+            nodes,
+            containers: vec![Vec::new(); n],
+            images: vec![Vec::new(); n],
+        }
     }
 
     /// `n1`, `n2`, … all healthy, 4 CPUs, 8 GiB.
@@ -52,7 +59,10 @@ impl Cluster {
     }
 
     fn idx(&self, name: &str) -> usize {
-        self.nodes.iter().position(|n| n.name == name).expect("node in the test cluster")
+        self.nodes
+            .iter()
+            .position(|n| n.name == name)
+            .expect("node in the test cluster")
     }
 
     fn add_container(&mut self, node: &str, c: Value) {
@@ -67,17 +77,32 @@ impl Cluster {
 
     fn candidates(&self) -> Vec<Candidate<'_>> {
         (0..self.nodes.len())
-            .map(|i| Candidate { node: &self.nodes[i], containers: &self.containers[i], images: &self.images[i] })
+            .map(|i| Candidate {
+                node: &self.nodes[i],
+                containers: &self.containers[i],
+                images: &self.images[i],
+            })
             .collect()
     }
 
-    fn choose(&self, strategy: Strategy, body: Value, pending: &[Pending]) -> Result<String, ScheduleError> {
+    fn choose(
+        &self,
+        strategy: Strategy,
+        body: Value,
+        pending: &[Pending],
+    ) -> Result<String, ScheduleError> {
         choose(strategy, &self.candidates(), &placement(body), pending, 7)
     }
 
     /// The nodes that pass the filters, sorted by name (spread ranks them all).
     fn passing(&self, body: Value) -> Result<Vec<String>, ScheduleError> {
-        let mut nodes = rank(Strategy::Spread, &self.candidates(), &placement(body), &[], 7)?;
+        let mut nodes = rank(
+            Strategy::Spread,
+            &self.candidates(),
+            &placement(body),
+            &[],
+            7,
+        )?;
         nodes.sort();
         Ok(nodes)
     }
@@ -113,7 +138,14 @@ fn spread_places_9_on_3_nodes_3_each_via_pending() {
         pending.push(p.pending_on(&node));
         placed.push(node);
     }
-    assert_eq!([count(&placed, "n1"), count(&placed, "n2"), count(&placed, "n3")], [3, 3, 3]);
+    assert_eq!(
+        [
+            count(&placed, "n1"),
+            count(&placed, "n2"),
+            count(&placed, "n3")
+        ],
+        [3, 3, 3]
+    );
     // Ties are broken by name: round-robin order.
     assert_eq!(placed[..3], names(&["n1", "n2", "n3"]));
 }
@@ -123,11 +155,20 @@ fn spread_places_9_on_3_nodes_3_each_via_containers() {
     let mut cluster = Cluster::plain(3);
     let mut placed = Vec::new();
     for i in 0..9 {
-        let node = cluster.choose(Strategy::Spread, json!({"Image": "busybox"}), &[]).unwrap();
+        let node = cluster
+            .choose(Strategy::Spread, json!({"Image": "busybox"}), &[])
+            .unwrap();
         cluster.add_container(&node, container(&format!("{i:064x}"), &format!("c{i}")));
         placed.push(node);
     }
-    assert_eq!([count(&placed, "n1"), count(&placed, "n2"), count(&placed, "n3")], [3, 3, 3]);
+    assert_eq!(
+        [
+            count(&placed, "n1"),
+            count(&placed, "n2"),
+            count(&placed, "n3")
+        ],
+        [3, 3, 3]
+    );
 }
 
 #[test]
@@ -137,7 +178,10 @@ fn spread_counts_stopped_containers() {
     stopped["State"] = json!("exited");
     cluster.add_container("n1", stopped);
     cluster.add_container("n2", container("bb", "web"));
-    assert_eq!(cluster.choose(Strategy::Spread, json!({}), &[]).unwrap(), "n3");
+    assert_eq!(
+        cluster.choose(Strategy::Spread, json!({}), &[]).unwrap(),
+        "n3"
+    );
 }
 
 #[test]
@@ -158,7 +202,10 @@ fn binpack_prefers_the_fullest_node() {
     cluster.add_container("n2", container("aa", "a"));
     cluster.add_container("n2", container("bb", "b"));
     cluster.add_container("n3", container("cc", "c"));
-    assert_eq!(cluster.choose(Strategy::Binpack, json!({}), &[]).unwrap(), "n2");
+    assert_eq!(
+        cluster.choose(Strategy::Binpack, json!({}), &[]).unwrap(),
+        "n2"
+    );
 }
 
 #[test]
@@ -177,9 +224,19 @@ fn binpack_moves_on_when_memory_is_full_then_runs_out() {
         placed.push(node);
     }
     assert_eq!(placed, names(&["n1", "n1", "n2", "n2", "n3", "n3"]));
-    let err = choose(Strategy::Binpack, &cluster.candidates(), &placement(body), &pending, 1).unwrap_err();
+    let err = choose(
+        Strategy::Binpack,
+        &cluster.candidates(),
+        &placement(body),
+        &pending,
+        1,
+    )
+    .unwrap_err();
     assert_eq!(err, ScheduleError::NoResources);
-    assert_eq!(err.to_string(), "no resources available to schedule container");
+    assert_eq!(
+        err.to_string(),
+        "no resources available to schedule container"
+    );
     assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
 }
 
@@ -191,8 +248,14 @@ fn spread_weighs_memory_reservations() {
     // Both nodes hold one pending 2 GiB container: n1 is half full, n2 an eighth.
     let p = placement(json!({"HostConfig": {"Memory": 2 * GIB}}));
     let pending = vec![p.pending_on("n1"), p.pending_on("n2")];
-    assert_eq!(choose(Strategy::Spread, &cluster.candidates(), &p, &pending, 1).unwrap(), "n2");
-    assert_eq!(choose(Strategy::Binpack, &cluster.candidates(), &p, &pending, 1).unwrap(), "n1");
+    assert_eq!(
+        choose(Strategy::Spread, &cluster.candidates(), &p, &pending, 1).unwrap(),
+        "n2"
+    );
+    assert_eq!(
+        choose(Strategy::Binpack, &cluster.candidates(), &p, &pending, 1).unwrap(),
+        "n1"
+    );
 }
 
 #[test]
@@ -213,10 +276,30 @@ fn resources_table() {
     let cpus = |c: f64| (c * 1e9) as i64;
     let cases: &[(&str, Value, &[Pending], bool)] = &[
         ("no reservation", json!({}), &[], true),
-        ("memory fits", json!({"HostConfig": {"Memory": 4 * GIB}}), &[], true),
-        ("memory too big", json!({"HostConfig": {"Memory": 1000 * GIB}}), &[], false),
-        ("cpus fit", json!({"HostConfig": {"NanoCpus": cpus(2.0)}}), &[], true),
-        ("cpus too many", json!({"HostConfig": {"NanoCpus": cpus(3.0)}}), &[], false),
+        (
+            "memory fits",
+            json!({"HostConfig": {"Memory": 4 * GIB}}),
+            &[],
+            true,
+        ),
+        (
+            "memory too big",
+            json!({"HostConfig": {"Memory": 1000 * GIB}}),
+            &[],
+            false,
+        ),
+        (
+            "cpus fit",
+            json!({"HostConfig": {"NanoCpus": cpus(2.0)}}),
+            &[],
+            true,
+        ),
+        (
+            "cpus too many",
+            json!({"HostConfig": {"NanoCpus": cpus(3.0)}}),
+            &[],
+            false,
+        ),
         (
             "cpus taken by pending",
             json!({"HostConfig": {"NanoCpus": cpus(1.0)}}),
@@ -230,16 +313,31 @@ fn resources_table() {
             }],
             false,
         ),
-        ("cpu shares are a weight, not cores", json!({"HostConfig": {"CpuShares": 4096}}), &[], true),
+        (
+            "cpu shares are a weight, not cores",
+            json!({"HostConfig": {"CpuShares": 4096}}),
+            &[],
+            true,
+        ),
         (
             "pending on another node does not count",
             json!({"HostConfig": {"Memory": 4 * GIB}}),
-            &[Pending { node: "n9".into(), memory: 4 * GIB, ..Pending::default() }],
+            &[Pending {
+                node: "n9".into(),
+                memory: 4 * GIB,
+                ..Pending::default()
+            }],
             true,
         ),
     ];
     for (what, body, pending, fits) in cases {
-        let got = choose(Strategy::Spread, &cluster.candidates(), &placement(body.clone()), pending, 1);
+        let got = choose(
+            Strategy::Spread,
+            &cluster.candidates(),
+            &placement(body.clone()),
+            pending,
+            1,
+        );
         assert_eq!(got.is_ok(), *fits, "{what}: {got:?}");
         if !fits {
             assert_eq!(got.unwrap_err(), ScheduleError::NoResources, "{what}");
@@ -261,7 +359,10 @@ fn random_is_reproducible_and_reaches_every_node() {
     // Random still honours the filters.
     let p = placement(env(&["constraint:node==n2"]));
     for seed in 0..20 {
-        assert_eq!(choose(Strategy::Random, &cluster.candidates(), &p, &[], seed).unwrap(), "n2");
+        assert_eq!(
+            choose(Strategy::Random, &cluster.candidates(), &p, &[], seed).unwrap(),
+            "n2"
+        );
     }
 }
 
@@ -273,7 +374,10 @@ fn strategy_from_str() {
     assert_eq!(Strategy::default(), Strategy::Spread);
     assert_eq!(Strategy::Binpack.to_string(), "binpack");
     let err = "Spread".parse::<Strategy>().unwrap_err();
-    assert_eq!(err.to_string(), "unknown scheduling strategy \"Spread\": expected spread, binpack or random");
+    assert_eq!(
+        err.to_string(),
+        "unknown scheduling strategy \"Spread\": expected spread, binpack or random"
+    );
     assert_eq!(err.status(), StatusCode::BAD_REQUEST);
 }
 
@@ -284,8 +388,14 @@ fn rank_lists_every_fitting_node_best_first() {
     cluster.add_container("n1", container("bb", "b"));
     cluster.add_container("n2", container("cc", "c"));
     let p = placement(json!({}));
-    assert_eq!(rank(Strategy::Spread, &cluster.candidates(), &p, &[], 1).unwrap(), names(&["n3", "n2", "n1"]));
-    assert_eq!(rank(Strategy::Binpack, &cluster.candidates(), &p, &[], 1).unwrap(), names(&["n1", "n2", "n3"]));
+    assert_eq!(
+        rank(Strategy::Spread, &cluster.candidates(), &p, &[], 1).unwrap(),
+        names(&["n3", "n2", "n1"])
+    );
+    assert_eq!(
+        rank(Strategy::Binpack, &cluster.candidates(), &p, &[], 1).unwrap(),
+        names(&["n1", "n2", "n3"])
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -297,14 +407,21 @@ fn unhealthy_nodes_are_excluded() {
     cluster.nodes[0].health = Health::Unhealthy;
     cluster.nodes[1].health = Health::Disconnected;
     assert_eq!(cluster.passing(json!({})).unwrap(), names(&["n3"]));
-    assert_eq!(cluster.choose(Strategy::Binpack, json!({}), &[]).unwrap(), "n3");
+    assert_eq!(
+        cluster.choose(Strategy::Binpack, json!({}), &[]).unwrap(),
+        "n3"
+    );
 
     cluster.nodes[2].health = Health::Unhealthy;
-    let err = cluster.choose(Strategy::Spread, json!({}), &[]).unwrap_err();
+    let err = cluster
+        .choose(Strategy::Spread, json!({}), &[])
+        .unwrap_err();
     assert_eq!(err.to_string(), "No healthy node available in the cluster");
     assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
     // Even with a constraint only a healthy node could fail, the health error comes first.
-    let err = cluster.choose(Strategy::Spread, env(&["constraint:node==n9"]), &[]).unwrap_err();
+    let err = cluster
+        .choose(Strategy::Spread, env(&["constraint:node==n9"]), &[])
+        .unwrap_err();
     assert_eq!(err, ScheduleError::NoHealthyNode);
 }
 
@@ -378,14 +495,21 @@ fn constraints_table() {
     // Agent labels over engine labels.
     assert!(cluster.passing(env(&["constraint:zone==z"])).is_err());
     // Built-ins over labels.
-    assert!(cluster.passing(env(&["constraint:ostype==windows"])).is_err());
+    assert!(cluster
+        .passing(env(&["constraint:ostype==windows"]))
+        .is_err());
 }
 
 #[test]
 fn impossible_constraint_error_text() {
     let cluster = Cluster::plain(3);
-    let err = cluster.choose(Strategy::Spread, env(&["constraint:node==node9"]), &[]).unwrap_err();
-    assert_eq!(err.to_string(), "Unable to find a node that satisfies the following conditions \n[node==node9]");
+    let err = cluster
+        .choose(Strategy::Spread, env(&["constraint:node==node9"]), &[])
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Unable to find a node that satisfies the following conditions \n[node==node9]"
+    );
     assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
 
     // Every filter up to the failing one is listed, one line each.
@@ -414,14 +538,30 @@ fn soft_constraints_fall_back() {
         (&["constraint:zone==b", "constraint:node==~n3"], "n2"),
         (&["constraint:zone==a", "constraint:node==~n9"], "n1"),
         // Soft affinity dropped as well.
-        (&["affinity:container==~nothere", "constraint:node==n2"], "n2"),
+        (
+            &["affinity:container==~nothere", "constraint:node==n2"],
+            "n2",
+        ),
     ];
     for (exprs, want) in cases {
-        assert_eq!(cluster.choose(Strategy::Spread, env(exprs), &[]).unwrap(), *want, "{exprs:?}");
+        assert_eq!(
+            cluster.choose(Strategy::Spread, env(exprs), &[]).unwrap(),
+            *want,
+            "{exprs:?}"
+        );
     }
     // A hard failure is still reported (from the second pass).
-    let err = cluster.choose(Strategy::Spread, env(&["constraint:node==~n1", "constraint:zone==c"]), &[]).unwrap_err();
-    assert_eq!(err.to_string(), "Unable to find a node that satisfies the following conditions \n[node==n1 zone==c]");
+    let err = cluster
+        .choose(
+            Strategy::Spread,
+            env(&["constraint:node==~n1", "constraint:zone==c"]),
+            &[],
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Unable to find a node that satisfies the following conditions \n[node==n1 zone==c]"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -441,14 +581,21 @@ fn container_affinity_table() {
     app["Names"] = json!(["/app", "/app/db"]);
     cluster.add_container("n1", app);
     cluster.add_container("n1", web);
-    let pending = [Pending { node: "n3".into(), name: Some("cache".into()), ..Pending::default() }];
+    let pending = [Pending {
+        node: "n3".into(),
+        name: Some("cache".into()),
+        ..Pending::default()
+    }];
 
     let cases: &[(&str, &[&str])] = &[
         ("affinity:container==db", &["n2"]),
         ("affinity:container!=db", &["n1", "n3"]),
         ("affinity:container==d*", &["n2"]),
         ("affinity:container==/^(db|web)$/", &["n1", "n2"]),
-        ("affinity:container==3f2a9c0e11d24b6a8f0e7c2d9b1a4e5f3f2a9c0e11d24b6a8f0e7c2d9b1a4e5f", &["n2"]),
+        (
+            "affinity:container==3f2a9c0e11d24b6a8f0e7c2d9b1a4e5f3f2a9c0e11d24b6a8f0e7c2d9b1a4e5f",
+            &["n2"],
+        ),
         ("affinity:container==3f2a9c", &["n2"]),
         ("affinity:container==3f2a9c0e11d2", &["n2"]),
         ("affinity:container==cache", &["n3"]),
@@ -456,21 +603,37 @@ fn container_affinity_table() {
         ("affinity:container==app", &["n1"]),
     ];
     for (expr, want) in cases {
-        let mut nodes = rank(Strategy::Spread, &cluster.candidates(), &placement(env(&[expr])), &pending, 1)
-            .unwrap_or_else(|e| panic!("{expr}: {e}"));
+        let mut nodes = rank(
+            Strategy::Spread,
+            &cluster.candidates(),
+            &placement(env(&[expr])),
+            &pending,
+            1,
+        )
+        .unwrap_or_else(|e| panic!("{expr}: {e}"));
         nodes.sort();
         assert_eq!(nodes, names(want), "{expr}");
     }
-    let err =
-        rank(Strategy::Spread, &cluster.candidates(), &placement(env(&["affinity:container==nothere"])), &pending, 1)
-            .unwrap_err();
+    let err = rank(
+        Strategy::Spread,
+        &cluster.candidates(),
+        &placement(env(&["affinity:container==nothere"])),
+        &pending,
+        1,
+    )
+    .unwrap_err();
     assert_eq!(
         err.to_string(),
         "Unable to find a node that satisfies the following conditions \n[container==nothere (soft=false)]"
     );
     // A link alias ("/app/db") is not a container called db on n1.
-    let err =
-        rank(Strategy::Spread, &cluster.candidates(), &placement(env(&["affinity:container==/app.db/"])), &pending, 1);
+    let err = rank(
+        Strategy::Spread,
+        &cluster.candidates(),
+        &placement(env(&["affinity:container==/app.db/"])),
+        &pending,
+        1,
+    );
     assert!(err.is_err(), "{err:?}");
 }
 
@@ -478,7 +641,13 @@ fn container_affinity_table() {
 fn image_affinity_table() {
     let mut cluster = Cluster::plain(3);
     let nginx_id = "sha256:abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789";
-    cluster.add_image("n1", image("sha256:1111", &["redis:7", "registry.local:5000/tools/redis:7"]));
+    cluster.add_image(
+        "n1",
+        image(
+            "sha256:1111",
+            &["redis:7", "registry.local:5000/tools/redis:7"],
+        ),
+    );
     cluster.add_image("n2", image(nginx_id, &["nginx:latest"]));
     let cases: &[(&str, &[&str])] = &[
         ("affinity:image==redis", &["n1"]),
@@ -493,7 +662,13 @@ fn image_affinity_table() {
         ("affinity:image!=redis", &["n2", "n3"]),
     ];
     for (expr, want) in cases {
-        assert_eq!(cluster.passing(env(&[expr])).unwrap_or_else(|e| panic!("{expr}: {e}")), names(want), "{expr}");
+        assert_eq!(
+            cluster
+                .passing(env(&[expr]))
+                .unwrap_or_else(|e| panic!("{expr}: {e}")),
+            names(want),
+            "{expr}"
+        );
     }
     assert!(cluster.passing(env(&["affinity:image==redis:6"])).is_err());
 }
@@ -514,7 +689,13 @@ fn label_affinity_table() {
         ("affinity:app==*", &["n1", "n2"]),
     ];
     for (expr, want) in cases {
-        assert_eq!(cluster.passing(env(&[expr])).unwrap_or_else(|e| panic!("{expr}: {e}")), names(want), "{expr}");
+        assert_eq!(
+            cluster
+                .passing(env(&[expr]))
+                .unwrap_or_else(|e| panic!("{expr}: {e}")),
+            names(want),
+            "{expr}"
+        );
     }
 }
 
@@ -532,7 +713,14 @@ fn label_anti_affinity_sees_pending_creates() {
         assert_eq!(node, want);
         pending.push(p.pending_on(&node));
     }
-    let err = choose(Strategy::Spread, &cluster.candidates(), &placement(body), &pending, 1).unwrap_err();
+    let err = choose(
+        Strategy::Spread,
+        &cluster.candidates(),
+        &placement(body),
+        &pending,
+        1,
+    )
+    .unwrap_err();
     assert_eq!(
         err.to_string(),
         "Unable to find a node that satisfies the following conditions \n[test.label!=true (soft=false)]"
@@ -555,11 +743,36 @@ fn with_port(id: &str, ip: &str, public: u16, proto: &str) -> Value {
 #[test]
 fn port_conflicts_table() {
     let cases: &[(&str, Value, Value, bool)] = &[
-        ("same port", with_port("a", "0.0.0.0", 8080, "tcp"), publish("8080"), true),
-        ("same port, IPv6 entry", with_port("a", "::", 8080, "tcp"), publish("8080"), true),
-        ("other port", with_port("a", "0.0.0.0", 8081, "tcp"), publish("8080"), false),
-        ("other protocol", with_port("a", "0.0.0.0", 8080, "udp"), publish("8080"), false),
-        ("random host port", with_port("a", "0.0.0.0", 8080, "tcp"), publish(""), false),
+        (
+            "same port",
+            with_port("a", "0.0.0.0", 8080, "tcp"),
+            publish("8080"),
+            true,
+        ),
+        (
+            "same port, IPv6 entry",
+            with_port("a", "::", 8080, "tcp"),
+            publish("8080"),
+            true,
+        ),
+        (
+            "other port",
+            with_port("a", "0.0.0.0", 8081, "tcp"),
+            publish("8080"),
+            false,
+        ),
+        (
+            "other protocol",
+            with_port("a", "0.0.0.0", 8080, "udp"),
+            publish("8080"),
+            false,
+        ),
+        (
+            "random host port",
+            with_port("a", "0.0.0.0", 8080, "tcp"),
+            publish(""),
+            false,
+        ),
         (
             "other specific address",
             with_port("a", "10.0.0.1", 8080, "tcp"),
@@ -572,7 +785,12 @@ fn port_conflicts_table() {
             json!({"HostConfig": {"PortBindings": {"80/tcp": [{"HostIp": "10.0.0.1", "HostPort": "8080"}]}}}),
             true,
         ),
-        ("all interfaces against a specific address", with_port("a", "10.0.0.1", 8080, "tcp"), publish("8080"), true),
+        (
+            "all interfaces against a specific address",
+            with_port("a", "10.0.0.1", 8080, "tcp"),
+            publish("8080"),
+            true,
+        ),
         (
             "udp against udp",
             with_port("a", "0.0.0.0", 53, "udp"),
@@ -584,7 +802,8 @@ fn port_conflicts_table() {
             {
                 let mut c = container("a", "a");
                 c["State"] = json!("exited");
-                c["HostConfig"] = json!({"PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}});
+                c["HostConfig"] =
+                    json!({"PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}});
                 c
             },
             publish("8080"),
@@ -595,7 +814,11 @@ fn port_conflicts_table() {
         let mut cluster = Cluster::plain(2);
         cluster.add_container("n1", existing.clone());
         let got = cluster.passing(body.clone()).unwrap();
-        let want = if *conflict { names(&["n2"]) } else { names(&["n1", "n2"]) };
+        let want = if *conflict {
+            names(&["n2"])
+        } else {
+            names(&["n1", "n2"])
+        };
         assert_eq!(got, want, "{what}");
     }
 }
@@ -605,7 +828,9 @@ fn port_taken_everywhere_error_text() {
     let mut cluster = Cluster::plain(2);
     cluster.add_container("n1", with_port("a", "0.0.0.0", 80, "tcp"));
     cluster.add_container("n2", with_port("b", "0.0.0.0", 80, "tcp"));
-    let err = cluster.choose(Strategy::Spread, publish("80"), &[]).unwrap_err();
+    let err = cluster
+        .choose(Strategy::Spread, publish("80"), &[])
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         "Unable to find a node that satisfies the following conditions \n[port 80/tcp (Bridge mode)]"
@@ -626,10 +851,24 @@ fn pending_ports_are_never_double_booked() {
     }
     placed.sort();
     assert_eq!(placed, names(&["n1", "n2", "n3"]));
-    let err = choose(Strategy::Spread, &cluster.candidates(), &placement(publish("8080")), &pending, 1).unwrap_err();
+    let err = choose(
+        Strategy::Spread,
+        &cluster.candidates(),
+        &placement(publish("8080")),
+        &pending,
+        1,
+    )
+    .unwrap_err();
     assert!(matches!(err, ScheduleError::Unsatisfiable { .. }), "{err}");
     // Another port still fits anywhere.
-    assert!(choose(Strategy::Spread, &cluster.candidates(), &placement(publish("8081")), &pending, 1).is_ok());
+    assert!(choose(
+        Strategy::Spread,
+        &cluster.candidates(),
+        &placement(publish("8081")),
+        &pending,
+        1
+    )
+    .is_ok());
 }
 
 #[test]
@@ -638,9 +877,19 @@ fn host_mode_ports() {
     let body = json!({"Image": "nginx", "ExposedPorts": {"80/tcp": {}}, "HostConfig": {"NetworkMode": "host"}});
     let p = placement(body.clone());
     assert!(p.host_network);
-    assert_eq!(p.ports, vec![PortClaim { proto: "tcp".into(), port: 80, host_ip: String::new() }]);
+    assert_eq!(
+        p.ports,
+        vec![PortClaim {
+            proto: "tcp".into(),
+            port: 80,
+            host_ip: String::new()
+        }]
+    );
     let pending = vec![p.pending_on("n1")];
-    assert_eq!(choose(Strategy::Binpack, &cluster.candidates(), &p, &pending, 1).unwrap(), "n2");
+    assert_eq!(
+        choose(Strategy::Binpack, &cluster.candidates(), &p, &pending, 1).unwrap(),
+        "n2"
+    );
     let pending = vec![p.pending_on("n1"), p.pending_on("n2")];
     let err = choose(Strategy::Spread, &cluster.candidates(), &p, &pending, 1).unwrap_err();
     assert_eq!(
@@ -684,9 +933,16 @@ fn dependencies_pin_to_the_node_holding_them() {
         }
     }
     // A pending container counts by name.
-    let pending = [Pending { node: "n1".into(), name: Some("queue".into()), ..Pending::default() }];
+    let pending = [Pending {
+        node: "n1".into(),
+        name: Some("queue".into()),
+        ..Pending::default()
+    }];
     let p = placement(json!({"HostConfig": {"Links": ["queue:q"]}}));
-    assert_eq!(choose(Strategy::Spread, &cluster.candidates(), &p, &pending, 1).unwrap(), "n1");
+    assert_eq!(
+        choose(Strategy::Spread, &cluster.candidates(), &p, &pending, 1).unwrap(),
+        "n1"
+    );
 }
 
 #[test]
@@ -698,17 +954,32 @@ fn container_slots() {
     ]);
     cluster.nodes[2].health = Health::Unhealthy;
     cluster.add_container("n1", container("aa", "a"));
-    assert_eq!(cluster.choose(Strategy::Binpack, json!({}), &[]).unwrap(), "n2");
+    assert_eq!(
+        cluster.choose(Strategy::Binpack, json!({}), &[]).unwrap(),
+        "n2"
+    );
     cluster.add_container("n2", container("bb", "b"));
-    let pending = [Pending { node: "n2".into(), ..Pending::default() }];
-    let err = cluster.choose(Strategy::Spread, json!({}), &pending).unwrap_err();
+    let pending = [Pending {
+        node: "n2".into(),
+        ..Pending::default()
+    }];
+    let err = cluster
+        .choose(Strategy::Spread, json!({}), &pending)
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         "Unable to find a node that satisfies the following conditions \n[available container slots]"
     );
     // Not a number: no limit.
-    cluster.nodes[1].labels.insert("containerslots".into(), "many".into());
-    assert_eq!(cluster.choose(Strategy::Spread, json!({}), &pending).unwrap(), "n2");
+    cluster.nodes[1]
+        .labels
+        .insert("containerslots".into(), "many".into());
+    assert_eq!(
+        cluster
+            .choose(Strategy::Spread, json!({}), &pending)
+            .unwrap(),
+        "n2"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -732,24 +1003,40 @@ fn env_expressions_move_to_labels_and_nothing_else_changes() {
     });
     let p = Placement::from_create(&mut body).unwrap();
     assert_eq!(body, want);
-    assert_eq!(p.constraints.iter().map(|e| e.to_string()).collect::<Vec<_>>(), ["node==n1", "zone!=b"]);
+    assert_eq!(
+        p.constraints
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>(),
+        ["node==n1", "zone!=b"]
+    );
     assert!(p.constraints[1].soft && !p.constraints[0].soft);
     assert_eq!(p.affinities.len(), 1);
-    assert_eq!(p.labels.get(CONSTRAINTS_LABEL).map(String::as_str), Some(r#"["node==n1","zone!=~b"]"#));
+    assert_eq!(
+        p.labels.get(CONSTRAINTS_LABEL).map(String::as_str),
+        Some(r#"["node==n1","zone!=~b"]"#)
+    );
     assert!(p.has_soft());
 }
 
 #[test]
 fn env_expressions_merge_with_labels_set_by_the_client() {
-    let mut body = json!({"Env": ["constraint:node==n1"], "Labels": {CONSTRAINTS_LABEL: r#"["zone==a"]"#}});
+    let mut body =
+        json!({"Env": ["constraint:node==n1"], "Labels": {CONSTRAINTS_LABEL: r#"["zone==a"]"#}});
     let p = Placement::from_create(&mut body).unwrap();
-    assert_eq!(body["Labels"][CONSTRAINTS_LABEL], json!(r#"["zone==a","node==n1"]"#));
+    assert_eq!(
+        body["Labels"][CONSTRAINTS_LABEL],
+        json!(r#"["zone==a","node==n1"]"#)
+    );
     assert_eq!(body["Env"], json!([]));
     assert_eq!(p.constraints.len(), 2);
     // Labels: null (as the CLI may send) becomes an object.
     let mut body = json!({"Env": ["affinity:image==redis"], "Labels": null});
     Placement::from_create(&mut body).unwrap();
-    assert_eq!(body["Labels"], json!({AFFINITIES_LABEL: r#"["image==redis"]"#}));
+    assert_eq!(
+        body["Labels"],
+        json!({AFFINITIES_LABEL: r#"["image==redis"]"#})
+    );
 }
 
 #[test]
@@ -783,19 +1070,39 @@ fn placement_reads_resources_ports_and_image() {
         },
     }));
     assert_eq!(p.image.as_deref(), Some("nginx:1.27"));
-    assert_eq!((p.memory, p.nano_cpus, p.cpu_shares), (512 * 1024 * 1024, 1_500_000_000, 512));
+    assert_eq!(
+        (p.memory, p.nano_cpus, p.cpu_shares),
+        (512 * 1024 * 1024, 1_500_000_000, 512)
+    );
     assert!(!p.host_network);
-    let mut ports: Vec<(String, u16, String)> =
-        p.ports.iter().map(|c| (c.proto.clone(), c.port, c.host_ip.clone())).collect();
+    let mut ports: Vec<(String, u16, String)> = p
+        .ports
+        .iter()
+        .map(|c| (c.proto.clone(), c.port, c.host_ip.clone()))
+        .collect();
     ports.sort();
     assert_eq!(
         ports,
-        vec![("tcp".into(), 8080, "".into()), ("tcp".into(), 9090, "127.0.0.1".into()), ("udp".into(), 53, "".into())]
+        vec![
+            ("tcp".into(), 8080, "".into()),
+            ("tcp".into(), 9090, "127.0.0.1".into()),
+            ("udp".into(), 53, "".into())
+        ]
     );
     let mut pending = p.pending_on("n1");
     pending.host_ports.sort();
-    assert_eq!(pending.host_ports, vec![("tcp".into(), 8080), ("tcp".into(), 9090), ("udp".into(), 53)]);
-    assert_eq!((pending.node.as_str(), pending.memory, pending.nano_cpus), ("n1", p.memory, p.nano_cpus));
+    assert_eq!(
+        pending.host_ports,
+        vec![
+            ("tcp".into(), 8080),
+            ("tcp".into(), 9090),
+            ("udp".into(), 53)
+        ]
+    );
+    assert_eq!(
+        (pending.node.as_str(), pending.memory, pending.nano_cpus),
+        ("n1", p.memory, p.nano_cpus)
+    );
 }
 
 #[test]
@@ -806,7 +1113,10 @@ fn build_args_and_network_labels() {
     assert_eq!(p.constraints[0].to_string(), "node==n2");
     assert!(p.affinities[0].soft);
     let cluster = Cluster::plain(3);
-    assert_eq!(choose(Strategy::Spread, &cluster.candidates(), &p, &[], 1).unwrap(), "n2");
+    assert_eq!(
+        choose(Strategy::Spread, &cluster.candidates(), &p, &[], 1).unwrap(),
+        "n2"
+    );
     let err = choose(
         Strategy::Spread,
         &cluster.candidates(),
@@ -815,19 +1125,35 @@ fn build_args_and_network_labels() {
         1,
     )
     .unwrap_err();
-    assert_eq!(err.to_string(), "Unable to find a node that satisfies the following conditions \n[node==node-9]");
+    assert_eq!(
+        err.to_string(),
+        "Unable to find a node that satisfies the following conditions \n[node==node-9]"
+    );
     assert!(Placement::from_build_args(&mut json!({"constraint:node": null})).is_err());
 
-    let p = Placement::from_labels(&json!({CONSTRAINTS_LABEL: r#"["node==n3"]"#, "other": "x"})).unwrap();
-    assert_eq!(choose(Strategy::Spread, &cluster.candidates(), &p, &[], 1).unwrap(), "n3");
-    assert!(Placement::from_labels(&Value::Null).unwrap().constraints.is_empty());
+    let p = Placement::from_labels(&json!({CONSTRAINTS_LABEL: r#"["node==n3"]"#, "other": "x"}))
+        .unwrap();
+    assert_eq!(
+        choose(Strategy::Spread, &cluster.candidates(), &p, &[], 1).unwrap(),
+        "n3"
+    );
+    assert!(Placement::from_labels(&Value::Null)
+        .unwrap()
+        .constraints
+        .is_empty());
 }
 
 #[test]
 fn invalid_input_is_rejected_with_400() {
     let cases: &[(Value, &str)] = &[
-        (env(&["constraint:node=n1"]), r#"invalid constraint "node=n1": one of the operators ==, != is expected"#),
-        (env(&["constraint:node"]), r#"invalid constraint "node": one of the operators ==, != is expected"#),
+        (
+            env(&["constraint:node=n1"]),
+            r#"invalid constraint "node=n1": one of the operators ==, != is expected"#,
+        ),
+        (
+            env(&["constraint:node"]),
+            r#"invalid constraint "node": one of the operators ==, != is expected"#,
+        ),
         (
             env(&["constraint:1node==x"]),
             r#"invalid constraint "1node==x": key "1node" is invalid: it must start with a letter or '_' and contain only letters, digits, '-', '_' and '.'"#,
@@ -836,22 +1162,58 @@ fn invalid_input_is_rejected_with_400() {
             env(&["affinity:my key==x"]),
             r#"invalid affinity "my key==x": key "my key" is invalid: it must start with a letter or '_' and contain only letters, digits, '-', '_' and '.'"#,
         ),
-        (env(&["constraint:a!=b==c"]), r#"invalid constraint "a!=b==c": key "a!=b" is invalid"#),
-        (env(&["constraint:node=="]), r#"invalid constraint "node==": the value is empty"#),
-        (env(&["constraint:node==~"]), r#"invalid constraint "node==~": the value is empty"#),
-        (env(&["constraint:node==/[/"]), r#"invalid constraint "node==/[/": invalid regular expression /[/"#),
-        (env(&["constraint:==x"]), r#"invalid constraint "==x": key "" is invalid"#),
+        (
+            env(&["constraint:a!=b==c"]),
+            r#"invalid constraint "a!=b==c": key "a!=b" is invalid"#,
+        ),
+        (
+            env(&["constraint:node=="]),
+            r#"invalid constraint "node==": the value is empty"#,
+        ),
+        (
+            env(&["constraint:node==~"]),
+            r#"invalid constraint "node==~": the value is empty"#,
+        ),
+        (
+            env(&["constraint:node==/[/"]),
+            r#"invalid constraint "node==/[/": invalid regular expression /[/"#,
+        ),
+        (
+            env(&["constraint:==x"]),
+            r#"invalid constraint "==x": key "" is invalid"#,
+        ),
         (
             json!({"Labels": {CONSTRAINTS_LABEL: "node==n1"}}),
             "invalid label com.docker.swarm.constraints: not a JSON array of strings",
         ),
-        (json!({"Labels": {AFFINITIES_LABEL: r#"["bad"]"#}}), r#"invalid affinity "bad": one of the operators"#),
-        (json!({"Env": "A=1"}), "invalid create body: Env is not an array"),
-        (json!({"Env": ["constraint:node==x"], "Labels": ["x"]}), "invalid create body: Labels is not an object"),
-        (json!({"HostConfig": {"PortBindings": {"80/tcp": [{"HostPort": "http"}]}}}), r#"invalid port "http:80/tcp""#),
-        (json!({"HostConfig": {"PortBindings": {"80/icmp": [{"HostPort": "80"}]}}}), r#"invalid port "80/icmp""#),
-        (json!({"ExposedPorts": {"x/tcp": {}}, "HostConfig": {"NetworkMode": "host"}}), r#"invalid port "x/tcp""#),
-        (json!([]), "invalid create body: the create body is not a JSON object"),
+        (
+            json!({"Labels": {AFFINITIES_LABEL: r#"["bad"]"#}}),
+            r#"invalid affinity "bad": one of the operators"#,
+        ),
+        (
+            json!({"Env": "A=1"}),
+            "invalid create body: Env is not an array",
+        ),
+        (
+            json!({"Env": ["constraint:node==x"], "Labels": ["x"]}),
+            "invalid create body: Labels is not an object",
+        ),
+        (
+            json!({"HostConfig": {"PortBindings": {"80/tcp": [{"HostPort": "http"}]}}}),
+            r#"invalid port "http:80/tcp""#,
+        ),
+        (
+            json!({"HostConfig": {"PortBindings": {"80/icmp": [{"HostPort": "80"}]}}}),
+            r#"invalid port "80/icmp""#,
+        ),
+        (
+            json!({"ExposedPorts": {"x/tcp": {}}, "HostConfig": {"NetworkMode": "host"}}),
+            r#"invalid port "x/tcp""#,
+        ),
+        (
+            json!([]),
+            "invalid create body: the create body is not a JSON object",
+        ),
     ];
     for (body, want) in cases {
         let err = Placement::from_create(&mut body.clone()).expect_err(&body.to_string());

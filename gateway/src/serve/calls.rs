@@ -31,14 +31,26 @@ pub const MAX_DOCUMENT: usize = 64 * 1024 * 1024;
 
 /// Sends `req` to `node`; an unreachable agent marks the node unhealthy. A state-changing call
 /// marks the node's documents stale now and once its response body has ended (or was dropped).
-pub async fn forward(node: &Node, req: Request<Body>, ctx: &RequestCtx) -> Result<Response<Body>, AgentError> {
+pub async fn forward(
+    node: &Node,
+    req: Request<Body>,
+    ctx: &RequestCtx,
+) -> Result<Response<Body>, AgentError> {
     let change = changes_state(req.method()).then(|| node.note_change());
     let result = node.link.exchange(req, ctx).await;
     if let Err(e @ AgentError::Unreachable { .. }) = &result {
         node.mark_unhealthy(&e.to_string());
     }
     match change {
-        Some(guard) => result.map(|rsp| rsp.map(|body| ChangeOnEnd { inner: body, guard: Some(guard) }.boxed())),
+        Some(guard) => result.map(|rsp| {
+            rsp.map(|body| {
+                ChangeOnEnd {
+                    inner: body,
+                    guard: Some(guard),
+                }
+                .boxed()
+            })
+        }),
         None => result,
     }
 }
@@ -55,7 +67,10 @@ impl http_body::Body for ChangeOnEnd {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         let ended = match &polled {
@@ -89,11 +104,14 @@ pub fn request(method: Method, path_and_query: &str, body: Option<Bytes>) -> Req
     if body.is_some() {
         b = b.header(http::header::CONTENT_TYPE, "application/json");
     }
-    b.body(body.map(full).unwrap_or_else(empty)).expect("a valid path makes a valid request")
+    b.body(body.map(full).unwrap_or_else(empty))
+        .expect("a valid path makes a valid request")
 }
 
 /// The whole body of a response, bounded in size and time.
-pub async fn read_body(rsp: Response<Body>) -> Result<(StatusCode, http::HeaderMap, Bytes), String> {
+pub async fn read_body(
+    rsp: Response<Body>,
+) -> Result<(StatusCode, http::HeaderMap, Bytes), String> {
     let (parts, body) = rsp.into_parts();
     let collected = tokio::time::timeout(CALL_TIMEOUT, collect_limited(body, MAX_DOCUMENT))
         .await
@@ -103,35 +121,56 @@ pub async fn read_body(rsp: Response<Body>) -> Result<(StatusCode, http::HeaderM
 }
 
 /// Calls `node` and reads the whole answer.
-pub async fn call(node: &Node, req: Request<Body>, ctx: &RequestCtx) -> Result<(StatusCode, Bytes), String> {
+pub async fn call(
+    node: &Node,
+    req: Request<Body>,
+    ctx: &RequestCtx,
+) -> Result<(StatusCode, Bytes), String> {
     let rsp = tokio::time::timeout(CALL_TIMEOUT, forward(node, req, ctx))
         .await
         .map_err(|_| format!("node {}: no answer within {CALL_TIMEOUT:?}", node.name()))?
         .map_err(|e| e.to_string())?;
-    let (status, _, body) = read_body(rsp).await.map_err(|e| format!("node {}: {e}", node.name()))?;
+    let (status, _, body) = read_body(rsp)
+        .await
+        .map_err(|e| format!("node {}: {e}", node.name()))?;
     Ok((status, body))
 }
 
 /// `GET path` on `node`, parsed as JSON when the status is a success.
-pub async fn get_json(node: &Node, path: &str, ctx: &RequestCtx) -> Result<(StatusCode, serde_json::Value), String> {
+pub async fn get_json(
+    node: &Node,
+    path: &str,
+    ctx: &RequestCtx,
+) -> Result<(StatusCode, serde_json::Value), String> {
     let (status, body) = call(node, request(Method::GET, path, None), ctx).await?;
     if !status.is_success() {
         return Ok((status, serde_json::from_slice(&body).unwrap_or_default()));
     }
-    let doc = serde_json::from_slice(&body).map_err(|e| format!("node {}: invalid JSON from {path}: {e}", node.name()))?;
+    let doc = serde_json::from_slice(&body)
+        .map_err(|e| format!("node {}: invalid JSON from {path}: {e}", node.name()))?;
     Ok((status, doc))
 }
 
 /// `GET path` on every node in `nodes` at once; one answer per node, in the same order.
 /// A non-success status is an error answer carrying the engine's message.
-pub async fn fan_out_json(nodes: &[Arc<Node>], path: &str, ctx: &RequestCtx) -> Vec<NodeAnswer<serde_json::Value>> {
+pub async fn fan_out_json(
+    nodes: &[Arc<Node>],
+    path: &str,
+    ctx: &RequestCtx,
+) -> Vec<NodeAnswer<serde_json::Value>> {
     let calls = nodes.iter().map(|node| async move {
         let result = match get_json(node, path, ctx).await {
             Ok((status, doc)) if status.is_success() => Ok(doc),
-            Ok((status, doc)) => Err(format!("{status}: {}", doc["message"].as_str().unwrap_or(""))),
+            Ok((status, doc)) => Err(format!(
+                "{status}: {}",
+                doc["message"].as_str().unwrap_or("")
+            )),
             Err(e) => Err(e),
         };
-        NodeAnswer { node: node.name().to_owned(), result }
+        NodeAnswer {
+            node: node.name().to_owned(),
+            result,
+        }
     });
     futures_util::future::join_all(calls).await
 }
@@ -149,7 +188,10 @@ mod tests {
         type Data = Bytes;
         type Error = BoxError;
 
-        fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
             if self.0 == 0 {
                 return Poll::Ready(None);
             }
@@ -165,14 +207,20 @@ mod tests {
     #[tokio::test]
     async fn a_change_counts_at_its_last_frame_or_when_dropped() {
         let n = node("node1");
-        let body = |frames| ChangeOnEnd { inner: Frames(frames).boxed(), guard: Some(n.note_change()) };
+        let body = |frames| ChangeOnEnd {
+            inner: Frames(frames).boxed(),
+            guard: Some(n.note_change()),
+        };
         let mut b = body(2);
         n.mark_probed_for_tests();
         assert!(!n.is_stale(), "refreshed while the response streams");
         assert!(b.frame().await.is_some());
         assert!(!n.is_stale());
         assert!(b.frame().await.is_some());
-        assert!(n.is_stale(), "the last frame counts, before anyone polls for the end");
+        assert!(
+            n.is_stale(),
+            "the last frame counts, before anyone polls for the end"
+        );
 
         let b = body(2);
         n.mark_probed_for_tests();

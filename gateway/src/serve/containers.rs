@@ -29,7 +29,11 @@ pub enum ResolveError {
     #[error("No such node: {0}")]
     NoSuchNode(String),
     #[error("container {reference} is on node {node}, which is unhealthy: {error}")]
-    Unhealthy { reference: String, node: String, error: String },
+    Unhealthy {
+        reference: String,
+        node: String,
+        error: String,
+    },
     #[error("{0}")]
     Node(String),
 }
@@ -37,7 +41,9 @@ pub enum ResolveError {
 impl respond::DockerError for ResolveError {
     fn status(&self) -> StatusCode {
         match self {
-            ResolveError::NotFound(_) | ResolveError::Ambiguous { .. } | ResolveError::NoSuchNode(_) => StatusCode::NOT_FOUND,
+            ResolveError::NotFound(_)
+            | ResolveError::Ambiguous { .. }
+            | ResolveError::NoSuchNode(_) => StatusCode::NOT_FOUND,
             ResolveError::Unhealthy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ResolveError::Node(_) => StatusCode::BAD_GATEWAY,
         }
@@ -81,21 +87,40 @@ impl Locations {
     ) -> Result<Found, ResolveError> {
         let path = format!("/v1.41/containers/{reference}/json");
         if let Some(name) = node_hint {
-            let node = cluster.node(name).ok_or_else(|| ResolveError::NoSuchNode(name.to_owned()))?;
-            return self.inspect_on(&node, &path, reference, ctx).await?.ok_or_else(|| ResolveError::NotFound(format!("{name}/{reference}")));
+            let node = cluster
+                .node(name)
+                .ok_or_else(|| ResolveError::NoSuchNode(name.to_owned()))?;
+            return self
+                .inspect_on(&node, &path, reference, ctx)
+                .await?
+                .ok_or_else(|| ResolveError::NotFound(format!("{name}/{reference}")));
         }
-        let remembered = self.containers.lock().expect("locations lock").get(reference).cloned();
+        let remembered = self
+            .containers
+            .lock()
+            .expect("locations lock")
+            .get(reference)
+            .cloned();
         if let Some(node) = remembered.and_then(|n| cluster.node(&n)) {
             if !node.is_healthy() {
                 let error = node.snapshot().last_error.unwrap_or_default();
-                return Err(ResolveError::Unhealthy { reference: reference.to_owned(), node: node.name().to_owned(), error });
+                return Err(ResolveError::Unhealthy {
+                    reference: reference.to_owned(),
+                    node: node.name().to_owned(),
+                    error,
+                });
             }
             if let Ok(Some(found)) = self.inspect_on(&node, &path, reference, ctx).await {
                 return Ok(found);
             }
         }
         let nodes = cluster.healthy();
-        let answers = futures_util::future::join_all(nodes.iter().map(|n| self.inspect_on(n, &path, reference, ctx))).await;
+        let answers = futures_util::future::join_all(
+            nodes
+                .iter()
+                .map(|n| self.inspect_on(n, &path, reference, ctx)),
+        )
+        .await;
         let mut found: Vec<Found> = vec![];
         for answer in answers {
             match answer {
@@ -107,7 +132,11 @@ impl Locations {
         if found.len() > 1 {
             // An exact ID or name beats prefixes elsewhere.
             let exact: Vec<usize> = (0..found.len())
-                .filter(|&i| found[i].id == reference || found[i].inspect["Name"].as_str() == Some(&format!("/{}", reference.trim_start_matches('/'))))
+                .filter(|&i| {
+                    found[i].id == reference
+                        || found[i].inspect["Name"].as_str()
+                            == Some(&format!("/{}", reference.trim_start_matches('/')))
+                })
                 .collect();
             if exact.len() == 1 {
                 found = vec![found.swap_remove(exact[0])];
@@ -122,20 +151,38 @@ impl Locations {
             }
             _ => Err(ResolveError::Ambiguous {
                 reference: reference.to_owned(),
-                nodes: found.iter().map(|f| f.node.name().to_owned()).collect::<Vec<_>>().join(", "),
+                nodes: found
+                    .iter()
+                    .map(|f| f.node.name().to_owned())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             }),
         }
     }
 
-    async fn inspect_on(&self, node: &Arc<Node>, path: &str, reference: &str, ctx: &RequestCtx) -> Result<Option<Found>, ResolveError> {
+    async fn inspect_on(
+        &self,
+        node: &Arc<Node>,
+        path: &str,
+        reference: &str,
+        ctx: &RequestCtx,
+    ) -> Result<Option<Found>, ResolveError> {
         if !node.is_healthy() {
             let error = node.snapshot().last_error.unwrap_or_default();
-            return Err(ResolveError::Unhealthy { reference: reference.to_owned(), node: node.name().to_owned(), error });
+            return Err(ResolveError::Unhealthy {
+                reference: reference.to_owned(),
+                node: node.name().to_owned(),
+                error,
+            });
         }
         match calls::get_json(node, path, ctx).await {
             Ok((StatusCode::OK, doc)) => {
                 let id = doc["Id"].as_str().unwrap_or_default().to_owned();
-                Ok(Some(Found { node: node.clone(), id, inspect: doc }))
+                Ok(Some(Found {
+                    node: node.clone(),
+                    id,
+                    inspect: doc,
+                }))
             }
             Ok(_) => Ok(None),
             Err(e) => Err(ResolveError::Node(e)),
@@ -147,15 +194,26 @@ impl Locations {
     }
 
     /// The node running exec `id`: remembered at exec create, or asked of every node.
-    pub async fn exec_node(&self, cluster: &Cluster, id: &str, ctx: &RequestCtx) -> Option<Arc<Node>> {
+    pub async fn exec_node(
+        &self,
+        cluster: &Cluster,
+        id: &str,
+        ctx: &RequestCtx,
+    ) -> Option<Arc<Node>> {
         let remembered = self.execs.lock().expect("locations lock").get(id).cloned();
         if let Some(node) = remembered.and_then(|n| cluster.node(&n)) {
             return Some(node);
         }
         let path = format!("/v1.41/exec/{id}/json");
         let nodes = cluster.healthy();
-        let answers = futures_util::future::join_all(nodes.iter().map(|n| calls::get_json(n, &path, ctx))).await;
-        let node = nodes.into_iter().zip(answers).find(|(_, a)| matches!(a, Ok((StatusCode::OK, _)))).map(|(n, _)| n)?;
+        let answers =
+            futures_util::future::join_all(nodes.iter().map(|n| calls::get_json(n, &path, ctx)))
+                .await;
+        let node = nodes
+            .into_iter()
+            .zip(answers)
+            .find(|(_, a)| matches!(a, Ok((StatusCode::OK, _))))
+            .map(|(n, _)| n)?;
         remember(&self.execs, id, node.name());
         Some(node)
     }
@@ -163,9 +221,19 @@ impl Locations {
 
 /// `req` with its path rewritten to `{prefix}/{kind}/{id}[/{rest}]`, query kept.
 pub fn retarget<B>(req: &mut Request<B>, prefix: &str, kind: &str, id: &str, rest: &str) {
-    let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
-    let path = if rest.is_empty() { format!("{prefix}/{kind}/{id}{query}") } else { format!("{prefix}/{kind}/{id}/{rest}{query}") };
-    *req.uri_mut() = path.parse().expect("a path built from a valid one is valid");
+    let query = req
+        .uri()
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    let path = if rest.is_empty() {
+        format!("{prefix}/{kind}/{id}{query}")
+    } else {
+        format!("{prefix}/{kind}/{id}/{rest}{query}")
+    };
+    *req.uri_mut() = path
+        .parse()
+        .expect("a path built from a valid one is valid");
 }
 
 /// The inspect document with Swarm's `Node` object added.

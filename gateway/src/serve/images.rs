@@ -36,7 +36,10 @@ type Frame = Result<http_body::Frame<Bytes>, busbar_agent::proxy::BoxError>;
 pub async fn broadcast(cluster: &Cluster, req: Request<Body>, ctx: &RequestCtx) -> Response<Body> {
     let nodes = cluster.healthy();
     if nodes.is_empty() {
-        return respond::message(StatusCode::SERVICE_UNAVAILABLE, "No healthy node available in the cluster");
+        return respond::message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "No healthy node available in the cluster",
+        );
     }
     let (parts, mut body) = req.into_parts();
     let mut senders = vec![];
@@ -44,10 +47,14 @@ pub async fn broadcast(cluster: &Cluster, req: Request<Body>, ctx: &RequestCtx) 
     for node in &nodes {
         let (tx, rx) = mpsc::channel::<Frame>(4);
         senders.push(tx);
-        let mut copy = Request::from_parts(parts.clone(), BodyExt::boxed(StreamBody::new(ReceiverStream::new(rx))));
+        let mut copy = Request::from_parts(
+            parts.clone(),
+            BodyExt::boxed(StreamBody::new(ReceiverStream::new(rx))),
+        );
         copy.headers_mut().remove(http::header::CONTENT_LENGTH);
         if let Some(len) = parts.headers.get(http::header::CONTENT_LENGTH) {
-            copy.headers_mut().insert(http::header::CONTENT_LENGTH, len.clone());
+            copy.headers_mut()
+                .insert(http::header::CONTENT_LENGTH, len.clone());
         }
         calls_.push(async move {
             let result = match calls::forward(node, copy, ctx).await {
@@ -61,7 +68,9 @@ pub async fn broadcast(cluster: &Cluster, req: Request<Body>, ctx: &RequestCtx) 
     let tee = async move {
         while let Some(frame) = body.frame().await {
             let Ok(frame) = frame else { break };
-            let Ok(data) = frame.into_data() else { continue };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
             for tx in &senders {
                 let _ = tx.send(Ok(http_body::Frame::data(data.clone()))).await;
             }
@@ -73,7 +82,10 @@ pub async fn broadcast(cluster: &Cluster, req: Request<Body>, ctx: &RequestCtx) 
     for (node, result) in answers {
         match result {
             Ok((s, b)) if s.is_success() => out.extend_from_slice(&b),
-            Ok((s, b)) => failures.push(format!("node {node}: {s}: {}", String::from_utf8_lossy(&b).trim())),
+            Ok((s, b)) => failures.push(format!(
+                "node {node}: {s}: {}",
+                String::from_utf8_lossy(&b).trim()
+            )),
             Err(e) => failures.push(e),
         }
     }
@@ -92,24 +104,47 @@ pub async fn broadcast(cluster: &Cluster, req: Request<Body>, ctx: &RequestCtx) 
 async fn holders(cluster: &Cluster, path: &str, ctx: &RequestCtx) -> Vec<Arc<Node>> {
     let nodes = cluster.healthy();
     let answers = calls::fan_out_json(&nodes, path, ctx).await;
-    nodes.into_iter().zip(answers).filter(|(_, a)| a.result.is_ok()).map(|(n, _)| n).collect()
+    nodes
+        .into_iter()
+        .zip(answers)
+        .filter(|(_, a)| a.result.is_ok())
+        .map(|(n, _)| n)
+        .collect()
 }
 
 /// Any call on one image.
-pub async fn image(cluster: &Cluster, req: Request<Body>, name: &str, rest: &str, ctx: &RequestCtx) -> Response<Body> {
+pub async fn image(
+    cluster: &Cluster,
+    req: Request<Body>,
+    name: &str,
+    rest: &str,
+    ctx: &RequestCtx,
+) -> Response<Body> {
     let holders = holders(cluster, &format!("/v1.41/images/{name}/json"), ctx).await;
     if holders.is_empty() {
-        return respond::message(StatusCode::NOT_FOUND, &format!("No such image: {}", crate::aggregate::query::decode(name)));
+        return respond::message(
+            StatusCode::NOT_FOUND,
+            &format!("No such image: {}", crate::aggregate::query::decode(name)),
+        );
     }
     let every_holder = req.method() == Method::DELETE || rest == "tag";
     if !every_holder {
         return forward_to(&holders[0], req, ctx).await;
     }
-    let target = req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
     let method = req.method().clone();
     let answers = futures_util::future::join_all(holders.iter().map(|n| {
         let (target, method) = (target.clone(), method.clone());
-        async move { (n.name().to_owned(), calls::call(n, calls::request(method, &target, None), ctx).await) }
+        async move {
+            (
+                n.name().to_owned(),
+                calls::call(n, calls::request(method, &target, None), ctx).await,
+            )
+        }
     }))
     .await;
     let mut merged = vec![];
@@ -122,14 +157,20 @@ pub async fn image(cluster: &Cluster, req: Request<Body>, name: &str, rest: &str
                     merged.extend(items);
                 }
             }
-            Ok((s, body)) => return respond::message(s, &format!("node {node}: {}", message_of(&body))),
+            Ok((s, body)) => {
+                return respond::message(s, &format!("node {node}: {}", message_of(&body)))
+            }
             Err(e) => return respond::message(StatusCode::BAD_GATEWAY, &e),
         }
     }
     if method == Method::DELETE {
         json(status, &Value::Array(merged))
     } else {
-        Response::builder().status(status).header(http::header::CONTENT_LENGTH, 0).body(full(Bytes::new())).expect("valid")
+        Response::builder()
+            .status(status)
+            .header(http::header::CONTENT_LENGTH, 0)
+            .body(full(Bytes::new()))
+            .expect("valid")
     }
 }
 
@@ -170,25 +211,45 @@ pub async fn object(
     }
     let holders = holders(cluster, &format!("/v1.41/{kind}/{reference}"), ctx).await;
     match holders.as_slice() {
-        [] => respond::message(StatusCode::NOT_FOUND, &format!("No such {singular}: {reference}")),
+        [] => respond::message(
+            StatusCode::NOT_FOUND,
+            &format!("No such {singular}: {reference}"),
+        ),
         [one] => forward_to(one, req, ctx).await,
-        [first, ..] if kind == "volumes" && req.method() == Method::GET => forward_to(first, req, ctx).await,
+        [first, ..] if kind == "volumes" && req.method() == Method::GET => {
+            forward_to(first, req, ctx).await
+        }
         many if kind == "volumes" && req.method() == Method::DELETE => {
-            let target = req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+            let target = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_default();
             for n in many {
-                if let Ok((s, body)) = calls::call(n, calls::request(Method::DELETE, &target, None), ctx).await {
+                if let Ok((s, body)) =
+                    calls::call(n, calls::request(Method::DELETE, &target, None), ctx).await
+                {
                     if !s.is_success() {
-                        return respond::message(s, &format!("node {}: {}", n.name(), message_of(&body)));
+                        return respond::message(
+                            s,
+                            &format!("node {}: {}", n.name(), message_of(&body)),
+                        );
                     }
                 }
             }
-            Response::builder().status(StatusCode::NO_CONTENT).body(full(Bytes::new())).expect("valid")
+            Response::builder()
+                .status(StatusCode::NO_CONTENT)
+                .body(full(Bytes::new()))
+                .expect("valid")
         }
         many => respond::message(
             StatusCode::NOT_FOUND,
             &format!(
                 "{singular} {reference:?} is ambiguous: it exists on {}; use node/name",
-                many.iter().map(|n| n.name().to_owned()).collect::<Vec<_>>().join(", ")
+                many.iter()
+                    .map(|n| n.name().to_owned())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         ),
     }
@@ -196,27 +257,45 @@ pub async fn object(
 
 /// `networks/create` (scheduled) and `volumes/create` (every healthy node), or on one node
 /// when the name is `node/name`.
-pub async fn create_object(handler: &ClusterHandler, req: Request<Body>, ctx: &RequestCtx) -> Response<Body> {
+pub async fn create_object(
+    handler: &ClusterHandler,
+    req: Request<Body>,
+    ctx: &RequestCtx,
+) -> Response<Body> {
     let is_volume = req.uri().path().contains("/volumes/");
     let (parts, body) = req.into_parts();
     let bytes = match collect_limited(body, 1024 * 1024).await {
         Ok(b) => b,
-        Err(e) => return respond::message(StatusCode::BAD_REQUEST, &format!("cannot read the request: {e}")),
-    };
-    let mut doc: Value = if bytes.is_empty() { Value::Object(Default::default()) } else {
-        match serde_json::from_slice(&bytes) {
-            Ok(v) => v,
-            Err(e) => return respond::message(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
+        Err(e) => {
+            return respond::message(
+                StatusCode::BAD_REQUEST,
+                &format!("cannot read the request: {e}"),
+            )
         }
     };
-    let named_node = doc["Name"].as_str().and_then(|n| n.split_once('/')).map(|(node, name)| (node.to_owned(), name.to_owned()));
+    let mut doc: Value = if bytes.is_empty() {
+        Value::Object(Default::default())
+    } else {
+        match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(e) => {
+                return respond::message(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}"))
+            }
+        }
+    };
+    let named_node = doc["Name"]
+        .as_str()
+        .and_then(|n| n.split_once('/'))
+        .map(|(node, name)| (node.to_owned(), name.to_owned()));
     let targets: Vec<Arc<Node>> = match &named_node {
         Some((node, name)) => match handler.cluster.node(node) {
             Some(n) => {
                 doc["Name"] = Value::String(name.clone());
                 vec![n]
             }
-            None => return respond::message(StatusCode::NOT_FOUND, &format!("No such node: {node}")),
+            None => {
+                return respond::message(StatusCode::NOT_FOUND, &format!("No such node: {node}"))
+            }
         },
         None if is_volume => handler.cluster.healthy(),
         None => match handler.place(ctx).await {
@@ -225,15 +304,30 @@ pub async fn create_object(handler: &ClusterHandler, req: Request<Body>, ctx: &R
         },
     };
     if targets.is_empty() {
-        return respond::message(StatusCode::SERVICE_UNAVAILABLE, "No healthy node available in the cluster");
+        return respond::message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "No healthy node available in the cluster",
+        );
     }
-    let target = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+    let target = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
     let body = Bytes::from(doc.to_string());
     let mut last = None;
     for node in &targets {
-        match calls::call(node, calls::request(Method::POST, &target, Some(body.clone())), ctx).await {
+        match calls::call(
+            node,
+            calls::request(Method::POST, &target, Some(body.clone())),
+            ctx,
+        )
+        .await
+        {
             Ok((s, b)) if s.is_success() => last = Some((s, b)),
-            Ok((s, b)) => return respond::message(s, &format!("node {}: {}", node.name(), message_of(&b))),
+            Ok((s, b)) => {
+                return respond::message(s, &format!("node {}: {}", node.name(), message_of(&b)))
+            }
             Err(e) => return respond::message(StatusCode::BAD_GATEWAY, &e),
         }
     }

@@ -66,22 +66,39 @@ pub struct LastSeen {
 impl LastSeen {
     /// Remembers `body` as `node`'s complete list (the caller has checked it parses).
     pub fn remember(&self, node: &str, body: Bytes) {
-        let seen = Seen { body, at: Instant::now() };
-        self.lists.lock().expect("last-seen lock").insert(node.to_owned(), seen);
+        let seen = Seen {
+            body,
+            at: Instant::now(),
+        };
+        self.lists
+            .lock()
+            .expect("last-seen lock")
+            .insert(node.to_owned(), seen);
     }
 
     /// `node`'s last complete list, if one was seen.
     pub fn get(&self, node: &str) -> Option<Seen> {
-        self.lists.lock().expect("last-seen lock").get(node).cloned()
+        self.lists
+            .lock()
+            .expect("last-seen lock")
+            .get(node)
+            .cloned()
     }
 
     /// Forgets nodes that are no longer members of the cluster at all.
     fn retain(&self, keep: impl Fn(&str) -> bool) {
-        self.lists.lock().expect("last-seen lock").retain(|node, _| keep(node));
+        self.lists
+            .lock()
+            .expect("last-seen lock")
+            .retain(|node, _| keep(node));
     }
 
     fn is_fresh(&self, node: &str, now: Instant) -> bool {
-        self.lists.lock().expect("last-seen lock").get(node).is_some_and(|s| now.duration_since(s.at) < MAX_AGE)
+        self.lists
+            .lock()
+            .expect("last-seen lock")
+            .get(node)
+            .is_some_and(|s| now.duration_since(s.at) < MAX_AGE)
     }
 
     /// Keeps the lists fresh until `shutdown` (see the module docs). Nodes are asked
@@ -100,11 +117,18 @@ impl LastSeen {
     /// One pass: fetches the list of every healthy node whose list is stale or missing.
     pub async fn refresh(&self, cluster: &Cluster) {
         let now = Instant::now();
-        let stale: Vec<_> = cluster.healthy().into_iter().filter(|n| !self.is_fresh(n.name(), now)).collect();
+        let stale: Vec<_> = cluster
+            .healthy()
+            .into_iter()
+            .filter(|n| !self.is_fresh(n.name(), now))
+            .collect();
         if stale.is_empty() {
             return;
         }
-        let ctx = RequestCtx::with_id("last-seen".into(), info_span!("last_seen", nodes = stale.len()));
+        let ctx = RequestCtx::with_id(
+            "last-seen".into(),
+            info_span!("last_seen", nodes = stale.len()),
+        );
         let fetches = stale.iter().map(|node| {
             let ctx = &ctx;
             async move {
@@ -128,7 +152,9 @@ impl LastSeen {
 pub fn is_complete_list(query: &str) -> bool {
     let all = query::param(query, "all").is_some_and(|a| aggregate::docker_bool(&a));
     let unfiltered = aggregate::filter_keys(query).is_some_and(|keys| keys.is_empty());
-    let bounded = query::limit(query).is_some() || query::param(query, "since").is_some() || query::param(query, "before").is_some();
+    let bounded = query::limit(query).is_some()
+        || query::param(query, "since").is_some()
+        || query::param(query, "before").is_some();
     all && unfiltered && !bounded
 }
 
@@ -138,8 +164,19 @@ mod tests {
 
     #[test]
     fn complete_lists_are_all_containers_unfiltered() {
-        let empty_filters = ["all=1&filters=%7B%7D", "all=1&filters=%7B%22name%22%3A%5B%5D%7D"];
-        for q in ["all=1", "?all=1", "all=true&size=1", "all=1&limit=-1&size=0&trunc_cmd=0"].into_iter().chain(empty_filters) {
+        let empty_filters = [
+            "all=1&filters=%7B%7D",
+            "all=1&filters=%7B%22name%22%3A%5B%5D%7D",
+        ];
+        for q in [
+            "all=1",
+            "?all=1",
+            "all=true&size=1",
+            "all=1&limit=-1&size=0&trunc_cmd=0",
+        ]
+        .into_iter()
+        .chain(empty_filters)
+        {
             assert!(is_complete_list(q), "{q}");
         }
         for q in [
@@ -164,7 +201,10 @@ mod tests {
         seen.remember("node1", Bytes::from_static(b"[]"));
         seen.remember("node1", Bytes::from_static(b"[{\"Id\":\"a\"}]"));
         seen.remember("node2", Bytes::from_static(b"[]"));
-        assert_eq!(seen.get("node1").unwrap().body, Bytes::from_static(b"[{\"Id\":\"a\"}]"));
+        assert_eq!(
+            seen.get("node1").unwrap().body,
+            Bytes::from_static(b"[{\"Id\":\"a\"}]")
+        );
         assert!(seen.is_fresh("node1", Instant::now()));
         assert!(!seen.is_fresh("node1", Instant::now() + MAX_AGE));
         seen.retain(|n| n == "node2");

@@ -132,7 +132,11 @@ impl ClusterHandler {
 }
 
 impl Handler for ClusterHandler {
-    fn handle<'a>(&'a self, req: Request<Body>, ctx: &'a RequestCtx) -> BoxFuture<'a, Response<Body>> {
+    fn handle<'a>(
+        &'a self,
+        req: Request<Body>,
+        ctx: &'a RequestCtx,
+    ) -> BoxFuture<'a, Response<Body>> {
         Box::pin(self.serve(req, ctx))
     }
 

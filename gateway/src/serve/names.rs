@@ -43,7 +43,10 @@ impl NameStore for LocalNames {
         Box::pin(async move {
             let mut taken = self.taken.lock().expect("names lock");
             match taken.get(name) {
-                Some(owner) => Err(Taken { owner: owner.clone() }.into()),
+                Some(owner) => Err(Taken {
+                    owner: owner.clone(),
+                }
+                .into()),
                 None => {
                     taken.insert(name.to_owned(), node.to_owned());
                     Ok(())
@@ -81,11 +84,14 @@ impl NameStore for EtcdNames {
                             .await
                             .ok()
                             .and_then(|all| all.into_iter().find(|r| r.name == name))
-                            .filter(|r| reg::unix_now().saturating_sub(r.reserved_at) > STALE_AFTER_SECS);
+                            .filter(|r| {
+                                reg::unix_now().saturating_sub(r.reserved_at) > STALE_AFTER_SECS
+                            });
                         match stale {
                             Some(r) => {
                                 tracing::warn!(name, node = %r.node, "freeing a stale name reservation");
-                                let _ = reg::release_reservation(&self.client, &self.prefix, &r).await;
+                                let _ =
+                                    reg::release_reservation(&self.client, &self.prefix, &r).await;
                             }
                             None => return Err(Taken { owner }.into()),
                         }
@@ -93,13 +99,17 @@ impl NameStore for EtcdNames {
                     Err(e) => return Err(NameError::Store(e.to_string())),
                 }
             }
-            Err(NameError::Store(format!("the reservation of {name:?} keeps changing")))
+            Err(NameError::Store(format!(
+                "the reservation of {name:?} keeps changing"
+            )))
         })
     }
 
     fn release<'a>(&'a self, name: &'a str, node: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            if let Err(e) = crate::registry::release_name(&self.client, &self.prefix, name, node).await {
+            if let Err(e) =
+                crate::registry::release_name(&self.client, &self.prefix, name, node).await
+            {
                 tracing::warn!(name, error = %e, "cannot free the name reservation");
             }
         })

@@ -15,8 +15,8 @@ use super::calls;
 use super::containers::{is_inspect, json, retarget, with_node};
 use super::names::NameError;
 use super::ClusterHandler;
-use crate::cluster::Node;
 use crate::aggregate::query;
+use crate::cluster::Node;
 use crate::schedule::{self, Candidate, Pending, Placement};
 
 /// Largest create body accepted (a create config is a few KiB).
@@ -33,7 +33,11 @@ impl ClusterHandler {
         rest: &str,
         ctx: &RequestCtx,
     ) -> Response<Body> {
-        let found = match self.locations.resolve(&self.cluster, node_hint, reference, ctx).await {
+        let found = match self
+            .locations
+            .resolve(&self.cluster, node_hint, reference, ctx)
+            .await
+        {
             Ok(f) => f,
             Err(e) => return respond::error(&e),
         };
@@ -42,7 +46,9 @@ impl ClusterHandler {
         if is_inspect(&method, rest) {
             return json(StatusCode::OK, &with_node(found.inspect, &found.node));
         }
-        let new_name = (method == Method::POST && rest == "rename").then(|| query::param(req.uri().query().unwrap_or(""), "name")).flatten();
+        let new_name = (method == Method::POST && rest == "rename")
+            .then(|| query::param(req.uri().query().unwrap_or(""), "name"))
+            .flatten();
         if let Some(name) = &new_name {
             if let Err(rsp) = self.claim_name(name, found.node.name(), ctx).await {
                 return rsp;
@@ -70,7 +76,10 @@ impl ClusterHandler {
     async fn remember_exec(&self, rsp: Response<Body>, node: &Node) -> Response<Body> {
         match calls::read_body(rsp).await {
             Ok((status, headers, body)) => {
-                if let Some(id) = serde_json::from_slice::<Value>(&body).ok().and_then(|d| d["Id"].as_str().map(str::to_owned)) {
+                if let Some(id) = serde_json::from_slice::<Value>(&body)
+                    .ok()
+                    .and_then(|d| d["Id"].as_str().map(str::to_owned))
+                {
                     self.locations.remember_exec(&id, node.name());
                 }
                 let mut out = Response::new(full(body));
@@ -78,7 +87,10 @@ impl ClusterHandler {
                 *out.headers_mut() = headers;
                 out
             }
-            Err(e) => respond::message(StatusCode::BAD_GATEWAY, &format!("node {}: {e}", node.name())),
+            Err(e) => respond::message(
+                StatusCode::BAD_GATEWAY,
+                &format!("node {}: {e}", node.name()),
+            ),
         }
     }
 
@@ -86,7 +98,12 @@ impl ClusterHandler {
     /// (so a concurrent claim, on this gateway or another, loses), then a live check of every
     /// node (so an existing container keeps its name). The caller releases it when the call is
     /// done.
-    async fn claim_name(&self, name: &str, node: &str, ctx: &RequestCtx) -> Result<(), Response<Body>> {
+    async fn claim_name(
+        &self,
+        name: &str,
+        node: &str,
+        ctx: &RequestCtx,
+    ) -> Result<(), Response<Body>> {
         let conflict = |by: &str| {
             respond::message(
                 StatusCode::CONFLICT,
@@ -97,17 +114,28 @@ impl ClusterHandler {
             match names.reserve(name, node).await {
                 Ok(()) => {}
                 Err(NameError::Taken(t)) => return Err(conflict(&format!("on node {}", t.owner))),
-                Err(e) => return Err(respond::message(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())),
+                Err(e) => {
+                    return Err(respond::message(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &e.to_string(),
+                    ))
+                }
             }
         }
-        let filter = format!("/v1.41/containers/json?all=1&filters={}", query::encode(&format!(r#"{{"name":["^/{name}$"]}}"#)));
+        let filter = format!(
+            "/v1.41/containers/json?all=1&filters={}",
+            query::encode(&format!(r#"{{"name":["^/{name}$"]}}"#))
+        );
         let answers = calls::fan_out_json(&self.cluster.healthy(), &filter, ctx).await;
         for a in answers {
             if let Ok(Value::Array(list)) = a.result {
                 if let Some(c) = list.first() {
                     self.release_name(name, node).await;
                     let id = c["Id"].as_str().unwrap_or("");
-                    return Err(conflict(&format!("by container \"{id}\" on node {}", a.node)));
+                    return Err(conflict(&format!(
+                        "by container \"{id}\" on node {}",
+                        a.node
+                    )));
                 }
             }
         }
@@ -115,15 +143,30 @@ impl ClusterHandler {
     }
 
     /// `POST /containers/create`: parse the placement, claim the name, choose a node, create.
-    pub(super) async fn create(&self, req: Request<Body>, prefix: &str, ctx: &RequestCtx) -> Response<Body> {
+    pub(super) async fn create(
+        &self,
+        req: Request<Body>,
+        prefix: &str,
+        ctx: &RequestCtx,
+    ) -> Response<Body> {
         let (parts, body) = req.into_parts();
         let bytes = match collect_limited(body, MAX_CREATE).await {
             Ok(b) => b,
-            Err(e) => return respond::message(StatusCode::BAD_REQUEST, &format!("cannot read the create request: {e}")),
+            Err(e) => {
+                return respond::message(
+                    StatusCode::BAD_REQUEST,
+                    &format!("cannot read the create request: {e}"),
+                )
+            }
         };
         let mut config: Value = match serde_json::from_slice(&bytes) {
             Ok(v) => v,
-            Err(e) => return respond::message(StatusCode::BAD_REQUEST, &format!("invalid create request: {e}")),
+            Err(e) => {
+                return respond::message(
+                    StatusCode::BAD_REQUEST,
+                    &format!("invalid create request: {e}"),
+                )
+            }
         };
         let placement = match Placement::from_create(&mut config) {
             Ok(p) => p,
@@ -144,10 +187,19 @@ impl ClusterHandler {
                 return rsp;
             }
         }
-        let query = parts.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+        let query = parts
+            .uri
+            .query()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default();
         let mut req = Request::from_parts(parts, full(Bytes::from(config.to_string())));
-        *req.uri_mut() = format!("{prefix}/containers/create{query}").parse().expect("a valid path");
-        req.headers_mut().insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(req_len(&config)));
+        *req.uri_mut() = format!("{prefix}/containers/create{query}")
+            .parse()
+            .expect("a valid path");
+        req.headers_mut().insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from(req_len(&config)),
+        );
         let rsp = note_created(self.forward(&node, req, ctx).await, &ticket).await;
         self.unpend(&ticket).await;
         if let Some(name) = &name {
@@ -158,21 +210,34 @@ impl ClusterHandler {
     }
 
     /// `networks/create` (and anything placed without constraints): the scheduler's choice.
-    pub(super) async fn place(&self, ctx: &RequestCtx) -> Result<std::sync::Arc<Node>, Response<Body>> {
-        let placement = Placement::from_create(&mut serde_json::json!({})).map_err(|e| respond::message(e.status(), &e.to_string()))?;
+    pub(super) async fn place(
+        &self,
+        ctx: &RequestCtx,
+    ) -> Result<std::sync::Arc<Node>, Response<Body>> {
+        let placement = Placement::from_create(&mut serde_json::json!({}))
+            .map_err(|e| respond::message(e.status(), &e.to_string()))?;
         self.place_with(&placement, ctx).await
     }
 
     /// `build`: placed by the scheduler, with Swarm's `--build-arg constraint:node==x`.
-    pub(super) async fn place_build(&self, req: &Request<Body>, ctx: &RequestCtx) -> Result<std::sync::Arc<Node>, Response<Body>> {
+    pub(super) async fn place_build(
+        &self,
+        req: &Request<Body>,
+        ctx: &RequestCtx,
+    ) -> Result<std::sync::Arc<Node>, Response<Body>> {
         let mut args: Value = query::param(req.uri().query().unwrap_or(""), "buildargs")
             .and_then(|a| serde_json::from_str(&a).ok())
             .unwrap_or_else(|| serde_json::json!({}));
-        let placement = Placement::from_build_args(&mut args).map_err(|e| respond::message(e.status(), &e.to_string()))?;
+        let placement = Placement::from_build_args(&mut args)
+            .map_err(|e| respond::message(e.status(), &e.to_string()))?;
         self.place_with(&placement, ctx).await
     }
 
-    async fn place_with(&self, placement: &Placement, ctx: &RequestCtx) -> Result<std::sync::Arc<Node>, Response<Body>> {
+    async fn place_with(
+        &self,
+        placement: &Placement,
+        ctx: &RequestCtx,
+    ) -> Result<std::sync::Arc<Node>, Response<Body>> {
         let (node, ticket) = self.choose_among(placement, None, ctx).await?;
         self.unpend(&ticket).await;
         Ok(node)
@@ -181,12 +246,26 @@ impl ClusterHandler {
     /// A container on a user-defined network must run where the network is (networks are
     /// node-local): the nodes that have `HostConfig.NetworkMode`'s network, or the one named by
     /// a `node/network` form (stripped from the config, as Swarm did). `None`: any node.
-    async fn network_nodes(&self, config: &mut Value, ctx: &RequestCtx) -> Result<Option<Vec<String>>, Response<Body>> {
-        let Some(mode) = config["HostConfig"]["NetworkMode"].as_str().map(str::to_owned) else { return Ok(None) };
-        if ["", "default", "bridge", "host", "none"].contains(&mode.as_str()) || mode.starts_with("container:") {
+    async fn network_nodes(
+        &self,
+        config: &mut Value,
+        ctx: &RequestCtx,
+    ) -> Result<Option<Vec<String>>, Response<Body>> {
+        let Some(mode) = config["HostConfig"]["NetworkMode"]
+            .as_str()
+            .map(str::to_owned)
+        else {
+            return Ok(None);
+        };
+        if ["", "default", "bridge", "host", "none"].contains(&mode.as_str())
+            || mode.starts_with("container:")
+        {
             return Ok(None);
         }
-        if let Some((node, network)) = mode.split_once('/').filter(|(n, _)| self.cluster.node(n).is_some()) {
+        if let Some((node, network)) = mode
+            .split_once('/')
+            .filter(|(n, _)| self.cluster.node(n).is_some())
+        {
             config["HostConfig"]["NetworkMode"] = Value::String(network.to_owned());
             if let Some(endpoints) = config["NetworkingConfig"]["EndpointsConfig"].as_object_mut() {
                 if let Some(e) = endpoints.remove(&mode) {
@@ -197,10 +276,17 @@ impl ClusterHandler {
         }
         let path = format!("/v1.41/networks/{}", query::encode(&mode));
         let answers = calls::fan_out_json(&self.cluster.healthy(), &path, ctx).await;
-        let holders: Vec<String> = answers.into_iter().filter(|a| a.result.is_ok()).map(|a| a.node).collect();
+        let holders: Vec<String> = answers
+            .into_iter()
+            .filter(|a| a.result.is_ok())
+            .map(|a| a.node)
+            .collect();
         if holders.is_empty() {
             // Not a 404: the docker CLI answers a 404 on create by pulling the image.
-            return Err(respond::message(StatusCode::BAD_REQUEST, &format!("network {mode} not found")));
+            return Err(respond::message(
+                StatusCode::BAD_REQUEST,
+                &format!("network {mode} not found"),
+            ));
         }
         Ok(Some(holders))
     }
@@ -219,8 +305,12 @@ impl ClusterHandler {
         ctx: &RequestCtx,
     ) -> Result<(std::sync::Arc<Node>, Ticket), Response<Body>> {
         let mut pending = self.pending.lock().await;
-        let nodes: Vec<_> =
-            self.cluster.nodes().into_iter().filter(|n| only.is_none_or(|o| o.iter().any(|x| x == n.name()))).collect();
+        let nodes: Vec<_> = self
+            .cluster
+            .nodes()
+            .into_iter()
+            .filter(|n| only.is_none_or(|o| o.iter().any(|x| x == n.name())))
+            .collect();
         let snapshots: Vec<_> = nodes.iter().map(|n| n.snapshot()).collect();
         let healthy: Vec<_> = nodes.iter().filter(|n| n.is_healthy()).cloned().collect();
         let (containers, images) = tokio::join!(
@@ -235,17 +325,26 @@ impl ClusterHandler {
                 .and_then(|v| v.as_array().cloned())
                 .unwrap_or_default()
         };
-        let per_node: Vec<(Vec<Value>, Vec<Value>)> =
-            snapshots.iter().map(|s| (lists(&containers, &s.name), lists(&images, &s.name))).collect();
+        let per_node: Vec<(Vec<Value>, Vec<Value>)> = snapshots
+            .iter()
+            .map(|s| (lists(&containers, &s.name), lists(&images, &s.name)))
+            .collect();
         let candidates: Vec<Candidate> = snapshots
             .iter()
             .zip(&per_node)
-            .map(|(node, (c, i))| Candidate { node, containers: c, images: i })
+            .map(|(node, (c, i))| Candidate {
+                node,
+                containers: c,
+                images: i,
+            })
             .collect();
         let listed = |node: &str, id: &str| {
             containers.iter().any(|a| {
                 a.node == node
-                    && a.result.as_ref().is_ok_and(|l| l.as_array().is_some_and(|l| l.iter().any(|c| c["Id"] == id)))
+                    && a.result.as_ref().is_ok_and(|l| {
+                        l.as_array()
+                            .is_some_and(|l| l.iter().any(|c| c["Id"] == id))
+                    })
             })
         };
         let counted: Vec<Pending> = pending
@@ -263,10 +362,16 @@ impl ClusterHandler {
         let chosen = schedule::choose(self.strategy, &candidates, placement, &counted, seed)
             .map_err(|e| respond::message(e.status(), &e.to_string()))?;
         let ticket = Ticket::new();
-        pending.push(InFlight { ticket: ticket.clone(), placement: placement.pending_on(&chosen) });
+        pending.push(InFlight {
+            ticket: ticket.clone(),
+            placement: placement.pending_on(&chosen),
+        });
         let node = self.cluster.node(&chosen).ok_or_else(|| {
             warn!(node = %chosen, "scheduled node vanished");
-            respond::message(StatusCode::SERVICE_UNAVAILABLE, &format!("node {chosen} left the cluster"))
+            respond::message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("node {chosen} left the cluster"),
+            )
         });
         drop(pending);
         match node {
@@ -279,7 +384,10 @@ impl ClusterHandler {
     }
 
     async fn unpend(&self, ticket: &Ticket) {
-        self.pending.lock().await.retain(|f| f.ticket.token != ticket.token);
+        self.pending
+            .lock()
+            .await
+            .retain(|f| f.ticket.token != ticket.token);
     }
 }
 
@@ -300,7 +408,10 @@ pub(super) struct Ticket {
 impl Ticket {
     fn new() -> Ticket {
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        Ticket { token: NEXT.fetch_add(1, Ordering::Relaxed), id: Arc::default() }
+        Ticket {
+            token: NEXT.fetch_add(1, Ordering::Relaxed),
+            id: Arc::default(),
+        }
     }
 }
 
@@ -313,14 +424,23 @@ async fn note_created(rsp: Response<Body>, ticket: &Ticket) -> Response<Body> {
     let (mut parts, body) = rsp.into_parts();
     match calls::read_body(Response::new(body)).await {
         Ok((_, _, bytes)) => {
-            if let Some(id) = serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| v["Id"].as_str().map(str::to_owned)) {
+            if let Some(id) = serde_json::from_slice::<Value>(&bytes)
+                .ok()
+                .and_then(|v| v["Id"].as_str().map(str::to_owned))
+            {
                 let _ = ticket.id.set(id);
             }
             parts.headers.remove(http::header::TRANSFER_ENCODING);
-            parts.headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(bytes.len()));
+            parts.headers.insert(
+                http::header::CONTENT_LENGTH,
+                http::HeaderValue::from(bytes.len()),
+            );
             Response::from_parts(parts, full(bytes))
         }
-        Err(e) => respond::message(StatusCode::BAD_GATEWAY, &format!("reading the create answer: {e}")),
+        Err(e) => respond::message(
+            StatusCode::BAD_GATEWAY,
+            &format!("reading the create answer: {e}"),
+        ),
     }
 }
 
@@ -331,6 +451,11 @@ fn req_len(config: &Value) -> usize {
 fn rand_seed() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
     h.finish()
 }

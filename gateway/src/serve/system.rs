@@ -21,10 +21,11 @@ use crate::cluster::{Cluster, Node, NodeParts};
 use crate::model::{NodeAnswer, NodeSnapshot};
 use crate::schedule::Strategy;
 
-
 /// `/_ping`: the gateway is up; the API version it speaks is the cluster's.
 pub fn ping(cluster: &Cluster) -> Response<Body> {
-    let api = aggregate::api_version_range(&cluster.snapshots()).0.unwrap_or_else(|| aggregate::FALLBACK_API_VERSION.to_owned());
+    let api = aggregate::api_version_range(&cluster.snapshots())
+        .0
+        .unwrap_or_else(|| aggregate::FALLBACK_API_VERSION.to_owned());
     Response::builder()
         .status(StatusCode::OK)
         .header("api-version", api)
@@ -41,7 +42,10 @@ pub async fn version(cluster: &Cluster, made: &Made) -> Response<Body> {
         .version
         .get_or_make(cluster, |parts| {
             let parts: Vec<&aggregate::VersionPart> = parts.iter().map(|p| &p.version).collect();
-            aggregate::version_from_parts(&parts, &aggregate::GatewayFacts::new("", env!("CARGO_PKG_VERSION")))
+            aggregate::version_from_parts(
+                &parts,
+                &aggregate::GatewayFacts::new("", env!("CARGO_PKG_VERSION")),
+            )
         })
         .await;
     json_body(body)
@@ -56,7 +60,10 @@ pub async fn info(cluster: &Cluster, strategy: Strategy, made: &Made) -> Respons
         .info
         .get_or_make(cluster, |parts| {
             let parts: Vec<&aggregate::InfoPart> = parts.iter().map(|p| &p.info).collect();
-            let facts = aggregate::GatewayFacts::of_this_host(env!("CARGO_PKG_VERSION"), &strategy.to_string());
+            let facts = aggregate::GatewayFacts::of_this_host(
+                env!("CARGO_PKG_VERSION"),
+                &strategy.to_string(),
+            );
             aggregate::info_from_parts(&parts, &facts)
         })
         .await;
@@ -87,7 +94,11 @@ struct MadeDoc {
 impl MadeDoc {
     /// The body for the cluster as it is now: the one kept if no node changed since it was
     /// made, else made by `whole` from every node's parts, in name order.
-    async fn get_or_make(&self, cluster: &Cluster, whole: impl FnOnce(&[Arc<NodeParts>]) -> String) -> Bytes {
+    async fn get_or_make(
+        &self,
+        cluster: &Cluster,
+        whole: impl FnOnce(&[Arc<NodeParts>]) -> String,
+    ) -> Bytes {
         // Read before anything is looked at: a change from now on makes the next call remake.
         let generation = cluster.generation();
         if let Some(body) = self.kept(generation) {
@@ -108,7 +119,9 @@ impl MadeDoc {
 
     fn kept(&self, generation: u64) -> Option<Bytes> {
         let kept = self.body.lock().expect("made lock");
-        kept.as_ref().filter(|(at, _)| *at == generation).map(|(_, body)| body.clone())
+        kept.as_ref()
+            .filter(|(at, _)| *at == generation)
+            .map(|(_, body)| body.clone())
     }
 }
 
@@ -127,26 +140,43 @@ fn asked(cluster: &Cluster, req: &Request<Body>) -> (Vec<Arc<Node>>, String, Str
     let query = req.uri().query().unwrap_or("");
     let only = aggregate::node_filter(query);
     let query = aggregate::strip_node_filter(query);
-    let path = if query.is_empty() { req.uri().path().to_owned() } else { format!("{}?{query}", req.uri().path()) };
+    let path = if query.is_empty() {
+        req.uri().path().to_owned()
+    } else {
+        format!("{}?{query}", req.uri().path())
+    };
     let nodes: Vec<_> = cluster
         .nodes()
         .into_iter()
-        .filter(|n| only.as_ref().is_none_or(|names| names.iter().any(|x| x == n.name())))
+        .filter(|n| {
+            only.as_ref()
+                .is_none_or(|names| names.iter().any(|x| x == n.name()))
+        })
         .collect();
     (nodes, path, query)
 }
 
 /// Why an unhealthy node is not in a list answer.
 fn unhealthy_error(node: &Node) -> String {
-    format!("unhealthy: {}", node.snapshot().last_error.unwrap_or_default())
+    format!(
+        "unhealthy: {}",
+        node.snapshot().last_error.unwrap_or_default()
+    )
 }
 
 /// The client's request sent to every healthy node (node filter removed), answers collected.
-async fn fan_out_request(cluster: &Cluster, req: &Request<Body>, ctx: &RequestCtx) -> Vec<NodeAnswer<Value>> {
+async fn fan_out_request(
+    cluster: &Cluster,
+    req: &Request<Body>,
+    ctx: &RequestCtx,
+) -> Vec<NodeAnswer<Value>> {
     let (nodes, path, _) = asked(cluster, req);
     let (healthy, unhealthy): (Vec<_>, Vec<_>) = nodes.into_iter().partition(|n| n.is_healthy());
     let mut answers = calls::fan_out_json(&healthy, &path, ctx).await;
-    answers.extend(unhealthy.iter().map(|n| NodeAnswer { node: n.name().to_owned(), result: Err(unhealthy_error(n)) }));
+    answers.extend(unhealthy.iter().map(|n| NodeAnswer {
+        node: n.name().to_owned(),
+        result: Err(unhealthy_error(n)),
+    }));
     answers
 }
 
@@ -185,7 +215,12 @@ impl Missing {
 ///
 /// The lists stay the agents' raw bytes up to the merge, never JSON trees (see
 /// [`aggregate::merge_lists`] for what that saves at 1,000 nodes).
-pub async fn container_list(cluster: &Cluster, last_seen: &LastSeen, req: Request<Body>, ctx: &RequestCtx) -> Response<Body> {
+pub async fn container_list(
+    cluster: &Cluster,
+    last_seen: &LastSeen,
+    req: Request<Body>,
+    ctx: &RequestCtx,
+) -> Response<Body> {
     let (nodes, path, engine_query) = asked(cluster, &req);
     let calls = nodes.iter().map(|node| {
         let path = &path;
@@ -215,7 +250,9 @@ pub async fn container_list(cluster: &Cluster, last_seen: &LastSeen, req: Reques
     let mut missing: Vec<NodeAnswer<()>> = vec![];
     let mut lists: Vec<(&Node, aggregate::ContainerList, bool)> = Vec::with_capacity(nodes.len());
     for ((node, answer), body) in nodes.iter().zip(&answers).zip(&bodies) {
-        let parsed = body.as_ref().map(|(bytes, down)| (bytes, aggregate::parse_list(bytes), *down));
+        let parsed = body
+            .as_ref()
+            .map(|(bytes, down)| (bytes, aggregate::parse_list(bytes), *down));
         let failure = match (answer, parsed) {
             (Ok(_), Some((bytes, Ok(list), _))) => {
                 if complete {
@@ -233,7 +270,10 @@ pub async fn container_list(cluster: &Cluster, last_seen: &LastSeen, req: Reques
             (Ok(_), None) => None,
         };
         if let Some(reason) = failure {
-            missing.push(NodeAnswer { node: node.name().to_owned(), result: Err(reason) });
+            missing.push(NodeAnswer {
+                node: node.name().to_owned(),
+                result: Err(reason),
+            });
         }
     }
     let parts: Vec<aggregate::NodePart> = lists
@@ -260,11 +300,16 @@ pub async fn container_list(cluster: &Cluster, last_seen: &LastSeen, req: Reques
 
 /// The answer when every node asked failed: the engines' status and message if they all
 /// refused the request with the same 4xx (an invalid filter, say), else 503 naming each failure.
-fn every_node_failed(answers: &[Result<Bytes, Missing>], missing: &[NodeAnswer<()>]) -> Response<Body> {
+fn every_node_failed(
+    answers: &[Result<Bytes, Missing>],
+    missing: &[NodeAnswer<()>],
+) -> Response<Body> {
     let refusals: Vec<(StatusCode, &str)> = answers
         .iter()
         .filter_map(|a| match a {
-            Err(Missing::Refused(status, message)) if status.is_client_error() => Some((*status, message.as_str())),
+            Err(Missing::Refused(status, message)) if status.is_client_error() => {
+                Some((*status, message.as_str()))
+            }
             _ => None,
         })
         .collect();
@@ -274,7 +319,10 @@ fn every_node_failed(answers: &[Result<Bytes, Missing>], missing: &[NodeAnswer<(
         }
     }
     let why = aggregate::failed_nodes_header(missing).unwrap_or_default();
-    respond::message(StatusCode::SERVICE_UNAVAILABLE, &format!("no node could list its containers: {why}"))
+    respond::message(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &format!("no node could list its containers: {why}"),
+    )
 }
 
 /// The `message` of a Docker error body, or the body itself.
@@ -286,17 +334,28 @@ fn engine_message(body: &[u8]) -> String {
 }
 
 /// A list merged by `merge`.
-pub async fn merged(cluster: &Cluster, req: Request<Body>, ctx: &RequestCtx, merge: fn(&[NodeAnswer<Value>]) -> Value) -> Response<Body> {
+pub async fn merged(
+    cluster: &Cluster,
+    req: Request<Body>,
+    ctx: &RequestCtx,
+    merge: fn(&[NodeAnswer<Value>]) -> Value,
+) -> Response<Body> {
     let answers = fan_out_request(cluster, &req, ctx).await;
     merged_or_failed(&answers, || merge(&answers))
 }
 
 /// The merged answer with the failed nodes named, or, when every node asked failed, a 503
 /// saying why: an empty list would be a lie.
-fn merged_or_failed(answers: &[NodeAnswer<Value>], merge: impl FnOnce() -> Value) -> Response<Body> {
+fn merged_or_failed(
+    answers: &[NodeAnswer<Value>],
+    merge: impl FnOnce() -> Value,
+) -> Response<Body> {
     if aggregate::all_failed(answers) {
         let why = aggregate::failed_nodes_header(answers).unwrap_or_default();
-        return respond::message(StatusCode::SERVICE_UNAVAILABLE, &format!("no node answered: {why}"));
+        return respond::message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("no node answered: {why}"),
+        );
     }
     with_failures(json(StatusCode::OK, &merge()), answers)
 }
@@ -313,18 +372,33 @@ pub async fn merged_with_nodes(
 }
 
 /// A POST (prune) on every healthy node, answers merged.
-pub async fn broadcast_merged(cluster: &Cluster, req: Request<Body>, ctx: &RequestCtx, merge: fn(&[NodeAnswer<Value>]) -> Value) -> Response<Body> {
-    let target = req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+pub async fn broadcast_merged(
+    cluster: &Cluster,
+    req: Request<Body>,
+    ctx: &RequestCtx,
+    merge: fn(&[NodeAnswer<Value>]) -> Value,
+) -> Response<Body> {
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
     let nodes = cluster.healthy();
     let calls = nodes.iter().map(|n| {
         let target = target.clone();
         async move {
-            let result = match calls::call(n, calls::request(Method::POST, &target, None), ctx).await {
-                Ok((s, body)) if s.is_success() => serde_json::from_slice(&body).map_err(|e| e.to_string()),
-                Ok((s, body)) => Err(format!("{s}: {}", String::from_utf8_lossy(&body))),
-                Err(e) => Err(e),
-            };
-            NodeAnswer { node: n.name().to_owned(), result }
+            let result =
+                match calls::call(n, calls::request(Method::POST, &target, None), ctx).await {
+                    Ok((s, body)) if s.is_success() => {
+                        serde_json::from_slice(&body).map_err(|e| e.to_string())
+                    }
+                    Ok((s, body)) => Err(format!("{s}: {}", String::from_utf8_lossy(&body))),
+                    Err(e) => Err(e),
+                };
+            NodeAnswer {
+                node: n.name().to_owned(),
+                result,
+            }
         }
     });
     let answers = futures_util::future::join_all(calls).await;
@@ -335,21 +409,33 @@ pub async fn broadcast_merged(cluster: &Cluster, req: Request<Body>, ctx: &Reque
 /// node. `since`, `until` and `filters` go to every engine; the stream ends when every node's
 /// does (with `until`), or when the client leaves.
 pub async fn events(cluster: &Cluster, req: Request<Body>, ctx: &RequestCtx) -> Response<Body> {
-    let target = req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
     let nodes = cluster.healthy();
     if nodes.is_empty() {
-        return respond::message(StatusCode::SERVICE_UNAVAILABLE, "No healthy node available in the cluster");
+        return respond::message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "No healthy node available in the cluster",
+        );
     }
-    let (tx, rx) = mpsc::channel::<Result<http_body::Frame<Bytes>, busbar_agent::proxy::BoxError>>(64);
+    let (tx, rx) =
+        mpsc::channel::<Result<http_body::Frame<Bytes>, busbar_agent::proxy::BoxError>>(64);
     for node in nodes {
         let (tx, target, snapshot) = (tx.clone(), target.clone(), node.snapshot());
         let ctx_id = ctx.id.clone();
         let span = ctx.span.clone();
         tokio::spawn(async move {
             let ctx = busbar_agent::proxy::RequestCtx::with_id(ctx_id, span);
-            let rsp = match calls::forward(&node, calls::request(Method::GET, &target, None), &ctx).await {
+            let rsp = match calls::forward(&node, calls::request(Method::GET, &target, None), &ctx)
+                .await
+            {
                 Ok(r) if r.status().is_success() => r,
-                Ok(r) => return debug!(node = %node.name(), status = r.status().as_u16(), "events refused"),
+                Ok(r) => {
+                    return debug!(node = %node.name(), status = r.status().as_u16(), "events refused")
+                }
                 Err(e) => return debug!(node = %node.name(), error = %e, "events failed"),
             };
             let mut body = rsp.into_body();
@@ -361,7 +447,9 @@ pub async fn events(cluster: &Cluster, req: Request<Body>, ctx: &RequestCtx) -> 
                     _ = tx.closed() => return,
                 };
                 let Some(Ok(frame)) = frame else { break };
-                let Some(data) = frame.data_ref() else { continue };
+                let Some(data) = frame.data_ref() else {
+                    continue;
+                };
                 for &b in data.iter() {
                     if b != b'\n' {
                         line.push(b);
@@ -371,7 +459,11 @@ pub async fn events(cluster: &Cluster, req: Request<Body>, ctx: &RequestCtx) -> 
                         aggregate::tag_event(&mut event, &snapshot);
                         let mut out = event.to_string().into_bytes();
                         out.push(b'\n');
-                        if tx.send(Ok(http_body::Frame::data(Bytes::from(out)))).await.is_err() {
+                        if tx
+                            .send(Ok(http_body::Frame::data(Bytes::from(out))))
+                            .await
+                            .is_err()
+                        {
                             return; // the client left
                         }
                     }
@@ -399,8 +491,17 @@ mod tests {
 
     fn cluster(names: &[&str]) -> Arc<Cluster> {
         let cluster = Cluster::new(crate::cluster::tests::tls(), HealthOptions::default());
-        let member = |i: usize| Member { addr: format!("127.0.0.{}:9", i + 1), labels: BTreeMap::new() };
-        cluster.set_members(&names.iter().enumerate().map(|(i, n)| ((*n).to_owned(), member(i))).collect());
+        let member = |i: usize| Member {
+            addr: format!("127.0.0.{}:9", i + 1),
+            labels: BTreeMap::new(),
+        };
+        cluster.set_members(
+            &names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| ((*n).to_owned(), member(i)))
+                .collect(),
+        );
         cluster
     }
 
@@ -412,37 +513,61 @@ mod tests {
         let errors = |parts: &[Arc<NodeParts>]| -> String {
             wholes.set(wholes.get() + 1);
             let docs: Vec<&aggregate::VersionPart> = parts.iter().map(|p| &p.version).collect();
-            let doc: Value = serde_json::from_str(&aggregate::version_from_parts(&docs, &aggregate::GatewayFacts::new("", "0"))).unwrap();
+            let doc: Value = serde_json::from_str(&aggregate::version_from_parts(
+                &docs,
+                &aggregate::GatewayFacts::new("", "0"),
+            ))
+            .unwrap();
             let components = doc["Components"].as_array().unwrap().iter().skip(1);
-            components.map(|c| c["Details"]["Error"].as_str().unwrap_or("").to_owned()).collect::<Vec<_>>().join(",")
+            components
+                .map(|c| c["Details"]["Error"].as_str().unwrap_or("").to_owned())
+                .collect::<Vec<_>>()
+                .join(",")
         };
         let first = made.get_or_make(&c, errors).await;
-        assert_eq!(first, "not contacted yet,not contacted yet,not contacted yet");
+        assert_eq!(
+            first,
+            "not contacted yet,not contacted yet,not contacted yet"
+        );
         let node1_parts = c.node("node1").unwrap().parts();
         // Nothing changed: the same bytes, nothing made.
         assert_eq!(made.get_or_make(&c, errors).await, first);
         assert_eq!(wholes.get(), 1);
         // One node changed: the body is made again, with that node's new part; the others' are kept.
         c.node("node2").unwrap().mark_unhealthy("boom");
-        assert_eq!(made.get_or_make(&c, errors).await, "not contacted yet,boom,not contacted yet");
+        assert_eq!(
+            made.get_or_make(&c, errors).await,
+            "not contacted yet,boom,not contacted yet"
+        );
         assert_eq!(wholes.get(), 2);
         assert!(Arc::ptr_eq(&node1_parts, &c.node("node1").unwrap().parts()));
     }
 
     fn answer(node: &str, result: Result<Value, &str>) -> NodeAnswer<Value> {
-        NodeAnswer { node: node.into(), result: result.map_err(str::to_owned) }
+        NodeAnswer {
+            node: node.into(),
+            result: result.map_err(str::to_owned),
+        }
     }
 
     #[test]
     fn a_list_no_node_answered_is_an_error_not_an_empty_list() {
-        let all_down = [answer("node1", Err("connection refused")), answer("node2", Err("timeout"))];
+        let all_down = [
+            answer("node1", Err("connection refused")),
+            answer("node2", Err("timeout")),
+        ];
         let rsp = merged_or_failed(&all_down, || Value::Array(vec![]));
         assert_eq!(rsp.status(), StatusCode::SERVICE_UNAVAILABLE);
 
-        let one_up = [answer("node1", Err("connection refused")), answer("node2", Ok(Value::Array(vec![])))];
+        let one_up = [
+            answer("node1", Err("connection refused")),
+            answer("node2", Ok(Value::Array(vec![]))),
+        ];
         let rsp = merged_or_failed(&one_up, || Value::Array(vec![]));
         assert_eq!(rsp.status(), StatusCode::OK);
-        let failed = rsp.headers()[aggregate::FAILED_NODES_HEADER].to_str().unwrap();
+        let failed = rsp.headers()[aggregate::FAILED_NODES_HEADER]
+            .to_str()
+            .unwrap();
         assert!(failed.contains("node1: connection refused"), "{failed}");
     }
 }

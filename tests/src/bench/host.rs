@@ -10,13 +10,19 @@ pub fn busbar_version() -> String {
     let mut cmd = Command::new("git");
     cmd.args(["-C", repo, "describe", "--always", "--dirty"]);
     let commit = run_text(&mut cmd).unwrap_or_else(|| "unknown commit".to_string());
-    format!("{} {commit}, release build: {}", env!("CARGO_PKG_VERSION"), !cfg!(debug_assertions))
+    format!(
+        "{} {commit}, release build: {}",
+        env!("CARGO_PKG_VERSION"),
+        !cfg!(debug_assertions)
+    )
 }
 
 /// The command line this was run with, quoted for a shell where needed.
 pub fn command_line() -> String {
     let quote = |a: String| {
-        if a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,".contains(c)) {
+        if a.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,".contains(c))
+        {
             a
         } else {
             format!("'{}'", a.replace('\'', r"'\''"))
@@ -27,10 +33,14 @@ pub fn command_line() -> String {
 
 /// A command's trimmed output, if it succeeded within 10 s.
 pub fn run_text(cmd: &mut Command) -> Option<String> {
-    testbed::cmd::run_ok(cmd, Duration::from_secs(10)).ok().map(|s| s.trim().to_string())
+    testbed::cmd::run_ok(cmd, Duration::from_secs(10))
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 /// A file's trimmed text, or `?`.
 pub fn read_trimmed(path: &str) -> String {
-    std::fs::read_to_string(path).map(|s| s.trim().to_string()).unwrap_or_else(|_| "?".to_string())
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "?".to_string())
 }

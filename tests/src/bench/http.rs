@@ -71,13 +71,15 @@ impl Endpoint {
     fn connect(&self, timeout: Duration) -> Result<Stream> {
         let stream = match self {
             Endpoint::Unix(path) => {
-                let s = UnixStream::connect(path).with_context(|| format!("connecting to {self}"))?;
+                let s =
+                    UnixStream::connect(path).with_context(|| format!("connecting to {self}"))?;
                 s.set_read_timeout(Some(IO_TIMEOUT))?;
                 s.set_write_timeout(Some(IO_TIMEOUT))?;
                 Stream::Unix(s)
             }
             Endpoint::Tcp(addr) => {
-                let s = TcpStream::connect_timeout(addr, timeout).with_context(|| format!("connecting to {self}"))?;
+                let s = TcpStream::connect_timeout(addr, timeout)
+                    .with_context(|| format!("connecting to {self}"))?;
                 s.set_nodelay(true)?;
                 s.set_read_timeout(Some(IO_TIMEOUT))?;
                 s.set_write_timeout(Some(IO_TIMEOUT))?;
@@ -117,7 +119,12 @@ pub struct Conn {
 
 impl Conn {
     pub fn new(endpoint: Endpoint) -> Conn {
-        Conn { endpoint, reader: None, reconnects: 0, opened: 0 }
+        Conn {
+            endpoint,
+            reader: None,
+            reconnects: 0,
+            opened: 0,
+        }
     }
 
     /// `GET path`; returns the status and the whole body.
@@ -132,14 +139,23 @@ impl Conn {
 
     /// `GET path`, handing the body to `sink` piece by piece as it arrives (an error from it
     /// aborts the request); returns the status and the number of body bytes.
-    pub fn get_with(&mut self, path: &str, mut sink: impl FnMut(&[u8]) -> Result<()>) -> Result<(u16, u64)> {
-        let head = self.send(path).with_context(|| format!("GET {path} from {}", self.endpoint))?;
+    pub fn get_with(
+        &mut self,
+        path: &str,
+        mut sink: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<(u16, u64)> {
+        let head = self
+            .send(path)
+            .with_context(|| format!("GET {path} from {}", self.endpoint))?;
         let reader = self.reader.as_mut().expect("send leaves a connection");
         let n = match read_body(reader, head.framing, &mut sink) {
             Ok(n) => n,
             Err(e) => {
                 self.reader = None;
-                return Err(e.context(format!("reading the body of GET {path} from {}", self.endpoint)));
+                return Err(e.context(format!(
+                    "reading the body of GET {path} from {}",
+                    self.endpoint
+                )));
             }
         };
         if head.close || head.framing == Framing::UntilClose {
@@ -151,7 +167,8 @@ impl Conn {
     /// Writes the request and reads the response head. A connection that was already used and
     /// fails before any response byte (the server closed it while idle) is replaced once.
     fn send(&mut self, path: &str) -> Result<Head> {
-        let request = format!("GET {path} HTTP/1.1\r\nHost: docker\r\nUser-Agent: busbar-bench\r\n\r\n");
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: docker\r\nUser-Agent: busbar-bench\r\n\r\n");
         let reused = self.reader.is_some();
         match self.try_send(&request) {
             Ok(head) => Ok(head),
@@ -173,7 +190,10 @@ impl Conn {
             self.opened += 1;
         }
         let reader = self.reader.as_mut().expect("connected above");
-        let result = reader.get_mut().write_all(request.as_bytes()).context("sending the request");
+        let result = reader
+            .get_mut()
+            .write_all(request.as_bytes())
+            .context("sending the request");
         let result = result.and_then(|_| read_head(reader));
         if result.is_err() {
             self.reader = None;
@@ -189,7 +209,11 @@ fn read_head(reader: &mut impl BufRead) -> Result<Head> {
         let mut total = 0;
         read_line(reader, &mut line, &mut total)?;
         let status = parse_status(&line)?;
-        let mut framing = if matches!(status, 204 | 304) { Framing::Empty } else { Framing::UntilClose };
+        let mut framing = if matches!(status, 204 | 304) {
+            Framing::Empty
+        } else {
+            Framing::UntilClose
+        };
         let mut close = false;
         loop {
             read_line(reader, &mut line, &mut total)?;
@@ -197,13 +221,21 @@ fn read_head(reader: &mut impl BufRead) -> Result<Head> {
                 break;
             }
             let text = String::from_utf8_lossy(&line);
-            let Some((name, value)) = text.split_once(':') else { bail!("malformed header line {text:?}") };
+            let Some((name, value)) = text.split_once(':') else {
+                bail!("malformed header line {text:?}")
+            };
             let value = value.trim();
             match name.trim().to_ascii_lowercase().as_str() {
                 "content-length" if framing != Framing::Empty && framing != Framing::Chunked => {
-                    framing = Framing::Length(value.parse().with_context(|| format!("Content-Length {value:?}"))?);
+                    framing = Framing::Length(
+                        value
+                            .parse()
+                            .with_context(|| format!("Content-Length {value:?}"))?,
+                    );
                 }
-                "transfer-encoding" if value.to_ascii_lowercase().contains("chunked") => framing = Framing::Chunked,
+                "transfer-encoding" if value.to_ascii_lowercase().contains("chunked") => {
+                    framing = Framing::Chunked
+                }
                 "connection" if value.eq_ignore_ascii_case("close") => close = true,
                 _ => {}
             }
@@ -211,7 +243,11 @@ fn read_head(reader: &mut impl BufRead) -> Result<Head> {
         if (100..200).contains(&status) {
             continue;
         }
-        return Ok(Head { status, framing, close });
+        return Ok(Head {
+            status,
+            framing,
+            close,
+        });
     }
 }
 
@@ -219,9 +255,9 @@ fn parse_status(line: &[u8]) -> Result<u16> {
     let text = String::from_utf8_lossy(line);
     let mut parts = text.splitn(3, ' ');
     match (parts.next(), parts.next()) {
-        (Some(version), Some(code)) if version.starts_with("HTTP/1.") => {
-            code.parse().with_context(|| format!("status line {text:?}"))
-        }
+        (Some(version), Some(code)) if version.starts_with("HTTP/1.") => code
+            .parse()
+            .with_context(|| format!("status line {text:?}")),
         _ => bail!("not an HTTP/1.x status line: {text:?}"),
     }
 }
@@ -230,7 +266,9 @@ fn parse_status(line: &[u8]) -> Result<u16> {
 /// stream or when the head grows past [`MAX_HEAD`].
 fn read_line(reader: &mut impl BufRead, line: &mut Vec<u8>, total: &mut usize) -> Result<()> {
     line.clear();
-    let n = reader.read_until(b'\n', line).context("reading the response")?;
+    let n = reader
+        .read_until(b'\n', line)
+        .context("reading the response")?;
     if n == 0 {
         bail!("the server closed the connection before a complete response head");
     }
@@ -244,7 +282,11 @@ fn read_line(reader: &mut impl BufRead, line: &mut Vec<u8>, total: &mut usize) -
     Ok(())
 }
 
-fn read_body(reader: &mut impl BufRead, framing: Framing, sink: &mut impl FnMut(&[u8]) -> Result<()>) -> Result<u64> {
+fn read_body(
+    reader: &mut impl BufRead,
+    framing: Framing,
+    sink: &mut impl FnMut(&[u8]) -> Result<()>,
+) -> Result<u64> {
     match framing {
         Framing::Empty => Ok(0),
         Framing::Length(n) => copy_exact(reader, n, sink),
@@ -253,7 +295,10 @@ fn read_body(reader: &mut impl BufRead, framing: Framing, sink: &mut impl FnMut(
     }
 }
 
-fn read_chunked(reader: &mut impl BufRead, sink: &mut impl FnMut(&[u8]) -> Result<()>) -> Result<u64> {
+fn read_chunked(
+    reader: &mut impl BufRead,
+    sink: &mut impl FnMut(&[u8]) -> Result<()>,
+) -> Result<u64> {
     let mut line = Vec::new();
     let mut body = 0;
     loop {
@@ -261,7 +306,8 @@ fn read_chunked(reader: &mut impl BufRead, sink: &mut impl FnMut(&[u8]) -> Resul
         read_line(reader, &mut line, &mut total)?;
         let text = String::from_utf8_lossy(&line);
         let size = text.split(';').next().unwrap_or("").trim();
-        let size = u64::from_str_radix(size, 16).with_context(|| format!("chunk size line {text:?}"))?;
+        let size =
+            u64::from_str_radix(size, 16).with_context(|| format!("chunk size line {text:?}"))?;
         if size == 0 {
             // Trailers, up to the empty line.
             loop {
@@ -279,7 +325,11 @@ fn read_chunked(reader: &mut impl BufRead, sink: &mut impl FnMut(&[u8]) -> Resul
     }
 }
 
-fn copy_exact(reader: &mut impl BufRead, n: u64, sink: &mut impl FnMut(&[u8]) -> Result<()>) -> Result<u64> {
+fn copy_exact(
+    reader: &mut impl BufRead,
+    n: u64,
+    sink: &mut impl FnMut(&[u8]) -> Result<()>,
+) -> Result<u64> {
     let mut left = n;
     while left > 0 {
         let buf = reader.fill_buf().context("reading the body")?;
@@ -294,7 +344,10 @@ fn copy_exact(reader: &mut impl BufRead, n: u64, sink: &mut impl FnMut(&[u8]) ->
     Ok(n)
 }
 
-fn copy_to_end(reader: &mut impl BufRead, sink: &mut impl FnMut(&[u8]) -> Result<()>) -> Result<u64> {
+fn copy_to_end(
+    reader: &mut impl BufRead,
+    sink: &mut impl FnMut(&[u8]) -> Result<()>,
+) -> Result<u64> {
     let mut n = 0;
     loop {
         let buf = reader.fill_buf().context("reading the body")?;
@@ -327,7 +380,10 @@ mod tests {
     #[test]
     fn content_length() {
         let (head, body) = parse("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOKextra");
-        assert_eq!((head.status, head.close, body.as_slice()), (200, false, &b"OK"[..]));
+        assert_eq!(
+            (head.status, head.close, body.as_slice()),
+            (200, false, &b"OK"[..])
+        );
     }
 
     #[test]
@@ -335,12 +391,18 @@ mod tests {
         let raw = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\
                    Connection: close\r\n\r\n3;x=y\r\nabc\r\n2\r\nde\r\n0\r\nT: v\r\n\r\n";
         let (head, body) = parse(raw);
-        assert_eq!((head.status, head.close, body.as_slice()), (200, true, &b"abcde"[..]));
+        assert_eq!(
+            (head.status, head.close, body.as_slice()),
+            (200, true, &b"abcde"[..])
+        );
     }
 
     #[test]
     fn until_close_and_no_body() {
         assert_eq!(parse("HTTP/1.0 200 OK\r\n\r\nrest").1, b"rest");
-        assert_eq!(parse("HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n").1, b"");
+        assert_eq!(
+            parse("HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n").1,
+            b""
+        );
     }
 }

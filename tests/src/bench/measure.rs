@@ -20,7 +20,11 @@ pub struct Lane {
 
 impl Lane {
     pub fn new(name: &'static str, endpoint: Endpoint) -> Lane {
-        Lane { name, conn: Conn::new(endpoint), samples: Vec::new() }
+        Lane {
+            name,
+            conn: Conn::new(endpoint),
+            samples: Vec::new(),
+        }
     }
 }
 
@@ -35,7 +39,13 @@ pub struct LatencyResult {
 /// Measures `GET path` on every lane: `warmup` unrecorded requests each, then `rounds` rounds
 /// in which each lane in turn sends `requests / rounds` sequential requests. The order of the
 /// lanes rotates from round to round, so each target goes first (and last) in turn.
-pub fn latency(lanes: &mut [Lane], path: &str, requests: usize, rounds: usize, warmup: usize) -> Result<LatencyResult> {
+pub fn latency(
+    lanes: &mut [Lane],
+    path: &str,
+    requests: usize,
+    rounds: usize,
+    warmup: usize,
+) -> Result<LatencyResult> {
     let mut body_sizes = vec![0; lanes.len()];
     for lane in lanes.iter_mut() {
         lane.samples.clear();
@@ -51,8 +61,8 @@ pub fn latency(lanes: &mut [Lane], path: &str, requests: usize, rounds: usize, w
             let lane = &mut lanes[index];
             let todo = per_round.min(requests - lane.samples.len());
             for _ in 0..todo {
-                let (took, size) =
-                    timed_get(&mut lane.conn, path).with_context(|| format!("measuring {}", lane.name))?;
+                let (took, size) = timed_get(&mut lane.conn, path)
+                    .with_context(|| format!("measuring {}", lane.name))?;
                 lane.samples.push(took);
                 body_sizes[index] = size;
             }
@@ -61,9 +71,18 @@ pub fn latency(lanes: &mut [Lane], path: &str, requests: usize, rounds: usize, w
     let rows = lanes
         .iter()
         .zip(body_sizes)
-        .map(|(lane, size)| (lane.name, Summary::of(&lane.samples).expect("requests > 0"), size))
+        .map(|(lane, size)| {
+            (
+                lane.name,
+                Summary::of(&lane.samples).expect("requests > 0"),
+                size,
+            )
+        })
         .collect();
-    Ok(LatencyResult { path: path.to_string(), rows })
+    Ok(LatencyResult {
+        path: path.to_string(),
+        rows,
+    })
 }
 
 /// One `GET`, timed from before the request is written until the last byte of the response is
@@ -73,7 +92,10 @@ fn timed_get(conn: &mut Conn, path: &str) -> Result<(Duration, usize)> {
     let (status, body) = conn.get(path)?;
     let took = start.elapsed();
     if status != 200 {
-        bail!("GET {path} answered {status}: {}", String::from_utf8_lossy(&body).trim());
+        bail!(
+            "GET {path} answered {status}: {}",
+            String::from_utf8_lossy(&body).trim()
+        );
     }
     Ok((took, body.len()))
 }
@@ -124,7 +146,12 @@ pub fn streams(
 ) -> Result<Vec<StreamResult>> {
     let mut results: Vec<StreamResult> = targets
         .iter()
-        .map(|t| StreamResult { name: t.name, runs: vec![], hop_cpu: vec![], engine_cpu: vec![] })
+        .map(|t| StreamResult {
+            name: t.name,
+            runs: vec![],
+            hop_cpu: vec![],
+            engine_cpu: vec![],
+        })
         .collect();
     for run in 0..runs {
         for i in 0..targets.len() {
@@ -133,13 +160,22 @@ pub fn streams(
             let (hop0, engine0) = (cpu_time(&target.pids)?, cpu_time(&[engine_pid])?);
             let (bytes, took) = stream_once(&target.endpoint, path, min_bytes)
                 .with_context(|| format!("streaming from {}", target.name))?;
-            let (hop, engine) = (cpu_time(&target.pids)? - hop0, cpu_time(&[engine_pid])? - engine0);
+            let (hop, engine) = (
+                cpu_time(&target.pids)? - hop0,
+                cpu_time(&[engine_pid])? - engine0,
+            );
             let gib = bytes as f64 / f64::from(1u32 << 30);
             let mib_s = bytes as f64 / f64::from(1u32 << 20) / took.as_secs_f64();
-            eprintln!("  stream run {} on {}: {mib_s:.0} MiB/s", run + 1, target.name);
+            eprintln!(
+                "  stream run {} on {}: {mib_s:.0} MiB/s",
+                run + 1,
+                target.name
+            );
             let result = &mut results[index];
             result.runs.push(mib_s);
-            result.hop_cpu.push((!target.pids.is_empty()).then(|| hop.as_secs_f64() / gib));
+            result
+                .hop_cpu
+                .push((!target.pids.is_empty()).then(|| hop.as_secs_f64() / gib));
             result.engine_cpu.push(engine.as_secs_f64() / gib);
         }
     }
@@ -160,8 +196,12 @@ fn cpu_time(pids: &[u32]) -> Result<Duration> {
         let fields: Vec<&str> = rest.split_whitespace().collect();
         for field in [11, 12, 13, 14] {
             // utime, stime, cutime and cstime: fields 14 to 17 of the whole line.
-            let value = fields.get(field).with_context(|| format!("{path} is too short"))?;
-            ticks += value.parse::<u64>().with_context(|| format!("field {} of {path}", field + 3))?;
+            let value = fields
+                .get(field)
+                .with_context(|| format!("{path} is too short"))?;
+            ticks += value
+                .parse::<u64>()
+                .with_context(|| format!("field {} of {path}", field + 3))?;
         }
     }
     Ok(TICK * u32::try_from(ticks)?)

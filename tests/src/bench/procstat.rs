@@ -16,7 +16,10 @@ pub fn cpu_time(pid: u32) -> Result<Duration> {
     let mut ticks = 0u64;
     for field in [11, 12] {
         // utime and stime: fields 14 and 15 of the whole line.
-        ticks += fields.get(field).with_context(|| format!("{path} is too short"))?.parse::<u64>()?;
+        ticks += fields
+            .get(field)
+            .with_context(|| format!("{path} is too short"))?
+            .parse::<u64>()?;
     }
     Ok(TICK * u32::try_from(ticks)?)
 }
@@ -27,7 +30,14 @@ pub fn machine_busy() -> Result<Duration> {
     const TICK: Duration = Duration::from_millis(10);
     let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
     let line = stat.lines().next().context("/proc/stat is empty")?;
-    let fields: Vec<u64> = line.split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0)).collect();
-    let busy: u64 = [0, 1, 2, 5, 6, 7].iter().map(|&i| fields.get(i).copied().unwrap_or(0)).sum();
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    let busy: u64 = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .map(|&i| fields.get(i).copied().unwrap_or(0))
+        .sum();
     Ok(TICK * u32::try_from(busy)?)
 }

@@ -82,19 +82,32 @@ impl Report {
             "| request | target | p50 | p99 | mean | added p50 | p99 / direct p99 | p50 goal (≤ +{} µs) |",
             ADDED_P50_GOAL.as_micros()
         );
-        let _ = writeln!(out, "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |");
+        let _ = writeln!(
+            out,
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"
+        );
         let mut notes = vec![];
         for result in &self.latency {
-            let Some((_, direct, direct_size)) = result.rows.first() else { continue };
+            let Some((_, direct, direct_size)) = result.rows.first() else {
+                continue;
+            };
             for (i, (name, s, size)) in result.rows.iter().enumerate() {
-                let request = if i == 0 { format!("`GET {}` ({})", result.path, bytes(*size)) } else { String::new() };
+                let request = if i == 0 {
+                    format!("`GET {}` ({})", result.path, bytes(*size))
+                } else {
+                    String::new()
+                };
                 let (added, ratio, goal) = if i == 0 {
                     ("—".to_string(), "—".to_string(), "—".to_string())
                 } else {
                     let added = s.p50.as_nanos() as i128 - direct.p50.as_nanos() as i128;
                     let meets = added <= ADDED_P50_GOAL.as_nanos() as i128;
                     let ratio = s.p99.as_secs_f64() / direct.p99.as_secs_f64();
-                    (signed(added), format!("{ratio:.2}×"), if meets { "met" } else { "**missed**" }.to_string())
+                    (
+                        signed(added),
+                        format!("{ratio:.2}×"),
+                        if meets { "met" } else { "**missed**" }.to_string(),
+                    )
                 };
                 let _ = writeln!(
                     out,
@@ -126,15 +139,28 @@ impl Report {
             runs.join(" | "),
             STREAM_GOAL * 100.0
         );
-        let _ = writeln!(out, "| --- |{} ---: | ---: | --- | ---: | ---: |", " ---: |".repeat(self.stream_runs));
-        let Some(direct) = self.streams.first().map(StreamResult::median) else { return };
+        let _ = writeln!(
+            out,
+            "| --- |{} ---: | ---: | --- | ---: | ---: |",
+            " ---: |".repeat(self.stream_runs)
+        );
+        let Some(direct) = self.streams.first().map(StreamResult::median) else {
+            return;
+        };
         for (i, s) in self.streams.iter().enumerate() {
             let runs: Vec<String> = s.runs.iter().map(|r| format!("{r:.0}")).collect();
             let ratio = s.median() / direct;
             let (vs, goal) = if i == 0 {
                 ("—".to_string(), "—")
             } else {
-                (format!("{:.0} %", ratio * 100.0), if ratio >= STREAM_GOAL { "met" } else { "**missed**" })
+                (
+                    format!("{:.0} %", ratio * 100.0),
+                    if ratio >= STREAM_GOAL {
+                        "met"
+                    } else {
+                        "**missed**"
+                    },
+                )
             };
             let cpu = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.2}"));
             let _ = writeln!(
@@ -186,6 +212,9 @@ mod tests {
         assert_eq!(duration(Duration::from_micros(1040)), "1.04 ms");
         assert_eq!(signed(-3_000), "−3 µs");
         assert_eq!(signed(1_200_000), "+1.20 ms");
-        assert_eq!((bytes(2), bytes(32 * 1024 + 410)), ("2 B".to_string(), "32.4 KiB".to_string()));
+        assert_eq!(
+            (bytes(2), bytes(32 * 1024 + 410)),
+            ("2 B".to_string(), "32.4 KiB".to_string())
+        );
     }
 }

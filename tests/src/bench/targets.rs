@@ -35,7 +35,12 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Direct, Kind::Agent, Kind::GatewayEmbedded, Kind::GatewayAgent];
+    pub const ALL: [Kind; 4] = [
+        Kind::Direct,
+        Kind::Agent,
+        Kind::GatewayEmbedded,
+        Kind::GatewayAgent,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -51,7 +56,9 @@ impl Kind {
         match self {
             Kind::Direct => "client → engine unix socket",
             Kind::Agent => "client → TCP 127.0.0.1 → busbar-agent → unix socket",
-            Kind::GatewayEmbedded => "client → TCP 127.0.0.1 → busbar-gateway (in-process agent) → unix socket",
+            Kind::GatewayEmbedded => {
+                "client → TCP 127.0.0.1 → busbar-gateway (in-process agent) → unix socket"
+            }
             Kind::GatewayAgent => {
                 "client → TCP 127.0.0.1 → busbar-gateway → gRPC/mTLS over the host's veth → \
                  busbar-agent (host netns) → unix socket"
@@ -114,16 +121,29 @@ impl Process {
                 cmd.env_remove(key);
             }
         }
-        cmd.env_remove("RUST_LOG").stdin(Stdio::null()).stdout(Stdio::null()).stderr(log_file);
-        let child = cmd.spawn().with_context(|| format!("starting {name}: {cmd:?}"))?;
-        Ok(Process { name: name.to_string(), child, log })
+        cmd.env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {name}: {cmd:?}"))?;
+        Ok(Process {
+            name: name.to_string(),
+            child,
+            log,
+        })
     }
 
     /// Fails, with the end of its log, if the process has exited.
     fn check_running(&mut self) -> Result<()> {
         match self.child.try_wait()? {
             None => Ok(()),
-            Some(status) => bail!("{} exited ({status}); its log ends with:\n{}", self.name, self.log_tail()),
+            Some(status) => bail!(
+                "{} exited ({status}); its log ends with:\n{}",
+                self.name,
+                self.log_tail()
+            ),
         }
     }
 
@@ -162,22 +182,34 @@ impl Launcher<'_> {
             Kind::GatewayEmbedded => &["busbar-gateway"],
             Kind::GatewayAgent => &["busbar-gateway", "busbar-agent", "busbarctl"],
         };
-        let missing: Vec<&str> = needs.iter().copied().filter(|b| !self.bin_dir.join(b).is_file()).collect();
+        let missing: Vec<&str> = needs
+            .iter()
+            .copied()
+            .filter(|b| !self.bin_dir.join(b).is_file())
+            .collect();
         (!missing.is_empty()).then(|| format!("not built: {}", missing.join(", ")))
     }
 
     /// Starts `kind` and waits until it serves `/_ping` and a request the engine must answer.
     pub fn start(&self, kind: Kind) -> Result<Target> {
         let (endpoint, mut processes) = match kind {
-            Kind::Direct => (Endpoint::Unix(self.host.docker_sock().to_path_buf()), vec![]),
+            Kind::Direct => (
+                Endpoint::Unix(self.host.docker_sock().to_path_buf()),
+                vec![],
+            ),
             Kind::Agent => self.agent()?,
             Kind::GatewayEmbedded => self.gateway_embedded()?,
             Kind::GatewayAgent => self.gateway_agent()?,
         };
         for path in ["/_ping", "/v1.41/version"] {
-            wait_ready(&endpoint, &mut processes, path).with_context(|| format!("starting target {}", kind.name()))?;
+            wait_ready(&endpoint, &mut processes, path)
+                .with_context(|| format!("starting target {}", kind.name()))?;
         }
-        Ok(Target { kind, endpoint, processes })
+        Ok(Target {
+            kind,
+            endpoint,
+            processes,
+        })
     }
 
     fn bin(&self, name: &str) -> PathBuf {
@@ -192,7 +224,12 @@ impl Launcher<'_> {
     fn agent(&self) -> Result<(Endpoint, Vec<Process>)> {
         let port = free_port();
         let mut cmd = Command::new(self.bin("busbar-agent"));
-        cmd.args(["--docker", &self.engine_url(), "--listen", &format!("tcp://127.0.0.1:{port}")]);
+        cmd.args([
+            "--docker",
+            &self.engine_url(),
+            "--listen",
+            &format!("tcp://127.0.0.1:{port}"),
+        ]);
         let process = Process::spawn("agent", cmd, self.work)?;
         Ok((loopback(port), vec![process]))
     }
@@ -201,7 +238,12 @@ impl Launcher<'_> {
     fn gateway_embedded(&self) -> Result<(Endpoint, Vec<Process>)> {
         let port = free_port();
         let mut cmd = Command::new(self.bin("busbar-gateway"));
-        cmd.args(["--docker", &self.engine_url(), "--listen", &format!("tcp://127.0.0.1:{port}")]);
+        cmd.args([
+            "--docker",
+            &self.engine_url(),
+            "--listen",
+            &format!("tcp://127.0.0.1:{port}"),
+        ]);
         let process = Process::spawn("gateway-embedded", cmd, self.work)?;
         Ok((loopback(port), vec![process]))
     }
@@ -210,23 +252,50 @@ impl Launcher<'_> {
     /// address, and a gateway on 127.0.0.1 in the root namespace dialing it: the request crosses
     /// a real (veth) link, as it would between two machines.
     fn gateway_agent(&self) -> Result<(Endpoint, Vec<Process>)> {
-        let host_addr: IpAddr = self.host.addr().context("the host has no network namespace address")?;
+        let host_addr: IpAddr = self
+            .host
+            .addr()
+            .context("the host has no network namespace address")?;
         let pki = self.work.join("pki");
         self.make_certs(&pki, host_addr)?;
         let pem = |name: &str| pki.join(name).display().to_string();
 
         let grpc = SocketAddr::new(host_addr, free_port());
         let mut cmd = self.host.command_in(self.bin("busbar-agent"));
-        cmd.args(["--docker", &self.engine_url(), "--grpc-listen", &grpc.to_string(), "--node-name", NODE]);
-        cmd.args(["--tls-ca", &pem("ca.pem"), "--tls-cert", &pem(&format!("{NODE}.pem"))]);
+        cmd.args([
+            "--docker",
+            &self.engine_url(),
+            "--grpc-listen",
+            &grpc.to_string(),
+            "--node-name",
+            NODE,
+        ]);
+        cmd.args([
+            "--tls-ca",
+            &pem("ca.pem"),
+            "--tls-cert",
+            &pem(&format!("{NODE}.pem")),
+        ]);
         cmd.args(["--tls-key", &pem(&format!("{NODE}-key.pem"))]);
         let mut agent = Process::spawn("netns-agent", cmd, self.work)?;
         wait_listening(grpc, &mut agent).context("waiting for the agent's gRPC port")?;
 
         let port = free_port();
         let mut cmd = Command::new(self.bin("busbar-gateway"));
-        cmd.args(["--listen", &format!("tcp://127.0.0.1:{port}"), "--agent", &format!("{NODE}={grpc}")]);
-        cmd.args(["--tls-ca", &pem("ca.pem"), "--tls-cert", &pem("gateway.pem"), "--tls-key", &pem("gateway-key.pem")]);
+        cmd.args([
+            "--listen",
+            &format!("tcp://127.0.0.1:{port}"),
+            "--agent",
+            &format!("{NODE}={grpc}"),
+        ]);
+        cmd.args([
+            "--tls-ca",
+            &pem("ca.pem"),
+            "--tls-cert",
+            &pem("gateway.pem"),
+            "--tls-key",
+            &pem("gateway-key.pem"),
+        ]);
         let gateway = Process::spawn("gateway", cmd, self.work)?;
         Ok((loopback(port), vec![gateway, agent]))
     }
@@ -238,8 +307,13 @@ impl Launcher<'_> {
         let addr_s = host_addr.to_string();
         let runs: [&[&str]; 3] = [
             &["certs", "init", "--dir", &dir_s],
-            &["certs", "issue", "--dir", &dir_s, "--name", NODE, "--role", "agent", "--san", &addr_s],
-            &["certs", "issue", "--dir", &dir_s, "--name", "gateway", "--role", "gateway"],
+            &[
+                "certs", "issue", "--dir", &dir_s, "--name", NODE, "--role", "agent", "--san",
+                &addr_s,
+            ],
+            &[
+                "certs", "issue", "--dir", &dir_s, "--name", "gateway", "--role", "gateway",
+            ],
         ];
         for args in runs {
             let mut cmd = Command::new(self.bin("busbarctl"));
@@ -264,13 +338,24 @@ fn wait_ready(endpoint: &Endpoint, processes: &mut [Process], path: &str) -> Res
         }
         match Conn::new(endpoint.clone()).get(path) {
             Ok((200, _)) => return Ok(()),
-            Ok((status, body)) => last = anyhow!("GET {path}: {status} {}", String::from_utf8_lossy(&body).trim()),
+            Ok((status, body)) => {
+                last = anyhow!(
+                    "GET {path}: {status} {}",
+                    String::from_utf8_lossy(&body).trim()
+                )
+            }
             Err(e) => last = e,
         }
         thread::sleep(Duration::from_millis(100));
     }
-    let logs: Vec<String> = processes.iter().map(|p| format!("--- {} ---\n{}", p.name, p.log_tail())).collect();
-    Err(last.context(format!("{endpoint} not ready within {START_TIMEOUT:?}\n{}", logs.join("\n"))))
+    let logs: Vec<String> = processes
+        .iter()
+        .map(|p| format!("--- {} ---\n{}", p.name, p.log_tail()))
+        .collect();
+    Err(last.context(format!(
+        "{endpoint} not ready within {START_TIMEOUT:?}\n{}",
+        logs.join("\n")
+    )))
 }
 
 /// Waits until `addr` accepts TCP connections, failing early if `process` exits.
@@ -283,5 +368,9 @@ fn wait_listening(addr: SocketAddr, process: &mut Process) -> Result<()> {
         }
         thread::sleep(Duration::from_millis(100));
     }
-    bail!("nothing listens on {addr} after {START_TIMEOUT:?}; {}'s log:\n{}", process.name, process.log_tail())
+    bail!(
+        "nothing listens on {addr} after {START_TIMEOUT:?}; {}'s log:\n{}",
+        process.name,
+        process.log_tail()
+    )
 }

@@ -75,7 +75,11 @@ use report::Report;
 use targets::{Kind, Launcher, Target, WorkDir};
 
 /// The requests whose latency is measured.
-const LATENCY_PATHS: [&str; 3] = ["/_ping", "/v1.41/containers/json", "/v1.41/containers/json?all=1"];
+const LATENCY_PATHS: [&str; 3] = [
+    "/_ping",
+    "/v1.41/containers/json",
+    "/v1.41/containers/json?all=1",
+];
 /// Containers created (not started) before the list is measured.
 const CONTAINERS: usize = 30;
 /// Rounds the latency requests are spread over.
@@ -116,28 +120,43 @@ fn run(args: &Args) -> Result<()> {
     ensure_root()?;
     let requests = usize::try_from(args.requests)?;
     let stream_runs = usize::try_from(args.stream_runs)?;
-    let bin_dir = std::env::current_exe()?.parent().context("the bench binary has no directory")?.to_path_buf();
+    let bin_dir = std::env::current_exe()?
+        .parent()
+        .context("the bench binary has no directory")?
+        .to_path_buf();
 
     eprintln!("starting a one-host test bed ...");
-    let bed = Testbed::start(TestbedSpec { hosts: 1, netns: true, etcd: false })?;
+    let bed = Testbed::start(TestbedSpec {
+        hosts: 1,
+        netns: true,
+        etcd: false,
+    })?;
     let host = bed.host("h1");
     let engine = Endpoint::Unix(host.docker_sock().to_path_buf());
     create_containers(host, CONTAINERS)?;
     let big = create_big_container(host, args.stream_mib)?;
 
     let work = WorkDir::new()?;
-    let launcher = Launcher { host, bin_dir, work: work.path() };
+    let launcher = Launcher {
+        host,
+        bin_dir,
+        work: work.path(),
+    };
     let (started, not_measured) = start_targets(&launcher)?;
 
     let warmup = (requests / 10).max(50);
     let rounds = ROUNDS.min(requests);
     let (latency, notes) = measure_latency(&started, requests, rounds, warmup)?;
     let path = format!("/v1.41/containers/{big}/archive?path=/big");
-    eprintln!("streaming {} MiB {stream_runs} times per target ...", args.stream_mib);
+    eprintln!(
+        "streaming {} MiB {stream_runs} times per target ...",
+        args.stream_mib
+    );
     let streams = measure_streams(&started, host, &path, stream_runs, args.stream_mib)?;
 
     let report = Report {
-        date: run_text(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"])).unwrap_or_default(),
+        date: run_text(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))
+            .unwrap_or_default(),
         machine: machine(),
         kernel: read_trimmed("/proc/sys/kernel/osrelease"),
         engine: engine_description(&engine)?,
@@ -151,7 +170,15 @@ fn run(args: &Args) -> Result<()> {
         containers: CONTAINERS + 1,
         targets: Kind::ALL
             .iter()
-            .map(|k| (*k, not_measured.iter().find(|(n, _)| n == k).map(|(_, why)| why.clone())))
+            .map(|k| {
+                (
+                    *k,
+                    not_measured
+                        .iter()
+                        .find(|(n, _)| n == k)
+                        .map(|(_, why)| why.clone()),
+                )
+            })
             .collect(),
         latency,
         streams,
@@ -177,11 +204,16 @@ fn measure_latency(
     rounds: usize,
     warmup: usize,
 ) -> Result<(Vec<measure::LatencyResult>, Vec<String>)> {
-    let mut lanes: Vec<Lane> = started.iter().map(|t| Lane::new(t.kind.name(), t.endpoint.clone())).collect();
+    let mut lanes: Vec<Lane> = started
+        .iter()
+        .map(|t| Lane::new(t.kind.name(), t.endpoint.clone()))
+        .collect();
     let mut results = vec![];
     for path in LATENCY_PATHS {
         eprintln!("measuring GET {path} ({requests} requests per target) ...");
-        results.push(measure::latency(&mut lanes, path, requests, rounds, warmup)?);
+        results.push(measure::latency(
+            &mut lanes, path, requests, rounds, warmup,
+        )?);
     }
     let notes = lanes
         .iter()
@@ -206,7 +238,11 @@ fn measure_streams(
 ) -> Result<Vec<measure::StreamResult>> {
     let targets: Vec<StreamTarget> = started
         .iter()
-        .map(|t| StreamTarget { name: t.kind.name(), endpoint: t.endpoint.clone(), pids: t.pids() })
+        .map(|t| StreamTarget {
+            name: t.kind.name(),
+            endpoint: t.endpoint.clone(),
+            pids: t.pids(),
+        })
         .collect();
     measure::streams(&targets, host.engine_pid()?, path, runs, mib << 20)
 }
@@ -231,7 +267,10 @@ fn start_targets(launcher: &Launcher) -> Result<(Vec<Target>, Vec<NotMeasured>)>
             Err(e) if kind == Kind::Direct => return Err(e),
             Err(e) => {
                 eprintln!("could not start {}: {e:#}", kind.name());
-                not_measured.push((kind, format!("failed to start: {}", first_line(&format!("{e:#}")))));
+                not_measured.push((
+                    kind,
+                    format!("failed to start: {}", first_line(&format!("{e:#}"))),
+                ));
             }
         }
     }
@@ -239,8 +278,12 @@ fn start_targets(launcher: &Launcher) -> Result<(Vec<Target>, Vec<NotMeasured>)>
 }
 
 fn ensure_root() -> Result<()> {
-    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
-    let uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|l| l.split_whitespace().nth(1));
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1));
     if uid != Some("0") {
         bail!("run as root: the test bed starts a dockerd in a network namespace");
     }
@@ -251,7 +294,11 @@ fn ensure_root() -> Result<()> {
 fn create_containers(host: &Host, n: usize) -> Result<()> {
     eprintln!("creating {n} containers ...");
     for _ in 0..n {
-        docker(host, &["create", "busybox", "true"], testbed::DOCKER_TIMEOUT)?;
+        docker(
+            host,
+            &["create", "busybox", "true"],
+            testbed::DOCKER_TIMEOUT,
+        )?;
     }
     Ok(())
 }
@@ -262,7 +309,15 @@ fn create_big_container(host: &Host, mib: u64) -> Result<String> {
     let count = format!("count={mib}");
     let id = docker(
         host,
-        &["create", "busybox", "dd", "if=/dev/zero", "of=/big", "bs=1M", &count],
+        &[
+            "create",
+            "busybox",
+            "dd",
+            "if=/dev/zero",
+            "of=/big",
+            "bs=1M",
+            &count,
+        ],
         testbed::DOCKER_TIMEOUT,
     )?;
     docker(host, &["start", "--attach", &id], FILL_TIMEOUT)?;
@@ -271,7 +326,10 @@ fn create_big_container(host: &Host, mib: u64) -> Result<String> {
 
 /// `docker -H HOST args...` with a deadline; fails unless it succeeds; returns trimmed stdout.
 fn docker(host: &Host, args: &[&str], timeout: Duration) -> Result<String> {
-    let out = testbed::cmd::run_ok(&mut testbed::docker_command(&host.docker_url(), args), timeout)?;
+    let out = testbed::cmd::run_ok(
+        &mut testbed::docker_command(&host.docker_url(), args),
+        timeout,
+    )?;
     Ok(out.trim().to_string())
 }
 
@@ -302,7 +360,11 @@ fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
-        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, m)| m.trim().to_string()))
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .and_then(|r| r.split_once(':'))
+                .map(|(_, m)| m.trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".to_string());
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let mem_kib: u64 = meminfo
@@ -313,7 +375,6 @@ fn machine() -> String {
         .unwrap_or(0);
     format!("{cpus} CPUs (nproc; {model}), {} GiB RAM", mem_kib >> 20)
 }
-
 
 fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or("")

@@ -101,7 +101,10 @@ use tokio_util::sync::CancellationToken;
 const GOAL: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Parser)]
-#[command(name = "busbar-chainbench", about = "time from a chain apply to the chain being live on N SIMULATED agents")]
+#[command(
+    name = "busbar-chainbench",
+    about = "time from a chain apply to the chain being live on N SIMULATED agents"
+)]
 struct Args {
     /// Number of simulated agents (etcd chain followers).
     #[arg(long, default_value_t = 1000)]
@@ -160,7 +163,11 @@ fn run(args: &Args) -> Result<()> {
             Some(Etcd::start(&work.0, &[]).context("starting etcd (install etcd-server)")?)
         }
     };
-    let url = args.etcd.clone().or_else(|| etcd.as_ref().map(Etcd::url)).expect("an etcd either way");
+    let url = args
+        .etcd
+        .clone()
+        .or_else(|| etcd.as_ref().map(Etcd::url))
+        .expect("an etcd either way");
     let etcd_pid = etcd.as_ref().map(Etcd::pid);
     let prefix = format!("/{}", testbed::unique_name("chainbench"));
     // The agents run on a runtime of their own (one worker per CPU, as a real agent's); the
@@ -171,10 +178,15 @@ fn run(args: &Args) -> Result<()> {
         .enable_all()
         .build()
         .context("a tokio runtime")?;
-    let timing_rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("a tokio runtime")?;
+    let timing_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("a tokio runtime")?;
     timing_rt.block_on(async {
         let client = etcd_client(&url).await?;
-        apply(&client, &prefix, "global", &doc("init")).await.map(|_| ())
+        apply(&client, &prefix, "global", &doc("init"))
+            .await
+            .map(|_| ())
     })?;
     // The floor first: as many bare watchers as agents, alone.
     let bare = format!("{prefix}-bare");
@@ -186,14 +198,16 @@ fn run(args: &Args) -> Result<()> {
     let shutdown = CancellationToken::new();
     let state = StateRoot::new(args.state_root.as_deref().unwrap_or(&work.0))?;
     let agents = agents_rt.block_on(start_agents(args, &url, &prefix, &state.0, &shutdown))?;
-    let result = timing_rt.block_on(rounds(args, &url, &prefix, etcd_pid, agents, &shutdown)).map(|mut r| {
-        r.experiments.insert(0, floor);
-        let fs = run_text(Command::new("df").arg("--output=fstype").arg(&state.0))
-            .and_then(|out| out.lines().last().map(str::to_owned))
-            .unwrap_or_else(|| "?".into());
-        r.state = format!("{} ({fs})", state.0.parent().unwrap_or(&state.0).display());
-        r
-    });
+    let result = timing_rt
+        .block_on(rounds(args, &url, &prefix, etcd_pid, agents, &shutdown))
+        .map(|mut r| {
+            r.experiments.insert(0, floor);
+            let fs = run_text(Command::new("df").arg("--output=fstype").arg(&state.0))
+                .and_then(|out| out.lines().last().map(str::to_owned))
+                .unwrap_or_else(|| "?".into());
+            r.state = format!("{} ({fs})", state.0.parent().unwrap_or(&state.0).display());
+            r
+        });
     shutdown.cancel();
     agents_rt.shutdown_timeout(Duration::from_secs(10));
     let result = result?;
@@ -241,7 +255,14 @@ impl Meter {
     fn start(etcd_pid: Option<u32>) -> Meter {
         let etcd = etcd_pid.and_then(|p| cpu_time(p).ok());
         let (own, busy) = (cpu_time(std::process::id()).ok(), machine_busy().ok());
-        Meter { etcd_pid, own, etcd, busy, wall: Instant::now(), took: Duration::ZERO }
+        Meter {
+            etcd_pid,
+            own,
+            etcd,
+            busy,
+            wall: Instant::now(),
+            took: Duration::ZERO,
+        }
     }
 
     /// The differences since `start`, in the same shape.
@@ -264,7 +285,8 @@ impl Meter {
         r.cpu_etcd.extend(self.etcd);
         if let (Some(busy), Some(own)) = (self.busy, self.own) {
             let others = busy.saturating_sub(own + self.etcd.unwrap_or_default());
-            r.others.push(others.as_secs_f64() / self.took.as_secs_f64());
+            r.others
+                .push(others.as_secs_f64() / self.took.as_secs_f64());
         }
     }
 }
@@ -277,8 +299,16 @@ struct Experiment {
 }
 
 const EXPERIMENTS: [Experiment; 2] = [
-    Experiment { name: "global", scope: "global", applies: |_| true },
-    Experiment { name: "label", scope: "label:half=a", applies: |i| i % 2 == 0 },
+    Experiment {
+        name: "global",
+        scope: "global",
+        applies: |_| true,
+    },
+    Experiment {
+        name: "label",
+        scope: "label:half=a",
+        applies: |i| i % 2 == 0,
+    },
 ];
 
 /// What one experiment gave.
@@ -360,18 +390,28 @@ async fn start_agents(
     let gate = Arc::new(Semaphore::new(args.start_concurrency.max(1)));
     let mut starts = tokio::task::JoinSet::new();
     let t_start = Instant::now();
-    eprintln!("starting {n} simulated agents ({} at a time)", args.start_concurrency);
+    eprintln!(
+        "starting {n} simulated agents ({} at a time)",
+        args.start_concurrency
+    );
     for i in 0..n {
         let cfg = EtcdChainsConfig {
             etcd: EtcdConnection::plaintext(vec![url.to_owned()]),
             prefix: prefix.to_owned(),
             node: format!("sim{i}"),
-            labels: [("half".to_owned(), if i % 2 == 0 { "a" } else { "b" }.to_owned())].into(),
+            labels: [(
+                "half".to_owned(),
+                if i % 2 == 0 { "a" } else { "b" }.to_owned(),
+            )]
+            .into(),
             state_dir: work.join(format!("sim{i}")),
         };
         let (gate, shutdown, seen_tx) = (gate.clone(), shutdown.clone(), seen_tx.clone());
         starts.spawn(async move {
-            let permit = gate.acquire_owned().await.expect("the gate is never closed");
+            let permit = gate
+                .acquire_owned()
+                .await
+                .expect("the gate is never closed");
             let (initial, follower) = EtcdChains::start(cfg).await;
             drop(permit);
             let from_etcd = initial.origin.starts_with("etcd");
@@ -387,7 +427,11 @@ async fn start_agents(
     }
     let start_time = t_start.elapsed();
     eprintln!("{n} agents started in {start_time:.1?} ({started_from_etcd} from etcd)");
-    Ok(Agents { seen, start_time, started_from_etcd })
+    Ok(Agents {
+        seen,
+        start_time,
+        started_from_etcd,
+    })
 }
 
 /// A watch response one of the bare watchers got: watcher, header revision, when.
@@ -408,11 +452,22 @@ async fn start_watchers(
     let mut opened = tokio::task::JoinSet::new();
     eprintln!("opening {n} bare watchers");
     for i in 0..n {
-        let (tx, stop, url, dir, gate) = (tx.clone(), stop.clone(), url.to_owned(), dir.clone(), gate.clone());
+        let (tx, stop, url, dir, gate) = (
+            tx.clone(),
+            stop.clone(),
+            url.to_owned(),
+            dir.clone(),
+            gate.clone(),
+        );
         opened.spawn(async move {
-            let permit = gate.acquire_owned().await.expect("the gate is never closed");
+            let permit = gate
+                .acquire_owned()
+                .await
+                .expect("the gate is never closed");
             let mut client = etcd_client(&url).await?;
-            let mut stream = client.watch(dir.as_str(), Some(WatchOptions::new().with_prefix())).await?;
+            let mut stream = client
+                .watch(dir.as_str(), Some(WatchOptions::new().with_prefix()))
+                .await?;
             drop(permit);
             tokio::spawn(async move {
                 let _client = client;
@@ -471,7 +526,11 @@ async fn bare_rounds(
             }
         }
         let meter = meter.stop();
-        let last = got.iter().flatten().max().map(|at| at.saturating_duration_since(t0));
+        let last = got
+            .iter()
+            .flatten()
+            .max()
+            .map(|at| at.saturating_duration_since(t0));
         eprintln!(
             "bare round {round}: revision {rev}, txn {:.1?}, {count}/{n} received, last after {:.1?}",
             t1 - t0,
@@ -479,7 +538,8 @@ async fn bare_rounds(
         );
         if timed {
             r.txn.push(t1 - t0);
-            r.all_applied.push(last.unwrap_or(Duration::from_secs(args.round_timeout)));
+            r.all_applied
+                .push(last.unwrap_or(Duration::from_secs(args.round_timeout)));
             for at in got.iter().flatten() {
                 r.early += usize::from(*at < t1);
                 r.per_agent.push(at.saturating_duration_since(t0));
@@ -504,9 +564,18 @@ async fn rounds(
     let n = args.agents;
     let prefix = prefix.to_owned();
     let client = etcd_client(url).await?;
-    let Agents { seen: mut seen_rx, start_time, started_from_etcd } = agents;
+    let Agents {
+        seen: mut seen_rx,
+        start_time,
+        started_from_etcd,
+    } = agents;
     let (status_tx, mut status_rx) = mpsc::channel::<StatusSeen>(4 * n);
-    tokio::spawn(watch_statuses(client.clone(), prefix.clone(), status_tx, shutdown.clone()));
+    tokio::spawn(watch_statuses(
+        client.clone(),
+        prefix.clone(),
+        status_tx,
+        shutdown.clone(),
+    ));
     tokio::time::sleep(Duration::from_millis(200)).await; // the status watch is open
 
     let mut experiments = vec![];
@@ -515,8 +584,11 @@ async fn rounds(
         let mut r = ExperimentResult::new(e.name, e.scope, applying);
         for round in 0..args.warmup + args.rounds {
             let timed = round >= args.warmup;
-            let name =
-                if timed { format!("{}_r{}", e.name, round - args.warmup + 1) } else { format!("{}_w{round}", e.name) };
+            let name = if timed {
+                format!("{}_r{}", e.name, round - args.warmup + 1)
+            } else {
+                format!("{}_w{round}", e.name)
+            };
             let meter = Meter::start(etcd_pid);
             let (rev, t0, t1) = apply(&client, &prefix, e.scope, &doc(&name)).await?;
             let deadline = t1 + Duration::from_secs(args.round_timeout);
@@ -546,7 +618,12 @@ async fn rounds(
                 }
             }
             let meter = meter.stop();
-            let last = |v: &[Option<Instant>]| v.iter().flatten().max().map(|at| at.saturating_duration_since(t0));
+            let last = |v: &[Option<Instant>]| {
+                v.iter()
+                    .flatten()
+                    .max()
+                    .map(|at| at.saturating_duration_since(t0))
+            };
             eprintln!(
                 "{} round {name}: revision {rev}, txn {:.1?}, {n_applied}/{applying} applied, last after {:.1?}, statuses {n_status}/{applying}, last after {:.1?}",
                 e.name,
@@ -556,8 +633,10 @@ async fn rounds(
             );
             if timed {
                 r.txn.push(t1 - t0);
-                r.all_applied.push(last(&applied).unwrap_or(Duration::from_secs(args.round_timeout)));
-                r.all_status.push(last(&status).unwrap_or(Duration::from_secs(args.round_timeout)));
+                r.all_applied
+                    .push(last(&applied).unwrap_or(Duration::from_secs(args.round_timeout)));
+                r.all_status
+                    .push(last(&status).unwrap_or(Duration::from_secs(args.round_timeout)));
                 for at in applied.iter().flatten() {
                     r.early += usize::from(*at < t1);
                     r.per_agent.push(at.saturating_duration_since(t0));
@@ -570,8 +649,14 @@ async fn rounds(
         }
         experiments.push(r);
     }
-    let snapshot =
-        |pid: u32| (proc_field(pid, "VmRSS:"), std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).ok());
+    let snapshot = |pid: u32| {
+        (
+            proc_field(pid, "VmRSS:"),
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .map(|d| d.count())
+                .ok(),
+        )
+    };
     let (self_rss, self_fds) = snapshot(std::process::id());
     let (etcd_rss, etcd_fds) = etcd_pid.map(snapshot).unwrap_or((None, None));
     let etcd_version = run_text(Command::new("etcd").arg("--version"))
@@ -602,22 +687,36 @@ fn doc(name: &str) -> String {
 }
 
 async fn etcd_client(url: &str) -> Result<Client> {
-    Client::connect([url], None).await.with_context(|| format!("connecting to etcd at {url}"))
+    Client::connect([url], None)
+        .await
+        .with_context(|| format!("connecting to etcd at {url}"))
 }
 
 /// Writes `text` to `scope` as `busbarctl chain apply` does: reads the scope's mod revision,
 /// then one transaction that puts the document only if it is still that one. Returns the
 /// revision written, and the instants just before the transaction and at its reply.
-async fn apply(client: &Client, prefix: &str, scope: &str, text: &str) -> Result<(i64, Instant, Instant)> {
+async fn apply(
+    client: &Client,
+    prefix: &str,
+    scope: &str,
+    text: &str,
+) -> Result<(i64, Instant, Instant)> {
     let scope: Scope = scope.parse()?;
     let key = chain_key(prefix, &scope);
     let mut c = client.clone();
-    let current = c.get(key.as_str(), None).await?.kvs().first().map_or(0, |kv| kv.mod_revision());
-    let txn = Txn::new().when([Compare::mod_revision(key.as_str(), CompareOp::Equal, current)]).and_then([TxnOp::put(
-        key.as_str(),
-        text,
-        None,
-    )]);
+    let current = c
+        .get(key.as_str(), None)
+        .await?
+        .kvs()
+        .first()
+        .map_or(0, |kv| kv.mod_revision());
+    let txn = Txn::new()
+        .when([Compare::mod_revision(
+            key.as_str(),
+            CompareOp::Equal,
+            current,
+        )])
+        .and_then([TxnOp::put(key.as_str(), text, None)]);
     let t0 = Instant::now();
     let rsp = c.txn(txn).await?;
     let t1 = Instant::now();
@@ -639,10 +738,18 @@ async fn observe(i: usize, mut rx: watch::Receiver<Arc<LiveChains>>, seen: mpsc:
 }
 
 /// Timestamps every agent status written to `<prefix>/status/` from now on.
-async fn watch_statuses(client: Client, prefix: String, seen: mpsc::Sender<StatusSeen>, shutdown: CancellationToken) {
+async fn watch_statuses(
+    client: Client,
+    prefix: String,
+    seen: mpsc::Sender<StatusSeen>,
+    shutdown: CancellationToken,
+) {
     let dir = status_prefix(&prefix);
     let mut c = client;
-    let mut stream = match c.watch(dir.as_str(), Some(WatchOptions::new().with_prefix())).await {
+    let mut stream = match c
+        .watch(dir.as_str(), Some(WatchOptions::new().with_prefix()))
+        .await
+    {
         Ok(stream) => stream,
         Err(e) => {
             eprintln!("cannot watch {dir}: {e}; statuses are not measured");
@@ -657,17 +764,29 @@ async fn watch_statuses(client: Client, prefix: String, seen: mpsc::Sender<Statu
         let Ok(Some(msg)) = msg else { return };
         let at = Instant::now();
         for ev in msg.events() {
-            let Some(kv) = ev.kv().filter(|_| ev.event_type() == EventType::Put) else { continue };
-            let Ok(s) = serde_json::from_slice::<ChainStatus>(kv.value()) else { continue };
-            let Some(agent) = s.node.strip_prefix("sim").and_then(|i| i.parse().ok()) else { continue };
-            if seen.send(StatusSeen { agent, revision: s.revision, at }).await.is_err() {
+            let Some(kv) = ev.kv().filter(|_| ev.event_type() == EventType::Put) else {
+                continue;
+            };
+            let Ok(s) = serde_json::from_slice::<ChainStatus>(kv.value()) else {
+                continue;
+            };
+            let Some(agent) = s.node.strip_prefix("sim").and_then(|i| i.parse().ok()) else {
+                continue;
+            };
+            if seen
+                .send(StatusSeen {
+                    agent,
+                    revision: s.revision,
+                    at,
+                })
+                .await
+                .is_err()
+            {
                 return;
             }
         }
     }
 }
-
-
 
 /// A `kB` field of `/proc/PID/status`.
 fn proc_field(pid: u32, name: &str) -> Option<u64> {
@@ -727,7 +846,15 @@ fn ms(d: Duration) -> String {
 fn summary(samples: &[Duration], ps: &[f64]) -> Vec<String> {
     let mut sorted = samples.to_vec();
     sorted.sort_unstable();
-    ps.iter().map(|&p| if sorted.is_empty() { "—".into() } else { ms(percentile(&sorted, p)) }).collect()
+    ps.iter()
+        .map(|&p| {
+            if sorted.is_empty() {
+                "—".into()
+            } else {
+                ms(percentile(&sorted, p))
+            }
+        })
+        .collect()
 }
 
 fn mean_of(samples: &[Duration]) -> Option<Duration> {
@@ -756,7 +883,11 @@ fn render(args: &Args, r: &RunResult) -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
-        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, m)| m.trim().to_owned()))
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .and_then(|r| r.split_once(':'))
+                .map(|(_, m)| m.trim().to_owned())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     let mem = proc_meminfo_gib();
     let _ = writeln!(
@@ -773,7 +904,11 @@ fn render(args: &Args, r: &RunResult) -> String {
         out,
         "- etcd: {}, {} ({}), on the same machine",
         r.etcd_version,
-        if r.started_etcd { "single member started for the run, data in /tmp" } else { "given with --etcd" },
+        if r.started_etcd {
+            "single member started for the run, data in /tmp"
+        } else {
+            "given with --etcd"
+        },
         r.url
     );
     let _ = writeln!(out, "- busbar: {}", busbar_version());
@@ -855,8 +990,9 @@ fn render(args: &Args, r: &RunResult) -> String {
             s.sort_unstable();
             !s.is_empty() && percentile(&s, 0.99) <= GOAL && e.missing == 0
         };
-        let per_agent_cpu = mean_of(&e.cpu_self)
-            .map_or("?".into(), |d| format!("{:.0} µs", d.as_secs_f64() * 1e6 / e.applying.max(1) as f64));
+        let per_agent_cpu = mean_of(&e.cpu_self).map_or("?".into(), |d| {
+            format!("{:.0} µs", d.as_secs_f64() * 1e6 / e.applying.max(1) as f64)
+        });
         let _ = writeln!(
             out,
             "- {} `{}`: all {} applied within {p99} of the commit at p99: goal (≤ {} ms) **{}**; this process's CPU per \

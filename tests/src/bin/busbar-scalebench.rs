@@ -102,7 +102,10 @@ const SWARM_INFO_MS: (u64, u64) = (150, 360);
 const GOAL_FACTOR: u64 = 10;
 
 #[derive(Debug, Parser)]
-#[command(name = "busbar-scalebench", about = "docker ps -a / docker info latency through busbar-gateway in front of N SIMULATED engines")]
+#[command(
+    name = "busbar-scalebench",
+    about = "docker ps -a / docker info latency through busbar-gateway in front of N SIMULATED engines"
+)]
 struct Args {
     /// Cluster sizes, comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = [10, 100, 1000])]
@@ -144,18 +147,32 @@ fn run(args: &Args) -> Result<()> {
     }
     let bin_dir = match &args.bin_dir {
         Some(d) => d.clone(),
-        None => std::env::current_exe()?.parent().context("this program's directory")?.to_path_buf(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("this program's directory")?
+            .to_path_buf(),
     };
     for bin in ["busbar-gateway", "busbar-simnodes"] {
         if !bin_dir.join(bin).is_file() {
-            bail!("{} is not built: cargo build --release -p busbar-tests -p busbar-gateway --bins", bin_dir.join(bin).display());
+            bail!(
+                "{} is not built: cargo build --release -p busbar-tests -p busbar-gateway --bins",
+                bin_dir.join(bin).display()
+            );
         }
     }
     let work = WorkDir::new()?;
     let certs = CertDir::new(work.path().join("pki"));
     certs.init_ca(false).context("creating the cluster CA")?;
-    let gateway_cert = IssueRequest { name: "gateway".into(), role: Role::Gateway, sans: vec![], days: 1, force: false };
-    certs.issue(&gateway_cert).context("issuing the gateway's certificate")?;
+    let gateway_cert = IssueRequest {
+        name: "gateway".into(),
+        role: Role::Gateway,
+        sans: vec![],
+        days: 1,
+        force: false,
+    };
+    certs
+        .issue(&gateway_cert)
+        .context("issuing the gateway's certificate")?;
 
     let mut results = Vec::new();
     for &n in &args.nodes {
@@ -199,7 +216,15 @@ impl SizeResult {
     fn one_line(&self) -> String {
         self.rows
             .iter()
-            .map(|r| format!("{}: p50 {} p99 {} ({})", r.name, ms(r.summary.p50), ms(r.summary.p99), size(r.bytes)))
+            .map(|r| {
+                format!(
+                    "{}: p50 {} p99 {} ({})",
+                    r.name,
+                    ms(r.summary.p50),
+                    ms(r.summary.p99),
+                    size(r.bytes)
+                )
+            })
             .collect::<Vec<_>>()
             .join("; ")
     }
@@ -220,15 +245,28 @@ struct Row {
     expected: usize,
 }
 
-fn measure_size(args: &Args, bin_dir: &Path, work: &Path, certs: &CertDir, n: usize) -> Result<SizeResult> {
+fn measure_size(
+    args: &Args,
+    bin_dir: &Path,
+    work: &Path,
+    certs: &CertDir,
+    n: usize,
+) -> Result<SizeResult> {
     let base = free_range(args.base_port, n)?;
 
     // The simulator.
     let started = Instant::now();
     let sim_bin = bin_dir.join("busbar-simnodes");
     let mut cmd = with_nofile(&sim_bin, 2 * n as u64 + 128)?;
-    cmd.args(["--count", &n.to_string(), "--ca-dir"]).arg(certs.path());
-    cmd.args(["--base-port", &base.to_string(), "--containers", &args.containers.to_string(), "--watch-stdin"]);
+    cmd.args(["--count", &n.to_string(), "--ca-dir"])
+        .arg(certs.path());
+    cmd.args([
+        "--base-port",
+        &base.to_string(),
+        "--containers",
+        &args.containers.to_string(),
+        "--watch-stdin",
+    ]);
     let mut sim = Process::spawn(&format!("simnodes-{n}"), cmd, work, true)?;
     sim.wait_ready_line(SIM_READY_TIMEOUT)?;
     let sim_ready = started.elapsed();
@@ -237,11 +275,18 @@ fn measure_size(args: &Args, bin_dir: &Path, work: &Path, certs: &CertDir, n: us
     // The gateway.
     let port = free_port()?;
     let endpoint = Endpoint::Tcp(SocketAddr::from(([127, 0, 0, 1], port)));
-    let agents: Vec<String> = (0..n).map(|i| format!("sim{i}=127.0.0.1:{}", usize::from(base) + i)).collect();
+    let agents: Vec<String> = (0..n)
+        .map(|i| format!("sim{i}=127.0.0.1:{}", usize::from(base) + i))
+        .collect();
     let files = certs.tls_files("gateway");
     let mut cmd = with_nofile(&bin_dir.join("busbar-gateway"), n as u64 + 1024)?;
     cmd.args(["--listen", &format!("tcp://127.0.0.1:{port}")]);
-    cmd.arg("--tls-ca").arg(&files.ca).arg("--tls-cert").arg(&files.cert).arg("--tls-key").arg(&files.key);
+    cmd.arg("--tls-ca")
+        .arg(&files.ca)
+        .arg("--tls-cert")
+        .arg(&files.cert)
+        .arg("--tls-key")
+        .arg(&files.key);
     cmd.args(["--probe-interval", &args.probe_interval.to_string()]);
     cmd.env("BUSBAR_AGENTS", agents.join(","));
     let started = Instant::now();
@@ -249,14 +294,20 @@ fn measure_size(args: &Args, bin_dir: &Path, work: &Path, certs: &CertDir, n: us
     let mut conn = Conn::new(endpoint.clone());
     wait_all_healthy(&mut conn, n, &mut [&mut gateway, &mut sim])?;
     let all_healthy = started.elapsed();
-    eprintln!("   all {n} nodes Healthy {:.1}s after the gateway started", all_healthy.as_secs_f64());
+    eprintln!(
+        "   all {n} nodes Healthy {:.1}s after the gateway started",
+        all_healthy.as_secs_f64()
+    );
 
     // Idle: only the probes run.
     let idle_window = Duration::from_secs_f64(2.0 * args.probe_interval);
     let (g0, s0) = (cpu_time(gateway.pid())?, cpu_time(sim.pid())?);
     thread::sleep(idle_window);
     let (g1, s1) = (cpu_time(gateway.pid())?, cpu_time(sim.pid())?);
-    let idle_cpu = ((g1 - g0).as_secs_f64() / idle_window.as_secs_f64(), (s1 - s0).as_secs_f64() / idle_window.as_secs_f64());
+    let idle_cpu = (
+        (g1 - g0).as_secs_f64() / idle_window.as_secs_f64(),
+        (s1 - s0).as_secs_f64() / idle_window.as_secs_f64(),
+    );
 
     // Warm-up, then the timed rounds.
     let warmup = (args.requests / 10).max(5);
@@ -272,7 +323,11 @@ fn measure_size(args: &Args, bin_dir: &Path, work: &Path, certs: &CertDir, n: us
     let mut lowest = [usize::MAX; 3];
     let expected = [n * args.containers, n, n];
     let per_round = args.requests.div_ceil(ROUNDS);
-    let (busy0, ours0, timed0) = (machine_busy()?, cpu_time(gateway.pid())? + cpu_time(sim.pid())? + cpu_time(std::process::id())?, Instant::now());
+    let (busy0, ours0, timed0) = (
+        machine_busy()?,
+        cpu_time(gateway.pid())? + cpu_time(sim.pid())? + cpu_time(std::process::id())?,
+        Instant::now(),
+    );
     for round in 0..ROUNDS {
         for k in 0..REQUESTS.len() {
             let kind = (round + k) % REQUESTS.len();
@@ -280,7 +335,8 @@ fn measure_size(args: &Args, bin_dir: &Path, work: &Path, certs: &CertDir, n: us
             let todo = per_round.min(args.requests - samples[kind].len());
             let (g0, s0) = (cpu_time(gateway.pid())?, cpu_time(sim.pid())?);
             for _ in 0..todo {
-                let (took, body) = timed_get(&mut conn, path).with_context(|| format!("measuring {path}"))?;
+                let (took, body) =
+                    timed_get(&mut conn, path).with_context(|| format!("measuring {path}"))?;
                 samples[kind].push(took);
                 bytes[kind] = body.len();
                 let seen = count(&body, WITNESS[kind]);
@@ -294,8 +350,10 @@ fn measure_size(args: &Args, bin_dir: &Path, work: &Path, certs: &CertDir, n: us
             cpu[kind].1 += s1 - s0;
         }
     }
-    let ours = cpu_time(gateway.pid())? + cpu_time(sim.pid())? + cpu_time(std::process::id())? - ours0;
-    let others_cpu = (machine_busy()?.saturating_sub(busy0).saturating_sub(ours)).as_secs_f64() / timed0.elapsed().as_secs_f64();
+    let ours =
+        cpu_time(gateway.pid())? + cpu_time(sim.pid())? + cpu_time(std::process::id())? - ours0;
+    let others_cpu = (machine_busy()?.saturating_sub(busy0).saturating_sub(ours)).as_secs_f64()
+        / timed0.elapsed().as_secs_f64();
     gateway.check_running()?;
     sim.check_running()?;
     let rows = REQUESTS
@@ -339,7 +397,10 @@ fn timed_get(conn: &mut Conn, path: &str) -> Result<(Duration, Vec<u8>)> {
     let (status, body) = conn.get(path)?;
     let took = start.elapsed();
     if status != 200 {
-        bail!("GET {path} answered {status}: {}", String::from_utf8_lossy(&body[..body.len().min(500)]).trim());
+        bail!(
+            "GET {path} answered {status}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(500)]).trim()
+        );
     }
     Ok((took, body))
 }
@@ -353,10 +414,20 @@ fn wait_all_healthy(conn: &mut Conn, n: usize, processes: &mut [&mut Process]) -
         for p in processes.iter_mut() {
             p.check_running()?;
         }
-        let limit = if answered { GATEWAY_UP_TIMEOUT + HEALTHY_TIMEOUT } else { GATEWAY_UP_TIMEOUT };
+        let limit = if answered {
+            GATEWAY_UP_TIMEOUT + HEALTHY_TIMEOUT
+        } else {
+            GATEWAY_UP_TIMEOUT
+        };
         if started.elapsed() > limit {
-            let logs: Vec<String> = processes.iter().map(|p| format!("--- {} ---\n{}", p.name, p.log_tail())).collect();
-            bail!("the gateway did not show {n} Healthy nodes within {limit:?} (last: {last})\n{}", logs.join("\n"));
+            let logs: Vec<String> = processes
+                .iter()
+                .map(|p| format!("--- {} ---\n{}", p.name, p.log_tail()))
+                .collect();
+            bail!(
+                "the gateway did not show {n} Healthy nodes within {limit:?} (last: {last})\n{}",
+                logs.join("\n")
+            );
         }
         match conn.get("/v1.41/info") {
             Ok((200, body)) => {
@@ -367,7 +438,12 @@ fn wait_all_healthy(conn: &mut Conn, n: usize, processes: &mut [&mut Process]) -
                 }
                 last = format!("{healthy} of {n} Healthy");
             }
-            Ok((status, body)) => last = format!("{status} {}", String::from_utf8_lossy(&body[..body.len().min(300)]).trim()),
+            Ok((status, body)) => {
+                last = format!(
+                    "{status} {}",
+                    String::from_utf8_lossy(&body[..body.len().min(300)]).trim()
+                )
+            }
             Err(e) => last = format!("{e:#}"),
         }
         thread::sleep(Duration::from_millis(250));
@@ -380,7 +456,10 @@ fn count(haystack: &[u8], needle: &[u8]) -> usize {
     let mut n = 0;
     let mut i = 0;
     while i + needle.len() <= haystack.len() {
-        match haystack[i..haystack.len() - needle.len() + 1].iter().position(|&b| b == first) {
+        match haystack[i..haystack.len() - needle.len() + 1]
+            .iter()
+            .position(|&b| b == first)
+        {
             None => break,
             Some(off) => {
                 i += off;
@@ -412,7 +491,8 @@ fn with_nofile(bin: &Path, need: u64) -> Result<Command> {
         );
     }
     let mut cmd = Command::new("sh");
-    cmd.args(["-c", &format!("ulimit -n {need} && exec \"$0\" \"$@\"")]).arg(bin);
+    cmd.args(["-c", &format!("ulimit -n {need} && exec \"$0\" \"$@\"")])
+        .arg(bin);
     Ok(cmd)
 }
 
@@ -450,8 +530,6 @@ fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-
-
 /// Memory, descriptors and threads of a process at one moment.
 #[derive(Debug, Clone, Copy)]
 struct ProcSnapshot {
@@ -472,8 +550,15 @@ impl ProcSnapshot {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0)
         };
-        let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
-        Ok(ProcSnapshot { rss_kib: field("VmRSS:"), peak_rss_kib: field("VmHWM:"), fds, threads: field("Threads:") })
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        Ok(ProcSnapshot {
+            rss_kib: field("VmRSS:"),
+            peak_rss_kib: field("VmHWM:"),
+            fds,
+            threads: field("Threads:"),
+        })
     }
 }
 
@@ -527,7 +612,13 @@ impl Process {
         }
         let mut child = cmd.spawn().with_context(|| format!("starting {name}"))?;
         let (stdin, stdout) = (child.stdin.take(), child.stdout.take());
-        Ok(Process { name: name.to_owned(), child, log, _stdin: stdin, stdout })
+        Ok(Process {
+            name: name.to_owned(),
+            child,
+            log,
+            _stdin: stdin,
+            stdout,
+        })
     }
 
     /// Waits for the simulator's `ready` line on stdout.
@@ -543,16 +634,28 @@ impl Process {
             Ok(line) if line.starts_with("ready") => Ok(()),
             Ok(_) => {
                 thread::sleep(Duration::from_millis(100));
-                bail!("{} exited before it was ready; its log ends with:\n{}", self.name, self.log_tail())
+                bail!(
+                    "{} exited before it was ready; its log ends with:\n{}",
+                    self.name,
+                    self.log_tail()
+                )
             }
-            Err(_) => bail!("{} not ready within {timeout:?}; its log ends with:\n{}", self.name, self.log_tail()),
+            Err(_) => bail!(
+                "{} not ready within {timeout:?}; its log ends with:\n{}",
+                self.name,
+                self.log_tail()
+            ),
         }
     }
 
     fn check_running(&mut self) -> Result<()> {
         match self.child.try_wait()? {
             None => Ok(()),
-            Some(status) => Err(anyhow!("{} exited ({status}); its log ends with:\n{}", self.name, self.log_tail())),
+            Some(status) => Err(anyhow!(
+                "{} exited ({status}); its log ends with:\n{}",
+                self.name,
+                self.log_tail()
+            )),
         }
     }
 
@@ -613,11 +716,23 @@ fn thousands(n: usize) -> String {
 
 fn render(args: &Args, results: &[(usize, Result<SizeResult>)]) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "- Date: {}", run_text(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"])).unwrap_or_default());
-    let _ = writeln!(out, "- Machine: {}; kernel {}", machine(), read_trimmed("/proc/sys/kernel/osrelease"));
+    let _ = writeln!(
+        out,
+        "- Date: {}",
+        run_text(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"])).unwrap_or_default()
+    );
+    let _ = writeln!(
+        out,
+        "- Machine: {}; kernel {}",
+        machine(),
+        read_trimmed("/proc/sys/kernel/osrelease")
+    );
     let _ = writeln!(out, "- busbar: {}", busbar_version());
     let _ = writeln!(out, "- Command: `{}`", command_line());
-    let warmup = results.iter().find_map(|(_, r)| r.as_ref().ok().map(|r| r.warmup)).unwrap_or(0);
+    let warmup = results
+        .iter()
+        .find_map(|(_, r)| r.as_ref().ok().map(|r| r.warmup))
+        .unwrap_or(0);
     let _ = writeln!(
         out,
         "- Per size: {} timed requests of each kind after {warmup} warm-up requests of each, sequential on one \
@@ -632,7 +747,10 @@ fn render(args: &Args, results: &[(usize, Result<SizeResult>)]) -> String {
         out,
         "| nodes (SIMULATED) | containers | request | response | p50 | p99 | mean | gateway CPU / request | simulator CPU / request |"
     );
-    let _ = writeln!(out, "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let _ = writeln!(
+        out,
+        "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
     for (n, result) in results {
         match result {
             Ok(r) => {
@@ -640,7 +758,10 @@ fn render(args: &Args, results: &[(usize, Result<SizeResult>)]) -> String {
                     let complete = if row.incomplete == 0 {
                         String::new()
                     } else {
-                        format!(" (**{} of {} responses incomplete**, lowest {} of {})", row.incomplete, args.requests, row.lowest, row.expected)
+                        format!(
+                            " (**{} of {} responses incomplete**, lowest {} of {})",
+                            row.incomplete, args.requests, row.lowest, row.expected
+                        )
                     };
                     let _ = writeln!(
                         out,
@@ -659,7 +780,12 @@ fn render(args: &Args, results: &[(usize, Result<SizeResult>)]) -> String {
                 }
             }
             Err(_) => {
-                let _ = writeln!(out, "| {} | {} | — | **failed** (see below) | — | — | — | — | — |", thousands(*n), thousands(n * args.containers));
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | — | **failed** (see below) | — | — | — | — | — |",
+                    thousands(*n),
+                    thousands(n * args.containers)
+                );
             }
         }
     }
@@ -672,7 +798,13 @@ fn render(args: &Args, results: &[(usize, Result<SizeResult>)]) -> String {
 
     if let Some((_, Ok(r))) = results.iter().find(|(n, r)| *n == 1000 && r.is_ok()) {
         if let Some(info) = r.rows.iter().find(|row| row.name == "docker info") {
-            let verdict = |ours: Duration, limit: u64| if ours <= Duration::from_millis(limit) { "met" } else { "**missed**" };
+            let verdict = |ours: Duration, limit: u64| {
+                if ours <= Duration::from_millis(limit) {
+                    "met"
+                } else {
+                    "**missed**"
+                }
+            };
             let _ = writeln!(
                 out,
                 "Goal at 1,000 nodes, `docker info` {GOAL_FACTOR}× better than Swarm (p50 ≤ {} ms, p99 ≤ {} ms): \
@@ -692,7 +824,10 @@ fn render(args: &Args, results: &[(usize, Result<SizeResult>)]) -> String {
         "| nodes | simulator ready | all Healthy after | gateway RSS (peak) | gateway fds | gateway threads | \
          gateway idle CPU (probes) | simulator RSS (peak) | simulator idle CPU | other processes' CPU while timed |"
     );
-    let _ = writeln!(out, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let _ = writeln!(
+        out,
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
     for (_, result) in results {
         if let Ok(r) = result {
             let _ = writeln!(
@@ -713,7 +848,10 @@ fn render(args: &Args, results: &[(usize, Result<SizeResult>)]) -> String {
             );
         }
     }
-    let window = results.iter().find_map(|(_, r)| r.as_ref().ok().map(|r| r.idle_window)).unwrap_or_default();
+    let window = results
+        .iter()
+        .find_map(|(_, r)| r.as_ref().ok().map(|r| r.idle_window))
+        .unwrap_or_default();
     let _ = writeln!(
         out,
         "\n\"Idle CPU\" is the share of one CPU each process used over {:.0} s with no client request (health probes \
@@ -736,7 +874,11 @@ fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
-        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, m)| m.trim().to_string()))
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .and_then(|r| r.split_once(':'))
+                .map(|(_, m)| m.trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".to_string());
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let mem_kib: u64 = meminfo
@@ -746,9 +888,11 @@ fn machine() -> String {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     let (soft, _) = nofile_limits();
-    format!("{cpus} CPUs (nproc; {model}), {} GiB RAM, ulimit -n {soft}", mem_kib >> 20)
+    format!(
+        "{cpus} CPUs (nproc; {model}), {} GiB RAM, ulimit -n {soft}",
+        mem_kib >> 20
+    )
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -757,7 +901,10 @@ mod tests {
     #[test]
     fn counting() {
         assert_eq!(count(b"\"Id\":\"a\",\"Id\":\"b\"", b"\"Id\":\""), 2);
-        assert_eq!(count(b"[\"Healthy\",\"Unhealthy\",\"Healthy\"]", b"\"Healthy\""), 2);
+        assert_eq!(
+            count(b"[\"Healthy\",\"Unhealthy\",\"Healthy\"]", b"\"Healthy\""),
+            2
+        );
         assert_eq!(count(b"", b"x"), 0);
         assert_eq!(thousands(30000), "30,000");
         assert_eq!(thousands(100), "100");

@@ -104,7 +104,11 @@ fn run(cli: &Cli) -> Result<()> {
     }
     let last = usize::from(cli.base_port) + cli.count - 1;
     if last > usize::from(u16::MAX) {
-        bail!("--base-port {} + --count {} goes past port 65535", cli.base_port, cli.count);
+        bail!(
+            "--base-port {} + --count {} goes past port 65535",
+            cli.base_port,
+            cli.count
+        );
     }
     check_fd_limit(cli.count)?;
 
@@ -122,7 +126,8 @@ fn run(cli: &Cli) -> Result<()> {
         .enumerate()
         .map(|(i, name)| {
             let port = cli.base_port + u16::try_from(i).expect("checked against 65535 above");
-            let tls = server_config(&certs.tls_files(name), Role::Gateway).with_context(|| format!("TLS configuration of {name}"))?;
+            let tls = server_config(&certs.tls_files(name), Role::Gateway)
+                .with_context(|| format!("TLS configuration of {name}"))?;
             Ok((Arc::new(SimNode::new(i, name, port, cli.containers)), tls))
         })
         .collect::<Result<_>>()?;
@@ -164,14 +169,24 @@ fn issue_all(certs: &CertDir, names: &[String]) -> Result<()> {
             .map(|part| {
                 scope.spawn(move || -> Result<()> {
                     for name in part {
-                        let req = IssueRequest { name: name.clone(), role: Role::Agent, sans: vec![], days: 1, force: true };
-                        certs.issue(&req).with_context(|| format!("issuing the certificate of {name}"))?;
+                        let req = IssueRequest {
+                            name: name.clone(),
+                            role: Role::Agent,
+                            sans: vec![],
+                            days: 1,
+                            force: true,
+                        };
+                        certs
+                            .issue(&req)
+                            .with_context(|| format!("issuing the certificate of {name}"))?;
                     }
                     Ok(())
                 })
             })
             .collect();
-        handles.into_iter().try_for_each(|h| h.join().expect("an issuing thread panicked"))
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().expect("an issuing thread panicked"))
     })
 }
 
@@ -207,7 +222,8 @@ async fn wait_for_end(watch_stdin: bool) {
             }
         }
     };
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
@@ -216,7 +232,12 @@ async fn wait_for_end(watch_stdin: bool) {
 }
 
 /// The accept loop and server of `busbar_agent::grpc::serve`, around a simulated service.
-async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, node: Arc<SimNode>, shutdown: CancellationToken) {
+async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    node: Arc<SimNode>,
+    shutdown: CancellationToken,
+) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let (tx, rx) = mpsc::channel(16);
     let accept_shutdown = shutdown.clone();
@@ -241,8 +262,12 @@ async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, node: Arc<
                     Ok(Ok(tls)) => {
                         let _ = tx.send(Ok::<_, std::io::Error>(tls)).await;
                     }
-                    Ok(Err(e)) => eprintln!("busbar-simnodes: {name}: TLS handshake from {peer} refused: {e}"),
-                    Err(_) => eprintln!("busbar-simnodes: {name}: TLS handshake from {peer} timed out"),
+                    Ok(Err(e)) => {
+                        eprintln!("busbar-simnodes: {name}: TLS handshake from {peer} refused: {e}")
+                    }
+                    Err(_) => {
+                        eprintln!("busbar-simnodes: {name}: TLS handshake from {peer} timed out")
+                    }
                 }
             });
         }
@@ -268,13 +293,19 @@ struct SimNode {
 
 impl SimNode {
     fn new(index: usize, name: &str, port: u16, containers: usize) -> SimNode {
-        SimNode { name: name.to_owned(), port, docs: docs::node_docs(index, name, containers) }
+        SimNode {
+            name: name.to_owned(),
+            port,
+            docs: docs::node_docs(index, name, containers),
+        }
     }
 
     /// The simulated engine's answer to `method path_and_query`: status, content type, body.
     fn answer(&self, method: &str, path_and_query: &str) -> (u16, &'static str, &[u8]) {
         const JSON: &str = "application/json";
-        let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+        let (path, query) = path_and_query
+            .split_once('?')
+            .unwrap_or((path_and_query, ""));
         let path = strip_version(path);
         let get = method == "GET" || method == "HEAD";
         match path {
@@ -282,8 +313,18 @@ impl SimNode {
             "/info" if get => (200, JSON, &self.docs.info),
             "/version" if get => (200, JSON, &self.docs.version),
             "/containers/json" if get => {
-                let all = query.split('&').any(|kv| matches!(kv, "all=1" | "all=true" | "all=True"));
-                (200, JSON, if all { &self.docs.containers_all } else { &self.docs.containers_running })
+                let all = query
+                    .split('&')
+                    .any(|kv| matches!(kv, "all=1" | "all=true" | "all=True"));
+                (
+                    200,
+                    JSON,
+                    if all {
+                        &self.docs.containers_all
+                    } else {
+                        &self.docs.containers_running
+                    },
+                )
             }
             _ => (404, JSON, b"{\"message\":\"page not found\"}\n"),
         }
@@ -292,7 +333,9 @@ impl SimNode {
 
 /// `/v1.41/info` -> `/info`; a path without a version is returned as is.
 fn strip_version(path: &str) -> &str {
-    let Some(rest) = path.strip_prefix("/v") else { return path };
+    let Some(rest) = path.strip_prefix("/v") else {
+        return path;
+    };
     let end = rest.find('/').unwrap_or(rest.len());
     let version = &rest[..end];
     if !version.is_empty() && version.chars().all(|c| c.is_ascii_digit() || c == '.') {
@@ -307,7 +350,10 @@ fn frame(frame: Frame) -> Result<ExchangeFrame, Status> {
 }
 
 fn header(name: &str, value: impl Into<Vec<u8>>) -> Header {
-    Header { name: name.to_owned(), value: value.into() }
+    Header {
+        name: name.to_owned(),
+        value: value.into(),
+    }
 }
 
 /// The gRPC service of one simulated node.
@@ -321,7 +367,10 @@ type FrameStream = Pin<Box<dyn Stream<Item = Result<ExchangeFrame, Status>> + Se
 impl Agent for SimAgent {
     type ExchangeStream = FrameStream;
 
-    async fn exchange(&self, request: tonic::Request<Streaming<ExchangeFrame>>) -> Result<tonic::Response<FrameStream>, Status> {
+    async fn exchange(
+        &self,
+        request: tonic::Request<Streaming<ExchangeFrame>>,
+    ) -> Result<tonic::Response<FrameStream>, Status> {
         // The head comes as the real agent reads it: as metadata, or as the first frame.
         let (metadata, _, mut frames) = request.into_parts();
         let (head, _) = read_head(&metadata, &mut frames).await?;
@@ -337,19 +386,32 @@ impl Agent for SimAgent {
             header("server", format!("Docker/{} (linux)", docs::ENGINE_VERSION)),
             header("content-length", body.len().to_string()),
         ];
-        let mut out = vec![frame(Frame::Head(Head { method: String::new(), path_and_query: String::new(), status: status.into(), headers }))];
+        let mut out = vec![frame(Frame::Head(Head {
+            method: String::new(),
+            path_and_query: String::new(),
+            status: status.into(),
+            headers,
+        }))];
         if head.method != "HEAD" {
             // In chunks, as the real agent sends a body: one frame must fit the message limit.
-            out.extend(body.chunks(busbar_agent::exchange::MAX_CHUNK).map(|part| frame(Frame::Data(part.to_vec().into()))));
+            out.extend(
+                body.chunks(busbar_agent::exchange::MAX_CHUNK)
+                    .map(|part| frame(Frame::Data(part.to_vec().into()))),
+            );
         }
         out.push(frame(Frame::Eof(Eof {})));
         Ok(tonic::Response::new(Box::pin(tokio_stream::iter(out))))
     }
 
-    async fn describe(&self, _: tonic::Request<DescribeRequest>) -> Result<tonic::Response<NodeDescription>, Status> {
+    async fn describe(
+        &self,
+        _: tonic::Request<DescribeRequest>,
+    ) -> Result<tonic::Response<NodeDescription>, Status> {
         Ok(tonic::Response::new(NodeDescription {
             name: self.node.name.clone(),
-            labels: [("simulated".to_owned(), "true".to_owned())].into_iter().collect(),
+            labels: [("simulated".to_owned(), "true".to_owned())]
+                .into_iter()
+                .collect(),
             advertise: format!("127.0.0.1:{}", self.node.port),
             agent_version: format!("{}-simulated", env!("CARGO_PKG_VERSION")),
             engine_reachable: true,
@@ -372,8 +434,14 @@ mod tests {
         assert_eq!(strip_version("/info"), "/info");
         assert_eq!(strip_version("/volumes"), "/volumes");
         assert_eq!(node.answer("GET", "/v1.41/_ping").2, b"OK");
-        assert_eq!(node.answer("GET", "/v1.41/containers/json?all=1").2, &node.docs.containers_all[..]);
-        assert_eq!(node.answer("GET", "/containers/json").2, &node.docs.containers_running[..]);
+        assert_eq!(
+            node.answer("GET", "/v1.41/containers/json?all=1").2,
+            &node.docs.containers_all[..]
+        );
+        assert_eq!(
+            node.answer("GET", "/containers/json").2,
+            &node.docs.containers_running[..]
+        );
         assert_eq!(node.answer("GET", "/v1.41/images/json").0, 404);
         assert_eq!(node.answer("POST", "/v1.41/info").0, 404);
     }

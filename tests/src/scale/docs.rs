@@ -51,7 +51,9 @@ impl Mix {
         (0..12)
             .map(|_| {
                 let v = self.next();
-                (0..4).map(|k| ALPHABET[((v >> (k * 5)) & 31) as usize] as char).collect::<String>()
+                (0..4)
+                    .map(|k| ALPHABET[((v >> (k * 5)) & 31) as usize] as char)
+                    .collect::<String>()
             })
             .collect::<Vec<_>>()
             .join(":")
@@ -227,7 +229,13 @@ mod tests {
         assert_eq!(all[0]["Id"].as_str().unwrap().len(), 64);
         assert_eq!(all[3]["Names"], json!(["/c3"]));
         let info: Value = serde_json::from_slice(&docs.info).unwrap();
-        assert_eq!((info["Containers"].as_i64(), info["ContainersRunning"].as_i64()), (Some(30), Some(20)));
+        assert_eq!(
+            (
+                info["Containers"].as_i64(),
+                info["ContainersRunning"].as_i64()
+            ),
+            (Some(30), Some(20))
+        );
         assert_eq!(info["Name"], "sim7");
         // Deterministic, and different per node.
         assert_eq!(node_docs(7, "sim7", 30).containers_all, docs.containers_all);

@@ -23,7 +23,11 @@ pub struct Answer {
 
 impl Answer {
     pub fn json(v: Value) -> Answer {
-        Answer { status: 200, body: v.to_string(), delay: Duration::ZERO }
+        Answer {
+            status: 200,
+            body: v.to_string(),
+            delay: Duration::ZERO,
+        }
     }
 }
 
@@ -43,22 +47,43 @@ impl FakeAdapter {
     }
 
     /// An `https://` adapter whose certificate (for 127.0.0.1) is `cert`/`key` (PEM files).
-    pub fn start_tls(behaviour: impl Fn(&Value) -> Answer + Send + Sync + 'static, cert: &std::path::Path, key: &std::path::Path) -> FakeAdapter {
+    pub fn start_tls(
+        behaviour: impl Fn(&Value) -> Answer + Send + Sync + 'static,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> FakeAdapter {
         use rustls::pki_types::pem::PemObject;
-        let chain = rustls::pki_types::CertificateDer::pem_file_iter(cert).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
-        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(rustls::crypto::ring::default_provider().into())
-            .with_safe_default_protocol_versions()
+        let chain = rustls::pki_types::CertificateDer::pem_file_iter(cert)
             .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
+            .collect::<Result<Vec<_>, _>>()
             .unwrap();
-        FakeAdapter::start_with(behaviour, Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(
+            rustls::crypto::ring::default_provider().into(),
+        )
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+        FakeAdapter::start_with(
+            behaviour,
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+        )
     }
 
-    fn start_with(behaviour: impl Fn(&Value) -> Answer + Send + Sync + 'static, tls: Option<tokio_rustls::TlsAcceptor>) -> FakeAdapter {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    fn start_with(
+        behaviour: impl Fn(&Value) -> Answer + Send + Sync + 'static,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> FakeAdapter {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
         let scheme = if tls.is_some() { "https" } else { "http" };
         let url = format!("{scheme}://{}/adapter", listener.local_addr().unwrap());
         let calls = Arc::new(Mutex::new(vec![]));
@@ -74,8 +99,14 @@ impl FakeAdapter {
                     let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
                         let (behaviour, recorded) = (behaviour.clone(), recorded.clone());
                         async move {
-                            let bytes = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                            let payload: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                            let bytes = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let payload: Value =
+                                serde_json::from_slice(&bytes).unwrap_or(Value::Null);
                             recorded.lock().unwrap().push(payload.clone());
                             let answer = behaviour(&payload);
                             tokio::time::sleep(answer.delay).await;
@@ -101,7 +132,12 @@ impl FakeAdapter {
                 });
             }
         });
-        FakeAdapter { url, calls, connections, _runtime: runtime }
+        FakeAdapter {
+            url,
+            calls,
+            connections,
+            _runtime: runtime,
+        }
     }
 
     /// TCP connections accepted so far.
@@ -119,7 +155,12 @@ impl FakeAdapter {
         self.calls()
             .iter()
             .filter(|c| c["Type"] == kind)
-            .map(|c| c["ClientRequest"]["Request"].as_str().unwrap_or("").to_string())
+            .map(|c| {
+                c["ClientRequest"]["Request"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
             .collect()
     }
 }
@@ -127,14 +168,20 @@ impl FakeAdapter {
 /// Passes everything through unchanged (Powerstrip's null adapter).
 pub fn null(payload: &Value) -> Answer {
     if payload["Type"] == "pre-hook" {
-        Answer::json(json!({"PowerstripProtocolVersion": 1, "ModifiedClientRequest": payload["ClientRequest"]}))
+        Answer::json(
+            json!({"PowerstripProtocolVersion": 1, "ModifiedClientRequest": payload["ClientRequest"]}),
+        )
     } else {
-        Answer::json(json!({"PowerstripProtocolVersion": 1, "ModifiedServerResponse": payload["ServerResponse"]}))
+        Answer::json(
+            json!({"PowerstripProtocolVersion": 1, "ModifiedServerResponse": payload["ServerResponse"]}),
+        )
     }
 }
 
 /// A pre-hook that edits the JSON body (given as the Powerstrip string-in-JSON) with `edit`.
-pub fn edit_body(edit: impl Fn(&mut Value) + Send + Sync + 'static) -> impl Fn(&Value) -> Answer + Send + Sync {
+pub fn edit_body(
+    edit: impl Fn(&mut Value) + Send + Sync + 'static,
+) -> impl Fn(&Value) -> Answer + Send + Sync {
     move |payload| {
         let mut request = payload["ClientRequest"].clone();
         if let Some(body) = request["Body"].as_str() {
@@ -153,7 +200,8 @@ pub fn edit_response(
     move |payload| {
         let mut response = payload["ServerResponse"].clone();
         let code = response["Code"].as_u64().unwrap_or(0);
-        let mut doc: Value = serde_json::from_str(response["Body"].as_str().unwrap_or("null")).unwrap_or(Value::Null);
+        let mut doc: Value = serde_json::from_str(response["Body"].as_str().unwrap_or("null"))
+            .unwrap_or(Value::Null);
         edit(code, &mut doc);
         response["Body"] = Value::String(doc.to_string());
         Answer::json(json!({"ModifiedServerResponse": response}))
@@ -161,7 +209,10 @@ pub fn edit_response(
 }
 
 /// Appends `VAR=VALUE` to a create body's `Env`, or extends an existing `VAR=...`.
-pub fn append_env(var: &'static str, value: &'static str) -> impl Fn(&Value) -> Answer + Send + Sync {
+pub fn append_env(
+    var: &'static str,
+    value: &'static str,
+) -> impl Fn(&Value) -> Answer + Send + Sync {
     edit_body(move |doc| {
         let env = doc["Env"].as_array().cloned().unwrap_or_default();
         let prefix = format!("{var}=");

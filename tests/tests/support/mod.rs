@@ -16,9 +16,16 @@ use testbed::{free_port, unique_name, wait_until};
 /// A busbar binary built next to the test executable (`target/debug/NAME`).
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test executable has a path");
-    let dir = exe.parent().and_then(Path::parent).expect("tests run from target/<profile>/deps");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("tests run from target/<profile>/deps");
     let bin = dir.join(name);
-    assert!(bin.exists(), "{} is missing: run `cargo build --workspace --bins` first", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        bin.display()
+    );
     bin
 }
 
@@ -54,21 +61,42 @@ impl Process {
 
     /// Starts an agent inside `host`'s network namespace serving gRPC on `host.addr():PORT`
     /// with the certificates of node `name` from `certs`, and waits until the port accepts.
-    pub fn agent_in(host: &testbed::Host, name: &str, certs: &Path, extra: &[&str]) -> (Process, String) {
-        let addr = format!("{}:{}", host.addr().expect("the host has an address"), free_port());
+    pub fn agent_in(
+        host: &testbed::Host,
+        name: &str,
+        certs: &Path,
+        extra: &[&str],
+    ) -> (Process, String) {
+        let addr = format!(
+            "{}:{}",
+            host.addr().expect("the host has an address"),
+            free_port()
+        );
         let p = Process::agent_in_at(host, name, certs, &addr, extra);
         (p, addr)
     }
 
     /// Like [`Process::agent_in`], on a given gRPC address (`IP:PORT` in the host): to start
     /// an agent again where its registration (and the gateway) expect it.
-    pub fn agent_in_at(host: &testbed::Host, name: &str, certs: &Path, addr: &str, extra: &[&str]) -> Process {
+    pub fn agent_in_at(
+        host: &testbed::Host,
+        name: &str,
+        certs: &Path,
+        addr: &str,
+        extra: &[&str],
+    ) -> Process {
         let log = std::env::temp_dir().join(format!("{}.log", unique_name("busbar-agent")));
         let mut cmd = host.command_in(binary("busbar-agent"));
-        cmd.args(["--docker", &host.docker_url(), "--grpc-listen", addr]).args(tls_args(certs, name)).args(extra);
+        cmd.args(["--docker", &host.docker_url(), "--grpc-listen", addr])
+            .args(tls_args(certs, name))
+            .args(extra);
         let p = Process::start(cmd, 0, log);
         let up = wait_until(Duration::from_secs(15), || TcpStream::connect(addr).is_ok());
-        assert!(up, "agent {name} did not listen on {addr}; its log:\n{}", p.log_tail());
+        assert!(
+            up,
+            "agent {name} did not listen on {addr}; its log:\n{}",
+            p.log_tail()
+        );
         p
     }
 
@@ -79,9 +107,17 @@ impl Process {
         let mut p = Process::start(cmd, port, log);
         let up = wait_until(Duration::from_secs(15), || {
             p.exited().is_none()
-                && http_raw(port, "GET /_ping HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").is_ok()
+                && http_raw(
+                    port,
+                    "GET /_ping HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                )
+                .is_ok()
         });
-        assert!(up, "{bin} did not come up on port {port}; its log:\n{}", p.log_tail());
+        assert!(
+            up,
+            "{bin} did not come up on port {port}; its log:\n{}",
+            p.log_tail()
+        );
         p
     }
 
@@ -110,7 +146,12 @@ impl Process {
             .stderr(log_file)
             .spawn()
             .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
-        Process { child, url: format!("tcp://127.0.0.1:{port}"), port, log }
+        Process {
+            child,
+            url: format!("tcp://127.0.0.1:{port}"),
+            port,
+            log,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -131,14 +172,21 @@ impl Process {
 
     /// Open file descriptors of the process (sockets included).
     pub fn open_fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map(|d| d.count()).unwrap_or(0)
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
     }
 }
 
 impl Drop for Process {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("--- log of pid {} ({}) ---\n{}", self.pid(), self.url, self.log_tail());
+            eprintln!(
+                "--- log of pid {} ({}) ---\n{}",
+                self.pid(),
+                self.url,
+                self.log_tail()
+            );
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -163,16 +211,29 @@ pub fn tls_args(certs: &Path, name: &str) -> Vec<String> {
 /// SANs) and `gateway` / `client` names, made by the real `busbarctl`.
 pub fn make_certs(dir: &Path, agents: &[(&str, &str)]) {
     let run = |args: &[&str]| {
-        let out = Command::new(binary("busbarctl")).args(args).output().expect("busbarctl runs");
-        assert!(out.status.success(), "busbarctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(binary("busbarctl"))
+            .args(args)
+            .output()
+            .expect("busbarctl runs");
+        assert!(
+            out.status.success(),
+            "busbarctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     let d = dir.to_str().unwrap();
     run(&["certs", "init", "--dir", d]);
     for (name, san) in agents {
-        run(&["certs", "issue", "--dir", d, "--name", name, "--role", "agent", "--san", san]);
+        run(&[
+            "certs", "issue", "--dir", d, "--name", name, "--role", "agent", "--san", san,
+        ]);
     }
-    run(&["certs", "issue", "--dir", d, "--name", "gateway", "--role", "gateway"]);
-    run(&["certs", "issue", "--dir", d, "--name", "ops", "--role", "client"]);
+    run(&[
+        "certs", "issue", "--dir", d, "--name", "gateway", "--role", "gateway",
+    ]);
+    run(&[
+        "certs", "issue", "--dir", d, "--name", "ops", "--role", "client",
+    ]);
 }
 
 /// What the passthrough suite talks to: one busbar process that clients use (an agent or a
@@ -205,15 +266,26 @@ impl Front {
         let mut args = vec!["--agent".to_string(), format!("{node}={addr}")];
         args.extend(tls_args(certs, "gateway"));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        Front { agent_addr: Some(addr), ..Front::of(Process::gateway(&args), vec![agent]) }
+        Front {
+            agent_addr: Some(addr),
+            ..Front::of(Process::gateway(&args), vec![agent])
+        }
     }
 
     fn of(main: Process, behind: Vec<Process>) -> Front {
-        Front { url: main.url.clone(), port: main.port, main, behind, agent_addr: None }
+        Front {
+            url: main.url.clone(),
+            port: main.port,
+            main,
+            behind,
+            agent_addr: None,
+        }
     }
 
     pub fn agent_addr(&self) -> &str {
-        self.agent_addr.as_deref().expect("a front with an agent behind it")
+        self.agent_addr
+            .as_deref()
+            .expect("a front with an agent behind it")
     }
 
     /// Open file descriptors of the process clients talk to.
@@ -232,7 +304,9 @@ impl Front {
 
 /// The lines a child process prints, as they come, each with the moment it was read; the
 /// reading thread ends with the output or when the receiver is dropped.
-pub fn line_channel(out: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<(String, std::time::Instant)> {
+pub fn line_channel(
+    out: impl Read + Send + 'static,
+) -> std::sync::mpsc::Receiver<(String, std::time::Instant)> {
     use std::io::BufRead;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -260,7 +334,9 @@ pub fn http_raw(port: u16, request: &str) -> std::io::Result<Vec<u8>> {
 /// feeding `input` to it; returns what the terminal showed.
 pub fn with_tty(cmdline: &str, input: &[u8]) -> String {
     let mut cmd = Command::new("script");
-    cmd.args(["-qec", cmdline, "/dev/null"]).env_remove("DOCKER_HOST").env("DOCKER_CLI_HINTS", "false");
+    cmd.args(["-qec", cmdline, "/dev/null"])
+        .env_remove("DOCKER_HOST")
+        .env("DOCKER_CLI_HINTS", "false");
     let out = testbed::cmd::output_with_timeout(&mut cmd, Some(input), Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("{e:#}"));
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -293,14 +369,18 @@ impl Drop for TempDir {
 /// The forwarder lives as long as the test process.
 pub fn expose(url: &str, addr: std::net::IpAddr) -> String {
     let rest = url.strip_prefix("http://").expect("an http:// URL");
-    let (target, path) =
-        rest.split_once('/').map(|(h, p)| (h.to_owned(), format!("/{p}"))).unwrap_or((rest.to_owned(), "/".into()));
+    let (target, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h.to_owned(), format!("/{p}")))
+        .unwrap_or((rest.to_owned(), "/".into()));
     let listener = std::net::TcpListener::bind("0.0.0.0:0").expect("binding a forwarder");
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(inbound) = conn else { continue };
-            let Ok(outbound) = TcpStream::connect(&target) else { continue };
+            let Ok(outbound) = TcpStream::connect(&target) else {
+                continue;
+            };
             let (mut a, mut b) = (inbound.try_clone().unwrap(), outbound.try_clone().unwrap());
             let (mut c, mut d) = (inbound, outbound);
             std::thread::spawn(move || {
@@ -318,5 +398,8 @@ pub fn expose(url: &str, addr: std::net::IpAddr) -> String {
 
 /// Runs the real `busbarctl` with `args`.
 pub fn busbarctl(args: &[&str]) -> std::process::Output {
-    Command::new(binary("busbarctl")).args(args).output().expect("busbarctl runs")
+    Command::new(binary("busbarctl"))
+        .args(args)
+        .output()
+        .expect("busbarctl runs")
 }

@@ -32,18 +32,37 @@ fn done(id: &str, name: &str, created: i64) -> Value {
 }
 
 fn cluster() -> Vec<NodeSnapshot> {
-    vec![node("node1", "10.77.1.2:7443", &[]), node("node2", "[fd00::2]:7443", &[])]
+    vec![
+        node("node1", "10.77.1.2:7443", &[]),
+        node("node2", "[fd00::2]:7443", &[]),
+    ]
 }
 
 fn answers() -> Vec<NodeAnswer<Value>> {
     vec![
-        ok("node2", json!([web("b1", "api", 1_700_000_300), done("b2", "job", 1_700_000_100)])),
-        ok("node1", json!([web("a1", "web", 1_700_000_200), done("a2", "old", 1_700_000_000)])),
+        ok(
+            "node2",
+            json!([
+                web("b1", "api", 1_700_000_300),
+                done("b2", "job", 1_700_000_100)
+            ]),
+        ),
+        ok(
+            "node1",
+            json!([
+                web("a1", "web", 1_700_000_200),
+                done("a2", "old", 1_700_000_000)
+            ]),
+        ),
     ]
 }
 
 fn ids(list: &Value) -> Vec<&str> {
-    list.as_array().expect("an array").iter().map(|c| c["Id"].as_str().expect("an Id")).collect()
+    list.as_array()
+        .expect("an array")
+        .iter()
+        .map(|c| c["Id"].as_str().expect("an Id"))
+        .collect()
 }
 
 #[test]
@@ -81,8 +100,14 @@ fn adds_nothing_else() {
 
 #[test]
 fn limit_applies_after_merging() {
-    assert_eq!(ids(&containers(&answers(), &cluster(), "all=1&limit=3")), ["b1", "a1", "b2"]);
-    assert_eq!(ids(&containers(&answers(), &cluster(), "all=1&limit=1")), ["b1"]);
+    assert_eq!(
+        ids(&containers(&answers(), &cluster(), "all=1&limit=3")),
+        ["b1", "a1", "b2"]
+    );
+    assert_eq!(
+        ids(&containers(&answers(), &cluster(), "all=1&limit=1")),
+        ["b1"]
+    );
 }
 
 #[test]
@@ -95,9 +120,15 @@ fn node_filter_keeps_only_the_named_nodes() {
 
 #[test]
 fn failed_nodes_are_left_out() {
-    let answers = vec![err("node2", "connection refused"), ok("node1", json!([done("a2", "old", 1)]))];
+    let answers = vec![
+        err("node2", "connection refused"),
+        ok("node1", json!([done("a2", "old", 1)])),
+    ];
     assert_eq!(ids(&containers(&answers, &cluster(), "")), ["a2"]);
-    assert_eq!(containers(&[err("node1", "timeout")], &cluster(), ""), json!([]));
+    assert_eq!(
+        containers(&[err("node1", "timeout")], &cluster(), ""),
+        json!([])
+    );
 }
 
 #[test]
@@ -123,8 +154,15 @@ fn host_of_takes_the_address_without_port_or_brackets() {
 
 /// Parses `bodies` and merges them as `parts` of nodes `(name, host_down)`.
 fn merge(bodies: &[(&str, bool, String)], query: &str) -> (Value, Merged) {
-    let lists: Vec<ContainerList> = bodies.iter().map(|(_, _, b)| parse_list(b.as_bytes()).expect("a list")).collect();
-    let hosts = [("node1", "10.77.1.2"), ("node2", "fd00::2"), ("node3", "10.77.3.2")];
+    let lists: Vec<ContainerList> = bodies
+        .iter()
+        .map(|(_, _, b)| parse_list(b.as_bytes()).expect("a list"))
+        .collect();
+    let hosts = [
+        ("node1", "10.77.1.2"),
+        ("node2", "fd00::2"),
+        ("node3", "10.77.3.2"),
+    ];
     let parts: Vec<NodePart> = bodies
         .iter()
         .zip(&lists)
@@ -146,8 +184,24 @@ fn with_node3_down() -> Vec<(&'static str, bool, String)> {
     c1["Labels"] = json!({"tier": "back", "team": "ops"});
     let c2 = done("c2", "batch", 1_700_000_050);
     vec![
-        ("node1", false, json!([web("a1", "web", 1_700_000_200), done("a2", "old", 1_700_000_000)]).to_string()),
-        ("node2", false, json!([web("b1", "api", 1_700_000_300), done("b2", "job", 1_700_000_100)]).to_string()),
+        (
+            "node1",
+            false,
+            json!([
+                web("a1", "web", 1_700_000_200),
+                done("a2", "old", 1_700_000_000)
+            ])
+            .to_string(),
+        ),
+        (
+            "node2",
+            false,
+            json!([
+                web("b1", "api", 1_700_000_300),
+                done("b2", "job", 1_700_000_100)
+            ])
+            .to_string(),
+        ),
         ("node3", true, json!([c1, c2]).to_string()),
     ]
 }
@@ -175,7 +229,14 @@ fn host_down_rows_are_listed_with_all_marked_as_swarm_did() {
 #[test]
 fn host_down_rows_are_not_in_the_running_list() {
     let (doc, merged) = merge(&with_node3_down(), "");
-    assert_eq!(ids(&doc), ["b1", "c1", "a1", "b2", "c2", "a2"].iter().filter(|i| !i.starts_with('c')).copied().collect::<Vec<_>>());
+    assert_eq!(
+        ids(&doc),
+        ["b1", "c1", "a1", "b2", "c2", "a2"]
+            .iter()
+            .filter(|i| !i.starts_with('c'))
+            .copied()
+            .collect::<Vec<_>>()
+    );
     assert_eq!(merged.host_down_rows, 0);
     for q in ["all=0", "all=false", "limit=0", "limit=-1"] {
         assert_eq!(merge(&with_node3_down(), q).1.host_down_rows, 0, "{q}");
@@ -186,40 +247,85 @@ fn host_down_rows_are_not_in_the_running_list() {
 fn a_limit_or_a_status_filter_lists_them_too_as_the_engine_lists_stopped_containers() {
     let (doc, _) = merge(&with_node3_down(), "limit=2");
     assert_eq!(ids(&doc), ["b1", "c1"]);
-    let (doc, _) = merge(&with_node3_down(), &filters(json!({"status": {"exited": true}})));
+    let (doc, _) = merge(
+        &with_node3_down(),
+        &filters(json!({"status": {"exited": true}})),
+    );
     // The live nodes' answers were filtered by their engines (here: not), the remembered by us.
-    assert!(ids(&doc).contains(&"c2") && !ids(&doc).contains(&"c1"), "{doc}");
-    let (doc, _) = merge(&with_node3_down(), &filters(json!({"status": ["running", "paused"]})));
-    assert!(ids(&doc).contains(&"c1") && !ids(&doc).contains(&"c2"), "{doc}");
+    assert!(
+        ids(&doc).contains(&"c2") && !ids(&doc).contains(&"c1"),
+        "{doc}"
+    );
+    let (doc, _) = merge(
+        &with_node3_down(),
+        &filters(json!({"status": ["running", "paused"]})),
+    );
+    assert!(
+        ids(&doc).contains(&"c1") && !ids(&doc).contains(&"c2"),
+        "{doc}"
+    );
 }
 
 #[test]
 fn host_down_rows_honour_name_id_and_label_filters() {
     let only = |f: Value| {
         let (doc, _) = merge(&with_node3_down(), &format!("all=1&{}", filters(f)));
-        ids(&doc).into_iter().filter(|i| i.starts_with('c')).map(str::to_owned).collect::<Vec<_>>()
+        ids(&doc)
+            .into_iter()
+            .filter(|i| i.starts_with('c'))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
     };
     assert_eq!(only(json!({"name": {"cache": true}})), ["c1"]);
-    assert_eq!(only(json!({"name": ["^/bat"]})), ["c2"], "a regexp against /name");
+    assert_eq!(
+        only(json!({"name": ["^/bat"]})),
+        ["c2"],
+        "a regexp against /name"
+    );
     assert_eq!(only(json!({"name": ["^bat"]})), ["c2"], "or against name");
-    assert_eq!(only(json!({"name": ["nothing", "cach"]})), ["c1"], "any of several names");
-    assert_eq!(only(json!({"name": ["(unclosed"]})), Vec::<String>::new(), "a bad regexp matches only exactly");
+    assert_eq!(
+        only(json!({"name": ["nothing", "cach"]})),
+        ["c1"],
+        "any of several names"
+    );
+    assert_eq!(
+        only(json!({"name": ["(unclosed"]})),
+        Vec::<String>::new(),
+        "a bad regexp matches only exactly"
+    );
     assert_eq!(only(json!({"id": ["c2"]})), ["c2"]);
     assert_eq!(only(json!({"label": ["tier"]})), ["c1"]);
     assert_eq!(only(json!({"label": ["tier=back", "team=ops"]})), ["c1"]);
-    assert_eq!(only(json!({"label": ["tier=back", "team=dev"]})), Vec::<String>::new(), "every label must hold");
+    assert_eq!(
+        only(json!({"label": ["tier=back", "team=dev"]})),
+        Vec::<String>::new(),
+        "every label must hold"
+    );
     assert_eq!(only(json!({"node": ["node3"], "name": ["batch"]})), ["c2"]);
     assert_eq!(only(json!({"node": ["node1"]})), Vec::<String>::new());
-    assert_eq!(only(json!({"name": []})), ["c1", "c2"], "an empty filter filters nothing");
+    assert_eq!(
+        only(json!({"name": []})),
+        ["c1", "c2"],
+        "an empty filter filters nothing"
+    );
 }
 
 #[test]
 fn no_host_down_rows_for_filters_only_engines_can_apply() {
-    for f in [json!({"ancestor": ["busybox"]}), json!({"volume": ["/data"]}), json!({"health": ["healthy"]}), json!({"exited": ["0"]})] {
+    for f in [
+        json!({"ancestor": ["busybox"]}),
+        json!({"volume": ["/data"]}),
+        json!({"health": ["healthy"]}),
+        json!({"exited": ["0"]}),
+    ] {
         let (_, merged) = merge(&with_node3_down(), &format!("all=1&{}", filters(f.clone())));
         assert_eq!((merged.rows, merged.host_down_rows), (4, 0), "{f}");
     }
-    for q in ["all=1&since=a1", "all=1&before=b1", "all=1&filters=not-json"] {
+    for q in [
+        "all=1&since=a1",
+        "all=1&before=b1",
+        "all=1&filters=not-json",
+    ] {
         assert_eq!(merge(&with_node3_down(), q).1.host_down_rows, 0, "{q}");
     }
 }
@@ -243,10 +349,16 @@ fn members_other_than_names_and_ports_are_copied_as_the_engine_wrote_them() {
 #[test]
 fn only_arrays_of_objects_are_container_lists() {
     assert!(parse_list(b"[]").is_ok_and(|l| l.is_empty()));
-    assert_eq!(parse_list(br#"[{"Id":"a"},{"Id":"b"}]"#).map(|l| l.len()), Ok(2));
+    assert_eq!(
+        parse_list(br#"[{"Id":"a"},{"Id":"b"}]"#).map(|l| l.len()),
+        Ok(2)
+    );
     for bad in [&b"{}"[..], b"[1]", b"[{\"Id\":}]", b"<html>", b"[{}"] {
         let e = parse_list(bad).err().expect("an error");
-        assert!(e.starts_with("engine answer is not a container list"), "{e}");
+        assert!(
+            e.starts_with("engine answer is not a container list"),
+            "{e}"
+        );
     }
 }
 
@@ -257,7 +369,10 @@ fn of_query_reads_both_filter_shapes_and_docker_booleans() {
     assert!(HostDown::of_query("all=no").is_none());
     assert!(HostDown::of_query("").is_none());
     let q = "filters=%7B%22status%22%3A%7B%22exited%22%3Atrue%7D%7D";
-    assert_eq!(HostDown::of_query(q).map(|h| h.statuses), Some(vec!["exited".to_owned()]));
+    assert_eq!(
+        HostDown::of_query(q).map(|h| h.statuses),
+        Some(vec!["exited".to_owned()])
+    );
 }
 
 #[test]
@@ -271,7 +386,12 @@ fn pretty_printed_lists_and_escaped_names_come_out_as_valid_equivalent_json() {
     );
     // The members kept are the engine's text, spacing and all.
     let text = String::from_utf8(merged.body).unwrap();
-    assert!(text.starts_with(r#"[{"Id" : "x1","Names":["/node1/café","/node1/plain"],"Created": 3,"Ports":"#), "{text}");
+    assert!(
+        text.starts_with(
+            r#"[{"Id" : "x1","Names":["/node1/café","/node1/plain"],"Created": 3,"Ports":"#
+        ),
+        "{text}"
+    );
 }
 
 #[test]

@@ -8,13 +8,17 @@
 //! revision after the list, applying every change to a matching scope as soon as etcd
 //! delivers it. An invalid view is refused: the last good chain keeps serving, the reason is
 //! logged and written to `<prefix>/status/<node>`. After a broken watch it lists and watches
-//! again, with backoff. Each apply publishes the new chain first, then rewrites the cache
-//! (`<state-dir>/chains-cache.json`) and the status: neither the disk nor the status write to
-//! etcd is on the way to serving it (`busbar-chainbench` measures that way, see BENCHMARKS.md).
+//! again, with backoff. Each apply publishes the new chain first (and the status `Describe`
+//! reports); then, in the background and a little later (see [`record_delay`]), it rewrites
+//! the cache (`<state-dir>/chains-cache.json`) and the status in etcd: neither the disk nor
+//! the status write is on the way to serving the chain, and a change that reaches 1,000
+//! agents at once does not come back to etcd as 1,000 writes at once (`busbar-chainbench`
+//! measures both, see BENCHMARKS.md).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use etcd_client::{Client, EventType, GetOptions, WatchOptions};
 use tokio::sync::watch;
@@ -30,7 +34,7 @@ use crate::registry::{call, connect, describe, unix_now, Backoff, RegistryError}
 /// The default `--state-dir`.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/busbar";
 /// How long the agent waits for etcd at start before running its cached chain.
-pub const START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+pub const START_TIMEOUT: Duration = Duration::from_secs(3);
 /// The cache's file name in `--state-dir`.
 pub const CACHE_FILE: &str = "chains-cache.json";
 
@@ -52,8 +56,23 @@ pub struct EtcdChains {
     status: ChainStatus,
     /// `status`, as the agent reports it to gateways (`Describe`).
     published: watch::Sender<ChainStatus>,
-    /// The chain to cache, for the cache writer (see [`spawn_cache_writer`]).
-    to_cache: watch::Sender<Option<CachedChains>>,
+    /// What to record after an apply, for the recorder (see [`spawn_recorder`]).
+    to_record: watch::Sender<Option<Record>>,
+}
+
+/// What an apply leaves to record: the chain to cache (none if refused) and the status.
+#[derive(Clone)]
+struct Record {
+    cache: Option<CachedChains>,
+    status: Option<StatusWrite>,
+}
+
+/// A status to write to etcd, with the client to write it through.
+#[derive(Clone)]
+struct StatusWrite {
+    client: Client,
+    key: String,
+    status: ChainStatus,
 }
 
 type Docs = BTreeMap<Scope, ScopeDoc>;
@@ -68,13 +87,13 @@ impl EtcdChains {
             ..ChainStatus::default()
         };
         let published = watch::Sender::new(status.clone());
-        let to_cache = spawn_cache_writer(cfg.state_dir.clone());
+        let to_record = spawn_recorder(cfg.state_dir.clone(), record_delay(&cfg.node));
         let mut me = EtcdChains {
             cfg,
             applied: None,
             status,
             published,
-            to_cache,
+            to_record,
         };
         let shown = me.cfg.etcd.shown();
         let first = async {
@@ -93,8 +112,7 @@ impl EtcdChains {
         match first.await {
             Ok((client, docs, rev)) => match me.compose(&docs, rev) {
                 Ok(live) => {
-                    me.write_cache();
-                    me.put_status(&client).await;
+                    me.record(&client, me.cached());
                     return (live, me);
                 }
                 Err(e) => warn!(etcd = %shown, "adapter chains in etcd are invalid at start: {e}"),
@@ -232,31 +250,35 @@ impl EtcdChains {
         }
     }
 
-    /// Caches the chain now running, for a start without etcd. Called once it serves: the
-    /// cache is for the next start, so new requests need not wait for the disk.
-    fn write_cache(&self) {
-        let Some(yaml) = &self.applied else { return };
-        let cached = CachedChains {
+    /// The chain now running, as cached for a start without etcd.
+    fn cached(&self) -> Option<CachedChains> {
+        Some(CachedChains {
             node: self.cfg.node.clone(),
             revision: self.status.revision,
             scopes: self.status.scopes.clone(),
-            yaml: yaml.clone(),
+            yaml: self.applied.clone()?,
             written_at: unix_now(),
-        };
-        self.to_cache.send_replace(Some(cached));
+        })
     }
 
-    async fn put_status(&self, client: &Client) {
+    /// Publishes the status at once, and leaves `cache` and the status in etcd to the recorder.
+    fn record(&self, client: &Client, cache: Option<CachedChains>) {
         self.published.send_replace(self.status.clone());
         let key = status_key(&self.cfg.prefix, &self.cfg.node);
-        let value = serde_json::to_string(&self.status).expect("a status serializes");
-        if let Err(e) = call("put", &key, client.clone().put(key.as_str(), value, None)).await {
-            warn!("recording the chain status: {e}");
-        }
+        let status = StatusWrite {
+            client: client.clone(),
+            key,
+            status: self.status.clone(),
+        };
+        self.to_record.send_replace(Some(Record {
+            cache,
+            status: Some(status),
+        }));
     }
 
-    /// Applies `docs` if they differ from what runs; publishes on `tx` and records the status.
-    async fn apply(
+    /// Applies `docs` if they differ from what runs: publishes on `tx` and the status at once,
+    /// and leaves the cache and the status in etcd to the recorder.
+    fn apply(
         &mut self,
         client: &Client,
         docs: &Docs,
@@ -264,7 +286,7 @@ impl EtcdChains {
         tx: &watch::Sender<Arc<LiveChains>>,
     ) {
         let before = self.applied.clone();
-        match self.compose(docs, rev) {
+        let cache = match self.compose(docs, rev) {
             Ok(live) => {
                 if before != self.applied {
                     tx.send_replace(live.clone());
@@ -272,14 +294,17 @@ impl EtcdChains {
                 } else {
                     debug!(revision = rev, "adapter chains from etcd unchanged");
                 }
-                self.write_cache();
+                self.cached()
             }
-            Err(e) => warn!(
-                revision = rev,
-                "refusing the adapter chains in etcd, keeping the last good ones:\n{e}"
-            ),
-        }
-        self.put_status(client).await;
+            Err(e) => {
+                warn!(
+                    revision = rev,
+                    "refusing the adapter chains in etcd, keeping the last good ones:\n{e}"
+                );
+                None
+            }
+        };
+        self.record(client, cache);
     }
 
     /// Follows this node's scopes until `shutdown`, publishing each valid new merge on `tx`.
@@ -311,7 +336,7 @@ impl EtcdChains {
     ) -> Result<String, RegistryError> {
         let client = connect(&self.cfg.etcd).await?;
         let (mut docs, rev) = self.list(&client).await?;
-        self.apply(&client, &docs, rev, tx).await;
+        self.apply(&client, &docs, rev, tx);
         backoff.reset();
         let prefix = chains_prefix(&self.cfg.prefix);
         let options = WatchOptions::new()
@@ -357,30 +382,64 @@ impl EtcdChains {
             }
             if relevant {
                 let rev = msg.header().map_or(0, |h| h.revision());
-                self.apply(&client, &docs, rev, tx).await;
+                self.apply(&client, &docs, rev, tx);
             }
         }
     }
 }
 
-/// Starts the task that writes the chain cache in `state_dir`, and returns its input: the
-/// newest chain to cache. The file is written on a blocking thread (a runtime worker of the
-/// agent also serves Docker requests, and must never wait for a disk), always whole (written
-/// aside, then renamed over the old one), and only the newest of several quick changes is
-/// written. The task ends once the sender is gone and the last chain sent is written.
-fn spawn_cache_writer(state_dir: PathBuf) -> watch::Sender<Option<CachedChains>> {
-    let (tx, mut rx) = watch::channel(None::<CachedChains>);
+/// How long after an apply an agent records it: [`RECORD_SETTLE`] (quick successive changes
+/// are recorded once, the newest) plus a share of [`RECORD_SPREAD`] fixed by the node's name,
+/// so that the agents of a cluster that all applied one change write their statuses over a
+/// window instead of at once. `busbarctl chain status` shows an apply within about half a
+/// second; gateways (`Describe`, `docker info`) see it at once.
+fn record_delay(node: &str) -> Duration {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    node.hash(&mut h);
+    let spread = RECORD_SPREAD.as_millis() as u64;
+    RECORD_SETTLE + Duration::from_millis(h.finish() % spread.max(1))
+}
+
+/// The least time between an apply and its record (see [`record_delay`]).
+pub const RECORD_SETTLE: Duration = Duration::from_millis(100);
+/// The window over which the agents' records of one change are spread.
+pub const RECORD_SPREAD: Duration = Duration::from_millis(400);
+
+/// Starts the task that records applies, and returns its input: the newest apply to record.
+/// `delay` after a new one arrives, the task writes the newest: the cache file on a blocking
+/// thread (a runtime worker of the agent also serves Docker requests, and must never wait for
+/// a disk; written aside, then renamed over the old one, so always whole), then the status
+/// to etcd. The task ends once the sender is gone and the last apply sent is recorded.
+fn spawn_recorder(state_dir: PathBuf, delay: Duration) -> watch::Sender<Option<Record>> {
+    let (tx, mut rx) = watch::channel(None::<Record>);
     tokio::spawn(async move {
         while rx.changed().await.is_ok() {
-            let Some(cached) = rx.borrow_and_update().clone() else {
+            tokio::time::sleep(delay).await;
+            let Some(record) = rx.borrow_and_update().clone() else {
                 continue;
             };
-            let dir = state_dir.clone();
-            if tokio::task::spawn_blocking(move || write_cache_file(&dir, &cached))
-                .await
-                .is_err()
+            if let Some(cached) = record.cache {
+                let dir = state_dir.clone();
+                if tokio::task::spawn_blocking(move || write_cache_file(&dir, &cached))
+                    .await
+                    .is_err()
+                {
+                    return; // the runtime is shutting down
+                }
+            }
+            if let Some(StatusWrite {
+                client,
+                key,
+                status,
+            }) = record.status
             {
-                return; // the runtime is shutting down
+                let value = serde_json::to_string(&status).expect("a status serializes");
+                if let Err(e) =
+                    call("put", &key, client.clone().put(key.as_str(), value, None)).await
+                {
+                    warn!("recording the chain status: {e}");
+                }
             }
         }
     });
@@ -417,37 +476,50 @@ mod tests {
         serde_json::from_str(&std::fs::read_to_string(dir.join(CACHE_FILE)).ok()?).ok()
     }
 
-    /// The cache is written in the background, whole, newest last, into a directory it makes.
+    fn record(revision: i64) -> Option<Record> {
+        Some(Record {
+            cache: Some(cached(revision)),
+            status: None,
+        })
+    }
+
+    /// The cache is written in the background, whole, only the newest of quick changes, into
+    /// a directory it makes, and not before the delay.
     #[tokio::test]
-    async fn the_cache_writer_writes_the_newest_chain() {
+    async fn the_recorder_writes_the_newest_chain_after_its_delay() {
         let root = std::env::temp_dir().join(format!("busbar-cache-writer-{}", std::process::id()));
         let dir = root.join("state");
-        let tx = spawn_cache_writer(dir.clone());
+        let delay = Duration::from_millis(300);
+        let tx = spawn_recorder(dir.clone(), delay);
+        let sent = tokio::time::Instant::now();
         for revision in 1..=5 {
-            tx.send_replace(Some(cached(revision)));
+            tx.send_replace(record(revision));
         }
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        tokio::time::sleep(delay / 2).await;
+        assert_eq!(read(&dir), None, "written before the delay");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while read(&dir).map(|c| c.revision) != Some(5) {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "the cache was not written: {:?}",
                 read(&dir)
             );
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        assert!(sent.elapsed() >= delay);
         assert_eq!(read(&dir), Some(cached(5)));
         assert!(!dir.join("chains-cache.json.tmp").exists());
         // Sent just before the sender goes: still written.
-        tx.send_replace(Some(cached(6)));
+        tx.send_replace(record(6));
         drop(tx);
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while read(&dir).map(|c| c.revision) != Some(6) {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "the last chain was not written: {:?}",
                 read(&dir)
             );
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let _ = std::fs::remove_dir_all(&root);
     }

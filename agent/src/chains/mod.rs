@@ -135,7 +135,20 @@ impl ChainSet {
 
     /// Parses and validates the text of an `adapters.yml` file.
     pub fn from_yaml(src: &str) -> Result<ChainSet, ConfigError> {
+        Self::from_yaml_tree(src).map(|(_, set)| set)
+    }
+
+    /// [`ChainSet::from_yaml`], also returning the parsed document.
+    pub(crate) fn from_yaml_tree(src: &str) -> Result<(serde_yaml::Value, ChainSet), ConfigError> {
         yaml::parse(src).map_err(|problems| ConfigError::Invalid {
+            path: None,
+            problems,
+        })
+    }
+
+    /// [`ChainSet::from_yaml`] for a document with no text of its own (such as a merge).
+    pub(crate) fn from_tree(root: &serde_yaml::Value) -> Result<ChainSet, ConfigError> {
+        yaml::check(root, "").map_err(|problems| ConfigError::Invalid {
             path: None,
             problems,
         })

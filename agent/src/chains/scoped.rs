@@ -180,8 +180,9 @@ pub fn merge(docs: &BTreeMap<Scope, ScopeDoc>) -> Result<(ChainSet, String), Str
     let mut max_buffer = None;
     let mut problems = vec![];
     for (scope, doc) in docs {
-        let set = match ChainSet::from_yaml(&doc.text) {
-            Ok(set) => set,
+        // Each document is parsed once, validated as it is, then merged as a tree.
+        let (root, set) = match ChainSet::from_yaml_tree(&doc.text) {
+            Ok(read) => read,
             Err(e) => {
                 problems.push(format!(
                     "scope {scope} (revision {}): {e}",
@@ -191,12 +192,11 @@ pub fn merge(docs: &BTreeMap<Scope, ScopeDoc>) -> Result<(ChainSet, String), Str
             }
         };
         // One scope (the usual cluster: `global` alone): its document, just validated, is the
-        // merge as written. Parsing it again, emitting the merge and parsing that would be
-        // most of the CPU of an apply (YAML is slow), and would lose its line numbers.
+        // merge as written, with its own lines.
         if docs.len() == 1 {
             return Ok((set, doc.text.clone()));
         }
-        let Ok(Value::Mapping(root)) = serde_yaml::from_str::<Value>(&doc.text) else {
+        let Value::Mapping(root) = root else {
             problems.push(format!(
                 "scope {scope} (revision {}): not a mapping",
                 doc.mod_revision
@@ -250,11 +250,11 @@ pub fn merge(docs: &BTreeMap<Scope, ScopeDoc>) -> Result<(ChainSet, String), Str
     if let Some(mb) = max_buffer {
         root.insert("max_buffer".into(), mb);
     }
-    let text = serde_yaml::to_string(&Value::Mapping(root))
-        .map_err(|e| format!("merging the scopes: {e}"))?;
+    let merged = Value::Mapping(root);
     let scopes: Vec<String> = docs.keys().map(|s| s.to_string()).collect();
-    let set = ChainSet::from_yaml(&text)
+    let set = ChainSet::from_tree(&merged)
         .map_err(|e| format!("the merge of {} is invalid: {e}", scopes.join(", ")))?;
+    let text = serde_yaml::to_string(&merged).map_err(|e| format!("merging the scopes: {e}"))?;
     Ok((set, text))
 }
 

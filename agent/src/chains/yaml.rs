@@ -44,7 +44,8 @@ fn compile_key(key: &str) -> Result<(MethodPattern, PathPattern), PatternError> 
 }
 
 /// Parses and validates; on failure the problems are sorted by line (file-wide ones first).
-pub(super) fn parse(src: &str) -> Result<ChainSet, Vec<Problem>> {
+/// Returns the parsed document too.
+pub(super) fn parse(src: &str) -> Result<(Value, ChainSet), Vec<Problem>> {
     let root: Value = match serde_yaml::from_str(src) {
         Ok(root) => root,
         Err(e) => {
@@ -55,11 +56,18 @@ pub(super) fn parse(src: &str) -> Result<ChainSet, Vec<Problem>> {
             }]);
         }
     };
+    let set = check(&root, src)?;
+    Ok((root, set))
+}
+
+/// Validates a document already parsed from `src` (which gives the problems their lines;
+/// `""` for a document with no text of its own).
+pub(super) fn check(root: &Value, src: &str) -> Result<ChainSet, Vec<Problem>> {
     let mut checker = Checker {
         loc: Locator::new(src),
         problems: Vec::new(),
     };
-    match checker.document(&root) {
+    match checker.document(root) {
         Some(chains) if checker.problems.is_empty() => Ok(chains),
         _ => {
             let mut problems = checker.problems;

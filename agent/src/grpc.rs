@@ -31,6 +31,7 @@ use tracing::{debug, info, warn, Instrument};
 use crate::chains::scoped::ChainStatus;
 use crate::docker::hijack::{splice, Hijacked};
 use crate::exchange::{self, Inbound};
+use crate::io::Unvectored;
 use crate::proxy::{empty, Proxy, RequestCtx};
 
 /// What this node says about itself.
@@ -244,7 +245,7 @@ pub async fn serve(
                 // The verifier logs why a peer was refused; this adds who.
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
-                        let _ = tx.send(Ok::<_, std::io::Error>(tls)).await;
+                        let _ = tx.send(Ok::<_, std::io::Error>(Unvectored(tls))).await;
                     }
                     Ok(Err(e)) => warn!(peer = %peer, error = %e, "TLS handshake refused"),
                     Err(_) => warn!(peer = %peer, "TLS handshake timed out"),

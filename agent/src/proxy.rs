@@ -58,7 +58,7 @@ impl RequestCtx {
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && v.len() <= 128)
             .map(str::to_owned)
-            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()[..16].to_owned());
+            .unwrap_or_else(new_request_id);
         let span = info_span!(
             "req",
             req.id = %id,
@@ -83,6 +83,19 @@ impl RequestCtx {
             started: Instant::now(),
         }
     }
+}
+
+/// A new request id: 16 hex digits, a random half drawn once per process and a counter, so
+/// that ids are unique within a process and unlikely to repeat across processes, without a
+/// system call for randomness on every request.
+fn new_request_id() -> String {
+    static SALT: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let salt = *SALT.get_or_init(|| uuid::Uuid::new_v4().as_u128() as u32);
+    format!(
+        "{salt:08x}{:08x}",
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
 }
 
 /// Forwards requests to one engine, through the adapter chains.

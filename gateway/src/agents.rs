@@ -17,13 +17,13 @@ use std::time::{Duration, Instant};
 
 use busbar_agent::docker::hijack::{self, Hijacked};
 use busbar_agent::exchange::{self, Inbound};
+use busbar_agent::io::Unvectored;
 use busbar_agent::proxy::{Body, RequestCtx, REQUEST_ID};
 use busbar_agent::respond::DockerError;
 use busbar_proto::v1::agent_client::AgentClient;
 use busbar_proto::v1::{DescribeRequest, ExchangeFrame, NodeDescription};
 use futures_util::future::BoxFuture;
 use http::{Request, Response, StatusCode, Uri};
-use hyper_rustls::MaybeHttpsStream;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
@@ -281,18 +281,16 @@ struct Dialer {
     backoff: Arc<Mutex<Backoff>>,
 }
 
-type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
+/// TLS to the agent; unvectored so that a small call leaves in one write (see [`Unvectored`]).
+type Io = TokioIo<Unvectored<tokio_rustls::client::TlsStream<TcpStream>>>;
 
 impl Dialer {
     async fn dial(self) -> std::io::Result<Io> {
         let connect = async {
             let tcp = TcpStream::connect(&self.addr).await?;
             tcp.set_nodelay(true)?;
-            let tls = self
-                .tls
-                .connect(self.server_name.clone(), TokioIo::new(TokioIo::new(tcp)))
-                .await?;
-            Ok::<_, std::io::Error>(MaybeHttpsStream::Https(TokioIo::new(tls)))
+            let tls = self.tls.connect(self.server_name.clone(), tcp).await?;
+            Ok::<_, std::io::Error>(TokioIo::new(Unvectored(tls)))
         };
         tokio::time::timeout(DIAL_TIMEOUT, connect)
             .await

@@ -56,23 +56,15 @@ pub struct EtcdChains {
     status: ChainStatus,
     /// `status`, as the agent reports it to gateways (`Describe`).
     published: watch::Sender<ChainStatus>,
-    /// What to record after an apply, for the recorder (see [`spawn_recorder`]).
-    to_record: watch::Sender<Option<Record>>,
+    /// What to record after an apply (see [`Recorder`]).
+    recorder: Recorder,
 }
 
 /// What an apply leaves to record: the chain to cache (none if refused) and the status.
 #[derive(Clone)]
 struct Record {
     cache: Option<CachedChains>,
-    status: Option<StatusWrite>,
-}
-
-/// A status to write to etcd, with the client to write it through.
-#[derive(Clone)]
-struct StatusWrite {
-    client: Client,
-    key: String,
-    status: ChainStatus,
+    status: Option<ChainStatus>,
 }
 
 type Docs = BTreeMap<Scope, ScopeDoc>;
@@ -87,13 +79,17 @@ impl EtcdChains {
             ..ChainStatus::default()
         };
         let published = watch::Sender::new(status.clone());
-        let to_record = spawn_recorder(cfg.state_dir.clone(), record_delay(&cfg.node));
+        let recorder = Recorder::spawn(
+            cfg.state_dir.clone(),
+            status_key(&cfg.prefix, &cfg.node),
+            record_delay(&cfg.node),
+        );
         let mut me = EtcdChains {
             cfg,
             applied: None,
             status,
             published,
-            to_record,
+            recorder,
         };
         let shown = me.cfg.etcd.shown();
         let first = async {
@@ -112,7 +108,8 @@ impl EtcdChains {
         match first.await {
             Ok((client, docs, rev)) => match me.compose(&docs, rev) {
                 Ok(live) => {
-                    me.record(&client, me.cached());
+                    me.recorder.client.send_replace(Some(client));
+                    me.record(me.cached());
                     return (live, me);
                 }
                 Err(e) => warn!(etcd = %shown, "adapter chains in etcd are invalid at start: {e}"),
@@ -262,29 +259,17 @@ impl EtcdChains {
     }
 
     /// Publishes the status at once, and leaves `cache` and the status in etcd to the recorder.
-    fn record(&self, client: &Client, cache: Option<CachedChains>) {
+    fn record(&self, cache: Option<CachedChains>) {
         self.published.send_replace(self.status.clone());
-        let key = status_key(&self.cfg.prefix, &self.cfg.node);
-        let status = StatusWrite {
-            client: client.clone(),
-            key,
-            status: self.status.clone(),
-        };
-        self.to_record.send_replace(Some(Record {
-            cache,
-            status: Some(status),
-        }));
+        let status = Some(self.status.clone());
+        self.recorder
+            .records
+            .send_replace(Some(Record { cache, status }));
     }
 
     /// Applies `docs` if they differ from what runs: publishes on `tx` and the status at once,
     /// and leaves the cache and the status in etcd to the recorder.
-    fn apply(
-        &mut self,
-        client: &Client,
-        docs: &Docs,
-        rev: i64,
-        tx: &watch::Sender<Arc<LiveChains>>,
-    ) {
+    fn apply(&mut self, docs: &Docs, rev: i64, tx: &watch::Sender<Arc<LiveChains>>) {
         let before = self.applied.clone();
         let cache = match self.compose(docs, rev) {
             Ok(live) => {
@@ -304,7 +289,7 @@ impl EtcdChains {
                 None
             }
         };
-        self.record(client, cache);
+        self.record(cache);
     }
 
     /// Follows this node's scopes until `shutdown`, publishing each valid new merge on `tx`.
@@ -336,7 +321,8 @@ impl EtcdChains {
     ) -> Result<String, RegistryError> {
         let client = connect(&self.cfg.etcd).await?;
         let (mut docs, rev) = self.list(&client).await?;
-        self.apply(&client, &docs, rev, tx);
+        self.recorder.client.send_replace(Some(client.clone()));
+        self.apply(&docs, rev, tx);
         backoff.reset();
         let prefix = chains_prefix(&self.cfg.prefix);
         let options = WatchOptions::new()
@@ -382,7 +368,7 @@ impl EtcdChains {
             }
             if relevant {
                 let rev = msg.header().map_or(0, |h| h.revision());
-                self.apply(&client, &docs, rev, tx);
+                self.apply(&docs, rev, tx);
             }
         }
     }
@@ -406,44 +392,50 @@ pub const RECORD_SETTLE: Duration = Duration::from_millis(100);
 /// The window over which the agents' records of one change are spread.
 pub const RECORD_SPREAD: Duration = Duration::from_millis(400);
 
-/// Starts the task that records applies, and returns its input: the newest apply to record.
-/// `delay` after a new one arrives, the task writes the newest: the cache file on a blocking
-/// thread (a runtime worker of the agent also serves Docker requests, and must never wait for
-/// a disk; written aside, then renamed over the old one, so always whole), then the status
-/// to etcd. The task ends once the sender is gone and the last apply sent is recorded.
-fn spawn_recorder(state_dir: PathBuf, delay: Duration) -> watch::Sender<Option<Record>> {
-    let (tx, mut rx) = watch::channel(None::<Record>);
-    tokio::spawn(async move {
-        while rx.changed().await.is_ok() {
-            tokio::time::sleep(delay).await;
-            let Some(record) = rx.borrow_and_update().clone() else {
-                continue;
-            };
-            if let Some(cached) = record.cache {
-                let dir = state_dir.clone();
-                if tokio::task::spawn_blocking(move || write_cache_file(&dir, &cached))
-                    .await
-                    .is_err()
-                {
-                    return; // the runtime is shutting down
+/// The task that records applies, and its inputs.
+struct Recorder {
+    /// The newest apply to record.
+    records: watch::Sender<Option<Record>>,
+    /// The etcd client to write statuses through (that of the current connection).
+    client: watch::Sender<Option<Client>>,
+}
+
+impl Recorder {
+    /// Starts the task. `delay` after a new apply arrives, it records the newest: the cache
+    /// file on a blocking thread (a runtime worker of the agent also serves Docker requests,
+    /// and must never wait for a disk; written aside, then renamed over the old one, so always
+    /// whole), then the status to etcd at `status_key`. The task ends once the senders are
+    /// gone and the last apply sent is recorded.
+    fn spawn(state_dir: PathBuf, status_key: String, delay: Duration) -> Recorder {
+        let (records, mut rx) = watch::channel(None::<Record>);
+        let (client, clients) = watch::channel(None::<Client>);
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                tokio::time::sleep(delay).await;
+                let Some(record) = rx.borrow_and_update().clone() else {
+                    continue;
+                };
+                if let Some(cached) = record.cache {
+                    let dir = state_dir.clone();
+                    if tokio::task::spawn_blocking(move || write_cache_file(&dir, &cached))
+                        .await
+                        .is_err()
+                    {
+                        return; // the runtime is shutting down
+                    }
+                }
+                let client = clients.borrow().clone();
+                if let (Some(status), Some(mut client)) = (record.status, client) {
+                    let value = serde_json::to_string(&status).expect("a status serializes");
+                    let put = client.put(status_key.as_str(), value, None);
+                    if let Err(e) = call("put", &status_key, put).await {
+                        warn!("recording the chain status: {e}");
+                    }
                 }
             }
-            if let Some(StatusWrite {
-                client,
-                key,
-                status,
-            }) = record.status
-            {
-                let value = serde_json::to_string(&status).expect("a status serializes");
-                if let Err(e) =
-                    call("put", &key, client.clone().put(key.as_str(), value, None)).await
-                {
-                    warn!("recording the chain status: {e}");
-                }
-            }
-        }
-    });
-    tx
+        });
+        Recorder { records, client }
+    }
 }
 
 fn write_cache_file(state_dir: &std::path::Path, cached: &CachedChains) {
@@ -490,7 +482,7 @@ mod tests {
         let root = std::env::temp_dir().join(format!("busbar-cache-writer-{}", std::process::id()));
         let dir = root.join("state");
         let delay = Duration::from_millis(300);
-        let tx = spawn_recorder(dir.clone(), delay);
+        let tx = Recorder::spawn(dir.clone(), "status".into(), delay).records;
         let sent = tokio::time::Instant::now();
         for revision in 1..=5 {
             tx.send_replace(record(revision));

@@ -6,24 +6,30 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use super::http::{Conn, Endpoint};
+use super::procstat::run_time;
 use super::stats::{median, Summary};
 
 /// How long one large stream may take in all.
 const STREAM_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// One target's connection and its latency samples for the request being measured.
+/// One target's connection and its latency samples for the request being measured, and the
+/// CPU its processes spent while they were taken.
 pub struct Lane {
     pub name: &'static str,
     pub conn: Conn,
+    pids: Vec<u32>,
     samples: Vec<Duration>,
+    cpu: Duration,
 }
 
 impl Lane {
-    pub fn new(name: &'static str, endpoint: Endpoint) -> Lane {
+    pub fn new(name: &'static str, endpoint: Endpoint, pids: Vec<u32>) -> Lane {
         Lane {
             name,
             conn: Conn::new(endpoint),
+            pids,
             samples: Vec::new(),
+            cpu: Duration::ZERO,
         }
     }
 }
@@ -31,9 +37,10 @@ impl Lane {
 /// One request's latency on every target.
 pub struct LatencyResult {
     pub path: String,
-    /// Per target, in the order of the lanes: its name, summary, and body size of the last
-    /// response (a sanity check that every target answered the same thing).
-    pub rows: Vec<(&'static str, Summary, usize)>,
+    /// Per target, in the order of the lanes: its name, summary, body size of the last
+    /// response (a sanity check that every target answered the same thing), and the CPU its
+    /// processes spent per request (none for `direct`, which has none of its own).
+    pub rows: Vec<(&'static str, Summary, usize, Option<Duration>)>,
 }
 
 /// Measures `GET path` on every lane: `warmup` unrecorded requests each, then `rounds` rounds
@@ -50,6 +57,7 @@ pub fn latency(
     for lane in lanes.iter_mut() {
         lane.samples.clear();
         lane.samples.reserve(requests);
+        lane.cpu = Duration::ZERO;
         for _ in 0..warmup {
             timed_get(&mut lane.conn, path).with_context(|| format!("warming up {}", lane.name))?;
         }
@@ -60,12 +68,14 @@ pub fn latency(
             let index = (round + i) % lanes.len();
             let lane = &mut lanes[index];
             let todo = per_round.min(requests - lane.samples.len());
+            let cpu_before = run_time(&lane.pids)?;
             for _ in 0..todo {
                 let (took, size) = timed_get(&mut lane.conn, path)
                     .with_context(|| format!("measuring {}", lane.name))?;
                 lane.samples.push(took);
                 body_sizes[index] = size;
             }
+            lane.cpu += run_time(&lane.pids)?.saturating_sub(cpu_before);
         }
     }
     let rows = lanes
@@ -76,6 +86,7 @@ pub fn latency(
                 lane.name,
                 Summary::of(&lane.samples).expect("requests > 0"),
                 size,
+                (!lane.pids.is_empty()).then(|| lane.cpu / lane.samples.len() as u32),
             )
         })
         .collect();

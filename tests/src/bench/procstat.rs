@@ -24,6 +24,29 @@ pub fn cpu_time(pid: u32) -> Result<Duration> {
     Ok(TICK * u32::try_from(ticks)?)
 }
 
+/// Time the threads of the processes `pids` have spent running so far, to the nanosecond,
+/// from `/proc/PID/task/*/schedstat` (threads that ended are not counted).
+pub fn run_time(pids: &[u32]) -> Result<Duration> {
+    let mut total = Duration::ZERO;
+    for pid in pids {
+        let dir = format!("/proc/{pid}/task");
+        for task in std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
+            let path = task?.path().join("schedstat");
+            // A thread may end between the listing and the read.
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            let ns: u64 = text
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse().ok())
+                .with_context(|| format!("{} is not a schedstat line", path.display()))?;
+            total += Duration::from_nanos(ns);
+        }
+    }
+    Ok(total)
+}
+
 /// CPU time the whole machine spent busy so far (every CPU, every process, the kernel), from
 /// `/proc/stat`: user, nice, system, irq, softirq and steal.
 pub fn machine_busy() -> Result<Duration> {

@@ -32,15 +32,24 @@ pub enum Kind {
     /// `busbar-gateway` on loopback, dialing a `busbar-agent` in the host's network namespace
     /// over gRPC with mutual TLS.
     GatewayAgent,
+    /// The floor of `gateway+agent`: two byte relays (`busbar-relay`, not busbar) on the same
+    /// path, the first on loopback, the second in the host's network namespace.
+    Relays,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [
+    pub const ALL: [Kind; 5] = [
         Kind::Direct,
         Kind::Agent,
         Kind::GatewayEmbedded,
         Kind::GatewayAgent,
+        Kind::Relays,
     ];
+
+    /// A floor to read the others against, not busbar: no goal applies.
+    pub fn is_floor(self) -> bool {
+        self == Kind::Relays
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -48,6 +57,7 @@ impl Kind {
             Kind::Agent => "agent",
             Kind::GatewayEmbedded => "gateway-embedded",
             Kind::GatewayAgent => "gateway+agent",
+            Kind::Relays => "relay×2 (floor)",
         }
     }
 
@@ -62,6 +72,10 @@ impl Kind {
             Kind::GatewayAgent => {
                 "client → TCP 127.0.0.1 → busbar-gateway → gRPC/mTLS over the host's veth → \
                  busbar-agent (host netns) → unix socket"
+            }
+            Kind::Relays => {
+                "client → TCP 127.0.0.1 → busbar-relay → TCP over the host's veth → \
+                 busbar-relay (host netns) → unix socket: byte copies only, no HTTP, no TLS"
             }
         }
     }
@@ -181,6 +195,7 @@ impl Launcher<'_> {
             Kind::Agent => &["busbar-agent"],
             Kind::GatewayEmbedded => &["busbar-gateway"],
             Kind::GatewayAgent => &["busbar-gateway", "busbar-agent", "busbarctl"],
+            Kind::Relays => &["busbar-relay"],
         };
         let missing: Vec<&str> = needs
             .iter()
@@ -200,6 +215,7 @@ impl Launcher<'_> {
             Kind::Agent => self.agent()?,
             Kind::GatewayEmbedded => self.gateway_embedded()?,
             Kind::GatewayAgent => self.gateway_agent()?,
+            Kind::Relays => self.relays()?,
         };
         for path in ["/_ping", "/v1.41/version"] {
             wait_ready(&endpoint, &mut processes, path)
@@ -298,6 +314,34 @@ impl Launcher<'_> {
         ]);
         let gateway = Process::spawn("gateway", cmd, self.work)?;
         Ok((loopback(port), vec![gateway, agent]))
+    }
+
+    /// Two `busbar-relay`s where `gateway_agent` puts the gateway and the agent.
+    fn relays(&self) -> Result<(Endpoint, Vec<Process>)> {
+        let host_addr: IpAddr = self
+            .host
+            .addr()
+            .context("the host has no network namespace address")?;
+        let inner = SocketAddr::new(host_addr, free_port());
+        let mut cmd = self.host.command_in(self.bin("busbar-relay"));
+        cmd.args([
+            "--listen",
+            &inner.to_string(),
+            "--to",
+            &format!("unix:{}", self.host.docker_sock().display()),
+        ]);
+        let mut second = Process::spawn("netns-relay", cmd, self.work)?;
+        wait_listening(inner, &mut second).context("waiting for the inner relay")?;
+        let port = free_port();
+        let mut cmd = Command::new(self.bin("busbar-relay"));
+        cmd.args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--to",
+            &format!("tcp:{inner}"),
+        ]);
+        let first = Process::spawn("relay", cmd, self.work)?;
+        Ok((loopback(port), vec![first, second]))
     }
 
     /// A fresh cluster CA, the agent's certificate (valid for the host's address) and the

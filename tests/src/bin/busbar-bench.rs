@@ -53,6 +53,10 @@ mod host;
 mod http;
 #[path = "../bench/measure.rs"]
 mod measure;
+// Shared with the scale and chain benchmarks, which use other parts of it.
+#[allow(dead_code)]
+#[path = "../bench/procstat.rs"]
+mod procstat;
 #[path = "../bench/report.rs"]
 mod report;
 #[path = "../bench/stats.rs"]
@@ -206,7 +210,7 @@ fn measure_latency(
 ) -> Result<(Vec<measure::LatencyResult>, Vec<String>)> {
     let mut lanes: Vec<Lane> = started
         .iter()
-        .map(|t| Lane::new(t.kind.name(), t.endpoint.clone()))
+        .map(|t| Lane::new(t.kind.name(), t.endpoint.clone(), t.pids()))
         .collect();
     let mut results = vec![];
     for path in LATENCY_PATHS {

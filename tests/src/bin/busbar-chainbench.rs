@@ -71,6 +71,8 @@
 
 #[path = "../bench/host.rs"]
 mod host;
+// Shared with busbar-bench, which uses other parts of it.
+#[allow(dead_code)]
 #[path = "../bench/procstat.rs"]
 mod procstat;
 #[allow(dead_code)]

@@ -46,6 +46,8 @@
 
 #[path = "../bench/host.rs"]
 mod host;
+// Shared with busbar-bench, which uses other parts of it.
+#[allow(dead_code)]
 #[path = "../bench/procstat.rs"]
 mod procstat;
 // Shared with busbar-bench, which uses parts this program does not (unix sockets, medians).

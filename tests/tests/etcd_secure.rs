@@ -465,6 +465,20 @@ fn tls_client_certificates_and_authentication_work_and_their_failures_are_clear(
         "no clear error from the agent with a wrong password:\n{}",
         refused.log_tail()
     );
+    // ... and it runs its cached chain, saying why without calling etcd unreachable.
+    let cached = wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&refused.log)
+            .unwrap_or_default()
+            .contains(
+                "etcd refused this agent: using the last-known-good adapter chains from the cache",
+            )
+    });
+    let log = std::fs::read_to_string(&refused.log).unwrap_or_default();
+    assert!(
+        cached && !log.contains("etcd unreachable"),
+        "the agent with a wrong password did not say it runs its cache because etcd refused it:\n{}",
+        refused.log_tail()
+    );
     drop(refused);
 
     // A gateway with the wrong CA stops at start, naming etcd and the cause.

@@ -105,23 +105,29 @@ impl EtcdChains {
                     after: START_TIMEOUT,
                 }))
         };
-        match first.await {
+        // Why the cache is used, for its log line.
+        let why = match first.await {
             Ok((client, docs, rev)) => match me.compose(&docs, rev) {
                 Ok(live) => {
                     me.recorder.client.send_replace(Some(client));
                     me.record(me.cached());
                     return (live, me);
                 }
-                Err(e) => warn!(etcd = %shown, "adapter chains in etcd are invalid at start: {e}"),
+                Err(e) => {
+                    warn!(etcd = %shown, "adapter chains in etcd are invalid at start: {e}");
+                    "the adapter chains in etcd are invalid"
+                }
             },
             Err(e) if e.refusal().is_some() => {
-                error!(etcd = %shown, "cannot read the adapter chains from etcd at start: {e}")
+                error!(etcd = %shown, "cannot read the adapter chains from etcd at start: {e}");
+                "etcd refused this agent"
             }
             Err(e) => {
-                warn!(etcd = %shown, "cannot read the adapter chains from etcd at start: {e}")
+                warn!(etcd = %shown, "cannot read the adapter chains from etcd at start: {e}");
+                "etcd unreachable"
             }
-        }
-        let live = me.load_cache().unwrap_or_else(|| {
+        };
+        let live = me.load_cache(why).unwrap_or_else(|| {
             warn!("no cached adapter chains either: starting with none until etcd answers");
             LiveChains::none()
         });
@@ -138,7 +144,7 @@ impl EtcdChains {
         self.cfg.state_dir.join(CACHE_FILE)
     }
 
-    fn load_cache(&mut self) -> Option<Arc<LiveChains>> {
+    fn load_cache(&mut self, why: &str) -> Option<Arc<LiveChains>> {
         let path = self.cache_path();
         let text = std::fs::read_to_string(&path).ok()?;
         let cached: CachedChains = match serde_json::from_str(&text) {
@@ -163,7 +169,7 @@ impl EtcdChains {
             });
         match live {
             Ok(live) => {
-                warn!(cache = %path.display(), revision = cached.revision, "etcd unreachable: using the last-known-good adapter chains from the cache");
+                warn!(cache = %path.display(), revision = cached.revision, "{why}: using the last-known-good adapter chains from the cache");
                 self.applied = Some(cached.yaml);
                 self.status.revision = cached.revision;
                 self.status.scopes = cached.scopes;

@@ -276,6 +276,13 @@ fn a_node_that_goes_down_is_host_down_in_ps_a_and_gone_from_ps() {
         "{out:?}"
     );
     docker_ok(c.url(), &["logs", &ids[2]]);
+    // ... and by a name the gateway never routed (known from node2's last list).
+    let out = docker(c.url(), &["logs", "hd-ex2"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("hd-ex2 is on node node2, which is unhealthy"),
+        "{out:?}"
+    );
 
     c.restart_agent(&bed, 1);
     assert!(

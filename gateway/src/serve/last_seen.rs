@@ -85,6 +85,27 @@ impl LastSeen {
             .cloned()
     }
 
+    /// The one node among `nodes` whose last list holds a container that `reference` names
+    /// (its ID, a prefix of it, or its name), if exactly one does.
+    pub fn holder_of<'n>(&self, reference: &str, nodes: &[&'n str]) -> Option<&'n str> {
+        let name = format!("/{}", reference.trim_start_matches('/'));
+        let names_it = |c: &serde_json::Value| {
+            let id = c["Id"].as_str().unwrap_or_default();
+            (!reference.is_empty() && id.starts_with(reference))
+                || c["Names"]
+                    .as_array()
+                    .is_some_and(|n| n.iter().any(|n| n.as_str() == Some(&name)))
+        };
+        let mut holders = nodes.iter().copied().filter(|node| {
+            self.get(node).is_some_and(|seen| {
+                serde_json::from_slice::<Vec<serde_json::Value>>(&seen.body)
+                    .is_ok_and(|list| list.iter().any(names_it))
+            })
+        });
+        let holder = holders.next()?;
+        holders.next().is_none().then_some(holder)
+    }
+
     /// Forgets nodes that are no longer members of the cluster at all.
     fn retain(&self, keep: impl Fn(&str) -> bool) {
         self.lists
@@ -161,6 +182,33 @@ pub fn is_complete_list(query: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reference names a container of a down node by ID, ID prefix or name; a reference two
+    /// nodes' lists hold, or none does, names no node.
+    #[test]
+    fn the_holder_of_a_reference_is_the_one_node_that_listed_it() {
+        let seen = LastSeen::default();
+        let list =
+            |id: &str, name: &str| Bytes::from(format!(r#"[{{"Id":"{id}","Names":["/{name}"]}}]"#));
+        seen.remember("n1", list("abc123", "web"));
+        seen.remember("n2", list("def456", "db"));
+        seen.remember("n3", list("abc999", "db"));
+        let all = ["n1", "n2", "n3"];
+        assert_eq!(seen.holder_of("web", &all), Some("n1"));
+        assert_eq!(seen.holder_of("/web", &all), Some("n1"));
+        assert_eq!(seen.holder_of("abc123", &all), Some("n1"));
+        assert_eq!(seen.holder_of("def", &all), Some("n2"));
+        assert_eq!(
+            seen.holder_of("abc", &all),
+            None,
+            "two nodes hold an abc... ID"
+        );
+        assert_eq!(seen.holder_of("db", &all), None, "two nodes hold a db");
+        assert_eq!(seen.holder_of("db", &["n1", "n3"]), Some("n3"));
+        assert_eq!(seen.holder_of("we", &all), None, "names match whole");
+        assert_eq!(seen.holder_of("nothing", &all), None);
+        assert_eq!(seen.holder_of("web", &["n2", "n4"]), None);
+    }
 
     #[test]
     fn complete_lists_are_all_containers_unfiltered() {

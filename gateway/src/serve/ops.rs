@@ -12,7 +12,7 @@ use serde_json::Value;
 use tracing::{debug, warn};
 
 use super::calls;
-use super::containers::{is_inspect, json, retarget, with_node};
+use super::containers::{is_inspect, json, retarget, with_node, ResolveError};
 use super::names::NameError;
 use super::ClusterHandler;
 use crate::aggregate::query;
@@ -23,6 +23,30 @@ use crate::schedule::{self, Candidate, Pending, Placement};
 const MAX_CREATE: usize = 4 * 1024 * 1024;
 
 impl ClusterHandler {
+    /// Why `reference`, which no healthy node has, cannot be reached: the node that is down
+    /// and last listed it (see [`super::LastSeen`]), else Docker's "No such container".
+    fn on_a_down_node(&self, reference: &str) -> ResolveError {
+        let down: Vec<Arc<Node>> = self
+            .cluster
+            .nodes()
+            .into_iter()
+            .filter(|n| !n.is_healthy())
+            .collect();
+        let names: Vec<&str> = down.iter().map(|n| n.name()).collect();
+        match self
+            .last_seen
+            .holder_of(reference, &names)
+            .and_then(|name| down.iter().find(|n| n.name() == name))
+        {
+            Some(node) => ResolveError::Unhealthy {
+                reference: reference.to_owned(),
+                node: node.name().to_owned(),
+                error: node.snapshot().last_error.unwrap_or_default(),
+            },
+            None => ResolveError::NotFound(reference.to_owned()),
+        }
+    }
+
     /// Any call on one container.
     pub(super) async fn container(
         &self,
@@ -39,6 +63,10 @@ impl ClusterHandler {
             .await
         {
             Ok(f) => f,
+            Err(ResolveError::NotFound(_)) if node_hint.is_none() => {
+                // No healthy node has it: a node that is down may (as `ps -a` shows it).
+                return respond::error(&self.on_a_down_node(reference));
+            }
             Err(e) => return respond::error(&e),
         };
         ctx.span.record("node", found.node.name());

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::chains::scoped::ChainStatus;
-use crate::chains::source::{self, LiveChains, SourceError};
+use crate::chains::source::{self, LiveChains, Loaded, SourceError};
 use crate::config::Config;
 use crate::docker::EngineClient;
 use crate::front::{self, Handler, ListenError, Listener};
@@ -19,35 +19,35 @@ use crate::proxy::Proxy;
 pub const EX_USAGE: u8 = 64;
 
 /// The chains named by the config (none if no file), validated: at start an invalid file is fatal.
-pub fn initial_chains(config: &Config) -> Result<Arc<LiveChains>, SourceError> {
+pub fn initial_chains(config: &Config) -> Result<Loaded, SourceError> {
     match &config.chains_file {
         Some(path) => source::load_file(path),
-        None => Ok(LiveChains::none()),
+        None => Ok(Loaded {
+            live: LiveChains::none(),
+            text: String::new(),
+        }),
     }
 }
 
 /// The proxy to the configured engine, running `chains`; a chain file is watched until `shutdown`.
-pub fn local_proxy(
-    config: &Config,
-    chains: Arc<LiveChains>,
-    shutdown: &CancellationToken,
-) -> Arc<Proxy> {
+pub fn local_proxy(config: &Config, chains: Loaded, shutdown: &CancellationToken) -> Arc<Proxy> {
     local_proxy_reporting(config, chains, shutdown).0
 }
 
 /// [`local_proxy`], with the chains' status (the file, and whether its last change was refused).
 pub fn local_proxy_reporting(
     config: &Config,
-    chains: Arc<LiveChains>,
+    chains: Loaded,
     shutdown: &CancellationToken,
 ) -> (Arc<Proxy>, watch::Receiver<ChainStatus>) {
-    let (chains_tx, chains_rx) = watch::channel(chains);
+    let (chains_tx, chains_rx) = watch::channel(chains.live);
     let status = match &config.chains_file {
         Some(path) => {
             info!(config = %path.display(), "adapter chains loaded; watching for changes");
             let (status_tx, status) = watch::channel(source::file_status(path));
             tokio::spawn(source::watch_file(
                 path.clone(),
+                chains.text,
                 chains_tx,
                 status_tx,
                 shutdown.clone(),

@@ -158,7 +158,12 @@ impl ChainSet {
     /// async code call it in `spawn_blocking`, or read the file yourself and use `from_yaml`.
     pub fn load(path: impl AsRef<Path>) -> Result<ChainSet, ConfigError> {
         let path = path.as_ref();
-        let src = std::fs::read_to_string(path).map_err(|source| match source.kind() {
+        Self::from_yaml(&Self::read(path)?).map_err(|e| e.in_file(path))
+    }
+
+    /// A config file's text, with the errors [`ChainSet::load`] gives.
+    pub fn read(path: &Path) -> Result<String, ConfigError> {
+        std::fs::read_to_string(path).map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound => ConfigError::NotFound {
                 path: path.to_path_buf(),
             },
@@ -166,8 +171,7 @@ impl ChainSet {
                 path: path.to_path_buf(),
                 source,
             },
-        })?;
-        Self::from_yaml(&src).map_err(|e| e.in_file(path))
+        })
     }
 
     /// All endpoints, in file order.

@@ -68,9 +68,23 @@ pub enum SourceError {
     Clients(#[from] HookError),
 }
 
+/// Chains loaded from a config file, with the text they were loaded from: what a watcher
+/// compares the file with, so that an edit made right after the load is not missed.
+pub struct Loaded {
+    pub live: Arc<LiveChains>,
+    pub text: String,
+}
+
 /// Loads and validates a config file (at start: an error here stops the agent).
-pub fn load_file(path: &Path) -> Result<Arc<LiveChains>, SourceError> {
-    let set = ChainSet::load(path)?;
+pub fn load_file(path: &Path) -> Result<Loaded, SourceError> {
+    let text = ChainSet::read(path)?;
+    let live = from_text(path, &text)?;
+    Ok(Loaded { live, text })
+}
+
+/// Validates the text of the config file at `path` (errors name the file).
+fn from_text(path: &Path, text: &str) -> Result<Arc<LiveChains>, SourceError> {
+    let set = ChainSet::from_yaml(text).map_err(|e| e.in_file(path))?;
     Ok(LiveChains::new(set, format!("file {}", path.display()))?)
 }
 
@@ -93,9 +107,12 @@ pub fn file_status(path: &Path) -> ChainStatus {
 }
 
 /// Watches `path` until `shutdown`, publishing each valid new version on `tx`, and on `status`
-/// whether the last change was refused (and why).
+/// whether the last change was refused (and why). `loaded` is the text the running chains
+/// were loaded from ([`Loaded::text`]): a file that differs from it at the first look is
+/// loaded then.
 pub async fn watch_file(
     path: PathBuf,
+    loaded: String,
     tx: watch::Sender<Arc<LiveChains>>,
     status: watch::Sender<ChainStatus>,
     shutdown: CancellationToken,
@@ -106,7 +123,7 @@ pub async fn watch_file(
             s.updated_at = crate::registry::unix_now();
         });
     };
-    let mut last = std::fs::read(&path).ok();
+    let mut last = Some(loaded.into_bytes());
     let mut missing_reported = false;
     // Why the content in `last` was refused, if it was.
     let mut refused: Option<String> = None;
@@ -132,8 +149,15 @@ pub async fn watch_file(
         if last.as_deref() == Some(&bytes[..]) {
             continue;
         }
+        let parsed = match std::str::from_utf8(&bytes) {
+            Ok(text) => from_text(&path, text),
+            Err(e) => Err(SourceError::Config(ConfigError::Read {
+                path: path.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            })),
+        };
         last = Some(bytes);
-        match load_file(&path) {
+        match parsed {
             Ok(live) => {
                 info!(config = %path.display(), endpoints = live.set.endpoints().len(), "adapter chains reloaded");
                 tx.send_replace(live);
@@ -180,7 +204,8 @@ mod tests {
         let path =
             std::env::temp_dir().join(format!("busbar-source-test-{}.yml", std::process::id()));
         std::fs::write(&path, VALID).unwrap();
-        let (chains_tx, _chains) = watch::channel(load_file(&path).unwrap());
+        let loaded = load_file(&path).unwrap();
+        let (chains_tx, _chains) = watch::channel(loaded.live);
         let (status_tx, mut status) = watch::channel(file_status(&path));
         assert_eq!(status.borrow().source, "file");
         assert_eq!(
@@ -190,12 +215,11 @@ mod tests {
         let shutdown = CancellationToken::new();
         let watcher = tokio::spawn(watch_file(
             path.clone(),
+            loaded.text,
             chains_tx,
             status_tx,
             shutdown.clone(),
         ));
-        // The watcher reads the file once when it starts: change it only after that.
-        tokio::time::sleep(Duration::from_millis(200)).await;
 
         std::fs::write(&path, INVALID).unwrap();
         let refused = until(&mut status, |s| s.error.is_some()).await;
@@ -206,6 +230,38 @@ mod tests {
         std::fs::write(&path, VALID.replace("{}\nadapters", "{} # fixed\nadapters")).unwrap();
         until(&mut status, |s| s.error.is_none()).await;
 
+        shutdown.cancel();
+        watcher.await.unwrap();
+        let _ = std::fs::remove_file(&path);
+    }
+
+    /// An edit made between the load and the watcher's start is not missed: the watcher
+    /// compares the file with what was loaded, not with what it first reads.
+    #[tokio::test]
+    async fn an_edit_right_after_the_load_is_applied() {
+        let path =
+            std::env::temp_dir().join(format!("busbar-source-race-{}.yml", std::process::id()));
+        std::fs::write(&path, VALID).unwrap();
+        let loaded = load_file(&path).unwrap();
+        assert_eq!(loaded.live.set.endpoints().len(), 0);
+        let edited =
+            "endpoints:\n  \"POST /x\":\n    pre: [a]\nadapters:\n  a: http://127.0.0.1:9/\n";
+        std::fs::write(&path, edited).unwrap();
+        let (chains_tx, mut chains) = watch::channel(loaded.live);
+        let (status_tx, _status) = watch::channel(file_status(&path));
+        let shutdown = CancellationToken::new();
+        let watcher = tokio::spawn(watch_file(
+            path.clone(),
+            loaded.text,
+            chains_tx,
+            status_tx,
+            shutdown.clone(),
+        ));
+        tokio::time::timeout(Duration::from_secs(5), chains.changed())
+            .await
+            .expect("the edit was not applied within 5 s")
+            .unwrap();
+        assert_eq!(chains.borrow().set.endpoints().len(), 1);
         shutdown.cancel();
         watcher.await.unwrap();
         let _ = std::fs::remove_file(&path);

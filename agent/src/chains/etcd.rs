@@ -64,7 +64,7 @@ pub struct EtcdChains {
 #[derive(Clone)]
 struct Record {
     cache: Option<CachedChains>,
-    status: Option<ChainStatus>,
+    status: ChainStatus,
 }
 
 type Docs = BTreeMap<Scope, ScopeDoc>;
@@ -267,7 +267,7 @@ impl EtcdChains {
     /// Publishes the status at once, and leaves `cache` and the status in etcd to the recorder.
     fn record(&self, cache: Option<CachedChains>) {
         self.published.send_replace(self.status.clone());
-        let status = Some(self.status.clone());
+        let status = self.status.clone();
         self.recorder
             .records
             .send_replace(Some(Record { cache, status }));
@@ -430,9 +430,10 @@ impl Recorder {
                         return; // the runtime is shutting down
                     }
                 }
+                // No client yet: no connection to etcd has been made (only in tests).
                 let client = clients.borrow().clone();
-                if let (Some(status), Some(mut client)) = (record.status, client) {
-                    let value = serde_json::to_string(&status).expect("a status serializes");
+                if let Some(mut client) = client {
+                    let value = serde_json::to_string(&record.status).expect("a status serializes");
                     let put = client.put(status_key.as_str(), value, None);
                     if let Err(e) = call("put", &status_key, put).await {
                         warn!("recording the chain status: {e}");
@@ -477,7 +478,7 @@ mod tests {
     fn record(revision: i64) -> Option<Record> {
         Some(Record {
             cache: Some(cached(revision)),
-            status: None,
+            status: ChainStatus::default(),
         })
     }
 

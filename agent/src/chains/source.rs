@@ -182,6 +182,40 @@ mod tests {
     const VALID: &str = "endpoints: {}\nadapters: {}\n";
     const INVALID: &str = "endpoints:\n  \"POST /x\":\n    pre: [nope]\nadapters: {}\n";
 
+    /// A watcher of a file, started from what was loaded from it.
+    struct Watching {
+        chains: watch::Receiver<Arc<LiveChains>>,
+        status: watch::Receiver<ChainStatus>,
+        shutdown: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Watching {
+        fn start(path: &Path, loaded: Loaded) -> Watching {
+            let (chains_tx, chains) = watch::channel(loaded.live);
+            let (status_tx, status) = watch::channel(file_status(path));
+            let shutdown = CancellationToken::new();
+            let task = tokio::spawn(watch_file(
+                path.to_path_buf(),
+                loaded.text,
+                chains_tx,
+                status_tx,
+                shutdown.clone(),
+            ));
+            Watching {
+                chains,
+                status,
+                shutdown,
+                task,
+            }
+        }
+
+        async fn stop(self) {
+            self.shutdown.cancel();
+            self.task.await.unwrap();
+        }
+    }
+
     /// Waits (real time: the watcher polls every 500 ms) until `ok` holds for the status.
     async fn until(
         rx: &mut watch::Receiver<ChainStatus>,
@@ -204,34 +238,23 @@ mod tests {
         let path =
             std::env::temp_dir().join(format!("busbar-source-test-{}.yml", std::process::id()));
         std::fs::write(&path, VALID).unwrap();
-        let loaded = load_file(&path).unwrap();
-        let (chains_tx, _chains) = watch::channel(loaded.live);
-        let (status_tx, mut status) = watch::channel(file_status(&path));
-        assert_eq!(status.borrow().source, "file");
+        let mut w = Watching::start(&path, load_file(&path).unwrap());
+        assert_eq!(w.status.borrow().source, "file");
         assert_eq!(
-            status.borrow().file.as_deref(),
+            w.status.borrow().file.as_deref(),
             Some(path.display().to_string().as_str())
         );
-        let shutdown = CancellationToken::new();
-        let watcher = tokio::spawn(watch_file(
-            path.clone(),
-            loaded.text,
-            chains_tx,
-            status_tx,
-            shutdown.clone(),
-        ));
 
         std::fs::write(&path, INVALID).unwrap();
-        let refused = until(&mut status, |s| s.error.is_some()).await;
+        let refused = until(&mut w.status, |s| s.error.is_some()).await;
         assert!(
             refused.error.as_deref().is_some_and(|e| e.contains("nope")),
             "{refused:?}"
         );
         std::fs::write(&path, VALID.replace("{}\nadapters", "{} # fixed\nadapters")).unwrap();
-        until(&mut status, |s| s.error.is_none()).await;
+        until(&mut w.status, |s| s.error.is_none()).await;
 
-        shutdown.cancel();
-        watcher.await.unwrap();
+        w.stop().await;
         let _ = std::fs::remove_file(&path);
     }
 
@@ -247,23 +270,13 @@ mod tests {
         let edited =
             "endpoints:\n  \"POST /x\":\n    pre: [a]\nadapters:\n  a: http://127.0.0.1:9/\n";
         std::fs::write(&path, edited).unwrap();
-        let (chains_tx, mut chains) = watch::channel(loaded.live);
-        let (status_tx, _status) = watch::channel(file_status(&path));
-        let shutdown = CancellationToken::new();
-        let watcher = tokio::spawn(watch_file(
-            path.clone(),
-            loaded.text,
-            chains_tx,
-            status_tx,
-            shutdown.clone(),
-        ));
-        tokio::time::timeout(Duration::from_secs(5), chains.changed())
+        let mut w = Watching::start(&path, loaded);
+        tokio::time::timeout(Duration::from_secs(5), w.chains.changed())
             .await
             .expect("the edit was not applied within 5 s")
             .unwrap();
-        assert_eq!(chains.borrow().set.endpoints().len(), 1);
-        shutdown.cancel();
-        watcher.await.unwrap();
+        assert_eq!(w.chains.borrow().set.endpoints().len(), 1);
+        w.stop().await;
         let _ = std::fs::remove_file(&path);
     }
 }

@@ -228,6 +228,13 @@ impl Launcher<'_> {
         })
     }
 
+    /// The address of the test bed's host in its network namespace.
+    fn host_addr(&self) -> Result<IpAddr> {
+        self.host
+            .addr()
+            .context("the host has no network namespace address")
+    }
+
     fn bin(&self, name: &str) -> PathBuf {
         self.bin_dir.join(name)
     }
@@ -268,10 +275,7 @@ impl Launcher<'_> {
     /// address, and a gateway on 127.0.0.1 in the root namespace dialing it: the request crosses
     /// a real (veth) link, as it would between two machines.
     fn gateway_agent(&self) -> Result<(Endpoint, Vec<Process>)> {
-        let host_addr: IpAddr = self
-            .host
-            .addr()
-            .context("the host has no network namespace address")?;
+        let host_addr = self.host_addr()?;
         let pki = self.work.join("pki");
         self.make_certs(&pki, host_addr)?;
         let pem = |name: &str| pki.join(name).display().to_string();
@@ -318,10 +322,7 @@ impl Launcher<'_> {
 
     /// Two `busbar-relay`s where `gateway_agent` puts the gateway and the agent.
     fn relays(&self) -> Result<(Endpoint, Vec<Process>)> {
-        let host_addr: IpAddr = self
-            .host
-            .addr()
-            .context("the host has no network namespace address")?;
+        let host_addr = self.host_addr()?;
         let inner = SocketAddr::new(host_addr, free_port());
         let mut cmd = self.host.command_in(self.bin("busbar-relay"));
         cmd.args([

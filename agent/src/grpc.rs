@@ -48,6 +48,9 @@ pub struct AgentService {
     node: NodeIdentity,
     /// The chains' status as the chain source keeps it (`Describe` carries it to gateways).
     chains: Option<watch::Receiver<ChainStatus>>,
+    /// Each container's reservation, `(HostConfig.Memory, HostConfig.NanoCpus)` by ID: the
+    /// engine's list does not carry them, so a container is inspected once, when first seen.
+    reservations: std::sync::Mutex<std::collections::HashMap<String, (i64, i64)>>,
 }
 
 impl AgentService {
@@ -56,6 +59,7 @@ impl AgentService {
             proxy,
             node,
             chains: None,
+            reservations: Default::default(),
         }
     }
 
@@ -189,11 +193,52 @@ impl Agent for AgentService {
             }
             (Err(e), _) | (_, Err(e)) => d.engine_error = e,
         }
+        if d.engine_reachable {
+            (d.reserved_memory, d.reserved_nano_cpus) = self.reserved().await;
+        }
         Ok(tonic::Response::new(d))
     }
 }
 
 impl AgentService {
+    /// What the node's containers, running or not (as Swarm counted), have reserved: the sums
+    /// of their `HostConfig.Memory` and `HostConfig.NanoCpus`. Zero when the list fails; a
+    /// container that cannot be inspected (removed meanwhile) counts for nothing.
+    async fn reserved(&self) -> (i64, i64) {
+        let Ok(list) = self.engine_json("/containers/json?all=1").await else {
+            return (0, 0);
+        };
+        let ids: Vec<String> = serde_json::from_slice::<Vec<serde_json::Value>>(&list)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|c| c["Id"].as_str().map(str::to_owned))
+            .collect();
+        let new: Vec<String> = {
+            let mut known = self.reservations.lock().expect("reservations lock");
+            known.retain(|id, _| ids.contains(id));
+            ids.iter()
+                .filter(|id| !known.contains_key(*id))
+                .cloned()
+                .collect()
+        };
+        for id in new {
+            let Ok(doc) = self.engine_json(&format!("/containers/{id}/json")).await else {
+                continue;
+            };
+            let doc: serde_json::Value = serde_json::from_slice(&doc).unwrap_or_default();
+            let field = |f: &str| doc["HostConfig"][f].as_i64().unwrap_or(0).max(0);
+            let reservation = (field("Memory"), field("NanoCpus"));
+            self.reservations
+                .lock()
+                .expect("reservations lock")
+                .insert(id, reservation);
+        }
+        let known = self.reservations.lock().expect("reservations lock");
+        known
+            .values()
+            .fold((0, 0), |(m, c), (dm, dc)| (m + dm, c + dc))
+    }
+
     /// A GET straight to the engine (no adapter chains: this is the agent asking, not a client).
     async fn engine_json(&self, path: &str) -> Result<Vec<u8>, String> {
         let req = Request::get(path)

@@ -179,7 +179,7 @@ impl Node {
             (state.edits, state.snapshot.clone())
         };
         let parts = Arc::new(NodeParts {
-            info: InfoPart::of(&snapshot, Reserved::default()),
+            info: InfoPart::of(&snapshot, snapshot.reserved),
             version: VersionPart::of(&snapshot),
         });
         let mut state = self.state.lock().expect("node state lock");
@@ -309,6 +309,10 @@ impl Node {
             if !newer {
                 return None;
             }
+            s.reserved = Reserved {
+                cpus: d.reserved_nano_cpus as f64 / 1e9,
+                memory: u64::try_from(d.reserved_memory).unwrap_or(0),
+            };
             let old_info = std::mem::replace(&mut s.info, info);
             let old_version = version.map(|v| std::mem::replace(&mut s.version, v));
             if let Some(chains) = chains {

@@ -10,6 +10,8 @@ use std::time::SystemTime;
 
 use busbar_agent::chains::scoped::ChainStatus;
 
+use crate::aggregate::Reserved;
+
 /// A node's health, as `docker info` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Health {
@@ -54,6 +56,8 @@ pub struct NodeSnapshot {
     pub version: Arc<serde_json::Value>,
     /// The agent's adapter chains as it last reported them (`None`: it did not say).
     pub chains: Option<Arc<ChainStatus>>,
+    /// What the node's containers have reserved, as its agent last reported it.
+    pub reserved: Reserved,
 }
 
 impl NodeSnapshot {
@@ -69,6 +73,7 @@ impl NodeSnapshot {
             info: Arc::new(serde_json::Value::Null),
             version: Arc::new(serde_json::Value::Null),
             chains: None,
+            reserved: Reserved::default(),
         }
     }
 

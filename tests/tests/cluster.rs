@@ -376,8 +376,8 @@ fn info_counts_are_exact_right_after_changes_through_the_gateway() {
         let n: Vec<i64> = out.split_whitespace().map(|w| w.parse().unwrap()).collect();
         [n[0], n[1], n[2]]
     };
-    // node2's `└ Containers: N (R Running, P Paused, S Stopped)`.
-    let on_node2 = || -> String {
+    // A line of node2's block: `└ Containers: N (R Running, P Paused, S Stopped)`, ...
+    let node2_line = |field: &str| -> String {
         let info = c.info();
         let block = info
             .lines()
@@ -385,17 +385,24 @@ fn info_counts_are_exact_right_after_changes_through_the_gateway() {
             .skip(1);
         let line = block
             .take_while(|l| l.contains('└'))
-            .find(|l| l.contains("└ Containers:"))
+            .find(|l| l.contains(&format!("└ {field}:")))
             .map(str::to_owned);
-        line.unwrap_or_else(|| panic!("no node2 block:\n{info}"))
-            .split_once("Containers:")
+        line.unwrap_or_else(|| panic!("no {field} in node2's block:\n{info}"))
+            .split_once(&format!("{field}:"))
             .unwrap()
             .1
             .trim()
             .to_owned()
     };
+    let on_node2 = || node2_line("Containers");
+    // `└ Reserved CPUs: 0.5 / 2` and `└ Reserved Memory: 64 MiB / 1.9 GiB`: the reserved part.
+    let reserved = || {
+        let part = |field: &str| node2_line(field).split(" / ").next().unwrap().to_owned();
+        (part("Reserved CPUs"), part("Reserved Memory"))
+    };
     let [all, running, stopped] = totals();
     assert_eq!(on_node2(), "0 (0 Running, 0 Paused, 0 Stopped)");
+    assert_eq!(reserved(), ("0".to_owned(), "0 B".to_owned()));
 
     docker_ok(
         g,
@@ -406,6 +413,10 @@ fn info_counts_are_exact_right_after_changes_through_the_gateway() {
             "fresh-up",
             "-e",
             "constraint:node==node2",
+            "--memory",
+            "64m",
+            "--cpus",
+            "0.5",
             "busybox",
             "sleep",
             "300",
@@ -413,6 +424,8 @@ fn info_counts_are_exact_right_after_changes_through_the_gateway() {
     );
     assert_eq!(totals(), [all + 1, running + 1, stopped]);
     assert_eq!(on_node2(), "1 (1 Running, 0 Paused, 0 Stopped)");
+    // What the container reserves shows on its node at once (as Swarm showed it).
+    assert_eq!(reserved(), ("0.5".to_owned(), "64 MiB".to_owned()));
     // In the foreground: the container has exited when `docker run` returns.
     docker_ok(
         g,
@@ -433,6 +446,7 @@ fn info_counts_are_exact_right_after_changes_through_the_gateway() {
     docker_ok(g, &["rm", "fresh-up", "fresh-done"]);
     assert_eq!(totals(), [all, running, stopped]);
     assert_eq!(on_node2(), "0 (0 Running, 0 Paused, 0 Stopped)");
+    assert_eq!(reserved(), ("0".to_owned(), "0 B".to_owned()));
 }
 
 #[test]

@@ -63,7 +63,8 @@ pub struct Reserved {
 ///   `Status: Unhealthy` and the failure is its `└ Error`; its `└ Containers` is then just the
 ///   last count seen, as in Swarm.
 ///
-/// `Reserved CPUs` and `Reserved Memory` show `0 / <total>`: see [`info_with_reserved`].
+/// `Reserved CPUs` and `Reserved Memory` show `0 / <total>` here; the cluster's own answer
+/// shows what each node's agent reports (see [`info_with_reserved`] and `InfoPart::of`).
 pub fn info(nodes: &[NodeSnapshot], answers: &[NodeAnswer<Value>], facts: &GatewayFacts) -> Value {
     info_with_reserved(nodes, answers, facts, &BTreeMap::new())
 }

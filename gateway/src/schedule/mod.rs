@@ -22,9 +22,11 @@
 //! - CPU: Docker's semantics. `NanoCpus / 1e9` is the requested CPUs and is weighed against
 //!   `NCPU`; `CpuShares` stays a relative weight and is not reinterpreted as cores (Swarm's
 //!   documented difference), so bodies reach the engine unchanged.
-//! - Reservations already on a node: the engine's container list has no `HostConfig.Memory` or
-//!   `NanoCpus`, so only pending creates (and entries the caller enriched with those fields)
-//!   count. Ports likewise: the list shows the published ports of running containers only.
+//! - Reservations already on a node: what its agent reports (`Describe`: the sums of
+//!   `HostConfig.Memory` and `NanoCpus` over all its containers, running or not, as Swarm
+//!   counted), or the container list's own `HostConfig` fields if a caller enriched them and
+//!   they say more, plus pending creates. Ports: the list shows the published ports of running
+//!   containers only.
 //! - Status codes ([`ScheduleError::status`]): bad input 400; no (healthy) node 503; a request
 //!   no node can satisfy 500, as Swarm and dockerd itself ("port is already allocated") answer.
 //!   4xx codes carry meanings to clients (404 makes `docker run` pull, 409 is a name conflict).

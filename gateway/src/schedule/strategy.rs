@@ -151,13 +151,16 @@ fn weigh<'v, 'a>(
             .map(|v| i128::from(v.max(0)))
             .sum()
     };
-    let used_memory = listed("Memory")
+    // What the node's agent reported its containers reserve, or what the list says if it says
+    // more (entries a caller enriched with `HostConfig`): the same containers, not counted twice.
+    let reported = node.cand.node.reserved;
+    let used_memory = listed("Memory").max(i128::from(reported.memory))
         + node
             .pending
             .iter()
             .map(|x| i128::from(x.memory.max(0)))
             .sum::<i128>();
-    let used_cpu = listed("NanoCpus")
+    let used_cpu = listed("NanoCpus").max((reported.cpus * 1e9).round() as i128)
         + node
             .pending
             .iter()

@@ -268,6 +268,26 @@ fn reservations_in_enriched_container_entries_count() {
     assert_eq!(cluster.passing(body).unwrap(), names(&["n2"]));
 }
 
+/// What a node's agent reports its containers reserve counts, once, beside pending creates.
+#[test]
+fn reservations_reported_by_the_agent_count() {
+    let mut cluster = Cluster::plain(2);
+    cluster.nodes[0].reserved = crate::aggregate::Reserved {
+        cpus: 3.5,
+        memory: 7 * GIB as u64,
+    };
+    let memory = json!({"HostConfig": {"Memory": 2 * GIB}});
+    assert_eq!(cluster.passing(memory.clone()).unwrap(), names(&["n2"]));
+    let cpus = json!({"HostConfig": {"NanoCpus": 1_000_000_000}});
+    assert_eq!(cluster.passing(cpus).unwrap(), names(&["n2"]));
+    // The same container also in an enriched list entry is not counted twice.
+    let mut big = container("aa", "big");
+    big["HostConfig"] = json!({"Memory": 7 * GIB});
+    cluster.add_container("n1", big);
+    let small = json!({"HostConfig": {"Memory": GIB}});
+    assert_eq!(cluster.passing(small).unwrap(), names(&["n1", "n2"]));
+}
+
 #[test]
 fn resources_table() {
     // One node: 2 CPUs, 4 GiB (4.2 GiB and 2.1 CPUs with the 5% overcommit).

@@ -81,6 +81,12 @@ pub struct NodeDescription {
     /// Empty from an agent that does not report it.
     #[prost(bytes = "vec", tag = "9")]
     pub chain_status_json: ::prost::alloc::vec::Vec<u8>,
+    /// What the node's containers (all of them, running or not, as Swarm counted) have reserved:
+    /// the sums of their HostConfig.Memory (bytes) and HostConfig.NanoCpus. Zero when unknown.
+    #[prost(int64, tag = "10")]
+    pub reserved_memory: i64,
+    #[prost(int64, tag = "11")]
+    pub reserved_nano_cpus: i64,
 }
 /// Generated client implementations.
 pub mod agent_client {

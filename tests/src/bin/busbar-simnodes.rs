@@ -419,6 +419,7 @@ impl Agent for SimAgent {
             engine_version_json: self.node.docs.version.clone(),
             engine_info_json: self.node.docs.info.clone(),
             chain_status_json: self.node.docs.chain_status.clone(),
+            ..NodeDescription::default()
         }))
     }
 }

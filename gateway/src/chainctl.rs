@@ -166,6 +166,13 @@ async fn get_kv(c: &Client, key: &str, at: Option<i64>) -> Result<Option<KeyValu
     Ok(rsp.take_kvs().into_iter().next())
 }
 
+/// Every key under `prefix`, with its value.
+async fn get_prefix(c: &Client, prefix: &str) -> Result<Vec<KeyValue>, CtlError> {
+    let opts = GetOptions::new().with_prefix();
+    let mut rsp = call("get", prefix, c.clone().get(prefix, Some(opts))).await?;
+    Ok(rsp.take_kvs())
+}
+
 /// Writes `text` at `key` if its mod revision is still `expected` (None: unconditionally).
 async fn cas_put(
     c: &Client,
@@ -277,17 +284,7 @@ async fn run_async(etcd: &EtcdArgs, cmd: &ChainCmd, out: &mut dyn Write) -> Resu
                         CtlError::NotFound(format!("scope {scope} has no chain document"))
                     })?]
                 }
-                None => {
-                    let p = chains_prefix(prefix);
-                    let mut rsp = call(
-                        "get",
-                        &p,
-                        c.clone()
-                            .get(p.as_str(), Some(GetOptions::new().with_prefix())),
-                    )
-                    .await?;
-                    rsp.take_kvs()
-                }
+                None => get_prefix(&c, &chains_prefix(prefix)).await?,
             };
             let docs: Vec<(String, i64, String)> = kvs
                 .iter()
@@ -454,16 +451,8 @@ async fn list_statuses(
     c: &Client,
     prefix: &str,
 ) -> Result<BTreeMap<String, ChainStatus>, CtlError> {
-    let p = status_prefix(prefix);
-    let rsp = call(
-        "get",
-        &p,
-        c.clone()
-            .get(p.as_str(), Some(GetOptions::new().with_prefix())),
-    )
-    .await?;
-    Ok(rsp
-        .kvs()
+    Ok(get_prefix(c, &status_prefix(prefix))
+        .await?
         .iter()
         .filter_map(|kv| serde_json::from_slice::<ChainStatus>(kv.value()).ok())
         .map(|s| (s.node.clone(), s))
@@ -474,16 +463,8 @@ async fn list_statuses(
 pub fn run_nodes(etcd: &EtcdArgs, out: &mut dyn Write) -> Result<(), CtlError> {
     runtime().block_on(async {
         let c = client(etcd).await?;
-        let p = nodes_prefix(&etcd.etcd_prefix);
-        let rsp = call(
-            "get",
-            &p,
-            c.clone()
-                .get(p.as_str(), Some(GetOptions::new().with_prefix())),
-        )
-        .await?;
-        let nodes: Vec<NodeEntry> = rsp
-            .kvs()
+        let nodes: Vec<NodeEntry> = get_prefix(&c, &nodes_prefix(&etcd.etcd_prefix))
+            .await?
             .iter()
             .filter_map(|kv| serde_json::from_slice(kv.value()).ok())
             .collect();

@@ -39,6 +39,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use super::query::filter_values;
 use super::{answered, node_filter, query};
 use crate::model::{NodeAnswer, NodeSnapshot};
 
@@ -445,24 +446,6 @@ fn filters_of(query: &str) -> Option<Vec<(String, Vec<String>)>> {
             .filter(|(_, v)| !v.is_empty())
             .collect(),
     )
-}
-
-/// The values of one filter key, in either shape Docker accepts (`["a"]` or `{"a":true}`).
-fn filter_values(value: &Value) -> Vec<String> {
-    match value {
-        Value::Array(list) => list
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_owned)
-            .collect(),
-        Value::Object(set) => set
-            .iter()
-            .filter(|(_, on)| on.as_bool() == Some(true))
-            .map(|(k, _)| k.clone())
-            .collect(),
-        Value::String(one) => vec![one.clone()],
-        _ => Vec::new(),
-    }
 }
 
 /// A boolean query parameter's value as Docker reads it (`httputils.BoolValue`).

@@ -12,12 +12,9 @@
 
 use serde_json::{Map, Value};
 
-/// The node names a `node` filter asks for, or `None` if the query has no (non-empty) `node`
-/// filter. Names are matched exactly (Swarm matched them as regular expressions, so `node1` also
-/// picked `node10`; exact names are what users mean).
-pub fn node_filter(query: &str) -> Option<Vec<String>> {
-    let filters = filters_of(query)?;
-    let names: Vec<String> = match filters.get("node")? {
+/// The values of one filter key, in either shape Docker accepts (`["a"]` or `{"a":true}`).
+pub fn filter_values(value: &Value) -> Vec<String> {
+    match value {
         Value::Array(list) => list
             .iter()
             .filter_map(Value::as_str)
@@ -30,7 +27,15 @@ pub fn node_filter(query: &str) -> Option<Vec<String>> {
             .collect(),
         Value::String(one) => vec![one.clone()],
         _ => Vec::new(),
-    };
+    }
+}
+
+/// The node names a `node` filter asks for, or `None` if the query has no (non-empty) `node`
+/// filter. Names are matched exactly (Swarm matched them as regular expressions, so `node1` also
+/// picked `node10`; exact names are what users mean).
+pub fn node_filter(query: &str) -> Option<Vec<String>> {
+    let filters = filters_of(query)?;
+    let names = filter_values(filters.get("node")?);
     if names.is_empty() {
         None
     } else {

@@ -195,13 +195,28 @@ impl Drop for RawInbound {
 /// broken stream, never a silently short one).
 ///
 /// When the body is complete (`ended`, the common case) it becomes a plain body of known
-/// length and no task is started until the raw stream is asked for; otherwise one task feeds
-/// the body, then the raw stream.
-pub fn route_inbound_after<S, E>(early: Vec<Bytes>, ended: bool, mut frames: S) -> Inbound
+/// length and no task is started until the raw stream is asked for. Otherwise, when no raw
+/// stream can follow (`raw_may_follow` false: not an attach, exec start or upgrade), the body
+/// reads the frames itself ([`FramesBody`]); else one task feeds the body, then the raw stream.
+pub fn route_inbound_after<S, E>(
+    early: Vec<Bytes>,
+    ended: bool,
+    raw_may_follow: bool,
+    mut frames: S,
+) -> Inbound
 where
     S: Stream<Item = Result<ExchangeFrame, E>> + Send + Unpin + 'static,
     E: Display + Send + 'static,
 {
+    if !ended && !raw_may_follow {
+        return Inbound {
+            body: BodyExt::boxed(FramesBody {
+                early: early.into(),
+                frames: std::sync::Mutex::new(Some(frames)),
+            }),
+            raw: RawInbound::new(|| mpsc::channel(1).1),
+        };
+    }
     if ended {
         use futures_util::FutureExt;
         let body: Bytes = early.concat().into();
@@ -291,51 +306,160 @@ where
     }
 }
 
-/// Sends `body` as `data` frames (split at [`MAX_CHUNK`]) and an `eof`, each wrapped by `wrap`
-/// for the channel's item type. Returns the body's error, if it failed; a closed channel just
-/// stops.
-pub async fn send_body<T>(
-    mut body: Body,
-    out: &mpsc::Sender<T>,
-    wrap: fn(ExchangeFrame) -> T,
-) -> Result<(), BoxError> {
-    use futures_util::FutureExt;
-    let mut pending = bytes::BytesMut::new();
-    let mut ended = false;
-    while !ended {
-        // Wait for one frame, then take every frame already available (up to a chunk): the
-        // engine writes 32 KiB at a time, and one gRPC message per write costs a wake-up and
-        // a TLS record each on both sides.
-        match body.frame().await {
-            None => ended = true,
-            Some(frame) => {
-                if let Ok(data) = frame?.into_data() {
-                    pending.extend_from_slice(&data);
-                }
-                while pending.len() < MAX_CHUNK {
-                    match body.frame().now_or_never() {
-                        Some(None) => {
-                            ended = true;
-                            break;
+/// A body read straight from the frames that carry it, in the task that reads the body: the
+/// `data` up to the first `eof`. After the `eof` the stream is read to its end (its status),
+/// in a task if that has not arrived yet, as a stream dropped early is reset and h2 closes a
+/// connection after a thousand resets. An error, or an end before the `eof`, fails the body.
+struct FramesBody<S> {
+    /// Data taken before the body was made ([`take_ready`]).
+    early: std::collections::VecDeque<Bytes>,
+    /// In a mutex only to make the body `Sync`; it is never locked (`get_mut`).
+    frames: std::sync::Mutex<Option<S>>,
+}
+
+impl<S, E> http_body::Body for FramesBody<S>
+where
+    S: Stream<Item = Result<ExchangeFrame, E>> + Send + Unpin + 'static,
+    E: Display,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        if let Some(data) = this.early.pop_front() {
+            return Poll::Ready(Some(Ok(http_body::Frame::data(data))));
+        }
+        let slot = this.frames.get_mut().expect("never locked");
+        let Some(frames) = slot.as_mut() else {
+            return Poll::Ready(None);
+        };
+        loop {
+            let failure: BoxError = match std::task::ready!(frames.poll_next_unpin(cx)) {
+                Some(Ok(frame)) => match frame.frame {
+                    Some(Frame::Data(d)) => {
+                        return Poll::Ready(Some(Ok(http_body::Frame::data(d))))
+                    }
+                    Some(Frame::Eof(_)) => {
+                        let mut rest = slot.take().expect("present");
+                        use futures_util::FutureExt;
+                        if !matches!(rest.next().now_or_never(), Some(None)) {
+                            tokio::spawn(async move { while rest.next().await.is_some() {} });
                         }
-                        Some(Some(frame)) => {
-                            if let Ok(data) = frame?.into_data() {
-                                pending.extend_from_slice(&data);
-                            }
-                        }
-                        None => break,
+                        return Poll::Ready(None);
+                    }
+                    _ => continue,
+                },
+                Some(Err(e)) => format!("the stream broke: {e}").into(),
+                None => "the stream ended before the body was complete".into(),
+            };
+            *slot = None;
+            return Poll::Ready(Some(Err(failure)));
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.early.is_empty() && self.frames.lock().map_or(true, |f| f.is_none())
+    }
+}
+
+/// `body` as `data` frames, then an `eof` (nothing after the body's error, which ends it).
+///
+/// A chunk is what the engine's connection had read (the engine writes 32 KiB at a time, the
+/// engine client reads what has arrived), sent as it is when it is large, so its bytes are not
+/// copied; smaller chunks already at hand are joined up to [`MAX_CHUNK`], as one gRPC message
+/// each costs a wake-up and a TLS record on both sides. Larger ones are split at [`MAX_CHUNK`].
+/// Polled by whoever sends the frames: a reader that stops polling stops the engine's stream.
+pub fn body_frames(body: Body) -> impl Stream<Item = Result<ExchangeFrame, BoxError>> + Send {
+    let chunks = Chunks {
+        body,
+        rest: Bytes::new(),
+        ended: false,
+        failed: None,
+    };
+    futures_util::stream::unfold(Some(chunks), |state| async move {
+        let mut chunks = state?;
+        match chunks.next().await {
+            Ok(Some(chunk)) => Some((Ok(data_frame(chunk)), Some(chunks))),
+            Ok(None) => Some((Ok(eof_frame()), None)),
+            Err(e) => Some((Err(e), None)),
+        }
+    })
+}
+
+/// A body read in chunks for [`body_frames`].
+struct Chunks {
+    body: Body,
+    /// Read and not yet sent.
+    rest: Bytes,
+    ended: bool,
+    /// An error met while joining, returned once what was read before it has gone out.
+    failed: Option<BoxError>,
+}
+
+impl Chunks {
+    async fn next(&mut self) -> Result<Option<Bytes>, BoxError> {
+        use futures_util::FutureExt;
+        if self.rest.is_empty() {
+            if let Some(e) = self.failed.take() {
+                return Err(e);
+            }
+        }
+        while self.rest.is_empty() && !self.ended {
+            match self.body.frame().await {
+                None => self.ended = true,
+                Some(frame) => self.rest = frame?.into_data().unwrap_or_default(),
+            }
+        }
+        if self.rest.len() < MAX_CHUNK && !self.ended && self.failed.is_none() {
+            let mut joined: Option<bytes::BytesMut> = None;
+            while joined.as_ref().map_or(self.rest.len(), |j| j.len()) < MAX_CHUNK {
+                match self.body.frame().now_or_never() {
+                    None => break,
+                    Some(None) => {
+                        self.ended = true;
+                        break;
+                    }
+                    Some(Some(Err(e))) => {
+                        self.failed = Some(e);
+                        break;
+                    }
+                    Some(Some(Ok(frame))) => {
+                        let data = frame.into_data().unwrap_or_default();
+                        joined
+                            .get_or_insert_with(|| bytes::BytesMut::from(&self.rest[..]))
+                            .extend_from_slice(&data);
                     }
                 }
             }
-        }
-        while !pending.is_empty() {
-            let chunk = pending.split_to(pending.len().min(MAX_CHUNK)).freeze();
-            if out.send(wrap(data_frame(chunk))).await.is_err() {
-                return Ok(());
+            if let Some(joined) = joined {
+                self.rest = joined.freeze();
             }
         }
+        if self.rest.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(self.rest.split_to(self.rest.len().min(MAX_CHUNK))))
     }
-    let _ = out.send(wrap(eof_frame())).await;
+}
+
+/// Sends `body` as [`body_frames`] on `out`, each wrapped by `wrap` for the channel's item
+/// type. Returns the body's error, if it failed; a closed channel just stops.
+pub async fn send_body<T>(
+    body: Body,
+    out: &mpsc::Sender<T>,
+    wrap: fn(ExchangeFrame) -> T,
+) -> Result<(), BoxError> {
+    let mut frames = std::pin::pin!(body_frames(body));
+    while let Some(frame) = frames.next().await {
+        if out.send(wrap(frame?)).await.is_err() {
+            break;
+        }
+    }
     Ok(())
 }
 
@@ -442,4 +566,112 @@ pub fn raw_stream<T: Send + 'static>(
         let _ = out.send(wrap(eof_frame())).await;
     });
     Box::new(ours)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body_of(chunks: Vec<Result<Bytes, &'static str>>) -> Body {
+        let frames = chunks
+            .into_iter()
+            .map(|c| c.map(http_body::Frame::data).map_err(BoxError::from));
+        BodyExt::boxed(StreamBody::new(futures_util::stream::iter(frames)))
+    }
+
+    async fn frames_of(body: Body) -> Vec<Result<ExchangeFrame, String>> {
+        body_frames(body)
+            .map(|f| f.map_err(|e| e.to_string()))
+            .collect()
+            .await
+    }
+
+    fn data(frame: &Result<ExchangeFrame, String>) -> &Bytes {
+        match frame {
+            Ok(ExchangeFrame {
+                frame: Some(Frame::Data(d)),
+            }) => d,
+            other => panic!("expected data, got {other:?}"),
+        }
+    }
+
+    fn is_eof(frame: &Result<ExchangeFrame, String>) -> bool {
+        matches!(
+            frame,
+            Ok(ExchangeFrame {
+                frame: Some(Frame::Eof(_))
+            })
+        )
+    }
+
+    #[tokio::test]
+    async fn a_large_chunk_goes_out_uncopied_and_split_at_the_limit() {
+        let big = Bytes::from(vec![7u8; MAX_CHUNK + 1000]);
+        let frames = frames_of(body_of(vec![Ok(big.clone())])).await;
+        assert_eq!(frames.len(), 3, "{frames:?}");
+        assert_eq!(data(&frames[0]).len(), MAX_CHUNK);
+        assert_eq!(data(&frames[1]).len(), 1000);
+        assert_eq!(
+            data(&frames[0]).as_ptr(),
+            big.as_ptr(),
+            "the engine's chunk is sent, not a copy of it"
+        );
+        assert!(is_eof(&frames[2]));
+    }
+
+    #[tokio::test]
+    async fn small_chunks_at_hand_are_joined_into_one_message() {
+        let chunks = (0..5u8).map(|i| Ok(Bytes::from(vec![i; 10_000]))).collect();
+        let frames = frames_of(body_of(chunks)).await;
+        assert_eq!(frames.len(), 2, "one data frame and the eof: {frames:?}");
+        let joined = data(&frames[0]);
+        assert_eq!(joined.len(), 50_000);
+        assert_eq!((joined[0], joined[49_999]), (0, 4), "in order");
+        assert!(is_eof(&frames[1]));
+    }
+
+    #[tokio::test]
+    async fn a_body_error_ends_the_frames_after_what_came_before_it() {
+        let frames = frames_of(body_of(vec![Ok(Bytes::from_static(b"part")), Err("boom")])).await;
+        assert_eq!(
+            frames.len(),
+            2,
+            "the data, then the error, no eof: {frames:?}"
+        );
+        assert_eq!(&data(&frames[0])[..], b"part");
+        assert_eq!(frames[1].as_ref().unwrap_err(), "boom");
+    }
+
+    fn frames_body(frames: Vec<Result<ExchangeFrame, &'static str>>, early: Vec<Bytes>) -> Body {
+        let stream = futures_util::stream::iter(frames);
+        route_inbound_after(early, false, false, stream).body
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_is_the_data_up_to_the_eof() {
+        let frames = vec![
+            Ok(data_frame(Bytes::from_static(b"b"))),
+            Ok(data_frame(Bytes::from_static(b"c"))),
+            Ok(eof_frame()),
+        ];
+        let body = frames_body(frames, vec![Bytes::from_static(b"a")]);
+        let all = body.collect().await.expect("a complete body").to_bytes();
+        assert_eq!(&all[..], b"abc");
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_fails_when_its_stream_breaks_or_stops_short() {
+        let broken = frames_body(
+            vec![Ok(data_frame(Bytes::from_static(b"a"))), Err("reset")],
+            vec![],
+        );
+        let e = broken.collect().await.expect_err("a broken stream");
+        assert_eq!(e.to_string(), "the stream broke: reset");
+        let short = frames_body(vec![Ok(data_frame(Bytes::from_static(b"a")))], vec![]);
+        let e = short.collect().await.expect_err("a short stream");
+        assert_eq!(
+            e.to_string(),
+            "the stream ended before the body was complete"
+        );
+    }
 }

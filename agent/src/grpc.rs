@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use busbar_proto::v1::agent_server::{Agent, AgentServer};
 use busbar_proto::v1::{DescribeRequest, ExchangeFrame, Head, NodeDescription};
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use http::Request;
 use http_body_util::BodyExt;
 use tokio::net::TcpListener;
@@ -29,7 +29,7 @@ use tonic::{Status, Streaming};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::chains::scoped::ChainStatus;
-use crate::docker::hijack::{splice, Hijacked};
+use crate::docker::hijack::{self, splice, Hijacked};
 use crate::exchange::{self, Inbound};
 use crate::io::Unvectored;
 use crate::proxy::{empty, Proxy, RequestCtx};
@@ -108,9 +108,12 @@ impl Agent for AgentService {
         } else {
             exchange::take_ready(&mut frames)
         };
-        let Inbound { body, raw } = exchange::route_inbound_after(early, ended, frames);
-        let req = exchange::to_request(head, body)
+        let mut req = exchange::to_request(head, crate::proxy::empty())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let may_hijack = hijack::is_hijack_endpoint(req.method(), req.uri().path())
+            || hijack::wants_upgrade(req.headers());
+        let Inbound { body, raw } = exchange::route_inbound_after(early, ended, may_hijack, frames);
+        *req.body_mut() = body;
         let ctx = RequestCtx::new(&req);
         ctx.span.record("node", self.node.name.as_str());
         // Served in the RPC's own task, up to the response head: no hand-off to another task
@@ -123,7 +126,7 @@ impl Agent for AgentService {
         let hijacked = Hijacked::take(&mut rsp);
         let (parts, mut body) = rsp.into_parts();
         let head = exchange::head_frame(exchange::response_head(&parts));
-        if hijacked.is_none() {
+        let Some(pending) = hijacked else {
             if let Some(whole) = exchange::ready_body(&mut body) {
                 // The common case, a small answer already complete: sent as it is.
                 let frames = exchange::whole_frames(head, whole).into_iter().map(Ok);
@@ -131,7 +134,18 @@ impl Agent for AgentService {
                     frames,
                 ))));
             }
-        }
+            // A stream: read from the engine as the gateway takes it, in the RPC's own task.
+            let span = ctx.span.clone();
+            let body = exchange::body_frames(body).map(move |frame| {
+                frame.map_err(|e| {
+                    let _entered = span.enter();
+                    warn!(error = %e, "engine stream broke");
+                    Status::unavailable(format!("the engine's stream broke: {e}"))
+                })
+            });
+            let frames = futures_util::stream::iter([Ok(head)]).chain(body);
+            return Ok(tonic::Response::new(Box::pin(frames)));
+        };
         let (out_tx, out_rx) = mpsc::channel(8);
         let span = ctx.span.clone();
         tokio::spawn(
@@ -148,7 +162,6 @@ impl Agent for AgentService {
                         .await;
                     return;
                 }
-                let Some(pending) = hijacked else { return };
                 let engine = match pending.await {
                     Ok(io) => io,
                     Err(e) => return warn!(error = %e, "engine upgrade failed"),

@@ -207,7 +207,7 @@ impl AgentLink {
         let first = frames.message().await.map_err(|s| self.status_error(s))?;
         let head = exchange::expect_head(first).map_err(|e| self.failed(e.to_string()))?;
         let (early, ended) = exchange::take_ready(&mut frames);
-        let Inbound { body, raw } = exchange::route_inbound_after(early, ended, frames);
+        let Inbound { body, raw } = exchange::route_inbound_after(early, ended, may_hijack, frames);
         let mut rsp = exchange::to_response(head, body).map_err(|e| self.failed(e.to_string()))?;
         if rsp.status() == StatusCode::SWITCHING_PROTOCOLS {
             let Some(out_tx) = out else {

@@ -1,5 +1,6 @@
-//! The two measurements: sequential request latency on a kept-alive connection, interleaved
-//! across targets in rounds; and the throughput of one large response stream.
+//! The three measurements: sequential request latency on a kept-alive connection, interleaved
+//! across targets in rounds; requests per second with several connections at once; and the
+//! throughput of one large response stream.
 
 use std::time::{Duration, Instant};
 
@@ -111,8 +112,102 @@ fn timed_get(conn: &mut Conn, path: &str) -> Result<(Duration, usize)> {
     Ok((took, body.len()))
 }
 
-/// What a stream is read from: a target's endpoint, and the processes whose CPU time it costs.
-pub struct StreamTarget {
+/// One request's rate on every target.
+pub struct ThroughputResult {
+    pub path: String,
+    pub rows: Vec<ThroughputRow>,
+}
+
+/// One target's timed windows.
+pub struct ThroughputRow {
+    pub name: &'static str,
+    /// Requests per second in each window, in the order they ran.
+    pub runs: Vec<f64>,
+    /// CPU time of the target's processes per request, over all windows (none for `direct`).
+    pub cpu: Option<Duration>,
+}
+
+impl ThroughputRow {
+    pub fn median(&self) -> f64 {
+        median(&self.runs).unwrap_or(0.0)
+    }
+}
+
+/// Measures how many `GET path` each target answers per second when `connections` clients
+/// send at once, each its next request as soon as its last answer is in (as `wrk` does):
+/// `runs` windows of `window` per target, the order of the targets rotating from run to run.
+/// Each window opens its connections and sends one request on each before the clock starts.
+pub fn throughput(
+    targets: &[Subject],
+    path: &str,
+    connections: usize,
+    runs: usize,
+    window: Duration,
+) -> Result<ThroughputResult> {
+    let mut rows: Vec<ThroughputRow> = targets
+        .iter()
+        .map(|t| ThroughputRow {
+            name: t.name,
+            runs: vec![],
+            cpu: None,
+        })
+        .collect();
+    let mut totals = vec![(0u64, Duration::ZERO); targets.len()];
+    for run in 0..runs {
+        for i in 0..targets.len() {
+            let index = (run + i) % targets.len();
+            let target = &targets[index];
+            let mut conns: Vec<Conn> = (0..connections)
+                .map(|_| Conn::new(target.endpoint.clone()))
+                .collect();
+            for conn in &mut conns {
+                timed_get(conn, path).with_context(|| format!("connecting to {}", target.name))?;
+            }
+            let cpu_before = run_time(&target.pids)?;
+            let start = Instant::now();
+            let deadline = start + window;
+            let counts = std::thread::scope(|scope| {
+                let clients: Vec<_> = conns
+                    .iter_mut()
+                    .map(|conn| {
+                        scope.spawn(move || {
+                            let mut n = 0u64;
+                            while Instant::now() < deadline {
+                                timed_get(conn, path)?;
+                                n += 1;
+                            }
+                            Ok::<_, anyhow::Error>(n)
+                        })
+                    })
+                    .collect();
+                clients
+                    .into_iter()
+                    .map(|c| c.join().expect("a client thread does not panic"))
+                    .collect::<Result<Vec<u64>>>()
+            })
+            .with_context(|| format!("measuring {}", target.name))?;
+            let took = start.elapsed();
+            let requests: u64 = counts.iter().sum();
+            let rate = requests as f64 / took.as_secs_f64();
+            eprintln!("  run {} on {}: {rate:.0} requests/s", run + 1, target.name);
+            rows[index].runs.push(rate);
+            totals[index].0 += requests;
+            totals[index].1 += run_time(&target.pids)?.saturating_sub(cpu_before);
+        }
+    }
+    for ((row, target), (requests, cpu)) in rows.iter_mut().zip(targets).zip(totals) {
+        if !target.pids.is_empty() && requests > 0 {
+            row.cpu = Some(cpu / u32::try_from(requests)?);
+        }
+    }
+    Ok(ThroughputResult {
+        path: path.to_string(),
+        rows,
+    })
+}
+
+/// What is measured: a target's endpoint, and the processes whose CPU time it costs.
+pub struct Subject {
     pub name: &'static str,
     pub endpoint: Endpoint,
     /// The target's own processes (none for `direct`).
@@ -149,7 +244,7 @@ impl StreamResult {
 /// a new connection each time), checking that at least `min_bytes` arrived, and accounting
 /// the CPU time of the target's processes and of the engine (`engine_pid`) during each run.
 pub fn streams(
-    targets: &[StreamTarget],
+    targets: &[Subject],
     engine_pid: u32,
     path: &str,
     runs: usize,

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::measure::{LatencyResult, StreamResult};
+use super::measure::{LatencyResult, StreamResult, ThroughputResult};
 use super::targets::Kind;
 
 /// The added p50 latency every busbar target should stay within (on loopback).
@@ -28,6 +28,11 @@ pub struct Report {
     /// Every target, with why it was not measured if it was not.
     pub targets: Vec<(Kind, Option<String>)>,
     pub latency: Vec<LatencyResult>,
+    /// Connections at once, timed windows per target and their length, and the results.
+    pub connections: usize,
+    pub throughput_runs: usize,
+    pub throughput_window: Duration,
+    pub throughput: Vec<ThroughputResult>,
     pub streams: Vec<StreamResult>,
     /// Anything unusual seen while measuring.
     pub notes: Vec<String>,
@@ -38,6 +43,7 @@ impl Report {
         let mut out = String::new();
         self.render_setup(&mut out);
         self.render_latency(&mut out);
+        self.render_throughput(&mut out);
         self.render_streams(&mut out);
         for note in &self.notes {
             let _ = writeln!(out, "Note: {note}\n");
@@ -56,6 +62,14 @@ impl Report {
             "- Latency: {} requests per target and request after {} warm-up requests, one keep-alive \
              connection per target, in {} interleaved rounds; {} containers exist (created, not running)",
             self.requests, self.warmup, self.rounds, self.containers
+        );
+        let _ = writeln!(
+            out,
+            "- Throughput: {} connections sending at once (each its next request when its last answer \
+             is in), {} windows of {} s per target and request, interleaved; median",
+            self.connections,
+            self.throughput_runs,
+            self.throughput_window.as_secs_f64()
         );
         let _ = writeln!(
             out,
@@ -127,6 +141,50 @@ impl Report {
         }
         for note in notes {
             let _ = writeln!(out, "\nNote: {note}");
+        }
+        out.push('\n');
+    }
+
+    fn render_throughput(&self, out: &mut String) {
+        let runs: Vec<String> = (1..=self.throughput_runs)
+            .map(|i| format!("run {i}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "| request, {} connections, requests/s | target | {} | median | vs direct | CPU / request |",
+            self.connections,
+            runs.join(" | ")
+        );
+        let _ = writeln!(
+            out,
+            "| --- | --- |{} ---: | ---: | ---: |",
+            " ---: |".repeat(self.throughput_runs)
+        );
+        for result in &self.throughput {
+            let Some(direct) = result.rows.first().map(|r| r.median()) else {
+                continue;
+            };
+            for (i, row) in result.rows.iter().enumerate() {
+                let request = if i == 0 {
+                    format!("`GET {}`", result.path)
+                } else {
+                    String::new()
+                };
+                let runs: Vec<String> = row.runs.iter().map(|r| format!("{r:.0}")).collect();
+                let vs = if i == 0 {
+                    "—".to_string()
+                } else {
+                    format!("{:.0} %", row.median() / direct * 100.0)
+                };
+                let _ = writeln!(
+                    out,
+                    "| {request} | {} | {} | **{:.0}** | {vs} | {} |",
+                    row.name,
+                    runs.join(" | "),
+                    row.median(),
+                    row.cpu.map_or("—".to_string(), duration)
+                );
+            }
         }
         out.push('\n');
     }

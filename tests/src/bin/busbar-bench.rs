@@ -1,7 +1,7 @@
 //! `busbar-bench`: what busbar costs, measured against the engine's own socket in the same run.
 //!
 //! ```text
-//! cargo build --release --workspace --bins && sudo target/release/busbar-bench [--requests N] [--stream-mib M] [--stream-runs R] [--out FILE]
+//! cargo build --release --workspace --bins && sudo target/release/busbar-bench [--requests N] [--connections C] [--stream-mib M] [--stream-runs R] [--out FILE]
 //! ```
 //!
 //! It starts a one-host test bed (a private dockerd in its own network namespace, see the
@@ -37,6 +37,12 @@
 //! - **Percentiles** are nearest-rank: p50 and p99 are the samples at rank ⌈0.50·N⌉ and ⌈0.99·N⌉
 //!   of the sorted samples, always observed values, no interpolation. The mean is reported too,
 //!   since it shows what p50 hides (a slow tail).
+//! - **Requests per second** of `GET /_ping` and `GET /v1.41/containers/json` with 8
+//!   connections at once (`--connections`), each sending its next request as soon as its last
+//!   answer is in, as `wrk` did for HAProxy in `shared/reference/peers.md` §5.2: 3 windows of
+//!   2 s per target, the order rotating; the median rate, its ratio to direct, and the CPU per
+//!   request of the target's processes. The client threads share the machine with the target
+//!   and the engine, as `wrk` did.
 //! - **Throughput** of one large stream: a stopped container holds a file of M MiB (written once
 //!   with `dd`), and `GET /v1.41/containers/ID/archive?path=/big` is read to the end on a new
 //!   connection, 3 times per target by default (rotating order); the median is reported in MiB/s
@@ -74,7 +80,7 @@ use clap::Parser;
 use testbed::{Host, Testbed, TestbedSpec};
 
 use http::{Conn, Endpoint};
-use measure::{Lane, StreamTarget};
+use measure::{Lane, Subject};
 use report::Report;
 use targets::{Kind, Launcher, Target, WorkDir};
 
@@ -84,6 +90,11 @@ const LATENCY_PATHS: [&str; 3] = [
     "/v1.41/containers/json",
     "/v1.41/containers/json?all=1",
 ];
+/// The requests whose rate with several connections at once is measured.
+const THROUGHPUT_PATHS: [&str; 2] = ["/_ping", "/v1.41/containers/json"];
+/// Timed windows per target and request in the throughput measure, and their length.
+const THROUGHPUT_RUNS: usize = 3;
+const THROUGHPUT_WINDOW: Duration = Duration::from_secs(2);
 /// Containers created (not started) before the list is measured.
 const CONTAINERS: usize = 30;
 /// Rounds the latency requests are spread over.
@@ -101,6 +112,9 @@ struct Args {
     /// Size of the file streamed out of a container, in MiB.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
     stream_mib: u64,
+    /// Connections sending at once in the throughput measure.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=256))]
+    connections: u64,
     /// Runs of the stream per target (the median is reported).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
     stream_runs: u64,
@@ -151,6 +165,18 @@ fn run(args: &Args) -> Result<()> {
     let warmup = (requests / 10).max(50);
     let rounds = ROUNDS.min(requests);
     let (latency, notes) = measure_latency(&started, requests, rounds, warmup)?;
+    let connections = usize::try_from(args.connections)?;
+    let mut throughput = vec![];
+    for path in THROUGHPUT_PATHS {
+        eprintln!("measuring GET {path} with {connections} connections at once ...");
+        throughput.push(measure::throughput(
+            &subjects(&started),
+            path,
+            connections,
+            THROUGHPUT_RUNS,
+            THROUGHPUT_WINDOW,
+        )?);
+    }
     let path = format!("/v1.41/containers/{big}/archive?path=/big");
     eprintln!(
         "streaming {} MiB {stream_runs} times per target ...",
@@ -185,6 +211,10 @@ fn run(args: &Args) -> Result<()> {
             })
             .collect(),
         latency,
+        connections,
+        throughput_runs: THROUGHPUT_RUNS,
+        throughput_window: THROUGHPUT_WINDOW,
+        throughput,
         streams,
         notes,
     };
@@ -240,15 +270,25 @@ fn measure_streams(
     runs: usize,
     mib: u64,
 ) -> Result<Vec<measure::StreamResult>> {
-    let targets: Vec<StreamTarget> = started
+    measure::streams(
+        &subjects(started),
+        host.engine_pid()?,
+        path,
+        runs,
+        mib << 20,
+    )
+}
+
+/// What the stream and throughput measures need of each started target.
+fn subjects(started: &[Target]) -> Vec<Subject> {
+    started
         .iter()
-        .map(|t| StreamTarget {
+        .map(|t| Subject {
             name: t.kind.name(),
             endpoint: t.endpoint.clone(),
             pids: t.pids(),
         })
-        .collect();
-    measure::streams(&targets, host.engine_pid()?, path, runs, mib << 20)
+        .collect()
 }
 
 /// A target that was not measured, and why.

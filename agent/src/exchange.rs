@@ -30,6 +30,8 @@ pub const MAX_CHUNK: usize = 256 * 1024;
 pub const MAX_H2_FRAME: u32 = 2 * MAX_CHUNK as u32;
 /// Frames in flight per direction, per exchange.
 const WINDOW: usize = 8;
+/// How long the end of a stream (its status) may take to follow the body's `eof`.
+const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A frame that broke the sequence.
 #[derive(Debug, thiserror::Error)]
@@ -308,8 +310,8 @@ where
 
 /// A body read straight from the frames that carry it, in the task that reads the body: the
 /// `data` up to the first `eof`. After the `eof` the stream is read to its end (its status),
-/// in a task if that has not arrived yet, as a stream dropped early is reset and h2 closes a
-/// connection after a thousand resets. An error, or an end before the `eof`, fails the body.
+/// in a task if that has not arrived yet (for up to [`STATUS_TIMEOUT`]), as a stream dropped
+/// early is reset and h2 closes a connection after a thousand resets. An error, or an end before the `eof`, fails the body.
 struct FramesBody<S> {
     /// Data taken before the body was made ([`take_ready`]).
     early: std::collections::VecDeque<Bytes>,
@@ -348,7 +350,9 @@ where
                         let mut rest = slot.take().expect("present");
                         use futures_util::FutureExt;
                         if !matches!(rest.next().now_or_never(), Some(None)) {
-                            tokio::spawn(async move { while rest.next().await.is_some() {} });
+                            tokio::spawn(tokio::time::timeout(STATUS_TIMEOUT, async move {
+                                while rest.next().await.is_some() {}
+                            }));
                         }
                         return Poll::Ready(None);
                     }

@@ -100,6 +100,11 @@ pub struct LocalArgs {
     /// Log filter (error, warn, info, debug, trace, or a tracing directive); RUST_LOG wins when set.
     #[arg(long, env = "BUSBAR_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+
+    /// Threads serving requests. Default: half the machine's CPUs, at least one (busbar shares
+    /// the machine with the engine it waits on; see BENCHMARKS.md).
+    #[arg(long, env = "BUSBAR_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
 }
 
 /// This process's identity on the gateway <-> agent hop.
@@ -141,6 +146,8 @@ pub struct Config {
     pub grpc: Option<GrpcConfig>,
     pub shutdown_grace: Duration,
     pub log_level: String,
+    /// Worker threads of the runtime.
+    pub threads: usize,
 }
 
 /// The gateway-facing side of an agent.
@@ -249,8 +256,16 @@ impl LocalArgs {
             grpc: None,
             shutdown_grace: seconds("shutdown-grace", self.shutdown_grace)?,
             log_level: self.log_level,
+            threads: self.threads.map_or_else(default_threads, usize::from),
         })
     }
+}
+
+/// Half the CPUs, at least one. On a 2-CPU machine, one tokio worker costs 15-30 % less CPU
+/// per request than two, whose threads wake each other for most requests (measured with a
+/// gateway and an agent; BENCHMARKS.md), and the engine needs the other CPU.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
 fn grpc_config(

@@ -32,7 +32,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
+    let runtime = run::runtime(&config);
     runtime.block_on(async move {
         let listeners = match run::bind_all(&config).await {
             Ok(l) => l,

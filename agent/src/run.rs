@@ -18,6 +18,15 @@ use crate::proxy::Proxy;
 /// sysexits' EX_USAGE: bad flags or configuration.
 pub const EX_USAGE: u8 = 64;
 
+/// The tokio runtime both binaries serve on, with `config.threads` workers.
+pub fn runtime(config: &Config) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.threads)
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts")
+}
+
 /// The chains named by the config (none if no file), validated: at start an invalid file is fatal.
 pub fn initial_chains(config: &Config) -> Result<Loaded, SourceError> {
     match &config.chains_file {

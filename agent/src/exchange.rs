@@ -311,7 +311,8 @@ where
 /// A body read straight from the frames that carry it, in the task that reads the body: the
 /// `data` up to the first `eof`. After the `eof` the stream is read to its end (its status),
 /// in a task if that has not arrived yet (for up to [`STATUS_TIMEOUT`]), as a stream dropped
-/// early is reset and h2 closes a connection after a thousand resets. An error, or an end before the `eof`, fails the body.
+/// early is reset and h2 closes a connection after a thousand resets. An error, or an end
+/// before the `eof`, fails the body.
 struct FramesBody<S> {
     /// Data taken before the body was made ([`take_ready`]).
     early: std::collections::VecDeque<Bytes>,
@@ -331,6 +332,7 @@ where
         self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        use futures_util::FutureExt;
         use std::task::Poll;
         let this = self.get_mut();
         if let Some(data) = this.early.pop_front() {
@@ -348,7 +350,6 @@ where
                     }
                     Some(Frame::Eof(_)) => {
                         let mut rest = slot.take().expect("present");
-                        use futures_util::FutureExt;
                         if !matches!(rest.next().now_or_never(), Some(None)) {
                             tokio::spawn(tokio::time::timeout(STATUS_TIMEOUT, async move {
                                 while rest.next().await.is_some() {}

@@ -31,7 +31,7 @@ use tracing::{debug, info, warn, Instrument};
 use crate::chains::scoped::ChainStatus;
 use crate::docker::hijack::{self, splice, Hijacked};
 use crate::exchange::{self, Inbound};
-use crate::io::Unvectored;
+use crate::io::{buffered, Unvectored};
 use crate::proxy::{empty, Proxy, RequestCtx};
 
 /// What this node says about itself.
@@ -301,7 +301,9 @@ pub async fn serve(
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
             tokio::spawn(async move {
                 // The verifier logs why a peer was refused; this adds who.
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(buffered(tcp)))
+                    .await
+                {
                     Ok(Ok(tls)) => {
                         let _ = tx.send(Ok::<_, std::io::Error>(Unvectored(tls))).await;
                     }

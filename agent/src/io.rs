@@ -164,12 +164,27 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Unvectored<S> {
     }
 }
 
-impl<S: tonic::transport::server::Connected> tonic::transport::server::Connected for Unvectored<S> {
-    type ConnectInfo = S::ConnectInfo;
+/// No connection info: the agent's service never asks for the peer's address.
+impl<S> tonic::transport::server::Connected for Unvectored<S> {
+    type ConnectInfo = ();
 
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.0.connect_info()
-    }
+    fn connect_info(&self) -> Self::ConnectInfo {}
+}
+
+/// What goes under TLS on the gRPC hop: a buffer each way. Written TLS records are gathered
+/// and leave at the flush that HTTP/2 issues after each batch of frames, in one write, rather
+/// than in one write per batch of records from rustls: a streamed answer's DATA frame left in
+/// two (h2 writes a frame's head with its first KiB, then the rest; see [`Unvectored`]), each
+/// waking the peer. A read takes what has arrived, up to the buffer, where rustls reads one
+/// record (up to 16 KiB) at a time. Measured on a 512 MiB stream over a loopback hop: the
+/// agent's writes 33,000 -> 17,000, the gateway's reads 44,000 -> 8,000.
+pub type Buffered<S> = tokio::io::BufStream<S>;
+
+/// The size of each of [`Buffered`]'s buffers.
+const BUFFERED: usize = 128 * 1024;
+
+pub fn buffered<S: AsyncRead + AsyncWrite>(stream: S) -> Buffered<S> {
+    tokio::io::BufStream::with_capacity(BUFFERED, BUFFERED, stream)
 }
 
 impl<S> hyper_util::client::legacy::connect::Connection for Unvectored<S> {

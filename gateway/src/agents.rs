@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use busbar_agent::docker::hijack::{self, Hijacked};
 use busbar_agent::exchange::{self, Inbound};
-use busbar_agent::io::Unvectored;
+use busbar_agent::io::{buffered, Buffered, Unvectored};
 use busbar_agent::proxy::{Body, RequestCtx, REQUEST_ID};
 use busbar_agent::respond::DockerError;
 use busbar_proto::v1::agent_client::AgentClient;
@@ -281,15 +281,18 @@ struct Dialer {
     backoff: Arc<Mutex<Backoff>>,
 }
 
-/// TLS to the agent; unvectored so that a small call leaves in one write (see [`Unvectored`]).
-type Io = TokioIo<Unvectored<tokio_rustls::client::TlsStream<TcpStream>>>;
+/// TLS to the agent, unvectored and buffered (see [`Unvectored`] and [`Buffered`]).
+type Io = TokioIo<Unvectored<tokio_rustls::client::TlsStream<Buffered<TcpStream>>>>;
 
 impl Dialer {
     async fn dial(self) -> std::io::Result<Io> {
         let connect = async {
             let tcp = TcpStream::connect(&self.addr).await?;
             tcp.set_nodelay(true)?;
-            let tls = self.tls.connect(self.server_name.clone(), tcp).await?;
+            let tls = self
+                .tls
+                .connect(self.server_name.clone(), buffered(tcp))
+                .await?;
             Ok::<_, std::io::Error>(TokioIo::new(Unvectored(tls)))
         };
         tokio::time::timeout(DIAL_TIMEOUT, connect)

@@ -1,5 +1,6 @@
 //! What a benchmark report says about its run: the source commit, the command line, and small
-//! readers of `/proc` and commands. Shared by `busbar-bench` and `busbar-scalebench`.
+//! readers of `/proc` and commands. Shared by `busbar-bench`, `busbar-scalebench` and
+//! `busbar-chainbench`.
 
 use std::process::Command;
 use std::time::Duration;
@@ -43,4 +44,26 @@ pub fn read_trimmed(path: &str) -> String {
     std::fs::read_to_string(path)
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "?".to_string())
+}
+
+/// `2 CPUs (nproc; AMD EPYC), 23 GiB RAM`, from `/proc`.
+pub fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .and_then(|r| r.split_once(':'))
+                .map(|(_, m)| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_string());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    format!("{cpus} CPUs (nproc; {model}), {} GiB RAM", mem_kib >> 20)
 }

@@ -70,7 +70,7 @@ mod stats;
 #[path = "../bench/targets.rs"]
 mod targets;
 
-use host::{busbar_version, command_line, read_trimmed, run_text};
+use host::{busbar_version, command_line, machine, read_trimmed, run_text};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::Duration;
@@ -396,28 +396,6 @@ fn engine_description(engine: &Endpoint) -> Result<String> {
         field(&version, "ApiVersion"),
         field(&info, "Driver")
     ))
-}
-
-/// `2 CPUs (AMD EPYC), 23 GiB RAM`.
-fn machine() -> String {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")
-                .and_then(|r| r.split_once(':'))
-                .map(|(_, m)| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_string());
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let mem_kib: u64 = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    format!("{cpus} CPUs (nproc; {model}), {} GiB RAM", mem_kib >> 20)
 }
 
 fn first_line(text: &str) -> &str {

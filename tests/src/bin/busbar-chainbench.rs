@@ -92,7 +92,7 @@ use busbar_agent::chains::source::LiveChains;
 use busbar_agent::etcd_conn::EtcdConnection;
 use clap::Parser;
 use etcd_client::{Client, Compare, CompareOp, EventType, Txn, TxnOp, WatchOptions};
-use host::{busbar_version, command_line, read_trimmed, run_text};
+use host::{busbar_version, command_line, machine, read_trimmed, run_text};
 use procstat::{cpu_time, machine_busy};
 use stats::percentile;
 use testbed::supervisor::etcd::Etcd;
@@ -881,17 +881,6 @@ fn others(v: &[f64]) -> String {
 
 fn render(args: &Args, r: &RunResult) -> String {
     let mut out = String::new();
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")
-                .and_then(|r| r.split_once(':'))
-                .map(|(_, m)| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let mem = proc_meminfo_gib();
     let _ = writeln!(
         out,
         "- Date: {}",
@@ -899,7 +888,8 @@ fn render(args: &Args, r: &RunResult) -> String {
     );
     let _ = writeln!(
         out,
-        "- Machine: {cpus} CPUs (nproc; {model}), {mem} GiB RAM; kernel {}",
+        "- Machine: {}; kernel {}",
+        machine(),
         read_trimmed("/proc/sys/kernel/osrelease")
     );
     let _ = writeln!(
@@ -1018,15 +1008,4 @@ fn render(args: &Args, r: &RunResult) -> String {
         r.agents
     );
     out
-}
-
-fn proc_meminfo_gib() -> u64 {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let kib: u64 = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    kib >> 20
 }

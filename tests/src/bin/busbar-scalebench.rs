@@ -870,30 +870,10 @@ fn render(args: &Args, results: &[(usize, Result<SizeResult>)]) -> String {
     out
 }
 
-/// `2 CPUs (AMD EPYC), 23 GiB RAM`.
+/// `2 CPUs (nproc; AMD EPYC), 23 GiB RAM, ulimit -n 20000`.
 fn machine() -> String {
-    let cpus = thread::available_parallelism().map_or(0, |n| n.get());
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")
-                .and_then(|r| r.split_once(':'))
-                .map(|(_, m)| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_string());
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let mem_kib: u64 = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
     let (soft, _) = nofile_limits();
-    format!(
-        "{cpus} CPUs (nproc; {model}), {} GiB RAM, ulimit -n {soft}",
-        mem_kib >> 20
-    )
+    format!("{}, ulimit -n {soft}", host::machine())
 }
 
 #[cfg(test)]

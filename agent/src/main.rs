@@ -32,7 +32,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    let runtime = run::runtime(config.threads);
+    let runtime = run::runtime(&config);
     runtime.block_on(async move {
         let listeners = match run::bind_all(&config).await {
             Ok(l) => l,

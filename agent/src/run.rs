@@ -18,20 +18,10 @@ use crate::proxy::Proxy;
 /// sysexits' EX_USAGE: bad flags or configuration.
 pub const EX_USAGE: u8 = 64;
 
-/// The tokio runtime both binaries serve on, with `threads` threads serving requests. One
-/// thread is tokio's current-thread scheduler, every task on the thread that runs the process:
-/// against a multi-thread scheduler with one worker it cost 9 % less CPU per `/_ping` through a
-/// gateway and an agent (175 -> 160 µs and 189 -> 172 µs) and 11 % less per GiB streamed
-/// (3.57 -> 3.16 s), interleaved runs (BENCHMARKS.md).
-pub fn runtime(threads: usize) -> tokio::runtime::Runtime {
-    let mut builder = if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.worker_threads(threads);
-        builder
-    };
-    builder
+/// The tokio runtime both binaries serve on, with `config.threads` workers.
+pub fn runtime(config: &Config) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.threads)
         .enable_all()
         .build()
         .expect("the tokio runtime starts")

@@ -120,7 +120,7 @@ fn main() -> ExitCode {
         }
         (_, _) => None,
     };
-    let runtime = run::runtime(config.local.threads);
+    let runtime = run::runtime(&config.local);
     runtime.block_on(async move {
         let listeners = match run::bind_all(&config.local).await {
             Ok(l) => l,

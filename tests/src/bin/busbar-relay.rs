@@ -9,8 +9,8 @@
 //! them placed where `busbar-gateway` and `busbar-agent` sit (see the bench's `relay×2`
 //! target) cost what any design with two processes on the request's path costs on this
 //! machine: the system calls, the wake-ups of a process on another CPU and the copies, and
-//! nothing else. It runs on the same tokio runtime as the busbar binaries (`run::runtime`), with
-//! as many threads as their default (`--threads`: half the CPUs, at least one).
+//! nothing else. It runs on the same tokio runtime as the busbar binaries, with as many workers
+//! as their default (`--threads`: half the CPUs, at least one).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -47,34 +47,38 @@ fn main() -> Result<()> {
         Some(("unix", path)) => Upstream::Unix(PathBuf::from(path)),
         _ => bail!("--to must be tcp:HOST:PORT or unix:PATH, not {:?}", cli.to),
     };
-    busbar_agent::run::runtime(busbar_agent::config::default_threads()).block_on(async move {
-        let listener = TcpListener::bind(cli.listen)
-            .await
-            .with_context(|| format!("binding {}", cli.listen))?;
-        loop {
-            let (client, _) = listener.accept().await?;
-            let _ = client.set_nodelay(true);
-            let upstream = upstream.clone();
-            tokio::spawn(async move {
-                let result = match upstream {
-                    Upstream::Tcp(addr) => match TcpStream::connect(addr).await {
-                        Ok(up) => {
-                            let _ = up.set_nodelay(true);
-                            relay(client, up).await
-                        }
-                        Err(e) => Err(e),
-                    },
-                    Upstream::Unix(path) => match UnixStream::connect(path).await {
-                        Ok(up) => relay(client, up).await,
-                        Err(e) => Err(e),
-                    },
-                };
-                if let Err(e) = result {
-                    eprintln!("busbar-relay: {e}");
-                }
-            });
-        }
-    })
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(busbar_agent::config::default_threads())
+        .enable_all()
+        .build()?
+        .block_on(async move {
+            let listener = TcpListener::bind(cli.listen)
+                .await
+                .with_context(|| format!("binding {}", cli.listen))?;
+            loop {
+                let (client, _) = listener.accept().await?;
+                let _ = client.set_nodelay(true);
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let result = match upstream {
+                        Upstream::Tcp(addr) => match TcpStream::connect(addr).await {
+                            Ok(up) => {
+                                let _ = up.set_nodelay(true);
+                                relay(client, up).await
+                            }
+                            Err(e) => Err(e),
+                        },
+                        Upstream::Unix(path) => match UnixStream::connect(path).await {
+                            Ok(up) => relay(client, up).await,
+                            Err(e) => Err(e),
+                        },
+                    };
+                    if let Err(e) = result {
+                        eprintln!("busbar-relay: {e}");
+                    }
+                });
+            }
+        })
 }
 
 async fn relay(

@@ -239,6 +239,8 @@ where
             tokio::spawn(async move {
                 let mut raw_tx = Some(raw_tx);
                 while let Some(Ok(frame)) = frames.next().await {
+                    // Not a match guard, as clippy suggests: the send moves the data.
+                    #[allow(clippy::collapsible_match)]
                     match (frame.frame, &raw_tx) {
                         (Some(Frame::Data(d)), Some(tx)) => {
                             if tx.send(d).await.is_err() {

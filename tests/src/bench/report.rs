@@ -232,12 +232,14 @@ impl Report {
     }
 }
 
-/// "met" or "**missed**"; "(floor)" for a target that is not busbar (no goal applies).
+/// "met" or "**missed**"; "(floor)" or "(ref.)" for a reference, which is not busbar as
+/// deployed (no goal applies).
 fn goal_mark(target: &str, meets: bool) -> &'static str {
-    match Kind::ALL.iter().find(|k| k.name() == target) {
-        Some(k) if k.is_floor() => "(floor)",
-        _ if meets => "met",
-        _ => "**missed**",
+    let kind = Kind::ALL.iter().find(|k| k.name() == target);
+    match kind.and_then(|k| k.reference()) {
+        Some(note) => note,
+        None if meets => "met",
+        None => "**missed**",
     }
 }
 

@@ -35,20 +35,31 @@ pub enum Kind {
     /// The floor of `gateway+agent`: two byte relays (`busbar-relay`, not busbar) on the same
     /// path, the first on loopback, the second in the host's network namespace.
     Relays,
+    /// A second reference for `gateway+agent`: two `busbar-agent`s on the same path, the first
+    /// forwarding to the second in plain HTTP/1 (no gRPC, no TLS: not a deployment anyone
+    /// should run across hosts). What busbar's HTTP path costs twice, without the hop's
+    /// protocol.
+    AgentChain,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Direct,
         Kind::Agent,
         Kind::GatewayEmbedded,
         Kind::GatewayAgent,
         Kind::Relays,
+        Kind::AgentChain,
     ];
 
-    /// A floor to read the others against, not busbar: no goal applies.
-    pub fn is_floor(self) -> bool {
-        self == Kind::Relays
+    /// What the report says in place of a goal for a reference that is not a busbar
+    /// deployment (no goal applies to it).
+    pub fn reference(self) -> Option<&'static str> {
+        match self {
+            Kind::Relays => Some("(floor)"),
+            Kind::AgentChain => Some("(ref.)"),
+            _ => None,
+        }
     }
 
     pub fn name(self) -> &'static str {
@@ -58,6 +69,7 @@ impl Kind {
             Kind::GatewayEmbedded => "gateway-embedded",
             Kind::GatewayAgent => "gateway+agent",
             Kind::Relays => "relay×2 (floor)",
+            Kind::AgentChain => "agent×2 HTTP/1 (ref.)",
         }
     }
 
@@ -76,6 +88,10 @@ impl Kind {
             Kind::Relays => {
                 "client → TCP 127.0.0.1 → busbar-relay → TCP over the host's veth → \
                  busbar-relay (host netns) → unix socket: byte copies only, no HTTP, no TLS"
+            }
+            Kind::AgentChain => {
+                "client → TCP 127.0.0.1 → busbar-agent → plain HTTP/1 over the host's veth → \
+                 busbar-agent (host netns) → unix socket: busbar's HTTP path twice, no gRPC, no TLS"
             }
         }
     }
@@ -196,6 +212,7 @@ impl Launcher<'_> {
             Kind::GatewayEmbedded => &["busbar-gateway"],
             Kind::GatewayAgent => &["busbar-gateway", "busbar-agent", "busbarctl"],
             Kind::Relays => &["busbar-relay"],
+            Kind::AgentChain => &["busbar-agent"],
         };
         let missing: Vec<&str> = needs
             .iter()
@@ -216,6 +233,7 @@ impl Launcher<'_> {
             Kind::GatewayEmbedded => self.gateway_embedded()?,
             Kind::GatewayAgent => self.gateway_agent()?,
             Kind::Relays => self.relays()?,
+            Kind::AgentChain => self.agent_chain()?,
         };
         for path in ["/_ping", "/v1.41/version"] {
             wait_ready(&endpoint, &mut processes, path)
@@ -342,6 +360,34 @@ impl Launcher<'_> {
             &format!("tcp:{inner}"),
         ]);
         let first = Process::spawn("relay", cmd, self.work)?;
+        Ok((loopback(port), vec![first, second]))
+    }
+
+    /// Two agents where `gateway_agent` puts the gateway and the agent, the first forwarding
+    /// to the second in plain HTTP/1 (`--allow-remote-plaintext`: it listens on the host's
+    /// address).
+    fn agent_chain(&self) -> Result<(Endpoint, Vec<Process>)> {
+        let inner = SocketAddr::new(self.host_addr()?, free_port());
+        let mut cmd = self.host.command_in(self.bin("busbar-agent"));
+        cmd.args([
+            "--docker",
+            &self.engine_url(),
+            "--listen",
+            &format!("tcp://{inner}"),
+            "--allow-remote-plaintext",
+        ]);
+        let mut second = Process::spawn("netns-agent-http", cmd, self.work)?;
+        wait_listening(inner, &mut second).context("waiting for the inner agent")?;
+
+        let port = free_port();
+        let mut cmd = Command::new(self.bin("busbar-agent"));
+        cmd.args([
+            "--docker",
+            &format!("tcp://{inner}"),
+            "--listen",
+            &format!("tcp://127.0.0.1:{port}"),
+        ]);
+        let first = Process::spawn("agent-http", cmd, self.work)?;
         Ok((loopback(port), vec![first, second]))
     }
 

@@ -11,7 +11,10 @@
 //! - `agent`: `busbar-agent` on loopback TCP;
 //! - `gateway-embedded`: `busbar-gateway --docker ...`, with its in-process agent;
 //! - `gateway+agent`: `busbar-gateway` on loopback dialing a `busbar-agent` that runs inside the
-//!   host's network namespace, over gRPC with mutual TLS (certificates made by `busbarctl`).
+//!   host's network namespace, over gRPC with mutual TLS (certificates made by `busbarctl`);
+//! - two references for it, not busbar as deployed: `relay×2`, two byte relays on the same path
+//!   (`busbar-relay`), and `agent×2 HTTP/1`, two `busbar-agent`s on it, the first forwarding to
+//!   the second in plain HTTP/1 (busbar's HTTP path twice, without gRPC and TLS).
 //!
 //! Targets whose binaries are not built, or that fail to start, are reported as not measured.
 //! All of them are stopped at the end, also on error (their guards kill them on drop), and so

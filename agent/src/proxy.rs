@@ -65,8 +65,6 @@ impl RequestCtx {
             method = %req.method(),
             path = req.uri().path(),
             node = field::Empty,
-            status = field::Empty,
-            duration_ms = field::Empty,
         );
         RequestCtx {
             id,
@@ -142,8 +140,6 @@ impl Proxy {
             self.run_chain(&chains, &matched, req, ctx).await
         };
         let elapsed = ctx.started.elapsed();
-        ctx.span.record("status", response.status().as_u16());
-        ctx.span.record("duration_ms", elapsed.as_secs_f64() * 1e3);
         debug!(
             status = response.status().as_u16(),
             duration_ms = elapsed.as_secs_f64() * 1e3,

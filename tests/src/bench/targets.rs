@@ -340,27 +340,23 @@ impl Launcher<'_> {
 
     /// Two `busbar-relay`s where `gateway_agent` puts the gateway and the agent.
     fn relays(&self) -> Result<(Endpoint, Vec<Process>)> {
-        let host_addr = self.host_addr()?;
-        let inner = SocketAddr::new(host_addr, free_port());
-        let mut cmd = self.host.command_in(self.bin("busbar-relay"));
-        cmd.args([
+        let inner = SocketAddr::new(self.host_addr()?, free_port());
+        let mut second = self.host.command_in(self.bin("busbar-relay"));
+        second.args([
             "--listen",
             &inner.to_string(),
             "--to",
             &format!("unix:{}", self.host.docker_sock().display()),
         ]);
-        let mut second = Process::spawn("netns-relay", cmd, self.work)?;
-        wait_listening(inner, &mut second).context("waiting for the inner relay")?;
         let port = free_port();
-        let mut cmd = Command::new(self.bin("busbar-relay"));
-        cmd.args([
+        let mut first = Command::new(self.bin("busbar-relay"));
+        first.args([
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--to",
             &format!("tcp:{inner}"),
         ]);
-        let first = Process::spawn("relay", cmd, self.work)?;
-        Ok((loopback(port), vec![first, second]))
+        self.pair(("netns-relay", second, inner), ("relay", first, port))
     }
 
     /// Two agents where `gateway_agent` puts the gateway and the agent, the first forwarding
@@ -368,26 +364,38 @@ impl Launcher<'_> {
     /// address).
     fn agent_chain(&self) -> Result<(Endpoint, Vec<Process>)> {
         let inner = SocketAddr::new(self.host_addr()?, free_port());
-        let mut cmd = self.host.command_in(self.bin("busbar-agent"));
-        cmd.args([
+        let mut second = self.host.command_in(self.bin("busbar-agent"));
+        second.args([
             "--docker",
             &self.engine_url(),
             "--listen",
             &format!("tcp://{inner}"),
             "--allow-remote-plaintext",
         ]);
-        let mut second = Process::spawn("netns-agent-http", cmd, self.work)?;
-        wait_listening(inner, &mut second).context("waiting for the inner agent")?;
-
         let port = free_port();
-        let mut cmd = Command::new(self.bin("busbar-agent"));
-        cmd.args([
+        let mut first = Command::new(self.bin("busbar-agent"));
+        first.args([
             "--docker",
             &format!("tcp://{inner}"),
             "--listen",
             &format!("tcp://127.0.0.1:{port}"),
         ]);
-        let first = Process::spawn("agent-http", cmd, self.work)?;
+        self.pair(
+            ("netns-agent-http", second, inner),
+            ("agent-http", first, port),
+        )
+    }
+
+    /// Starts the second process of a two-process path (in the host's namespace, listening
+    /// on its address), waits until it listens, then the first (on loopback `port`).
+    fn pair(
+        &self,
+        (second_name, second, inner): (&str, Command, SocketAddr),
+        (first_name, first, port): (&str, Command, u16),
+    ) -> Result<(Endpoint, Vec<Process>)> {
+        let mut second = Process::spawn(second_name, second, self.work)?;
+        wait_listening(inner, &mut second).with_context(|| format!("waiting for {second_name}"))?;
+        let first = Process::spawn(first_name, first, self.work)?;
         Ok((loopback(port), vec![first, second]))
     }
 

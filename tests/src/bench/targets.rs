@@ -20,8 +20,9 @@ const CERTS_TIMEOUT: Duration = Duration::from_secs(30);
 /// The node name of the bench's one agent behind the gateway.
 const NODE: &str = "h1";
 
-/// The configurations compared, in the order they are reported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The configurations compared, in the order they are reported (the value names are what
+/// `busbar-bench --targets` takes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Kind {
     /// The engine's own unix socket: the floor every other target is compared to.
     Direct,
@@ -31,24 +32,32 @@ pub enum Kind {
     GatewayEmbedded,
     /// `busbar-gateway` on loopback, dialing a `busbar-agent` in the host's network namespace
     /// over gRPC with mutual TLS.
+    #[value(name = "gateway+agent")]
     GatewayAgent,
     /// The floor of `gateway+agent`: two byte relays (`busbar-relay`, not busbar) on the same
     /// path, the first on loopback, the second in the host's network namespace.
     Relays,
+    /// The same two relays with the hop between them encrypted as busbar's is (mutual TLS
+    /// with busbar's rustls configurations and certificates): what any design that encrypts
+    /// the hop with two processes costs, before HTTP or gRPC.
+    #[value(name = "relays-mtls")]
+    TlsRelays,
     /// A second reference for `gateway+agent`: two `busbar-agent`s on the same path, the first
     /// forwarding to the second in plain HTTP/1 (no gRPC, no TLS: not a deployment anyone
     /// should run across hosts). What busbar's HTTP path costs twice, without the hop's
     /// protocol.
+    #[value(name = "agents-http1")]
     AgentChain,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Direct,
         Kind::Agent,
         Kind::GatewayEmbedded,
         Kind::GatewayAgent,
         Kind::Relays,
+        Kind::TlsRelays,
         Kind::AgentChain,
     ];
 
@@ -56,7 +65,7 @@ impl Kind {
     /// deployment (no goal applies to it).
     pub fn reference(self) -> Option<&'static str> {
         match self {
-            Kind::Relays => Some("(floor)"),
+            Kind::Relays | Kind::TlsRelays => Some("(floor)"),
             Kind::AgentChain => Some("(ref.)"),
             _ => None,
         }
@@ -69,6 +78,7 @@ impl Kind {
             Kind::GatewayEmbedded => "gateway-embedded",
             Kind::GatewayAgent => "gateway+agent",
             Kind::Relays => "relay×2 (floor)",
+            Kind::TlsRelays => "relay×2 mTLS (floor)",
             Kind::AgentChain => "agent×2 HTTP/1 (ref.)",
         }
     }
@@ -88,6 +98,10 @@ impl Kind {
             Kind::Relays => {
                 "client → TCP 127.0.0.1 → busbar-relay → TCP over the host's veth → \
                  busbar-relay (host netns) → unix socket: byte copies only, no HTTP, no TLS"
+            }
+            Kind::TlsRelays => {
+                "client → TCP 127.0.0.1 → busbar-relay → mutual TLS over the host's veth → \
+                 busbar-relay (host netns) → unix socket: byte copies and busbar's TLS, no HTTP"
             }
             Kind::AgentChain => {
                 "client → TCP 127.0.0.1 → busbar-agent → plain HTTP/1 over the host's veth → \
@@ -212,6 +226,7 @@ impl Launcher<'_> {
             Kind::GatewayEmbedded => &["busbar-gateway"],
             Kind::GatewayAgent => &["busbar-gateway", "busbar-agent", "busbarctl"],
             Kind::Relays => &["busbar-relay"],
+            Kind::TlsRelays => &["busbar-relay", "busbarctl"],
             Kind::AgentChain => &["busbar-agent"],
         };
         let missing: Vec<&str> = needs
@@ -232,7 +247,8 @@ impl Launcher<'_> {
             Kind::Agent => self.agent()?,
             Kind::GatewayEmbedded => self.gateway_embedded()?,
             Kind::GatewayAgent => self.gateway_agent()?,
-            Kind::Relays => self.relays()?,
+            Kind::Relays => self.relays(false)?,
+            Kind::TlsRelays => self.relays(true)?,
             Kind::AgentChain => self.agent_chain()?,
         };
         for path in ["/_ping", "/v1.41/version"] {
@@ -294,9 +310,7 @@ impl Launcher<'_> {
     /// a real (veth) link, as it would between two machines.
     fn gateway_agent(&self) -> Result<(Endpoint, Vec<Process>)> {
         let host_addr = self.host_addr()?;
-        let pki = self.work.join("pki");
-        self.make_certs(&pki, host_addr)?;
-        let pem = |name: &str| pki.join(name).display().to_string();
+        let pki = self.pki(host_addr)?;
 
         let grpc = SocketAddr::new(host_addr, free_port());
         let mut cmd = self.host.command_in(self.bin("busbar-agent"));
@@ -308,13 +322,7 @@ impl Launcher<'_> {
             "--node-name",
             NODE,
         ]);
-        cmd.args([
-            "--tls-ca",
-            &pem("ca.pem"),
-            "--tls-cert",
-            &pem(&format!("{NODE}.pem")),
-        ]);
-        cmd.args(["--tls-key", &pem(&format!("{NODE}-key.pem"))]);
+        tls_identity(&mut cmd, &pki, NODE);
         let mut agent = Process::spawn("netns-agent", cmd, self.work)?;
         wait_listening(grpc, &mut agent).context("waiting for the agent's gRPC port")?;
 
@@ -326,21 +334,16 @@ impl Launcher<'_> {
             "--agent",
             &format!("{NODE}={grpc}"),
         ]);
-        cmd.args([
-            "--tls-ca",
-            &pem("ca.pem"),
-            "--tls-cert",
-            &pem("gateway.pem"),
-            "--tls-key",
-            &pem("gateway-key.pem"),
-        ]);
+        tls_identity(&mut cmd, &pki, "gateway");
         let gateway = Process::spawn("gateway", cmd, self.work)?;
         Ok((loopback(port), vec![gateway, agent]))
     }
 
-    /// Two `busbar-relay`s where `gateway_agent` puts the gateway and the agent.
-    fn relays(&self) -> Result<(Endpoint, Vec<Process>)> {
-        let inner = SocketAddr::new(self.host_addr()?, free_port());
+    /// Two `busbar-relay`s where `gateway_agent` puts the gateway and the agent; with `tls`,
+    /// the hop between them is mutual TLS with the gateway's and the agent's certificates.
+    fn relays(&self, tls: bool) -> Result<(Endpoint, Vec<Process>)> {
+        let host_addr = self.host_addr()?;
+        let inner = SocketAddr::new(host_addr, free_port());
         let mut second = self.host.command_in(self.bin("busbar-relay"));
         second.args([
             "--listen",
@@ -350,13 +353,20 @@ impl Launcher<'_> {
         ]);
         let port = free_port();
         let mut first = Command::new(self.bin("busbar-relay"));
-        first.args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--to",
-            &format!("tcp:{inner}"),
-        ]);
-        self.pair(("netns-relay", second, inner), ("relay", first, port))
+        first.args(["--listen", &format!("127.0.0.1:{port}")]);
+        if !tls {
+            first.args(["--to", &format!("tcp:{inner}")]);
+            return self.pair(("netns-relay", second, inner), ("relay", first, port));
+        }
+        let pki = self.pki(host_addr)?;
+        second.arg("--tls-listen");
+        tls_identity(&mut second, &pki, NODE);
+        first.args(["--to", &format!("tls:{NODE}@{inner}")]);
+        tls_identity(&mut first, &pki, "gateway");
+        self.pair(
+            ("netns-tls-relay", second, inner),
+            ("tls-relay", first, port),
+        )
     }
 
     /// Two agents where `gateway_agent` puts the gateway and the agent, the first forwarding
@@ -399,9 +409,13 @@ impl Launcher<'_> {
         Ok((loopback(port), vec![first, second]))
     }
 
-    /// A fresh cluster CA, the agent's certificate (valid for the host's address) and the
-    /// gateway's, made with `busbarctl` as an operator would.
-    fn make_certs(&self, dir: &Path, host_addr: IpAddr) -> Result<()> {
+    /// The directory of the bench's cluster CA, the agent's certificate (valid for the host's
+    /// address) and the gateway's, made with `busbarctl` as an operator would, on first use.
+    fn pki(&self, host_addr: IpAddr) -> Result<PathBuf> {
+        let dir = self.work.join("pki");
+        if dir.join("gateway.pem").is_file() {
+            return Ok(dir);
+        }
         let dir_s = dir.display().to_string();
         let addr_s = host_addr.to_string();
         let runs: [&[&str]; 3] = [
@@ -419,8 +433,16 @@ impl Launcher<'_> {
             cmd.args(args);
             testbed::cmd::run_ok(&mut cmd, CERTS_TIMEOUT)?;
         }
-        Ok(())
+        Ok(dir)
     }
+}
+
+/// `--tls-ca`, `--tls-cert` and `--tls-key` for `name`'s certificate in `pki`.
+fn tls_identity(cmd: &mut Command, pki: &Path, name: &str) {
+    let pem = |file: String| pki.join(file).display().to_string();
+    cmd.args(["--tls-ca", &pem("ca.pem".into())]);
+    cmd.args(["--tls-cert", &pem(format!("{name}.pem"))]);
+    cmd.args(["--tls-key", &pem(format!("{name}-key.pem"))]);
 }
 
 fn loopback(port: u16) -> Endpoint {

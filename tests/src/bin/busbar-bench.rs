@@ -1,7 +1,7 @@
 //! `busbar-bench`: what busbar costs, measured against the engine's own socket in the same run.
 //!
 //! ```text
-//! cargo build --release --workspace --bins && sudo target/release/busbar-bench [--requests N] [--connections C] [--stream-mib M] [--stream-runs R] [--out FILE]
+//! cargo build --release --workspace --bins && sudo target/release/busbar-bench [--requests N] [--connections C] [--stream-mib M] [--stream-runs R] [--targets T,...] [--out FILE]
 //! ```
 //!
 //! It starts a one-host test bed (a private dockerd in its own network namespace, see the
@@ -12,9 +12,10 @@
 //! - `gateway-embedded`: `busbar-gateway --docker ...`, with its in-process agent;
 //! - `gateway+agent`: `busbar-gateway` on loopback dialing a `busbar-agent` that runs inside the
 //!   host's network namespace, over gRPC with mutual TLS (certificates made by `busbarctl`);
-//! - two references for it, not busbar as deployed: `relay×2`, two byte relays on the same path
-//!   (`busbar-relay`), and `agent×2 HTTP/1`, two `busbar-agent`s on it, the first forwarding to
-//!   the second in plain HTTP/1 (busbar's HTTP path twice, without gRPC and TLS).
+//! - three references for it, not busbar as deployed: `relay×2`, two byte relays on the same
+//!   path (`busbar-relay`); `relay×2 mTLS`, the same with busbar's mutual TLS between them; and
+//!   `agent×2 HTTP/1`, two `busbar-agent`s on it, the first forwarding to the second in plain
+//!   HTTP/1 (busbar's HTTP path twice, without gRPC and TLS).
 //!
 //! Targets whose binaries are not built, or that fail to start, are reported as not measured.
 //! All of them are stopped at the end, also on error (their guards kill them on drop), and so
@@ -124,6 +125,10 @@ struct Args {
     /// Also write the markdown report to this file.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Measure only these targets (comma-separated), and `direct`, which every other is
+    /// compared to. Default: all.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    targets: Vec<Kind>,
 }
 
 fn main() -> ExitCode {
@@ -163,7 +168,7 @@ fn run(args: &Args) -> Result<()> {
         bin_dir,
         work: work.path(),
     };
-    let (started, not_measured) = start_targets(&launcher)?;
+    let (started, not_measured) = start_targets(&launcher, &args.targets)?;
 
     let warmup = (requests / 10).max(50);
     let rounds = ROUNDS.min(requests);
@@ -299,10 +304,18 @@ type NotMeasured = (Kind, String);
 
 /// Starts every target that is built. `direct` must work; the others are reported as not
 /// measured, with the reason, when they are missing or fail to start.
-fn start_targets(launcher: &Launcher) -> Result<(Vec<Target>, Vec<NotMeasured>)> {
+/// Starts `selected` (all when empty) and `direct`.
+fn start_targets(
+    launcher: &Launcher,
+    selected: &[Kind],
+) -> Result<(Vec<Target>, Vec<NotMeasured>)> {
     let mut started = vec![];
     let mut not_measured = vec![];
     for kind in Kind::ALL {
+        if !(selected.is_empty() || kind == Kind::Direct || selected.contains(&kind)) {
+            not_measured.push((kind, "not selected (--targets)".to_owned()));
+            continue;
+        }
         if let Some(why) = launcher.missing(kind) {
             eprintln!("skipping {}: {why}", kind.name());
             not_measured.push((kind, why));

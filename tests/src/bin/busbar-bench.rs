@@ -313,7 +313,7 @@ fn start_targets(
     let mut not_measured = vec![];
     for kind in Kind::ALL {
         if !(selected.is_empty() || kind == Kind::Direct || selected.contains(&kind)) {
-            not_measured.push((kind, "not selected (--targets)".to_owned()));
+            not_measured.push((kind, "not selected by --targets".to_owned()));
             continue;
         }
         if let Some(why) = launcher.missing(kind) {

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # busbar's test command (the README's, and CI's through .ci/run).
 #
-# Installs what the suite needs when it is missing (as root, from Debian's packages), builds
-# the workspace, and runs every test: unit tests, then the end-to-end tests, which start their
-# own private Docker engines (in network namespaces) and etcd through the test bed
-# (tests/src), and stop them when they finish, pass or fail. Extra arguments go to
+# Installs what the suite needs when it is missing (as root, from Debian's packages), checks
+# formatting and lints, builds the workspace, and runs every test: unit and in-process tests,
+# then the end-to-end tests, which start their own private Docker engines (in network
+# namespaces) and etcd through the test bed (tests/src), and stop them when they finish, pass
+# or fail. Building needs no protoc: generated code is committed. Extra arguments go to
 # `cargo test` (e.g. `tests/run.sh -p busbar-tests --test proxy`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +15,6 @@ command -v dockerd >/dev/null || missing+=(docker.io)
 command -v etcd >/dev/null || missing+=(etcd-server)
 command -v etcdctl >/dev/null || missing+=(etcd-client)
 dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
-command -v protoc >/dev/null || missing+=(protobuf-compiler)
 command -v script >/dev/null || missing+=(bsdutils)
 command -v nsenter >/dev/null || missing+=(util-linux)
 command -v ip >/dev/null || missing+=(iproute2)
@@ -39,7 +39,14 @@ if ! python3 -c 'import docker' >/dev/null 2>&1; then
     python3 -m pip install --quiet 'docker==7.1.0'
 fi
 
+# Gates: formatting and lints, before anything slow.
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy -p busbar-agent --no-default-features --all-targets --locked -- -D warnings
+
 cargo build --workspace --bins --tests --locked
 # Leftovers of a run that was killed (its supervisor died with it) are removed first.
 ./target/debug/busbar-testbed --cleanup-stale || true
-cargo test --workspace --locked "$@"
+# The end-to-end tests must run here: a missing engine or root is a failure, not a skip.
+export BUSBAR_E2E=require
+cargo test --workspace --locked --no-fail-fast "$@"

@@ -1,18 +1,24 @@
 //! Command-line flags and `BUSBAR_*` environment variables, turned into a validated
 //! [`Config`]. Pure: nothing here touches the network or the filesystem.
 
+#[cfg(feature = "cluster")]
 use std::collections::BTreeMap;
+#[cfg(feature = "cluster")]
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use busbar_engine::{addr::AddrError, EngineAddr, EngineOptions};
+use busbar_http::listen::{ListenAddr, ListenError};
 use clap::Parser;
+#[cfg(feature = "cluster")]
+use {
+    busbar_etcd::conn::{EtcdConfig, EtcdConfigError, EtcdConnArgs},
+    busbar_tls::{PartialTls, TlsArgs, TlsFiles},
+};
 
-use crate::docker::client::EngineOptions;
-use crate::docker::EngineAddr;
-use crate::etcd_conn::{EtcdConfig, EtcdConfigError, EtcdConnArgs};
-use crate::front::ListenAddr;
-use crate::tls::TlsFiles;
+/// The default `--state-dir`.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/busbar";
 
 /// busbar-agent: serves this host's Docker Engine API and runs adapter chains on it.
 #[derive(Debug, Parser)]
@@ -21,6 +27,15 @@ pub struct Cli {
     #[command(flatten)]
     pub local: LocalArgs,
 
+    #[cfg(feature = "cluster")]
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// Flags of the agent's cluster half: gRPC for gateways, etcd.
+#[cfg(feature = "cluster")]
+#[derive(Debug, clap::Args)]
+pub struct ClusterArgs {
     /// Serve gateways over gRPC with mutual TLS on HOST:PORT (needs --tls-ca/--tls-cert/--tls-key).
     /// With it, the agent listens locally only where --listen says.
     #[arg(long, env = "BUSBAR_GRPC_LISTEN")]
@@ -57,7 +72,7 @@ pub struct Cli {
 
     /// Where the agent keeps state: the last-known-good adapter chains from etcd
     /// (chains-cache.json), used when etcd is unreachable at start.
-    #[arg(long, env = "BUSBAR_STATE_DIR", default_value = crate::chains::etcd::DEFAULT_STATE_DIR)]
+    #[arg(long, env = "BUSBAR_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
 }
 
@@ -107,33 +122,6 @@ pub struct LocalArgs {
     pub threads: Option<u16>,
 }
 
-/// This process's identity on the gateway <-> agent hop.
-#[derive(Debug, clap::Args)]
-pub struct TlsArgs {
-    /// The cluster CA certificate (PEM), from `busbarctl certs init`.
-    #[arg(long, env = "BUSBAR_TLS_CA")]
-    pub tls_ca: Option<PathBuf>,
-
-    /// This process's certificate (PEM), from `busbarctl certs issue`.
-    #[arg(long, env = "BUSBAR_TLS_CERT")]
-    pub tls_cert: Option<PathBuf>,
-
-    /// This process's private key (PEM).
-    #[arg(long, env = "BUSBAR_TLS_KEY")]
-    pub tls_key: Option<PathBuf>,
-}
-
-impl TlsArgs {
-    /// The three files, or `None` if none was given; `why` says what needs them.
-    pub fn files(self, why: &'static str) -> Result<Option<TlsFiles>, ConfigError> {
-        match (self.tls_ca, self.tls_cert, self.tls_key) {
-            (None, None, None) => Ok(None),
-            (Some(ca), Some(cert), Some(key)) => Ok(Some(TlsFiles::new(ca, cert, key))),
-            _ => Err(ConfigError::PartialTls(why)),
-        }
-    }
-}
-
 /// What the agent runs with, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -143,6 +131,7 @@ pub struct Config {
     /// The adapter chain file, if any.
     pub chains_file: Option<PathBuf>,
     /// The gRPC service for gateways, if enabled.
+    #[cfg(feature = "cluster")]
     pub grpc: Option<GrpcConfig>,
     pub shutdown_grace: Duration,
     pub log_level: String,
@@ -151,6 +140,7 @@ pub struct Config {
 }
 
 /// The gateway-facing side of an agent.
+#[cfg(feature = "cluster")]
 #[derive(Debug, Clone)]
 pub struct GrpcConfig {
     pub listen: SocketAddr,
@@ -170,10 +160,12 @@ pub struct GrpcConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[cfg(feature = "cluster")]
     #[error("--grpc-listen needs --tls-ca, --tls-cert and --tls-key: the gateway hop is mutual TLS only")]
     GrpcWithoutTls,
-    #[error("--tls-ca, --tls-cert and --tls-key go together ({0})")]
-    PartialTls(&'static str),
+    #[cfg(feature = "cluster")]
+    #[error(transparent)]
+    PartialTls(#[from] PartialTls),
     #[error("--label {0:?}: expected key=value")]
     Label(String),
     #[error("--etcd needs --grpc-listen: a node registers the address gateways reach it on")]
@@ -182,47 +174,49 @@ pub enum ConfigError {
     ConfigAndEtcd,
     #[error("{0}")]
     Prefix(String),
+    #[cfg(feature = "cluster")]
     #[error(transparent)]
     Etcd(#[from] EtcdConfigError),
     #[error("--registration-ttl: must be at least 1 second")]
     Ttl,
     #[error("--docker: {0}")]
-    Engine(#[from] crate::docker::addr::AddrError),
+    Engine(#[from] AddrError),
     #[error("--listen: {0}")]
-    Listen(#[from] crate::front::listen::ListenError),
+    Listen(#[from] ListenError),
     #[error("--{flag}: must be a positive number of seconds, got {value}")]
     Seconds { flag: &'static str, value: f64 },
 }
 
 impl Cli {
+    #[cfg(not(feature = "cluster"))]
     pub fn into_config(self) -> Result<Config, ConfigError> {
-        let local_by_default = self.grpc_listen.is_none();
+        self.local.into_config(true)
+    }
+
+    #[cfg(feature = "cluster")]
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let c = self.cluster;
+        let local_by_default = c.grpc_listen.is_none();
         let mut config = self.local.into_config(local_by_default)?;
-        let tls = self.tls.files("the agent's gRPC service")?;
-        config.grpc = grpc_config(
-            self.grpc_listen,
-            self.advertise,
-            self.node_name,
-            &self.labels,
-            tls,
-        )?;
-        let etcd = self.etcd.into_config()?;
+        let tls = c.tls.files("the agent's gRPC service")?;
+        config.grpc = grpc_config(c.grpc_listen, c.advertise, c.node_name, &c.labels, tls)?;
+        let etcd = c.etcd.into_config()?;
         match &mut config.grpc {
             Some(grpc) => {
-                if self.registration_ttl == 0 {
+                if c.registration_ttl == 0 {
                     return Err(ConfigError::Ttl);
                 }
                 if etcd.is_some() {
                     if config.chains_file.is_some() {
                         return Err(ConfigError::ConfigAndEtcd);
                     }
-                    crate::registry::check_prefix(&self.etcd_prefix)
+                    busbar_etcd::keys::check_prefix(&c.etcd_prefix)
                         .map_err(|e| ConfigError::Prefix(e.to_string()))?;
                 }
                 grpc.etcd = etcd;
-                grpc.etcd_prefix = self.etcd_prefix;
-                grpc.registration_ttl = Duration::from_secs(self.registration_ttl);
-                grpc.state_dir = self.state_dir;
+                grpc.etcd_prefix = c.etcd_prefix;
+                grpc.registration_ttl = Duration::from_secs(c.registration_ttl);
+                grpc.state_dir = c.state_dir;
             }
             None if etcd.is_some() => return Err(ConfigError::EtcdWithoutGrpc),
             None => {}
@@ -253,6 +247,7 @@ impl LocalArgs {
             },
             listen,
             chains_file: self.config,
+            #[cfg(feature = "cluster")]
             grpc: None,
             shutdown_grace: seconds("shutdown-grace", self.shutdown_grace)?,
             log_level: self.log_level,
@@ -268,6 +263,7 @@ pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
+#[cfg(feature = "cluster")]
 fn grpc_config(
     listen: Option<SocketAddr>,
     advertise: Option<String>,
@@ -298,7 +294,7 @@ fn grpc_config(
         etcd: None,
         etcd_prefix: String::new(),
         registration_ttl: Duration::from_secs(10),
-        state_dir: PathBuf::from(crate::chains::etcd::DEFAULT_STATE_DIR),
+        state_dir: PathBuf::from(DEFAULT_STATE_DIR),
     }))
 }
 
@@ -339,6 +335,7 @@ mod tests {
         parse(&["--listen", "tcp://0.0.0.0:2375", "--allow-remote-plaintext"]).unwrap();
     }
 
+    #[cfg(feature = "cluster")]
     #[test]
     fn config_and_etcd_together_are_refused() {
         let certs = [

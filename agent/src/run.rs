@@ -8,24 +8,14 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::chains::scoped::ChainStatus;
-use crate::chains::source::{self, LiveChains, Loaded, SourceError};
+use busbar_chains::scoped::ChainStatus;
+use busbar_engine::EngineClient;
+use busbar_http::listen::{ListenError, Listener};
+use busbar_http::server::{self, Handler};
+
+use crate::chain_source::{self as source, LiveChains, Loaded, SourceError};
 use crate::config::Config;
-use crate::docker::EngineClient;
-use crate::front::{self, Handler, ListenError, Listener};
 use crate::proxy::Proxy;
-
-/// sysexits' EX_USAGE: bad flags or configuration.
-pub const EX_USAGE: u8 = 64;
-
-/// The tokio runtime both binaries serve on, with `config.threads` workers.
-pub fn runtime(config: &Config) -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.threads)
-        .enable_all()
-        .build()
-        .expect("the tokio runtime starts")
-}
 
 /// The chains named by the config (none if no file), validated: at start an invalid file is fatal.
 pub fn initial_chains(config: &Config) -> Result<Loaded, SourceError> {
@@ -94,14 +84,14 @@ pub async fn serve_until_signal(
     mut servers: JoinSet<()>,
 ) {
     for l in listeners {
-        servers.spawn(front::serve(
+        servers.spawn(server::serve(
             l,
             handler.clone(),
             shutdown.clone(),
             config.shutdown_grace,
         ));
     }
-    crate::signal::shutdown_requested().await;
+    busbar_runtime::signal::shutdown_requested().await;
     info!("shutting down");
     shutdown.cancel();
     while servers.join_next().await.is_some() {}

@@ -44,15 +44,15 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
-use busbar_agent::chains::scoped::ChainStatus;
-use busbar_proto::v1::NodeDescription;
+use busbar_chains::scoped::ChainStatus;
+use busbar_hop::v1::NodeDescription;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::agents::{AgentError, AgentLink};
-use crate::aggregate::{InfoPart, Reserved, VersionPart};
-use crate::model::{Health, NodeSnapshot};
+use crate::aggregate::{InfoPart, VersionPart};
+use crate::hop::{AgentError, AgentLink};
+use crate::model::{Health, NodeSnapshot, Reserved};
 
 /// A member as its source describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]

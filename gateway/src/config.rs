@@ -2,9 +2,9 @@
 
 use clap::Parser;
 
-use busbar_agent::config::{seconds, Config as LocalConfig, ConfigError, LocalArgs, TlsArgs};
-use busbar_agent::etcd_conn::{EtcdConfig, EtcdConfigError, EtcdConnArgs};
-use busbar_agent::tls::TlsFiles;
+use busbar_agent::config::{seconds, Config as LocalConfig, ConfigError, LocalArgs};
+use busbar_etcd::conn::{EtcdConfig, EtcdConfigError, EtcdConnArgs};
+use busbar_tls::{PartialTls, TlsArgs, TlsFiles};
 
 use crate::cluster::HealthOptions;
 use crate::schedule::Strategy;
@@ -96,6 +96,8 @@ pub enum GatewayConfigError {
     Strategy(String),
     #[error(transparent)]
     Etcd(#[from] EtcdConfigError),
+    #[error(transparent)]
+    PartialTls(#[from] PartialTls),
 }
 
 impl Cli {

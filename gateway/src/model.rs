@@ -8,9 +8,17 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use busbar_agent::chains::scoped::ChainStatus;
+use busbar_chains::scoped::ChainStatus;
 
-use crate::aggregate::Reserved;
+/// What a node's containers have reserved, as the scheduler counts it (shown as `Reserved CPUs`
+/// and `Reserved Memory`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Reserved {
+    /// CPUs reserved, in cores (`--cpus`; fractions allowed).
+    pub cpus: f64,
+    /// Memory reserved, in bytes (`--memory`).
+    pub memory: u64,
+}
 
 /// A node's health, as `docker info` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

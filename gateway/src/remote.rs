@@ -4,14 +4,14 @@
 //! scheduling across many, is the next step); every call goes to it and its node name is
 //! recorded in the request's span.
 
-use busbar_agent::front::Handler;
-use busbar_agent::proxy::{Body, RequestCtx};
-use busbar_agent::respond;
+use busbar_http::error as respond;
+use busbar_http::server::Handler;
+use busbar_http::{Body, RequestCtx};
 use futures_util::future::BoxFuture;
 use http::{Request, Response};
 use tracing::warn;
 
-use crate::agents::AgentLink;
+use crate::hop::AgentLink;
 
 /// Sends every request to one agent.
 pub struct Remote {

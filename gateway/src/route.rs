@@ -1,13 +1,15 @@
 //! Which kind of call a Docker API request is, for the cluster: answered by the gateway,
 //! aggregated over every node, routed to the node that owns an object, scheduled, or
-//! broadcast. Pure: a function of method and path (and the node names, for `node/name` refs).
+//! broadcast. Pure: a function of method and the canonical path ([`ApiPath`]: decoded, as
+//! the engine routes it) and of the node names, for `node/name` refs.
 //!
 //! The API version prefix (`/v1.41`) is optional, as for the engine, and kept when the
 //! request is forwarded.
 
+use busbar_api::ApiPath;
 use http::Method;
 
-/// A request's class. Borrowed strings are path segments (still percent-encoded).
+/// A request's class. Strings are path segments, decoded (as the engine reads them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     Ping,
@@ -59,22 +61,9 @@ pub enum Route {
     AnyNode,
 }
 
-/// The path without its API version prefix.
-pub fn unversioned(path: &str) -> &str {
-    let trimmed = path.trim_start_matches('/');
-    match trimmed.split_once('/') {
-        Some((v, rest)) if busbar_agent::docker::hijack::is_version_segment(v) => {
-            &path[path.len() - rest.len() - 1..]
-        }
-        None if busbar_agent::docker::hijack::is_version_segment(trimmed) => "/",
-        _ => path,
-    }
-}
-
-/// Classifies `method path` (query already stripped). `is_node` says whether a name is a node.
-pub fn classify(method: &Method, path: &str, is_node: impl Fn(&str) -> bool) -> Route {
-    let path = unversioned(path);
-    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+/// Classifies `method path`. `is_node` says whether a name is a node.
+pub fn classify(method: &Method, path: &ApiPath<'_>, is_node: impl Fn(&str) -> bool) -> Route {
+    let segs = path.segments();
     let get = method == Method::GET || method == Method::HEAD;
     let post = method == Method::POST;
     let rest_of = |from: usize| segs[from..].join("/");
@@ -177,25 +166,17 @@ pub fn classify(method: &Method, path: &str, is_node: impl Fn(&str) -> bool) -> 
     }
 }
 
-/// The version prefix of `path` ("/v1.41"), or "" if it has none.
-pub fn version_prefix(path: &str) -> &str {
-    &path[..path.len() - unversioned(path).len()]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn c(method: Method, path: &str) -> Route {
-        classify(&method, path, |n| n == "node1" || n == "node2")
+        let path = ApiPath::parse(path).expect("a canonical path");
+        classify(&method, &path, |n| n == "node1" || n == "node2")
     }
 
     #[test]
     fn versioned_and_not() {
-        assert_eq!(unversioned("/v1.41/containers/json"), "/containers/json");
-        assert_eq!(unversioned("/containers/json"), "/containers/json");
-        assert_eq!(version_prefix("/v1.41/info"), "/v1.41");
-        assert_eq!(version_prefix("/info"), "");
         assert_eq!(c(Method::GET, "/v1.41/_ping"), Route::Ping);
         assert_eq!(c(Method::HEAD, "/_ping"), Route::Ping);
     }

@@ -67,6 +67,63 @@ pub fn eventually(timeout: Duration, what: &str, cond: impl FnMut() -> bool) {
     }
 }
 
+/// The environment variable that makes a missing end-to-end environment a failure, not a skip.
+/// `tests/run.sh` (and so CI) sets it to `require`.
+pub const E2E_ENV: &str = "BUSBAR_E2E";
+
+/// Whether the end-to-end tests can run here: root (they start Docker engines in network
+/// namespaces) and `dockerd` on the PATH. When they cannot, a plain `cargo test` skips them
+/// with a message on stderr, once per test binary; with `BUSBAR_E2E=require` it panics
+/// instead, so that the test command never passes without having run them.
+pub fn e2e_available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let available = AVAILABLE.get_or_init(|| {
+        // SAFETY-free check: `id -u` rather than libc, the crate forbids unsafe code.
+        let uid = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default();
+        if uid != "0" {
+            return Err("they need root (Docker engines in network namespaces)".into());
+        }
+        let dockerd = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join("dockerd").exists()))
+            .unwrap_or(false);
+        if !dockerd {
+            return Err("dockerd is not installed (tests/run.sh installs it)".into());
+        }
+        Ok(())
+    });
+    match available {
+        Ok(()) => true,
+        Err(why) if std::env::var(E2E_ENV).as_deref() == Ok("require") => {
+            panic!("end-to-end tests cannot run: {why}; {E2E_ENV}=require")
+        }
+        Err(why) => {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                eprintln!(
+                    "skipping the end-to-end tests of this binary: {why}. \
+                     Run `bash tests/run.sh` as root for the whole suite."
+                )
+            });
+            false
+        }
+    }
+}
+
+/// Returns from the calling test when the end-to-end environment is missing (see
+/// [`e2e_available`]): the first line of every test that needs engines, root or etcd.
+#[macro_export]
+macro_rules! e2e {
+    () => {
+        if !$crate::util::e2e_available() {
+            return;
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

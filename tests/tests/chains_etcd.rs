@@ -299,6 +299,7 @@ fn chain_doc(dir: &TempDir, name: &str, adapter_url: &str) -> std::path::PathBuf
 
 #[test]
 fn chains_in_etcd_apply_live_scoped_rolled_back_guarded_and_validated() {
+    testbed::e2e!();
     let _serial = serial();
     let mut b = Bed::start();
     let via = b.bed.hosts()[0]
@@ -445,6 +446,7 @@ fn chains_in_etcd_apply_live_scoped_rolled_back_guarded_and_validated() {
 /// uses its cache, and all catches up when etcd returns.
 #[test]
 fn an_etcd_outage_keeps_the_chains_a_restarted_agent_uses_its_cache_and_all_catch_up() {
+    testbed::e2e!();
     let _serial = serial();
     let mut b = Bed::start();
     let via = b.bed.hosts()[0]
@@ -619,6 +621,7 @@ fn node_line(info: &str, node: &str, key: &str) -> Option<String> {
 /// refused it only.
 #[test]
 fn docker_info_shows_each_nodes_chain_revision_and_refusals() {
+    testbed::e2e!();
     let _serial = serial();
     let b = Bed::start();
     let docs = TempDir::new();

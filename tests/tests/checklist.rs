@@ -156,6 +156,7 @@ fn get(port: u16, path: &str) -> String {
 /// "Host Down" (filters still apply), and are back with their real status when it returns.
 #[test]
 fn a_node_that_goes_down_is_host_down_in_ps_a_and_gone_from_ps() {
+    testbed::e2e!();
     let t0 = Instant::now();
     let bed = bed(3);
     let mut c = Cluster::start(&bed, QUICK_PROBES);
@@ -348,6 +349,7 @@ fn held(pid: u32) -> Held {
 /// give or take a connection pool's slack).
 #[test]
 fn many_run_inspect_logs_rm_leak_no_descriptor_or_connection() {
+    testbed::e2e!();
     const ROUNDS: usize = 20;
     /// Pooled engine connections and the like may differ by this much.
     const SLACK: usize = 3;
@@ -451,6 +453,7 @@ fn many_run_inspect_logs_rm_leak_no_descriptor_or_connection() {
 /// and spread evenly: 10 per node.
 #[test]
 fn a_burst_of_100_runs_over_10_nodes_succeeds_and_spreads_evenly() {
+    testbed::e2e!();
     const RUNS: usize = 100;
     const PARALLEL: usize = 20;
     let t0 = Instant::now();

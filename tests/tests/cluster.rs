@@ -163,6 +163,7 @@ fn three_hosts_etcd() -> TestbedSpec {
 
 #[test]
 fn etcd_registry_two_gateways_one_name_winner_and_a_node_that_leaves() {
+    testbed::e2e!();
     let bed = Testbed::start(three_hosts_etcd()).unwrap();
     let mut c = EtcdCluster::start(&bed);
     // Concurrent `run --name x` through two gateways: exactly one winner.
@@ -247,6 +248,7 @@ fn three_hosts() -> TestbedSpec {
 
 #[test]
 fn info_lists_three_healthy_nodes_with_their_labels() {
+    testbed::e2e!();
     let bed = Testbed::start(three_hosts()).unwrap();
     let c = Cluster::start(&bed, &[]);
     let info = c.info();
@@ -264,6 +266,7 @@ fn info_lists_three_healthy_nodes_with_their_labels() {
 
 #[test]
 fn nine_runs_spread_three_three_three_and_constraints_pin() {
+    testbed::e2e!();
     let bed = Testbed::start(three_hosts()).unwrap();
     let c = Cluster::start(&bed, &[]);
     let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
@@ -361,6 +364,7 @@ fn nine_runs_spread_three_three_three_and_constraints_pin() {
 /// node it changed stale, every count below would still be the one before the change.
 #[test]
 fn info_counts_are_exact_right_after_changes_through_the_gateway() {
+    testbed::e2e!();
     let bed = Testbed::start(three_hosts()).unwrap();
     let c = Cluster::start(&bed, &["--probe-interval", "30"]);
     let g = &c.gateway.url;
@@ -451,6 +455,7 @@ fn info_counts_are_exact_right_after_changes_through_the_gateway() {
 
 #[test]
 fn a_container_on_another_node_is_fully_usable() {
+    testbed::e2e!();
     let bed = Testbed::start(three_hosts()).unwrap();
     let c = Cluster::start(&bed, &[]);
     let g = &c.gateway.url;
@@ -517,6 +522,7 @@ fn a_container_on_another_node_is_fully_usable() {
 
 #[test]
 fn events_stream_from_every_node_tagged_with_it() {
+    testbed::e2e!();
     let bed = Testbed::start(three_hosts()).unwrap();
     let c = Cluster::start(&bed, &[]);
     let mut events = testbed::docker_command(
@@ -575,6 +581,7 @@ fn events_stream_from_every_node_tagged_with_it() {
 
 #[test]
 fn concurrent_runs_with_one_name_have_exactly_one_winner() {
+    testbed::e2e!();
     let bed = Testbed::start(three_hosts()).unwrap();
     let c = Cluster::start(&bed, &[]);
     let name = unique_name("dup");
@@ -615,6 +622,7 @@ fn concurrent_runs_with_one_name_have_exactly_one_winner() {
 
 #[test]
 fn a_killed_agent_turns_unhealthy_and_comes_back() {
+    testbed::e2e!();
     let bed = Testbed::start(three_hosts()).unwrap();
     let mut c = Cluster::start(&bed, &[]);
     c.agents[1].kill();
@@ -651,6 +659,7 @@ fn a_killed_agent_turns_unhealthy_and_comes_back() {
 
 #[test]
 fn images_load_everywhere_tag_and_rmi_on_every_holder_build_where_constrained() {
+    testbed::e2e!();
     let bed = Testbed::start(three_hosts()).unwrap();
     let c = Cluster::start(&bed, &[]);
     let g = &c.gateway.url;
@@ -729,6 +738,7 @@ fn images_load_everywhere_tag_and_rmi_on_every_holder_build_where_constrained() 
 
 #[test]
 fn containers_on_a_user_network_run_where_the_network_is() {
+    testbed::e2e!();
     let bed = Testbed::start(three_hosts()).unwrap();
     let c = Cluster::start(&bed, &[]);
     let g = &c.gateway.url;

@@ -183,6 +183,7 @@ fn differences(pointer: &str, direct: &Value, gateway: &Value, out: &mut Vec<Str
 
 #[test]
 fn docker_py_sees_the_cluster_gateway_as_it_sees_one_engine() {
+    testbed::e2e!();
     require_docker_py();
     let bed = Testbed::start(TestbedSpec {
         hosts: 3,

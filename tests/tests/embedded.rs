@@ -19,6 +19,7 @@ mod passthrough {
 
 #[test]
 fn embedded_gateway_runs_the_config_chains() {
+    testbed::e2e!();
     let engine = Testbed::shared().hosts()[0].docker_url();
     let adder = FakeAdapter::start(append_env("VIA", "embedded"));
     let dir = TempDir::new();

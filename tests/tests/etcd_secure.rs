@@ -303,6 +303,7 @@ fn applied_revision(out: &Output) -> i64 {
 
 #[test]
 fn tls_client_certificates_and_authentication_work_and_their_failures_are_clear() {
+    testbed::e2e!();
     let dir = TempDir::new();
     let pki = Pki::make(&dir.0);
     let prefix = format!("/{}", unique_name("bbsecure"));

@@ -43,18 +43,18 @@ fn stderr(out: &std::process::Output) -> String {
 
 #[test]
 fn the_agent_refuses_peers_without_the_gateway_role() {
+    testbed::e2e!();
     let host = &Testbed::shared().hosts()[0];
     let certs = certs();
     let (agent, addr) = Process::agent_in(host, "node1", &certs, &[]);
     // A client-role and an agent-role certificate, presented as if they were a gateway's.
     for who in ["ops", "node2"] {
-        let files = busbar_agent::tls::TlsFiles::new(
+        let files = busbar_tls::TlsFiles::new(
             certs.join("ca.pem"),
             certs.join(format!("{who}.pem")),
             certs.join(format!("{who}-key.pem")),
         );
-        let config =
-            busbar_agent::tls::client_config(&files, busbar_agent::tls::Role::Agent).unwrap();
+        let config = busbar_tls::client_config(&files, busbar_tls::Role::Agent).unwrap();
         let refused = tokio::runtime::Runtime::new().unwrap().block_on(async {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
@@ -91,6 +91,7 @@ fn the_agent_refuses_peers_without_the_gateway_role() {
 
 #[test]
 fn the_gateway_refuses_the_wrong_node_or_a_foreign_ca() {
+    testbed::e2e!();
     let host = &Testbed::shared().hosts()[0];
     let certs = certs();
     let (_agent, addr) = Process::agent_in(host, "node1", &certs, &[]);
@@ -127,6 +128,7 @@ fn the_gateway_refuses_the_wrong_node_or_a_foreign_ca() {
 
 #[test]
 fn only_a_gateway_certificate_can_run_a_gateway_and_tls_is_required() {
+    testbed::e2e!();
     let certs = certs();
     for (who, expect) in [("ops", "gateway role"), ("node1", "gateway role")] {
         let mut args = vec![
@@ -153,6 +155,7 @@ fn only_a_gateway_certificate_can_run_a_gateway_and_tls_is_required() {
 
 #[test]
 fn an_agent_killed_mid_stream_ends_the_stream_and_the_gateway_reconnects() {
+    testbed::e2e!();
     let host = &Testbed::shared().hosts()[0];
     let mut front = Front::remote(host, "node1", &certs());
     let name = unique_name("midstream");

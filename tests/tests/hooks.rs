@@ -48,6 +48,7 @@ fn echo_var(agent: &Process, var: &str) -> String {
 
 #[test]
 fn test_adding_pre_hook_adapter_sets_an_env_var_the_container_prints() {
+    testbed::e2e!();
     let adder = FakeAdapter::start(append_env("HOOKED", "yes"));
     let (agent, _dir) = agent_with(&format!(
         "version: 1\nendpoints:\n  \"POST /*/containers/create\":\n    pre: [adder]\nadapters:\n  adder: {}\n",
@@ -71,6 +72,7 @@ fn test_adding_pre_hook_adapter_sets_an_env_var_the_container_prints() {
 
 #[test]
 fn test_adding_one_then_two_pre_hook_adapter_chains_in_file_order() {
+    testbed::e2e!();
     let a = FakeAdapter::start(append_env("ORDER", "a"));
     let b = FakeAdapter::start(append_env("ORDER", "b"));
     let yaml = |first: &str, second: &str| {
@@ -93,6 +95,7 @@ fn test_adding_one_then_two_pre_hook_adapter_chains_in_file_order() {
 
 #[test]
 fn test_adding_post_hook_adapter_adds_a_field_docker_inspect_shows() {
+    testbed::e2e!();
     let noter = FakeAdapter::start(edit_response(|code, doc| {
         if code == 200 {
             doc["BusbarNote"] = json!("seen by the post-hook");
@@ -114,6 +117,7 @@ fn test_adding_post_hook_adapter_adds_a_field_docker_inspect_shows() {
 
 #[test]
 fn test_prehook_error_does_not_call_docker_and_stops_chain() {
+    testbed::e2e!();
     let refuser = FakeAdapter::start(|_| Answer {
         status: 403,
         body: json!({"message": "refused by policy: no busybox today"}).to_string(),
@@ -145,6 +149,7 @@ fn test_prehook_error_does_not_call_docker_and_stops_chain() {
 
 #[test]
 fn test_posthook_error_stops_chain_and_reaches_the_client() {
+    testbed::e2e!();
     let failing = FakeAdapter::start(|_| Answer {
         status: 500,
         body: "sadness for you, today.".into(),
@@ -166,6 +171,7 @@ fn test_posthook_error_stops_chain_and_reaches_the_client() {
 
 #[test]
 fn test_docker_error_does_not_stop_posthooks() {
+    testbed::e2e!();
     let explainer = FakeAdapter::start(edit_response(|code, doc| {
         if code == 404 {
             let msg = doc["message"].as_str().unwrap_or("").to_string();
@@ -192,6 +198,7 @@ fn test_docker_error_does_not_stop_posthooks() {
 
 #[test]
 fn test_second_post_hook_gets_new_code_and_the_client_gets_the_last() {
+    testbed::e2e!();
     // The first post-hook turns the 404 into a 200 with a document; the second sees that.
     let converter = FakeAdapter::start(|p: &Value| {
         Answer::json(json!({"ModifiedServerResponse": {
@@ -220,6 +227,7 @@ fn test_second_post_hook_gets_new_code_and_the_client_gets_the_last() {
 
 #[test]
 fn test_content_length_post_hook_nine_times() {
+    testbed::e2e!();
     let grower = FakeAdapter::start(edit_response(|_, doc| {
         let n = doc["Grown"].as_u64().unwrap_or(0);
         doc["Grown"] = json!(n + 1);
@@ -255,6 +263,7 @@ fn test_content_length_post_hook_nine_times() {
 
 #[test]
 fn test_endpoint_get_args_kept_and_query_rewrite_honoured() {
+    testbed::e2e!();
     // `docker ps` asks for running containers; the hook adds all=1, so exited ones show too.
     let all = FakeAdapter::start(|p: &Value| {
         let mut req = p["ClientRequest"].clone();
@@ -291,6 +300,7 @@ fn test_endpoint_get_args_kept_and_query_rewrite_honoured() {
 
 #[test]
 fn a_path_rewrite_to_another_endpoint_is_refused_but_the_adapters_own_url_is_ignored() {
+    testbed::e2e!();
     let evil = FakeAdapter::start(|p: &Value| {
         let mut req = p["ClientRequest"].clone();
         req["Request"] = json!("/v1.41/containers/prune");
@@ -324,6 +334,7 @@ fn a_path_rewrite_to_another_endpoint_is_refused_but_the_adapters_own_url_is_ign
 
 #[test]
 fn test_run_null_adapter_everything_still_works() {
+    testbed::e2e!();
     // Powerstrip's passthru tests: null pre- and post-hooks on every call.
     let nul = FakeAdapter::start(null);
     let (agent, _dir) = agent_with(&format!(
@@ -414,6 +425,7 @@ fn test_run_null_adapter_everything_still_works() {
 
 #[test]
 fn tar_bodies_stream_to_the_engine_with_pre_hooks_skipped() {
+    testbed::e2e!();
     let nul = FakeAdapter::start(null);
     let (agent, _dir) = agent_with(&format!(
         "endpoints:\n  \"* *\":\n    pre: [nul]\nadapters:\n  nul: {}\n",
@@ -458,6 +470,7 @@ fn tar_bodies_stream_to_the_engine_with_pre_hooks_skipped() {
 
 #[test]
 fn unreachable_slow_and_garbage_adapters_fail_within_their_timeout_naming_them() {
+    testbed::e2e!();
     let slow = FakeAdapter::start(|p: &Value| Answer {
         delay: Duration::from_secs(30),
         ..null(p)
@@ -497,6 +510,7 @@ fn unreachable_slow_and_garbage_adapters_fail_within_their_timeout_naming_them()
 
 #[test]
 fn on_error_skip_goes_on_without_the_adapter() {
+    testbed::e2e!();
     let adder = FakeAdapter::start(append_env("AFTER", "ran"));
     let (agent, _dir) = agent_with(&format!(
         "endpoints:\n  \"POST /*/containers/create\":\n    pre: [gone, adder]\nadapters:\n  gone:\n    url: http://127.0.0.1:1/hook\n    on_error: skip\n  adder: {}\n",
@@ -507,6 +521,7 @@ fn on_error_skip_goes_on_without_the_adapter() {
 
 #[test]
 fn a_config_edit_takes_effect_without_restart_and_an_invalid_one_changes_nothing() {
+    testbed::e2e!();
     let adder = FakeAdapter::start(append_env("LIVE", "v1"));
     let (agent, dir) = agent_with("version: 1\nendpoints: {}\nadapters: {}\n");
     assert_eq!(echo_var(&agent, "LIVE"), "");
@@ -539,6 +554,7 @@ fn a_config_edit_takes_effect_without_restart_and_an_invalid_one_changes_nothing
 
 #[test]
 fn an_invalid_config_at_start_exits_with_every_problem() {
+    testbed::e2e!();
     let dir = TempDir::new();
     let path = dir.join("adapters.yml");
     std::fs::write(&path, "version: 2\nendpoints:\n  \"POST /*/containers/create\":\n    pre: [missing]\nadapters:\n  bad: not-a-url\n").unwrap();
@@ -569,6 +585,7 @@ fn an_invalid_config_at_start_exits_with_every_problem() {
 
 #[test]
 fn unversioned_paths_match_versioned_patterns() {
+    testbed::e2e!();
     let nul = FakeAdapter::start(null);
     let (agent, _dir) = agent_with(&format!(
         "endpoints:\n  \"GET /*/containers/json\":\n    pre: [nul]\nadapters:\n  nul: {}\n",
@@ -594,6 +611,7 @@ fn unversioned_paths_match_versioned_patterns() {
 
 #[test]
 fn a_response_over_max_buffer_is_a_clear_error() {
+    testbed::e2e!();
     let nul = FakeAdapter::start(null);
     let (agent, _dir) = agent_with(&format!(
         "max_buffer: 64\nendpoints:\n  \"GET /*/info\":\n    post: [nul]\nadapters:\n  nul: {}\n",
@@ -614,6 +632,7 @@ fn a_response_over_max_buffer_is_a_clear_error() {
 
 #[test]
 fn adapter_calls_reuse_pooled_connections() {
+    testbed::e2e!();
     let nul = FakeAdapter::start(null);
     let (agent, _dir) = agent_with(&format!("endpoints:\n  \"GET /*/version\":\n    pre: [nul]\n    post: [nul]\nadapters:\n  nul: {}\n", nul.url));
     for _ in 0..10 {
@@ -632,6 +651,7 @@ fn adapter_calls_reuse_pooled_connections() {
 
 #[test]
 fn test_run_post_hook_on_attach_is_skipped_even_when_the_adapter_is_unresolvable() {
+    testbed::e2e!();
     // Powerstrip's passthru test: post-hooks never apply to hijacked responses, so a broken
     // adapter there cannot break `docker run`.
     let (agent, _dir) = agent_with(
@@ -653,6 +673,7 @@ fn test_run_post_hook_on_attach_is_skipped_even_when_the_adapter_is_unresolvable
 
 #[test]
 fn test_run_docker_build_and_load_through_null_hooks() {
+    testbed::e2e!();
     let nul = FakeAdapter::start(null);
     let (agent, _dir) = agent_with(&format!(
         "endpoints:\n  \"* *\":\n    pre: [nul]\n    post: [nul]\nadapters:\n  nul: {}\n",
@@ -701,8 +722,9 @@ fn test_run_docker_build_and_load_through_null_hooks() {
 
 #[test]
 fn https_adapters_are_verified_against_their_ca_file() {
-    use busbar_agent::tls::pki::{CertDir, IssueRequest};
-    use busbar_agent::tls::Role;
+    testbed::e2e!();
+    use busbar_tls::pki::{CertDir, IssueRequest};
+    use busbar_tls::Role;
     let dir = TempDir::new();
     let pki = CertDir::new(dir.join("pki"));
     pki.init_ca(false).unwrap();

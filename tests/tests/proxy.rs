@@ -23,6 +23,7 @@ mod passthrough {
 
 #[test]
 fn unix_socket_listener() {
+    testbed::e2e!();
     let engine = Testbed::shared().hosts()[0].docker_url();
     let sock = std::env::temp_dir().join(format!("{}.sock", unique_name("agent")));
     let url = format!("unix://{}", sock.display());
@@ -35,6 +36,7 @@ fn unix_socket_listener() {
 
 #[test]
 fn refuses_plain_tcp_beyond_loopback_without_the_flag() {
+    testbed::e2e!();
     let out = std::process::Command::new(support::binary("busbar-agent"))
         .args(["--listen", "tcp://0.0.0.0:1"])
         .output()
@@ -49,6 +51,7 @@ fn refuses_plain_tcp_beyond_loopback_without_the_flag() {
 
 #[test]
 fn engine_outage_gives_a_clear_error_and_the_agent_recovers() {
+    testbed::e2e!();
     let bed = Testbed::start(testbed::TestbedSpec {
         hosts: 1,
         netns: true,

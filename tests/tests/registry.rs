@@ -1,6 +1,6 @@
 //! The etcd node registry and cluster-wide container names, against a real etcd: the agent's
-//! registration (`busbar_agent::registry`) and the gateway's node watch and name reservations
-//! (`busbar_gateway::registry`), driven as libraries from the test. Each test works under its
+//! registration (`busbar_etcd::registry`) and the gateway's node watch and name reservations
+//! (`busbar_gateway::names`, `busbar_etcd::members`), driven as libraries from the test. Each test works under its
 //! own key prefix, so they share the bed's etcd and run in parallel.
 
 mod support;
@@ -10,13 +10,16 @@ use std::future::Future;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use busbar_agent::etcd_conn::EtcdConnection;
-use busbar_agent::registry::{connect, connect_lazy, node_key, spawn_registration, NodeEntry};
-use busbar_gateway::registry::{
-    list_names, release_name, release_reservation, reserve_name, set_name_owner, spawn_watch,
-    NameError, NodeMap,
+use busbar_etcd::client::{Client, KeyValue, LeaseTimeToLiveOptions, PutOptions};
+use busbar_etcd::conn::{connect, connect_lazy};
+use busbar_etcd::keys::node_key;
+use busbar_etcd::members::{spawn_watch, NodeMap};
+use busbar_etcd::registry::{spawn_registration, NodeEntry};
+use busbar_etcd::EtcdConnection;
+use busbar_gateway::names::etcd::{
+    list_names, release_name, release_reservation, reserve_name, set_name_owner,
+    ReservationError as NameError,
 };
-use etcd_client::{Client, KeyValue, LeaseTimeToLiveOptions, PutOptions};
 use support::{Process, TempDir};
 use testbed::{free_port, output_with_timeout, unique_name, Testbed, TestbedSpec};
 use tokio::sync::watch;
@@ -106,6 +109,7 @@ async fn seen(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registration_lives_under_its_lease_and_goes_at_once_on_shutdown() {
+    testbed::e2e!();
     let url = etcd_url();
     let (p, c) = (prefix(), client(&url).await);
     let key = node_key(&p, "node-a");
@@ -171,6 +175,7 @@ async fn a_registration_lives_under_its_lease_and_goes_at_once_on_shutdown() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registration_whose_keepalives_stop_expires_within_its_ttl() {
+    testbed::e2e!();
     let url = etcd_url();
     let (p, c) = (prefix(), client(&url).await);
     let key = node_key(&p, "node-b");
@@ -203,6 +208,7 @@ async fn a_registration_whose_keepalives_stop_expires_within_its_ttl() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_registers_again_after_its_lease_is_revoked_or_its_key_deleted() {
+    testbed::e2e!();
     let url = etcd_url();
     let (p, c) = (prefix(), client(&url).await);
     let key = node_key(&p, "node-c");
@@ -280,6 +286,7 @@ async fn the_agent_registers_again_after_its_lease_is_revoked_or_its_key_deleted
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_sees_nodes_appear_change_and_disappear_within_a_second() {
+    testbed::e2e!();
     let url = etcd_url();
     let (p, c) = (prefix(), client(&url).await);
     let stop = CancellationToken::new();
@@ -369,6 +376,7 @@ async fn the_gateway_sees_nodes_appear_change_and_disappear_within_a_second() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_reservations_of_a_name_have_exactly_one_winner() {
+    testbed::e2e!();
     let url = etcd_url();
     let p = prefix();
     // Two clients, two connections: the reservations really race in etcd.
@@ -504,6 +512,7 @@ impl OwnEtcd {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registration_and_watch_wait_for_etcd_and_ride_out_its_restart() {
+    testbed::e2e!();
     let etcd = OwnEtcd::new();
     let p = prefix();
     let key = node_key(&p, "n1");

@@ -160,6 +160,7 @@ fn start_sleeper(url: &str) -> u32 {
 
 #[test]
 fn two_hosts_in_namespaces_with_etcd() {
+    testbed::e2e!();
     require_root();
     let bed = Testbed::start(TestbedSpec {
         hosts: 2,
@@ -291,6 +292,7 @@ fn two_hosts_in_namespaces_with_etcd() {
 
 #[test]
 fn crash_restart_and_partition_a_host() {
+    testbed::e2e!();
     require_root();
     let bed = Testbed::start(TestbedSpec::default()).unwrap();
     let host = &bed.hosts()[0];
@@ -342,6 +344,7 @@ fn crash_restart_and_partition_a_host() {
 
 #[test]
 fn hosts_in_the_root_namespace() {
+    testbed::e2e!();
     require_root();
     let bed = Testbed::start(TestbedSpec {
         hosts: 2,
@@ -398,6 +401,7 @@ fn hosts_in_the_root_namespace() {
 
 #[test]
 fn the_shared_bed_is_started_once() {
+    testbed::e2e!();
     require_root();
     let a = Testbed::shared();
     let b = Testbed::shared();
@@ -463,6 +467,7 @@ impl RawSupervisor {
 
 #[test]
 fn closing_stdin_tears_everything_down() {
+    testbed::e2e!();
     require_root();
     let mut sup = RawSupervisor::start(&["--hosts", "1", "--netns"]);
     let url = format!("unix://{}", sup.info.hosts[0].docker_sock.display());
@@ -475,6 +480,7 @@ fn closing_stdin_tears_everything_down() {
 
 #[test]
 fn sigterm_tears_everything_down() {
+    testbed::e2e!();
     require_root();
     let mut sup = RawSupervisor::start(&["--hosts", "1"]);
     let (ok, out) = run(Command::new("kill").args(["-TERM", &sup.child.id().to_string()]));
@@ -485,6 +491,7 @@ fn sigterm_tears_everything_down() {
 
 #[test]
 fn cleanup_stale_removes_what_a_killed_supervisor_left() {
+    testbed::e2e!();
     require_root();
     let mut sup = RawSupervisor::start(&["--hosts", "1", "--netns"]);
     let url = format!("unix://{}", sup.info.hosts[0].docker_sock.display());

@@ -23,8 +23,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::chains::Adapter;
-use crate::proxy::REQUEST_ID;
+use busbar_chains::Adapter;
+use busbar_http::error::error_chain;
+use busbar_http::{DockerError, REQUEST_ID};
 
 /// The largest adapter reply we read (a modified create body or inspect document is a few
 /// KiB; a post-hook may return a buffered pull log, bounded by `max_buffer`).
@@ -60,18 +61,57 @@ pub enum HookError {
     },
     #[error("the {what} is over the {limit}-byte limit for bodies given to adapters (max_buffer){}", size.map(|s| format!(": {s} bytes")).unwrap_or_default())]
     TooLarge {
-        what: &'static str,
+        what: Message,
         limit: u64,
         size: Option<u64>,
     },
     #[error("cannot read the {what}: {reason}")]
-    Body { what: &'static str, reason: String },
+    Body { what: Message, reason: String },
     #[error("adapter {adapter:?}: cannot load ca_file {path}: {reason}")]
     CaFile {
         adapter: String,
         path: PathBuf,
         reason: String,
     },
+}
+
+/// Which message a hook needed whole and could not have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Message {
+    /// The client's request body.
+    Request,
+    /// The engine's response.
+    Response,
+    /// The request a pre-hook rewrote.
+    Rewrite,
+}
+
+impl std::fmt::Display for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Message::Request => "request body",
+            Message::Response => "engine response",
+            Message::Rewrite => "rewritten request",
+        })
+    }
+}
+
+impl DockerError for HookError {
+    fn status(&self) -> StatusCode {
+        match self {
+            HookError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            // The client's request: the client's fault.
+            HookError::TooLarge {
+                what: Message::Request,
+                ..
+            } => StatusCode::PAYLOAD_TOO_LARGE,
+            HookError::Body {
+                what: Message::Request,
+                ..
+            } => StatusCode::BAD_REQUEST,
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
 }
 
 /// An adapter's reply that is an HTTP error: the chain stops and this goes to the client.
@@ -146,7 +186,7 @@ impl AdapterClients {
                     .map_err(|e| HookError::Unreachable {
                         adapter: adapter.name.clone(),
                         url: url.clone(),
-                        reason: crate::respond::error_chain(&e),
+                        reason: error_chain(&e),
                     })?;
                 let (parts, body) = rsp.into_parts();
                 let bytes = Limited::new(body, MAX_REPLY).collect().await.map_err(|e| {

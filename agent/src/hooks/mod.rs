@@ -1,18 +1,12 @@
-//! Powerstrip protocol v1 hooks: wire types and endpoint matching.
+//! Running a request through its adapter chain (Powerstrip protocol v1).
 //!
-//! - [`matcher`]: which endpoints of a [`ChainSet`](crate::chains::ChainSet) a request
-//!   matches (fnmatch patterns, unversioned paths, order), giving its [`MatchedChain`].
-//! - [`powerstrip`]: the JSON documents exchanged with adapters, with the exact CamelCase
-//!   keys existing adapters expect, and strict-but-tolerant parsing of their replies.
+//! - [`phases`]: the phases a request goes through (gate, pre-hooks, engine, post gate,
+//!   post-hooks), drawn in that module's docs.
+//! - [`adapter`]: the HTTP calls to adapters: pooled, bounded in time and size, each failure a
+//!   [`HookError`](adapter::HookError) naming the adapter.
 //!
-//! - [`adapter`]: the HTTP calls to adapters: pooled, bounded in time and size.
-//! - [`engine`]: the phases a request goes through (gate, pre-hooks, engine, post-hooks).
-//!
-//! `matcher` and `powerstrip` are pure (no IO); `adapter` and `engine` build on them.
+//! Which adapters a request runs is [`busbar_chains::matcher`]'s business; the JSON they
+//! exchange is [`busbar_chains::powerstrip`]'s.
 
 pub mod adapter;
-pub mod engine;
-pub mod matcher;
-pub mod powerstrip;
-
-pub use matcher::MatchedChain;
+pub mod phases;

@@ -32,21 +32,11 @@ use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashSet};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use busbar_agent::chains::scoped::ChainStatus;
+use busbar_chains::scoped::ChainStatus;
 use serde_json::{json, Value};
 
 use super::{int, node_views, text, with_raw_array, GatewayFacts, NodeView};
-use crate::model::{Health, NodeAnswer, NodeSnapshot};
-
-/// What a node's containers have reserved, as the scheduler counts it (shown as `Reserved CPUs`
-/// and `Reserved Memory`).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Reserved {
-    /// CPUs reserved, in cores (`--cpus`; fractions allowed).
-    pub cpus: f64,
-    /// Memory reserved, in bytes (`--memory`).
-    pub memory: u64,
-}
+use crate::model::{Health, NodeAnswer, NodeSnapshot, Reserved};
 
 /// The cluster's `/info` document.
 ///

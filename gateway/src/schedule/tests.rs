@@ -272,7 +272,7 @@ fn reservations_in_enriched_container_entries_count() {
 #[test]
 fn reservations_reported_by_the_agent_count() {
     let mut cluster = Cluster::plain(2);
-    cluster.nodes[0].reserved = crate::aggregate::Reserved {
+    cluster.nodes[0].reserved = crate::model::Reserved {
         cpus: 3.5,
         memory: 7 * GIB as u64,
     };

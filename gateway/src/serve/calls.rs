@@ -14,14 +14,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use busbar_agent::proxy::{collect_limited, empty, full, Body, BoxError, RequestCtx};
+use busbar_http::body::{collect_limited, empty, full};
+use busbar_http::{Body, BoxError, RequestCtx};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 
-use crate::agents::AgentError;
 use crate::cluster::{ChangeGuard, Node};
+use crate::hop::AgentError;
 use crate::model::NodeAnswer;
 
 /// Longest wait for a node's answer to a call of the gateway's own (not a client's stream).

@@ -11,8 +11,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use busbar_agent::proxy::{full, Body, RequestCtx};
-use busbar_agent::respond;
+use busbar_http::body::full;
+use busbar_http::error as respond;
+use busbar_http::{Body, RequestCtx};
 use http::{Method, Request, Response, StatusCode};
 use serde_json::Value;
 

@@ -16,8 +16,9 @@
 
 use std::sync::Arc;
 
-use busbar_agent::proxy::{collect_limited, full, Body, RequestCtx};
-use busbar_agent::respond;
+use busbar_http::body::{collect_limited, full};
+use busbar_http::error as respond;
+use busbar_http::{Body, RequestCtx};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
@@ -30,7 +31,7 @@ use super::containers::{json, retarget};
 use super::ClusterHandler;
 use crate::cluster::{Cluster, Node};
 
-type Frame = Result<http_body::Frame<Bytes>, busbar_agent::proxy::BoxError>;
+type Frame = Result<http_body::Frame<Bytes>, busbar_http::BoxError>;
 
 /// Pull, import, load: the same call on every healthy node, the body copied to each.
 pub async fn broadcast(cluster: &Cluster, req: Request<Body>, ctx: &RequestCtx) -> Response<Body> {

@@ -30,7 +30,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use busbar_agent::proxy::RequestCtx;
+use busbar_http::RequestCtx;
 use bytes::Bytes;
 use http::Method;
 use tokio::time::Instant;

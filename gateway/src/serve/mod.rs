@@ -18,15 +18,15 @@ mod calls;
 mod containers;
 mod images;
 mod last_seen;
-mod names;
 mod ops;
 mod system;
 
 use std::sync::Arc;
 
-use busbar_agent::front::Handler;
-use busbar_agent::proxy::{Body, RequestCtx};
-use busbar_agent::respond;
+use busbar_api::ApiPath;
+use busbar_http::error as respond;
+use busbar_http::server::Handler;
+use busbar_http::{Body, RequestCtx};
 use futures_util::future::BoxFuture;
 use http::{Request, Response, StatusCode};
 use tokio::sync::Mutex;
@@ -34,11 +34,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::cluster::{Cluster, Node};
+pub use crate::names::{EtcdNames, LocalNames, NameError, NameStore, Taken};
 use crate::route::{self, Route};
 use crate::schedule::Strategy;
 pub use containers::{Locations, ResolveError};
 pub use last_seen::LastSeen;
-pub use names::{EtcdNames, LocalNames, NameError, NameStore, Taken};
 
 /// Where container names are reserved: etcd with several gateways, memory with one.
 pub type Names = Option<Arc<dyn NameStore>>;
@@ -77,8 +77,12 @@ impl ClusterHandler {
     }
 
     async fn serve(&self, req: Request<Body>, ctx: &RequestCtx) -> Response<Body> {
-        let path = req.uri().path().to_owned();
-        let prefix = route::version_prefix(&path).to_owned();
+        // The server made the path canonical; one that still does not parse is refused here too.
+        let path = match ApiPath::parse(req.uri().path()) {
+            Ok(path) => path.into_owned(),
+            Err(e) => return respond::error(&busbar_http::server::Refused::from(e)),
+        };
+        let prefix = path.version_prefix().to_owned();
         let route = route::classify(req.method(), &path, |n| self.cluster.node(n).is_some());
         match route {
             Route::Ping => system::ping(&self.cluster),

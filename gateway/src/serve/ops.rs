@@ -4,8 +4,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use busbar_agent::proxy::{collect_limited, full, Body, RequestCtx};
-use busbar_agent::respond;
+use busbar_http::body::{collect_limited, full};
+use busbar_http::error as respond;
+use busbar_http::{Body, RequestCtx};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use serde_json::Value;
@@ -13,10 +14,10 @@ use tracing::{debug, warn};
 
 use super::calls;
 use super::containers::{is_inspect, json, retarget, with_node, ResolveError};
-use super::names::NameError;
 use super::ClusterHandler;
 use crate::aggregate::query;
 use crate::cluster::Node;
+use crate::names::NameError;
 use crate::schedule::{self, Candidate, Pending, Placement};
 
 /// Largest create body accepted (a create config is a few KiB).

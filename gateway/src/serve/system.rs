@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
-use busbar_agent::proxy::{full, Body, RequestCtx};
-use busbar_agent::respond;
+use busbar_http::body::full;
+use busbar_http::error as respond;
+use busbar_http::{Body, RequestCtx};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
@@ -421,14 +422,13 @@ pub async fn events(cluster: &Cluster, req: Request<Body>, ctx: &RequestCtx) -> 
             "No healthy node available in the cluster",
         );
     }
-    let (tx, rx) =
-        mpsc::channel::<Result<http_body::Frame<Bytes>, busbar_agent::proxy::BoxError>>(64);
+    let (tx, rx) = mpsc::channel::<Result<http_body::Frame<Bytes>, busbar_http::BoxError>>(64);
     for node in nodes {
         let (tx, target, snapshot) = (tx.clone(), target.clone(), node.snapshot());
         let ctx_id = ctx.id.clone();
         let span = ctx.span.clone();
         tokio::spawn(async move {
-            let ctx = busbar_agent::proxy::RequestCtx::with_id(ctx_id, span);
+            let ctx = busbar_http::RequestCtx::with_id(ctx_id, span);
             let rsp = match calls::forward(&node, calls::request(Method::GET, &target, None), &ctx)
                 .await
             {

@@ -13,7 +13,7 @@
 //!
 //! - **Real**: etcd (a single-member etcd started for the run, with its data in a temporary
 //!   directory, on free loopback ports; or `--etcd URL`), and each agent's chain follower: the
-//!   very code a `busbar-agent --etcd` runs (`busbar_agent::chains::etcd::EtcdChains::start`,
+//!   very code a `busbar-agent --etcd` runs (`busbar_agent::cluster::etcd_chains::EtcdChains::start`,
 //!   then `run`), with its own node name (`sim0` ... `sim999`), its own labels, its own
 //!   `--state-dir` (the last-known-good cache is written on every apply, as on a real node),
 //!   its own etcd client and so **its own connection to etcd**, its own watch, its own status
@@ -86,12 +86,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use busbar_agent::chains::etcd::{EtcdChains, EtcdChainsConfig};
-use busbar_agent::chains::scoped::{chain_key, chains_prefix, status_prefix, ChainStatus, Scope};
-use busbar_agent::chains::source::LiveChains;
-use busbar_agent::etcd_conn::EtcdConnection;
+use busbar_agent::chain_source::LiveChains;
+use busbar_agent::cluster::etcd_chains::{EtcdChains, EtcdChainsConfig};
+use busbar_chains::scoped::{ChainStatus, Scope};
+use busbar_etcd::client::{Client, Compare, CompareOp, EventType, Txn, TxnOp, WatchOptions};
+use busbar_etcd::keys::{chain_key, chains_prefix, status_prefix};
+use busbar_etcd::EtcdConnection;
 use clap::Parser;
-use etcd_client::{Client, Compare, CompareOp, EventType, Txn, TxnOp, WatchOptions};
 use host::{busbar_version, command_line, machine, read_trimmed, run_text};
 use procstat::{cpu_time, machine_busy};
 use stats::percentile;
@@ -466,8 +467,8 @@ async fn start_watchers(
                 .acquire_owned()
                 .await
                 .expect("the gate is never closed");
-            let mut client = etcd_client(&url).await?;
-            let mut stream = client
+            let client = etcd_client(&url).await?;
+            let (_, mut stream) = client
                 .watch(dir.as_str(), Some(WatchOptions::new().with_prefix()))
                 .await?;
             drop(permit);
@@ -705,7 +706,7 @@ async fn apply(
 ) -> Result<(i64, Instant, Instant)> {
     let scope: Scope = scope.parse()?;
     let key = chain_key(prefix, &scope);
-    let mut c = client.clone();
+    let c = client.clone();
     let current = c
         .get(key.as_str(), None)
         .await?
@@ -747,12 +748,12 @@ async fn watch_statuses(
     shutdown: CancellationToken,
 ) {
     let dir = status_prefix(&prefix);
-    let mut c = client;
+    let c = client;
     let mut stream = match c
         .watch(dir.as_str(), Some(WatchOptions::new().with_prefix()))
         .await
     {
-        Ok(stream) => stream,
+        Ok((_, stream)) => stream,
         Err(e) => {
             eprintln!("cannot watch {dir}: {e}; statuses are not measured");
             return;

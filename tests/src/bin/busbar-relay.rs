@@ -18,15 +18,15 @@
 //! as busbar's gRPC hop is: the same certificates, busbar's own rustls configurations (TLS 1.3,
 //! mutual, roles checked: the first relay presents the gateway's certificate and expects the
 //! node `NODE`'s, as the gateway does; the second accepts only the gateway role, as an agent
-//! does) and the same buffers under TLS ([`busbar_agent::io::Buffered`]). What any design that
+//! does) and the same buffers under TLS ([`busbar_hop::io::Buffered`]). What any design that
 //! encrypts the hop with two processes costs here, before a byte of HTTP or gRPC.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use busbar_agent::io::buffered;
-use busbar_agent::tls::{self, Role, TlsFiles};
+use busbar_hop::io::buffered;
+use busbar_tls::{self as tls, Role, TlsFiles};
 use clap::Parser;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};

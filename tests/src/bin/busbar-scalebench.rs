@@ -21,7 +21,7 @@
 //! For each cluster size N:
 //!
 //! 1. A cluster CA and a gateway certificate are made in a temporary directory
-//!    (`busbar_agent::tls::pki`, what `busbarctl certs` runs); `busbar-simnodes --count N`
+//!    (`busbar_tls::pki`, what `busbarctl certs` runs); `busbar-simnodes --count N`
 //!    issues `sim0` ... `sim{N-1}` there and listens on `127.0.0.1:(P+i)`.
 //! 2. `busbar-gateway --listen tcp://127.0.0.1:PORT --tls-ca .. --tls-cert gateway.pem
 //!    --tls-key .. --probe-interval 5`, with the N agents in `BUSBAR_AGENTS`
@@ -71,8 +71,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use busbar_agent::tls::pki::{CertDir, IssueRequest};
-use busbar_agent::tls::Role;
+use busbar_tls::pki::{CertDir, IssueRequest};
+use busbar_tls::Role;
 use clap::Parser;
 
 use http::{Conn, Endpoint};

@@ -10,11 +10,11 @@
 //! What is real and what is simulated:
 //!
 //! - **Real**: the wire. Each node has its own certificate `sim{i}` (role agent), issued at
-//!   startup into `D` by the cluster CA there (`busbar_agent::tls::pki`; the CA is created if
-//!   `D` has none), and serves with `busbar_agent::tls::server_config(.., Role::Gateway)`: TLS
+//!   startup into `D` by the cluster CA there (`busbar_tls::pki`; the CA is created if
+//!   `D` has none), and serves with `busbar_tls::server_config(.., Role::Gateway)`: TLS
 //!   1.3, ALPN h2, and only a client with a gateway certificate from that CA gets through the
 //!   handshake, exactly as a real agent. The accept loop and the tonic server settings
-//!   (HTTP/2 keepalives, message size limit) are those of `busbar_agent::grpc::serve`, which
+//!   (HTTP/2 keepalives, message size limit) are those of `busbar_agent::cluster::grpc::serve`, which
 //!   cannot be reused as is because it takes the real agent's service.
 //! - **Simulated**: the engine behind each node. `Describe` answers `engine_reachable = true`
 //!   with synthetic `/version` and `/info` documents (Docker 20.10.24, API 1.41, 1 CPU, 1 GiB,
@@ -45,12 +45,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use busbar_agent::grpc::read_head;
-use busbar_agent::tls::pki::{CertDir, IssueRequest};
-use busbar_agent::tls::{server_config, Role};
-use busbar_proto::v1::agent_server::{Agent, AgentServer};
-use busbar_proto::v1::exchange_frame::Frame;
-use busbar_proto::v1::{DescribeRequest, Eof, ExchangeFrame, Head, Header, NodeDescription};
+use busbar_agent::cluster::grpc::read_head;
+use busbar_hop::v1::agent_server::{Agent, AgentServer};
+use busbar_hop::v1::exchange_frame::Frame;
+use busbar_hop::v1::{DescribeRequest, Eof, ExchangeFrame, Head, Header, NodeDescription};
+use busbar_tls::pki::{CertDir, IssueRequest};
+use busbar_tls::{server_config, Role};
 use clap::Parser;
 use futures_util::Stream;
 use tokio::io::AsyncReadExt;
@@ -61,7 +61,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 
 /// The real agent's limit on a decoded message (`4 * exchange::MAX_CHUNK`).
-const MAX_MESSAGE: usize = 4 * busbar_agent::exchange::MAX_CHUNK;
+const MAX_MESSAGE: usize = 4 * busbar_hop::frames::MAX_CHUNK;
 /// How long a TLS handshake may take (as the real agent).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -231,7 +231,7 @@ async fn wait_for_end(watch_stdin: bool) {
     }
 }
 
-/// The accept loop and server of `busbar_agent::grpc::serve`, around a simulated service.
+/// The accept loop and server of `busbar_agent::cluster::grpc::serve`, around a simulated service.
 async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -395,7 +395,7 @@ impl Agent for SimAgent {
         if head.method != "HEAD" {
             // In chunks, as the real agent sends a body: one frame must fit the message limit.
             out.extend(
-                body.chunks(busbar_agent::exchange::MAX_CHUNK)
+                body.chunks(busbar_hop::frames::MAX_CHUNK)
                     .map(|part| frame(Frame::Data(part.to_vec().into()))),
             );
         }

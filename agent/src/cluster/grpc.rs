@@ -1,0 +1,339 @@
+//! The agent's gRPC service, served to gateways over HTTP/2 with mutual TLS.
+//!
+//! A request arriving here takes exactly the path of a local one: it becomes an HTTP request
+//! and goes through the same [`Proxy`] (adapter chains included); the response, and after a
+//! `101` the hijacked stream, goes back as frames (see [`busbar_hop::frames`]). Only a peer whose
+//! certificate chains to the cluster CA and carries the gateway role gets past the TLS
+//! handshake ([`busbar_tls::server_config`]). gRPC `Status` values are made here and nowhere
+//! else in the agent.
+//!
+//! `Describe` answers the gateways' health probes: the node's identity, the engine's `/version`
+//! and `/info` (fetched for each call), and the adapter chains' status as the chain source
+//! keeps it (what runs, from where, and why the latest change was refused if it was).
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use busbar_api::{endpoint, ApiPath};
+use busbar_chains::scoped::ChainStatus;
+use busbar_hop::frames::{self as exchange, Inbound};
+use busbar_hop::io::{buffered, Unvectored};
+use busbar_hop::v1::agent_server::{Agent, AgentServer};
+use busbar_hop::v1::{DescribeRequest, ExchangeFrame, Head, NodeDescription};
+use busbar_http::body::empty;
+use busbar_http::headers::wants_upgrade;
+use busbar_http::hijack::{splice, Hijacked};
+use busbar_http::server::canonicalize;
+use busbar_http::{error, RequestCtx};
+use futures_util::{Stream, StreamExt};
+use http::Request;
+use http_body_util::BodyExt;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Status, Streaming};
+use tracing::{debug, info, warn, Instrument};
+
+use crate::proxy::Proxy;
+
+/// What this node says about itself.
+#[derive(Debug, Clone)]
+pub struct NodeIdentity {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub advertise: String,
+}
+
+/// The service: one per agent.
+pub struct AgentService {
+    proxy: Arc<Proxy>,
+    node: NodeIdentity,
+    /// The chains' status as the chain source keeps it (`Describe` carries it to gateways).
+    chains: Option<watch::Receiver<ChainStatus>>,
+    /// Each container's reservation, `(HostConfig.Memory, HostConfig.NanoCpus)` by ID: the
+    /// engine's list does not carry them, so a container is inspected once, when first seen.
+    reservations: std::sync::Mutex<std::collections::HashMap<String, (i64, i64)>>,
+}
+
+impl AgentService {
+    pub fn new(proxy: Arc<Proxy>, node: NodeIdentity) -> Self {
+        AgentService {
+            proxy,
+            node,
+            chains: None,
+            reservations: Default::default(),
+        }
+    }
+
+    /// Reports the chains' status from `status` in `Describe` (without it, nothing is reported).
+    pub fn with_chain_status(mut self, status: watch::Receiver<ChainStatus>) -> Self {
+        self.chains = Some(status);
+        self
+    }
+}
+
+type FrameStream = Pin<Box<dyn Stream<Item = Result<ExchangeFrame, Status>> + Send>>;
+
+/// How long a gateway may take to send the head of an exchange it opened.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The request head of an `Exchange` call, and whether it came as metadata (a bodiless call:
+/// no frame follows) rather than as the first frame (read within [`HEAD_TIMEOUT`]).
+pub async fn read_head(
+    metadata: &tonic::metadata::MetadataMap,
+    frames: &mut Streaming<ExchangeFrame>,
+) -> Result<(Head, bool), Status> {
+    if let Some(head) = exchange::head_from_metadata(metadata)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?
+    {
+        return Ok((head, true));
+    }
+    let first = tokio::time::timeout(HEAD_TIMEOUT, frames.message())
+        .await
+        .map_err(|_| Status::deadline_exceeded("no request head within 30s"))??;
+    let head = exchange::expect_head(first).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    Ok((head, false))
+}
+
+#[tonic::async_trait]
+impl Agent for AgentService {
+    type ExchangeStream = FrameStream;
+
+    async fn exchange(
+        &self,
+        request: tonic::Request<Streaming<ExchangeFrame>>,
+    ) -> Result<tonic::Response<FrameStream>, Status> {
+        let (metadata, _, mut frames) = request.into_parts();
+        let (head, bodiless) = read_head(&metadata, &mut frames).await?;
+        let (early, ended) = if bodiless {
+            (vec![], true)
+        } else {
+            exchange::take_ready(&mut frames)
+        };
+        let mut req = exchange::to_request(head, empty())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // A gateway sends canonical paths; whatever arrives is read as the engine will read it.
+        let refused = canonicalize(&mut req).err();
+        let may_hijack = ApiPath::parse(req.uri().path())
+            .is_ok_and(|p| endpoint::is_hijack(req.method(), &p))
+            || wants_upgrade(req.headers());
+        let Inbound { body, raw } = exchange::route_inbound_after(early, ended, may_hijack, frames);
+        *req.body_mut() = body;
+        let ctx = RequestCtx::new(&req);
+        ctx.span.record("node", self.node.name.as_str());
+        // Served in the RPC's own task, up to the response head: no hand-off to another task
+        // on the way to the engine and back (each costs a wake-up).
+        let mut rsp = match refused {
+            Some(e) => error::error(&e),
+            None => {
+                self.proxy
+                    .handle(req, &ctx)
+                    .instrument(ctx.span.clone())
+                    .await
+            }
+        };
+        let hijacked = Hijacked::take(&mut rsp);
+        let (parts, mut body) = rsp.into_parts();
+        let head = exchange::head_frame(exchange::response_head(&parts));
+        let Some(pending) = hijacked else {
+            if let Some(whole) = exchange::ready_body(&mut body) {
+                // The common case, a small answer already complete: sent as it is.
+                let frames = exchange::whole_frames(head, whole).into_iter().map(Ok);
+                return Ok(tonic::Response::new(Box::pin(futures_util::stream::iter(
+                    frames,
+                ))));
+            }
+            // A stream: read from the engine as the gateway takes it, in the RPC's own task.
+            let span = ctx.span.clone();
+            let body = exchange::body_frames(body).map(move |frame| {
+                frame.map_err(|e| {
+                    let _entered = span.enter();
+                    warn!(error = %e, "engine stream broke");
+                    Status::unavailable(format!("the engine's stream broke: {e}"))
+                })
+            });
+            let frames = futures_util::stream::iter([Ok(head)]).chain(body);
+            return Ok(tonic::Response::new(Box::pin(frames)));
+        };
+        let (out_tx, out_rx) = mpsc::channel(8);
+        let span = ctx.span.clone();
+        tokio::spawn(
+            async move {
+                if out_tx.send(Ok(head)).await.is_err() {
+                    return debug!("gateway went away before the response head");
+                }
+                if let Err(e) = exchange::send_body(body, &out_tx, Ok).await {
+                    warn!(error = %e, "engine stream broke");
+                    let _ = out_tx
+                        .send(Err(Status::unavailable(format!(
+                            "the engine's stream broke: {e}"
+                        ))))
+                        .await;
+                    return;
+                }
+                let engine = match pending.await {
+                    Ok(io) => io,
+                    Err(e) => return warn!(error = %e, "engine upgrade failed"),
+                };
+                let gateway = exchange::raw_stream(raw, out_tx, Ok);
+                match splice(gateway, engine).await {
+                    Ok(n) => debug!(
+                        to_engine = n.to_engine,
+                        to_client = n.to_client,
+                        "hijacked stream closed"
+                    ),
+                    Err(e) => debug!(error = %e, "hijacked stream broke"),
+                }
+            }
+            .instrument(span),
+        );
+        Ok(tonic::Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+
+    async fn describe(
+        &self,
+        _: tonic::Request<DescribeRequest>,
+    ) -> Result<tonic::Response<NodeDescription>, Status> {
+        let mut d = NodeDescription {
+            name: self.node.name.clone(),
+            labels: self.node.labels.clone().into_iter().collect(),
+            advertise: self.node.advertise.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            chain_status_json: self.chains.as_ref().map_or_else(Vec::new, |rx| {
+                serde_json::to_vec(&*rx.borrow()).expect("a chain status serializes")
+            }),
+            ..Default::default()
+        };
+        match (
+            self.engine_json("/version").await,
+            self.engine_json("/info").await,
+        ) {
+            (Ok(version), Ok(info)) => {
+                d.engine_reachable = true;
+                d.engine_version_json = version;
+                d.engine_info_json = info;
+            }
+            (Err(e), _) | (_, Err(e)) => d.engine_error = e,
+        }
+        if d.engine_reachable {
+            (d.reserved_memory, d.reserved_nano_cpus) = self.reserved().await;
+        }
+        Ok(tonic::Response::new(d))
+    }
+}
+
+impl AgentService {
+    /// What the node's containers, running or not (as Swarm counted), have reserved: the sums
+    /// of their `HostConfig.Memory` and `HostConfig.NanoCpus`. Zero when the list fails; a
+    /// container that cannot be inspected (removed meanwhile) counts for nothing.
+    async fn reserved(&self) -> (i64, i64) {
+        let Ok(list) = self.engine_json("/containers/json?all=1").await else {
+            return (0, 0);
+        };
+        let ids: Vec<String> = serde_json::from_slice::<Vec<serde_json::Value>>(&list)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|c| c["Id"].as_str().map(str::to_owned))
+            .collect();
+        let new: Vec<String> = {
+            let mut known = self.reservations.lock().expect("reservations lock");
+            known.retain(|id, _| ids.contains(id));
+            ids.iter()
+                .filter(|id| !known.contains_key(*id))
+                .cloned()
+                .collect()
+        };
+        for id in new {
+            let Ok(doc) = self.engine_json(&format!("/containers/{id}/json")).await else {
+                continue;
+            };
+            let doc: serde_json::Value = serde_json::from_slice(&doc).unwrap_or_default();
+            let field = |f: &str| doc["HostConfig"][f].as_i64().unwrap_or(0).max(0);
+            let reservation = (field("Memory"), field("NanoCpus"));
+            self.reservations
+                .lock()
+                .expect("reservations lock")
+                .insert(id, reservation);
+        }
+        let known = self.reservations.lock().expect("reservations lock");
+        known
+            .values()
+            .fold((0, 0), |(m, c), (dm, dc)| (m + dm, c + dc))
+    }
+
+    /// A GET straight to the engine (no adapter chains: this is the agent asking, not a client).
+    async fn engine_json(&self, path: &str) -> Result<Vec<u8>, String> {
+        let req = Request::get(path)
+            .body(empty())
+            .expect("a fixed path makes a valid request");
+        let rsp = self
+            .proxy
+            .engine()
+            .send(req)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !rsp.status().is_success() {
+            return Err(format!("{path}: {}", rsp.status()));
+        }
+        let body = tokio::time::timeout(Duration::from_secs(10), rsp.into_body().collect())
+            .await
+            .map_err(|_| format!("{path}: no answer within 10s"))?
+            .map_err(|e| e.to_string())?;
+        Ok(body.to_bytes().to_vec())
+    }
+}
+
+/// Serves the agent service on `listener` with mutual TLS until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    service: AgentService,
+    shutdown: CancellationToken,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let (tx, rx) = mpsc::channel(16);
+    let local = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let accept_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = accept_shutdown.cancelled() => return,
+                r = listener.accept() => match r {
+                    Ok(c) => c,
+                    Err(e) => { warn!(error = %e, "gRPC accept failed"); tokio::time::sleep(Duration::from_millis(100)).await; continue }
+                },
+            };
+            let _ = tcp.set_nodelay(true);
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                // The verifier logs why a peer was refused; this adds who.
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(buffered(tcp)))
+                    .await
+                {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send(Ok::<_, std::io::Error>(Unvectored(tls))).await;
+                    }
+                    Ok(Err(e)) => warn!(peer = %peer, error = %e, "TLS handshake refused"),
+                    Err(_) => warn!(peer = %peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    info!(grpc_listen = %local, "serving gateways (gRPC, mutual TLS)");
+    let result = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+        .max_frame_size(exchange::MAX_H2_FRAME)
+        .add_service(AgentServer::new(service).max_decoding_message_size(4 * exchange::MAX_CHUNK))
+        .serve_with_incoming_shutdown(ReceiverStream::new(rx), shutdown.cancelled())
+        .await;
+    if let Err(e) = result {
+        warn!(error = %e, "gRPC server ended");
+    }
+}

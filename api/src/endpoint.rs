@@ -1,0 +1,78 @@
+//! What kind of exchange an endpoint is: one that hijacks the connection, one whose answer
+//! streams without end, one whose head the client needs at once. Decided from the canonical
+//! path (see [`crate::path`]) and the query as the engine reads it (see [`crate::query`]).
+
+use http::Method;
+
+use crate::path::ApiPath;
+use crate::query;
+
+/// Whether the engine may hijack the connection for this call: `POST
+/// /containers/{id}/attach` and `POST /exec/{id}/start` (with or without a version prefix).
+pub fn is_hijack(method: &Method, path: &ApiPath<'_>) -> bool {
+    method == Method::POST
+        && matches!(
+            path.segments().as_slice(),
+            ["containers", id, "attach"] | ["exec", id, "start"] if !id.is_empty()
+        )
+}
+
+/// Why the engine's answer to this call must reach the client as it comes, never held back
+/// until it ends, if it must: streams without an end (`events`, `logs?follow=1`, streaming
+/// `stats`, `attach`), and `containers/{id}/wait`, whose head the CLI waits for before it
+/// starts the container. `query` is the raw query string.
+pub fn must_stream(path: &ApiPath<'_>, query: Option<&str>) -> Option<&'static str> {
+    match path.segments().as_slice() {
+        ["events"] => Some("endless stream (events)"),
+        ["containers", _, "logs"] if query::flag(query, "follow") => {
+            Some("endless stream (logs follow)")
+        }
+        ["containers", _, "stats"] if query::flag_or(query, "stream", true) => {
+            Some("endless stream (stats)")
+        }
+        ["containers", _, "attach"] => Some("endless stream (attach)"),
+        ["containers", _, "wait"] => Some("wait: the client needs its head at once"),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> ApiPath<'_> {
+        ApiPath::parse(s).unwrap()
+    }
+
+    #[test]
+    fn attach_and_exec_start_hijack_with_and_without_version() {
+        for path in [
+            "/v1.41/containers/abc/attach",
+            "/containers/abc/attach",
+            "/v1.24/exec/e1/start",
+            "/exec/e1/start",
+            "/v1.41/containers/%61bc/attach",
+        ] {
+            assert!(is_hijack(&Method::POST, &p(path)), "{path}");
+        }
+        for path in [
+            "/v1.41/containers/abc/start",
+            "/containers/json",
+            "/exec/e1/json",
+        ] {
+            assert!(!is_hijack(&Method::POST, &p(path)), "{path}");
+        }
+        assert!(!is_hijack(&Method::GET, &p("/containers/abc/attach")));
+    }
+
+    #[test]
+    fn endless_streams_with_the_engine_s_flags() {
+        assert!(must_stream(&p("/v1.41/events"), None).is_some());
+        assert!(must_stream(&p("/containers/c/logs"), Some("follow=yes")).is_some());
+        assert!(must_stream(&p("/containers/c/logs"), Some("follow=0")).is_none());
+        assert!(must_stream(&p("/containers/c/stats"), None).is_some());
+        assert!(must_stream(&p("/containers/c/stats"), Some("stream=false")).is_none());
+        assert!(must_stream(&p("/v1.41/containers/c/wait"), None).is_some());
+        assert!(must_stream(&p("/v1.41/containers/json"), Some("all=1")).is_none());
+    }
+}

@@ -1,0 +1,419 @@
+//! The gateway's side of the gRPC hop: a link to one agent.
+//!
+//! One HTTP/2 connection per agent carries every exchange, multiplexed. It is dialed on first
+//! use and again on demand after a failure, with backoff ([`Backoff`]); HTTP/2 keepalives
+//! (every 10 s, 5 s to answer) notice an agent that vanished mid-stream, so a client's stream
+//! then ends with an error instead of hanging. TLS is mutual: we present the gateway
+//! certificate, and accept only an agent certificate, signed by the cluster CA, whose name is
+//! the node we meant to reach (the TLS server name is the node name, not the address).
+//!
+//! The gRPC client runs on hyper-util's pooled HTTP/2 client, called from the request's own
+//! task: tonic's `Channel` would put a buffer worker task between every call and the
+//! connection, a wake-up per call each way. gRPC statuses are read here and nowhere else in
+//! the gateway.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use busbar_api::{endpoint, ApiPath};
+use busbar_hop::frames::{self as exchange, Inbound};
+use busbar_hop::io::{buffered, Buffered, Unvectored};
+use busbar_hop::v1::agent_client::AgentClient;
+use busbar_hop::v1::{DescribeRequest, ExchangeFrame, NodeDescription};
+use busbar_http::error::error_chain;
+use busbar_http::headers::wants_upgrade;
+use busbar_http::hijack::Hijacked;
+use busbar_http::{Body, DockerError, RequestCtx, REQUEST_ID};
+use futures_util::future::BoxFuture;
+use http::{Request, Response, StatusCode, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// How long dialing an agent (TCP and the TLS handshake) may take.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+/// HTTP/2 keepalive: a ping this often, and the connection is dead if unanswered this long.
+const KEEPALIVE: (Duration, Duration) = (Duration::from_secs(10), Duration::from_secs(5));
+
+/// Why an exchange with an agent failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("node {node} ({addr}): agent unreachable: {reason}")]
+    Unreachable {
+        node: String,
+        addr: String,
+        reason: String,
+    },
+    #[error("node {node} ({addr}): {reason}")]
+    Failed {
+        node: String,
+        addr: String,
+        reason: String,
+    },
+    #[error("node {node}: invalid agent address {addr:?}: {reason}")]
+    BadAddress {
+        node: String,
+        addr: String,
+        reason: String,
+    },
+}
+
+impl DockerError for AgentError {
+    fn status(&self) -> StatusCode {
+        match self {
+            AgentError::Unreachable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            AgentError::Failed { .. } | AgentError::BadAddress { .. } => StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+/// The HTTP/2 client the gRPC calls run on.
+#[derive(Clone)]
+struct Transport(Client<Dialer, tonic::body::Body>);
+
+/// Marks a call whose request stream is known to be empty (see [`Transport`]).
+#[derive(Clone, Copy)]
+struct HeadOnly;
+
+/// Sends a call marked [`HeadOnly`] with a body that says it is empty before it is polled:
+/// hyper then sends `HEADERS` with `END_STREAM`, in the same write, rather than `HEADERS` first
+/// and the (empty) body's end from a task of its own once flow control allows.
+impl tower_service::Service<Request<tonic::body::Body>> for Transport {
+    type Response = Response<hyper::body::Incoming>;
+    type Error = hyper_util::client::legacy::Error;
+    type Future = hyper_util::client::legacy::ResponseFuture;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<tonic::body::Body>) -> Self::Future {
+        if req.extensions().get::<HeadOnly>().is_some() {
+            *req.body_mut() = tonic::body::Body::empty();
+        }
+        self.0.request(req)
+    }
+}
+
+/// A link to one agent.
+#[derive(Clone)]
+pub struct AgentLink {
+    node: String,
+    addr: String,
+    client: AgentClient<Transport>,
+}
+
+impl AgentLink {
+    /// Prepares the link; nothing is dialed until the first call.
+    pub fn new(
+        node: &str,
+        addr: &str,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Result<AgentLink, AgentError> {
+        let bad = |reason: String| AgentError::BadAddress {
+            node: node.to_owned(),
+            addr: addr.to_owned(),
+            reason,
+        };
+        let server_name = ServerName::try_from(node.to_owned()).map_err(|e| bad(e.to_string()))?;
+        let origin: Uri = format!("http://{addr}")
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| bad(e.to_string()))?;
+        let dialer = Dialer {
+            addr: addr.to_owned(),
+            server_name,
+            tls: tokio_rustls::TlsConnector::from(tls),
+            backoff: Arc::new(Mutex::new(Backoff::default())),
+        };
+        let transport = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            // One connection per agent, kept for good: keepalives watch it while idle.
+            .pool_idle_timeout(None)
+            .http2_keep_alive_interval(KEEPALIVE.0)
+            .http2_keep_alive_timeout(KEEPALIVE.1)
+            .http2_keep_alive_while_idle(true)
+            .http2_max_frame_size(exchange::MAX_H2_FRAME)
+            .build(dialer);
+        let client = AgentClient::with_origin(Transport(transport), origin)
+            .max_decoding_message_size(4 * exchange::MAX_CHUNK);
+        Ok(AgentLink {
+            node: node.to_owned(),
+            addr: addr.to_owned(),
+            client,
+        })
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Carries one Docker API call to the agent. The response streams back as it comes; a
+    /// `101` carries the hijacked stream (see [`Hijacked`]).
+    pub async fn exchange(
+        &self,
+        req: Request<Body>,
+        ctx: &RequestCtx,
+    ) -> Result<Response<Body>, AgentError> {
+        let (mut parts, body) = req.into_parts();
+        if let Ok(id) = http::HeaderValue::from_str(&ctx.id) {
+            parts.headers.insert(REQUEST_ID.clone(), id);
+        }
+        let head = exchange::request_head(&parts);
+        // Only attach and exec start (or an explicit upgrade) can turn into a raw stream.
+        let may_hijack = ApiPath::parse(parts.uri.path())
+            .is_ok_and(|p| endpoint::is_hijack(&parts.method, &p))
+            || wants_upgrade(&parts.headers);
+        let mut out = None;
+        let mut pump = None;
+        let call = if http_body::Body::is_end_stream(&body) && !may_hijack {
+            // Most calls: the head travels as metadata and the call goes out as one HEADERS
+            // frame, instead of HEADERS, then DATA in a second write (and wake-up) of its own.
+            let mut call = tonic::Request::new(futures_util::stream::empty());
+            call.metadata_mut()
+                .insert_bin(exchange::HEAD_METADATA, exchange::head_metadata(&head));
+            call.extensions_mut().insert(HeadOnly);
+            self.client.clone().exchange(call).await
+        } else {
+            let (out_tx, out_rx) = mpsc::channel::<ExchangeFrame>(8);
+            out_tx
+                .send(exchange::head_frame(head))
+                .await
+                .expect("the receiver is held right here");
+            if http_body::Body::is_end_stream(&body) {
+                let _ = out_tx.send(exchange::eof_frame()).await;
+            } else {
+                let out_tx = out_tx.clone();
+                pump = Some(tokio::spawn(async move {
+                    exchange::send_body(body, &out_tx, std::convert::identity).await
+                }));
+            }
+            // Only a call that may be hijacked keeps its side of the stream open after the body.
+            out = may_hijack.then_some(out_tx);
+            self.client
+                .clone()
+                .exchange(ReceiverStream::new(out_rx))
+                .await
+        };
+        let mut frames = call.map_err(|s| self.status_error(s))?.into_inner();
+        let first = frames.message().await.map_err(|s| self.status_error(s))?;
+        let head = exchange::expect_head(first).map_err(|e| self.failed(e.to_string()))?;
+        let (early, ended) = exchange::take_ready(&mut frames);
+        let Inbound { body, raw } = exchange::route_inbound_after(early, ended, may_hijack, frames);
+        let mut rsp = exchange::to_response(head, body).map_err(|e| self.failed(e.to_string()))?;
+        if rsp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let Some(out_tx) = out else {
+                return Err(self.failed(format!(
+                    "the agent switched protocols on {} {}",
+                    parts.method,
+                    parts.uri.path()
+                )));
+            };
+            Hijacked::attach(&mut rsp, async move {
+                // The request body (empty for attach/exec) is sent before any raw byte.
+                if let Some(pump) = pump {
+                    let _ = pump.await;
+                }
+                Ok(exchange::raw_stream(raw, out_tx, std::convert::identity))
+            });
+        }
+        Ok(rsp)
+    }
+
+    /// The node's description, within `timeout`.
+    pub async fn describe(&self, timeout: Duration) -> Result<NodeDescription, AgentError> {
+        match tokio::time::timeout(timeout, self.client.clone().describe(DescribeRequest {})).await
+        {
+            Ok(Ok(rsp)) => Ok(rsp.into_inner()),
+            Ok(Err(s)) => Err(self.status_error(s)),
+            Err(_) => Err(self.failed(format!("no answer within {timeout:?}"))),
+        }
+    }
+
+    fn failed(&self, reason: String) -> AgentError {
+        AgentError::Failed {
+            node: self.node.clone(),
+            addr: self.addr.clone(),
+            reason,
+        }
+    }
+
+    fn status_error(&self, status: tonic::Status) -> AgentError {
+        let source = std::error::Error::source(&status);
+        let reason = match source {
+            Some(src) => format!("{}: {}", status.message(), error_chain(src)),
+            None => status.message().to_owned(),
+        };
+        let no_connection = source
+            .and_then(|e| e.downcast_ref::<hyper_util::client::legacy::Error>())
+            .is_some_and(|e| e.is_connect());
+        if no_connection || status.code() == tonic::Code::Unavailable {
+            AgentError::Unreachable {
+                node: self.node.clone(),
+                addr: self.addr.clone(),
+                reason,
+            }
+        } else {
+            self.failed(reason)
+        }
+    }
+}
+
+/// Dials the agent: TCP, then TLS with the node name as server name, within [`DIAL_TIMEOUT`],
+/// and not before the backoff after a failed dial allows.
+#[derive(Clone)]
+struct Dialer {
+    addr: String,
+    server_name: ServerName<'static>,
+    tls: tokio_rustls::TlsConnector,
+    backoff: Arc<Mutex<Backoff>>,
+}
+
+/// TLS to the agent, unvectored and buffered (see [`Unvectored`] and [`Buffered`]).
+type Io = TokioIo<Unvectored<tokio_rustls::client::TlsStream<Buffered<TcpStream>>>>;
+
+impl Dialer {
+    async fn dial(self) -> std::io::Result<Io> {
+        let connect = async {
+            let tcp = TcpStream::connect(&self.addr).await?;
+            tcp.set_nodelay(true)?;
+            let tls = self
+                .tls
+                .connect(self.server_name.clone(), buffered(tcp))
+                .await?;
+            Ok::<_, std::io::Error>(TokioIo::new(Unvectored(tls)))
+        };
+        tokio::time::timeout(DIAL_TIMEOUT, connect)
+            .await
+            .unwrap_or_else(|_| {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no connection within {DIAL_TIMEOUT:?}"),
+                ))
+            })
+    }
+}
+
+impl tower_service::Service<Uri> for Dialer {
+    type Response = Io;
+    type Error = std::io::Error;
+    type Future = BoxFuture<'static, std::io::Result<Io>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Uri) -> Self::Future {
+        let dialer = self.clone();
+        Box::pin(async move {
+            let backoff = dialer.backoff.clone();
+            if let Some(refused) = backoff.lock().expect("backoff lock").refuse(Instant::now()) {
+                return Err(refused);
+            }
+            let result = dialer.dial().await;
+            backoff
+                .lock()
+                .expect("backoff lock")
+                .record(result.as_ref().err(), Instant::now());
+            result
+        })
+    }
+}
+
+/// Reconnection backoff: after a failed dial, calls fail at once with that failure until a
+/// delay has passed, which doubles with each consecutive failure from [`Backoff::FIRST`] up to
+/// [`Backoff::MAX`]; a successful dial resets it. A dead agent is then dialed a few times a
+/// second at most, however many calls arrive, and found again within `MAX` of its return.
+#[derive(Debug, Default)]
+struct Backoff {
+    failures: u32,
+    retry_at: Option<Instant>,
+    last_error: String,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(2);
+
+    /// The error to fail with now, if the backoff forbids a dial.
+    fn refuse(&self, now: Instant) -> Option<std::io::Error> {
+        let retry_at = self.retry_at.filter(|&at| now < at)?;
+        Some(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            format!(
+                "{} (next attempt in {} ms)",
+                self.last_error,
+                (retry_at - now).as_millis()
+            ),
+        ))
+    }
+
+    fn record(&mut self, error: Option<&std::io::Error>, now: Instant) {
+        match error {
+            None => *self = Backoff::default(),
+            Some(e) => {
+                let delay = Self::FIRST
+                    .saturating_mul(1 << self.failures.min(16))
+                    .min(Self::MAX);
+                self.failures += 1;
+                self.retry_at = Some(now + delay);
+                self.last_error = e.to_string();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_and_resets_on_success() {
+        let mut b = Backoff::default();
+        let t0 = Instant::now();
+        assert!(b.refuse(t0).is_none(), "the first dial is never held back");
+        let refused =
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let mut delays = vec![];
+        for _ in 0..7 {
+            b.record(Some(&refused), t0);
+            delays.push(b.retry_at.unwrap() - t0);
+        }
+        let ms: Vec<u128> = delays.iter().map(|d| d.as_millis()).collect();
+        assert_eq!(ms, [100, 200, 400, 800, 1600, 2000, 2000]);
+        let err = b
+            .refuse(t0 + Duration::from_millis(500))
+            .expect("still backing off");
+        assert!(
+            err.to_string()
+                .starts_with("connection refused (next attempt in 1500 ms)"),
+            "{err}"
+        );
+        assert!(
+            b.refuse(t0 + Backoff::MAX).is_none(),
+            "a dial is allowed once the delay passed"
+        );
+        b.record(None, t0);
+        assert!(b.refuse(t0).is_none());
+        b.record(Some(&refused), t0);
+        assert_eq!(
+            b.retry_at.unwrap() - t0,
+            Backoff::FIRST,
+            "a success starts over"
+        );
+    }
+}

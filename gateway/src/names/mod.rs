@@ -1,0 +1,118 @@
+//! Cluster-wide container names. Two gateways side by side (and two clients racing with
+//! `docker run --name x`) must not both create `x`. While a create (or rename) is in flight its
+//! name is reserved in a store both gateways share (etcd, see [`etcd`]; or memory,
+//! for a gateway alone); once the call is done the container itself holds the name, and every
+//! claim also asks the nodes whether a container already has it. So a reservation never
+//! outlives its call, and containers made behind the gateways' backs are still seen.
+
+pub mod etcd;
+
+use futures_util::future::BoxFuture;
+
+/// The name is already someone's.
+#[derive(Debug, thiserror::Error)]
+#[error("the container name is reserved by node {owner}")]
+pub struct Taken {
+    pub owner: String,
+}
+
+/// Where names are reserved.
+pub trait NameStore: Send + Sync {
+    /// Reserves `name` for a container being created on `node`.
+    fn reserve<'a>(&'a self, name: &'a str, node: &'a str) -> BoxFuture<'a, Result<(), NameError>>;
+    /// Frees `name`, reserved for `node`.
+    fn release<'a>(&'a self, name: &'a str, node: &'a str) -> BoxFuture<'a, ()>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NameError {
+    #[error(transparent)]
+    Taken(#[from] Taken),
+    #[error("cannot reserve the name: {0}")]
+    Store(String),
+}
+
+/// Names reserved in this gateway's memory: enough for one gateway (with several gateways,
+/// use etcd). A reservation lives only while its call is in flight.
+#[derive(Default)]
+pub struct LocalNames {
+    /// Short sections, no await inside: a std mutex.
+    taken: std::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
+impl NameStore for LocalNames {
+    fn reserve<'a>(&'a self, name: &'a str, node: &'a str) -> BoxFuture<'a, Result<(), NameError>> {
+        Box::pin(async move {
+            let mut taken = self.taken.lock().expect("names lock");
+            match taken.get(name) {
+                Some(owner) => Err(Taken {
+                    owner: owner.clone(),
+                }
+                .into()),
+                None => {
+                    taken.insert(name.to_owned(), node.to_owned());
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    fn release<'a>(&'a self, name: &'a str, _node: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            self.taken.lock().expect("names lock").remove(name);
+        })
+    }
+}
+
+/// Names reserved in etcd, shared by every gateway of the cluster.
+pub struct EtcdNames {
+    pub client: busbar_etcd::client::Client,
+    pub prefix: String,
+}
+
+/// A reservation older than this belongs to a call that can no longer be in flight (the
+/// gateway that made it died mid-create): it is freed instead of blocking the name.
+const STALE_AFTER_SECS: u64 = 120;
+
+impl NameStore for EtcdNames {
+    fn reserve<'a>(&'a self, name: &'a str, node: &'a str) -> BoxFuture<'a, Result<(), NameError>> {
+        use etcd as reg;
+        Box::pin(async move {
+            for _ in 0..2 {
+                match reg::reserve_name(&self.client, &self.prefix, name, node).await {
+                    Ok(_) => return Ok(()),
+                    Err(reg::ReservationError::Taken { node: owner, .. }) => {
+                        let stale = reg::list_names(&self.client, &self.prefix)
+                            .await
+                            .ok()
+                            .and_then(|all| all.into_iter().find(|r| r.name == name))
+                            .filter(|r| {
+                                busbar_runtime::unix_now().saturating_sub(r.reserved_at)
+                                    > STALE_AFTER_SECS
+                            });
+                        match stale {
+                            Some(r) => {
+                                tracing::warn!(name, node = %r.node, "freeing a stale name reservation");
+                                let _ =
+                                    reg::release_reservation(&self.client, &self.prefix, &r).await;
+                            }
+                            None => return Err(Taken { owner }.into()),
+                        }
+                    }
+                    Err(e) => return Err(NameError::Store(e.to_string())),
+                }
+            }
+            Err(NameError::Store(format!(
+                "the reservation of {name:?} keeps changing"
+            )))
+        })
+    }
+
+    fn release<'a>(&'a self, name: &'a str, node: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Err(e) = etcd::release_name(&self.client, &self.prefix, name, node).await {
+                tracing::warn!(name, error = %e, "cannot free the name reservation");
+            }
+        })
+    }
+}

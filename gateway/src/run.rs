@@ -1,0 +1,95 @@
+//! Starting the gateway's modes: the cluster (membership from `--agent` and etcd, health
+//! probes, the cluster handler) and the identity check every mode with agents makes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use busbar_etcd::conn::{connect, EtcdConnection};
+use busbar_etcd::members;
+use busbar_http::server::Handler;
+use busbar_tls::{Role, TlsFiles};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::cluster::{Cluster, Member};
+use crate::config::ClusterConfig;
+use crate::serve::{ClusterHandler, EtcdNames, LocalNames, Names};
+
+/// Cluster mode: membership (static and from etcd), health probes, the cluster handler.
+pub async fn start_cluster(
+    config: &ClusterConfig,
+    shutdown: &CancellationToken,
+) -> Result<Arc<dyn Handler>, String> {
+    let tls = check_identity(&config.tls)?;
+    let cluster = Cluster::new(tls, config.health.clone());
+    let statics: BTreeMap<String, Member> = config
+        .agents
+        .iter()
+        .map(|(node, addr)| {
+            (
+                node.clone(),
+                Member {
+                    addr: addr.clone(),
+                    labels: BTreeMap::new(),
+                },
+            )
+        })
+        .collect();
+    cluster.set_members(&statics);
+    let names: Names = match &config.etcd {
+        None => Some(Arc::new(LocalNames::default())),
+        Some(etcd) => {
+            let etcd = etcd.connection().map_err(|e| e.to_string())?;
+            let client = connect(&etcd).await.map_err(|e| e.to_string())?;
+            follow_registry(&cluster, etcd, config, statics.clone(), shutdown);
+            Some(Arc::new(EtcdNames {
+                client,
+                prefix: config.etcd_prefix.clone(),
+            }))
+        }
+    };
+    let shown = config.etcd.as_ref().map(|e| e.shown()).unwrap_or_default();
+    info!(static_nodes = statics.len(), etcd = %shown, strategy = %config.strategy, "serving a cluster");
+    tokio::spawn(cluster.clone().run_probes(shutdown.clone()));
+    let handler = ClusterHandler::new(cluster, config.strategy, names);
+    handler.spawn_last_seen(shutdown.clone());
+    Ok(Arc::new(handler))
+}
+
+/// Keeps the cluster's members in step with the etcd registry (plus the static ones).
+fn follow_registry(
+    cluster: &Arc<Cluster>,
+    etcd: EtcdConnection,
+    config: &ClusterConfig,
+    statics: BTreeMap<String, Member>,
+    shutdown: &CancellationToken,
+) {
+    let mut rx = members::spawn_watch(etcd, config.etcd_prefix.clone(), shutdown.clone());
+    let cluster = cluster.clone();
+    tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            let mut members = statics.clone();
+            for (name, entry) in rx.borrow_and_update().iter() {
+                members.insert(
+                    name.clone(),
+                    Member {
+                        addr: entry.advertise.clone(),
+                        labels: entry.labels.clone(),
+                    },
+                );
+            }
+            cluster.set_members(&members);
+        }
+    });
+}
+
+/// The gateway's TLS client config, after checking that our own certificate is a gateway's.
+pub fn check_identity(files: &TlsFiles) -> Result<Arc<rustls::ClientConfig>, String> {
+    let me = files.identity().map_err(|e| format!("--tls-cert: {e}"))?;
+    if me.role != Role::Gateway {
+        return Err(format!(
+            "--tls-cert is {me}: a gateway needs a certificate with the gateway role"
+        ));
+    }
+    busbar_tls::client_config(files, Role::Agent).map_err(|e| e.to_string())
+}

@@ -1,0 +1,32 @@
+//! The HTTP layer of every Docker API server in busbar: what a request and a response are made
+//! of, how an error becomes an answer a Docker client understands, how a hijacked connection
+//! is spliced, and the servers that accept clients on unix sockets and TCP.
+//!
+//! A request enters through [`server::serve`], which reads it with hyper (or, for an attach
+//! that hijacks without asking for an upgrade, by hand), replaces its path by the canonical
+//! form the engine will route on ([`busbar_api::path`]; a path with no single reading is a
+//! 400 here), gives it a [`RequestCtx`] (request id, `req` span), and hands it to a
+//! [`server::Handler`]: the agent's proxy, or the gateway.
+//!
+//! # Layout
+//! - [`body`]: the [`Body`] type every request and response carries, and helpers.
+//! - [`ctx`]: [`RequestCtx`], the request id and the span of one request.
+//! - [`error`]: the one place an error becomes `{"message": "..."}` with its status.
+//! - [`headers`]: hop-by-hop headers and upgrade requests.
+//! - [`hijack`]: a `101`'s upstream stream, and the half-closing byte splice.
+//! - [`io`]: byte streams over unix or TCP, and replaying bytes read ahead.
+//! - [`listen`]: listen addresses, the loopback rule, bound listeners.
+//! - [`server`]: the Docker API server: accept, one connection, raw hijacks.
+
+pub mod body;
+pub mod ctx;
+pub mod error;
+pub mod headers;
+pub mod hijack;
+pub mod io;
+pub mod listen;
+pub mod server;
+
+pub use body::{Body, BoxError};
+pub use ctx::{RequestCtx, REQUEST_ID};
+pub use error::DockerError;

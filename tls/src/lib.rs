@@ -1,0 +1,318 @@
+//! Mutual TLS between the gateway and the agents, with the peer's *role* checked in the handshake.
+//!
+//! # Trust model (SwarmKit's)
+//! - One **cluster CA**, made by `busbarctl certs init`, is the *only* root either side trusts:
+//!   no system roots, no defaults, nothing shipped in the binaries. Whoever holds `ca-key.pem`
+//!   controls the cluster, so it stays on the machine that issues certificates.
+//! - Every certificate names its holder in the subject **CN** and carries its **role** in the
+//!   subject **OU** (`busbar-agent`, `busbar-gateway`, `busbar-client`; see [`identity`]).
+//! - An agent serves only the gateway: [`server_config`]`(files, Role::Gateway)` refuses, during
+//!   the handshake, any client certificate that does not chain to the CA *or* whose role is not
+//!   `gateway`. Chain validation alone would let any node's certificate drive every other node.
+//! - The gateway connects only to agents, and only to the one it meant: [`client_config`]`(files,
+//!   Role::Agent)` checks the chain, the role, and that the certificate is valid for the server
+//!   name passed at connect time. **Pass the node name** (not the address you dial) as that server
+//!   name: agent certificates carry their node name as a DNS SAN, so a certificate for `node1`
+//!   cannot answer for `node2` even when both sit behind the same address.
+//! - Once connected, [`peer_identity`] turns the verified peer certificate into an [`Identity`]
+//!   so the gRPC service knows who called.
+//!
+//! # Choices
+//! - rustls with the *ring* provider passed explicitly to every builder, so nothing depends on a
+//!   process-wide default provider (which panics when two crates install different ones).
+//! - TLS 1.3 only: both ends are busbar, so there is no old peer to accommodate.
+//! - ALPN `h2` on both sides: the connection carries gRPC.
+//! - The files are read once, when a configuration is built; every failure names the file.
+//!
+//! # Layout
+//! - [`identity`]: [`Role`], [`Identity`], [`peer_identity`]: reading who a certificate names.
+//! - `verify`: the rustls verifiers that wrap WebPKI's and add the role check ([`RoleError`]).
+//! - `pki` (cargo feature `pki`): the cluster CA and issuing certificates (`pki::CertDir`),
+//!   for `busbarctl certs` and the tests; the servers only read certificates.
+
+pub mod identity;
+#[cfg(any(feature = "pki", test))]
+pub mod pki;
+mod verify;
+
+#[cfg(test)]
+mod tests;
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{VerifierBuilderError, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, InconsistentKeys, RootCertStore, ServerConfig};
+
+pub use identity::{peer_identity, Identity, IdentityError, Role, UnknownRole};
+pub use verify::RoleError;
+
+/// The ALPN protocol both sides offer: gRPC runs on HTTP/2.
+pub const ALPN_H2: &[u8] = b"h2";
+
+/// This process's identity on the gateway <-> agent hop: the `--tls-*` flags.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TlsArgs {
+    /// The cluster CA certificate (PEM), from `busbarctl certs init`.
+    #[arg(long, env = "BUSBAR_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// This process's certificate (PEM), from `busbarctl certs issue`.
+    #[arg(long, env = "BUSBAR_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// This process's private key (PEM).
+    #[arg(long, env = "BUSBAR_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// Some of `--tls-ca`, `--tls-cert`, `--tls-key` given, not all three.
+#[derive(Debug, thiserror::Error)]
+#[error("--tls-ca, --tls-cert and --tls-key go together ({0})")]
+pub struct PartialTls(pub &'static str);
+
+impl TlsArgs {
+    /// The three files, or `None` if none was given; `why` says what needs them.
+    pub fn files(self, why: &'static str) -> Result<Option<TlsFiles>, PartialTls> {
+        match (self.tls_ca, self.tls_cert, self.tls_key) {
+            (None, None, None) => Ok(None),
+            (Some(ca), Some(cert), Some(key)) => Ok(Some(TlsFiles::new(ca, cert, key))),
+            _ => Err(PartialTls(why)),
+        }
+    }
+}
+
+/// The three files a busbar process needs for mutual TLS (`--tls-ca`, `--tls-cert`, `--tls-key`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The cluster CA certificate(s): the only roots trusted for the peer's chain.
+    pub ca: PathBuf,
+    /// Our certificate, leaf first, optionally followed by intermediates.
+    pub cert: PathBuf,
+    /// The private key of our leaf certificate (PKCS#8, SEC1 or PKCS#1 PEM).
+    pub key: PathBuf,
+}
+
+/// Why a TLS configuration could not be built. Each message names the file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{what} {path} does not exist")]
+    Missing { what: &'static str, path: PathBuf },
+    #[error("cannot read {what} {path}: {source}")]
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("{what} {path} is not valid PEM: {source}")]
+    BadPem {
+        what: &'static str,
+        path: PathBuf,
+        source: pem::Error,
+    },
+    #[error("{what} {path} contains no PEM certificate (-----BEGIN CERTIFICATE-----)")]
+    NoCertificate { what: &'static str, path: PathBuf },
+    #[error("private key {path} contains no PEM private key (PKCS#8, SEC1 or PKCS#1)")]
+    NoKey { path: PathBuf },
+    #[error("private key {path} cannot be used: {source}")]
+    BadKey {
+        path: PathBuf,
+        source: rustls::Error,
+    },
+    #[error("private key {key} does not belong to certificate {cert}")]
+    KeyMismatch { cert: PathBuf, key: PathBuf },
+    #[error("CA certificate {path} cannot be used as a trust root: {source}")]
+    BadCa {
+        path: PathBuf,
+        source: rustls::Error,
+    },
+    #[error("certificate {path} is not a busbar certificate: {source}")]
+    NotBusbarCert {
+        path: PathBuf,
+        source: IdentityError,
+    },
+    #[error("cannot build the certificate verifier: {0}")]
+    Verifier(#[from] VerifierBuilderError),
+    #[error("cannot build the TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
+}
+
+/// What the files hold, parsed and cross-checked.
+struct Material {
+    /// The cluster CA, as the only trust root.
+    roots: Arc<RootCertStore>,
+    /// Our chain, leaf first.
+    chain: Vec<CertificateDer<'static>>,
+    /// Our leaf's key (already checked to match the leaf).
+    key: PrivateKeyDer<'static>,
+}
+
+// === impl TlsFiles ===
+
+impl TlsFiles {
+    pub fn new(ca: impl Into<PathBuf>, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        TlsFiles {
+            ca: ca.into(),
+            cert: cert.into(),
+            key: key.into(),
+        }
+    }
+
+    /// Who our own certificate says we are (for the startup log line).
+    pub fn identity(&self) -> Result<Identity, TlsError> {
+        let chain = read_certs("certificate", &self.cert)?;
+        // read_certs never returns an empty chain; the leaf comes first.
+        peer_identity(&chain[0]).map_err(|source| TlsError::NotBusbarCert {
+            path: self.cert.clone(),
+            source,
+        })
+    }
+
+    fn load(&self, provider: &CryptoProvider) -> Result<Material, TlsError> {
+        let mut roots = RootCertStore::empty();
+        for ca in read_certs("CA certificate", &self.ca)? {
+            roots.add(ca).map_err(|source| TlsError::BadCa {
+                path: self.ca.clone(),
+                source,
+            })?;
+        }
+
+        // Our own certificate must be a busbar one too: this catches `--tls-cert ca.pem` and
+        // other mix-ups here, instead of as a refusal on the far side.
+        let chain = read_certs("certificate", &self.cert)?;
+        peer_identity(&chain[0]).map_err(|source| TlsError::NotBusbarCert {
+            path: self.cert.clone(),
+            source,
+        })?;
+
+        let key = match PrivateKeyDer::from_pem_slice(&read("private key", &self.key)?) {
+            Ok(key) => key,
+            Err(pem::Error::NoItemsFound) => {
+                return Err(TlsError::NoKey {
+                    path: self.key.clone(),
+                })
+            }
+            Err(source) => {
+                return Err(TlsError::BadPem {
+                    what: "private key",
+                    path: self.key.clone(),
+                    source,
+                })
+            }
+        };
+        match CertifiedKey::from_der(chain.clone(), key.clone_key(), provider) {
+            Ok(_) => {}
+            Err(rustls::Error::InconsistentKeys(InconsistentKeys::KeyMismatch)) => {
+                return Err(TlsError::KeyMismatch {
+                    cert: self.cert.clone(),
+                    key: self.key.clone(),
+                })
+            }
+            Err(source) => {
+                return Err(TlsError::BadKey {
+                    path: self.key.clone(),
+                    source,
+                })
+            }
+        }
+
+        Ok(Material {
+            roots: Arc::new(roots),
+            chain,
+            key,
+        })
+    }
+}
+
+/// A file's bytes; a missing file is its own error, so the message can say so plainly.
+pub fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    fs::read(path).map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => TlsError::Missing {
+            what,
+            path: path.to_owned(),
+        },
+        _ => TlsError::Read {
+            what,
+            path: path.to_owned(),
+            source,
+        },
+    })
+}
+
+/// Every certificate in a PEM file, in order; at least one.
+pub fn read_certs(
+    what: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(&read(what, path)?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| TlsError::BadPem {
+            what,
+            path: path.to_owned(),
+            source,
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate {
+            what,
+            path: path.to_owned(),
+        });
+    }
+    Ok(certs)
+}
+
+/// The crypto provider every configuration here is built with (see the module docs).
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The configuration of a TLS server that accepts only clients with certificates from the
+/// cluster CA whose role is `accept_role` (an agent passes [`Role::Gateway`]).
+///
+/// Refusals happen in the handshake, are logged at `warn` with the reason, and surface from
+/// `accept` as an error whose text says why ("peer certificate CN=x has role agent; only
+/// gateway may connect").
+pub fn server_config(files: &TlsFiles, accept_role: Role) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = provider();
+    let material = files.load(&provider)?;
+    let webpki =
+        WebPkiClientVerifier::builder_with_provider(material.roots, provider.clone()).build()?;
+    let verifier = Arc::new(verify::RoleCheckingClientVerifier {
+        inner: webpki,
+        accept: accept_role,
+    });
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(material.chain, material.key)?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The configuration of a TLS client that presents our certificate and accepts only servers
+/// with certificates from the cluster CA, valid for the server name given at connect time, whose
+/// role is `expect_role` (the gateway passes [`Role::Agent`] and connects with the node name).
+pub fn client_config(files: &TlsFiles, expect_role: Role) -> Result<Arc<ClientConfig>, TlsError> {
+    let provider = provider();
+    let material = files.load(&provider)?;
+    let webpki =
+        WebPkiServerVerifier::builder_with_provider(material.roots, provider.clone()).build()?;
+    let verifier = Arc::new(verify::RoleCheckingServerVerifier {
+        inner: webpki,
+        expect: expect_role,
+    });
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        // "dangerous" is the only door to a custom verifier; ours runs WebPKI first, unchanged.
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_auth_cert(material.chain, material.key)?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(Arc::new(config))
+}

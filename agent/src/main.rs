@@ -49,6 +49,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(EX_USAGE);
             }
         };
+        tokio::spawn(run::check_engine(proxy.engine().clone()));
         run::serve_until_signal(listeners, proxy, &config, shutdown, servers).await;
         ExitCode::SUCCESS
     })

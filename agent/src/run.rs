@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use busbar_chains::scoped::ChainStatus;
 use busbar_engine::EngineClient;
@@ -63,6 +63,44 @@ pub fn local_proxy_reporting(
 pub fn proxy_with(config: &Config, chains: watch::Receiver<Arc<LiveChains>>) -> Arc<Proxy> {
     let engine = EngineClient::new(config.engine.clone(), config.engine_options.clone());
     Arc::new(Proxy::with_chains(engine, chains))
+}
+
+/// Asks the engine for its version once, at start, and says in the log whether it answers:
+/// the agent serves either way (an engine that comes up later is used at once), but someone
+/// starting busbar on a machine without a running engine should read why every call fails.
+pub async fn check_engine(engine: EngineClient) {
+    let req = http::Request::get("/version")
+        .body(busbar_http::body::empty())
+        .expect("a fixed path makes a valid request");
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let rsp = engine.send(req).await.map_err(|e| e.to_string())?;
+        let status = rsp.status();
+        let body = http_body_util::BodyExt::collect(rsp.into_body())
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        let doc: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        Ok::<_, String>((status, doc))
+    })
+    .await;
+    match answer {
+        Ok(Ok((status, doc))) if status.is_success() => info!(
+            engine = %engine.addr(),
+            version = doc["Version"].as_str().unwrap_or("?"),
+            api = doc["ApiVersion"].as_str().unwrap_or("?"),
+            "Docker engine reachable"
+        ),
+        Ok(Ok((status, _))) => {
+            warn!(engine = %engine.addr(), %status, "the Docker engine answered its version with an error")
+        }
+        Ok(Err(e)) => warn!(
+            engine = %engine.addr(),
+            "no Docker engine answers: {e}. Calls fail with 503 until one does (start dockerd, or point --docker at it)"
+        ),
+        Err(_) => {
+            warn!(engine = %engine.addr(), "the Docker engine did not answer its version within 5s")
+        }
+    }
 }
 
 /// Binds every listen address (all or nothing).

@@ -53,7 +53,9 @@ fn main() -> ExitCode {
         let handler: Arc<dyn Handler> = match (&config.mode, chains) {
             (Mode::Embedded, Some(chains)) => {
                 info!(engine = %config.local.engine, "embedded agent (no --agent given)");
-                run::local_proxy(&config.local, chains, &shutdown)
+                let proxy = run::local_proxy(&config.local, chains, &shutdown);
+                tokio::spawn(run::check_engine(proxy.engine().clone()));
+                proxy
             }
             (
                 Mode::Remote {

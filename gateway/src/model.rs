@@ -99,5 +99,34 @@ impl NodeSnapshot {
 #[derive(Debug, Clone)]
 pub struct NodeAnswer<T> {
     pub node: String,
-    pub result: Result<T, String>,
+    pub result: Result<T, CallError>,
+}
+
+/// Why a node gave no usable answer to a call the gateway made on its own account (a list,
+/// an inspect, a name check, ...). The kinds stay apart because callers decide on them: an
+/// engine's error status is an answer ("no such container"); a node that is down, or did not
+/// answer in time, says nothing about what it holds (a name check must not take it for
+/// "the name is free").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The engine answered with an error status, with its message.
+    #[error("{status}: {message}")]
+    Engine { status: u16, message: String },
+    /// The node is down: its agent cannot be reached, or it is known unhealthy.
+    #[error("{0}")]
+    Down(String),
+    /// No complete answer within the time limit: a busy node, or a dead one not yet seen.
+    #[error("no answer within {0:?}")]
+    Timeout(std::time::Duration),
+    /// An answer that cannot be used: broken off, too large, or not what was asked for.
+    #[error("{0}")]
+    Bad(String),
+}
+
+impl CallError {
+    /// Whether the node answered (with an error status): then it knows; otherwise its state
+    /// is unknown.
+    pub fn is_answer(&self) -> bool {
+        matches!(self, CallError::Engine { .. })
+    }
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use crate::model::{Health, NodeAnswer, NodeSnapshot};
+use crate::model::{CallError, Health, NodeAnswer, NodeSnapshot};
 
 pub fn ok(node: &str, body: Value) -> NodeAnswer<Value> {
     NodeAnswer {
@@ -17,7 +17,7 @@ pub fn ok(node: &str, body: Value) -> NodeAnswer<Value> {
 pub fn err(node: &str, error: &str) -> NodeAnswer<Value> {
     NodeAnswer {
         node: node.to_owned(),
-        result: Err(error.to_owned()),
+        result: Err(CallError::Bad(error.to_owned())),
     }
 }
 

@@ -238,6 +238,7 @@ fn node_block(view: &NodeView<'_>, reserved: Reserved) -> Vec<Value> {
     let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let error = view
         .error
+        .as_deref()
         .map_or_else(|| "(none)".to_owned(), |e| e.replace(['\r', '\n'], " "));
     let updated = view
         .snapshot

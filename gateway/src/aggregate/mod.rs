@@ -52,7 +52,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use crate::model::{Health, NodeAnswer, NodeSnapshot};
+use crate::model::{CallError, Health, NodeAnswer, NodeSnapshot};
 
 mod containers;
 mod disk;
@@ -100,13 +100,13 @@ pub const FALLBACK_MIN_API_VERSION: &str = "1.12";
 /// node3: timeout`, nodes in name order, or `None` if every node answered. Characters a header
 /// value cannot carry become `?` (line breaks become spaces); each reason is cut at 200 characters.
 pub fn failed_nodes_header<T>(answers: &[NodeAnswer<T>]) -> Option<String> {
-    let mut failed: Vec<(&str, &str)> = answers
+    let mut failed: Vec<(&str, String)> = answers
         .iter()
         .filter_map(|a| {
             a.result
                 .as_ref()
                 .err()
-                .map(|e| (a.node.as_str(), e.as_str()))
+                .map(|e| (a.node.as_str(), e.to_string()))
         })
         .collect();
     if failed.is_empty() {
@@ -133,7 +133,7 @@ pub fn parse_answers<T: AsRef<[u8]>>(answers: &[NodeAnswer<T>]) -> Vec<NodeAnswe
             node: a.node.clone(),
             result: match &a.result {
                 Ok(body) => serde_json::from_slice(body.as_ref())
-                    .map_err(|e| format!("engine answer is not JSON: {e}")),
+                    .map_err(|e| CallError::Bad(format!("engine answer is not JSON: {e}"))),
                 Err(e) => Err(e.clone()),
             },
         })
@@ -180,7 +180,7 @@ struct NodeView<'a> {
     /// The node's document (fresh or last seen); `None` if never seen.
     doc: Option<&'a Value>,
     health: Health,
-    error: Option<&'a str>,
+    error: Option<std::borrow::Cow<'a, str>>,
 }
 
 impl NodeView<'_> {
@@ -205,7 +205,7 @@ fn node_views<'a>(
     // Indexed by name: a thousand nodes must not cost a million comparisons.
     let by_name: BTreeMap<&str, &NodeSnapshot> =
         nodes.iter().map(|n| (n.name.as_str(), n)).collect();
-    let answer_of: BTreeMap<&str, &Result<Value, String>> = answers
+    let answer_of: BTreeMap<&str, &Result<Value, CallError>> = answers
         .iter()
         .map(|a| (a.node.as_str(), &a.result))
         .collect();
@@ -217,11 +217,11 @@ fn node_views<'a>(
             let cached = snapshot.map(last_seen).filter(|v| !v.is_null());
             let (doc, health, error) = match answer_of.get(name).copied() {
                 Some(Ok(doc)) => (Some(doc), Health::Healthy, None),
-                Some(Err(e)) => (cached, Health::Unhealthy, Some(e.as_str())),
+                Some(Err(e)) => (cached, Health::Unhealthy, Some(e.to_string().into())),
                 None => (
                     cached,
                     snapshot.map_or(Health::Unhealthy, |s| s.health),
-                    snapshot.and_then(|s| s.last_error.as_deref()),
+                    snapshot.and_then(|s| s.last_error.as_deref().map(Into::into)),
                 ),
             };
             NodeView {
@@ -330,7 +330,7 @@ mod tests {
             },
             NodeAnswer {
                 node: "node3".into(),
-                result: Err("timeout".into()),
+                result: Err(CallError::Bad("timeout".into())),
             },
         ];
         let parsed = parse_answers(&answers);
@@ -338,7 +338,7 @@ mod tests {
         assert!(parsed[1]
             .result
             .as_ref()
-            .is_err_and(|e| e.starts_with("engine answer is not JSON")));
-        assert_eq!(parsed[2].result, Err("timeout".to_owned()));
+            .is_err_and(|e| e.to_string().starts_with("engine answer is not JSON")));
+        assert_eq!(parsed[2].result, Err(CallError::Bad("timeout".to_owned())));
     }
 }

@@ -203,7 +203,7 @@ fn node_component(view: &NodeView<'_>) -> Value {
     if view.health != Health::Healthy {
         details.insert("Status".into(), Value::from(view.health.to_string()));
     }
-    if let Some(error) = view.error {
+    if let Some(error) = view.error.as_deref() {
         details.insert("Error".into(), Value::from(error));
     }
     let version = match text(doc, "Version") {

@@ -28,8 +28,12 @@ pub trait NameStore: Send + Sync {
 pub enum NameError {
     #[error(transparent)]
     Taken(#[from] Taken),
+    /// The store could not be asked (etcd unreachable, a timeout, ...): the name's fate is
+    /// unknown, so the create is refused rather than risked.
     #[error("cannot reserve the name: {0}")]
-    Store(String),
+    Store(#[from] etcd::ReservationError),
+    #[error("cannot reserve the name {0:?}: its reservation keeps changing")]
+    Unsettled(String),
 }
 
 /// Names reserved in this gateway's memory: enough for one gateway (with several gateways,
@@ -99,12 +103,10 @@ impl NameStore for EtcdNames {
                             None => return Err(Taken { owner }.into()),
                         }
                     }
-                    Err(e) => return Err(NameError::Store(e.to_string())),
+                    Err(e) => return Err(NameError::Store(e)),
                 }
             }
-            Err(NameError::Store(format!(
-                "the reservation of {name:?} keeps changing"
-            )))
+            Err(NameError::Unsettled(name.to_owned()))
         })
     }
 

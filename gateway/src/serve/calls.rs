@@ -23,7 +23,7 @@ use http_body_util::BodyExt;
 
 use crate::cluster::{ChangeGuard, Node};
 use crate::hop::AgentError;
-use crate::model::NodeAnswer;
+use crate::model::{CallError, NodeAnswer};
 
 /// Longest wait for a node's answer to a call of the gateway's own (not a client's stream).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -112,65 +112,101 @@ pub fn request(method: Method, path_and_query: &str, body: Option<Bytes>) -> Req
 /// The whole body of a response, bounded in size and time.
 pub async fn read_body(
     rsp: Response<Body>,
-) -> Result<(StatusCode, http::HeaderMap, Bytes), String> {
+) -> Result<(StatusCode, http::HeaderMap, Bytes), CallError> {
     let (parts, body) = rsp.into_parts();
     let collected = tokio::time::timeout(CALL_TIMEOUT, collect_limited(body, MAX_DOCUMENT))
         .await
-        .map_err(|_| format!("no complete answer within {CALL_TIMEOUT:?}"))?
-        .map_err(|e| format!("reading the answer failed: {e}"))?;
+        .map_err(|_| CallError::Timeout(CALL_TIMEOUT))?
+        .map_err(|e| CallError::Bad(format!("reading the answer failed: {e}")))?;
     Ok((parts.status, parts.headers, collected))
 }
 
-/// Calls `node` and reads the whole answer.
+/// Calls `node` and reads the whole answer, whatever its status.
 pub async fn call(
     node: &Node,
     req: Request<Body>,
     ctx: &RequestCtx,
-) -> Result<(StatusCode, Bytes), String> {
-    let rsp = tokio::time::timeout(CALL_TIMEOUT, forward(node, req, ctx))
-        .await
-        .map_err(|_| format!("node {}: no answer within {CALL_TIMEOUT:?}", node.name()))?
-        .map_err(|e| e.to_string())?;
-    let (status, _, body) = read_body(rsp)
-        .await
-        .map_err(|e| format!("node {}: {e}", node.name()))?;
+) -> Result<(StatusCode, Bytes), CallError> {
+    let rsp = match tokio::time::timeout(CALL_TIMEOUT, forward(node, req, ctx)).await {
+        Err(_) => return Err(CallError::Timeout(CALL_TIMEOUT)),
+        Ok(Err(e)) => return Err(agent_failed(e)),
+        Ok(Ok(rsp)) => rsp,
+    };
+    let (status, _, body) = read_body(rsp).await?;
     Ok((status, body))
 }
 
-/// `GET path` on `node`, parsed as JSON when the status is a success.
+/// `GET path` on `node`, parsed as JSON; an error status is a [`CallError::Engine`] with the
+/// engine's message.
 pub async fn get_json(
     node: &Node,
     path: &str,
     ctx: &RequestCtx,
-) -> Result<(StatusCode, serde_json::Value), String> {
+) -> Result<serde_json::Value, CallError> {
     let (status, body) = call(node, request(Method::GET, path, None), ctx).await?;
     if !status.is_success() {
-        return Ok((status, serde_json::from_slice(&body).unwrap_or_default()));
+        return Err(engine_error(status, &body));
     }
-    let doc = serde_json::from_slice(&body)
-        .map_err(|e| format!("node {}: invalid JSON from {path}: {e}", node.name()))?;
-    Ok((status, doc))
+    serde_json::from_slice(&body)
+        .map_err(|e| CallError::Bad(format!("invalid JSON from {path}: {e}")))
+}
+
+/// A failed exchange with a node's agent, as a [`CallError`].
+pub fn agent_failed(e: AgentError) -> CallError {
+    match e {
+        AgentError::Unreachable { .. } => CallError::Down(e.to_string()),
+        _ => CallError::Bad(e.to_string()),
+    }
+}
+
+/// The status a failed call to a node gives the client: 503 when the node is down or did not
+/// answer in time, the engine's status when it answered one, 502 otherwise.
+pub fn status_of(e: &CallError) -> StatusCode {
+    match e {
+        CallError::Down(_) | CallError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+        CallError::Engine { status, .. } => {
+            StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
+        }
+        CallError::Bad(_) => StatusCode::BAD_GATEWAY,
+    }
+}
+
+/// The Docker-style error for a call to `node` that failed (status: [`status_of`]).
+pub fn failed(node: &str, e: &CallError) -> Response<Body> {
+    busbar_http::error::message(status_of(e), &format!("node {node}: {e}"))
+}
+
+/// An engine's error answer: its status and the `message` of its Docker-style body (or the
+/// body's first line).
+pub fn engine_error(status: StatusCode, body: &[u8]) -> CallError {
+    let message = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|doc| doc["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| {
+            String::from_utf8_lossy(body)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .chars()
+                .take(200)
+                .collect()
+        });
+    CallError::Engine {
+        status: status.as_u16(),
+        message,
+    }
 }
 
 /// `GET path` on every node in `nodes` at once; one answer per node, in the same order.
-/// A non-success status is an error answer carrying the engine's message.
 pub async fn fan_out_json(
     nodes: &[Arc<Node>],
     path: &str,
     ctx: &RequestCtx,
 ) -> Vec<NodeAnswer<serde_json::Value>> {
     let calls = nodes.iter().map(|node| async move {
-        let result = match get_json(node, path, ctx).await {
-            Ok((status, doc)) if status.is_success() => Ok(doc),
-            Ok((status, doc)) => Err(format!(
-                "{status}: {}",
-                doc["message"].as_str().unwrap_or("")
-            )),
-            Err(e) => Err(e),
-        };
         NodeAnswer {
             node: node.name().to_owned(),
-            result,
+            result: get_json(node, path, ctx).await,
         }
     });
     futures_util::future::join_all(calls).await

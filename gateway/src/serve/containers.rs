@@ -19,6 +19,7 @@ use serde_json::Value;
 
 use super::calls;
 use crate::cluster::{Cluster, Node};
+use crate::model::CallError;
 
 /// Why a reference did not lead to one container.
 #[derive(Debug, thiserror::Error)]
@@ -35,8 +36,8 @@ pub enum ResolveError {
         node: String,
         error: String,
     },
-    #[error("{0}")]
-    Node(String),
+    #[error("node {node}: {error}")]
+    Node { node: String, error: CallError },
 }
 
 impl respond::DockerError for ResolveError {
@@ -46,7 +47,11 @@ impl respond::DockerError for ResolveError {
             | ResolveError::Ambiguous { .. }
             | ResolveError::NoSuchNode(_) => StatusCode::NOT_FOUND,
             ResolveError::Unhealthy { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ResolveError::Node(_) => StatusCode::BAD_GATEWAY,
+            ResolveError::Node {
+                error: CallError::Down(_) | CallError::Timeout(_),
+                ..
+            } => StatusCode::SERVICE_UNAVAILABLE,
+            ResolveError::Node { .. } => StatusCode::BAD_GATEWAY,
         }
     }
 }
@@ -177,7 +182,7 @@ impl Locations {
             });
         }
         match calls::get_json(node, path, ctx).await {
-            Ok((StatusCode::OK, doc)) => {
+            Ok(doc) => {
                 let id = doc["Id"].as_str().unwrap_or_default().to_owned();
                 Ok(Some(Found {
                     node: node.clone(),
@@ -185,8 +190,11 @@ impl Locations {
                     inspect: doc,
                 }))
             }
-            Ok(_) => Ok(None),
-            Err(e) => Err(ResolveError::Node(e)),
+            Err(CallError::Engine { status: 404, .. }) => Ok(None),
+            Err(error) => Err(ResolveError::Node {
+                node: node.name().to_owned(),
+                error,
+            }),
         }
     }
 
@@ -213,7 +221,7 @@ impl Locations {
         let node = nodes
             .into_iter()
             .zip(answers)
-            .find(|(_, a)| matches!(a, Ok((StatusCode::OK, _))))
+            .find(|(_, a)| a.is_ok())
             .map(|(n, _)| n)?;
         remember(&self.execs, id, node.name());
         Some(node)

@@ -60,7 +60,7 @@ pub async fn broadcast(cluster: &Cluster, req: Request<Body>, ctx: &RequestCtx) 
         calls_.push(async move {
             let result = match calls::forward(node, copy, ctx).await {
                 Ok(rsp) => calls::read_body(rsp).await.map(|(s, _, b)| (s, b)),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(calls::agent_failed(e)),
             };
             (node.name().to_owned(), result)
         });
@@ -87,7 +87,7 @@ pub async fn broadcast(cluster: &Cluster, req: Request<Body>, ctx: &RequestCtx) 
                 "node {node}: {s}: {}",
                 String::from_utf8_lossy(&b).trim()
             )),
-            Err(e) => failures.push(e),
+            Err(e) => failures.push(format!("node {node}: {e}")),
         }
     }
     if !failures.is_empty() {
@@ -161,7 +161,7 @@ pub async fn image(
             Ok((s, body)) => {
                 return respond::message(s, &format!("node {node}: {}", message_of(&body)))
             }
-            Err(e) => return respond::message(StatusCode::BAD_GATEWAY, &e),
+            Err(e) => return calls::failed(&node, &e),
         }
     }
     if method == Method::DELETE {
@@ -329,7 +329,7 @@ pub async fn create_object(
             Ok((s, b)) => {
                 return respond::message(s, &format!("node {}: {}", node.name(), message_of(&b)))
             }
-            Err(e) => return respond::message(StatusCode::BAD_GATEWAY, &e),
+            Err(e) => return calls::failed(node.name(), &e),
         }
     }
     let (status, body) = last.expect("at least one target answered");

@@ -17,6 +17,7 @@ use super::containers::{is_inspect, json, retarget, with_node, ResolveError};
 use super::ClusterHandler;
 use crate::aggregate::query;
 use crate::cluster::Node;
+use crate::model::CallError;
 use crate::names::NameError;
 use crate::schedule::{self, Candidate, Pending, Placement};
 
@@ -116,10 +117,7 @@ impl ClusterHandler {
                 *out.headers_mut() = headers;
                 out
             }
-            Err(e) => respond::message(
-                StatusCode::BAD_GATEWAY,
-                &format!("node {}: {e}", node.name()),
-            ),
+            Err(e) => calls::failed(node.name(), &e),
         }
     }
 
@@ -157,14 +155,30 @@ impl ClusterHandler {
         );
         let answers = calls::fan_out_json(&self.cluster.healthy(), &filter, ctx).await;
         for a in answers {
-            if let Ok(Value::Array(list)) = a.result {
-                if let Some(c) = list.first() {
+            match a.result {
+                Ok(Value::Array(list)) => {
+                    if let Some(c) = list.first() {
+                        self.release_name(name, node).await;
+                        let id = c["Id"].as_str().unwrap_or("");
+                        return Err(conflict(&format!(
+                            "by container \"{id}\" on node {}",
+                            a.node
+                        )));
+                    }
+                }
+                // A node that could not say whether it has the name: never taken as "free".
+                failed => {
                     self.release_name(name, node).await;
-                    let id = c["Id"].as_str().unwrap_or("");
-                    return Err(conflict(&format!(
-                        "by container \"{id}\" on node {}",
-                        a.node
-                    )));
+                    let e = failed.err().unwrap_or_else(|| {
+                        CallError::Bad("its container list is not a list".into())
+                    });
+                    return Err(respond::message(
+                        calls::status_of(&e),
+                        &format!(
+                            "cannot check that the container name \"/{name}\" is free: node {}: {e}",
+                            a.node
+                        ),
+                    ));
                 }
             }
         }

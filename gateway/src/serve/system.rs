@@ -19,7 +19,7 @@ use super::containers::json;
 use super::last_seen::{self, LastSeen};
 use crate::aggregate;
 use crate::cluster::{Cluster, Node, NodeParts};
-use crate::model::{NodeAnswer, NodeSnapshot};
+use crate::model::{CallError, NodeAnswer, NodeSnapshot};
 use crate::schedule::Strategy;
 
 /// `/_ping`: the gateway is up; the API version it speaks is the cluster's.
@@ -176,7 +176,7 @@ async fn fan_out_request(
     let mut answers = calls::fan_out_json(&healthy, &path, ctx).await;
     answers.extend(unhealthy.iter().map(|n| NodeAnswer {
         node: n.name().to_owned(),
-        result: Err(unhealthy_error(n)),
+        result: Err(CallError::Down(unhealthy_error(n))),
     }));
     answers
 }
@@ -188,23 +188,6 @@ fn with_failures<T>(mut rsp: Response<Body>, answers: &[NodeAnswer<T>]) -> Respo
         }
     }
     rsp
-}
-
-/// Why a node's part of a container list is missing.
-enum Missing {
-    /// Unhealthy, or no answer at all: the node is down, its last-known list stands in.
-    Down(String),
-    /// It answered an error status (the engine's, or its agent's).
-    Refused(StatusCode, String),
-}
-
-impl Missing {
-    fn reason(&self) -> String {
-        match self {
-            Missing::Down(e) => e.clone(),
-            Missing::Refused(status, message) => format!("{status}: {message}"),
-        }
-    }
 }
 
 /// `GET /containers/json`: every node's list, merged ([`aggregate::merge_lists`]). A node that
@@ -227,24 +210,25 @@ pub async fn container_list(
         let path = &path;
         async move {
             if !node.is_healthy() {
-                return Err(Missing::Down(unhealthy_error(node)));
+                return Err(CallError::Down(unhealthy_error(node)));
             }
             match calls::call(node, calls::request(Method::GET, path, None), ctx).await {
                 Ok((status, body)) if status.is_success() => Ok(body),
-                Ok((status, body)) => Err(Missing::Refused(status, engine_message(&body))),
-                Err(e) => Err(Missing::Down(e)),
+                Ok((status, body)) => Err(calls::engine_error(status, &body)),
+                Err(e) => Err(e),
             }
         }
     });
-    let answers: Vec<Result<Bytes, Missing>> = futures_util::future::join_all(calls).await;
-    // What to merge: the answers, and the last-known lists of the nodes that are down.
+    let answers: Vec<Result<Bytes, CallError>> = futures_util::future::join_all(calls).await;
+    // What to merge: the answers, and the last-known lists of the nodes that are down (or
+    // silent: a node that answered an error status is up, and has no Host Down rows).
     let bodies: Vec<Option<(Bytes, bool)>> = nodes
         .iter()
         .zip(&answers)
         .map(|(node, answer)| match answer {
             Ok(body) => Some((body.clone(), false)),
-            Err(Missing::Down(_)) => last_seen.get(node.name()).map(|seen| (seen.body, true)),
-            Err(Missing::Refused(..)) => None,
+            Err(e) if !e.is_answer() => last_seen.get(node.name()).map(|seen| (seen.body, true)),
+            Err(_) => None,
         })
         .collect();
     let complete = last_seen::is_complete_list(&engine_query);
@@ -262,12 +246,12 @@ pub async fn container_list(
                 lists.push((node, list, false));
                 None
             }
-            (Ok(_), Some((_, Err(e), _))) => Some(e),
+            (Ok(_), Some((_, Err(e), _))) => Some(CallError::Bad(e)),
             (Err(m), Some((_, Ok(list), true))) => {
                 lists.push((node, list, true));
-                Some(m.reason())
+                Some(m.clone())
             }
-            (Err(m), _) => Some(m.reason()),
+            (Err(m), _) => Some(m.clone()),
             (Ok(_), None) => None,
         };
         if let Some(reason) = failure {
@@ -302,15 +286,16 @@ pub async fn container_list(
 /// The answer when every node asked failed: the engines' status and message if they all
 /// refused the request with the same 4xx (an invalid filter, say), else 503 naming each failure.
 fn every_node_failed(
-    answers: &[Result<Bytes, Missing>],
+    answers: &[Result<Bytes, CallError>],
     missing: &[NodeAnswer<()>],
 ) -> Response<Body> {
     let refusals: Vec<(StatusCode, &str)> = answers
         .iter()
         .filter_map(|a| match a {
-            Err(Missing::Refused(status, message)) if status.is_client_error() => {
-                Some((*status, message.as_str()))
-            }
+            Err(CallError::Engine { status, message }) => StatusCode::from_u16(*status)
+                .ok()
+                .filter(StatusCode::is_client_error)
+                .map(|s| (s, message.as_str())),
             _ => None,
         })
         .collect();
@@ -324,14 +309,6 @@ fn every_node_failed(
         StatusCode::SERVICE_UNAVAILABLE,
         &format!("no node could list its containers: {why}"),
     )
-}
-
-/// The `message` of a Docker error body, or the body itself.
-fn engine_message(body: &[u8]) -> String {
-    serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| v["message"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_owned())
 }
 
 /// A list merged by `merge`.
@@ -390,10 +367,9 @@ pub async fn broadcast_merged(
         async move {
             let result =
                 match calls::call(n, calls::request(Method::POST, &target, None), ctx).await {
-                    Ok((s, body)) if s.is_success() => {
-                        serde_json::from_slice(&body).map_err(|e| e.to_string())
-                    }
-                    Ok((s, body)) => Err(format!("{s}: {}", String::from_utf8_lossy(&body))),
+                    Ok((s, body)) if s.is_success() => serde_json::from_slice(&body)
+                        .map_err(|e| CallError::Bad(format!("invalid JSON: {e}"))),
+                    Ok((s, body)) => Err(calls::engine_error(s, &body)),
                     Err(e) => Err(e),
                 };
             NodeAnswer {
@@ -546,7 +522,7 @@ mod tests {
     fn answer(node: &str, result: Result<Value, &str>) -> NodeAnswer<Value> {
         NodeAnswer {
             node: node.into(),
-            result: result.map_err(str::to_owned),
+            result: result.map_err(|e| CallError::Bad(e.to_owned())),
         }
     }
 

@@ -32,9 +32,8 @@
 //!   `GET /v1.41/containers/json?all=1` (about 30 created containers): sequential requests on
 //!   one kept-alive connection per target, each timed from writing the request to reading the
 //!   last byte of the response, with a small blocking HTTP/1.1 client (`bench/http.rs`) whose
-//!   cost is the same for every target. `shared/reference/peers.md` §5.2 measured dockerd and
-//!   HAProxy the same way with curl, which costs more per request than this client: compare
-//!   added latencies with §5.2's, not absolute ones.
+//!   cost is the same for every target. curl, which reuses its connection too, costs more per
+//!   request than this client: compare added latencies across clients, never absolute ones.
 //! - **Interleaving.** After a warm-up, the N requests per target are sent in 10 rounds of N/10,
 //!   and the order of the targets rotates from round to round. A burst of noise (another job on
 //!   the machine) then hits every target alike instead of ruining one target's numbers.
@@ -43,7 +42,7 @@
 //!   since it shows what p50 hides (a slow tail).
 //! - **Requests per second** of `GET /_ping` and `GET /v1.41/containers/json` with 8
 //!   connections at once (`--connections`), each sending its next request as soon as its last
-//!   answer is in, as `wrk` did for HAProxy in `shared/reference/peers.md` §5.2: 3 windows of
+//!   answer is in, as `wrk` does: 3 windows of
 //!   2 s per target, the order rotating; the median rate, its ratio to direct, and the CPU per
 //!   request of the target's processes. The client threads share the machine with the target
 //!   and the engine, as `wrk` did.

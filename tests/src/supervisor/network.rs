@@ -9,7 +9,7 @@
 //! ```
 //!
 //! The root namespace plays the physical network: with IPv4 forwarding on there, hosts reach
-//! each other and each other's containers (see shared/TESTBED.md). A host in the root
+//! each other and each other's containers. A host in the root
 //! namespace instead gets a bridge `bbtS` with 172.20.S.1/24 that its engine uses as its
 //! default bridge (two engines cannot share `docker0`).
 

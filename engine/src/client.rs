@@ -18,7 +18,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpStream, UnixStream};
 
-use busbar_http::body::incoming;
+use busbar_http::body::{client_fault, incoming};
 use busbar_http::error::error_chain;
 use busbar_http::headers::strip_hop_by_hop;
 use busbar_http::hijack::{Hijacked, RawStream};
@@ -38,6 +38,10 @@ pub enum EngineError {
     /// The connection broke before the engine's response head arrived.
     #[error("the Docker engine at {engine} failed to answer: {reason}")]
     Failed { engine: EngineAddr, reason: String },
+    /// The client's request body failed while it was sent on (bad framing, cut off, stalled):
+    /// the client's fault, not the engine's.
+    #[error("{0}")]
+    ClientBody(String),
 }
 
 /// Settings of the engine client.
@@ -100,6 +104,9 @@ impl EngineClient {
             .build()
             .expect("an origin-form path and a fixed authority make a valid URI");
         self.client.request(req).await.map_err(|e| {
+            if let Some(fault) = client_fault(&e) {
+                return EngineError::ClientBody(fault.to_string());
+            }
             let reason = error_chain(&e);
             if e.is_connect() {
                 EngineError::Unreachable {
@@ -139,6 +146,7 @@ impl DockerError for EngineError {
             // The engine is down: the service behind us is unavailable, retrying later may work.
             EngineError::Unreachable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             EngineError::Failed { .. } => StatusCode::BAD_GATEWAY,
+            EngineError::ClientBody(_) => StatusCode::BAD_REQUEST,
         }
     }
 }

@@ -1,7 +1,14 @@
 //! The body of every request and response inside busbar, and the ways to make and read one.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
 use bytes::Bytes;
+use http_body::{Frame, SizeHint};
 use http_body_util::{combinators::BoxBody, BodyExt};
+use tokio::time::{sleep, Instant, Sleep};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -14,6 +21,85 @@ pub fn incoming(body: hyper::body::Incoming) -> Body {
         Box::new(e)
     }
     body.map_err(boxed).boxed()
+}
+
+/// The longest a client's request body may go without a byte before the request fails (a body
+/// that stops arriving would otherwise hold the client's connection and an engine's forever).
+pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A failure of the client's request body: malformed framing (a bad chunk size), a connection
+/// cut mid-body, or a body that stopped arriving. The client's fault, a 400, whoever notices it
+/// (the engine client sending the body on, the hop, a hook reading it): see [`client_fault`].
+#[derive(Debug, thiserror::Error)]
+#[error("the client's request body failed: {0}")]
+pub struct ClientBodyError(String);
+
+/// The client's request body received by hyper: its errors become [`ClientBodyError`]s, and a
+/// body with no byte for `idle` fails (see [`BODY_IDLE_TIMEOUT`]).
+pub fn client_body(body: hyper::body::Incoming, idle: Duration) -> Body {
+    IdleTimeout {
+        inner: body,
+        idle,
+        deadline: Box::pin(sleep(idle)),
+    }
+    .boxed()
+}
+
+/// The [`ClientBodyError`] in `e`'s source chain, if the failure was the client's body.
+pub fn client_fault<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a ClientBodyError> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(found) = err.downcast_ref::<ClientBodyError>() {
+            return Some(found);
+        }
+        cur = err.source();
+    }
+    None
+}
+
+struct IdleTimeout {
+    inner: hyper::body::Incoming,
+    idle: Duration,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl http_body::Body for IdleTimeout {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let next = Instant::now() + self.idle;
+                self.deadline.as_mut().reset(next);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                Poll::Ready(Some(Err(Box::new(ClientBodyError(e.to_string())))))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match self.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    let idle = self.idle;
+                    Poll::Ready(Some(Err(Box::new(ClientBodyError(format!(
+                        "no byte of it arrived for {idle:?}"
+                    ))))))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Why a body could not be read whole.

@@ -26,7 +26,7 @@ use busbar_api::endpoint::is_hijack;
 use busbar_api::ApiPath;
 
 use super::{canonicalize, Handler};
-use crate::body::incoming;
+use crate::body::{client_body, BODY_IDLE_TIMEOUT};
 use crate::headers::wants_upgrade;
 use crate::hijack::{splice, Hijacked, RawStream};
 use crate::io::{Prefixed, Stream};
@@ -161,7 +161,7 @@ async fn handle(
         return Ok(error::error(&e));
     }
     let client_upgrade = wants_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
-    let req = req.map(incoming);
+    let req = req.map(|body| client_body(body, BODY_IDLE_TIMEOUT));
     let mut rsp = handler.handle(req, &ctx).instrument(ctx.span.clone()).await;
     if rsp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let Some(client_upgrade) = client_upgrade else {

@@ -286,12 +286,14 @@ impl AgentService {
     }
 }
 
-/// Serves the agent service on `listener` with mutual TLS until `shutdown`.
+/// Serves the agent service on `listener` with mutual TLS until `shutdown`, then gives open
+/// calls `grace` to finish.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     service: AgentService,
     shutdown: CancellationToken,
+    grace: Duration,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let (tx, rx) = mpsc::channel(16);
@@ -326,14 +328,23 @@ pub async fn serve(
         }
     });
     info!(grpc_listen = %local, "serving gateways (gRPC, mutual TLS)");
-    let result = tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
         .max_frame_size(exchange::MAX_H2_FRAME)
         .add_service(AgentServer::new(service).max_decoding_message_size(4 * exchange::MAX_CHUNK))
-        .serve_with_incoming_shutdown(ReceiverStream::new(rx), shutdown.cancelled())
-        .await;
-    if let Err(e) = result {
-        warn!(error = %e, "gRPC server ended");
+        .serve_with_incoming_shutdown(ReceiverStream::new(rx), shutdown.cancelled());
+    // On shutdown tonic stops accepting and waits for every open call; a gateway's endless
+    // stream (`logs -f`, `events`, an attach) never ends by itself, so after the grace period
+    // the server is dropped: its connections close and the gateway's clients get an error.
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = server => if let Err(e) = result {
+            warn!(error = %e, "gRPC server ended");
+        },
+        _ = deadline => warn!(?grace, "gateway streams still open after the grace period; closing them"),
     }
 }

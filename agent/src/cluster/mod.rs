@@ -47,7 +47,14 @@ pub async fn start(
         None => run::local_proxy_reporting(config, chains, shutdown),
     };
     if let Some(grpc) = &config.grpc {
-        let server = start_grpc(grpc, proxy.clone(), chain_status, shutdown.clone()).await?;
+        let server = start_grpc(
+            grpc,
+            config.shutdown_grace,
+            proxy.clone(),
+            chain_status,
+            shutdown.clone(),
+        )
+        .await?;
         servers.spawn(server);
     }
     Ok(proxy)
@@ -97,6 +104,7 @@ fn node_name(grpc: &GrpcConfig) -> Result<String, String> {
 /// Checks the agent's identity, binds the gRPC port and returns the server to run.
 async fn start_grpc(
     grpc: &GrpcConfig,
+    grace: std::time::Duration,
     proxy: Arc<Proxy>,
     chain_status: watch::Receiver<ChainStatus>,
     shutdown: CancellationToken,
@@ -130,7 +138,7 @@ async fn start_grpc(
         None => None,
     };
     let service = AgentService::new(proxy, node).with_chain_status(chain_status);
-    let server = grpc::serve(listener, server_tls, service, shutdown);
+    let server = grpc::serve(listener, server_tls, service, shutdown, grace);
     Ok(async move {
         match registration {
             Some(registration) => {

@@ -86,6 +86,7 @@ fn follow_registry(
 /// The gateway's TLS client config, after checking that our own certificate is a gateway's.
 pub fn check_identity(files: &TlsFiles) -> Result<Arc<rustls::ClientConfig>, String> {
     let me = files.identity().map_err(|e| format!("--tls-cert: {e}"))?;
+    busbar_tls::warn_if_expiring(files);
     if me.role != Role::Gateway {
         return Err(format!(
             "--tls-cert is {me}: a gateway needs a certificate with the gateway role"

@@ -51,6 +51,8 @@ use rustls::server::{VerifierBuilderError, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, InconsistentKeys, RootCertStore, ServerConfig};
 
+use x509_parser::prelude::{FromDer, X509Certificate};
+
 pub use identity::{peer_identity, Identity, IdentityError, Role, UnknownRole};
 pub use verify::RoleError;
 
@@ -138,6 +140,13 @@ pub enum TlsError {
         path: PathBuf,
         source: IdentityError,
     },
+    #[error("{what} {path} {state}: no peer will accept it (issue a new one with `busbarctl certs issue`)")]
+    OutOfValidity {
+        what: &'static str,
+        path: PathBuf,
+        /// "expired on 2026-01-01 00:00:00 UTC", "is not valid before ...".
+        state: String,
+    },
     #[error("cannot build the certificate verifier: {0}")]
     Verifier(#[from] VerifierBuilderError),
     #[error("cannot build the TLS configuration: {0}")]
@@ -168,6 +177,10 @@ impl TlsFiles {
     /// Who our own certificate says we are (for the startup log line).
     pub fn identity(&self) -> Result<Identity, TlsError> {
         let chain = read_certs("certificate", &self.cert)?;
+        check_validity("certificate", &self.cert, &chain[0], now())?;
+        if let Some(ca) = read_certs("CA certificate", &self.ca)?.first() {
+            check_validity("CA certificate", &self.ca, ca, now())?;
+        }
         // read_certs never returns an empty chain; the leaf comes first.
         peer_identity(&chain[0]).map_err(|source| TlsError::NotBusbarCert {
             path: self.cert.clone(),
@@ -229,6 +242,72 @@ impl TlsFiles {
             key,
         })
     }
+}
+
+/// Seconds since the Unix epoch.
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// How long `files`' certificate (or its CA, whichever ends first) stays valid, from `now`
+/// (seconds since the Unix epoch); for a warning before it runs out.
+pub fn remaining_validity(files: &TlsFiles) -> Result<std::time::Duration, TlsError> {
+    let mut ends = i64::MAX;
+    for (what, path) in [("certificate", &files.cert), ("CA certificate", &files.ca)] {
+        if let Some(cert) = read_certs(what, path)?.first() {
+            if let Ok((_, x509)) = X509Certificate::from_der(cert.as_ref()) {
+                ends = ends.min(x509.validity().not_after.timestamp());
+            }
+        }
+    }
+    Ok(std::time::Duration::from_secs(
+        u64::try_from(ends.saturating_sub(now())).unwrap_or(0),
+    ))
+}
+
+/// Logs a warning when `files`' certificate or CA runs out within 30 days: after that, every
+/// peer refuses it.
+pub fn warn_if_expiring(files: &TlsFiles) {
+    const SOON: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+    if let Ok(left) = remaining_validity(files) {
+        if left < SOON {
+            tracing::warn!(
+                cert = %files.cert.display(),
+                ca = %files.ca.display(),
+                days_left = left.as_secs() / 86_400,
+                "the TLS certificate (or its CA) expires soon: issue a new one with `busbarctl certs issue`"
+            );
+        }
+    }
+}
+
+/// Refuses a certificate outside its validity period at `now`: every peer would refuse it
+/// during the handshake, and the operator would only see connections reset.
+fn check_validity(
+    what: &'static str,
+    path: &Path,
+    cert: &CertificateDer<'_>,
+    now: i64,
+) -> Result<(), TlsError> {
+    let Ok((_, x509)) = X509Certificate::from_der(cert.as_ref()) else {
+        return Ok(()); // not X.509: the identity check says so
+    };
+    let validity = x509.validity();
+    let shown = |t: x509_parser::time::ASN1Time| t.to_rfc2822().unwrap_or_else(|_| t.to_string());
+    let state = if now > validity.not_after.timestamp() {
+        format!("expired on {}", shown(validity.not_after))
+    } else if now < validity.not_before.timestamp() {
+        format!("is not valid before {}", shown(validity.not_before))
+    } else {
+        return Ok(());
+    };
+    Err(TlsError::OutOfValidity {
+        what,
+        path: path.to_owned(),
+        state,
+    })
 }
 
 /// A file's bytes; a missing file is its own error, so the message can say so plainly.

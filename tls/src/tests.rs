@@ -509,3 +509,32 @@ fn loading_names_the_file_at_fault() {
     });
     assert!(matches!(&err, TlsError::BadPem { .. }), "{err}");
 }
+
+#[test]
+fn certificates_outside_their_validity_are_refused_at_start() {
+    let cert = |not_before: (i32, u8, u8), not_after: (i32, u8, u8)| {
+        let mut params = rcgen::CertificateParams::new(vec!["node1".to_owned()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(not_before.0, not_before.1, not_before.2);
+        params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+        let key = rcgen::KeyPair::generate().unwrap();
+        CertificateDer::from(params.self_signed(&key).unwrap().der().to_vec())
+    };
+    let path = Path::new("/etc/busbar/node1.pem");
+    // 2026-01-01 00:00:00 UTC.
+    let now = 1_767_225_600;
+    let expired = check_validity("certificate", path, &cert((2020, 1, 1), (2025, 1, 1)), now)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        expired.starts_with("certificate /etc/busbar/node1.pem expired on Wed, 01 Jan 2025"),
+        "{expired}"
+    );
+    let early = check_validity("certificate", path, &cert((2030, 1, 1), (2031, 1, 1)), now)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        early.contains("is not valid before Tue, 01 Jan 2030"),
+        "{early}"
+    );
+    check_validity("certificate", path, &cert((2025, 1, 1), (2027, 1, 1)), now).unwrap();
+}

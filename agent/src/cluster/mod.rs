@@ -83,6 +83,7 @@ fn node_name(grpc: &GrpcConfig) -> Result<String, String> {
         .tls
         .identity()
         .map_err(|e| format!("--tls-cert: {e}"))?;
+    busbar_tls::warn_if_expiring(&grpc.tls);
     if identity.role != Role::Agent {
         return Err(format!(
             "--tls-cert is a {} certificate ({identity}); an agent needs the agent role",

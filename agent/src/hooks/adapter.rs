@@ -59,6 +59,13 @@ pub enum HookError {
         from: String,
         to: String,
     },
+    #[error("adapter {adapter:?} at {url}: refused the method change from {from} to {to}: a pre-hook may not change the method")]
+    MethodRewrite {
+        adapter: String,
+        url: String,
+        from: String,
+        to: String,
+    },
     #[error("the {what} is over the {limit}-byte limit for bodies given to adapters (max_buffer){}", size.map(|s| format!(": {s} bytes")).unwrap_or_default())]
     TooLarge {
         what: Message,

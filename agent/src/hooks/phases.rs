@@ -126,6 +126,16 @@ pub async fn pre(
             Err(e) => return Err(e),
         };
         let modified = reply.modified_client_request;
+        // Powerstrip has no way to change the method; one that differs is refused, as a path
+        // change is, rather than silently ignored (the adapter meant something else to run).
+        if let Some(asked) = modified.method.filter(|m| *m != method.as_str()) {
+            return Err(HookError::MethodRewrite {
+                adapter: adapter.name.clone(),
+                url: adapter.url.to_string(),
+                from: method.to_string(),
+                to: asked,
+            });
+        }
         body_text = modified.body;
         if let Some(rewritten) = modified.request.filter(|r| *r != current_uri) {
             current_uri = check_rewrite(chains, adapter, &method, &current_uri, rewritten)?;

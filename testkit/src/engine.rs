@@ -821,6 +821,18 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The name Go gives a JSON value's type in an unmarshal error.
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
 /// The value of `key` in a raw query, decoded.
 pub fn query_param(query: Option<&str>, key: &str) -> Option<String> {
     query?.split('&').find_map(|pair| {
@@ -930,6 +942,18 @@ impl FakeEngine {
                 Ok(v) => v,
                 Err(e) => return Reply::error(400, &format!("invalid JSON: {e}")),
             };
+            // dockerd decodes these into structs: another JSON type is a 400.
+            for field in ["HostConfig", "NetworkingConfig"] {
+                if !(config[field].is_object() || config[field].is_null()) {
+                    return Reply::error(
+                        400,
+                        &format!(
+                            "json: cannot unmarshal {} into Go struct field ContainerCreateConfig.{field}",
+                            json_type(&config[field])
+                        ),
+                    );
+                }
+            }
             let name = query_param(req.query(), "name")
                 .unwrap_or_else(|| format!("fake_{}", s.next.load(Ordering::SeqCst)));
             let image = config["Image"].as_str().unwrap_or("").to_owned();

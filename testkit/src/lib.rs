@@ -33,9 +33,14 @@
 //!
 //! # Where the tests are
 //! - `agent/tests/inproc_hooks.rs`: hook phases and path canonicalisation, through an agent.
-//! - `agent/tests/inproc_grpc.rs`: the agent's gRPC service, driven by the gateway's hop client.
 //! - `http/tests/inproc_hijack.rs`: the raw hijack front and the first-head timeout.
+//! - `gateway/tests/inproc_hop.rs`: the agent's gRPC service over mutual TLS, driven by the
+//!   gateway's hop client (it lives with the gateway, whose client it needs).
 //! - `gateway/tests/inproc_create.rs`: the gateway's create path over three in-process agents.
+//!
+//! Run them all with `cargo test --workspace` (as any user; the end-to-end tests skip with a
+//! message when they cannot run), or one crate's with e.g. `cargo test -p busbar-agent --test
+//! inproc_hooks`. `RUST_LOG=debug` shows busbar's logs of a test (see [`logs`]).
 //! - `testkit/tests/fakes.rs`: the fakes themselves (so a broken fake is not mistaken for a
 //!   broken busbar).
 

@@ -1,5 +1,6 @@
 //! Route patterns of the fakes: `METHOD PATH[?QUERY]`, with `*` (any run of characters,
-//! `/` included) and `?` (one character) in the path and the query.
+//! `/` included) in the path and the query; the first `?` starts the query pattern, in which
+//! a further `?` matches one character.
 
 use http::Method;
 

@@ -106,6 +106,48 @@ async fn a_pre_hook_rewrites_the_create_body_and_the_engine_receives_it_rewritte
 }
 
 #[tokio::test]
+async fn a_chunked_json_body_is_given_to_the_pre_hook_and_sent_on_with_a_length() {
+    let engine = FakeEngine::start().await;
+    engine.route("POST /*/containers/create", json(201, r#"{"Id":"c1"}"#));
+    let adder = FakeAdapter::start(rewrite_body(|doc| doc["Labels"] = j!({"hooked": "1"}))).await;
+    let yaml = chains(
+        &[("POST /*/containers/create", &["adder"], &[])],
+        &[("adder", adder.url().to_owned())],
+    );
+    let agent = TestAgent::start(&engine, &yaml).await;
+
+    let mut bytes = b"POST /v1.41/containers/create HTTP/1.1\r\nHost: docker\r\n\
+Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        .to_vec();
+    let (a, b) = CREATE_BODY.split_at(10);
+    for part in [a, b] {
+        bytes.extend_from_slice(format!("{:x}\r\n{part}\r\n", part.len()).as_bytes());
+    }
+    bytes.extend_from_slice(b"0\r\n\r\n");
+    let rsp = raw::exchange(agent.addr(), &bytes).await;
+    assert_eq!(rsp.status(), 201, "{}", rsp.text());
+    assert_eq!(
+        adder.calls()[0].client_body(),
+        Some(serde_json::from_str::<Value>(CREATE_BODY).unwrap()),
+        "the hook saw the whole de-chunked body"
+    );
+    let got = engine.requests();
+    assert_eq!(
+        got[0].json(),
+        j!({"Image": "busybox", "Cmd": ["true"], "Labels": {"hooked": "1"}})
+    );
+    assert_eq!(
+        got[0].header("content-length"),
+        Some(got[0].body.len().to_string().as_str())
+    );
+    assert_eq!(got[0].header("transfer-encoding"), None);
+
+    agent.stop().await;
+    adder.stop().await;
+    engine.stop().await;
+}
+
+#[tokio::test]
 async fn a_pre_hook_refusal_reaches_the_client_and_the_engine_is_never_called() {
     let engine = FakeEngine::start().await;
     engine.route("POST /*/containers/create", json(201, r#"{"Id":"c1"}"#));

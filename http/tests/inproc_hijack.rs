@@ -143,6 +143,37 @@ async fn a_raw_exec_start_passes_its_body_and_the_bytes_sent_right_after_the_hea
     engine.stop().await;
 }
 
+#[tokio::test]
+async fn a_raw_attach_the_engine_refuses_gets_the_error_and_the_connection_closes() {
+    let engine = engine_that_echoes().await;
+    engine.route(
+        "POST /*/containers/gone/attach",
+        Reply::error(404, "No such container: gone"),
+    );
+    let agent = TestAgent::start(&engine, "").await;
+
+    let mut c = RawClient::connect(agent.addr()).await;
+    c.send(&request(
+        "POST",
+        "/v1.41/containers/gone/attach?stream=1",
+        &[],
+        b"",
+    ))
+    .await;
+    let rsp = c.read_response().await;
+    assert_eq!(rsp.status(), 404);
+    assert_eq!(rsp.message(), "No such container: gone");
+    assert_eq!(rsp.header("connection"), Some("close"));
+    assert!(
+        c.read_to_end().await.is_empty(),
+        "then the connection closes"
+    );
+    assert!(engine.hijacks().is_empty());
+
+    agent.stop().await;
+    engine.stop().await;
+}
+
 /// A connection whose first request head never completes is closed after the front's 30 s
 /// (`FIRST_HEAD_TIMEOUT`), on tokio's paused clock: no real wait.
 #[tokio::test(start_paused = true)]

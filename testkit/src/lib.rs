@@ -25,8 +25,9 @@
 //! - [`server`]: busbar's own HTTP front (`busbar_http::server::serve`) on `127.0.0.1:0` in
 //!   front of any handler ([`server::TestServer`]), and an agent with chains from YAML text
 //!   ([`server::TestAgent`]).
-//! - [`grpc`]: a cluster CA made in a temporary directory ([`grpc::TestPki`]) and the agent's
-//!   gRPC service over mutual TLS on `127.0.0.1:0` ([`grpc::GrpcAgent`]).
+//! - `grpc` (cargo feature `cluster`): a cluster CA made in a temporary directory
+//!   (`grpc::TestPki`) and the agent's gRPC service over mutual TLS on `127.0.0.1:0`
+//!   (`grpc::GrpcAgent`).
 //! - [`raw::RawClient`]: a client that writes raw HTTP/1.1 bytes and reads raw answers, for
 //!   exact framing, odd request targets and hijacked streams.
 //! - [`seq`]: one sequence shared by every recording here, to check what happened before what.
@@ -46,6 +47,7 @@
 
 pub mod adapter;
 pub mod engine;
+#[cfg(feature = "cluster")]
 pub mod grpc;
 mod pattern;
 pub mod raw;
@@ -54,6 +56,7 @@ pub mod server;
 
 pub use adapter::{AdapterCall, AdapterReply, FakeAdapter};
 pub use engine::{json, text, FakeEngine, Hijack, Recorded, Reply};
+#[cfg(feature = "cluster")]
 pub use grpc::{GrpcAgent, TestPki};
 pub use raw::{RawClient, RawResponse};
 pub use server::{TestAgent, TestServer};

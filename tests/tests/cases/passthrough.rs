@@ -26,6 +26,7 @@ impl Drop for Cleanup<'_> {
 
 #[test]
 fn version_negotiates_the_api_through_ping() {
+    testbed::e2e!();
     let (engine, front) = setup();
     let fmt = "{{.Client.APIVersion}} {{.Server.Version}} {{.Server.APIVersion}}";
     let via = docker_ok(&front.url, &["version", "--format", fmt]);
@@ -41,6 +42,7 @@ fn version_negotiates_the_api_through_ping() {
 
 #[test]
 fn info_is_the_engines() {
+    testbed::e2e!();
     let (engine, front) = setup();
     let fmt = "{{.ID}} {{.Name}} {{.ServerVersion}} {{.Driver}} {{.DockerRootDir}}";
     assert_eq!(docker_ok(&front.url, &["info", "--format", fmt]), docker_ok(&engine, &["info", "--format", fmt]));
@@ -48,6 +50,7 @@ fn info_is_the_engines() {
 
 #[test]
 fn run_rm_echo() {
+    testbed::e2e!();
     let (engine, front) = setup();
     let via = docker(&front.url, &["run", "--rm", "busybox", "echo", "hello"]);
     let direct = docker(&engine, &["run", "--rm", "busybox", "echo", "hello"]);
@@ -58,6 +61,7 @@ fn run_rm_echo() {
 
 #[test]
 fn run_detached_ps_inspect_stop_rm() {
+    testbed::e2e!();
     let (engine, front) = setup();
     let name = unique_name("lifecycle");
     let _c = Cleanup(&engine, name.clone());
@@ -75,6 +79,7 @@ fn run_detached_ps_inspect_stop_rm() {
 
 #[test]
 fn logs_of_ten_thousand_lines_are_byte_identical() {
+    testbed::e2e!();
     let (engine, front) = setup();
     let name = unique_name("logs");
     let _c = Cleanup(&engine, name.clone());
@@ -89,6 +94,7 @@ fn logs_of_ten_thousand_lines_are_byte_identical() {
 
 #[test]
 fn logs_follow_delivers_a_new_line_within_a_second() {
+    testbed::e2e!();
     let (engine, front) = setup();
     let name = unique_name("follow");
     let _c = Cleanup(&engine, name.clone());
@@ -114,6 +120,7 @@ fn logs_follow_delivers_a_new_line_within_a_second() {
 
 #[test]
 fn events_stream_create_start_die() {
+    testbed::e2e!();
     let (engine, front) = setup();
     let name = unique_name("events");
     let _c = Cleanup(&engine, name.clone());
@@ -145,6 +152,7 @@ fn events_stream_create_start_die() {
 
 #[test]
 fn stdin_reaches_the_container_and_half_close_ends_it() {
+    testbed::e2e!();
     let (_engine, front) = setup();
     let out = docker_with_stdin(&front.url, &["run", "--rm", "-i", "busybox", "cat"], b"hello\n");
     assert!(out.status.success(), "{out:?}");
@@ -153,6 +161,7 @@ fn stdin_reaches_the_container_and_half_close_ends_it() {
 
 #[test]
 fn run_with_a_tty() {
+    testbed::e2e!();
     let (engine, front) = setup();
     let via = docker(&front.url, &["run", "--rm", "-t", "busybox", "echo", "tty"]);
     let direct = docker(&engine, &["run", "--rm", "-t", "busybox", "echo", "tty"]);
@@ -164,6 +173,7 @@ fn run_with_a_tty() {
 
 #[test]
 fn exec_with_and_without_stdin_and_with_a_tty() {
+    testbed::e2e!();
     let (engine, front) = setup();
     let name = unique_name("exec");
     let _c = Cleanup(&engine, name.clone());
@@ -179,6 +189,7 @@ fn exec_with_and_without_stdin_and_with_a_tty() {
 
 #[test]
 fn attach_to_a_running_container() {
+    testbed::e2e!();
     let (engine, front) = setup();
     let name = unique_name("attach");
     let _c = Cleanup(&engine, name.clone());
@@ -205,6 +216,7 @@ fn attach_to_a_running_container() {
 
 #[test]
 fn hijack_without_upgrade_gets_a_raw_stream() {
+    testbed::e2e!();
     let (engine, front) = setup();
     let name = unique_name("raw");
     let _c = Cleanup(&engine, name.clone());
@@ -229,6 +241,7 @@ fn hijack_without_upgrade_gets_a_raw_stream() {
 
 #[test]
 fn cp_both_ways() {
+    testbed::e2e!();
     let (engine, front) = setup();
     let name = unique_name("cp");
     let _c = Cleanup(&engine, name.clone());
@@ -246,6 +259,7 @@ fn cp_both_ways() {
 
 #[test]
 fn export_import_and_load() {
+    testbed::e2e!();
     let (engine, front) = setup();
     let name = unique_name("export");
     let _c = Cleanup(&engine, name.clone());
@@ -274,6 +288,7 @@ fn export_import_and_load() {
 
 #[test]
 fn wait_kill_stats_top_pause_rename() {
+    testbed::e2e!();
     let (engine, front) = setup();
     let name = unique_name("ctl");
     let _c = Cleanup(&engine, name.clone());
@@ -300,6 +315,7 @@ fn wait_kill_stats_top_pause_rename() {
 
 #[test]
 fn networks_and_volumes() {
+    testbed::e2e!();
     let (engine, front) = setup();
     let net = unique_name("net");
     let vol = unique_name("vol");
@@ -319,6 +335,7 @@ fn networks_and_volumes() {
 
 #[test]
 fn many_requests_leak_no_connection_or_descriptor() {
+    testbed::e2e!();
     let (_engine, front) = setup();
     let request = "GET /v1.41/containers/json HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
     http_raw(front.port, request).unwrap(); // warm the engine connection pool
@@ -336,6 +353,7 @@ fn many_requests_leak_no_connection_or_descriptor() {
 
 #[test]
 fn malformed_http_gets_a_400_and_the_agent_keeps_serving() {
+    testbed::e2e!();
     let (_engine, front) = setup();
     let rsp = http_raw(front.port, "THIS IS NOT HTTP\r\n\r\n").unwrap();
     assert!(rsp.starts_with(b"HTTP/1.1 400"), "{:?}", String::from_utf8_lossy(&rsp));

@@ -1,0 +1,135 @@
+//! The cluster's mutual TLS and the agent's gRPC service, in-process.
+//!
+//! [`TestPki`] makes a cluster CA in a temporary directory with `busbar_tls::pki` (what
+//! `busbarctl certs` runs) and issues certificates by name and role. [`GrpcAgent`] serves
+//! `busbar_agent::cluster::grpc` (the agent's proxy, chains included) with the agent's TLS
+//! configuration on `127.0.0.1:0`, in front of a [`FakeEngine`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use busbar_agent::cluster::grpc::{self, AgentService, NodeIdentity};
+use busbar_tls::pki::{CertDir, IssueRequest};
+use busbar_tls::{Role, TlsFiles};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use crate::engine::FakeEngine;
+use crate::server::agent_proxy;
+use crate::LIMIT;
+
+/// A cluster CA and its certificates, in a temporary directory removed on drop.
+pub struct TestPki {
+    certs: CertDir,
+    _dir: tempfile::TempDir,
+}
+
+impl Default for TestPki {
+    fn default() -> Self {
+        TestPki::new()
+    }
+}
+
+impl TestPki {
+    /// A new cluster CA.
+    pub fn new() -> TestPki {
+        let dir = tempfile::Builder::new()
+            .prefix("busbar-test-pki")
+            .tempdir()
+            .expect("a temporary directory");
+        let certs = CertDir::new(dir.path().join("certs"));
+        certs.init_ca(false).expect("create the cluster CA");
+        TestPki { certs, _dir: dir }
+    }
+
+    /// Issues (once) a certificate for `name` with `role`, and returns its files.
+    pub fn issue(&self, name: &str, role: Role) -> TlsFiles {
+        if !self.certs.cert(name).exists() {
+            self.certs
+                .issue(&IssueRequest {
+                    name: name.to_owned(),
+                    role,
+                    sans: vec![],
+                    days: 1,
+                    force: false,
+                })
+                .unwrap_or_else(|e| panic!("issue {name} ({role}): {e}"));
+        }
+        self.certs.tls_files(name)
+    }
+
+    /// The TLS client configuration of a gateway (certificate `gateway`, role gateway), which
+    /// accepts agents only: what `busbar-gateway` dials agents with.
+    pub fn gateway_tls(&self) -> Arc<rustls::ClientConfig> {
+        let files = self.issue("gateway", Role::Gateway);
+        busbar_tls::client_config(&files, Role::Agent).expect("the gateway's TLS configuration")
+    }
+}
+
+/// The agent's gRPC service on `127.0.0.1:0` with mutual TLS, for a node named `name`.
+pub struct GrpcAgent {
+    name: String,
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+    /// Stops it if the test ends (or panics) before `stop`.
+    _guard: DropGuard,
+}
+
+impl GrpcAgent {
+    /// Serves node `name` (certificate issued now, role agent) in front of `engine`, with the
+    /// chains in `yaml` (`""`: none) and these node labels.
+    pub async fn start(
+        pki: &TestPki,
+        name: &str,
+        engine: &FakeEngine,
+        yaml: &str,
+        labels: &[(&str, &str)],
+    ) -> GrpcAgent {
+        let files = pki.issue(name, Role::Agent);
+        let tls = busbar_tls::server_config(&files, Role::Gateway).expect("the agent's TLS");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the agent's gRPC port");
+        let addr = listener.local_addr().expect("a bound address");
+        let node = NodeIdentity {
+            name: name.to_owned(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+            advertise: addr.to_string(),
+        };
+        let service = AgentService::new(agent_proxy(engine, yaml), node);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(grpc::serve(listener, tls, service, shutdown.clone()));
+        GrpcAgent {
+            name: name.to_owned(),
+            addr,
+            _guard: shutdown.clone().drop_guard(),
+            shutdown,
+            task,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `127.0.0.1:PORT`, what a gateway dials.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops the service and waits for it to end.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        match tokio::time::timeout(LIMIT, self.task).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("the agent's gRPC task failed: {e}"),
+            Err(_) => panic!("the agent's gRPC service did not stop within {LIMIT:?}"),
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! The gateway's side of the gRPC hop: a link to one agent.
 //!
 //! One HTTP/2 connection per agent carries every exchange, multiplexed. It is dialed on first
-//! use and again on demand after a failure, with backoff ([`Backoff`]); HTTP/2 keepalives
+//! use and again on demand after a failure, with backoff ([`DialGate`]); HTTP/2 keepalives
 //! (every 10 s, 5 s to answer) notice an agent that vanished mid-stream, so a client's stream
 //! then ends with an error instead of hanging. TLS is mutual: we present the gateway
 //! certificate, and accept only an agent certificate, signed by the cluster CA, whose name is
@@ -129,7 +129,7 @@ impl AgentLink {
             addr: addr.to_owned(),
             server_name,
             tls: tokio_rustls::TlsConnector::from(tls),
-            backoff: Arc::new(Mutex::new(Backoff::default())),
+            backoff: Arc::new(Mutex::new(DialGate::default())),
         };
         let transport = Client::builder(TokioExecutor::new())
             .http2_only(true)
@@ -252,7 +252,7 @@ impl AgentLink {
     fn status_error(&self, status: tonic::Status) -> AgentError {
         let source = std::error::Error::source(&status);
         let reason = match source {
-            Some(src) => format!("{}: {}", status.message(), error_chain(src)),
+            Some(src) => format!("{}: {}", status.message(), cause(src)),
             None => status.message().to_owned(),
         };
         let no_connection = source
@@ -270,6 +270,22 @@ impl AgentLink {
     }
 }
 
+/// What went wrong under a failed call, in words for a Docker client: the source chain, except
+/// that a connection the agent dropped mid-call (rustls' "peer closed connection without
+/// sending TLS close_notify" and a link to its manual) is said plainly.
+fn cause(src: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = Some(src);
+    while let Some(e) = cur {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof)
+        {
+            return "the agent's connection closed in the middle of the call (the agent stopped or crashed?)".into();
+        }
+        cur = e.source();
+    }
+    error_chain(src)
+}
+
 /// Dials the agent: TCP, then TLS with the node name as server name, within [`DIAL_TIMEOUT`],
 /// and not before the backoff after a failed dial allows.
 #[derive(Clone)]
@@ -277,7 +293,7 @@ struct Dialer {
     addr: String,
     server_name: ServerName<'static>,
     tls: tokio_rustls::TlsConnector,
-    backoff: Arc<Mutex<Backoff>>,
+    backoff: Arc<Mutex<DialGate>>,
 }
 
 /// TLS to the agent, unvectored and buffered (see [`Unvectored`] and [`Buffered`]).
@@ -288,11 +304,18 @@ impl Dialer {
         let connect = async {
             let tcp = TcpStream::connect(&self.addr).await?;
             tcp.set_nodelay(true)?;
-            let tls = self
+            let handshake = self
                 .tls
                 .connect(self.server_name.clone(), buffered(tcp))
-                .await?;
-            Ok::<_, std::io::Error>(TokioIo::new(Unvectored(tls)))
+                .into_fallible();
+            match handshake.await {
+                Ok(tls) => Ok::<_, std::io::Error>(TokioIo::new(Unvectored(tls))),
+                Err((e, mut io)) => {
+                    // rustls' alert (why the agent is refused) waits in the buffer: send it.
+                    let _ = tokio::io::AsyncWriteExt::shutdown(&mut io).await;
+                    Err(e)
+                }
+            }
         };
         tokio::time::timeout(DIAL_TIMEOUT, connect)
             .await
@@ -334,22 +357,33 @@ impl tower_service::Service<Uri> for Dialer {
     }
 }
 
-/// Reconnection backoff: after a failed dial, calls fail at once with that failure until a
-/// delay has passed, which doubles with each consecutive failure from [`Backoff::FIRST`] up to
-/// [`Backoff::MAX`]; a successful dial resets it. A dead agent is then dialed a few times a
-/// second at most, however many calls arrive, and found again within `MAX` of its return.
-#[derive(Debug, Default)]
-struct Backoff {
-    failures: u32,
+/// The reconnection gate: after a failed dial, calls fail at once with that failure until a
+/// delay has passed, which doubles with each consecutive failure from 100 ms up to 2 s (the
+/// runtime's [`busbar_runtime::Backoff`]); a successful dial resets it. A dead agent is then
+/// dialed a few times a second at most, however many calls arrive, and found again within 2 s
+/// of its return.
+#[derive(Debug)]
+struct DialGate {
+    delays: busbar_runtime::Backoff,
     retry_at: Option<Instant>,
     last_error: String,
 }
 
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(100);
-    const MAX: Duration = Duration::from_secs(2);
+impl Default for DialGate {
+    fn default() -> Self {
+        DialGate {
+            delays: busbar_runtime::Backoff::new(
+                Duration::from_millis(100),
+                Duration::from_secs(2),
+            ),
+            retry_at: None,
+            last_error: String::new(),
+        }
+    }
+}
 
-    /// The error to fail with now, if the backoff forbids a dial.
+impl DialGate {
+    /// The error to fail with now, if the gate forbids a dial.
     fn refuse(&self, now: Instant) -> Option<std::io::Error> {
         let retry_at = self.retry_at.filter(|&at| now < at)?;
         Some(std::io::Error::new(
@@ -364,13 +398,9 @@ impl Backoff {
 
     fn record(&mut self, error: Option<&std::io::Error>, now: Instant) {
         match error {
-            None => *self = Backoff::default(),
+            None => *self = DialGate::default(),
             Some(e) => {
-                let delay = Self::FIRST
-                    .saturating_mul(1 << self.failures.min(16))
-                    .min(Self::MAX);
-                self.failures += 1;
-                self.retry_at = Some(now + delay);
+                self.retry_at = Some(now + self.delays.next_delay());
                 self.last_error = e.to_string();
             }
         }
@@ -383,7 +413,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_its_cap_and_resets_on_success() {
-        let mut b = Backoff::default();
+        let mut b = DialGate::default();
         let t0 = Instant::now();
         assert!(b.refuse(t0).is_none(), "the first dial is never held back");
         let refused =
@@ -404,7 +434,7 @@ mod tests {
             "{err}"
         );
         assert!(
-            b.refuse(t0 + Backoff::MAX).is_none(),
+            b.refuse(t0 + Duration::from_secs(2)).is_none(),
             "a dial is allowed once the delay passed"
         );
         b.record(None, t0);
@@ -412,7 +442,7 @@ mod tests {
         b.record(Some(&refused), t0);
         assert_eq!(
             b.retry_at.unwrap() - t0,
-            Backoff::FIRST,
+            Duration::from_millis(100),
             "a success starts over"
         );
     }

@@ -69,6 +69,21 @@ impl NameStore for RecordedNames {
             self.note("released", name, node);
         })
     }
+
+    fn free_stale<'a>(
+        &'a self,
+        name: &'a str,
+        owner: &'a str,
+        older_than: std::time::Duration,
+    ) -> BoxFuture<'a, Result<bool, NameError>> {
+        Box::pin(async move {
+            let freed = self.inner.free_stale(name, owner, older_than).await;
+            if freed.as_ref().is_ok_and(|f| *f) {
+                self.note("freed as stale", name, owner);
+            }
+            freed
+        })
+    }
 }
 
 /// Three nodes, each an agent on its own fake engine, behind one gateway.

@@ -104,7 +104,13 @@ impl GrpcAgent {
         };
         let service = AgentService::new(agent_proxy(engine, yaml), node);
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(grpc::serve(listener, tls, service, shutdown.clone()));
+        let task = tokio::spawn(grpc::serve(
+            listener,
+            tls,
+            service,
+            shutdown.clone(),
+            std::time::Duration::from_secs(1),
+        ));
         GrpcAgent {
             name: name.to_owned(),
             addr,

@@ -7,7 +7,7 @@
 //! request as the engine read it). Through a standalone agent and through a gateway in front
 //! of an agent across the gRPC hop.
 //!
-//! Bounded: `BUSBAR_PATH_FUZZ` requests per front (default 120), a seed printed so that a
+//! Bounded: `BUSBAR_PATH_FUZZ` requests per front (default 200), a seed printed so that a
 //! failure can be replayed with `BUSBAR_PATH_FUZZ_SEED`.
 
 mod support;
@@ -208,7 +208,7 @@ fn fuzz(front: &str, port: u16, socket: &str, audit: &FakeAdapter) {
     let n: usize = std::env::var("BUSBAR_PATH_FUZZ")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(120);
+        .unwrap_or(200);
     let seed: u64 = std::env::var("BUSBAR_PATH_FUZZ_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -374,7 +374,8 @@ fn no_spelling_of_a_path_runs_an_endpoint_without_its_hook_through_the_gateway()
     let certs = bed.dir().join(unique_name("paths-certs"));
     let addr = host.addr().unwrap().to_string();
     make_certs(&certs, &[("node1", &addr)]);
-    let audit = FakeAdapter::start(pass);
+    // The agent lives in the host's namespace: it reaches the adapter at the root side.
+    let audit = FakeAdapter::start_on(host.gateway_addr().unwrap(), pass);
     let dir = TempDir::new();
     let config = dir.join("adapters.yml");
     std::fs::write(&config, chains(&audit.url)).unwrap();

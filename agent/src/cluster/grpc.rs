@@ -303,25 +303,40 @@ pub async fn serve(
         .unwrap_or_default();
     let accept_shutdown = shutdown.clone();
     tokio::spawn(async move {
+        // Out of file descriptors and the like: back off instead of spinning.
+        let mut backoff =
+            busbar_runtime::Backoff::new(Duration::from_millis(5), Duration::from_secs(1));
         loop {
-            let (tcp, peer) = tokio::select! {
+            let accepted = tokio::select! {
                 _ = accept_shutdown.cancelled() => return,
-                r = listener.accept() => match r {
-                    Ok(c) => c,
-                    Err(e) => { warn!(error = %e, "gRPC accept failed"); tokio::time::sleep(Duration::from_millis(100)).await; continue }
-                },
+                r = listener.accept() => r,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(c) => {
+                    backoff.reset();
+                    c
+                }
+                Err(e) => {
+                    warn!(error = %e, "gRPC accept failed");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                    continue;
+                }
             };
             let _ = tcp.set_nodelay(true);
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
             tokio::spawn(async move {
                 // The verifier logs why a peer was refused; this adds who.
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(buffered(tcp)))
-                    .await
-                {
+                let handshake = acceptor.accept(buffered(tcp)).into_fallible();
+                match tokio::time::timeout(Duration::from_secs(10), handshake).await {
                     Ok(Ok(tls)) => {
                         let _ = tx.send(Ok::<_, std::io::Error>(Unvectored(tls))).await;
                     }
-                    Ok(Err(e)) => warn!(peer = %peer, error = %e, "TLS handshake refused"),
+                    Ok(Err((e, mut io))) => {
+                        warn!(peer = %peer, error = %e, "TLS handshake refused");
+                        // rustls wrote its alert (why the peer is refused) into the buffer
+                        // under TLS: sent, so the peer's error says why, not just "closed".
+                        let _ = tokio::io::AsyncWriteExt::shutdown(&mut io).await;
+                    }
                     Err(_) => warn!(peer = %peer, "TLS handshake timed out"),
                 }
             });

@@ -19,7 +19,7 @@
 
 use busbar_etcd::client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
 use busbar_etcd::error::call;
-use busbar_etcd::keys::names_prefix;
+use busbar_etcd::keys::{name_key, names_prefix};
 use busbar_etcd::EtcdError;
 use busbar_runtime::unix_now;
 use serde::{Deserialize, Serialize};
@@ -59,6 +59,8 @@ pub enum ReservationError {
         name: String,
         node: String,
         id: Option<String>,
+        /// When the holder reserved it (seconds since the Unix epoch; 0 if unknown).
+        reserved_at: u64,
     },
     /// Docker's own wording (and a `400`).
     #[error("Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")]
@@ -106,10 +108,6 @@ pub fn normalize(name: &str) -> Result<&str, ReservationError> {
             name: name.to_owned(),
         })
     }
-}
-
-fn name_key(prefix: &str, name: &str) -> String {
-    format!("{}{name}", names_prefix(prefix))
 }
 
 fn parse(key: &str, value: &[u8]) -> Result<NameEntry, EtcdError> {
@@ -161,6 +159,7 @@ pub async fn reserve_name(
             name: name.to_owned(),
             node: e.node,
             id: e.id,
+            reserved_at: e.reserved_at,
         }),
         Some(Err(e)) => {
             warn!("{e}");
@@ -168,6 +167,7 @@ pub async fn reserve_name(
                 name: name.to_owned(),
                 node: "(unreadable reservation)".into(),
                 id: None,
+                reserved_at: 0,
             })
         }
         // Cannot happen: the transaction's compare and get see the same revision.
@@ -175,6 +175,7 @@ pub async fn reserve_name(
             name: name.to_owned(),
             node: "(unknown)".into(),
             id: None,
+            reserved_at: 0,
         }),
     }
 }
@@ -272,6 +273,28 @@ pub async fn release_name(
     Ok(false)
 }
 
+/// The reservation of `name`, if there is one.
+pub async fn get_reservation(
+    client: &Client,
+    prefix: &str,
+    name: &str,
+) -> Result<Option<Reservation>, ReservationError> {
+    let name = normalize(name)?;
+    let key = name_key(prefix, name);
+    let got = call("read", &key, client.get(key.as_str(), None)).await?;
+    let Some(kv) = got.kvs().first() else {
+        return Ok(None);
+    };
+    let e = parse(&key, kv.value())?;
+    Ok(Some(Reservation {
+        name: name.to_owned(),
+        node: e.node,
+        id: e.id,
+        reserved_at: e.reserved_at,
+        revision: kv.create_revision(),
+    }))
+}
+
 /// Every reservation, in name order. Entries that do not parse are skipped with a warning.
 pub async fn list_names(client: &Client, prefix: &str) -> Result<Vec<Reservation>, EtcdError> {
     let dir = names_prefix(prefix);
@@ -325,6 +348,7 @@ mod tests {
             name: "web".into(),
             node: "n1".into(),
             id: None,
+            reserved_at: 0,
         };
         assert_eq!(
             e.to_string(),
@@ -335,6 +359,7 @@ mod tests {
             name: "web".into(),
             node: "n1".into(),
             id: Some("abc".into()),
+            reserved_at: 0,
         };
         assert!(e
             .to_string()

@@ -2,18 +2,31 @@
 //! `docker run --name x`) must not both create `x`. While a create (or rename) is in flight its
 //! name is reserved in a store both gateways share (etcd, see [`etcd`]; or memory,
 //! for a gateway alone); once the call is done the container itself holds the name, and every
-//! claim also asks the nodes whether a container already has it. So a reservation never
-//! outlives its call, and containers made behind the gateways' backs are still seen.
+//! claim also asks the nodes whether a container already has it. So a reservation does not
+//! outlive its call, and containers made behind the gateways' backs are still seen.
+//!
+//! A gateway that dies mid-create leaves its reservation behind. A claim that finds one older
+//! than [`STALE_AFTER`] (longer than any create may take) asks the node it names whether a
+//! container of that name exists; if the node says no, the reservation is freed
+//! ([`NameStore::free_stale`]) and the claim goes on; if it cannot say, the name stays taken.
 
 pub mod etcd;
 
 use futures_util::future::BoxFuture;
+
+use std::time::Duration;
+
+/// A reservation older than this belongs to no call in flight (a create through the gateway
+/// gives up after [`crate::serve::CREATE_TIMEOUT`], keeping its reservation for this check).
+pub const STALE_AFTER: Duration = Duration::from_secs(30);
 
 /// The name is already someone's.
 #[derive(Debug, thiserror::Error)]
 #[error("the container name is reserved by node {owner}")]
 pub struct Taken {
     pub owner: String,
+    /// How long ago it was reserved.
+    pub age: Duration,
 }
 
 /// Where names are reserved.
@@ -22,6 +35,14 @@ pub trait NameStore: Send + Sync {
     fn reserve<'a>(&'a self, name: &'a str, node: &'a str) -> BoxFuture<'a, Result<(), NameError>>;
     /// Frees `name`, reserved for `node`.
     fn release<'a>(&'a self, name: &'a str, node: &'a str) -> BoxFuture<'a, ()>;
+    /// Frees the reservation of `name` made for `owner` at least `older_than` ago, if it is
+    /// still there: never a newer one. Whether one was freed.
+    fn free_stale<'a>(
+        &'a self,
+        name: &'a str,
+        owner: &'a str,
+        older_than: Duration,
+    ) -> BoxFuture<'a, Result<bool, NameError>>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -32,16 +53,14 @@ pub enum NameError {
     /// unknown, so the create is refused rather than risked.
     #[error("cannot reserve the name: {0}")]
     Store(#[from] etcd::ReservationError),
-    #[error("cannot reserve the name {0:?}: its reservation keeps changing")]
-    Unsettled(String),
 }
 
 /// Names reserved in this gateway's memory: enough for one gateway (with several gateways,
 /// use etcd). A reservation lives only while its call is in flight.
 #[derive(Default)]
 pub struct LocalNames {
-    /// Short sections, no await inside: a std mutex.
-    taken: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// Name -> (node, when reserved). Short sections, no await inside: a std mutex.
+    taken: std::sync::Mutex<std::collections::HashMap<String, (String, std::time::Instant)>>,
 }
 
 impl NameStore for LocalNames {
@@ -49,21 +68,46 @@ impl NameStore for LocalNames {
         Box::pin(async move {
             let mut taken = self.taken.lock().expect("names lock");
             match taken.get(name) {
-                Some(owner) => Err(Taken {
+                Some((owner, at)) => Err(Taken {
                     owner: owner.clone(),
+                    age: at.elapsed(),
                 }
                 .into()),
                 None => {
-                    taken.insert(name.to_owned(), node.to_owned());
+                    taken.insert(
+                        name.to_owned(),
+                        (node.to_owned(), std::time::Instant::now()),
+                    );
                     Ok(())
                 }
             }
         })
     }
 
-    fn release<'a>(&'a self, name: &'a str, _node: &'a str) -> BoxFuture<'a, ()> {
+    fn release<'a>(&'a self, name: &'a str, node: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            self.taken.lock().expect("names lock").remove(name);
+            let mut taken = self.taken.lock().expect("names lock");
+            if taken.get(name).is_some_and(|(owner, _)| owner == node) {
+                taken.remove(name);
+            }
+        })
+    }
+
+    fn free_stale<'a>(
+        &'a self,
+        name: &'a str,
+        owner: &'a str,
+        older_than: Duration,
+    ) -> BoxFuture<'a, Result<bool, NameError>> {
+        Box::pin(async move {
+            let mut taken = self.taken.lock().expect("names lock");
+            let stale = taken
+                .get(name)
+                .is_some_and(|(o, at)| o == owner && at.elapsed() >= older_than);
+            if stale {
+                taken.remove(name);
+            }
+            Ok(stale)
         })
     }
 }
@@ -74,39 +118,42 @@ pub struct EtcdNames {
     pub prefix: String,
 }
 
-/// A reservation older than this belongs to a call that can no longer be in flight (the
-/// gateway that made it died mid-create): it is freed instead of blocking the name.
-const STALE_AFTER_SECS: u64 = 120;
-
 impl NameStore for EtcdNames {
     fn reserve<'a>(&'a self, name: &'a str, node: &'a str) -> BoxFuture<'a, Result<(), NameError>> {
-        use etcd as reg;
         Box::pin(async move {
-            for _ in 0..2 {
-                match reg::reserve_name(&self.client, &self.prefix, name, node).await {
-                    Ok(_) => return Ok(()),
-                    Err(reg::ReservationError::Taken { node: owner, .. }) => {
-                        let stale = reg::list_names(&self.client, &self.prefix)
-                            .await
-                            .ok()
-                            .and_then(|all| all.into_iter().find(|r| r.name == name))
-                            .filter(|r| {
-                                busbar_runtime::unix_now().saturating_sub(r.reserved_at)
-                                    > STALE_AFTER_SECS
-                            });
-                        match stale {
-                            Some(r) => {
-                                tracing::warn!(name, node = %r.node, "freeing a stale name reservation");
-                                let _ =
-                                    reg::release_reservation(&self.client, &self.prefix, &r).await;
-                            }
-                            None => return Err(Taken { owner }.into()),
-                        }
-                    }
-                    Err(e) => return Err(NameError::Store(e)),
+            match etcd::reserve_name(&self.client, &self.prefix, name, node).await {
+                Ok(_) => Ok(()),
+                Err(etcd::ReservationError::Taken {
+                    node: owner,
+                    reserved_at,
+                    ..
+                }) => Err(Taken {
+                    owner,
+                    age: Duration::from_secs(
+                        busbar_runtime::unix_now().saturating_sub(reserved_at),
+                    ),
                 }
+                .into()),
+                Err(e) => Err(NameError::Store(e)),
             }
-            Err(NameError::Unsettled(name.to_owned()))
+        })
+    }
+
+    fn free_stale<'a>(
+        &'a self,
+        name: &'a str,
+        owner: &'a str,
+        older_than: Duration,
+    ) -> BoxFuture<'a, Result<bool, NameError>> {
+        Box::pin(async move {
+            let Some(r) = etcd::get_reservation(&self.client, &self.prefix, name).await? else {
+                return Ok(false);
+            };
+            let age = busbar_runtime::unix_now().saturating_sub(r.reserved_at);
+            if r.node != owner || age < older_than.as_secs() {
+                return Ok(false);
+            }
+            Ok(etcd::release_reservation(&self.client, &self.prefix, &r).await?)
         })
     }
 

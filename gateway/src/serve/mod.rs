@@ -40,6 +40,10 @@ use crate::schedule::Strategy;
 pub use containers::{Locations, ResolveError};
 pub use last_seen::LastSeen;
 
+/// The longest a create may take on its node before the client gets a 504 (the name's
+/// reservation then stays, for a later claim to check: see [`crate::names`]).
+pub const CREATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Where container names are reserved: etcd with several gateways, memory with one.
 pub type Names = Option<Arc<dyn NameStore>>;
 

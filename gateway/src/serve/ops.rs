@@ -15,10 +15,11 @@ use tracing::{debug, warn};
 use super::calls;
 use super::containers::{is_inspect, json, retarget, with_node, ResolveError};
 use super::ClusterHandler;
+use super::CREATE_TIMEOUT;
 use crate::aggregate::query;
 use crate::cluster::Node;
 use crate::model::CallError;
-use crate::names::NameError;
+use crate::names::{NameError, STALE_AFTER};
 use crate::schedule::{self, Candidate, Pending, Placement};
 
 /// Largest create body accepted (a create config is a few KiB).
@@ -137,15 +138,30 @@ impl ClusterHandler {
                 &format!("Conflict. The container name \"/{name}\" is already in use {by}. You have to remove (or rename) that container to be able to reuse that name."),
             )
         };
+        // Docker's own check and words (a name like `%00` is the client's mistake, a 400).
+        if let Err(e) = crate::names::etcd::normalize(name) {
+            return Err(respond::message(StatusCode::BAD_REQUEST, &e.to_string()));
+        }
         if let Some(names) = &self.names {
-            match names.reserve(name, node).await {
-                Ok(()) => {}
-                Err(NameError::Taken(t)) => return Err(conflict(&format!("on node {}", t.owner))),
-                Err(e) => {
-                    return Err(respond::message(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        &e.to_string(),
-                    ))
+            let mut freed_once = false;
+            loop {
+                match names.reserve(name, node).await {
+                    Ok(()) => break,
+                    Err(NameError::Taken(t)) if t.age >= STALE_AFTER && !freed_once => {
+                        // Older than any create: its gateway died mid-call, or the create
+                        // never completed. Free it only if its node has no such container.
+                        self.check_stale(name, &t.owner, ctx).await?;
+                        freed_once = true;
+                    }
+                    Err(NameError::Taken(t)) => {
+                        return Err(conflict(&format!("on node {}", t.owner)))
+                    }
+                    Err(e) => {
+                        return Err(respond::message(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            &e.to_string(),
+                        ))
+                    }
                 }
             }
         }
@@ -183,6 +199,60 @@ impl ClusterHandler {
             }
         }
         Ok(())
+    }
+
+    /// Frees the stale reservation of `name` by `owner` if `owner` has no container of that
+    /// name; otherwise the answer for the client: the conflict with that container, or why it
+    /// cannot be said (the node down or silent: the name stays taken).
+    async fn check_stale(
+        &self,
+        name: &str,
+        owner: &str,
+        ctx: &RequestCtx,
+    ) -> Result<(), Response<Body>> {
+        let names = self.names.as_ref().expect("only called with a name store");
+        let conflict = |detail: &str| {
+            respond::message(
+                StatusCode::CONFLICT,
+                &format!("Conflict. The container name \"/{name}\" is already in use {detail}"),
+            )
+        };
+        let held = match self.cluster.node(owner) {
+            // A node that is not (any more) in the cluster holds nothing here.
+            None => None,
+            Some(n) => {
+                match calls::get_json(&n, &format!("/v1.41/containers/{name}/json"), ctx).await {
+                    Ok(doc) => Some(doc["Id"].as_str().unwrap_or("").to_owned()),
+                    Err(CallError::Engine { status: 404, .. }) => None,
+                    Err(e) => {
+                        return Err(conflict(&format!(
+                            "(reserved for node {owner}, which cannot say whether it has it: {e})"
+                        )))
+                    }
+                }
+            }
+        };
+        if let Some(id) = held {
+            return Err(conflict(&format!(
+                "by container \"{id}\" on node {owner}. You have to remove (or rename) that container to be able to reuse that name."
+            )));
+        }
+        match names.free_stale(name, owner, STALE_AFTER).await {
+            Ok(freed) => {
+                if freed {
+                    warn!(
+                        name,
+                        node = owner,
+                        "freed a stale name reservation: its node has no such container"
+                    );
+                }
+                Ok(())
+            }
+            Err(e) => Err(respond::message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &e.to_string(),
+            )),
+        }
     }
 
     /// `POST /containers/create`: parse the placement, claim the name, choose a node, create.
@@ -243,7 +313,20 @@ impl ClusterHandler {
             http::header::CONTENT_LENGTH,
             http::HeaderValue::from(req_len(&config)),
         );
-        let rsp = note_created(self.forward(&node, req, ctx).await, &ticket).await;
+        let sent = tokio::time::timeout(CREATE_TIMEOUT, self.forward(&node, req, ctx)).await;
+        let Ok(rsp) = sent else {
+            // The engine may still create it: the name's reservation is kept, and freed by a
+            // later claim only if the container does not exist (see `check_stale`).
+            self.unpend(&ticket).await;
+            return respond::message(
+                StatusCode::GATEWAY_TIMEOUT,
+                &format!(
+                    "node {}: the create did not complete within {CREATE_TIMEOUT:?}",
+                    node.name()
+                ),
+            );
+        };
+        let rsp = note_created(rsp, &ticket).await;
         self.unpend(&ticket).await;
         if let Some(name) = &name {
             self.release_name(name, node.name()).await;

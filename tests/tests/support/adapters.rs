@@ -43,7 +43,16 @@ pub struct FakeAdapter {
 
 impl FakeAdapter {
     pub fn start(behaviour: impl Fn(&Value) -> Answer + Send + Sync + 'static) -> FakeAdapter {
-        FakeAdapter::start_with(behaviour, None)
+        FakeAdapter::start_with(behaviour, None, "127.0.0.1".parse().unwrap())
+    }
+
+    /// An adapter on `ip` (port chosen by the system): for agents in another network
+    /// namespace, which reach the root namespace at the host's gateway address.
+    pub fn start_on(
+        ip: std::net::IpAddr,
+        behaviour: impl Fn(&Value) -> Answer + Send + Sync + 'static,
+    ) -> FakeAdapter {
+        FakeAdapter::start_with(behaviour, None, ip)
     }
 
     /// An `https://` adapter whose certificate (for 127.0.0.1) is `cert`/`key` (PEM files).
@@ -69,12 +78,14 @@ impl FakeAdapter {
         FakeAdapter::start_with(
             behaviour,
             Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+            "127.0.0.1".parse().unwrap(),
         )
     }
 
     fn start_with(
         behaviour: impl Fn(&Value) -> Answer + Send + Sync + 'static,
         tls: Option<tokio_rustls::TlsAcceptor>,
+        ip: std::net::IpAddr,
     ) -> FakeAdapter {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -82,7 +93,7 @@ impl FakeAdapter {
             .build()
             .unwrap();
         let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .block_on(tokio::net::TcpListener::bind((ip, 0)))
             .unwrap();
         let scheme = if tls.is_some() { "https" } else { "http" };
         let url = format!("{scheme}://{}/adapter", listener.local_addr().unwrap());

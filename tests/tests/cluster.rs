@@ -205,6 +205,51 @@ fn etcd_registry_two_gateways_one_name_winner_and_a_node_that_leaves() {
         )
     };
     assert_eq!(ps(&c.gateways[0].url), ps(&c.gateways[1].url));
+    // A reservation left behind by a gateway that died mid-create (an hour old, for node1,
+    // which has no such container) no longer blocks the name: the claim asks node1 and frees
+    // it. (It used to be a false "already in use on node1" for two minutes.)
+    let stale = unique_name("stale");
+    let put = |name: &str, node: &str| {
+        let reserved_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            - 3600;
+        let out = std::process::Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", bed.etcd().unwrap(), "put"])
+            .arg(format!("/busbar/names/{name}"))
+            .arg(format!(
+                r#"{{"node":"{node}","reserved_at":{reserved_at}}}"#
+            ))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    };
+    put(&stale, "node1");
+    assert_eq!(
+        docker_ok(
+            &c.gateways[0].url,
+            &["run", "--rm", "--name", &stale, "busybox", "echo", "freed"]
+        ),
+        "freed"
+    );
+    // One whose node does hold a container of that name is the container's conflict, named.
+    let holder = docker_ok(
+        &c.gateways[0].url,
+        &["inspect", "--format", "{{.Node.Name}}", &name],
+    );
+    put(&name, &holder);
+    let out = docker(
+        &c.gateways[1].url,
+        &["run", "-d", "--name", &name, "busybox", "true"],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Conflict") && err.contains(&format!("on node {holder}")),
+        "{err}"
+    );
     // An agent that dies: unhealthy at once (probes), disconnected when its lease expires.
     c.agents[2].kill();
     let gone = wait_until(Duration::from_secs(15), || {

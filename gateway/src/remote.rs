@@ -26,13 +26,15 @@ impl Handler for Remote {
     ) -> BoxFuture<'a, Response<Body>> {
         Box::pin(async move {
             ctx.span.record("node", self.agent.node());
-            match self.agent.exchange(req, ctx).await {
+            let (req, fault) = crate::serve::watch_client_body(req);
+            let rsp = match self.agent.exchange(req, ctx).await {
                 Ok(rsp) => rsp,
                 Err(e) => {
                     warn!(error = %e, "agent call failed");
                     respond::error(&e)
                 }
-            }
+            };
+            crate::serve::blame_the_body(rsp, &fault)
         })
     }
 

@@ -102,6 +102,34 @@ impl http_body::Body for IdleTimeout {
     }
 }
 
+/// Whether a client's request body failed (see [`ClientBodyError`]): for a handler that passes
+/// the body on and must then tell whose fault an upstream's failure was. Filled by the body
+/// [`watch_faults`] returns.
+#[derive(Clone, Default)]
+pub struct BodyFault(std::sync::Arc<std::sync::OnceLock<String>>);
+
+impl BodyFault {
+    /// What the client's body failed with, if it did.
+    pub fn get(&self) -> Option<&str> {
+        self.0.get().map(String::as_str)
+    }
+}
+
+/// `body`, recording in the returned [`BodyFault`] a [`ClientBodyError`] it yields.
+pub fn watch_faults(body: Body) -> (Body, BodyFault) {
+    let fault = BodyFault::default();
+    let seen = fault.clone();
+    let body = body
+        .map_err(move |e| {
+            if let Some(f) = client_fault(e.as_ref()) {
+                let _ = seen.0.set(f.to_string());
+            }
+            e
+        })
+        .boxed();
+    (body, fault)
+}
+
 /// Why a body could not be read whole.
 #[derive(Debug, thiserror::Error)]
 pub enum CollectError {

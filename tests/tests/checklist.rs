@@ -1,5 +1,5 @@
-//! The cluster against the last items of the Swarm acceptance checklist
-//! (reference/swarm.md §4.6): a node that goes down leaves `ps` but stays in `ps -a` as
+//! The cluster against the last items of Swarm classic's acceptance checklist (its
+//! integration tests' list of what a cluster of engines must do): a node that goes down leaves `ps` but stays in `ps -a` as
 //! "Host Down" (item 10), no connection or descriptor leak after many run/inspect/logs/rm
 //! (item 14), and a burst of 100 `docker run -d` over 10 nodes (item 15); issue #5. Real
 //! engines (one per network namespace), real agents over mTLS, a real gateway, the real

@@ -1,5 +1,5 @@
 //! The cluster: three hosts (network namespaces), an agent on each, one gateway in front,
-//! driven by the real `docker` CLI (reference/swarm.md §4.6, P0). Placement-sensitive tests
+//! driven by the real `docker` CLI, after Swarm classic's acceptance checklist. Placement-sensitive tests
 //! get a bed of their own; the others share one.
 
 mod support;
@@ -842,4 +842,65 @@ fn containers_on_a_user_network_run_where_the_network_is() {
         String::from_utf8_lossy(&out.stderr).contains("network no-such-net not found"),
         "{out:?}"
     );
+}
+
+/// The client's mistakes are the client's 4xx through the cluster, as on one engine: an
+/// invalid container name, a malformed `filters`, a broken chunked body. (They came back as
+/// 503 "cannot reserve the name", 503 "no node could list its containers" and a 502 blaming
+/// the engine.)
+#[test]
+fn client_mistakes_are_client_errors_through_the_cluster() {
+    testbed::e2e!();
+    let bed = Testbed::start(three_hosts()).unwrap();
+    let c = Cluster::start(&bed, &[]);
+    let status_of = |raw: &[u8]| -> (u16, String) {
+        let text = String::from_utf8_lossy(raw).into_owned();
+        let code = text
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        (code, text)
+    };
+    let body = r#"{"Image":"busybox"}"#;
+    let (code, text) = status_of(
+        &support::http_raw(
+            c.gateway.port,
+            &format!("POST /v1.41/containers/create?name=%00 HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()),
+        )
+        .unwrap(),
+    );
+    assert_eq!(code, 400, "{text}");
+    assert!(text.contains("Invalid container name"), "{text}");
+
+    // A malformed filter: what one engine answers (dockerd 20.10: a 500 with the JSON
+    // parser's words), the cluster answers too, not an outage.
+    let list = "GET /v1.41/containers/json?filters=notjson HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    let (direct, direct_text) = status_of(&engine_raw(&c.engines[0], list));
+    let (code, text) = status_of(&support::http_raw(c.gateway.port, list).unwrap());
+    assert_eq!(code, direct, "{text}\ndirect:\n{direct_text}");
+    let message = |t: &str| t.split_once("\r\n\r\n").map(|(_, b)| b.trim().to_owned());
+    assert_eq!(message(&text), message(&direct_text));
+
+    let (code, text) = status_of(
+        &support::http_raw(
+            c.gateway.port,
+            "POST /v1.41/images/load HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/x-tar\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\nzz\r\nbroken\r\n",
+        )
+        .unwrap(),
+    );
+    assert_eq!(code, 400, "{text}");
+    assert!(text.contains("client's request body"), "{text}");
+}
+
+/// Raw HTTP/1.1 bytes to an engine's unix socket (`unix:///...`), its answer to the end.
+fn engine_raw(engine: &str, request: &str) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let path = engine.strip_prefix("unix://").expect("a unix engine");
+    let mut s = std::os::unix::net::UnixStream::connect(path).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = vec![];
+    let _ = s.read_to_end(&mut out);
+    out
 }

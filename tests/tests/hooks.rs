@@ -1,7 +1,7 @@
 //! Adapter chains end to end: a real engine, the agent with `--config adapters.yml`, the real
 //! `docker` CLI, and fake adapters (test doubles that misbehave on purpose). Together with the
 //! unit tests of `chains` and `hooks`, these port Powerstrip's own test list
-//! (reference/powerstrip.md §2): the core and passthru tests are here, named after the
+//! (Powerstrip's own test list): the core and passthru tests are here, named after the
 //! originals where one maps.
 
 mod support;

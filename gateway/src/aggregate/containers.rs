@@ -7,8 +7,7 @@
 //! The gateway remembers each node's last complete list (see `serve::last_seen`) and hands it
 //! over, as a [`NodePart`] with `host_down` set, for a node that is unhealthy or did not answer.
 //! Its entries are the engine's own, qualified like the others, with `Status` replaced by
-//! `"Host Down"`; `State` stays the last one seen (Swarm did the same, `reference/swarm.md`
-//! §1.5). Like Swarm, they are listed only when stopped containers are (`all`, a positive
+//! `"Host Down"`; `State` stays the last one seen (Swarm did the same). Like Swarm, they are listed only when stopped containers are (`all`, a positive
 //! `limit`, or a `status` filter: [`HostDown::of_query`]), and only when the gateway can apply
 //! every filter of the request itself, since no engine saw them: `name` and `id` (Docker's
 //! match: exact, or a regular expression found anywhere in the name or ID), `label` (`key` or

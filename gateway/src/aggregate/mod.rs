@@ -5,7 +5,7 @@
 //! all, minus the `node` filter, see [`strip_node_filter`]), so each engine applies its own
 //! filters, and then hands the answers here as [`NodeAnswer`]s together with its
 //! [`NodeSnapshot`]s. What comes back is the document the docker CLI gets, shaped the way Docker
-//! Swarm "classic" shaped it (see `reference/swarm.md` §1.4-1.7):
+//! Swarm "classic" shaped it:
 //!
 //! - containers are named `/<node>/<name>` (the CLI shows `node1/web`), and a published port bound
 //!   to `0.0.0.0`/`::` shows the node's address instead ([`containers`]);

@@ -1,6 +1,6 @@
 //! Each node's last complete container list, so that `docker ps -a` can still show the
-//! containers of a node that is down, as "Host Down" rows (Swarm's behaviour, `reference/swarm.md`
-//! §1.5; the merge is [`crate::aggregate::merge_lists`]).
+//! containers of a node that is down, as "Host Down" rows (Swarm's behaviour;
+//! the merge is [`crate::aggregate::merge_lists`]).
 //!
 //! # What is remembered, and when
 //!

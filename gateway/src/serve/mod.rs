@@ -24,6 +24,7 @@ mod system;
 use std::sync::Arc;
 
 use busbar_api::ApiPath;
+use busbar_http::body::{watch_faults, BodyFault};
 use busbar_http::error as respond;
 use busbar_http::server::Handler;
 use busbar_http::{Body, RequestCtx};
@@ -80,7 +81,15 @@ impl ClusterHandler {
         tokio::spawn(self.last_seen.clone().run(self.cluster.clone(), shutdown))
     }
 
+    /// Serves one request; a failure that the client's own broken body caused (seen on the
+    /// way to a node) is the client's 400, whatever the node answered.
     async fn serve(&self, req: Request<Body>, ctx: &RequestCtx) -> Response<Body> {
+        let (req, fault) = watch_client_body(req);
+        let rsp = self.route(req, ctx).await;
+        blame_the_body(rsp, &fault)
+    }
+
+    async fn route(&self, req: Request<Body>, ctx: &RequestCtx) -> Response<Body> {
         // The server made the path canonical; one that still does not parse is refused here too.
         let path = match ApiPath::parse(req.uri().path()) {
             Ok(path) => path.into_owned(),
@@ -136,6 +145,25 @@ impl ClusterHandler {
                 respond::error(&e)
             }
         }
+    }
+}
+
+/// `req` with its body watched for the client's own failures (see [`blame_the_body`]).
+pub fn watch_client_body(req: Request<Body>) -> (Request<Body>, BodyFault) {
+    let (parts, body) = req.into_parts();
+    let (body, fault) = watch_faults(body);
+    (Request::from_parts(parts, body), fault)
+}
+
+/// `rsp`, unless it is a failure (5xx) while the client's request body had failed: then the
+/// client's 400 saying so. A node whose stream of the request broke because the client's did
+/// would otherwise be blamed.
+pub fn blame_the_body(rsp: Response<Body>, fault: &BodyFault) -> Response<Body> {
+    match fault.get() {
+        Some(why) if rsp.status().is_server_error() => {
+            respond::message(StatusCode::BAD_REQUEST, why)
+        }
+        _ => rsp,
     }
 }
 

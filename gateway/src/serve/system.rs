@@ -284,7 +284,8 @@ pub async fn container_list(
 }
 
 /// The answer when every node asked failed: the engines' status and message if they all
-/// refused the request with the same 4xx (an invalid filter, say), else 503 naming each failure.
+/// answered the request with the same error (dockerd 20.10 answers a malformed `filters` with
+/// a 500: the cluster answers what one engine would), else 503 naming each failure.
 fn every_node_failed(
     answers: &[Result<Bytes, CallError>],
     missing: &[NodeAnswer<()>],
@@ -294,7 +295,6 @@ fn every_node_failed(
         .filter_map(|a| match a {
             Err(CallError::Engine { status, message }) => StatusCode::from_u16(*status)
                 .ok()
-                .filter(StatusCode::is_client_error)
                 .map(|s| (s, message.as_str())),
             _ => None,
         })

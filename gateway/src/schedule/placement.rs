@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use super::expr::Expr;
+use super::expr::{shown, Expr, MAX_SHOWN};
 use super::ScheduleError;
 
 /// The label that stores the constraints, as a JSON array of expressions (Swarm's storage).
@@ -241,7 +241,7 @@ fn parse(kind: Kind, text: &str) -> Result<Expr, ScheduleError> {
             Kind::Constraint => "constraint",
             Kind::Affinity => "affinity",
         },
-        expr: text.to_owned(),
+        expr: shown(text, MAX_SHOWN),
         reason: e.0,
     })
 }

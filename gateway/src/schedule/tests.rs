@@ -1270,3 +1270,31 @@ fn expressions_parse_and_match() {
         assert!(Expr::parse(&format!("{key}==v")).is_err(), "{key}");
     }
 }
+
+#[test]
+fn long_values_are_matched_or_refused_never_a_panic() {
+    // 100,000 `?` once made a regex over the size limit, and its `expect` panicked.
+    let err = Expr::parse(&format!("node=={}", "?".repeat(100_000))).unwrap_err();
+    assert!(err.0.contains("too long"), "{err}");
+    // A run of `*` is one `.*`, however long.
+    let e = Expr::parse(&format!("node==a{}b", "*".repeat(100_000))).unwrap();
+    assert!(e.matches(["a-b"]) && !e.matches(["a-c"]));
+    for c in ["a", ".", "[", "(", "\\", "\u{e9}"] {
+        let text = format!("node=={}", c.repeat(5_000));
+        if let Ok(e) = Expr::parse(&text) {
+            assert!(e.matches([&text["node==".len()..]]), "{c}");
+        }
+    }
+    let err = Expr::parse(&format!("node==/{}/", "(a{1000}){1000}")).unwrap_err();
+    assert!(err.0.starts_with("invalid regular expression"), "{err}");
+    // Errors quote a long expression, and the regex's own message, cut short.
+    let long = format!("constraint:node==/{}/", "(".repeat(5_000));
+    let err = Placement::from_create(&mut env(&[&long])).unwrap_err();
+    assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        err.to_string()
+            .starts_with("invalid constraint \"node==/((("),
+        "{err}"
+    );
+    assert!(err.to_string().len() < 1000, "{err}");
+}

@@ -488,3 +488,65 @@ fn rand_seed() -> u64 {
     );
     h.finish()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::cluster::{Cluster, HealthOptions, Member};
+    use crate::schedule::Strategy;
+
+    /// A gateway in front of `names` (agents nobody answers at: every test here is decided
+    /// before a node is called).
+    fn handler(names: &[&str]) -> ClusterHandler {
+        let cluster = Cluster::new(crate::cluster::tests::tls(), HealthOptions::default());
+        cluster.set_members(
+            &names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    let member = Member {
+                        addr: format!("127.0.0.{}:9", i + 1),
+                        labels: BTreeMap::new(),
+                    };
+                    ((*n).to_owned(), member)
+                })
+                .collect(),
+        );
+        ClusterHandler::new(cluster, Strategy::Spread, None)
+    }
+
+    /// `POST /containers/create` with `body` through the whole handler: status and message.
+    async fn create(handler: &ClusterHandler, body: String) -> (StatusCode, String) {
+        let req = Request::post("/v1.41/containers/create?name=web")
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(full(body))
+            .expect("a valid request");
+        let ctx = RequestCtx::with_id("test".into(), tracing::Span::none());
+        let rsp = handler.serve(req, &ctx).await;
+        let status = rsp.status();
+        let bytes = rsp.into_body().collect().await.expect("a body").to_bytes();
+        let doc: Value = serde_json::from_slice(&bytes).expect("a JSON error");
+        (status, doc["message"].as_str().unwrap_or("").to_owned())
+    }
+
+    #[tokio::test]
+    async fn a_constraint_too_long_to_match_is_a_400_naming_it() {
+        // 100,000 `?` made a glob regex over the regex size limit, and its `expect` panicked.
+        let value = "?".repeat(100_000);
+        let body =
+            serde_json::json!({"Image": "busybox", "Env": [format!("constraint:node=={value}")]});
+        let (status, message) = create(&handler(&["node1"]), body.to_string()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{message}");
+        assert!(
+            message.starts_with("invalid constraint \"node==???"),
+            "{}",
+            &message[..200.min(message.len())]
+        );
+        assert!(message.contains("too long"), "{message}");
+        assert!(message.len() < 1000, "the value is not quoted whole");
+    }
+}

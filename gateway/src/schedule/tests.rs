@@ -1212,11 +1212,11 @@ fn invalid_input_is_rejected_with_400() {
         ),
         (
             json!({"Env": "A=1"}),
-            "invalid create body: Env is not an array",
+            r#"invalid create request: Env: invalid type: string "A=1", expected a sequence"#,
         ),
         (
             json!({"Env": ["constraint:node==x"], "Labels": ["x"]}),
-            "invalid create body: Labels is not an object",
+            "invalid create request: Labels: invalid type: sequence, expected a map",
         ),
         (
             json!({"HostConfig": {"PortBindings": {"80/tcp": [{"HostPort": "http"}]}}}),
@@ -1232,7 +1232,11 @@ fn invalid_input_is_rejected_with_400() {
         ),
         (
             json!([]),
-            "invalid create body: the create body is not a JSON object",
+            "invalid create request: invalid type: sequence, expected a create body (a JSON object)",
+        ),
+        (
+            json!({"HostConfig": {"NetworkMode": "node1/net"}, "NetworkingConfig": 5}),
+            "invalid create request: NetworkingConfig: invalid type: integer `5`",
         ),
     ];
     for (body, want) in cases {

@@ -18,6 +18,7 @@ use super::ClusterHandler;
 use crate::aggregate::query;
 use crate::cluster::Node;
 use crate::names::NameError;
+use crate::schedule::create::CreateBody;
 use crate::schedule::{self, Candidate, Pending, Placement};
 
 /// Largest create body accepted (a create config is a few KiB).
@@ -188,16 +189,11 @@ impl ClusterHandler {
                 )
             }
         };
-        let mut config: Value = match serde_json::from_slice(&bytes) {
-            Ok(v) => v,
-            Err(e) => {
-                return respond::message(
-                    StatusCode::BAD_REQUEST,
-                    &format!("invalid create request: {e}"),
-                )
-            }
+        let mut config = match CreateBody::from_slice(&bytes) {
+            Ok(c) => c,
+            Err(e) => return respond::message(StatusCode::BAD_REQUEST, &e.to_string()),
         };
-        let placement = match Placement::from_create(&mut config) {
+        let placement = match Placement::from_create_body(&mut config) {
             Ok(p) => p,
             Err(e) => return respond::message(e.status(), &e.to_string()),
         };
@@ -221,14 +217,14 @@ impl ClusterHandler {
             .query()
             .map(|q| format!("?{q}"))
             .unwrap_or_default();
-        let mut req = Request::from_parts(parts, full(Bytes::from(config.to_string())));
+        let body = Bytes::from(config.to_bytes());
+        let length = http::HeaderValue::from(body.len());
+        let mut req = Request::from_parts(parts, full(body));
         *req.uri_mut() = format!("{prefix}/containers/create{query}")
             .parse()
-            .expect("a valid path");
-        req.headers_mut().insert(
-            http::header::CONTENT_LENGTH,
-            http::HeaderValue::from(req_len(&config)),
-        );
+            .expect("a version prefix and the query of a valid URI make a valid URI");
+        req.headers_mut()
+            .insert(http::header::CONTENT_LENGTH, length);
         let rsp = note_created(self.forward(&node, req, ctx).await, &ticket).await;
         self.unpend(&ticket).await;
         if let Some(name) = &name {
@@ -277,12 +273,13 @@ impl ClusterHandler {
     /// a `node/network` form (stripped from the config, as Swarm did). `None`: any node.
     async fn network_nodes(
         &self,
-        config: &mut Value,
+        config: &mut CreateBody,
         ctx: &RequestCtx,
     ) -> Result<Option<Vec<String>>, Response<Body>> {
-        let Some(mode) = config["HostConfig"]["NetworkMode"]
-            .as_str()
-            .map(str::to_owned)
+        let Some(mode) = config
+            .host_config()
+            .and_then(|h| h.network_mode.get())
+            .cloned()
         else {
             return Ok(None);
         };
@@ -295,12 +292,7 @@ impl ClusterHandler {
             .split_once('/')
             .filter(|(n, _)| self.cluster.node(n).is_some())
         {
-            config["HostConfig"]["NetworkMode"] = Value::String(network.to_owned());
-            if let Some(endpoints) = config["NetworkingConfig"]["EndpointsConfig"].as_object_mut() {
-                if let Some(e) = endpoints.remove(&mode) {
-                    endpoints.insert(network.to_owned(), e);
-                }
-            }
+            config.strip_network_node(&mode, network);
             return Ok(Some(vec![node.to_owned()]));
         }
         let path = format!("/v1.41/networks/{}", query::encode(&mode));
@@ -473,10 +465,6 @@ async fn note_created(rsp: Response<Body>, ticket: &Ticket) -> Response<Body> {
     }
 }
 
-fn req_len(config: &Value) -> usize {
-    config.to_string().len()
-}
-
 fn rand_seed() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -531,6 +519,32 @@ mod tests {
         let bytes = rsp.into_body().collect().await.expect("a body").to_bytes();
         let doc: Value = serde_json::from_slice(&bytes).expect("a JSON error");
         (status, doc["message"].as_str().unwrap_or("").to_owned())
+    }
+
+    #[tokio::test]
+    async fn a_networking_config_that_is_not_an_object_is_a_400() {
+        // With a `node/network` mode, the gateway indexed into NetworkingConfig as an object
+        // (serde_json's IndexMut) and panicked on a number.
+        let body = r#"{"Image": "busybox", "HostConfig": {"NetworkMode": "node1/net"}, "NetworkingConfig": 5}"#;
+        let (status, message) = create(&handler(&["node1"]), body.into()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            message.starts_with(
+                "invalid create request: NetworkingConfig: invalid type: integer `5`, expected a NetworkingConfig object"
+            ),
+            "{message}"
+        );
+        for body in [
+            r#"{"HostConfig": {"NetworkMode": "node1/net"}, "NetworkingConfig": {"EndpointsConfig": "x"}}"#,
+            r#"{"HostConfig": 5}"#,
+            r#"{"HostConfig": {"NetworkMode": ["node1/net"]}}"#,
+            r#"[]"#,
+            r#"{"#,
+        ] {
+            let (status, message) = create(&handler(&["node1"]), body.into()).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {message}");
+            assert!(message.starts_with("invalid create request: "), "{message}");
+        }
     }
 
     #[tokio::test]

@@ -547,6 +547,46 @@ mod tests {
         }
     }
 
+    /// `method target` through the whole handler: the status.
+    async fn call(handler: &ClusterHandler, method: Method, target: &str) -> StatusCode {
+        let req = Request::builder()
+            .method(method)
+            .uri(target)
+            .body(full(Bytes::new()))
+            .expect("a valid request");
+        let ctx = RequestCtx::with_id("test".into(), tracing::Span::none());
+        handler.serve(req, &ctx).await.status()
+    }
+
+    #[tokio::test]
+    async fn names_that_need_escaping_reach_the_nodes_escaped() {
+        // Decoded path segments (`a b`, `a?b`, `é`) were pasted into the paths of the gateway's
+        // own calls, which then were not valid URIs: the request builder's `expect` panicked.
+        let handler = handler(&["node1"]);
+        handler
+            .cluster
+            .node("node1")
+            .expect("node1")
+            .mark_probed_for_tests();
+        for (method, target) in [
+            (Method::GET, "/v1.41/containers/a%20b/json"),
+            (Method::POST, "/v1.41/containers/a%3Fb/kill%20now"),
+            (Method::POST, "/v1.41/exec/a%20b/start"),
+            (Method::GET, "/v1.41/images/a%20b/json"),
+            (Method::DELETE, "/v1.41/images/caf%C3%A9"),
+            (Method::GET, "/v1.41/networks/a%20b"),
+            (Method::DELETE, "/v1.41/volumes/node1/a%20b"),
+            (Method::GET, "/v1.41/volumes/a%20b"),
+        ] {
+            // node1's agent is not there: any answer but a panic.
+            let status = call(&handler, method.clone(), target).await;
+            assert!(
+                status.is_client_error() || status.is_server_error(),
+                "{method} {target}: {status}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn a_constraint_too_long_to_match_is_a_400_naming_it() {
         // 100,000 `?` made a glob regex over the regex size limit, and its `expect` panicked.

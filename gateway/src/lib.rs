@@ -37,18 +37,6 @@ pub mod run;
 pub mod schedule;
 pub mod serve;
 
-/// The property tests' settings: `cases` by default, `PROPTEST_CASES` when set; no
-/// regression files written (a failure found becomes a plain test).
+/// Settings and generators shared by the property tests.
 #[cfg(test)]
-pub(crate) fn proptest_config(cases: u32) -> proptest::test_runner::Config {
-    let default = proptest::test_runner::Config::default();
-    proptest::test_runner::Config {
-        cases: if std::env::var_os("PROPTEST_CASES").is_some() {
-            default.cases
-        } else {
-            cases
-        },
-        failure_persistence: None,
-        ..default
-    }
-}
+pub(crate) mod strategies;

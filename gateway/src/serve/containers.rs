@@ -306,7 +306,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(crate::proptest_config(500))]
+        #![proptest_config(crate::strategies::config(500))]
 
         /// Any reference or ID, and any decoded rest, make a valid target that the engine
         /// reads back as those segments.

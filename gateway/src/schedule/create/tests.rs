@@ -3,6 +3,7 @@ use serde_json::json;
 
 use super::*;
 use crate::schedule::{Placement, AFFINITIES_LABEL, CONSTRAINTS_LABEL};
+use crate::strategies::json_value;
 
 /// What the docker CLI 28.2.2 sent (API 1.41) for
 /// `docker create --name web -e A=1 -e constraint:zone==eu -e 'affinity:container!=db'
@@ -170,28 +171,6 @@ fn a_field_of_the_wrong_type_is_a_400_naming_it() {
 
 // ---- properties ----
 
-/// Any JSON value, at most `depth` deep.
-fn json_value(depth: u32) -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::from),
-        any::<i64>().prop_map(Value::from),
-        any::<u64>().prop_map(Value::from),
-        any::<f64>()
-            .prop_filter("finite", |f| f.is_finite())
-            .prop_map(Value::from),
-        "[ -~]{0,8}".prop_map(Value::from),
-        any::<String>().prop_map(Value::from),
-    ];
-    leaf.prop_recursive(depth, 32, 4, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::btree_map("[A-Za-z/0-9]{0,6}", inner, 0..4)
-                .prop_map(|m| Value::Object(m.into_iter().collect())),
-        ]
-    })
-}
-
 /// A value that is sometimes of the right type for a known field, often not.
 fn mostly(right: BoxedStrategy<Value>) -> BoxedStrategy<Value> {
     prop_oneof![6 => right, 1 => json_value(2)].boxed()
@@ -336,7 +315,7 @@ fn create_body() -> impl Strategy<Value = Value> {
 }
 
 proptest! {
-    #![proptest_config(crate::proptest_config(400))]
+    #![proptest_config(crate::strategies::config(400))]
 
     /// Whatever a client sends: a 400 naming a field, or a view that writes back exactly what
     /// was sent; the placement read from it never panics, and changes nothing but the Swarm

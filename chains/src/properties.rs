@@ -566,3 +566,55 @@ proptest! {
         }
     }
 }
+
+// ---- scopes (documents in etcd) ----
+
+proptest! {
+    #![proptest_config(config(200))]
+
+    /// Valid scope documents merge into a valid chain set; edited ones merge or say which
+    /// scope is at fault; scope names parse or are refused, and print as written.
+    #[test]
+    fn scope_documents_merge_or_name_the_scope_at_fault(
+        files in prop::collection::vec(valid_file(), 1..4),
+        edits in prop::collection::vec(prop::option::of(edit()), 3),
+        scope_text in prop_oneof![
+            "(global|node:[a-z0-9._-]{0,6}|label:[a-z./]{0,4}=[a-z]{0,3})",
+            any::<String>(),
+        ],
+    ) {
+        use std::collections::BTreeMap;
+
+        use crate::scoped::{merge, Scope, ScopeDoc};
+
+        if let Ok(scope) = scope_text.parse::<Scope>() {
+            prop_assert_eq!(scope.to_string(), scope_text);
+        }
+        let scopes = ["global", "label:zone=a", "node:n1"];
+        let doc = |i: usize, text: String| {
+            (scopes[i].parse::<Scope>().unwrap(), ScopeDoc { text, mod_revision: i as i64 })
+        };
+        let valid: BTreeMap<Scope, ScopeDoc> = files
+            .iter()
+            .enumerate()
+            .map(|(i, (text, _))| doc(i, text.clone()))
+            .collect();
+        if let Err(e) = merge(&valid) {
+            prop_assert!(false, "valid documents did not merge: {}", e);
+        }
+        let edited: BTreeMap<Scope, ScopeDoc> = files
+            .iter()
+            .enumerate()
+            .map(|(i, (text, _))| {
+                let text = match &edits[i] {
+                    Some(e) => apply(text, e),
+                    None => text.clone(),
+                };
+                doc(i, text)
+            })
+            .collect();
+        if let Err(e) = merge(&edited) {
+            prop_assert!(!e.is_empty(), "an error that says nothing");
+        }
+    }
+}

@@ -76,3 +76,53 @@ mod tests {
         assert!(must_stream(&p("/v1.41/containers/json"), Some("all=1")).is_none());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn path() -> impl Strategy<Value = String> {
+        let seg = prop_oneof![
+            prop::sample::select(vec![
+                "containers",
+                "exec",
+                "attach",
+                "start",
+                "logs",
+                "stats",
+                "wait",
+                "events",
+                "v1.41",
+                "json",
+                "",
+                "%61ttach",
+                "c1",
+            ])
+            .prop_map(str::to_owned),
+            "[a-z%0-9]{0,6}",
+        ];
+        prop::collection::vec(seg, 0..5).prop_map(|s| format!("/{}", s.join("/")))
+    }
+
+    proptest! {
+        #![proptest_config(crate::proptest_config(1000))]
+
+        #[test]
+        fn endpoint_kinds_never_panic(
+            raw in path(),
+            method in prop::sample::select(vec![Method::GET, Method::POST, Method::DELETE, Method::HEAD]),
+            query in prop::option::of("[a-z=&01%]{0,12}"),
+        ) {
+            let Ok(p) = ApiPath::parse(&raw) else { return Ok(()) };
+            if is_hijack(&method, &p) {
+                prop_assert_eq!(&method, &Method::POST);
+                let segs = p.segments();
+                prop_assert!(matches!(segs.as_slice(), [_, id, _] if !id.is_empty()));
+                prop_assert!(matches!(segs.last(), Some(&"attach" | &"start")));
+            }
+            let _ = must_stream(&p, query.as_deref());
+        }
+    }
+}

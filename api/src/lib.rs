@@ -20,3 +20,19 @@ pub mod path;
 pub mod query;
 
 pub use path::{ApiPath, PathError};
+
+/// The property tests' settings: `cases` by default, `PROPTEST_CASES` when set; no
+/// regression files written (a failure found becomes a plain test).
+#[cfg(test)]
+pub(crate) fn proptest_config(cases: u32) -> proptest::test_runner::Config {
+    let default = proptest::test_runner::Config::default();
+    proptest::test_runner::Config {
+        cases: if std::env::var_os("PROPTEST_CASES").is_some() {
+            default.cases
+        } else {
+            cases
+        },
+        failure_persistence: None,
+        ..default
+    }
+}

@@ -210,6 +210,25 @@ pub fn strip_query(path_and_query: &str) -> &str {
         .map_or(path_and_query, |(path, _)| path)
 }
 
+/// `segment` as one segment of a request path the engine decodes back to exactly `segment`:
+/// every byte that [`ApiPath::encoded`] would escape, and `/` too, percent-encoded. For names
+/// and IDs put into a path that is built rather than received (a `/` in such a name would
+/// otherwise split it).
+pub fn encode_segment(segment: &str) -> Cow<'_, str> {
+    if segment.bytes().all(|b| b != b'/' && is_path_char(b)) {
+        return Cow::Borrowed(segment);
+    }
+    let mut out = String::with_capacity(segment.len() + 16);
+    for b in segment.bytes() {
+        if b != b'/' && is_path_char(b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// Bytes that stand for themselves in a request path: RFC 3986 `pchar` and `/`, minus `%`.
 fn is_path_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&b)
@@ -382,5 +401,143 @@ mod tests {
             canonical_target("/v1.41/containers/cr%65ate", Some("name=x")).unwrap(),
             Some("/v1.41/containers/create?name=x".to_owned())
         );
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Pieces a hostile or careless client may put in a path, and plain ones.
+    fn piece() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => "[a-z0-9]{1,8}",
+            2 => prop::sample::select(vec![
+                "/", "//", ".", "..", "v1.41", "v01.41", "v1.41.0", "v1", "v", "%", "%2", "%zz",
+                "%2F", "%2f", "%2E", "%2E%2E", "%25", "%252F", "%00", "%0A", "%7F", "%C3%A9",
+                "%FF", "%C3", "\u{e9}", " ", "\u{0}", "\u{7f}", "\u{85}", "~", "?", "#", "+",
+                "containers", "create", "exec", "attach",
+            ])
+            .prop_map(str::to_owned),
+            1 => any::<String>(),
+        ]
+    }
+
+    fn raw_path() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::collection::vec(piece(), 0..10).prop_map(|p| p.concat()),
+            prop::collection::vec(piece(), 0..8).prop_map(|p| format!("/{}", p.join("/"))),
+            any::<String>(),
+        ]
+    }
+
+    /// A canonical (decoded) path: clean segments of any characters but `/` and controls.
+    fn canonical_path() -> impl Strategy<Value = String> {
+        let segment = "[^/\\x00-\\x1f\\x7f]{1,10}"
+            .prop_filter("not a dot segment", |s| s != "." && s != "..");
+        (
+            prop::option::of(Just("/v1.41")),
+            prop::collection::vec(segment, 0..6),
+            any::<bool>(),
+        )
+            .prop_filter("no version-like first segment", |(v, segs, _)| {
+                v.is_some() || segs.first().is_none_or(|s| !is_version_segment(s))
+            })
+            .prop_map(|(version, segs, slash)| {
+                let mut p = format!("{}/{}", version.unwrap_or(""), segs.join("/"));
+                if slash && !p.ends_with('/') {
+                    p.push('/');
+                }
+                p
+            })
+    }
+
+    /// `path` written with each byte either as itself (where a client may send it raw) or as a
+    /// `%XX` escape, as `pick` says; `/` always raw.
+    fn spelled(path: &str, pick: &[bool]) -> String {
+        let mut out = String::new();
+        for (i, b) in path.bytes().enumerate() {
+            let raw_ok = b == b'/' || (b.is_ascii() && !b.is_ascii_control() && b != b'%');
+            if raw_ok && (b == b'/' || !pick.get(i % pick.len().max(1)).copied().unwrap_or(false)) {
+                out.push(b as char);
+            } else {
+                out.push_str(&format!("%{b:02x}"));
+            }
+        }
+        out
+    }
+
+    fn check_clean(p: &ApiPath<'_>) {
+        let s = p.as_str();
+        assert!(s.starts_with('/'), "{s:?}");
+        for bad in ["//", "/./", "/../"] {
+            assert!(!s.contains(bad), "{s:?} holds {bad}");
+        }
+        assert!(!s.ends_with("/.") && !s.ends_with("/.."), "{s:?}");
+        assert!(!s.bytes().any(|b| b.is_ascii_control()), "{s:?}");
+        let segs = p.segments();
+        for (i, seg) in segs.iter().enumerate() {
+            assert!(*seg != "." && *seg != "..", "{s:?}");
+            assert!(
+                !seg.is_empty() || i + 1 == segs.len(),
+                "{s:?}: empty segment"
+            );
+        }
+        if let Some(v) = p.version() {
+            assert!(is_plain_version(v), "{s:?}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(crate::proptest_config(1000))]
+
+        #[test]
+        fn parse_never_panics_and_what_parses_is_clean(raw in raw_path()) {
+            let Ok(p) = ApiPath::parse(&raw) else { return Ok(()) };
+            check_clean(&p);
+            let encoded = p.encoded();
+            prop_assert!(encoded.bytes().all(|b| b == b'%' || is_path_char(b)));
+            let again = ApiPath::parse(&encoded).expect("an encoded path parses");
+            prop_assert_eq!(again.as_str(), p.as_str());
+            prop_assert_eq!(again.version(), p.version());
+            prop_assert_eq!(again.segments(), p.segments());
+            prop_assert_eq!(again.encoded(), encoded.clone());
+        }
+
+        #[test]
+        fn any_spelling_of_a_canonical_path_reads_as_that_path(
+            path in canonical_path(),
+            pick in prop::collection::vec(any::<bool>(), 1..16),
+        ) {
+            let raw = spelled(&path, &pick);
+            let p = ApiPath::parse(&raw).map_err(|e| TestCaseError::fail(format!("{raw:?}: {e}")))?;
+            prop_assert_eq!(p.as_str(), path.as_str());
+            check_clean(&p);
+        }
+
+        #[test]
+        fn canonical_targets_are_valid_request_targets(raw in raw_path(), query in "[a-z0-9=&%+]{0,12}") {
+            // What the HTTP server does with a target it received (its `expect` relies on this).
+            let target = if query.is_empty() { raw.clone() } else { format!("{raw}?{query}") };
+            let Ok(pq) = target.parse::<http::uri::PathAndQuery>() else { return Ok(()) };
+            if let Ok(Some(canonical)) = canonical_target(pq.path(), pq.query()) {
+                prop_assert!(canonical.parse::<http::Uri>().is_ok(), "{canonical:?}");
+            }
+        }
+
+        #[test]
+        fn an_encoded_segment_is_one_segment_that_decodes_back(seg in any::<String>()) {
+            let encoded = encode_segment(&seg);
+            prop_assert!(!encoded.contains('/'));
+            prop_assert!(encoded.bytes().all(|b| b == b'%' || is_path_char(b)));
+            let path = format!("/containers/{encoded}/json");
+            prop_assert!(path.parse::<http::Uri>().is_ok());
+            // It reads back as itself wherever it would be clean.
+            if let Ok(p) = ApiPath::parse(&path) {
+                prop_assert_eq!(p.segments(), vec!["containers", seg.as_str(), "json"]);
+            }
+        }
     }
 }

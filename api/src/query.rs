@@ -156,3 +156,79 @@ mod tests {
         assert_eq!(value(Some("follow"), "follow").as_deref(), Some(""));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// `text` form-encoded as a client may write it: unreserved bytes raw or escaped, a space
+    /// as `+` or `%20`, everything else escaped.
+    fn form_encode(text: &str, pick: &[bool]) -> String {
+        let mut out = String::new();
+        for (i, b) in text.bytes().enumerate() {
+            let escape = pick[i % pick.len()];
+            match b {
+                b' ' if !escape => out.push('+'),
+                b if b.is_ascii_alphanumeric() && !escape => out.push(b as char),
+                b => out.push_str(&format!("%{b:02X}")),
+            }
+        }
+        out
+    }
+
+    fn raw_query() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            prop::collection::vec(
+                prop_oneof![
+                    "[a-z]{0,4}".boxed(),
+                    prop::sample::select(vec![
+                        "=", "&", ";", "%", "%2", "%zz", "%41", "+", "%FF", "%C3%A9"
+                    ])
+                    .prop_map(str::to_owned)
+                    .boxed(),
+                ],
+                0..12,
+            )
+            .prop_map(|p| p.concat()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(crate::proptest_config(800))]
+
+        #[test]
+        fn readers_never_panic(q in raw_query(), key in "[a-z]{1,3}") {
+            let checked = check(&q);
+            let _ = pairs(&q).count();
+            let v = value(Some(&q), &key);
+            prop_assert_eq!(flag(Some(&q), &key), v.as_deref().is_some_and(is_true));
+            let _ = flag_or(Some(&q), &key, true);
+            // A query the engine accepts yields every pair it holds.
+            if checked.is_ok() {
+                let all = q.split('&').filter(|p| !p.is_empty()).count();
+                prop_assert_eq!(pairs(&q).count(), all);
+            }
+        }
+
+        #[test]
+        fn encoded_pairs_read_back(
+            kvs in prop::collection::vec(("[a-c]{1,2}", any::<String>()), 0..6),
+            pick in prop::collection::vec(any::<bool>(), 1..8),
+            key in "[a-c]{1,2}",
+        ) {
+            let q: Vec<String> = kvs
+                .iter()
+                .map(|(k, v)| format!("{}={}", form_encode(k, &pick), form_encode(v, &pick)))
+                .collect();
+            let q = q.join("&");
+            prop_assert!(check(&q).is_ok(), "{}", q);
+            let want = kvs.iter().find(|(k, _)| *k == key).map(|(_, v)| v.as_str());
+            let got = value(Some(&q), &key);
+            prop_assert_eq!(got.as_deref(), want);
+            prop_assert_eq!(flag(Some(&q), &key), want.is_some_and(is_true));
+        }
+    }
+}

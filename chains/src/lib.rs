@@ -216,4 +216,6 @@ impl Default for ChainSet {
 }
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;

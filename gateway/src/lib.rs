@@ -36,3 +36,7 @@ pub mod route;
 pub mod run;
 pub mod schedule;
 pub mod serve;
+
+/// Settings and generators shared by the property tests.
+#[cfg(test)]
+pub(crate) mod strategies;

@@ -298,3 +298,87 @@ mod tests {
         assert_eq!(c(Method::POST, "/v1.41/auth"), Route::AnyNode);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn segment() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => prop::sample::select(vec![
+                "containers", "images", "networks", "volumes", "exec", "build", "json", "create",
+                "prune", "node1", "node2", "web", "start", "attach", "tag", "push", "get", "load",
+                "search", "history", "ps", "swarm", "plugins", "_ping", "version", "info", "system",
+                "df", "events", "",
+            ])
+            .prop_map(str::to_owned),
+            1 => "[a-z0-9:.@ %?é-]{1,8}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(crate::strategies::config(2000))]
+
+        /// Any canonical path and method is classified, and what the route names is the path:
+        /// node, reference and rest put back together give its segments.
+        #[test]
+        fn classification_keeps_the_path(
+            version in prop::option::of(Just("/v1.41")),
+            segs in prop::collection::vec(segment(), 1..6),
+            method in prop::sample::select(vec![
+                Method::GET, Method::HEAD, Method::POST, Method::DELETE, Method::PUT,
+            ]),
+        ) {
+            let segs: Vec<_> = segs.iter().map(|s| busbar_api::path::encode_segment(s)).collect();
+            let target = format!("{}/{}", version.unwrap_or(""), segs.join("/"));
+            // Empty segments and the like are refused before classification.
+            let Ok(path) = ApiPath::parse(&target) else { return Ok(()) };
+            let is_node = |n: &str| n == "node1" || n == "node2";
+            let route = classify(&method, &path, is_node);
+            let segs = path.segments();
+            // A trailing `/` (an empty last segment) may be dropped by the object routes: the
+            // call is then forwarded without it.
+            let trimmed = match segs.split_last() {
+                Some((&"", init)) if init.len() > 1 => init.to_vec(),
+                _ => segs.clone(),
+            };
+            let same = |got: Vec<String>| got == segs || got == trimmed;
+            let rebuilt = |kind: &str, node: &Option<String>, name: &str, rest: &str| {
+                let mut v = vec![kind.to_owned()];
+                v.extend(node.clone());
+                v.push(name.to_owned());
+                if !rest.is_empty() {
+                    v.extend(rest.split('/').map(str::to_owned));
+                }
+                v
+            };
+            match &route {
+                Route::Container { node, reference, rest } => {
+                    prop_assert!(node.as_deref().is_none_or(is_node));
+                    prop_assert!(same(rebuilt("containers", node, reference, rest)), "{:?}", segs);
+                }
+                Route::Network { node, reference, rest } => {
+                    prop_assert!(node.as_deref().is_none_or(is_node));
+                    prop_assert!(same(rebuilt("networks", node, reference, rest)), "{:?}", segs);
+                }
+                Route::Volume { node, reference } => {
+                    prop_assert!(same(rebuilt("volumes", node, reference, "")), "{:?}", segs);
+                }
+                Route::Exec { id, rest } => {
+                    prop_assert!(same(rebuilt("exec", &None, id, rest)), "{:?}", segs);
+                }
+                Route::Image { name, rest } => {
+                    let mut want = vec!["images".to_owned()];
+                    want.extend(name.split('/').map(str::to_owned));
+                    if !rest.is_empty() {
+                        want.push(rest.clone());
+                    }
+                    prop_assert!(same(want), "{:?}", segs);
+                }
+                _ => {}
+            }
+        }
+    }
+}

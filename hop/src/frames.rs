@@ -683,3 +683,193 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+    use proptest::test_runner::Config;
+
+    use super::*;
+
+    /// `cases` by default, `PROPTEST_CASES` when set; no regression files written.
+    fn config(cases: u32) -> Config {
+        let default = Config::default();
+        Config {
+            cases: if std::env::var_os("PROPTEST_CASES").is_some() {
+                default.cases
+            } else {
+                cases
+            },
+            failure_persistence: None,
+            ..default
+        }
+    }
+
+    fn header() -> impl Strategy<Value = Header> {
+        let name = prop_oneof![
+            "[a-z-]{1,12}",
+            "[A-Za-z0-9!#$%&'*+.^_`|~-]{0,8}",
+            any::<String>(),
+        ];
+        let value = prop_oneof!["[ -~]{0,16}".prop_map(String::into_bytes), any::<Vec<u8>>(),];
+        (name, value).prop_map(|(name, value)| Header { name, value })
+    }
+
+    /// A head as a peer may send one: methods, targets and statuses of any shape.
+    fn head() -> impl Strategy<Value = Head> {
+        let method = prop_oneof![
+            prop::sample::select(vec![
+                "GET", "POST", "DELETE", "HEAD", "PUT", "", "get", "M\u{e9}"
+            ])
+            .prop_map(str::to_owned),
+            "[A-Z]{1,10}",
+            any::<String>(),
+        ];
+        let target = prop_oneof![
+            "/v1\\.41/[a-z/]{0,12}(\\?[a-z=&%]{0,8})?",
+            "[ -~]{0,20}",
+            any::<String>(),
+            Just("*".to_owned()),
+            Just("http://x/y".to_owned()),
+        ];
+        let status = prop_oneof![0u32..1100, any::<u32>()];
+        (
+            method,
+            target,
+            status,
+            prop::collection::vec(header(), 0..5),
+        )
+            .prop_map(|(method, path_and_query, status, headers)| Head {
+                method,
+                path_and_query,
+                status,
+                headers,
+            })
+    }
+
+    fn frame() -> impl Strategy<Value = Option<ExchangeFrame>> {
+        prop_oneof![
+            Just(None),
+            Just(Some(ExchangeFrame { frame: None })),
+            head().prop_map(|h| Some(head_frame(h))),
+            any::<Vec<u8>>().prop_map(|d| Some(data_frame(Bytes::from(d)))),
+            Just(Some(eof_frame())),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(config(600))]
+
+        #[test]
+        fn any_head_makes_a_request_and_a_response_or_an_error(h in head()) {
+            if let Ok(req) = to_request(h.clone(), empty()) {
+                prop_assert_eq!(req.method().as_str(), h.method.as_str());
+                prop_assert_eq!(req.headers().len(), h.headers.len());
+                // Carried again, the head reads the same (names as HTTP writes them).
+                let (parts, _) = req.into_parts();
+                let again = request_head(&parts);
+                let names = |h: &Head| -> Vec<(String, Vec<u8>)> {
+                    h.headers.iter().map(|x| (x.name.to_ascii_lowercase(), x.value.clone())).collect()
+                };
+                let (mut a, mut b) = (names(&again), names(&h));
+                a.sort();
+                b.sort();
+                prop_assert_eq!(a, b);
+                // The target too, when it is in origin form (the only form carried; an
+                // absolute one is refused by the agent's canonicalize).
+                if h.path_and_query.starts_with('/') {
+                    let uri = to_request(again, empty()).map(|r| r.uri().clone()).ok();
+                    prop_assert_eq!(uri, Some(parts.uri));
+                }
+            }
+            match to_response(h.clone(), empty()) {
+                Ok(rsp) => {
+                    prop_assert_eq!(u32::from(rsp.status().as_u16()), h.status);
+                    let again = response_head(&rsp.into_parts().0);
+                    prop_assert_eq!(again.status, h.status);
+                }
+                Err(_) => prop_assert!(
+                    !(100..1000).contains(&h.status)
+                        || h.headers.iter().any(|x| HeaderName::from_bytes(x.name.as_bytes()).is_err()
+                            || HeaderValue::from_bytes(&x.value).is_err())
+                ),
+            }
+        }
+
+        #[test]
+        fn heads_in_metadata_read_back_and_garbage_is_an_error(
+            h in head(),
+            garbage in any::<Vec<u8>>(),
+        ) {
+            let mut metadata = MetadataMap::new();
+            metadata.insert_bin(HEAD_METADATA, head_metadata(&h));
+            prop_assert_eq!(head_from_metadata(&metadata).ok().flatten(), Some(h));
+            let mut metadata = MetadataMap::new();
+            metadata.insert_bin(HEAD_METADATA, MetadataValue::from_bytes(&garbage));
+            let _ = head_from_metadata(&metadata);
+            prop_assert!(matches!(head_from_metadata(&MetadataMap::new()), Ok(None)));
+        }
+
+        #[test]
+        fn only_a_head_frame_is_a_head(f in frame()) {
+            let is_head = matches!(&f, Some(ExchangeFrame { frame: Some(Frame::Head(_)) }));
+            prop_assert_eq!(expect_head(f).is_ok(), is_head);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config(200))]
+
+        /// Frames after a head, in any order a peer may send them: the body is the data up to
+        /// the first `eof`, or an error when the stream breaks or ends before it.
+        #[test]
+        fn a_body_is_the_data_up_to_the_first_eof(
+            frames in prop::collection::vec(
+                prop_oneof![
+                    3 => any::<Vec<u8>>().prop_map(|d| Ok(data_frame(Bytes::from(d)))),
+                    1 => Just(Ok(eof_frame())),
+                    1 => head().prop_map(|h| Ok(head_frame(h))),
+                    1 => Just(Ok(ExchangeFrame { frame: None })),
+                    1 => Just(Err("reset")),
+                ],
+                0..8,
+            ),
+            raw_may_follow in any::<bool>(),
+        ) {
+            // A gRPC stream ends at its first error.
+            let mut frames = frames;
+            if let Some(i) = frames.iter().position(Result::is_err) {
+                frames.truncate(i + 1);
+            }
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let mut want = Vec::new();
+            let mut complete = false;
+            for f in &frames {
+                match f {
+                    Ok(ExchangeFrame { frame: Some(Frame::Data(d)) }) => want.extend_from_slice(d),
+                    Ok(ExchangeFrame { frame: Some(Frame::Eof(_)) }) => {
+                        complete = true;
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            let got = rt.block_on(async {
+                let mut stream = futures_util::stream::iter(frames.clone());
+                let (early, ended) = take_ready(&mut stream);
+                let inbound = route_inbound_after(early, ended, raw_may_follow, stream);
+                let body = inbound.body.collect().await.map(|b| b.to_bytes().to_vec());
+                drop(inbound.raw);
+                body.map_err(|e| e.to_string())
+            });
+            match got {
+                Ok(body) => {
+                    prop_assert!(complete, "a body without its eof: {:?}", frames);
+                    prop_assert_eq!(body, want);
+                }
+                Err(_) => prop_assert!(!complete, "{:?}", frames),
+            }
+        }
+    }
+}

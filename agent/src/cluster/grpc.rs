@@ -16,6 +16,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use busbar_api::path::encode_segment;
 use busbar_api::{endpoint, ApiPath};
 use busbar_chains::scoped::ChainStatus;
 use busbar_hop::frames::{self as exchange, Inbound};
@@ -247,7 +248,9 @@ impl AgentService {
                 .collect()
         };
         for id in new {
-            let Ok(doc) = self.engine_json(&format!("/containers/{id}/json")).await else {
+            // The ID is the engine's: escaped, so that no answer makes the path invalid.
+            let path = format!("/containers/{}/json", encode_segment(&id));
+            let Ok(doc) = self.engine_json(&path).await else {
                 continue;
             };
             let doc: serde_json::Value = serde_json::from_slice(&doc).unwrap_or_default();
@@ -259,16 +262,17 @@ impl AgentService {
                 .insert(id, reservation);
         }
         let known = self.reservations.lock().expect("reservations lock");
-        known
-            .values()
-            .fold((0, 0), |(m, c), (dm, dc)| (m + dm, c + dc))
+        // Saturating: engines report what they like, and an overflow must not panic.
+        known.values().fold((0, 0), |(m, c): (i64, i64), (dm, dc)| {
+            (m.saturating_add(*dm), c.saturating_add(*dc))
+        })
     }
 
     /// A GET straight to the engine (no adapter chains: this is the agent asking, not a client).
     async fn engine_json(&self, path: &str) -> Result<Vec<u8>, String> {
         let req = Request::get(path)
             .body(empty())
-            .expect("a fixed path makes a valid request");
+            .map_err(|e| format!("{path}: {e}"))?;
         let rsp = self
             .proxy
             .engine()
@@ -361,5 +365,61 @@ pub async fn serve(
             warn!(error = %e, "gRPC server ended");
         },
         _ = deadline => warn!(?grace, "gateway streams still open after the grace period; closing them"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use busbar_engine::{EngineClient, EngineOptions};
+    use hyper_util::rt::TokioIo;
+
+    use super::*;
+
+    /// An engine that lists `list` and answers every inspect with `inspect`.
+    async fn engine(list: &'static str, inspect: &'static str) -> EngineClient {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let addr = listener.local_addr().expect("an address");
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let service =
+                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let body = if req.uri().path() == "/containers/json" {
+                            list
+                        } else {
+                            inspect
+                        };
+                        let rsp = http::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from(body),
+                        ));
+                        async move { Ok::<_, Infallible>(rsp) }
+                    });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service),
+                );
+            }
+        });
+        let addr = format!("tcp://{addr}").parse().expect("an engine address");
+        EngineClient::new(addr, EngineOptions::default())
+    }
+
+    #[tokio::test]
+    async fn reservations_survive_any_engine_answer() {
+        // IDs that are not path-safe made an invalid request, and its `expect` panicked; sums
+        // past i64::MAX overflowed.
+        let engine = engine(
+            r#"[{"Id": "a b"}, {"Id": "c"}, {"Id": "caf\u00e9/?#"}, {"Id": 5}, {}]"#,
+            r#"{"HostConfig": {"Memory": 9223372036854775807, "NanoCpus": 9223372036854775000}}"#,
+        )
+        .await;
+        let identity = NodeIdentity {
+            name: "node1".into(),
+            labels: BTreeMap::new(),
+            advertise: "127.0.0.1:1".into(),
+        };
+        let service = AgentService::new(Arc::new(Proxy::new(engine)), identity);
+        assert_eq!(service.reserved().await, (i64::MAX, i64::MAX));
     }
 }

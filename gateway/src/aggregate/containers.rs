@@ -190,7 +190,7 @@ pub fn containers(answers: &[NodeAnswer<Value>], nodes: &[NodeSnapshot], query: 
             host_down: false,
         })
         .collect();
-    serde_json::from_slice(&merge_lists(&parts, query).body).expect("merge_lists writes JSON")
+    super::reread(&merge_lists(&parts, query).body)
 }
 
 /// The host part of an agent address `host:port` (`[v6]:port` too): where its node's published
@@ -285,12 +285,15 @@ fn write_names(out: &mut Vec<u8>, raw: &RawValue, node: &str) {
             }
             out.push(b']');
         }
-        // Not a list of strings: qualify what can be.
-        Err(_) => {
-            let mut names: Value = serde_json::from_str(raw.get()).expect("a RawValue is JSON");
-            qualify_names(&mut names, node);
-            serde_json::to_writer(out, &names).expect("writing to a Vec cannot fail");
-        }
+        // Not a list of strings: qualify what can be. Valid JSON may still not fit a `Value`
+        // (`1e400`): then it goes out as the engine wrote it.
+        Err(_) => match serde_json::from_str::<Value>(raw.get()) {
+            Ok(mut names) => {
+                qualify_names(&mut names, node);
+                serde_json::to_writer(out, &names).expect("writing to a Vec cannot fail");
+            }
+            Err(_) => out.extend_from_slice(raw.get().as_bytes()),
+        },
     }
 }
 
@@ -304,10 +307,15 @@ fn write_inner_str(out: &mut Vec<u8>, text: &str) {
     }
 }
 
+/// `Ports` pinned to `host`; as the engine wrote it if it does not fit a `Value` (`1e400`).
 fn write_ports(out: &mut Vec<u8>, raw: &RawValue, host: &str) {
-    let mut ports: Value = serde_json::from_str(raw.get()).expect("a RawValue is JSON");
-    pin_ports(&mut ports, host);
-    serde_json::to_writer(out, &ports).expect("writing to a Vec cannot fail");
+    match serde_json::from_str::<Value>(raw.get()) {
+        Ok(mut ports) => {
+            pin_ports(&mut ports, host);
+            serde_json::to_writer(out, &ports).expect("writing to a Vec cannot fail");
+        }
+        Err(_) => out.extend_from_slice(raw.get().as_bytes()),
+    }
 }
 
 /// Which Host Down rows a request admits: its filters, as the gateway evaluates them.

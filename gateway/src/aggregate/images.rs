@@ -50,7 +50,7 @@ fn merge_into(into: &mut Value, other: &Value) {
     }
     let (a, b) = (int(into, "Containers"), int(other, "Containers"));
     if b >= 0 && into.get("Containers").is_some() {
-        into["Containers"] = Value::from(if a >= 0 { a + b } else { b });
+        into["Containers"] = Value::from(if a >= 0 { a.saturating_add(b) } else { b });
     }
 }
 

@@ -35,7 +35,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use busbar_chains::scoped::ChainStatus;
 use serde_json::{json, Value};
 
-use super::{int, node_views, text, with_raw_array, GatewayFacts, NodeView};
+use super::{int, node_views, reread, text, with_raw_array, GatewayFacts, NodeView};
 use crate::model::{Health, NodeAnswer, NodeSnapshot, Reserved};
 
 /// The cluster's `/info` document.
@@ -72,8 +72,7 @@ pub fn info_with_reserved(
         .iter()
         .map(|v| InfoPart::of_view(v, reserved.get(v.name).copied().unwrap_or_default()))
         .collect();
-    serde_json::from_str(&info_from_parts(&parts, facts))
-        .expect("info_from_parts writes valid JSON")
+    reread(info_from_parts(&parts, facts).as_bytes())
 }
 
 /// The `/info` keys whose values are summed over healthy nodes, in [`Counted::totals`] order.
@@ -155,7 +154,12 @@ pub fn info_from_parts<P: Borrow<InfoPart>>(parts: &[P], facts: &GatewayFacts) -
         .iter()
         .filter_map(|p| p.borrow().counted.as_ref())
         .collect();
-    let total = |i: usize| -> i64 { counted.iter().map(|c| c.totals[i]).sum() };
+    // Saturating: the numbers are the engines', and an overflow must not panic.
+    let total = |i: usize| -> i64 {
+        counted
+            .iter()
+            .fold(0, |sum, c| sum.saturating_add(c.totals[i]))
+    };
     let warnings: Vec<&str> = counted
         .iter()
         .flat_map(|c| c.warnings.iter().map(String::as_str))

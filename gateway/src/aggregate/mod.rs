@@ -67,6 +67,8 @@ mod volumes;
 
 #[cfg(test)]
 mod fixtures;
+#[cfg(test)]
+mod properties;
 
 pub use containers::{
     containers, docker_bool, filter_keys, host_of, merge_lists, parse_list, pin_ports,
@@ -255,6 +257,19 @@ fn with_raw_array<'a>(doc: &Value, key: &str, items: impl Iterator<Item = &'a st
     }
     out.push_str("]}");
     out
+}
+
+/// A document written here as text ([`info_from_parts`], [`version_from_parts`],
+/// [`merge_lists`]), read back as a `Value` for the callers that want one. Its depth is that of
+/// the nodes' documents plus a few levels (a node's `/version` field ends up inside
+/// `Components[].Details`), which serde_json's default limit of 128 refuses for a document
+/// that was near it: so no limit here. The text is ours, and no deeper than documents that
+/// were themselves parsed (or serialized) already.
+fn reread(text: &[u8]) -> Value {
+    use serde::Deserialize;
+    let mut de = serde_json::Deserializer::from_slice(text);
+    de.disable_recursion_limit();
+    Value::deserialize(&mut de).expect("the documents written here are valid JSON")
 }
 
 /// A JSON integer field, 0 if absent or not a number.

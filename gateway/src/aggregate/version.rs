@@ -7,7 +7,7 @@ use std::cmp::Ordering;
 use serde_json::{json, Map, Value};
 
 use super::{
-    node_views, text, with_raw_array, GatewayFacts, NodeView, FALLBACK_API_VERSION,
+    node_views, reread, text, with_raw_array, GatewayFacts, NodeView, FALLBACK_API_VERSION,
     FALLBACK_MIN_API_VERSION,
 };
 use crate::model::{Health, NodeAnswer, NodeSnapshot};
@@ -45,8 +45,7 @@ pub fn version_with_facts(
 ) -> Value {
     let views = node_views(nodes, answers, |n| n.version.as_ref());
     let parts: Vec<VersionPart> = views.iter().map(VersionPart::of_view).collect();
-    serde_json::from_str(&version_from_parts(&parts, facts))
-        .expect("version_from_parts writes valid JSON")
+    reread(version_from_parts(&parts, facts).as_bytes())
 }
 
 /// One node's part of the cluster's `/version`: its entry in `Components`, serialized, and

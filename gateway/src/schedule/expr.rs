@@ -100,13 +100,17 @@ impl Expr {
         let (kind, pattern) = if value.len() >= 2 && value.starts_with('/') && value.ends_with('/')
         {
             let inner = &value[1..value.len() - 1];
-            let re = Regex::new(inner)
-                .map_err(|e| ExprError(format!("invalid regular expression /{inner}/: {e}")))?;
+            let re = Regex::new(inner).map_err(|e| {
+                ExprError(shown(
+                    &format!("invalid regular expression /{inner}/: {e}"),
+                    MAX_SHOWN,
+                ))
+            })?;
             (ValueKind::Regex, re)
         } else if value.contains(['*', '?']) {
-            (ValueKind::Glob, glob_regex(value))
+            (ValueKind::Glob, glob_regex(value)?)
         } else {
-            (ValueKind::Plain, glob_regex(value))
+            (ValueKind::Plain, glob_regex(value)?)
         };
         Ok(Expr {
             key: key.to_owned(),
@@ -150,19 +154,45 @@ fn valid_key(key: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-/// `us*` -> `^us.*$`, with every other character literal.
-fn glob_regex(glob: &str) -> Regex {
+/// `us*` -> `^us.*$`, with every other character literal (a run of `*` is one `.*`). Valid
+/// syntax always, but a long enough value (100,000 `?`) exceeds the regex size limit: then an
+/// error, as for a `/regex/` too large.
+fn glob_regex(glob: &str) -> Result<Regex, ExprError> {
     let mut re = String::with_capacity(glob.len() + 8);
     re.push('^');
     let mut literal = [0u8; 4];
+    let mut star = false;
     for c in glob.chars() {
         match c {
+            '*' if star => {}
             '*' => re.push_str(".*"),
             '?' => re.push('.'),
             _ => re.push_str(&regex::escape(c.encode_utf8(&mut literal))),
         }
+        star = c == '*';
     }
     re.push('$');
     // `(?s)` so that `*` also spans newlines; values cannot hold control characters anyway.
-    Regex::new(&format!("(?s){re}")).expect("an escaped glob is always a valid regex")
+    Regex::new(&format!("(?s){re}")).map_err(|e| match e {
+        regex::Error::CompiledTooBig(limit) => ExprError(format!(
+            "the value is too long to match ({} characters; its matcher would exceed {limit} bytes)",
+            glob.chars().count()
+        )),
+        other => ExprError(shown(
+            &format!("the value cannot be matched: {other}"),
+            MAX_SHOWN,
+        )),
+    })
+}
+
+/// The longest text of a value or reason quoted back in an error.
+pub(crate) const MAX_SHOWN: usize = 200;
+
+/// `text`, cut to `max` characters (`...` marks the cut): values quoted in errors are the
+/// client's, and may be megabytes long.
+pub(crate) fn shown(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_owned(),
+        Some((end, _)) => format!("{}...", &text[..end]),
+    }
 }

@@ -3,8 +3,9 @@
 //! just before scheduling, holds its scheduling lock, and calls [`choose`] (or [`rank`]).
 //!
 //! # Pipeline
-//! 1. [`Placement::from_create`] reads the create body, moving `constraint:…`/`affinity:…`
-//!    out of `Env` into the `com.docker.swarm.{constraints,affinities}` labels, as Swarm did.
+//! 1. [`Placement::from_create`] reads the create body ([`create::CreateBody`], typed views of
+//!    the fields the gateway reads), moving `constraint:…`/`affinity:…` out of `Env` into the
+//!    `com.docker.swarm.{constraints,affinities}` labels, as Swarm did.
 //! 2. No candidate at all: [`ScheduleError::NoNodes`].
 //! 3. The filters run in Swarm's order — health, port, containerslots, dependency, affinity,
 //!    constraint — each keeping the nodes that pass. The health filter leaving nothing gives
@@ -33,6 +34,7 @@
 //! - Error texts are Swarm's, byte for byte, so scripts and tests written against Swarm match:
 //!   constraints are listed as `[node==node-9]`, affinities as `[container==db (soft=false)]`.
 
+pub mod create;
 mod expr;
 mod filters;
 mod placement;
@@ -83,6 +85,9 @@ pub enum ScheduleError {
     /// The body is not shaped like a create body where the scheduler reads it.
     #[error("invalid create body: {0}")]
     InvalidBody(String),
+    /// A field of the create body has the wrong JSON type (or the body is not JSON).
+    #[error(transparent)]
+    InvalidCreate(#[from] create::CreateError),
     /// `--strategy` is not `spread`, `binpack` or `random` (from [`Strategy`]'s `FromStr`).
     #[error("unknown scheduling strategy {0:?}: expected spread, binpack or random")]
     UnknownStrategy(String),
@@ -118,6 +123,7 @@ impl ScheduleError {
             | ScheduleError::InvalidLabel { .. }
             | ScheduleError::InvalidPort { .. }
             | ScheduleError::InvalidBody(_)
+            | ScheduleError::InvalidCreate(_)
             | ScheduleError::UnknownStrategy(_) => StatusCode::BAD_REQUEST,
             ScheduleError::NoNodes | ScheduleError::NoHealthyNode => {
                 StatusCode::SERVICE_UNAVAILABLE

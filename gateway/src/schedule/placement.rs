@@ -7,7 +7,8 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use super::expr::Expr;
+use super::create::{CreateBody, Field, HostConfig, PortBinding};
+use super::expr::{shown, Expr, MAX_SHOWN};
 use super::ScheduleError;
 
 /// The label that stores the constraints, as a JSON array of expressions (Swarm's storage).
@@ -95,59 +96,75 @@ impl Placement {
     /// and `affinity:…` entries leave `Env` and are appended to the JSON-array labels
     /// `com.docker.swarm.constraints` / `com.docker.swarm.affinities` (created if missing; the
     /// client may also have set them directly). Nothing else in the body changes, and a body
-    /// without such entries is left byte-for-byte alone.
+    /// without such entries is left alone.
     ///
-    /// Errors ([`ScheduleError::status`] 400): an invalid expression, a Swarm label that is not
-    /// a JSON array of strings, a malformed port, or `Env`/`Labels` of the wrong JSON type.
+    /// [`Placement::from_create_body`] on the body's typed view ([`CreateBody`]), which is
+    /// written back only if the rewrite changed it. Errors ([`ScheduleError::status`] 400): a
+    /// field of the wrong type ([`CreateError`]), an invalid expression, a Swarm label that is
+    /// not a JSON array of strings, a malformed port.
     pub fn from_create(body: &mut Value) -> Result<Placement, ScheduleError> {
-        let Some(obj) = body.as_object_mut() else {
-            return Err(ScheduleError::InvalidBody(
-                "the create body is not a JSON object".into(),
-            ));
-        };
-        let (constraints_env, affinities_env) = take_env_exprs(obj)?;
+        let mut view = CreateBody::from_value(body.clone())?;
+        let before = view.env.clone();
+        let placement = Placement::from_create_body(&mut view)?;
+        if view.env != before {
+            *body = view.to_value();
+        }
+        Ok(placement)
+    }
+
+    /// [`Placement::from_create`] on a create body already read.
+    pub fn from_create_body(body: &mut CreateBody) -> Result<Placement, ScheduleError> {
+        let (constraints_env, affinities_env) = take_env_exprs(body);
         if !constraints_env.is_empty() || !affinities_env.is_empty() {
-            let labels = labels_mut(obj)?;
+            let labels = body.labels.get_or_default();
             append_label(labels, CONSTRAINTS_LABEL, constraints_env)?;
             append_label(labels, AFFINITIES_LABEL, affinities_env)?;
         }
-        let labels = obj.get("Labels").cloned().unwrap_or(Value::Null);
-        let mut placement = Placement::from_labels(&labels)?;
-        placement.labels = string_map(&labels);
-        placement.image = obj.get("Image").and_then(Value::as_str).map(str::to_owned);
+        let labels = body.labels.get().cloned().unwrap_or_default();
+        let mut placement = Placement::default();
+        for text in label_list(
+            labels.get(CONSTRAINTS_LABEL).map(String::as_str),
+            CONSTRAINTS_LABEL,
+        )? {
+            placement.constraints.push(parse(Kind::Constraint, &text)?);
+        }
+        for text in label_list(
+            labels.get(AFFINITIES_LABEL).map(String::as_str),
+            AFFINITIES_LABEL,
+        )? {
+            placement.affinities.push(parse(Kind::Affinity, &text)?);
+        }
+        placement.labels = labels;
+        placement.image = body.image.get().cloned();
 
-        let host_config = obj.get("HostConfig").and_then(Value::as_object);
-        let field = |name: &str| host_config.and_then(|h| h.get(name));
-        let int = |name: &str| field(name).and_then(Value::as_i64).unwrap_or(0);
-        placement.memory = int("Memory");
-        placement.nano_cpus = int("NanoCpus");
-        placement.cpu_shares = int("CpuShares");
-        let network_mode = field("NetworkMode").and_then(Value::as_str).unwrap_or("");
+        let host_config = body.host_config();
+        let int = |f: fn(&HostConfig) -> &Field<i64>| {
+            host_config.and_then(|h| f(h).get()).copied().unwrap_or(0)
+        };
+        placement.memory = int(|h| &h.memory);
+        placement.nano_cpus = int(|h| &h.nano_cpus);
+        placement.cpu_shares = int(|h| &h.cpu_shares);
+        let network_mode = host_config
+            .and_then(|h| h.network_mode.get())
+            .map_or("", String::as_str);
         placement.host_network = network_mode == "host";
         placement.ports = if placement.host_network {
-            exposed_ports(obj.get("ExposedPorts"))?
+            exposed_ports(body.exposed_ports.get())?
         } else {
-            port_bindings(field("PortBindings"))?
+            port_bindings(host_config.and_then(|h| h.port_bindings.get()))?
         };
 
-        for v in field("VolumesFrom")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-        {
+        let list = |f: fn(&HostConfig) -> &Field<Vec<String>>| {
+            host_config.and_then(|h| f(h).get()).into_iter().flatten()
+        };
+        for v in list(|h| &h.volumes_from) {
             let container = v.split(':').next().unwrap_or(v);
             placement.dependencies.push(Dependency {
                 flag: format!("--volumes-from={v}"),
                 container: container.into(),
             });
         }
-        for l in field("Links")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-        {
+        for l in list(|h| &h.links) {
             let container = l.split(':').next().unwrap_or(l).trim_start_matches('/');
             placement.dependencies.push(Dependency {
                 flag: format!("--link={l}"),
@@ -241,130 +258,100 @@ fn parse(kind: Kind, text: &str) -> Result<Expr, ScheduleError> {
             Kind::Constraint => "constraint",
             Kind::Affinity => "affinity",
         },
-        expr: text.to_owned(),
+        expr: shown(text, MAX_SHOWN),
         reason: e.0,
     })
 }
 
 /// Removes `constraint:`/`affinity:` entries from `Env`, keeping the order of everything else
 /// (they are validated once they are in the labels).
-fn take_env_exprs(
-    obj: &mut Map<String, Value>,
-) -> Result<(Vec<String>, Vec<String>), ScheduleError> {
+fn take_env_exprs(body: &mut CreateBody) -> (Vec<String>, Vec<String>) {
     let (mut constraints, mut affinities) = (Vec::new(), Vec::new());
-    let env = match obj.get_mut("Env") {
-        None | Some(Value::Null) => return Ok((constraints, affinities)),
-        Some(Value::Array(env)) => env,
-        Some(_) => return Err(ScheduleError::InvalidBody("Env is not an array".into())),
+    let Some(env) = body.env.get_mut() else {
+        return (constraints, affinities);
     };
-    let mut kept = Vec::with_capacity(env.len());
-    for entry in env.drain(..) {
-        match entry.as_str() {
-            Some(s) if s.starts_with(CONSTRAINT_PREFIX) => {
-                constraints.push(s[CONSTRAINT_PREFIX.len()..].to_owned());
-            }
-            Some(s) if s.starts_with(AFFINITY_PREFIX) => {
-                affinities.push(s[AFFINITY_PREFIX.len()..].to_owned());
-            }
-            _ => kept.push(entry),
+    env.retain(|entry| {
+        if let Some(e) = entry.strip_prefix(CONSTRAINT_PREFIX) {
+            constraints.push(e.to_owned());
+        } else if let Some(e) = entry.strip_prefix(AFFINITY_PREFIX) {
+            affinities.push(e.to_owned());
+        } else {
+            return true;
         }
-    }
-    *env = kept;
-    Ok((constraints, affinities))
-}
-
-fn labels_mut(obj: &mut Map<String, Value>) -> Result<&mut Map<String, Value>, ScheduleError> {
-    let labels = obj.entry("Labels").or_insert(Value::Null);
-    if labels.is_null() {
-        *labels = Value::Object(Map::new());
-    }
-    labels
-        .as_object_mut()
-        .ok_or_else(|| ScheduleError::InvalidBody("Labels is not an object".into()))
+        false
+    });
+    (constraints, affinities)
 }
 
 /// Appends `exprs` to the JSON array stored in label `name` (after the client's own entries).
 fn append_label(
-    labels: &mut Map<String, Value>,
+    labels: &mut BTreeMap<String, String>,
     name: &str,
     exprs: Vec<String>,
 ) -> Result<(), ScheduleError> {
     if exprs.is_empty() {
         return Ok(());
     }
-    let mut all = label_exprs_of(labels.get(name), name)?;
+    let mut all = label_list(labels.get(name).map(String::as_str), name)?;
     all.extend(exprs);
     let text = serde_json::to_string(&all).expect("a list of strings always serializes");
-    labels.insert(name.to_owned(), Value::String(text));
+    labels.insert(name.to_owned(), text);
     Ok(())
 }
 
 fn label_exprs(labels: &Value, name: &str) -> Result<Vec<String>, ScheduleError> {
     match labels {
         Value::Null => Ok(Vec::new()),
-        Value::Object(map) => label_exprs_of(map.get(name), name),
+        Value::Object(map) => match map.get(name) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::String(s)) => label_list(Some(s), name),
+            Some(_) => Err(ScheduleError::InvalidLabel {
+                label: name.to_owned(),
+                reason: "a label value must be a string".into(),
+            }),
+        },
         _ => Err(ScheduleError::InvalidBody("Labels is not an object".into())),
     }
 }
 
-fn label_exprs_of(value: Option<&Value>, name: &str) -> Result<Vec<String>, ScheduleError> {
-    let bad = |reason: String| ScheduleError::InvalidLabel {
-        label: name.to_owned(),
-        reason,
-    };
+/// The expressions in the value of label `name`: a JSON array of strings (empty: none).
+fn label_list(value: Option<&str>, name: &str) -> Result<Vec<String>, ScheduleError> {
     match value {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::String(s)) if s.is_empty() => Ok(Vec::new()),
-        Some(Value::String(s)) => serde_json::from_str::<Vec<String>>(s)
-            .map_err(|e| bad(format!("not a JSON array of strings: {e}"))),
-        Some(_) => Err(bad("a label value must be a string".into())),
+        None | Some("") => Ok(Vec::new()),
+        Some(s) => {
+            serde_json::from_str::<Vec<String>>(s).map_err(|e| ScheduleError::InvalidLabel {
+                label: name.to_owned(),
+                reason: format!("not a JSON array of strings: {e}"),
+            })
+        }
     }
-}
-
-fn string_map(labels: &Value) -> BTreeMap<String, String> {
-    let Some(map) = labels.as_object() else {
-        return BTreeMap::new();
-    };
-    map.iter()
-        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
-        .collect()
 }
 
 /// `HostConfig.PortBindings`: `{"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}`. An empty or
 /// `0` `HostPort` is a random port and a range (`8000-8010`) lets the engine pick one: neither
 /// is a claim.
-fn port_bindings(bindings: Option<&Value>) -> Result<Vec<PortClaim>, ScheduleError> {
+fn port_bindings(
+    bindings: Option<&BTreeMap<String, Field<Vec<PortBinding>>>>,
+) -> Result<Vec<PortClaim>, ScheduleError> {
     let mut claims = Vec::new();
-    let Some(map) = bindings.and_then(Value::as_object) else {
-        return Ok(claims);
-    };
-    for (key, list) in map {
+    for (key, list) in bindings.into_iter().flatten() {
         let (_, proto) = split_port_key(key)?;
-        for binding in list.as_array().into_iter().flatten() {
-            let host_port = match binding.get("HostPort") {
-                Some(Value::String(s)) => s.trim().to_owned(),
-                Some(Value::Number(n)) => n.to_string(),
-                _ => String::new(),
-            };
+        for binding in list.get().into_iter().flatten() {
+            let host_port = binding.host_port.get().map_or("", |p| p.trim());
             if host_port.is_empty() || host_port.contains('-') {
                 continue;
             }
             let port: u16 = host_port.parse().map_err(|_| ScheduleError::InvalidPort {
-                port: format!("{host_port}:{key}"),
+                port: shown(&format!("{host_port}:{key}"), MAX_SHOWN),
                 reason: "HostPort is not a port number".into(),
             })?;
             if port == 0 {
                 continue;
             }
-            let host_ip = binding
-                .get("HostIp")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_owned();
             claims.push(PortClaim {
                 proto: proto.clone(),
                 port,
-                host_ip,
+                host_ip: binding.host_ip.get().cloned().unwrap_or_default(),
             });
         }
     }
@@ -372,15 +359,12 @@ fn port_bindings(bindings: Option<&Value>) -> Result<Vec<PortClaim>, ScheduleErr
 }
 
 /// `ExposedPorts` of a host-network container: `{"80/tcp": {}}`, ranges expanded.
-fn exposed_ports(exposed: Option<&Value>) -> Result<Vec<PortClaim>, ScheduleError> {
+fn exposed_ports(exposed: Option<&Map<String, Value>>) -> Result<Vec<PortClaim>, ScheduleError> {
     let mut claims = Vec::new();
-    let Some(map) = exposed.and_then(Value::as_object) else {
-        return Ok(claims);
-    };
-    for key in map.keys() {
+    for key in exposed.into_iter().flat_map(Map::keys) {
         let (ports, proto) = split_port_key(key)?;
         let bad = || ScheduleError::InvalidPort {
-            port: key.clone(),
+            port: shown(key, MAX_SHOWN),
             reason: "not a port or port range".into(),
         };
         let (lo, hi) = match ports.split_once('-') {
@@ -411,8 +395,8 @@ fn split_port_key(key: &str) -> Result<(&str, String), ScheduleError> {
     let proto = proto.to_ascii_lowercase();
     if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
         return Err(ScheduleError::InvalidPort {
-            port: key.to_owned(),
-            reason: format!("unknown protocol {proto:?}"),
+            port: shown(key, MAX_SHOWN),
+            reason: format!("unknown protocol {:?}", shown(&proto, MAX_SHOWN)),
         });
     }
     Ok((port, proto))

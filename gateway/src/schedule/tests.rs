@@ -1212,11 +1212,11 @@ fn invalid_input_is_rejected_with_400() {
         ),
         (
             json!({"Env": "A=1"}),
-            "invalid create body: Env is not an array",
+            r#"invalid create request: Env: invalid type: string "A=1", expected a sequence"#,
         ),
         (
             json!({"Env": ["constraint:node==x"], "Labels": ["x"]}),
-            "invalid create body: Labels is not an object",
+            "invalid create request: Labels: invalid type: sequence, expected a map",
         ),
         (
             json!({"HostConfig": {"PortBindings": {"80/tcp": [{"HostPort": "http"}]}}}),
@@ -1232,7 +1232,11 @@ fn invalid_input_is_rejected_with_400() {
         ),
         (
             json!([]),
-            "invalid create body: the create body is not a JSON object",
+            "invalid create request: invalid type: sequence, expected a create body (a JSON object)",
+        ),
+        (
+            json!({"HostConfig": {"NetworkMode": "node1/net"}, "NetworkingConfig": 5}),
+            "invalid create request: NetworkingConfig: invalid type: integer `5`",
         ),
     ];
     for (body, want) in cases {
@@ -1268,5 +1272,210 @@ fn expressions_parse_and_match() {
     }
     for key in ["1a", "-a", ".a", "a/b", "a:b", "é"] {
         assert!(Expr::parse(&format!("{key}==v")).is_err(), "{key}");
+    }
+}
+
+#[test]
+fn long_values_are_matched_or_refused_never_a_panic() {
+    // 100,000 `?` once made a regex over the size limit, and its `expect` panicked.
+    let err = Expr::parse(&format!("node=={}", "?".repeat(100_000))).unwrap_err();
+    assert!(err.0.contains("too long"), "{err}");
+    // A run of `*` is one `.*`, however long.
+    let e = Expr::parse(&format!("node==a{}b", "*".repeat(100_000))).unwrap();
+    assert!(e.matches(["a-b"]) && !e.matches(["a-c"]));
+    for c in ["a", ".", "[", "(", "\\", "\u{e9}"] {
+        let text = format!("node=={}", c.repeat(5_000));
+        if let Ok(e) = Expr::parse(&text) {
+            assert!(e.matches([&text["node==".len()..]]), "{c}");
+        }
+    }
+    let err = Expr::parse(&format!("node==/{}/", "(a{1000}){1000}")).unwrap_err();
+    assert!(err.0.starts_with("invalid regular expression"), "{err}");
+    // Errors quote a long expression, and the regex's own message, cut short.
+    let long = format!("constraint:node==/{}/", "(".repeat(5_000));
+    let err = Placement::from_create(&mut env(&[&long])).unwrap_err();
+    assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        err.to_string()
+            .starts_with("invalid constraint \"node==/((("),
+        "{err}"
+    );
+    assert!(err.to_string().len() < 1000, "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Properties
+
+mod properties {
+    use proptest::prelude::{any, prop, prop_assert, prop_assert_eq, prop_oneof, proptest, Just};
+    use proptest::strategy::Strategy as _;
+
+    use super::*;
+    use crate::strategies::{config, json_with_keys};
+
+    /// A glob as the module docs define it, matched plainly: `*` any run, `?` one character,
+    /// everything else itself.
+    fn glob(pattern: &[char], s: &[char]) -> bool {
+        let mut reach = vec![false; s.len() + 1];
+        reach[0] = true;
+        for &p in pattern {
+            let mut next = vec![false; s.len() + 1];
+            for j in 0..=s.len() {
+                if !reach[j] {
+                    continue;
+                }
+                match p {
+                    '*' => next[j..].iter_mut().for_each(|r| *r = true),
+                    '?' if j < s.len() => next[j + 1] = true,
+                    c if j < s.len() && s[j] == c => next[j + 1] = true,
+                    _ => {}
+                }
+            }
+            reach = next;
+        }
+        reach[s.len()]
+    }
+
+    fn text(set: &'static [char], max: usize) -> impl proptest::strategy::Strategy<Value = String> {
+        prop::collection::vec(prop::sample::select(set), 0..max)
+            .prop_map(|c| c.into_iter().collect())
+    }
+
+    const VALUE_CHARS: &[char] = &[
+        '*', '?', 'a', 'b', '.', '[', ']', '(', ')', '\\', '^', '$', '|', '+', '{', '}', '~', '/',
+        '\u{e9}', '-',
+    ];
+
+    fn expression() -> impl proptest::strategy::Strategy<Value = String> {
+        // Long runs of one character (100,000 `?` is a test of its own: too slow to repeat).
+        let run = (prop::sample::select(VALUE_CHARS), 1usize..400)
+            .prop_map(|(c, n)| c.to_string().repeat(n));
+        prop_oneof![
+            4 => (
+                "[a-z_][a-z.-]{0,6}|node|container|image|",
+                prop::sample::select(vec!["==", "!=", "=", "=="]),
+                prop::option::of(Just("~")),
+                prop_oneof![3 => text(VALUE_CHARS, 12), 1 => run, 1 => "/[a-z.*?\\[\\](){}|^$\\\\]{0,10}/"],
+            )
+                .prop_map(|(k, op, soft, v)| format!("{k}{op}{}{v}", soft.unwrap_or(""))),
+            1 => any::<String>(),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(config(500))]
+
+        /// Any expression parses or is refused with a reason; a glob matches as a plain glob
+        /// matcher says, and an expression prints as it was written (without `~`).
+        #[test]
+        fn expressions_parse_and_match_as_globs(
+            text in expression(),
+            samples in prop::collection::vec(text(&['a', 'b', '.', '[', '(', '\u{e9}', '*', '?'], 8), 4),
+        ) {
+            let Ok(e) = Expr::parse(&text) else { return Ok(()) };
+            prop_assert_eq!(e.to_string(), text.replacen("=~", "=", 1));
+            if e.kind != ValueKind::Regex {
+                let pattern: Vec<char> = e.value.chars().collect();
+                for s in samples.iter().chain([&e.value]) {
+                    let chars: Vec<char> = s.chars().collect();
+                    prop_assert_eq!(e.value_matches(s), glob(&pattern, &chars), "{:?} {:?}", e.value, s);
+                }
+            }
+        }
+    }
+
+    const NODE_KEYS: &[&str] = &[
+        "Id",
+        "Names",
+        "Ports",
+        "PublicPort",
+        "IP",
+        "Type",
+        "Labels",
+        "HostConfig",
+        "PortBindings",
+        "HostPort",
+        "HostIp",
+        "Memory",
+        "NanoCpus",
+        "RepoTags",
+        "RepoDigests",
+        "NCPU",
+        "MemTotal",
+        "ID",
+        "Driver",
+        "KernelVersion",
+        "OperatingSystem",
+        "OSType",
+        "zone",
+        "containerslots",
+    ];
+
+    fn candidate_node(
+    ) -> impl proptest::strategy::Strategy<Value = (NodeSnapshot, Vec<Value>, Vec<Value>)> {
+        (
+            "n[1-4]",
+            prop::sample::select(vec![Health::Healthy, Health::Healthy, Health::Unhealthy]),
+            json_with_keys(3, NODE_KEYS),
+            prop::collection::vec(json_with_keys(3, NODE_KEYS), 0..4),
+            prop::collection::vec(json_with_keys(2, NODE_KEYS), 0..3),
+            prop::collection::btree_map(
+                prop::sample::select(vec!["zone", "containerslots", "ssd"]),
+                "[0-9a-z]{0,3}",
+                0..3,
+            ),
+            (any::<f64>(), any::<u64>()),
+        )
+            .prop_map(
+                |(name, health, info, containers, images, labels, (cpus, memory))| {
+                    let labels = labels.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+                    let mut n = NodeSnapshot::new(&name, &format!("{name}:1"), labels);
+                    n.health = health;
+                    n.info = Arc::new(info);
+                    n.reserved = crate::model::Reserved { cpus, memory };
+                    (n, containers, images)
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(config(150))]
+
+        /// Whatever the nodes' lists and documents hold, and whatever the expressions: a ranking
+        /// of some of the candidates, or an error with its status.
+        #[test]
+        fn scheduling_never_panics(
+            nodes in prop::collection::vec(candidate_node(), 0..4),
+            exprs in prop::collection::vec(expression(), 0..4),
+            strategy in prop::sample::select(vec![Strategy::Spread, Strategy::Binpack, Strategy::Random]),
+            memory in prop_oneof![Just(0i64), any::<i64>()],
+            seed in any::<u64>(),
+        ) {
+            let env: Vec<String> = exprs
+                .iter()
+                .enumerate()
+                .map(|(i, e)| format!("{}:{e}", if i % 2 == 0 { "constraint" } else { "affinity" }))
+                .collect();
+            let mut body = json!({
+                "Env": env,
+                "HostConfig": {"Memory": memory, "PortBindings": {"80/tcp": [{"HostPort": "8080"}]}},
+            });
+            let Ok(mut placement) = Placement::from_create(&mut body) else { return Ok(()) };
+            placement.name = Some("web".into());
+            let pending = vec![placement.pending_on("n1")];
+            let candidates: Vec<Candidate> = nodes
+                .iter()
+                .map(|(node, containers, images)| Candidate { node, containers, images })
+                .collect();
+            match rank(strategy, &candidates, &placement, &pending, seed) {
+                Ok(ranked) => {
+                    prop_assert!(!ranked.is_empty());
+                    prop_assert!(ranked.iter().all(|r| nodes.iter().any(|(n, _, _)| &n.name == r)));
+                }
+                Err(e) => {
+                    let _ = (e.status(), e.to_string());
+                }
+            }
+        }
     }
 }

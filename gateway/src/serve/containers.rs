@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use busbar_api::path::encode_segment;
 use busbar_http::body::full;
 use busbar_http::error as respond;
 use busbar_http::{Body, RequestCtx};
@@ -91,7 +92,7 @@ impl Locations {
         reference: &str,
         ctx: &RequestCtx,
     ) -> Result<Found, ResolveError> {
-        let path = format!("/v1.41/containers/{reference}/json");
+        let path = format!("/v1.41/containers/{}/json", encode_segment(reference));
         if let Some(name) = node_hint {
             let node = cluster
                 .node(name)
@@ -213,7 +214,7 @@ impl Locations {
         if let Some(node) = remembered.and_then(|n| cluster.node(&n)) {
             return Some(node);
         }
-        let path = format!("/v1.41/exec/{id}/json");
+        let path = format!("/v1.41/exec/{}/json", encode_segment(id));
         let nodes = cluster.healthy();
         let answers =
             futures_util::future::join_all(nodes.iter().map(|n| calls::get_json(n, &path, ctx)))
@@ -228,35 +229,53 @@ impl Locations {
     }
 }
 
-/// `req` with its path rewritten to `{prefix}/{kind}/{id}[/{rest}]`, query kept.
+/// `req` with its path rewritten to `{prefix}/{kind}/{id}[/{rest}]`, query kept. `id` (a
+/// client's reference, or an ID an engine gave) and `rest` (decoded segments) are escaped.
 pub fn retarget<B>(req: &mut Request<B>, prefix: &str, kind: &str, id: &str, rest: &str) {
     let query = req
         .uri()
         .query()
         .map(|q| format!("?{q}"))
         .unwrap_or_default();
+    let id = encode_segment(id);
     let path = if rest.is_empty() {
         format!("{prefix}/{kind}/{id}{query}")
     } else {
-        format!("{prefix}/{kind}/{id}/{rest}{query}")
+        format!("{prefix}/{kind}/{id}/{}{query}", encode_segments(rest))
     };
     *req.uri_mut() = path
         .parse()
-        .expect("a path built from a valid one is valid");
+        .expect("a version prefix, escaped segments and the query of a valid URI make a valid URI");
 }
 
-/// The inspect document with Swarm's `Node` object added.
+/// Decoded segments joined by `/` (an image name, the rest of a path), each escaped for a
+/// path the gateway builds.
+pub fn encode_segments(path: &str) -> String {
+    path.split('/')
+        .map(encode_segment)
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// The inspect document with Swarm's `Node` object added (to an object: an engine that
+/// answered anything else is passed on as it answered).
 pub fn with_node(mut inspect: Value, node: &Node) -> Value {
+    let Some(doc) = inspect.as_object_mut() else {
+        return inspect;
+    };
     let snap = node.snapshot();
-    inspect["Node"] = serde_json::json!({
-        "ID": snap.name,
-        "IP": snap.host(),
-        "Addr": snap.addr,
-        "Name": snap.name,
-        "Cpus": snap.info["NCPU"],
-        "Memory": snap.info["MemTotal"],
-        "Labels": snap.labels,
-    });
+    doc.insert(
+        "Node".into(),
+        serde_json::json!({
+            "ID": snap.name,
+            "IP": snap.host(),
+            "Addr": snap.addr,
+            "Name": snap.name,
+            "Cpus": snap.info["NCPU"],
+            "Memory": snap.info["MemTotal"],
+            "Labels": snap.labels,
+        }),
+    );
     inspect
 }
 
@@ -274,4 +293,52 @@ pub fn json(status: StatusCode, doc: &Value) -> Response<Body> {
 /// Whether `method rest` is an inspect (`GET .../json`).
 pub fn is_inspect(method: &Method, rest: &str) -> bool {
     method == Method::GET && rest == "json"
+}
+
+#[cfg(test)]
+mod tests {
+    use busbar_api::ApiPath;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn an_inspect_that_is_not_an_object_passes_unchanged() {
+        // Indexing into it as an object (serde_json's IndexMut) panicked.
+        let node = crate::cluster::tests::node("node1");
+        for doc in [serde_json::json!([1]), Value::Null, serde_json::json!("x")] {
+            assert_eq!(with_node(doc.clone(), &node), doc);
+        }
+        let doc = with_node(serde_json::json!({"Id": "abc"}), &node);
+        assert_eq!(doc["Node"]["Name"], "node1");
+    }
+
+    proptest! {
+        #![proptest_config(crate::strategies::config(500))]
+
+        /// Any reference or ID, and any decoded rest, make a valid target that the engine
+        /// reads back as those segments.
+        #[test]
+        fn retargeted_paths_are_valid_and_read_back(
+            id in prop_oneof!["[a-f0-9]{1,12}", any::<String>()],
+            rest in prop::collection::vec(prop_oneof!["[a-z]{1,6}", any::<String>()], 0..3),
+            query in prop::option::of("[a-z]=[0-9%]{0,4}"),
+        ) {
+            let target = match &query {
+                Some(q) => format!("/v1.41/containers/x/json?{q}"),
+                None => "/v1.41/containers/x/json".to_owned(),
+            };
+            let mut req = Request::get(target).body(()).unwrap();
+            let rest = rest.join("/");
+            retarget(&mut req, "/v1.41", "containers", &id, &rest);
+            prop_assert_eq!(req.uri().query(), query.as_deref());
+            if let Ok(p) = ApiPath::parse(req.uri().path()) {
+                let mut want = vec!["containers", id.as_str()];
+                if !rest.is_empty() {
+                    want.extend(rest.split('/'));
+                }
+                prop_assert_eq!(p.segments(), want);
+            }
+        }
+    }
 }

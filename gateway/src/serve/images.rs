@@ -16,6 +16,7 @@
 
 use std::sync::Arc;
 
+use busbar_api::path::encode_segment;
 use busbar_http::body::{collect_limited, full};
 use busbar_http::error as respond;
 use busbar_http::{Body, RequestCtx};
@@ -27,7 +28,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::calls;
-use super::containers::{json, retarget};
+use super::containers::{encode_segments, json, retarget};
 use super::ClusterHandler;
 use crate::cluster::{Cluster, Node};
 
@@ -121,7 +122,12 @@ pub async fn image(
     rest: &str,
     ctx: &RequestCtx,
 ) -> Response<Body> {
-    let holders = holders(cluster, &format!("/v1.41/images/{name}/json"), ctx).await;
+    let holders = holders(
+        cluster,
+        &format!("/v1.41/images/{}/json", encode_segments(name)),
+        ctx,
+    )
+    .await;
     if holders.is_empty() {
         return respond::message(
             StatusCode::NOT_FOUND,
@@ -210,7 +216,8 @@ pub async fn object(
             None => respond::message(StatusCode::NOT_FOUND, &format!("No such node: {name}")),
         };
     }
-    let holders = holders(cluster, &format!("/v1.41/{kind}/{reference}"), ctx).await;
+    let path = format!("/v1.41/{kind}/{}", encode_segment(reference));
+    let holders = holders(cluster, &path, ctx).await;
     match holders.as_slice() {
         [] => respond::message(
             StatusCode::NOT_FOUND,

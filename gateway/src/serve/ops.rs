@@ -20,6 +20,7 @@ use crate::aggregate::query;
 use crate::cluster::Node;
 use crate::model::CallError;
 use crate::names::{NameError, STALE_AFTER};
+use crate::schedule::create::CreateBody;
 use crate::schedule::{self, Candidate, Pending, Placement};
 
 /// Largest create body accepted (a create config is a few KiB).
@@ -272,16 +273,11 @@ impl ClusterHandler {
                 )
             }
         };
-        let mut config: Value = match serde_json::from_slice(&bytes) {
-            Ok(v) => v,
-            Err(e) => {
-                return respond::message(
-                    StatusCode::BAD_REQUEST,
-                    &format!("invalid create request: {e}"),
-                )
-            }
+        let mut config = match CreateBody::from_slice(&bytes) {
+            Ok(c) => c,
+            Err(e) => return respond::message(StatusCode::BAD_REQUEST, &e.to_string()),
         };
-        let placement = match Placement::from_create(&mut config) {
+        let placement = match Placement::from_create_body(&mut config) {
             Ok(p) => p,
             Err(e) => return respond::message(e.status(), &e.to_string()),
         };
@@ -305,14 +301,14 @@ impl ClusterHandler {
             .query()
             .map(|q| format!("?{q}"))
             .unwrap_or_default();
-        let mut req = Request::from_parts(parts, full(Bytes::from(config.to_string())));
+        let body = Bytes::from(config.to_bytes());
+        let length = http::HeaderValue::from(body.len());
+        let mut req = Request::from_parts(parts, full(body));
         *req.uri_mut() = format!("{prefix}/containers/create{query}")
             .parse()
-            .expect("a valid path");
-        req.headers_mut().insert(
-            http::header::CONTENT_LENGTH,
-            http::HeaderValue::from(req_len(&config)),
-        );
+            .expect("a version prefix and the query of a valid URI make a valid URI");
+        req.headers_mut()
+            .insert(http::header::CONTENT_LENGTH, length);
         let sent = tokio::time::timeout(CREATE_TIMEOUT, self.forward(&node, req, ctx)).await;
         let Ok(rsp) = sent else {
             // The engine may still create it: the name's reservation is kept, and freed by a
@@ -374,12 +370,13 @@ impl ClusterHandler {
     /// a `node/network` form (stripped from the config, as Swarm did). `None`: any node.
     async fn network_nodes(
         &self,
-        config: &mut Value,
+        config: &mut CreateBody,
         ctx: &RequestCtx,
     ) -> Result<Option<Vec<String>>, Response<Body>> {
-        let Some(mode) = config["HostConfig"]["NetworkMode"]
-            .as_str()
-            .map(str::to_owned)
+        let Some(mode) = config
+            .host_config()
+            .and_then(|h| h.network_mode.get())
+            .cloned()
         else {
             return Ok(None);
         };
@@ -392,12 +389,7 @@ impl ClusterHandler {
             .split_once('/')
             .filter(|(n, _)| self.cluster.node(n).is_some())
         {
-            config["HostConfig"]["NetworkMode"] = Value::String(network.to_owned());
-            if let Some(endpoints) = config["NetworkingConfig"]["EndpointsConfig"].as_object_mut() {
-                if let Some(e) = endpoints.remove(&mode) {
-                    endpoints.insert(network.to_owned(), e);
-                }
-            }
+            config.strip_network_node(&mode, network);
             return Ok(Some(vec![node.to_owned()]));
         }
         let path = format!("/v1.41/networks/{}", query::encode(&mode));
@@ -570,10 +562,6 @@ async fn note_created(rsp: Response<Body>, ticket: &Ticket) -> Response<Body> {
     }
 }
 
-fn req_len(config: &Value) -> usize {
-    config.to_string().len()
-}
-
 fn rand_seed() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -584,4 +572,132 @@ fn rand_seed() -> u64 {
             .unwrap_or(0),
     );
     h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::cluster::{Cluster, HealthOptions, Member};
+    use crate::schedule::Strategy;
+
+    /// A gateway in front of `names` (agents nobody answers at: every test here is decided
+    /// before a node is called).
+    fn handler(names: &[&str]) -> ClusterHandler {
+        let cluster = Cluster::new(crate::cluster::tests::tls(), HealthOptions::default());
+        cluster.set_members(
+            &names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    let member = Member {
+                        addr: format!("127.0.0.{}:9", i + 1),
+                        labels: BTreeMap::new(),
+                    };
+                    ((*n).to_owned(), member)
+                })
+                .collect(),
+        );
+        ClusterHandler::new(cluster, Strategy::Spread, None)
+    }
+
+    /// `POST /containers/create` with `body` through the whole handler: status and message.
+    async fn create(handler: &ClusterHandler, body: String) -> (StatusCode, String) {
+        let req = Request::post("/v1.41/containers/create?name=web")
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(full(body))
+            .expect("a valid request");
+        let ctx = RequestCtx::with_id("test".into(), tracing::Span::none());
+        let rsp = handler.serve(req, &ctx).await;
+        let status = rsp.status();
+        let bytes = rsp.into_body().collect().await.expect("a body").to_bytes();
+        let doc: Value = serde_json::from_slice(&bytes).expect("a JSON error");
+        (status, doc["message"].as_str().unwrap_or("").to_owned())
+    }
+
+    #[tokio::test]
+    async fn a_networking_config_that_is_not_an_object_is_a_400() {
+        // With a `node/network` mode, the gateway indexed into NetworkingConfig as an object
+        // (serde_json's IndexMut) and panicked on a number.
+        let body = r#"{"Image": "busybox", "HostConfig": {"NetworkMode": "node1/net"}, "NetworkingConfig": 5}"#;
+        let (status, message) = create(&handler(&["node1"]), body.into()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            message.starts_with(
+                "invalid create request: NetworkingConfig: invalid type: integer `5`, expected a NetworkingConfig object"
+            ),
+            "{message}"
+        );
+        for body in [
+            r#"{"HostConfig": {"NetworkMode": "node1/net"}, "NetworkingConfig": {"EndpointsConfig": "x"}}"#,
+            r#"{"HostConfig": 5}"#,
+            r#"{"HostConfig": {"NetworkMode": ["node1/net"]}}"#,
+            r#"[]"#,
+            r#"{"#,
+        ] {
+            let (status, message) = create(&handler(&["node1"]), body.into()).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {message}");
+            assert!(message.starts_with("invalid create request: "), "{message}");
+        }
+    }
+
+    /// `method target` through the whole handler: the status.
+    async fn call(handler: &ClusterHandler, method: Method, target: &str) -> StatusCode {
+        let req = Request::builder()
+            .method(method)
+            .uri(target)
+            .body(full(Bytes::new()))
+            .expect("a valid request");
+        let ctx = RequestCtx::with_id("test".into(), tracing::Span::none());
+        handler.serve(req, &ctx).await.status()
+    }
+
+    #[tokio::test]
+    async fn names_that_need_escaping_reach_the_nodes_escaped() {
+        // Decoded path segments (`a b`, `a?b`, `é`) were pasted into the paths of the gateway's
+        // own calls, which then were not valid URIs: the request builder's `expect` panicked.
+        let handler = handler(&["node1"]);
+        handler
+            .cluster
+            .node("node1")
+            .expect("node1")
+            .mark_probed_for_tests();
+        for (method, target) in [
+            (Method::GET, "/v1.41/containers/a%20b/json"),
+            (Method::POST, "/v1.41/containers/a%3Fb/kill%20now"),
+            (Method::POST, "/v1.41/exec/a%20b/start"),
+            (Method::GET, "/v1.41/images/a%20b/json"),
+            (Method::DELETE, "/v1.41/images/caf%C3%A9"),
+            (Method::GET, "/v1.41/networks/a%20b"),
+            (Method::DELETE, "/v1.41/volumes/node1/a%20b"),
+            (Method::GET, "/v1.41/volumes/a%20b"),
+        ] {
+            // node1's agent is not there: any answer but a panic.
+            let status = call(&handler, method.clone(), target).await;
+            assert!(
+                status.is_client_error() || status.is_server_error(),
+                "{method} {target}: {status}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_constraint_too_long_to_match_is_a_400_naming_it() {
+        // 100,000 `?` made a glob regex over the regex size limit, and its `expect` panicked.
+        let value = "?".repeat(100_000);
+        let body =
+            serde_json::json!({"Image": "busybox", "Env": [format!("constraint:node=={value}")]});
+        let (status, message) = create(&handler(&["node1"]), body.to_string()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{message}");
+        assert!(
+            message.starts_with("invalid constraint \"node==???"),
+            "{}",
+            &message[..200.min(message.len())]
+        );
+        assert!(message.contains("too long"), "{message}");
+        assert!(message.len() < 1000, "the value is not quoted whole");
+    }
 }

@@ -406,3 +406,23 @@ fn node_names_are_escaped_in_qualified_names() {
 fn not_utf8_is_not_a_list() {
     assert!(parse_list(b"[{\"Id\":\"\xff\"}]").is_err());
 }
+
+#[test]
+fn entries_serde_json_cannot_hold_are_copied_as_the_engine_wrote_them() {
+    // `1e400` is valid JSON that a `Value` cannot hold: re-reading `Names` or `Ports` to edit
+    // them failed, and the `expect("a RawValue is JSON")` panicked.
+    let body = br#"[{"Id": "a", "Names": [1e400, "/x"], "Ports": [{"IP": "0.0.0.0", "PublicPort": 1e400}], "Created": 1e400}]"#;
+    let list = parse_list(body).expect("a list");
+    let part = NodePart {
+        node: "node1",
+        host: Some("10.0.0.1"),
+        list: &list,
+        host_down: false,
+    };
+    let merged = merge_lists(&[part], "");
+    let text = String::from_utf8(merged.body).expect("UTF-8");
+    assert_eq!(
+        text,
+        r#"[{"Id": "a","Names":[1e400, "/x"],"Ports":[{"IP": "0.0.0.0", "PublicPort": 1e400}],"Created": 1e400}]"#
+    );
+}

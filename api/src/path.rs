@@ -259,7 +259,12 @@ fn decode(raw: &str) -> Result<String, PathError> {
     if out.iter().any(|b| b.is_ascii_control()) {
         return Err(PathError::Control(shown(raw)));
     }
-    String::from_utf8(out).map_err(|_| PathError::NotUtf8(shown(raw)))
+    let text = String::from_utf8(out).map_err(|_| PathError::NotUtf8(shown(raw)))?;
+    // C1 controls (U+0080..U+009F) too: no name holds them, and terminals and logs act on them.
+    if text.chars().any(char::is_control) {
+        return Err(PathError::Control(shown(raw)));
+    }
+    Ok(text)
 }
 
 /// No empty, `.` or `..` segment; a single trailing `/` is allowed (it is part of what the
@@ -322,6 +327,7 @@ mod tests {
             ("/v1.41%2fcontainers/create", "escaped '/'"),
             ("/v1.41/containers/a%00", "control"),
             ("/v1.41/containers/a%0Ab", "control"),
+            ("/v1.41/containers/a%C2%85b", "control"),
             ("/v1.41/containers/%zz", "percent-escape"),
             ("/v1.41/containers/%2", "percent-escape"),
             ("/v1.41/containers/%", "percent-escape"),
@@ -435,8 +441,8 @@ mod properties {
 
     /// A canonical (decoded) path: clean segments of any characters but `/` and controls.
     fn canonical_path() -> impl Strategy<Value = String> {
-        let segment = "[^/\\x00-\\x1f\\x7f]{1,10}"
-            .prop_filter("not a dot segment", |s| s != "." && s != "..");
+        let segment =
+            "[^/\\p{Cc}]{1,10}".prop_filter("not a dot segment", |s| s != "." && s != "..");
         (
             prop::option::of(Just("/v1.41")),
             prop::collection::vec(segment, 0..6),

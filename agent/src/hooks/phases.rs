@@ -296,6 +296,10 @@ fn check_rewrite(
         Some((path, query)) => (path, Some(query)),
         None => (rewritten.as_str(), None),
     };
+    // The new query must be one the engine reads as the hook's authors read it.
+    if query.is_some_and(|q| busbar_api::query::check(q).is_err()) {
+        return Err(refused(rewritten));
+    }
     let canonical = match canonical_target(raw_path, query) {
         Ok(Some(target)) => target,
         Ok(None) => rewritten.clone(),

@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, StreamBody};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::calls;
 use super::containers::json;
@@ -349,6 +349,9 @@ pub async fn merged_with_nodes(
     merged_or_failed(&answers, || merge(&answers, &cluster.snapshots()))
 }
 
+/// The longest event line read from a node (an engine's are a few hundred bytes).
+const MAX_EVENT: usize = 1024 * 1024;
+
 /// A POST (prune) on every healthy node, answers merged.
 pub async fn broadcast_merged(
     cluster: &Cluster,
@@ -428,6 +431,10 @@ pub async fn events(cluster: &Cluster, req: Request<Body>, ctx: &RequestCtx) -> 
                 };
                 for &b in data.iter() {
                     if b != b'\n' {
+                        if line.len() >= MAX_EVENT {
+                            // Not an engine's event stream: a node must not grow our memory.
+                            return warn!(node = %node.name(), "events: a line over {MAX_EVENT} bytes; this node's stream is dropped");
+                        }
                         line.push(b);
                         continue;
                     }

@@ -68,10 +68,35 @@ impl NameStore for LocalNames {
     }
 }
 
-/// Names reserved in etcd, shared by every gateway of the cluster.
+/// Names reserved in etcd, shared by every gateway of the cluster. The client is made on
+/// first use if etcd did not answer when the gateway started (until it does, a create with a
+/// name is refused with a 503 naming etcd).
 pub struct EtcdNames {
-    pub client: busbar_etcd::client::Client,
+    etcd: busbar_etcd::conn::EtcdConnection,
+    client: tokio::sync::OnceCell<busbar_etcd::client::Client>,
     pub prefix: String,
+}
+
+impl EtcdNames {
+    /// Names under `prefix` in `etcd`, with `client` if one is connected already.
+    pub fn new(
+        etcd: busbar_etcd::conn::EtcdConnection,
+        client: Option<busbar_etcd::client::Client>,
+        prefix: String,
+    ) -> EtcdNames {
+        EtcdNames {
+            etcd,
+            client: tokio::sync::OnceCell::new_with(client),
+            prefix,
+        }
+    }
+
+    async fn client(&self) -> Result<&busbar_etcd::client::Client, NameError> {
+        self.client
+            .get_or_try_init(|| busbar_etcd::conn::connect(&self.etcd))
+            .await
+            .map_err(|e| NameError::Store(etcd::ReservationError::Etcd(e)))
+    }
 }
 
 /// A reservation older than this belongs to a call that can no longer be in flight (the
@@ -82,11 +107,12 @@ impl NameStore for EtcdNames {
     fn reserve<'a>(&'a self, name: &'a str, node: &'a str) -> BoxFuture<'a, Result<(), NameError>> {
         use etcd as reg;
         Box::pin(async move {
+            let client = self.client().await?;
             for _ in 0..2 {
-                match reg::reserve_name(&self.client, &self.prefix, name, node).await {
+                match reg::reserve_name(client, &self.prefix, name, node).await {
                     Ok(_) => return Ok(()),
                     Err(reg::ReservationError::Taken { node: owner, .. }) => {
-                        let stale = reg::list_names(&self.client, &self.prefix)
+                        let stale = reg::list_names(client, &self.prefix)
                             .await
                             .ok()
                             .and_then(|all| all.into_iter().find(|r| r.name == name))
@@ -97,8 +123,7 @@ impl NameStore for EtcdNames {
                         match stale {
                             Some(r) => {
                                 tracing::warn!(name, node = %r.node, "freeing a stale name reservation");
-                                let _ =
-                                    reg::release_reservation(&self.client, &self.prefix, &r).await;
+                                let _ = reg::release_reservation(client, &self.prefix, &r).await;
                             }
                             None => return Err(Taken { owner }.into()),
                         }
@@ -112,7 +137,10 @@ impl NameStore for EtcdNames {
 
     fn release<'a>(&'a self, name: &'a str, node: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            if let Err(e) = etcd::release_name(&self.client, &self.prefix, name, node).await {
+            let Ok(client) = self.client().await else {
+                return tracing::warn!(name, "cannot free the name reservation: etcd unreachable");
+            };
+            if let Err(e) = etcd::release_name(client, &self.prefix, name, node).await {
                 tracing::warn!(name, error = %e, "cannot free the name reservation");
             }
         })

@@ -1,18 +1,27 @@
 //! The nodes behind the gateway and their health.
 //!
 //! Membership comes from a source (the static `--agent` list, or the etcd registry) as a map
-//! of name -> address and labels; [`Cluster::set_members`] reconciles it. Health comes from
-//! three places, as the README documents:
-//! - the registration: a node whose etcd key is gone (lease expired) is `Disconnected`;
-//! - probes: every `probe_interval` each node is asked to describe itself (agent version,
-//!   engine `/info` and `/version`) within `probe_timeout`; an agent that cannot be reached, or
-//!   an engine the agent cannot reach, makes it `Unhealthy` with the error, and so do
-//!   [`MISSED_PROBES_LIMIT`] probes in a row left unanswered in time;
-//! - real traffic: a call that cannot reach a node's agent marks it `Unhealthy` at once.
+//! of name -> address and labels; [`Cluster::set_members`] reconciles it. The source says which
+//! nodes exist; whether a node works is decided by reaching it (a node the gateway reaches is
+//! served), as the README documents:
+//! - probes: every `probe_interval` each node is asked to describe itself, on a connection of
+//!   its own, and its agent answers at once from what it keeps (its engine's health from its
+//!   own pings, the documents as last fetched; see `busbar_agent::cluster::engine_state`). An
+//!   agent that cannot be reached, or reports its engine unreachable, makes the node
+//!   `Unhealthy` at once; a probe left unanswered within `probe_timeout` counts as missed only
+//!   when nothing else was heard from the agent since it was sent, and [`MISSED_PROBES_LIMIT`]
+//!   misses in a row make it `Unhealthy`: a busy node is not a dead node;
+//! - real traffic: a call that cannot reach a node's agent marks it `Unhealthy` at once, and so
+//!   does a call that waits a whole probe timeout with nothing heard from the agent
+//!   ([`Node::await_answer`]);
+//! - the registration: a node whose etcd key is gone is still served while it answers, and
+//!   `Disconnected` once it does not.
 //!
 //! A node is `Healthy` again after its next successful probe. So a dead agent is detected
 //! within `probe_interval + probe_timeout` (defaults 3 s + 3 s; tests use far less), a host that
-//! stops answering within twice that.
+//! stops answering within twice that. Until the gateway knows its nodes (the registry has
+//! answered and every node was probed once, or some node is healthy), requests wait for it
+//! ([`Cluster::ready`]).
 //!
 //! # Freshness of the nodes' documents
 //!
@@ -25,7 +34,9 @@
 //!   a node (any method but `GET` and `HEAD`: create, start, stop, kill, rm, pull, load,
 //!   prune, ...) marks that node's documents stale, when it is sent and again when its
 //!   response ends ([`Node::note_change`]); `info` first refreshes the stale healthy nodes
-//!   (one `Describe` each, concurrently, within the probe timeout) and then answers.
+//!   (one `Describe` each asking for documents fetched after it, concurrently, waited for at
+//!   most half the probe timeout; a slower engine leaves the node stale, never unhealthy) and
+//!   then answers.
 //!
 //! Staleness is a counter, not a flag: a refresh records the count it started at, so a change
 //! that lands while a probe is in flight leaves the node stale, and an older answer never
@@ -117,12 +128,12 @@ fn millis(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1)
 }
 
-/// An instant as milliseconds since the first one asked for, plus one (so 0 means "never"):
-/// what fits an atomic.
+/// An instant as microseconds since a second before the first one asked for (so 0 means
+/// "never"): what fits an atomic.
 fn stamp(at: Instant) -> u64 {
     static ORIGIN: OnceLock<Instant> = OnceLock::new();
     let origin = *ORIGIN.get_or_init(|| Instant::now() - Duration::from_secs(1));
-    u64::try_from(at.saturating_duration_since(origin).as_millis()).unwrap_or(u64::MAX)
+    u64::try_from(at.saturating_duration_since(origin).as_micros()).unwrap_or(u64::MAX)
 }
 
 /// One node: its link and its last known state.
@@ -310,9 +321,9 @@ impl Node {
             .fetch_max(stamp(Instant::now()), Ordering::SeqCst);
     }
 
-    /// Whether the agent was heard from at or after `since`.
+    /// Whether the agent was heard from after `since`.
     fn heard_since(&self, since: Instant) -> bool {
-        self.heard.load(Ordering::SeqCst) >= stamp(since)
+        self.heard.load(Ordering::SeqCst) > stamp(since)
     }
 
     /// Whether a probe of this node has had an outcome yet.
@@ -419,7 +430,7 @@ impl Node {
                 _ = tokio::time::sleep_until(next) => {
                     let now = Instant::now();
                     let heard = self.heard.load(Ordering::SeqCst).max(stamp(started));
-                    let quiet = Duration::from_millis(stamp(now).saturating_sub(heard));
+                    let quiet = Duration::from_micros(stamp(now).saturating_sub(heard));
                     if quiet >= timeout {
                         let error = format!("agent silent: nothing heard from it within {timeout:?}");
                         self.mark_unhealthy(&error);

@@ -19,9 +19,9 @@
 //!
 //! A node is `Healthy` again after its next successful probe. So a dead agent is detected
 //! within `probe_interval + probe_timeout` (defaults 3 s + 3 s; tests use far less), a host that
-//! stops answering within twice that. Until the gateway knows its nodes (the registry has
-//! answered and every node was probed once, or some node is healthy), requests wait for it
-//! ([`Cluster::ready`]).
+//! stops answering within twice that. Until the gateway knows its nodes (every node it knows
+//! was probed once, and the registry has answered or there are static nodes), requests wait
+//! for it ([`Cluster::ready`]).
 //!
 //! # Freshness of the nodes' documents
 //!
@@ -608,16 +608,16 @@ impl Cluster {
         self.registry_known.store(true, Ordering::SeqCst);
     }
 
-    /// Whether the gateway knows its nodes: the registry (if any) has answered and every node
-    /// has been probed once, or some node is healthy already (static nodes are served while
-    /// etcd is down). Once true, always true.
+    /// Whether the gateway knows its nodes: every node it knows has been probed once, and the
+    /// registry (if any) has answered, or there are static nodes (served while etcd does not
+    /// answer). Once true, always true.
     pub fn is_ready(&self) -> bool {
         if self.ready.load(Ordering::SeqCst) {
             return true;
         }
         let nodes = self.nodes();
-        let ready = nodes.iter().any(|n| n.is_healthy())
-            || (self.registry_known.load(Ordering::SeqCst) && nodes.iter().all(|n| n.was_probed()));
+        let ready = nodes.iter().all(|n| n.was_probed())
+            && (self.registry_known.load(Ordering::SeqCst) || !nodes.is_empty());
         if ready {
             self.ready.store(true, Ordering::SeqCst);
         }

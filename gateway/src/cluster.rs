@@ -158,7 +158,7 @@ pub struct Node {
     /// Whether a probe of this node has had an outcome (answer, failure or miss).
     probed: AtomicBool,
     /// One liveness check at a time ([`Node::await_answer`]).
-    checking: Arc<AtomicBool>,
+    checking: AtomicBool,
     /// Moves on each time the node stops being healthy: calls waiting on it stop waiting.
     downs: watch::Sender<u64>,
 }
@@ -169,6 +169,10 @@ pub struct Node {
 /// is not dead at all. An agent that refuses the connection, or reports its engine
 /// unreachable, is `Unhealthy` at the first probe.
 pub const MISSED_PROBES_LIMIT: u32 = 2;
+
+/// A call to a node not heard from for this long checks at once that its agent is there
+/// ([`Node::await_answer`]); under traffic, answers come far more often.
+pub const CHECK_IF_QUIET: Duration = Duration::from_millis(200);
 
 /// A node's snapshot, and how fresh its documents are.
 struct NodeState {
@@ -247,7 +251,7 @@ impl Node {
             health_options,
             heard: Arc::default(),
             probed: AtomicBool::new(false),
-            checking: Arc::default(),
+            checking: AtomicBool::new(false),
             downs: watch::channel(0).0,
         }
     }
@@ -398,21 +402,32 @@ impl Node {
     }
 
     /// Awaits `call`, an exchange with this node's agent, until its answer (its response head)
-    /// comes, the node stops being healthy, or the agent is found silent: nothing heard from it
-    /// (no answer to anything, a liveness probe included, which is sent after half the probe
-    /// timeout of silence) for a whole probe timeout since the call was sent. A silent node is
-    /// marked unhealthy, so that no later call waits for it until a probe finds it back. A call
-    /// that is merely slow, on an agent that answers other things, is waited for.
+    /// comes or the node stops being healthy. While it waits, the gateway checks that the agent
+    /// is there at all: a liveness probe (answered from the agent's cache, on the probes'
+    /// connection) is sent at once if nothing was heard from the agent for [`CHECK_IF_QUIET`],
+    /// and again after every half probe timeout without news. A probe left unanswered for a
+    /// whole probe timeout, with nothing else heard meanwhile, finds the agent silent: the node
+    /// is marked unhealthy (so that no later call waits for it until a probe finds it back) and
+    /// every call waiting on it ends. A call that is merely slow, on an agent that answers
+    /// other things, is waited for.
     pub async fn await_answer<T>(
         &self,
         call: impl Future<Output = Result<T, AgentError>>,
     ) -> Result<T, AgentError> {
-        let timeout = self.health_options.probe_timeout;
+        let tick = (self.health_options.probe_timeout / 2).max(Duration::from_millis(1));
         let started = Instant::now();
         let mut downs = self.downs.subscribe();
         tokio::pin!(call);
-        let tick = (timeout / 2).max(Duration::from_millis(1));
-        let mut next = started + tick;
+        let mut check: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>>> = None;
+        let quiet_since = |now: Instant, quiet: Duration| {
+            now.checked_sub(quiet)
+                .is_none_or(|since| !self.heard_since(since))
+        };
+        let mut next = if quiet_since(started, CHECK_IF_QUIET) {
+            started
+        } else {
+            started + tick
+        };
         loop {
             tokio::select! {
                 r = &mut call => {
@@ -427,17 +442,15 @@ impl Node {
                         return Err(self.link.failed(format!("the node stopped being healthy while the call waited: {error}")));
                     }
                 }
-                _ = tokio::time::sleep_until(next) => {
+                _ = async { check.as_mut().expect("a check under way").await }, if check.is_some() => {
+                    check = None;
+                }
+                _ = tokio::time::sleep_until(next), if check.is_none() => {
                     let now = Instant::now();
-                    let heard = self.heard.load(Ordering::SeqCst).max(stamp(started));
-                    let quiet = Duration::from_micros(stamp(now).saturating_sub(heard));
-                    if quiet >= timeout {
-                        let error = format!("agent silent: nothing heard from it within {timeout:?}");
-                        self.mark_unhealthy(&error);
-                        return Err(self.link.failed(error));
-                    }
-                    if quiet >= tick {
-                        self.check_alive();
+                    if (now == started || quiet_since(now, tick))
+                        && !self.checking.swap(true, Ordering::SeqCst)
+                    {
+                        check = Some(Box::pin(self.liveness_check()));
                     }
                     next = now + tick;
                 }
@@ -445,23 +458,25 @@ impl Node {
         }
     }
 
-    /// Sends a liveness probe unless one is under way (in a task of its own).
-    fn check_alive(&self) {
-        if self.checking.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        let link = self.link.clone();
-        let (request, timeout) = (
-            self.health_options.alive(),
-            self.health_options.probe_timeout,
-        );
-        let (heard, checking) = (self.heard.clone(), self.checking.clone());
-        tokio::spawn(async move {
-            if link.describe(request, timeout).await.is_ok() {
-                heard.fetch_max(stamp(Instant::now()), Ordering::SeqCst);
+    /// A liveness probe (the caller holds `checking`, released here even if dropped).
+    async fn liveness_check(&self) {
+        struct Release<'a>(&'a AtomicBool);
+        impl Drop for Release<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::SeqCst);
             }
-            checking.store(false, Ordering::SeqCst);
-        });
+        }
+        let _release = Release(&self.checking);
+        let timeout = self.health_options.probe_timeout;
+        let sent = Instant::now();
+        match self.link.describe(self.health_options.alive(), timeout).await {
+            Ok(_) => self.heard_now(),
+            Err(e @ AgentError::Unreachable { .. }) => self.mark_unhealthy(&e.to_string()),
+            Err(e) if !self.heard_since(sent) => self.mark_unhealthy(&format!(
+                "agent silent: a call waits, and nothing was heard from the agent within {timeout:?} ({e})"
+            )),
+            Err(_) => {}
+        }
     }
 
     /// Records a failure seen on real traffic or a probe: `Unhealthy`, or `Disconnected` for a

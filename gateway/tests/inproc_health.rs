@@ -221,8 +221,10 @@ async fn a_silent_agent_costs_one_probe_timeout_once() {
         "{:?}",
         rsp.header("x-busbar-failed-nodes")
     );
+    // The liveness probe goes at once (nothing heard from node2 for a moment) or after half a
+    // probe timeout (heard just before): one probe timeout, plus at most that half.
     assert!(
-        first >= timeout && first < timeout + Duration::from_millis(700),
+        first >= timeout && first < timeout * 3 / 2 + Duration::from_millis(300),
         "the first list took {first:?}"
     );
     assert_eq!(health(&cluster, "node2"), Health::Unhealthy);

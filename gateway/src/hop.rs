@@ -1,6 +1,8 @@
 //! The gateway's side of the gRPC hop: a link to one agent.
 //!
-//! One HTTP/2 connection per agent carries every exchange, multiplexed. It is dialed on first
+//! One HTTP/2 connection per agent carries every exchange, multiplexed; the health probes
+//! (`Describe`) have a second one of their own, so that a probe never waits behind real
+//! traffic (a stream's flow-control window, a burst of calls). Each is dialed on first
 //! use and again on demand after a failure, with backoff ([`DialGate`]); HTTP/2 keepalives
 //! (every 10 s, 5 s to answer) notice an agent that vanished mid-stream, so a client's stream
 //! then ends with an error instead of hanging. TLS is mutual: we present the gateway
@@ -101,12 +103,13 @@ impl tower_service::Service<Request<tonic::body::Body>> for Transport {
     }
 }
 
-/// A link to one agent.
+/// A link to one agent: one connection for the exchanges, another for the probes.
 #[derive(Clone)]
 pub struct AgentLink {
     node: String,
     addr: String,
     client: AgentClient<Transport>,
+    probes: AgentClient<Transport>,
 }
 
 impl AgentLink {
@@ -131,23 +134,32 @@ impl AgentLink {
             tls: tokio_rustls::TlsConnector::from(tls),
             backoff: Arc::new(Mutex::new(DialGate::default())),
         };
-        let transport = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            // One connection per agent, kept for good: keepalives watch it while idle.
-            .pool_idle_timeout(None)
-            .http2_keep_alive_interval(KEEPALIVE.0)
-            .http2_keep_alive_timeout(KEEPALIVE.1)
-            .http2_keep_alive_while_idle(true)
-            .http2_max_frame_size(exchange::MAX_H2_FRAME)
-            .build(dialer);
-        let client = AgentClient::with_origin(Transport(transport), origin)
-            .max_decoding_message_size(4 * exchange::MAX_CHUNK);
+        let client = |dialer: Dialer| {
+            let transport = Client::builder(TokioExecutor::new())
+                .http2_only(true)
+                .timer(TokioTimer::new())
+                .pool_timer(TokioTimer::new())
+                // One connection per agent, kept for good: keepalives watch it while idle.
+                .pool_idle_timeout(None)
+                .http2_keep_alive_interval(KEEPALIVE.0)
+                .http2_keep_alive_timeout(KEEPALIVE.1)
+                .http2_keep_alive_while_idle(true)
+                .http2_max_frame_size(exchange::MAX_H2_FRAME)
+                .build(dialer);
+            AgentClient::with_origin(Transport(transport), origin.clone())
+                .max_decoding_message_size(4 * exchange::MAX_CHUNK)
+        };
+        // The probes' own connection (its own dials and backoff): never queued behind the
+        // exchanges' streams or their flow-control windows.
+        let probes = client(Dialer {
+            backoff: Arc::new(Mutex::new(DialGate::default())),
+            ..dialer.clone()
+        });
         Ok(AgentLink {
             node: node.to_owned(),
             addr: addr.to_owned(),
-            client,
+            client: client(dialer),
+            probes,
         })
     }
 
@@ -231,17 +243,21 @@ impl AgentLink {
         Ok(rsp)
     }
 
-    /// The node's description, within `timeout`.
-    pub async fn describe(&self, timeout: Duration) -> Result<NodeDescription, AgentError> {
-        match tokio::time::timeout(timeout, self.client.clone().describe(DescribeRequest {})).await
-        {
+    /// The node's description as `asked`, within `timeout`, on the probes' connection.
+    pub async fn describe(
+        &self,
+        asked: DescribeRequest,
+        timeout: Duration,
+    ) -> Result<NodeDescription, AgentError> {
+        match tokio::time::timeout(timeout, self.probes.clone().describe(asked)).await {
             Ok(Ok(rsp)) => Ok(rsp.into_inner()),
             Ok(Err(s)) => Err(self.status_error(s)),
             Err(_) => Err(self.failed(format!("no answer within {timeout:?}"))),
         }
     }
 
-    fn failed(&self, reason: String) -> AgentError {
+    /// A failure of a call to this agent, for `reason`.
+    pub fn failed(&self, reason: String) -> AgentError {
         AgentError::Failed {
             node: self.node.clone(),
             addr: self.addr.clone(),

@@ -9,11 +9,14 @@ use busbar_etcd::members;
 use busbar_http::server::Handler;
 use busbar_tls::{Role, TlsFiles};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::cluster::{Cluster, Member};
 use crate::config::ClusterConfig;
 use crate::serve::{ClusterHandler, EtcdNames, LocalNames, Names};
+
+/// How long the gateway waits for etcd at start before it starts without it.
+const ETCD_AT_START: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Cluster mode: membership (static and from etcd), health probes, the cluster handler.
 pub async fn start_cluster(
@@ -35,17 +38,40 @@ pub async fn start_cluster(
             )
         })
         .collect();
-    cluster.set_members(&statics);
-    let names: Names = match &config.etcd {
-        None => Some(Arc::new(LocalNames::default())),
+    let etcd = match &config.etcd {
         Some(etcd) => {
             let etcd = etcd.connection().map_err(|e| e.to_string())?;
-            let client = connect(&etcd).await.map_err(|e| e.to_string())?;
-            follow_registry(&cluster, etcd, config, statics.clone(), shutdown);
-            Some(Arc::new(EtcdNames {
+            cluster.expect_registry(&format!("the node registry (etcd at {})", etcd.shown()));
+            Some(etcd)
+        }
+        None => None,
+    };
+    // Probed at once (as every node that joins later).
+    cluster.set_members(&statics);
+    let names: Names = match etcd {
+        None => Some(Arc::new(LocalNames::default())),
+        Some(etcd) => {
+            // A refusal (a wrong password, an untrusted certificate) is a mistake to fix: the
+            // gateway stops. An etcd that does not answer yet is waited for: the gateway serves
+            // the static nodes meanwhile, and the registry's once it answers.
+            let client = match tokio::time::timeout(ETCD_AT_START, connect(&etcd)).await {
+                Ok(Ok(client)) => Some(client),
+                Ok(Err(e)) if e.refusal().is_some() => return Err(e.to_string()),
+                Ok(Err(e)) => {
+                    warn!("{e}; starting without it, and following it once it answers");
+                    None
+                }
+                Err(_) => {
+                    warn!(etcd = %etcd.shown(), "etcd did not answer within {ETCD_AT_START:?}; starting without it, and following it once it answers");
+                    None
+                }
+            };
+            follow_registry(&cluster, etcd.clone(), config, statics.clone(), shutdown);
+            Some(Arc::new(EtcdNames::new(
+                etcd,
                 client,
-                prefix: config.etcd_prefix.clone(),
-            }))
+                config.etcd_prefix.clone(),
+            )))
         }
     };
     let shown = config.etcd.as_ref().map(|e| e.shown()).unwrap_or_default();
@@ -67,6 +93,7 @@ fn follow_registry(
     let mut rx = members::spawn_watch(etcd, config.etcd_prefix.clone(), shutdown.clone());
     let cluster = cluster.clone();
     tokio::spawn(async move {
+        // The first change is the registry's first answer (published even when empty).
         while rx.changed().await.is_ok() {
             let mut members = statics.clone();
             for (name, entry) in rx.borrow_and_update().iter() {
@@ -79,6 +106,7 @@ fn follow_registry(
                 );
             }
             cluster.set_members(&members);
+            cluster.registry_answered();
         }
     });
 }

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use busbar_gateway::hop::{AgentError, AgentLink};
+use busbar_hop::v1::DescribeRequest;
 use busbar_http::body::{empty, full};
 use busbar_http::hijack::Hijacked;
 use busbar_http::{Body, RequestCtx};
@@ -47,6 +48,15 @@ impl Hop {
             .unwrap_or_else(|e| panic!("exchange failed: {e}"))
     }
 
+    /// What the engine received from clients: the agent's own pings (its health watch) left out.
+    fn requests(&self) -> Vec<busbar_testkit::Recorded> {
+        self.engine
+            .requests()
+            .into_iter()
+            .filter(|r| r.path() != "/_ping")
+            .collect()
+    }
+
     async fn stop(self) {
         drop(self.link);
         self.agent.stop().await;
@@ -85,7 +95,7 @@ async fn an_exchange_with_a_body_reaches_the_engine_and_its_answer_comes_back() 
     );
     assert_eq!(body_text(rsp).await, r#"{"Id":"c1","Warnings":[]}"#);
 
-    let got = hop.engine.requests();
+    let got = hop.requests();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].line(), "POST /v1.41/containers/create?name=web");
     assert_eq!(&got[0].body[..], body.as_bytes());
@@ -108,7 +118,7 @@ async fn a_bodiless_exchange_reaches_the_engine_without_a_body() {
     let rsp = hop.exchange(req).await;
     assert_eq!(rsp.status(), 200);
     assert_eq!(body_text(rsp).await, r#"[{"Id":"c1","Names":["/web"]}]"#);
-    let got = hop.engine.requests();
+    let got = hop.requests();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].line(), "GET /v1.41/containers/json?all=1");
     assert!(got[0].body.is_empty());
@@ -316,11 +326,7 @@ async fn a_client_certificate_with_the_wrong_role_is_refused_in_the_handshake() 
         // "peer closed connection without sending TLS close_notify", not why.)
         assert!(!refused.is_empty());
     }
-    assert!(
-        hop.engine.requests().is_empty(),
-        "{:?}",
-        hop.engine.requests()
-    );
+    assert!(hop.requests().is_empty(), "{:?}", hop.requests());
 
     // The gateway's own certificate gets through the same agent.
     let rsp = hop
@@ -331,7 +337,7 @@ async fn a_client_certificate_with_the_wrong_role_is_refused_in_the_handshake() 
         )
         .await;
     assert_eq!(rsp.status(), 200);
-    assert_eq!(hop.engine.requests().len(), 1);
+    assert_eq!(hop.requests().len(), 1);
     hop.stop().await;
 }
 
@@ -341,9 +347,18 @@ async fn describe_reports_the_engines_version_and_info() {
     engine.add_container("web", "busybox");
     let hop = Hop::start(engine).await;
 
-    let d = within("describe", hop.link.describe(Duration::from_secs(5)))
-        .await
-        .unwrap_or_else(|e| panic!("describe failed: {e}"));
+    // What a gateway older than the request's fields sends: documents fetched for the call.
+    let old_gateway = DescribeRequest::default();
+    let d = within(
+        "describe",
+        hop.link.describe(old_gateway, Duration::from_secs(5)),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("describe failed: {e}"));
+    assert!(
+        !d.docs_cached,
+        "an old gateway gets documents fetched for its call"
+    );
     assert_eq!(d.name, "node1");
     assert_eq!(d.advertise, hop.agent.addr().to_string());
     assert_eq!(d.labels.get("zone").map(String::as_str), Some("a"));
@@ -361,4 +376,90 @@ async fn describe_reports_the_engines_version_and_info() {
         .iter()
         .any(|r| r.line() == "GET /version"));
     hop.stop().await;
+}
+
+/// A busy engine is not a dead one: the agent answers a probe within the time the probe
+/// gives it, from its cache, while `/info` takes seconds (dockerd 20.10's `/info` blocks behind
+/// a pull that cannot reach its registry), and the slow fetch still lands for a later probe.
+#[tokio::test]
+async fn describe_answers_within_its_wait_while_info_is_slow() {
+    let engine = FakeEngine::start_docker("node1").await;
+    engine.add_container("web", "busybox");
+    let hop = Hop::start(engine).await;
+    let probe = |wait_ms, max_age_ms| {
+        hop.link.describe(
+            DescribeRequest {
+                wait_ms,
+                max_age_ms,
+            },
+            Duration::from_secs(5),
+        )
+    };
+    let containers = |d: &busbar_hop::v1::NodeDescription| -> i64 {
+        serde_json::from_slice::<Value>(&d.engine_info_json).unwrap()["Containers"]
+            .as_i64()
+            .unwrap()
+    };
+    let d = within("the first probe", probe(2000, 0)).await.unwrap();
+    assert!(d.engine_reachable && !d.docs_cached, "{d:?}");
+    assert_eq!(containers(&d), 1);
+
+    hop.engine.slow("GET /*/info", Duration::from_millis(1500));
+    hop.engine.add_container("db", "busybox");
+    let asked = std::time::Instant::now();
+    let d = within("a probe while /info is slow", probe(200, 0))
+        .await
+        .unwrap();
+    let took = asked.elapsed();
+    assert!(took < Duration::from_millis(1000), "took {took:?}");
+    assert!(
+        d.engine_reachable,
+        "a slow /info is not an unreachable engine: {d:?}"
+    );
+    assert!(d.docs_cached, "the documents are the cached ones");
+    assert_eq!(containers(&d), 1);
+
+    // The fetch it started goes on, and its documents are there for a later probe.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let d = within("a later probe", probe(200, 60_000)).await.unwrap();
+    assert_eq!(containers(&d), 2, "{d:?}");
+    assert!(d.docs_age_ms >= 1500, "{d:?}");
+    hop.stop().await;
+}
+
+/// An engine that is gone is reported unreachable by the agent's pings within a couple of
+/// seconds, and the probe still answers at once.
+#[tokio::test]
+async fn describe_reports_an_engine_that_is_gone() {
+    let engine = FakeEngine::start_docker("node1").await;
+    let hop = Hop::start(engine).await;
+    let asked = DescribeRequest {
+        wait_ms: 200,
+        max_age_ms: 0,
+    };
+    let d = within("describe", hop.link.describe(asked, Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert!(d.engine_reachable, "{d:?}");
+    let Hop {
+        engine,
+        agent,
+        link,
+        ..
+    } = hop;
+    engine.stop().await;
+    let gone = std::time::Instant::now();
+    loop {
+        let d = within("describe", link.describe(asked, Duration::from_secs(5)))
+            .await
+            .unwrap();
+        if !d.engine_reachable {
+            assert!(d.engine_error.contains("cannot reach"), "{d:?}");
+            break;
+        }
+        assert!(gone.elapsed() < Duration::from_secs(3), "still reachable");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(link);
+    agent.stop().await;
 }

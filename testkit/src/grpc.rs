@@ -104,13 +104,8 @@ impl GrpcAgent {
         };
         let service = AgentService::new(agent_proxy(engine, yaml), node);
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(grpc::serve(
-            listener,
-            tls,
-            service,
-            shutdown.clone(),
-            std::time::Duration::from_secs(1),
-        ));
+        let grace = std::time::Duration::from_secs(1);
+        let task = tokio::spawn(grpc::serve(listener, tls, service, shutdown.clone(), grace));
         GrpcAgent {
             name: name.to_owned(),
             addr,

@@ -7,16 +7,17 @@
 //! handshake ([`busbar_tls::server_config`]). gRPC `Status` values are made here and nowhere
 //! else in the agent.
 //!
-//! `Describe` answers the gateways' health probes: the node's identity, the engine's `/version`
-//! and `/info` (fetched for each call), and the adapter chains' status as the chain source
-//! keeps it (what runs, from where, and why the latest change was refused if it was).
+//! `Describe` answers the gateways' health probes at once, from what the agent keeps
+//! ([`super::engine_state`]): the node's identity, the engine's health from its own pings, the
+//! engine's `/version` and `/info` and the containers' reservations (fetched in the background,
+//! waited for only as long as the gateway says), and the adapter chains' status as the chain
+//! source keeps it (what runs, from where, and why the latest change was refused if it was).
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use busbar_api::path::encode_segment;
 use busbar_api::{endpoint, ApiPath};
 use busbar_chains::scoped::ChainStatus;
 use busbar_hop::frames::{self as exchange, Inbound};
@@ -29,8 +30,6 @@ use busbar_http::hijack::{splice, Hijacked};
 use busbar_http::server::canonicalize;
 use busbar_http::{error, RequestCtx};
 use futures_util::{Stream, StreamExt};
-use http::Request;
-use http_body_util::BodyExt;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -38,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 use tracing::{debug, info, warn, Instrument};
 
+use super::engine_state::{EngineState, Health, FETCH_TIMEOUT};
 use crate::proxy::Proxy;
 
 /// What this node says about itself.
@@ -54,18 +54,17 @@ pub struct AgentService {
     node: NodeIdentity,
     /// The chains' status as the chain source keeps it (`Describe` carries it to gateways).
     chains: Option<watch::Receiver<ChainStatus>>,
-    /// Each container's reservation, `(HostConfig.Memory, HostConfig.NanoCpus)` by ID: the
-    /// engine's list does not carry them, so a container is inspected once, when first seen.
-    reservations: std::sync::Mutex<std::collections::HashMap<String, (i64, i64)>>,
+    /// The engine's health and documents, kept for `Describe` (see [`super::engine_state`]).
+    engine: Arc<EngineState>,
 }
 
 impl AgentService {
     pub fn new(proxy: Arc<Proxy>, node: NodeIdentity) -> Self {
         AgentService {
+            engine: EngineState::new(proxy.clone()),
             proxy,
             node,
             chains: None,
-            reservations: Default::default(),
         }
     }
 
@@ -196,8 +195,18 @@ impl Agent for AgentService {
 
     async fn describe(
         &self,
-        _: tonic::Request<DescribeRequest>,
+        request: tonic::Request<DescribeRequest>,
     ) -> Result<tonic::Response<NodeDescription>, Status> {
+        let arrived = tokio::time::Instant::now();
+        let asked = request.into_inner();
+        // A gateway older than these fields wants documents fetched for its call.
+        let (wait, max_age) = match asked.wait_ms {
+            0 => (FETCH_TIMEOUT, Duration::ZERO),
+            ms => (
+                Duration::from_millis(ms.into()),
+                Duration::from_millis(asked.max_age_ms.into()),
+            ),
+        };
         let mut d = NodeDescription {
             name: self.node.name.clone(),
             labels: self.node.labels.clone().into_iter().collect(),
@@ -208,85 +217,29 @@ impl Agent for AgentService {
             }),
             ..Default::default()
         };
-        match (
-            self.engine_json("/version").await,
-            self.engine_json("/info").await,
-        ) {
-            (Ok(version), Ok(info)) => {
+        let docs_wait = match self.engine.health(wait).await {
+            Health::Reachable => {
                 d.engine_reachable = true;
-                d.engine_version_json = version;
-                d.engine_info_json = info;
+                (arrived + wait).saturating_duration_since(tokio::time::Instant::now())
             }
-            (Err(e), _) | (_, Err(e)) => d.engine_error = e,
-        }
-        if d.engine_reachable {
-            (d.reserved_memory, d.reserved_nano_cpus) = self.reserved().await;
+            Health::Unreachable(e) => {
+                d.engine_error = e;
+                Duration::ZERO
+            }
+            Health::Unknown => {
+                d.engine_error = format!("the engine has not answered /_ping within {wait:?}");
+                Duration::ZERO
+            }
+        };
+        let answer = self.engine.documents(arrived, max_age, docs_wait).await;
+        if let Some(docs) = answer.docs {
+            d.engine_version_json = docs.version.clone();
+            d.engine_info_json = docs.info.clone();
+            (d.reserved_memory, d.reserved_nano_cpus) = docs.reserved;
+            d.docs_cached = answer.cached;
+            d.docs_age_ms = u64::try_from(answer.age.as_millis()).unwrap_or(u64::MAX);
         }
         Ok(tonic::Response::new(d))
-    }
-}
-
-impl AgentService {
-    /// What the node's containers, running or not (as Swarm counted), have reserved: the sums
-    /// of their `HostConfig.Memory` and `HostConfig.NanoCpus`. Zero when the list fails; a
-    /// container that cannot be inspected (removed meanwhile) counts for nothing.
-    async fn reserved(&self) -> (i64, i64) {
-        let Ok(list) = self.engine_json("/containers/json?all=1").await else {
-            return (0, 0);
-        };
-        let ids: Vec<String> = serde_json::from_slice::<Vec<serde_json::Value>>(&list)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|c| c["Id"].as_str().map(str::to_owned))
-            .collect();
-        let new: Vec<String> = {
-            let mut known = self.reservations.lock().expect("reservations lock");
-            known.retain(|id, _| ids.contains(id));
-            ids.iter()
-                .filter(|id| !known.contains_key(*id))
-                .cloned()
-                .collect()
-        };
-        for id in new {
-            // The ID is the engine's: escaped, so that no answer makes the path invalid.
-            let path = format!("/containers/{}/json", encode_segment(&id));
-            let Ok(doc) = self.engine_json(&path).await else {
-                continue;
-            };
-            let doc: serde_json::Value = serde_json::from_slice(&doc).unwrap_or_default();
-            let field = |f: &str| doc["HostConfig"][f].as_i64().unwrap_or(0).max(0);
-            let reservation = (field("Memory"), field("NanoCpus"));
-            self.reservations
-                .lock()
-                .expect("reservations lock")
-                .insert(id, reservation);
-        }
-        let known = self.reservations.lock().expect("reservations lock");
-        // Saturating: engines report what they like, and an overflow must not panic.
-        known.values().fold((0, 0), |(m, c): (i64, i64), (dm, dc)| {
-            (m.saturating_add(*dm), c.saturating_add(*dc))
-        })
-    }
-
-    /// A GET straight to the engine (no adapter chains: this is the agent asking, not a client).
-    async fn engine_json(&self, path: &str) -> Result<Vec<u8>, String> {
-        let req = Request::get(path)
-            .body(empty())
-            .map_err(|e| format!("{path}: {e}"))?;
-        let rsp = self
-            .proxy
-            .engine()
-            .send(req)
-            .await
-            .map_err(|e| e.to_string())?;
-        if !rsp.status().is_success() {
-            return Err(format!("{path}: {}", rsp.status()));
-        }
-        let body = tokio::time::timeout(Duration::from_secs(10), rsp.into_body().collect())
-            .await
-            .map_err(|_| format!("{path}: no answer within 10s"))?
-            .map_err(|e| e.to_string())?;
-        Ok(body.to_bytes().to_vec())
     }
 }
 
@@ -299,6 +252,7 @@ pub async fn serve(
     shutdown: CancellationToken,
     grace: Duration,
 ) {
+    service.engine.spawn(&shutdown);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let (tx, rx) = mpsc::channel(16);
     let local = listener
@@ -365,61 +319,5 @@ pub async fn serve(
             warn!(error = %e, "gRPC server ended");
         },
         _ = deadline => warn!(?grace, "gateway streams still open after the grace period; closing them"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::convert::Infallible;
-
-    use busbar_engine::{EngineClient, EngineOptions};
-    use hyper_util::rt::TokioIo;
-
-    use super::*;
-
-    /// An engine that lists `list` and answers every inspect with `inspect`.
-    async fn engine(list: &'static str, inspect: &'static str) -> EngineClient {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
-        let addr = listener.local_addr().expect("an address");
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let service =
-                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let body = if req.uri().path() == "/containers/json" {
-                            list
-                        } else {
-                            inspect
-                        };
-                        let rsp = http::Response::new(http_body_util::Full::new(
-                            bytes::Bytes::from(body),
-                        ));
-                        async move { Ok::<_, Infallible>(rsp) }
-                    });
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), service),
-                );
-            }
-        });
-        let addr = format!("tcp://{addr}").parse().expect("an engine address");
-        EngineClient::new(addr, EngineOptions::default())
-    }
-
-    #[tokio::test]
-    async fn reservations_survive_any_engine_answer() {
-        // IDs that are not path-safe made an invalid request, and its `expect` panicked; sums
-        // past i64::MAX overflowed.
-        let engine = engine(
-            r#"[{"Id": "a b"}, {"Id": "c"}, {"Id": "caf\u00e9/?#"}, {"Id": 5}, {}]"#,
-            r#"{"HostConfig": {"Memory": 9223372036854775807, "NanoCpus": 9223372036854775000}}"#,
-        )
-        .await;
-        let identity = NodeIdentity {
-            name: "node1".into(),
-            labels: BTreeMap::new(),
-            advertise: "127.0.0.1:1".into(),
-        };
-        let service = AgentService::new(Arc::new(Proxy::new(engine)), identity);
-        assert_eq!(service.reserved().await, (i64::MAX, i64::MAX));
     }
 }

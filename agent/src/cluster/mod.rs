@@ -4,8 +4,11 @@
 //! # Layout
 //! - [`start`]: what `busbar-agent` runs with `--grpc-listen` (and `--etcd`).
 //! - [`grpc`]: the agent's gRPC service for gateways.
+//! - [`engine_state`]: the engine's health (pinged) and documents (fetched in the background),
+//!   which `Describe` answers from.
 //! - [`etcd_chains`]: the chains from etcd, merged for this node, followed live, cached.
 
+pub mod engine_state;
 pub mod etcd_chains;
 pub mod grpc;
 

@@ -112,16 +112,42 @@ impl NameStore for LocalNames {
     }
 }
 
-/// Names reserved in etcd, shared by every gateway of the cluster.
+/// Names reserved in etcd, shared by every gateway of the cluster. The client is made on
+/// first use if etcd did not answer when the gateway started (until it does, a create with a
+/// name is refused with a 503 naming etcd).
 pub struct EtcdNames {
-    pub client: busbar_etcd::client::Client,
+    etcd: busbar_etcd::conn::EtcdConnection,
+    client: tokio::sync::OnceCell<busbar_etcd::client::Client>,
     pub prefix: String,
+}
+
+impl EtcdNames {
+    /// Names under `prefix` in `etcd`, with `client` if one is connected already.
+    pub fn new(
+        etcd: busbar_etcd::conn::EtcdConnection,
+        client: Option<busbar_etcd::client::Client>,
+        prefix: String,
+    ) -> EtcdNames {
+        EtcdNames {
+            etcd,
+            client: tokio::sync::OnceCell::new_with(client),
+            prefix,
+        }
+    }
+
+    async fn client(&self) -> Result<&busbar_etcd::client::Client, NameError> {
+        self.client
+            .get_or_try_init(|| busbar_etcd::conn::connect(&self.etcd))
+            .await
+            .map_err(|e| NameError::Store(etcd::ReservationError::Etcd(e)))
+    }
 }
 
 impl NameStore for EtcdNames {
     fn reserve<'a>(&'a self, name: &'a str, node: &'a str) -> BoxFuture<'a, Result<(), NameError>> {
         Box::pin(async move {
-            match etcd::reserve_name(&self.client, &self.prefix, name, node).await {
+            let client = self.client().await?;
+            match etcd::reserve_name(client, &self.prefix, name, node).await {
                 Ok(_) => Ok(()),
                 Err(etcd::ReservationError::Taken {
                     node: owner,
@@ -146,20 +172,24 @@ impl NameStore for EtcdNames {
         older_than: Duration,
     ) -> BoxFuture<'a, Result<bool, NameError>> {
         Box::pin(async move {
-            let Some(r) = etcd::get_reservation(&self.client, &self.prefix, name).await? else {
+            let client = self.client().await?;
+            let Some(r) = etcd::get_reservation(client, &self.prefix, name).await? else {
                 return Ok(false);
             };
             let age = busbar_runtime::unix_now().saturating_sub(r.reserved_at);
             if r.node != owner || age < older_than.as_secs() {
                 return Ok(false);
             }
-            Ok(etcd::release_reservation(&self.client, &self.prefix, &r).await?)
+            Ok(etcd::release_reservation(client, &self.prefix, &r).await?)
         })
     }
 
     fn release<'a>(&'a self, name: &'a str, node: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            if let Err(e) = etcd::release_name(&self.client, &self.prefix, name, node).await {
+            let Ok(client) = self.client().await else {
+                return tracing::warn!(name, "cannot free the name reservation: etcd unreachable");
+            };
+            if let Err(e) = etcd::release_name(client, &self.prefix, name, node).await {
                 tracing::warn!(name, error = %e, "cannot free the name reservation");
             }
         })

@@ -1,8 +1,11 @@
 //! Calls the gateway makes to nodes on its own account: a request forwarded as is, a JSON
 //! document fetched, the same call fanned out to many nodes at once.
 //!
-//! Every call that is not a client's stream is bounded by [`CALL_TIMEOUT`], and a node whose
-//! agent cannot be reached is marked unhealthy on the spot (health from real traffic).
+//! Every call that is not a client's stream is bounded by [`CALL_TIMEOUT`] (a busy node is
+//! waited for), and a node whose agent cannot be reached, or is silent (see
+//! [`Node::await_answer`]), is marked unhealthy on the spot (health from real traffic): it
+//! costs the calls waiting on it one probe timeout, and later calls nothing until a probe
+//! finds it back.
 //!
 //! Every call to a node goes through [`forward`], which also marks the node's documents stale
 //! for a state-changing call (any method but `GET` and `HEAD`), when it is sent and again when
@@ -30,15 +33,17 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 /// Largest body the gateway reads from a node to merge or inspect.
 pub const MAX_DOCUMENT: usize = 64 * 1024 * 1024;
 
-/// Sends `req` to `node`; an unreachable agent marks the node unhealthy. A state-changing call
-/// marks the node's documents stale now and once its response body has ended (or was dropped).
+/// Sends `req` to `node`; an unreachable agent marks the node unhealthy, and so does one that
+/// is silent while the call waits for its answer ([`Node::await_answer`]: it costs one probe
+/// timeout, once). A state-changing call marks the node's documents stale now and once its
+/// response body has ended (or was dropped).
 pub async fn forward(
     node: &Node,
     req: Request<Body>,
     ctx: &RequestCtx,
 ) -> Result<Response<Body>, AgentError> {
     let change = changes_state(req.method()).then(|| node.note_change());
-    let result = node.link.exchange(req, ctx).await;
+    let result = node.await_answer(node.link.exchange(req, ctx)).await;
     if let Err(e @ AgentError::Unreachable { .. }) = &result {
         node.mark_unhealthy(&e.to_string());
     }

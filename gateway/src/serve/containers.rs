@@ -117,7 +117,9 @@ impl Locations {
                     error,
                 });
             }
-            if let Ok(Some(found)) = self.inspect_on(&node, &path, reference, ctx).await {
+            // Where it was last seen (or just created): an error there is the answer, since
+            // that is where it is; only a node that no longer has it sends us looking.
+            if let Some(found) = self.inspect_on(&node, &path, reference, ctx).await? {
                 return Ok(found);
             }
         }
@@ -197,6 +199,11 @@ impl Locations {
                 error,
             }),
         }
+    }
+
+    /// Remembers that the container `reference` (an ID or a name) is on `node`.
+    pub fn remember_container(&self, reference: &str, node: &str) {
+        remember(&self.containers, reference, node);
     }
 
     pub fn remember_exec(&self, exec_id: &str, node: &str) {

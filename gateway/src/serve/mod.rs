@@ -13,6 +13,11 @@
 //!
 //! A node that fails to answer an aggregated call is never silently dropped: the merged 200
 //! names it in the `X-Busbar-Failed-Nodes` header (and `info` shows it with its error).
+//!
+//! A gateway that does not know its nodes yet (just started: the registry has not answered,
+//! or no node has been probed) never answers as if it had none: a request waits for that, up
+//! to a little more than a probe timeout, then gets a 503 saying the gateway is starting and why
+//! ([`Cluster::ready`]).
 
 mod calls;
 mod containers;
@@ -47,6 +52,9 @@ pub const CREATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2
 
 /// Where container names are reserved: etcd with several gateways, memory with one.
 pub type Names = Option<Arc<dyn NameStore>>;
+
+/// How much longer than a probe timeout a request to a gateway that is starting waits for it.
+const STARTING_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// The cluster-mode handler.
 pub struct ClusterHandler {
@@ -97,6 +105,16 @@ impl ClusterHandler {
         };
         let prefix = path.version_prefix().to_owned();
         let route = route::classify(req.method(), &path, |n| self.cluster.node(n).is_some());
+        // Until the gateway knows its nodes (just started), a request waits for it, a little
+        // longer than a probe timeout (so that the first probes have had an outcome), rather
+        // than get an answer made of no node; then a 503 says why. A ping is answered all
+        // the same: the gateway itself is up.
+        let bound = self.cluster.health.probe_timeout + STARTING_GRACE;
+        if let Err(why) = self.cluster.ready(bound).await {
+            if route != Route::Ping {
+                return respond::message(StatusCode::SERVICE_UNAVAILABLE, &why);
+            }
+        }
         match route {
             Route::Ping => system::ping(&self.cluster),
             Route::Version => system::version(&self.cluster, &self.made).await,

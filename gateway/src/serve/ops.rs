@@ -323,6 +323,14 @@ impl ClusterHandler {
             );
         };
         let rsp = note_created(rsp, &ticket).await;
+        // Where it is, by ID and name: the start (or attach) that follows goes there without
+        // asking every node, and finds it even if that node is slow to answer right now.
+        if let Some(id) = ticket.id.get() {
+            self.locations.remember_container(id, node.name());
+            if let Some(name) = &name {
+                self.locations.remember_container(name, node.name());
+            }
+        }
         self.unpend(&ticket).await;
         if let Some(name) = &name {
             self.release_name(name, node.name()).await;

@@ -47,7 +47,21 @@ pub mod exchange_frame {
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
-pub struct DescribeRequest {}
+pub struct DescribeRequest {
+    /// Both fields are newer than the service: a gateway without them sends neither (0), and
+    /// gets what it always got, the documents fetched for this call, however long that takes.
+    ///
+    /// How long the agent may wait, in milliseconds, for documents fresh enough (see
+    /// `max_age_ms`) before it answers with the newest it has. A new gateway sets it (> 0).
+    #[prost(uint32, tag = "1")]
+    pub wait_ms: u32,
+    /// Documents whose fetch began at most this long (milliseconds) before the call arrived are
+    /// fresh enough; older ones are fetched again (one fetch at a time, shared by every caller),
+    /// and the answer waits for that fetch up to `wait_ms`. 0: only a fetch begun after the call
+    /// arrived is fresh enough.
+    #[prost(uint32, tag = "2")]
+    pub max_age_ms: u32,
+}
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct NodeDescription {
@@ -64,12 +78,13 @@ pub struct NodeDescription {
     pub advertise: ::prost::alloc::string::String,
     #[prost(string, tag = "4")]
     pub agent_version: ::prost::alloc::string::String,
-    /// The engine as last seen by the agent.
+    /// The engine as last seen by the agent (a new agent: by its own `/_ping` every second).
     #[prost(bool, tag = "5")]
     pub engine_reachable: bool,
     #[prost(string, tag = "6")]
     pub engine_error: ::prost::alloc::string::String,
-    /// The engine's /version and /info documents (JSON), empty if unreachable.
+    /// The engine's /version and /info documents (JSON): an old agent leaves them empty when the
+    /// engine is unreachable; a new one sends the last it fetched.
     #[prost(bytes = "vec", tag = "7")]
     pub engine_version_json: ::prost::alloc::vec::Vec<u8>,
     #[prost(bytes = "vec", tag = "8")]
@@ -87,6 +102,15 @@ pub struct NodeDescription {
     pub reserved_memory: i64,
     #[prost(int64, tag = "11")]
     pub reserved_nano_cpus: i64,
+    /// Whether the documents above (version, info, reservations) were fetched before this call
+    /// arrived (the agent's cache: a fetch did not finish within `wait_ms`, or a recent one was
+    /// fresh enough), and how old they are (since their fetch began), in milliseconds. An agent
+    /// older than these fields fetches them for every call: false and 0. Empty documents with
+    /// `engine_reachable`: none fetched yet.
+    #[prost(bool, tag = "12")]
+    pub docs_cached: bool,
+    #[prost(uint64, tag = "13")]
+    pub docs_age_ms: u64,
 }
 /// Generated client implementations.
 pub mod agent_client {
@@ -210,7 +234,10 @@ pub mod agent_client {
                 .insert(GrpcMethod::new("busbar.agent.v1.Agent", "Exchange"));
             self.inner.streaming(req, path, codec).await
         }
-        /// What the gateway needs to know about a node.
+        /// What the gateway needs to know about a node: its health probe. A new agent answers it
+        /// from what it keeps (the engine's health from its own `/_ping` every second, the engine's
+        /// documents as last fetched), within the request's `wait_ms`, so that a busy engine never
+        /// delays the answer past it.
         pub async fn describe(
             &mut self,
             request: impl tonic::IntoRequest<super::DescribeRequest>,
@@ -278,7 +305,10 @@ pub mod agent_server {
             &self,
             request: tonic::Request<tonic::Streaming<super::ExchangeFrame>>,
         ) -> std::result::Result<tonic::Response<Self::ExchangeStream>, tonic::Status>;
-        /// What the gateway needs to know about a node.
+        /// What the gateway needs to know about a node: its health probe. A new agent answers it
+        /// from what it keeps (the engine's health from its own `/_ping` every second, the engine's
+        /// documents as last fetched), within the request's `wait_ms`, so that a busy engine never
+        /// delays the answer past it.
         async fn describe(
             &self,
             request: tonic::Request<super::DescribeRequest>,

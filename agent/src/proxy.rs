@@ -13,7 +13,7 @@
 //! The plain path buffers nothing: the request body is handed to the engine client as a
 //! stream and the engine's body is handed back the same way, so `logs -f` and `events` reach
 //! the client chunk by chunk, and build contexts never sit in memory. A `101` response keeps
-//! hyper's upgrade handle in its extensions; the front splices the two connections. Requests
+//! hyper's upgrade handle in its extensions; the server splices the two connections. Requests
 //! that match hooks buffer only what a hook must see (see `hooks::engine`).
 
 use std::sync::Arc;

@@ -31,7 +31,7 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> RawStream for T {}
 type PendingStream = Pin<Box<dyn Future<Output = io::Result<Box<dyn RawStream>>> + Send>>;
 
 /// The upstream side of a hijacked exchange, carried in the extensions of a `101` response
-/// until the front that answers the client splices it. Whoever produced the 101 (the engine
+/// until the server that answers the client splices it. Whoever produced the 101 (the engine
 /// client, or the gateway's agent client) puts it there; the stream becomes available once
 /// the 101 has been read. (An `Arc<Mutex>` because response extensions must be `Clone + Sync`;
 /// it is taken exactly once.)

@@ -7,7 +7,7 @@
 //! splice. Any other answer (an error, or a detached exec start) is written back as a normal
 //! response and the connection is closed.
 //!
-//! Only the first request of a connection is served this way (the front looks at that one
+//! Only the first request of a connection is served this way (the server looks at that one
 //! before hyper takes over); Docker clients open a fresh connection for every hijack.
 
 use std::sync::Arc;

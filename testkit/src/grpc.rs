@@ -20,6 +20,9 @@ use crate::engine::FakeEngine;
 use crate::server::agent_proxy;
 use crate::LIMIT;
 
+/// How long a stopped service lets open calls finish (tests close theirs first).
+const GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A cluster CA and its certificates, in a temporary directory removed on drop.
 pub struct TestPki {
     certs: CertDir,
@@ -104,7 +107,7 @@ impl GrpcAgent {
         };
         let service = AgentService::new(agent_proxy(engine, yaml), node);
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(grpc::serve(listener, tls, service, shutdown.clone()));
+        let task = tokio::spawn(grpc::serve(listener, tls, service, shutdown.clone(), GRACE));
         GrpcAgent {
             name: name.to_owned(),
             addr,

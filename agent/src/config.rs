@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use busbar_engine::{addr::AddrError, EngineAddr, EngineOptions};
-use busbar_http::listen::{ListenAddr, ListenError};
+use busbar_http::listen::{ListenAddr, ListenError, UnixAccess};
 use clap::Parser;
 #[cfg(feature = "cluster")]
 use {
@@ -19,6 +19,10 @@ use {
 
 /// The default `--state-dir`.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/busbar";
+
+/// Where the Docker API is served when no `--listen` is given: a unix socket, as dockerd's
+/// `/var/run/docker.sock`, for root and the `--socket-group` only.
+pub const DEFAULT_LISTEN: &str = "unix:///run/busbar.sock";
 
 /// busbar-agent: serves this host's Docker Engine API and runs adapter chains on it.
 #[derive(Debug, Parser)]
@@ -88,11 +92,22 @@ pub struct LocalArgs {
     )]
     pub docker: String,
 
-    /// Where to serve the Docker API: tcp://IP:PORT or unix:///path. Repeatable.
-    /// Plain TCP must be a loopback address unless --allow-remote-plaintext is given.
-    /// Default: tcp://127.0.0.1:2375.
+    /// Where to serve the Docker API: unix:///path or tcp://IP:PORT. Repeatable.
+    /// Default: unix:///run/busbar.sock (root and --socket-group only). Plain TCP gives the
+    /// engine to every local user; it must be a loopback address unless
+    /// --allow-remote-plaintext is given.
     #[arg(long = "listen", env = "BUSBAR_LISTEN", value_delimiter = ',')]
     pub listen: Vec<String>,
+
+    /// The group of the unix sockets (a name or a GID): its members can use the Docker API.
+    /// Default: docker, if that group exists (else root only, as the log says); "" keeps
+    /// the process's group.
+    #[arg(long, env = "BUSBAR_SOCKET_GROUP", value_name = "GROUP")]
+    pub socket_group: Option<String>,
+
+    /// The mode of the unix sockets, in octal. Default: 660.
+    #[arg(long, env = "BUSBAR_SOCKET_MODE", value_name = "MODE")]
+    pub socket_mode: Option<String>,
 
     /// Adapter chains: a Powerstrip `adapters.yml` (plus busbar's optional extensions). The
     /// file is watched: a valid edit applies to new requests within a second.
@@ -128,6 +143,8 @@ pub struct Config {
     pub engine: EngineAddr,
     pub engine_options: EngineOptions,
     pub listen: Vec<ListenAddr>,
+    /// The group and mode of unix sockets.
+    pub unix_access: UnixAccess,
     /// The adapter chain file, if any.
     pub chains_file: Option<PathBuf>,
     /// The gRPC service for gateways, if enabled.
@@ -183,6 +200,8 @@ pub enum ConfigError {
     Engine(#[from] AddrError),
     #[error("--listen: {0}")]
     Listen(#[from] ListenError),
+    #[error(transparent)]
+    Socket(ListenError),
     #[error("--{flag}: must be a positive number of seconds, got {value}")]
     Seconds { flag: &'static str, value: f64 },
 }
@@ -226,12 +245,12 @@ impl Cli {
 }
 
 impl LocalArgs {
-    /// The validated config; with no `--listen`, `tcp://127.0.0.1:2375` if `listen_by_default`.
+    /// The validated config; with no `--listen`, [`DEFAULT_LISTEN`] if `listen_by_default`.
     pub fn into_config(self, listen_by_default: bool) -> Result<Config, ConfigError> {
         let engine = self.docker.parse()?;
         let mut wanted = self.listen;
         if wanted.is_empty() && listen_by_default {
-            wanted.push("tcp://127.0.0.1:2375".into());
+            wanted.push(DEFAULT_LISTEN.into());
         }
         let mut listen = vec![];
         for s in &wanted {
@@ -246,6 +265,11 @@ impl LocalArgs {
                 ..EngineOptions::default()
             },
             listen,
+            unix_access: UnixAccess::from_flags(
+                self.socket_group.as_deref(),
+                self.socket_mode.as_deref(),
+            )
+            .map_err(ConfigError::Socket)?,
             chains_file: self.config,
             #[cfg(feature = "cluster")]
             grpc: None,
@@ -320,10 +344,18 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_the_local_socket_and_loopback() {
+    fn defaults_are_the_local_engine_and_a_unix_socket_for_the_docker_group() {
         let c = parse(&[]).unwrap();
         assert_eq!(c.engine.to_string(), "unix:///var/run/docker.sock");
-        assert_eq!(c.listen, vec!["tcp://127.0.0.1:2375".parse().unwrap()]);
+        assert_eq!(c.listen, vec!["unix:///run/busbar.sock".parse().unwrap()]);
+        assert_eq!(c.unix_access, UnixAccess::docker_default());
+        let c = parse(&["--socket-group", "ops", "--socket-mode", "0600"]).unwrap();
+        assert_eq!(
+            c.unix_access,
+            UnixAccess::from_flags(Some("ops"), Some("600")).unwrap()
+        );
+        let err = parse(&["--socket-mode", "u+rw"]).unwrap_err().to_string();
+        assert!(err.contains("--socket-mode"), "{err}");
     }
 
     #[test]

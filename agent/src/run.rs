@@ -103,11 +103,13 @@ pub async fn check_engine(engine: EngineClient) {
     }
 }
 
-/// Binds every listen address (all or nothing).
+/// Binds every listen address (all or nothing), unix sockets with the configured group and
+/// mode; says in the log who can use each plain TCP one.
 pub async fn bind_all(config: &Config) -> Result<Vec<Listener>, ListenError> {
     let mut listeners = vec![];
     for addr in &config.listen {
-        listeners.push(addr.bind().await?);
+        listeners.push(addr.bind_with(&config.unix_access).await?);
+        addr.warn_exposure();
     }
     Ok(listeners)
 }

@@ -14,11 +14,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use tokio::net::{TcpListener, UnixListener};
 use tracing::{info, warn};
 
 use crate::io::Stream;
+use crate::tls::ServerTls;
 
 /// A `tcp://host:port` or `unix:///path` address to serve on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -297,23 +299,68 @@ fn is_loopback(ip: IpAddr) -> bool {
 /// A bound listener. A unix listener removes its socket file when dropped.
 pub enum Listener {
     Tcp(TcpListener),
+    /// TCP whose connections speak TLS (`--tls-listen`); the handshake is the connection's
+    /// business ([`ServerTls::accept`]), not the accept loop's.
+    Tls(TcpListener, Arc<ServerTls>),
     Unix(UnixListener, PathBuf),
+}
+
+/// Parses a `--tls-listen` address: `[tcp://]IP[:PORT]` (or `localhost`), port 2376 when
+/// none is given, as dockerd's TLS port.
+pub fn parse_tls_listen(s: &str) -> Result<SocketAddr, ListenError> {
+    let bare = s.strip_prefix("tcp://").unwrap_or(s).trim_end_matches('/');
+    let bare = bare.replace("localhost", "127.0.0.1");
+    if let Ok(sa) = bare.parse::<SocketAddr>() {
+        return Ok(sa);
+    }
+    let ip = bare.trim_start_matches('[').trim_end_matches(']');
+    ip.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, DOCKER_TLS_PORT))
+        .map_err(|_| ListenError::Invalid(s.to_string()))
+}
+
+/// dockerd's TLS port.
+pub const DOCKER_TLS_PORT: u16 = 2376;
+
+/// Binds a `--tls-listen` address; connections are served with `tls`.
+pub async fn bind_tls(addr: SocketAddr, tls: Arc<ServerTls>) -> Result<Listener, ListenError> {
+    let l = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ListenError::Bind {
+            addr: format!("tcp://{addr} (TLS)"),
+            source,
+        })?;
+    Ok(Listener::Tls(l, tls))
+}
+
+/// Whether an address is loopback (IPv4-mapped loopback too).
+pub fn is_loopback_addr(sa: &SocketAddr) -> bool {
+    is_loopback(sa.ip())
 }
 
 impl Listener {
     /// The address actually bound (the real port when bound to port 0).
     pub fn local_addr(&self) -> ListenAddr {
         match self {
-            Listener::Tcp(l) => {
+            Listener::Tcp(l) | Listener::Tls(l, _) => {
                 ListenAddr::Tcp(l.local_addr().expect("a bound TCP listener has an address"))
             }
             Listener::Unix(_, p) => ListenAddr::Unix(p.clone()),
         }
     }
 
+    /// The TLS its connections speak, if any.
+    pub fn tls(&self) -> Option<&Arc<ServerTls>> {
+        match self {
+            Listener::Tls(_, tls) => Some(tls),
+            _ => None,
+        }
+    }
+
+    /// The next connection, not yet through any TLS handshake (see [`Listener::tls`]).
     pub async fn accept(&self) -> io::Result<(Stream, String)> {
         match self {
-            Listener::Tcp(l) => {
+            Listener::Tcp(l) | Listener::Tls(l, _) => {
                 let (s, peer) = l.accept().await?;
                 s.set_nodelay(true)?;
                 Ok((Stream::Tcp(s), peer.to_string()))
@@ -328,7 +375,11 @@ impl Listener {
 
 impl fmt::Display for Listener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.local_addr().fmt(f)
+        self.local_addr().fmt(f)?;
+        match self {
+            Listener::Tls(_, tls) => write!(f, " (TLS, {})", tls.describe()),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -411,6 +462,27 @@ mod tests {
             Err(e) => e.to_string(),
         };
         assert!(err.contains("no such group"), "{err}");
+    }
+
+    #[test]
+    fn tls_addresses_default_to_dockers_tls_port() {
+        for (given, want) in [
+            ("0.0.0.0", "0.0.0.0:2376"),
+            ("tcp://10.0.0.5", "10.0.0.5:2376"),
+            ("tcp://0.0.0.0:2377", "0.0.0.0:2377"),
+            ("localhost:1234", "127.0.0.1:1234"),
+            ("[::]", "[::]:2376"),
+            ("[::1]:9", "[::1]:9"),
+        ] {
+            assert_eq!(
+                parse_tls_listen(given).unwrap().to_string(),
+                want,
+                "{given}"
+            );
+        }
+        for bad in ["", "unix:///x", "tcp://host.example", "1.2.3.4:x"] {
+            assert!(parse_tls_listen(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

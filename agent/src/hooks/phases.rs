@@ -105,7 +105,7 @@ pub async fn pre(
             body: body_text.clone(),
         });
         let reply = match clients
-            .call::<_, PreHookReply>(adapter, &payload, &ctx.id)
+            .call::<_, PreHookReply>(adapter, &payload, ctx)
             .instrument(span.clone())
             .await
         {
@@ -192,7 +192,7 @@ pub async fn post(
         let span = info_span!("hook", hook.name = %adapter.name, hook.phase = "post");
         let payload = PostHookRequest::new(original.clone(), current.clone());
         let reply = match clients
-            .call::<_, PostHookReply>(adapter, &payload, &ctx.id)
+            .call::<_, PostHookReply>(adapter, &payload, ctx)
             .instrument(span.clone())
             .await
         {

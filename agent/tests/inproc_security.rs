@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use busbar_testkit::adapter::pass;
 use busbar_testkit::pki::FRONT;
 use busbar_testkit::raw::{self, request, tls_exchange, tls_refusal};
-use busbar_testkit::{json, FakeAdapter, FakeEngine, TestAgent, TestPki};
+use busbar_testkit::{json, CapturedLogs, FakeAdapter, FakeEngine, TestAgent, TestPki};
 use busbar_tls::Role;
 use serde_json::Value;
 
@@ -177,4 +177,105 @@ async fn a_client_without_a_certificate_cannot_name_itself() {
     }
     assert_eq!(engine.requests()[0].header("x-busbar-user"), None);
     agent.stop().await;
+}
+
+#[tokio::test]
+async fn credentials_of_login_and_pull_reach_neither_adapters_nor_debug_logs() {
+    let logs = CapturedLogs::start("debug");
+    let engine = FakeEngine::start().await;
+    engine.route(
+        "POST /*/auth",
+        json(
+            200,
+            r#"{"Status":"Login Succeeded","IdentityToken":"secret-identity-token"}"#,
+        ),
+    );
+    engine.route(
+        "POST /*/images/create",
+        json(200, r#"{"status":"Pulling from library/busybox"}"#),
+    );
+    engine.route("GET /*/containers/json", json(200, "[]"));
+    let adapter = FakeAdapter::start(pass).await;
+    // Hooks on every call: a catch-all chain does not get credentials either.
+    let yaml = format!(
+        "endpoints:\n  \"* /*\":\n    pre: [all]\n    post: [all]\nadapters:\n  all: {}\n",
+        adapter.url()
+    );
+    let agent = TestAgent::start(&engine, &yaml).await;
+
+    // docker login: the password in the body, an identity token in the answer.
+    let login = request(
+        "POST",
+        "/v1.41/auth",
+        &[
+            ("Content-Type", "application/json"),
+            ("Authorization", "Basic c2VjcmV0LWJhc2ljLWF1dGg="),
+        ],
+        br#"{"username":"bob","password":"secret-login-password","serveraddress":"registry.example"}"#,
+    );
+    let rsp = raw::exchange(agent.addr(), &login).await;
+    assert_eq!(rsp.status(), 200);
+    assert_eq!(rsp.json()["IdentityToken"], "secret-identity-token");
+    assert!(
+        adapter.calls().is_empty(),
+        "no adapter sees a login: {:?}",
+        adapter.calls()
+    );
+    // docker pull: X-Registry-Auth is base64 JSON with the password.
+    let pull = request(
+        "POST",
+        "/v1.41/images/create?fromImage=busybox&tag=latest",
+        &[(
+            "X-Registry-Auth",
+            "eyJ1c2VybmFtZSI6ImJvYiIsInBhc3N3b3JkIjoic2VjcmV0LXB1bGwtcGFzc3dvcmQifQ==",
+        )],
+        b"",
+    );
+    let rsp = raw::exchange(agent.addr(), &pull).await;
+    assert_eq!(rsp.status(), 200, "{}", rsp.text());
+    let calls = adapter.calls();
+    assert_eq!(calls.len(), 2, "the pull's pre- and post-hook");
+    for call in &calls {
+        assert_eq!(call.header("x-registry-auth"), None);
+        assert!(
+            !call.payload.to_string().contains("secret"),
+            "{}",
+            call.payload
+        );
+    }
+    // A query the front refuses is answered, and not logged.
+    let rsp = raw::exchange(
+        agent.addr(),
+        &request(
+            "GET",
+            "/v1.41/containers/json?token=secret-query;x",
+            &[],
+            b"",
+        ),
+    )
+    .await;
+    assert_eq!(rsp.status(), 400);
+    assert!(
+        rsp.text().contains("secret-query"),
+        "the client is told its own query"
+    );
+    agent.stop().await;
+
+    let text = logs.text();
+    assert!(
+        text.contains("hooks skipped"),
+        "the log says why login ran no hook:\n{text}"
+    );
+    assert!(text.contains("request refused"), "{text}");
+    for secret in [
+        "secret",
+        "c2VjcmV0",
+        "eyJ1c2VybmFtZSI6ImJvYiIsInBhc3N3b3JkIjoic2VjcmV0",
+        "Basic",
+    ] {
+        assert!(
+            !text.contains(secret),
+            "{secret:?} is in the debug log:\n{text}"
+        );
+    }
 }

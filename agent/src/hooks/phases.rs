@@ -286,11 +286,12 @@ fn check_rewrite(
     current: &str,
     rewritten: String,
 ) -> Result<String, HookError> {
+    // Paths only: a query may hold a secret, and only the path change is refused.
     let refused = |to: String| HookError::PathRewrite {
         adapter: adapter.name.clone(),
         url: adapter.url.to_string(),
-        from: current.to_string(),
-        to,
+        from: strip_query(current).to_string(),
+        to: strip_query(&to).to_string(),
     };
     let (raw_path, query) = match rewritten.split_once('?') {
         Some((path, query)) => (path, Some(query)),
@@ -308,7 +309,10 @@ fn check_rewrite(
         return Ok(canonical);
     }
     if raw_path == adapter.url.path() {
-        debug!(request = %rewritten, "ignoring Request: it is the adapter's own URL (as powerstrip-flocker answers)");
+        debug!(
+            path = raw_path,
+            "ignoring Request: it is the adapter's own URL (as powerstrip-flocker answers)"
+        );
         return Ok(current.to_string());
     }
     Err(refused(rewritten))

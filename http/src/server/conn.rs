@@ -162,7 +162,7 @@ async fn handle(
     admit(&mut req, &mut ctx, identity);
     if let Some(e) = refused {
         let _enter = ctx.span.enter();
-        debug!(error = %e, "request refused");
+        debug!(error = %e.loggable(), "request refused");
         return Ok(error::error(&e));
     }
     let client_upgrade = wants_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));

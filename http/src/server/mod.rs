@@ -112,6 +112,19 @@ pub enum Refused {
     FormBody(&'static str),
 }
 
+impl Refused {
+    /// The reason for the log: the client's answer says the same, but a refused query is not
+    /// repeated (it may hold a secret; logs never carry queries, header values or bodies).
+    pub fn loggable(&self) -> String {
+        match self {
+            Refused::Query(_) => {
+                "invalid query: ';' separators or malformed %-escapes (query not logged)".into()
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
 impl DockerError for Refused {
     fn status(&self) -> StatusCode {
         StatusCode::BAD_REQUEST

@@ -3,13 +3,15 @@
 
 #[cfg(feature = "cluster")]
 use std::collections::BTreeMap;
-#[cfg(feature = "cluster")]
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use busbar_engine::{addr::AddrError, EngineAddr, EngineOptions};
-use busbar_http::listen::{ListenAddr, ListenError};
+use busbar_http::listen::{
+    is_loopback_addr, parse_tls_listen, ListenAddr, ListenError, UnixAccess,
+};
+use busbar_tls::ClientTlsFiles;
 use clap::Parser;
 #[cfg(feature = "cluster")]
 use {
@@ -19,6 +21,10 @@ use {
 
 /// The default `--state-dir`.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/busbar";
+
+/// Where the Docker API is served when no `--listen` is given: a unix socket, as dockerd's
+/// `/var/run/docker.sock`, for root and the `--socket-group` only.
+pub const DEFAULT_LISTEN: &str = "unix:///run/busbar.sock";
 
 /// busbar-agent: serves this host's Docker Engine API and runs adapter chains on it.
 #[derive(Debug, Parser)]
@@ -88,11 +94,52 @@ pub struct LocalArgs {
     )]
     pub docker: String,
 
-    /// Where to serve the Docker API: tcp://IP:PORT or unix:///path. Repeatable.
-    /// Plain TCP must be a loopback address unless --allow-remote-plaintext is given.
-    /// Default: tcp://127.0.0.1:2375.
+    /// Where to serve the Docker API: unix:///path or tcp://IP:PORT. Repeatable.
+    /// Default: unix:///run/busbar.sock (root and --socket-group only). Plain TCP gives the
+    /// engine to every local user; it must be a loopback address unless
+    /// --allow-remote-plaintext is given.
     #[arg(long = "listen", env = "BUSBAR_LISTEN", value_delimiter = ',')]
     pub listen: Vec<String>,
+
+    /// The group of the unix sockets (a name or a GID): its members can use the Docker API.
+    /// Default: docker, if that group exists (else root only, as the log says); "" keeps
+    /// the process's group.
+    #[arg(long, env = "BUSBAR_SOCKET_GROUP", value_name = "GROUP")]
+    pub socket_group: Option<String>,
+
+    /// The mode of the unix sockets, in octal. Default: 660.
+    #[arg(long, env = "BUSBAR_SOCKET_MODE", value_name = "MODE")]
+    pub socket_mode: Option<String>,
+
+    /// Serve the Docker API over TLS on [tcp://]IP[:PORT] (port 2376 when none is given), as
+    /// dockerd's -H tcp://0.0.0.0:2376 --tlsverify. Repeatable. Needs --tlscert and --tlskey,
+    /// and --tlsverify with --tlscacert unless the address is loopback.
+    #[arg(
+        long = "tls-listen",
+        env = "BUSBAR_TLS_LISTEN",
+        value_delimiter = ',',
+        value_name = "ADDR"
+    )]
+    pub tls_listen: Vec<String>,
+
+    /// Accept on --tls-listen only clients whose certificate is signed by --tlscacert (docker
+    /// --tlsverify). With a busbar cluster CA, the certificate must also have the client role.
+    #[arg(long, env = "BUSBAR_TLSVERIFY")]
+    pub tlsverify: bool,
+
+    /// The CA that signs the certificates of Docker clients (with --tlsverify): the only one
+    /// trusted, no system roots.
+    #[arg(long, env = "BUSBAR_TLSCACERT", value_name = "FILE")]
+    pub tlscacert: Option<PathBuf>,
+
+    /// The certificate --tls-listen shows Docker clients (PEM, leaf first), valid for the
+    /// name or address they dial.
+    #[arg(long, env = "BUSBAR_TLSCERT", value_name = "FILE")]
+    pub tlscert: Option<PathBuf>,
+
+    /// The private key of --tlscert (PEM).
+    #[arg(long, env = "BUSBAR_TLSKEY", value_name = "FILE")]
+    pub tlskey: Option<PathBuf>,
 
     /// Adapter chains: a Powerstrip `adapters.yml` (plus busbar's optional extensions). The
     /// file is watched: a valid edit applies to new requests within a second.
@@ -128,6 +175,12 @@ pub struct Config {
     pub engine: EngineAddr,
     pub engine_options: EngineOptions,
     pub listen: Vec<ListenAddr>,
+    /// The group and mode of unix sockets.
+    pub unix_access: UnixAccess,
+    /// Where to serve the Docker API over TLS (`--tls-listen`).
+    pub tls_listen: Vec<SocketAddr>,
+    /// The files of the TLS listeners (set when there are any).
+    pub client_tls: Option<ClientTlsFiles>,
     /// The adapter chain file, if any.
     pub chains_file: Option<PathBuf>,
     /// The gRPC service for gateways, if enabled.
@@ -183,8 +236,32 @@ pub enum ConfigError {
     Engine(#[from] AddrError),
     #[error("--listen: {0}")]
     Listen(#[from] ListenError),
+    #[error(transparent)]
+    Socket(ListenError),
     #[error("--{flag}: must be a positive number of seconds, got {value}")]
     Seconds { flag: &'static str, value: f64 },
+    #[error("--tls-listen: {0}")]
+    TlsListen(ListenError),
+    #[error("--tls-listen needs --tlscert and --tlskey: the certificate Docker clients check, and its key")]
+    TlsWithoutCert,
+    #[error("--tlsverify needs --tlscacert: the CA whose client certificates are accepted")]
+    VerifyWithoutCa,
+    #[error(
+        "--tlscacert without --tlsverify: no client certificate would be checked, and anyone \
+         who connects would drive the engine; add --tlsverify"
+    )]
+    CaWithoutVerify,
+    #[error(
+        "{0} applies to --tls-listen, which is not given (for example --tls-listen 0.0.0.0:2376)"
+    )]
+    TlsFlagWithoutListen(&'static str),
+    #[error(
+        "refusing to serve the Docker API on tcp://{0} over TLS without --tlsverify: the \
+         connection is encrypted but authenticates no one, so anyone who reaches it controls \
+         this host (dockerd warns the same). Add --tlsverify --tlscacert CA.pem, or pass \
+         --allow-remote-plaintext if that is really what you want"
+    )]
+    UnverifiedRemote(SocketAddr),
 }
 
 impl Cli {
@@ -226,12 +303,13 @@ impl Cli {
 }
 
 impl LocalArgs {
-    /// The validated config; with no `--listen`, `tcp://127.0.0.1:2375` if `listen_by_default`.
+    /// The validated config; with no `--listen`, [`DEFAULT_LISTEN`] if `listen_by_default`.
     pub fn into_config(self, listen_by_default: bool) -> Result<Config, ConfigError> {
         let engine = self.docker.parse()?;
+        let (tls_listen, client_tls) = self.client_tls()?;
         let mut wanted = self.listen;
-        if wanted.is_empty() && listen_by_default {
-            wanted.push("tcp://127.0.0.1:2375".into());
+        if wanted.is_empty() && tls_listen.is_empty() && listen_by_default {
+            wanted.push(DEFAULT_LISTEN.into());
         }
         let mut listen = vec![];
         for s in &wanted {
@@ -246,6 +324,13 @@ impl LocalArgs {
                 ..EngineOptions::default()
             },
             listen,
+            unix_access: UnixAccess::from_flags(
+                self.socket_group.as_deref(),
+                self.socket_mode.as_deref(),
+            )
+            .map_err(ConfigError::Socket)?,
+            tls_listen,
+            client_tls,
             chains_file: self.config,
             #[cfg(feature = "cluster")]
             grpc: None,
@@ -253,6 +338,51 @@ impl LocalArgs {
             log_level: self.log_level,
             threads: self.threads.map_or_else(default_threads, usize::from),
         })
+    }
+}
+
+impl LocalArgs {
+    /// `--tls-listen` and its files, checked: what Docker clients need is there, and a
+    /// listener that would authenticate no one is refused beyond loopback (as plain TCP is).
+    fn client_tls(&self) -> Result<(Vec<SocketAddr>, Option<ClientTlsFiles>), ConfigError> {
+        let addrs = self
+            .tls_listen
+            .iter()
+            .map(|a| parse_tls_listen(a))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ConfigError::TlsListen)?;
+        if addrs.is_empty() {
+            let given = [
+                (self.tlsverify, "--tlsverify"),
+                (self.tlscacert.is_some(), "--tlscacert"),
+                (self.tlscert.is_some(), "--tlscert"),
+                (self.tlskey.is_some(), "--tlskey"),
+            ];
+            return match given.into_iter().find(|(given, _)| *given) {
+                Some((_, flag)) => Err(ConfigError::TlsFlagWithoutListen(flag)),
+                None => Ok((addrs, None)),
+            };
+        }
+        let (Some(cert), Some(key)) = (&self.tlscert, &self.tlskey) else {
+            return Err(ConfigError::TlsWithoutCert);
+        };
+        let ca = match (self.tlsverify, &self.tlscacert) {
+            (true, Some(ca)) => Some(ca.clone()),
+            (true, None) => return Err(ConfigError::VerifyWithoutCa),
+            (false, Some(_)) => return Err(ConfigError::CaWithoutVerify),
+            (false, None) => None,
+        };
+        if ca.is_none() && !self.allow_remote_plaintext {
+            if let Some(remote) = addrs.iter().find(|a| !is_loopback_addr(a)) {
+                return Err(ConfigError::UnverifiedRemote(*remote));
+            }
+        }
+        let files = ClientTlsFiles {
+            ca,
+            cert: cert.clone(),
+            key: key.clone(),
+        };
+        Ok((addrs, Some(files)))
     }
 }
 
@@ -320,10 +450,18 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_the_local_socket_and_loopback() {
+    fn defaults_are_the_local_engine_and_a_unix_socket_for_the_docker_group() {
         let c = parse(&[]).unwrap();
         assert_eq!(c.engine.to_string(), "unix:///var/run/docker.sock");
-        assert_eq!(c.listen, vec!["tcp://127.0.0.1:2375".parse().unwrap()]);
+        assert_eq!(c.listen, vec!["unix:///run/busbar.sock".parse().unwrap()]);
+        assert_eq!(c.unix_access, UnixAccess::docker_default());
+        let c = parse(&["--socket-group", "ops", "--socket-mode", "0600"]).unwrap();
+        assert_eq!(
+            c.unix_access,
+            UnixAccess::from_flags(Some("ops"), Some("600")).unwrap()
+        );
+        let err = parse(&["--socket-mode", "u+rw"]).unwrap_err().to_string();
+        assert!(err.contains("--socket-mode"), "{err}");
     }
 
     #[test]
@@ -356,6 +494,63 @@ mod tests {
         args.extend(["--etcd", "127.0.0.1:2379", "--state-dir", "/tmp/s"]);
         let c = parse(&args).unwrap();
         assert_eq!(c.grpc.unwrap().state_dir, PathBuf::from("/tmp/s"));
+    }
+
+    #[test]
+    fn tls_for_docker_clients_takes_dockers_flags() {
+        let files = ["--tlscert", "c.pem", "--tlskey", "k.pem"];
+        let mut args = vec![
+            "--tls-listen",
+            "0.0.0.0",
+            "--tlsverify",
+            "--tlscacert",
+            "ca.pem",
+        ];
+        args.extend(files);
+        let c = parse(&args).unwrap();
+        assert_eq!(c.tls_listen, vec!["0.0.0.0:2376".parse().unwrap()]);
+        assert_eq!(
+            c.client_tls,
+            Some(ClientTlsFiles {
+                ca: Some("ca.pem".into()),
+                cert: "c.pem".into(),
+                key: "k.pem".into()
+            })
+        );
+        assert!(c.listen.is_empty(), "--tls-listen alone: no unix socket");
+
+        let refused = |args: &[&str], want: &str| {
+            let err = parse(args).unwrap_err().to_string();
+            assert!(err.contains(want), "{args:?}: {err}");
+        };
+        // Without --tlsverify: refused beyond loopback, like plain TCP; allowed on loopback.
+        let mut args = vec!["--tls-listen", "10.0.0.5:2376"];
+        args.extend(files);
+        refused(&args, "without --tlsverify");
+        args.push("--allow-remote-plaintext");
+        parse(&args).unwrap();
+        let mut args = vec!["--tls-listen", "127.0.0.1"];
+        args.extend(files);
+        assert_eq!(parse(&args).unwrap().client_tls.unwrap().ca, None);
+
+        let mut args = vec!["--tls-listen", "0.0.0.0", "--tlsverify"];
+        args.extend(files);
+        refused(&args, "--tlsverify needs --tlscacert");
+        let mut args = vec!["--tls-listen", "127.0.0.1", "--tlscacert", "ca.pem"];
+        args.extend(files);
+        refused(&args, "add --tlsverify");
+        refused(
+            &[
+                "--tls-listen",
+                "0.0.0.0",
+                "--tlsverify",
+                "--tlscacert",
+                "ca.pem",
+            ],
+            "--tlscert and --tlskey",
+        );
+        refused(&["--tlsverify"], "--tlsverify applies to --tls-listen");
+        refused(&["--tls-listen", "host.example"], "--tls-listen: invalid");
     }
 
     #[test]

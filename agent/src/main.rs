@@ -26,9 +26,16 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
+    let tls = match run::client_tls(&config) {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("busbar-agent: --tls-listen: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
     let runtime = busbar_runtime::runtime(config.threads);
     runtime.block_on(async move {
-        let listeners = match run::bind_all(&config).await {
+        let listeners = match run::bind_all(&config, tls.as_ref()).await {
             Ok(l) => l,
             Err(e) => {
                 error!("{e}");

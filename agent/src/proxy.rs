@@ -10,6 +10,10 @@
 //!                             (errors become Docker-style responses in busbar_http::error)
 //! ```
 //!
+//! A call that carries credentials in its body (`docker login`, see
+//! [`busbar_api::endpoint::carries_credentials`]) always takes the plain path: no adapter
+//! sees it.
+//!
 //! The plain path buffers nothing: the request body is handed to the engine client as a
 //! stream and the engine's body is handed back the same way, so `logs -f` and `events` reach
 //! the client chunk by chunk, and build contexts never sit in memory. A `101` response keeps
@@ -66,7 +70,13 @@ impl Proxy {
             .path_and_query()
             .map(|p| p.as_str())
             .unwrap_or("/");
-        let matched = chains.set.hooks_for(req.method(), path_and_query);
+        let mut matched = chains.set.hooks_for(req.method(), path_and_query);
+        if !matched.is_empty() {
+            if let Some(why) = credentials(req.method(), req.uri().path()) {
+                debug!(reason = why, "hooks skipped: the call carries credentials");
+                matched = Default::default();
+            }
+        }
         let response = if matched.is_empty() {
             self.forward(req).await
         } else {
@@ -80,6 +90,14 @@ impl Proxy {
         );
         response
     }
+}
+
+/// Why a call must not be shown to adapters, if so (see
+/// [`busbar_api::endpoint::carries_credentials`]).
+fn credentials(method: &http::Method, path: &str) -> Option<&'static str> {
+    busbar_api::ApiPath::parse(path)
+        .ok()
+        .and_then(|p| busbar_api::endpoint::carries_credentials(method, &p))
 }
 
 impl Proxy {

@@ -10,8 +10,10 @@ use tracing::{info, warn};
 
 use busbar_chains::scoped::ChainStatus;
 use busbar_engine::EngineClient;
-use busbar_http::listen::{ListenError, Listener};
+use busbar_http::listen::{bind_tls, is_loopback_addr, ListenError, Listener};
 use busbar_http::server::{self, Handler};
+use busbar_http::tls::ServerTls;
+use busbar_tls::TlsError;
 
 use crate::chain_source::{self as source, LiveChains, Loaded, SourceError};
 use crate::config::Config;
@@ -103,11 +105,61 @@ pub async fn check_engine(engine: EngineClient) {
     }
 }
 
-/// Binds every listen address (all or nothing).
-pub async fn bind_all(config: &Config) -> Result<Vec<Listener>, ListenError> {
+/// The TLS of the `--tls-listen` listeners, its files read and checked (none without
+/// `--tls-listen`). A file that is missing, not PEM, out of its validity or whose key does not
+/// match is an error naming it.
+pub fn client_tls(config: &Config) -> Result<Option<Arc<ServerTls>>, TlsError> {
+    let Some(files) = &config.client_tls else {
+        return Ok(None);
+    };
+    let server = busbar_tls::docker_server_config(files)?;
+    let describe = match &files.ca {
+        Some(ca) => {
+            let busbar_ca = busbar_tls::read_certs("CA certificate", ca)?
+                .iter()
+                .any(busbar_tls::docker::is_busbar_ca);
+            format!(
+                "--tlsverify: client certificates signed by {}{}",
+                ca.display(),
+                if busbar_ca {
+                    " with the client role (a busbar CA)"
+                } else {
+                    ""
+                }
+            )
+        }
+        None => "no client certificate asked for: anyone who connects can use it".to_owned(),
+    };
+    Ok(Some(ServerTls::new(
+        server,
+        busbar_tls::docker::common_name,
+        describe,
+    )))
+}
+
+/// Binds every listen address (all or nothing): unix sockets with the configured group and
+/// mode, `--tls-listen` addresses with `tls`. Says in the log who can use each listener that
+/// authenticates no one.
+pub async fn bind_all(
+    config: &Config,
+    tls: Option<&Arc<ServerTls>>,
+) -> Result<Vec<Listener>, ListenError> {
     let mut listeners = vec![];
     for addr in &config.listen {
-        listeners.push(addr.bind().await?);
+        listeners.push(addr.bind_with(&config.unix_access).await?);
+        addr.warn_exposure();
+    }
+    for addr in &config.tls_listen {
+        let tls = tls.expect("TLS is built before --tls-listen is bound");
+        listeners.push(bind_tls(*addr, tls.clone()).await?);
+        if config.client_tls.as_ref().is_some_and(|f| f.ca.is_none()) {
+            let who = if is_loopback_addr(addr) {
+                "every local user"
+            } else {
+                "anyone who reaches it (--allow-remote-plaintext)"
+            };
+            warn!(listen = %format!("tcp://{addr}"), "TLS without --tlsverify: encrypted, but {who} can use the Docker API, as root. Add --tlsverify --tlscacert");
+        }
     }
     Ok(listeners)
 }

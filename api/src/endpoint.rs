@@ -17,6 +17,16 @@ pub fn is_hijack(method: &Method, path: &ApiPath<'_>) -> bool {
         )
 }
 
+/// Why this call must never be shown to adapters, if it must not: `POST /auth` (`docker
+/// login`) carries the registry password in its body, and its answer may carry an identity
+/// token. Registry credentials in headers (`X-Registry-Auth`, `X-Registry-Config`) never
+/// reach adapters anyway: hooks see no header of the client's.
+pub fn carries_credentials(method: &Method, path: &ApiPath<'_>) -> Option<&'static str> {
+    (method == Method::POST && path.segments().as_slice() == ["auth"]).then_some(
+        "docker login (/auth) carries the registry password and its answer an identity token",
+    )
+}
+
 /// Why the engine's answer to this call must reach the client as it comes, never held back
 /// until it ends, if it must: streams without an end (`events`, `logs?follow=1`, streaming
 /// `stats`, `attach`), and `containers/{id}/wait`, whose head the CLI waits for before it
@@ -38,6 +48,16 @@ pub fn must_stream(path: &ApiPath<'_>, query: Option<&str>) -> Option<&'static s
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_login_carries_credentials_in_its_body() {
+        use super::*;
+        let p = |s| ApiPath::parse(s).unwrap();
+        assert!(carries_credentials(&Method::POST, &p("/v1.41/auth")).is_some());
+        assert!(carries_credentials(&Method::POST, &p("/auth")).is_some());
+        assert!(carries_credentials(&Method::GET, &p("/auth")).is_none());
+        assert!(carries_credentials(&Method::POST, &p("/v1.41/containers/create")).is_none());
+    }
+
     use super::*;
 
     fn p(s: &str) -> ApiPath<'_> {

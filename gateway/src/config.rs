@@ -176,11 +176,11 @@ mod tests {
     }
 
     #[test]
-    fn no_agent_means_embedded_on_loopback() {
+    fn no_agent_means_embedded_on_the_unix_socket() {
         let c = parse(&[]).unwrap();
         assert!(matches!(c.mode, Mode::Embedded));
         assert_eq!(c.local.listen.len(), 1);
-        assert_eq!(c.local.listen[0].to_string(), "tcp://127.0.0.1:2375");
+        assert_eq!(c.local.listen[0].to_string(), "unix:///run/busbar.sock");
     }
 
     #[test]

@@ -25,7 +25,7 @@ use busbar_hop::v1::{DescribeRequest, ExchangeFrame, NodeDescription};
 use busbar_http::error::error_chain;
 use busbar_http::headers::wants_upgrade;
 use busbar_http::hijack::Hijacked;
-use busbar_http::{Body, DockerError, RequestCtx, REQUEST_ID};
+use busbar_http::{identity, Body, DockerError, RequestCtx, REQUEST_ID};
 use futures_util::future::BoxFuture;
 use http::{Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
@@ -181,6 +181,13 @@ impl AgentLink {
         let (mut parts, body) = req.into_parts();
         if let Ok(id) = http::HeaderValue::from_str(&ctx.id) {
             parts.headers.insert(REQUEST_ID.clone(), id);
+        }
+        // The client's identity travels in the head, written here from what our own listener
+        // verified, never from what the client sent (removed already at our door; removed
+        // again, so that no path can forward a copy). The agent trusts it from us alone.
+        identity::strip_reserved(&mut parts.headers);
+        if let Some(identity) = &ctx.identity {
+            identity.write_headers(&mut parts.headers);
         }
         let head = exchange::request_head(&parts);
         // Only attach and exec start (or an explicit upgrade) can turn into a raw stream.

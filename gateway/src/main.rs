@@ -40,9 +40,16 @@ fn main() -> ExitCode {
         }
         (_, _) => None,
     };
+    let tls = match run::client_tls(&config.local) {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("busbar-gateway: --tls-listen: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
     let runtime = busbar_runtime::runtime(config.local.threads);
     runtime.block_on(async move {
-        let listeners = match run::bind_all(&config.local).await {
+        let listeners = match run::bind_all(&config.local, tls.as_ref()).await {
             Ok(l) => l,
             Err(e) => {
                 error!("{e}");

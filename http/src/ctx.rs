@@ -1,20 +1,32 @@
-//! The context of one request: its id and the tracing span every log line of it carries.
+//! The context of one request: its id, who sent it, and the tracing span every log line of it
+//! carries.
+//!
+//! The span records the method and the path, never the query (it may hold a secret: a
+//! registry token in a `?...` parameter, a filter value) nor any header value or body; and
+//! the client's name (`user`, a certificate's CN) when a TLS listener verified one.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::HeaderName;
 use http::Request;
 use tracing::{field, info_span, Span};
 
+use crate::identity::ClientIdentity;
+
 /// The request id header: taken from the client when present, generated otherwise, and passed
 /// on to the engine and to adapters so that every log can be joined.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Per-request context: its id and the tracing span that every log line of it carries.
+/// Per-request context: its id, its client's identity, and the tracing span that every log
+/// line of it carries.
 pub struct RequestCtx {
     pub id: String,
     pub span: Span,
     pub started: Instant,
+    /// Who the client is, when a TLS listener verified its certificate (or a gateway said so
+    /// over the hop); `None` otherwise. Set with [`RequestCtx::set_identity`].
+    pub identity: Option<Arc<ClientIdentity>>,
 }
 
 impl RequestCtx {
@@ -32,21 +44,44 @@ impl RequestCtx {
             method = %req.method(),
             path = req.uri().path(),
             node = field::Empty,
+            user = field::Empty,
         );
         RequestCtx {
             id,
             span,
             started: Instant::now(),
+            identity: None,
         }
     }
 
-    /// A context for a call made on behalf of another request (same id, same span).
+    /// A context for a call made on the process's own account, logged in `span` under `id`:
+    /// no client, no identity.
     pub fn with_id(id: String, span: Span) -> Self {
         RequestCtx {
             id,
             span,
             started: Instant::now(),
+            identity: None,
         }
+    }
+
+    /// A context for a call made on behalf of this request (same id, span and identity), for
+    /// a task of its own.
+    pub fn for_call(&self) -> Self {
+        RequestCtx {
+            id: self.id.clone(),
+            span: self.span.clone(),
+            started: Instant::now(),
+            identity: self.identity.clone(),
+        }
+    }
+
+    /// Says who the client is; its name goes into the span as `user`.
+    pub fn set_identity(&mut self, identity: Option<Arc<ClientIdentity>>) {
+        if let Some(id) = &identity {
+            self.span.record("user", id.user.as_str());
+        }
+        self.identity = identity;
     }
 }
 

@@ -8,10 +8,12 @@ use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
-/// A connection over TCP or a unix socket, to a client or to the engine.
+/// A connection over TCP or a unix socket, to a client or to the engine, or TLS over TCP to a
+/// client of a `--tls-listen` listener.
 pub enum Stream {
     Unix(UnixStream),
     Tcp(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
 
 macro_rules! delegate {
@@ -19,6 +21,7 @@ macro_rules! delegate {
         match $self.get_mut() {
             Stream::Unix($s) => $e,
             Stream::Tcp($s) => $e,
+            Stream::Tls($s) => $e,
         }
     };
 }
@@ -56,6 +59,7 @@ impl AsyncWrite for Stream {
         match self {
             Stream::Unix(s) => s.is_write_vectored(),
             Stream::Tcp(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
         }
     }
 
@@ -64,6 +68,7 @@ impl AsyncWrite for Stream {
     }
 
     /// Shuts down only the write side (half-close): the peer reads EOF and can still answer.
+    /// Over TLS: a close_notify alert, then the TCP write side; reading goes on.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         delegate!(self, s => Pin::new(s).poll_shutdown(cx))
     }

@@ -13,20 +13,29 @@
 //! - [`ctx`]: [`RequestCtx`], the request id and the span of one request.
 //! - [`error`]: the one place an error becomes `{"message": "..."}` with its status.
 //! - [`headers`]: hop-by-hop headers and upgrade requests.
+//! - [`identity`]: who a client is (a verified TLS certificate's CN), the `X-Busbar-User` and
+//!   `X-Busbar-Auth-Method` headers that carry it to adapters and across the hop, and the
+//!   stripping of clients' own `X-Busbar-*` headers.
 //! - [`hijack`]: a `101`'s upstream stream, and the half-closing byte splice.
 //! - [`io`]: byte streams over unix or TCP, and replaying bytes read ahead.
-//! - [`listen`]: listen addresses, the loopback rule, bound listeners.
+//! - [`listen`]: listen addresses, the loopback rule, unix sockets' group and mode, bound
+//!   listeners (plain, unix, TLS).
 //! - [`server`]: the Docker API server: accept, one connection, raw hijacks.
+//! - [`tls`]: TLS listeners for Docker clients: the handshake in the connection's task, the
+//!   client's identity, and the server configuration behind a swappable holder.
 
 pub mod body;
 pub mod ctx;
 pub mod error;
 pub mod headers;
 pub mod hijack;
+pub mod identity;
 pub mod io;
 pub mod listen;
 pub mod server;
+pub mod tls;
 
 pub use body::{Body, BoxError};
 pub use ctx::{RequestCtx, REQUEST_ID};
 pub use error::DockerError;
+pub use identity::ClientIdentity;

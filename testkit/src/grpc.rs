@@ -1,72 +1,25 @@
-//! The cluster's mutual TLS and the agent's gRPC service, in-process.
+//! The agent's gRPC service, in-process.
 //!
-//! [`TestPki`] makes a cluster CA in a temporary directory with `busbar_tls::pki` (what
-//! `busbarctl certs` runs) and issues certificates by name and role. [`GrpcAgent`] serves
-//! `busbar_agent::cluster::grpc` (the agent's proxy, chains included) with the agent's TLS
-//! configuration on `127.0.0.1:0`, in front of a [`FakeEngine`].
+//! [`GrpcAgent`] serves `busbar_agent::cluster::grpc` (the agent's proxy, chains included)
+//! with the agent's TLS configuration (certificates from a [`TestPki`]) on `127.0.0.1:0`, in
+//! front of a [`FakeEngine`].
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use busbar_agent::cluster::grpc::{self, AgentService, NodeIdentity};
-use busbar_tls::pki::{CertDir, IssueRequest};
-use busbar_tls::{Role, TlsFiles};
+use busbar_tls::Role;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::engine::FakeEngine;
+use crate::pki::TestPki;
 use crate::server::agent_proxy;
 use crate::LIMIT;
 
-/// A cluster CA and its certificates, in a temporary directory removed on drop.
-pub struct TestPki {
-    certs: CertDir,
-    _dir: tempfile::TempDir,
-}
-
-impl Default for TestPki {
-    fn default() -> Self {
-        TestPki::new()
-    }
-}
-
-impl TestPki {
-    /// A new cluster CA.
-    pub fn new() -> TestPki {
-        let dir = tempfile::Builder::new()
-            .prefix("busbar-test-pki")
-            .tempdir()
-            .expect("a temporary directory");
-        let certs = CertDir::new(dir.path().join("certs"));
-        certs.init_ca(false).expect("create the cluster CA");
-        TestPki { certs, _dir: dir }
-    }
-
-    /// Issues (once) a certificate for `name` with `role`, and returns its files.
-    pub fn issue(&self, name: &str, role: Role) -> TlsFiles {
-        if !self.certs.cert(name).exists() {
-            self.certs
-                .issue(&IssueRequest {
-                    name: name.to_owned(),
-                    role,
-                    sans: vec![],
-                    days: 1,
-                    force: false,
-                })
-                .unwrap_or_else(|e| panic!("issue {name} ({role}): {e}"));
-        }
-        self.certs.tls_files(name)
-    }
-
-    /// The TLS client configuration of a gateway (certificate `gateway`, role gateway), which
-    /// accepts agents only: what `busbar-gateway` dials agents with.
-    pub fn gateway_tls(&self) -> Arc<rustls::ClientConfig> {
-        let files = self.issue("gateway", Role::Gateway);
-        busbar_tls::client_config(&files, Role::Agent).expect("the gateway's TLS configuration")
-    }
-}
+/// How long a stopped service lets open calls finish (tests close theirs first).
+const GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The agent's gRPC service on `127.0.0.1:0` with mutual TLS, for a node named `name`.
 pub struct GrpcAgent {
@@ -104,8 +57,7 @@ impl GrpcAgent {
         };
         let service = AgentService::new(agent_proxy(engine, yaml), node);
         let shutdown = CancellationToken::new();
-        let grace = std::time::Duration::from_secs(1);
-        let task = tokio::spawn(grpc::serve(listener, tls, service, shutdown.clone(), grace));
+        let task = tokio::spawn(grpc::serve(listener, tls, service, shutdown.clone(), GRACE));
         GrpcAgent {
             name: name.to_owned(),
             addr,

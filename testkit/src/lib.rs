@@ -25,11 +25,13 @@
 //! - [`server`]: busbar's own HTTP front (`busbar_http::server::serve`) on `127.0.0.1:0` in
 //!   front of any handler ([`server::TestServer`]), and an agent with chains from YAML text
 //!   ([`server::TestAgent`]).
-//! - `grpc` (cargo feature `cluster`): a cluster CA made in a temporary directory
-//!   (`grpc::TestPki`) and the agent's gRPC service over mutual TLS on `127.0.0.1:0`
-//!   (`grpc::GrpcAgent`).
-//! - [`raw::RawClient`]: a client that writes raw HTTP/1.1 bytes and reads raw answers, for
-//!   exact framing, odd request targets and hijacked streams.
+//! - [`pki::TestPki`]: a cluster CA made in a temporary directory, its certificates, and the
+//!   TLS settings built from them (the gateway's, a `--tls-listen` listener's, a Docker
+//!   client's).
+//! - `grpc` (cargo feature `cluster`): the agent's gRPC service over mutual TLS on
+//!   `127.0.0.1:0` (`grpc::GrpcAgent`).
+//! - [`raw::RawClient`]: a client that writes raw HTTP/1.1 bytes (in plain TCP or TLS) and
+//!   reads raw answers, for exact framing, odd request targets and hijacked streams.
 //! - [`seq`]: one sequence shared by every recording here, to check what happened before what.
 //!
 //! # Where the tests are
@@ -38,6 +40,10 @@
 //! - `gateway/tests/inproc_hop.rs`: the agent's gRPC service over mutual TLS, driven by the
 //!   gateway's hop client (it lives with the gateway, whose client it needs).
 //! - `gateway/tests/inproc_create.rs`: the gateway's create path over three in-process agents.
+//! - `agent/tests/inproc_security.rs`: TLS for Docker clients, the client's identity to
+//!   adapters, what adapters and logs never get (credentials).
+//! - `gateway/tests/inproc_identity.rs`: the client's identity across the hop to the agent's
+//!   adapters, and that a client cannot forge it.
 //!
 //! Run them all with `cargo test --workspace` (as any user; the end-to-end tests skip with a
 //! message when they cannot run), or one crate's with e.g. `cargo test -p busbar-agent --test
@@ -50,6 +56,7 @@ pub mod engine;
 #[cfg(feature = "cluster")]
 pub mod grpc;
 mod pattern;
+pub mod pki;
 pub mod raw;
 pub mod seq;
 pub mod server;
@@ -57,7 +64,8 @@ pub mod server;
 pub use adapter::{AdapterCall, AdapterReply, FakeAdapter};
 pub use engine::{json, text, FakeEngine, Hijack, Recorded, Reply};
 #[cfg(feature = "cluster")]
-pub use grpc::{GrpcAgent, TestPki};
+pub use grpc::GrpcAgent;
+pub use pki::TestPki;
 pub use raw::{RawClient, RawResponse};
 pub use server::{TestAgent, TestServer};
 
@@ -74,6 +82,50 @@ pub fn logs() {
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
+    }
+}
+
+/// Everything busbar (and hyper, rustls, ...) logs on this thread while it is held, at the
+/// `filter`'s levels (e.g. `"debug"`), as text: for tests of what logs must never hold. Use it
+/// in a current-thread runtime (`#[tokio::test]`'s default), where every task logs on the
+/// test's thread.
+pub struct CapturedLogs {
+    buf: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+impl CapturedLogs {
+    pub fn start(filter: &str) -> CapturedLogs {
+        let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = CaptureWriter(buf.clone());
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        CapturedLogs {
+            buf,
+            _guard: tracing::subscriber::set_default(subscriber),
+        }
+    }
+
+    /// What was logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.buf.lock().expect("log buffer")).into_owned()
+    }
+}
+
+#[derive(Clone)]
+struct CaptureWriter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CaptureWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -6,10 +6,11 @@
 //! test fails with what it was waiting for, never hangs.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::LIMIT;
@@ -109,9 +110,54 @@ pub async fn exchange(addr: SocketAddr, bytes: &[u8]) -> RawResponse {
     c.read_response().await
 }
 
+/// A connection, plain or TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Connects to `addr` over TLS as `server_name` with `tls` (a Docker client's settings, e.g.
+/// [`crate::TestPki::docker_client`]), sends `bytes`, reads one whole response.
+pub async fn tls_exchange(
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    server_name: &str,
+    bytes: &[u8],
+) -> RawResponse {
+    let mut c = RawClient::connect_tls(addr, tls, server_name)
+        .await
+        .unwrap_or_else(|e| panic!("TLS to {addr}: {e}"));
+    c.send(bytes).await;
+    c.read_response().await
+}
+
+/// Why a TLS server refuses this client: it connects, sends a `GET /_ping` and reads; the
+/// error of whichever step failed (with TLS 1.3 a refused client certificate shows on the
+/// first read, as an alert). Panics if the server answered.
+pub async fn tls_refusal(
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    server_name: &str,
+) -> String {
+    let attempt = async {
+        let mut c = RawClient::connect_tls(addr, tls, server_name).await?;
+        c.stream
+            .write_all(&request("GET", "/_ping", &[], b""))
+            .await?;
+        let mut byte = [0u8; 1];
+        match c.stream.read(&mut byte).await? {
+            0 => Err(std::io::Error::other("closed without an answer")),
+            _ => Ok(()),
+        }
+    };
+    match tokio::time::timeout(LIMIT, attempt).await {
+        Ok(Err(e)) => e.to_string(),
+        Ok(Ok(())) => panic!("the server answered a client it should have refused"),
+        Err(_) => panic!("neither an answer nor a refusal within {LIMIT:?}"),
+    }
+}
+
 /// One client connection; see the [module docs](self).
 pub struct RawClient {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     /// Bytes read and not consumed yet.
     buf: BytesMut,
     limit: Duration,
@@ -123,10 +169,29 @@ impl RawClient {
             .await
             .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
         RawClient {
-            stream,
+            stream: Box::new(stream),
             buf: BytesMut::new(),
             limit: LIMIT,
         }
+    }
+
+    /// Connects over TLS as `server_name`; the handshake's error, if it fails on our side.
+    pub async fn connect_tls(
+        addr: SocketAddr,
+        tls: Arc<rustls::ClientConfig>,
+        server_name: &str,
+    ) -> std::io::Result<RawClient> {
+        let tcp = TcpStream::connect(addr).await?;
+        let name = rustls::pki_types::ServerName::try_from(server_name.to_owned())
+            .map_err(std::io::Error::other)?;
+        let stream = tokio_rustls::TlsConnector::from(tls)
+            .connect(name, tcp)
+            .await?;
+        Ok(RawClient {
+            stream: Box::new(stream),
+            buf: BytesMut::new(),
+            limit: LIMIT,
+        })
     }
 
     /// How long each read may wait (a test on paused time sets more than what it waits for).

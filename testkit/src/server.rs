@@ -10,8 +10,9 @@ use busbar_agent::chain_source::LiveChains;
 use busbar_agent::proxy::Proxy;
 use busbar_chains::ChainSet;
 use busbar_engine::{EngineClient, EngineOptions};
-use busbar_http::listen::ListenAddr;
+use busbar_http::listen::{bind_tls, ListenAddr};
 use busbar_http::server::{self, Handler};
+use busbar_http::tls::ServerTls;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -38,6 +39,19 @@ impl TestServer {
             .bind()
             .await
             .expect("bind 127.0.0.1:0");
+        TestServer::serve(listener, handler)
+    }
+
+    /// [`TestServer::start`] for clients speaking TLS with `tls`: a `--tls-listen` listener
+    /// (see [`crate::TestPki::docker_tls`]).
+    pub async fn start_tls(handler: Arc<dyn Handler>, tls: Arc<ServerTls>) -> TestServer {
+        let listener = bind_tls(SocketAddr::from(([127, 0, 0, 1], 0)), tls)
+            .await
+            .expect("bind 127.0.0.1:0");
+        TestServer::serve(listener, handler)
+    }
+
+    fn serve(listener: busbar_http::listen::Listener, handler: Arc<dyn Handler>) -> TestServer {
         let addr = match listener.local_addr() {
             ListenAddr::Tcp(a) => a,
             ListenAddr::Unix(_) => unreachable!("a TCP listener"),
@@ -100,6 +114,13 @@ impl TestAgent {
     pub async fn start(engine: &FakeEngine, yaml: &str) -> TestAgent {
         let proxy = agent_proxy(engine, yaml);
         let server = TestServer::start(proxy.clone()).await;
+        TestAgent { server, proxy }
+    }
+
+    /// [`TestAgent::start`] on a `--tls-listen` listener with `tls`.
+    pub async fn start_tls(engine: &FakeEngine, yaml: &str, tls: Arc<ServerTls>) -> TestAgent {
+        let proxy = agent_proxy(engine, yaml);
+        let server = TestServer::start_tls(proxy.clone(), tls).await;
         TestAgent { server, proxy }
     }
 

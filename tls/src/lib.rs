@@ -27,9 +27,13 @@
 //! # Layout
 //! - [`identity`]: [`Role`], [`Identity`], [`peer_identity`]: reading who a certificate names.
 //! - `verify`: the rustls verifiers that wrap WebPKI's and add the role check ([`RoleError`]).
+//! - [`docker`]: TLS for Docker clients (`--tlsverify --tlscacert --tlscert --tlskey`), a
+//!   different trust model: the operator's CA, TLS 1.2 and 1.3, the chain checked as dockerd
+//!   checks it (plus the `client` role when that CA is busbar's).
 //! - `pki` (cargo feature `pki`): the cluster CA and issuing certificates (`pki::CertDir`),
 //!   for `busbarctl certs` and the tests; the servers only read certificates.
 
+pub mod docker;
 pub mod identity;
 #[cfg(any(feature = "pki", test))]
 pub mod pki;
@@ -53,6 +57,7 @@ use rustls::{ClientConfig, InconsistentKeys, RootCertStore, ServerConfig};
 
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+pub use docker::{docker_server_config, ClientTlsFiles};
 pub use identity::{peer_identity, Identity, IdentityError, Role, UnknownRole};
 pub use verify::RoleError;
 
@@ -205,42 +210,49 @@ impl TlsFiles {
             source,
         })?;
 
-        let key = match PrivateKeyDer::from_pem_slice(&read("private key", &self.key)?) {
-            Ok(key) => key,
-            Err(pem::Error::NoItemsFound) => {
-                return Err(TlsError::NoKey {
-                    path: self.key.clone(),
-                })
-            }
-            Err(source) => {
-                return Err(TlsError::BadPem {
-                    what: "private key",
-                    path: self.key.clone(),
-                    source,
-                })
-            }
-        };
-        match CertifiedKey::from_der(chain.clone(), key.clone_key(), provider) {
-            Ok(_) => {}
-            Err(rustls::Error::InconsistentKeys(InconsistentKeys::KeyMismatch)) => {
-                return Err(TlsError::KeyMismatch {
-                    cert: self.cert.clone(),
-                    key: self.key.clone(),
-                })
-            }
-            Err(source) => {
-                return Err(TlsError::BadKey {
-                    path: self.key.clone(),
-                    source,
-                })
-            }
-        }
-
+        let key = load_key(&self.key, &self.cert, &chain, provider)?;
         Ok(Material {
             roots: Arc::new(roots),
             chain,
             key,
         })
+    }
+}
+
+/// The private key in `key_path`, checked to belong to `chain`'s leaf (read from `cert_path`).
+fn load_key(
+    key_path: &Path,
+    cert_path: &Path,
+    chain: &[CertificateDer<'static>],
+    provider: &CryptoProvider,
+) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let key = match PrivateKeyDer::from_pem_slice(&read("private key", key_path)?) {
+        Ok(key) => key,
+        Err(pem::Error::NoItemsFound) => {
+            return Err(TlsError::NoKey {
+                path: key_path.to_owned(),
+            })
+        }
+        Err(source) => {
+            return Err(TlsError::BadPem {
+                what: "private key",
+                path: key_path.to_owned(),
+                source,
+            })
+        }
+    };
+    match CertifiedKey::from_der(chain.to_vec(), key.clone_key(), provider) {
+        Ok(_) => Ok(key),
+        Err(rustls::Error::InconsistentKeys(InconsistentKeys::KeyMismatch)) => {
+            Err(TlsError::KeyMismatch {
+                cert: cert_path.to_owned(),
+                key: key_path.to_owned(),
+            })
+        }
+        Err(source) => Err(TlsError::BadKey {
+            path: key_path.to_owned(),
+            source,
+        }),
     }
 }
 

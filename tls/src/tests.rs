@@ -538,3 +538,210 @@ fn certificates_outside_their_validity_are_refused_at_start() {
     );
     check_validity("certificate", path, &cert((2025, 1, 1), (2027, 1, 1)), now).unwrap();
 }
+
+// === TLS for Docker clients (docker::docker_server_config) ===
+
+/// A CA that is not busbar's (as `openssl req -x509` would make one) in `dir`: `ca.pem`, a
+/// server certificate for 127.0.0.1 (`server.pem`, `server-key.pem`) and a client certificate
+/// `CN=alice` without any busbar role (`alice.pem`, `alice-key.pem`).
+fn plain_ca(dir: &Path) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, PKCS_ECDSA_P384_SHA384,
+    };
+    std::fs::create_dir_all(dir).unwrap();
+    let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap();
+    let mut ca = CertificateParams::default();
+    ca.distinguished_name
+        .push(DnType::CommonName, "Example Corp CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf = |name: &str, params: CertificateParams| {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap();
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}-key.pem")), key.serialize_pem()).unwrap();
+    };
+    let mut server = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    leaf("server", server);
+    let mut alice = CertificateParams::new(Vec::<String>::new()).unwrap();
+    alice.distinguished_name.push(DnType::CommonName, "alice");
+    alice.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    leaf("alice", alice);
+}
+
+/// A Docker client's TLS settings (`--tlscacert`, and `--tlscert/--tlskey` if `me` is given),
+/// TLS 1.2 only if `tls12`.
+fn docker_client(ca: &Path, me: Option<(&Path, &Path)>, tls12: bool) -> Arc<rustls::ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    for c in read_certs("CA certificate", ca).unwrap() {
+        roots.add(c).unwrap();
+    }
+    let versions: &[&rustls::SupportedProtocolVersion] = if tls12 {
+        &[&rustls::version::TLS12]
+    } else {
+        rustls::DEFAULT_VERSIONS
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots);
+    Arc::new(match me {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                read_certs("certificate", cert).unwrap(),
+                rustls::pki_types::PrivateKeyDer::from_pem_file(key).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    })
+}
+
+/// One connection to `server` as a Docker client would make it: the CN the server saw (`""`
+/// when the client sent no certificate), or the error of either side.
+async fn docker_handshake(
+    server: Arc<rustls::ServerConfig>,
+    client: Arc<rustls::ClientConfig>,
+) -> Result<String, String> {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = TlsAcceptor::from(server);
+    let server_task = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await?;
+        let mut tls = acceptor.accept(tcp).await?;
+        let cn = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(docker::common_name)
+            .unwrap_or_default();
+        tls.write_all(b"!").await?;
+        tls.shutdown().await?;
+        Ok::<_, io::Error>(cn)
+    });
+    let client = async {
+        let tcp = TcpStream::connect(addr).await?;
+        let name = ServerName::try_from("127.0.0.1").unwrap();
+        let mut tls = TlsConnector::from(client).connect(name, tcp).await?;
+        let mut byte = [0u8; 1];
+        tls.read_exact(&mut byte).await?;
+        Ok::<_, io::Error>(())
+    };
+    let limit = Duration::from_secs(10);
+    let client = tokio::time::timeout(limit, client)
+        .await
+        .expect("client ends");
+    let server = tokio::time::timeout(limit, server_task)
+        .await
+        .expect("server ends")
+        .expect("no panic");
+    match (server, client) {
+        (Ok(cn), Ok(())) => Ok(cn),
+        (s, c) => Err(format!(
+            "server: {}; client: {}",
+            s.err().map(|e| e.to_string()).unwrap_or_default(),
+            c.err().map(|e| e.to_string()).unwrap_or_default()
+        )),
+    }
+}
+
+#[tokio::test]
+async fn docker_clients_of_the_operators_ca_get_in_and_are_named_by_their_cn() {
+    let tmp = TempDir::new();
+    let d = tmp.0.join("plain");
+    plain_ca(&d);
+    let files = ClientTlsFiles {
+        ca: Some(d.join("ca.pem")),
+        cert: d.join("server.pem"),
+        key: d.join("server-key.pem"),
+    };
+    let server = docker_server_config(&files).unwrap();
+    let alice = Some((d.join("alice.pem"), d.join("alice-key.pem")));
+    let alice = alice.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+    for tls12 in [false, true] {
+        let client = docker_client(&d.join("ca.pem"), alice, tls12);
+        assert_eq!(
+            docker_handshake(server.clone(), client).await.as_deref(),
+            Ok("alice"),
+            "tls12: {tls12}"
+        );
+    }
+    // No certificate, or one from another CA: refused in the handshake.
+    let client = docker_client(&d.join("ca.pem"), None, false);
+    let err = docker_handshake(server.clone(), client).await.unwrap_err();
+    assert!(
+        err.contains("CertificateRequired") || err.contains("certificate"),
+        "{err}"
+    );
+    let c = Cluster::new();
+    let ops = (c.certs.cert("ops"), c.certs.key("ops"));
+    let client = docker_client(&d.join("ca.pem"), Some((&ops.0, &ops.1)), false);
+    let err = docker_handshake(server, client).await.unwrap_err();
+    assert!(err.contains("UnknownIssuer"), "{err}");
+}
+
+#[tokio::test]
+async fn with_busbars_ca_only_the_client_role_gets_in() {
+    let c = Cluster::new();
+    issue(&c.certs, "gw-docker", Role::Gateway, &["127.0.0.1"]);
+    let files = ClientTlsFiles {
+        ca: Some(c.certs.ca_cert()),
+        cert: c.certs.cert("gw-docker"),
+        key: c.certs.key("gw-docker"),
+    };
+    assert!(docker::is_busbar_ca(
+        &read_certs("CA", &c.certs.ca_cert()).unwrap()[0]
+    ));
+    let server = docker_server_config(&files).unwrap();
+    let client_of = |name: &str| {
+        let (cert, key) = (c.certs.cert(name), c.certs.key(name));
+        docker_client(&c.certs.ca_cert(), Some((&cert, &key)), false)
+    };
+    assert_eq!(
+        docker_handshake(server.clone(), client_of("ops"))
+            .await
+            .as_deref(),
+        Ok("ops")
+    );
+    for (name, role) in [("node1", "agent"), ("gw", "gateway")] {
+        let err = docker_handshake(server.clone(), client_of(name))
+            .await
+            .unwrap_err();
+        assert!(
+            err.contains(&format!(
+                "CN={name} has role {role}; only client may connect"
+            )),
+            "{name}: {err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn without_tlsverify_no_client_certificate_is_asked_for() {
+    let tmp = TempDir::new();
+    let d = tmp.0.join("plain");
+    plain_ca(&d);
+    let files = ClientTlsFiles {
+        ca: None,
+        cert: d.join("server.pem"),
+        key: d.join("server-key.pem"),
+    };
+    let server = docker_server_config(&files).unwrap();
+    let client = docker_client(&d.join("ca.pem"), None, false);
+    assert_eq!(docker_handshake(server, client).await.as_deref(), Ok(""));
+    // A key that is not the certificate's names both files.
+    let files = ClientTlsFiles {
+        ca: None,
+        cert: d.join("server.pem"),
+        key: d.join("alice-key.pem"),
+    };
+    let err = docker_server_config(&files).unwrap_err().to_string();
+    assert!(
+        err.contains("alice-key.pem") && err.contains("server.pem"),
+        "{err}"
+    );
+}

@@ -447,12 +447,32 @@ impl Recorder {
     }
 }
 
+/// Writes the cache for root's eyes only: the file mode 0600 from its first byte (adapter URLs
+/// and the chains' shape are nobody else's business), the state directory 0700 when it is
+/// made here (an existing one is left as the operator set it).
 fn write_cache_file(state_dir: &std::path::Path, cached: &CachedChains) {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let path = state_dir.join(CACHE_FILE);
     let tmp = path.with_extension("json.tmp");
     let json = serde_json::to_string_pretty(cached).expect("the cache serializes");
-    let written = std::fs::create_dir_all(state_dir)
-        .and_then(|_| std::fs::write(&tmp, json))
+    let written = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir)
+        .and_then(|_| match std::fs::remove_file(&tmp) {
+            // A leftover of an interrupted write, maybe with another mode: made anew.
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        })
+        .and_then(|_| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?
+                .write_all(json.as_bytes())
+        })
         .and_then(|_| std::fs::rename(&tmp, &path));
     if let Err(e) = written {
         warn!(cache = %path.display(), "cannot write the chain cache: {e}");
@@ -510,6 +530,16 @@ mod tests {
         assert!(sent.elapsed() >= delay);
         assert_eq!(read(&dir), Some(cached(5)));
         assert!(!dir.join("chains-cache.json.tmp").exists());
+        let mode = |p: &std::path::Path| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+        };
+        assert_eq!(
+            mode(&dir.join(CACHE_FILE)),
+            0o600,
+            "the cache is root's only"
+        );
+        assert_eq!(mode(&dir), 0o700, "the directory made for it too");
         // Sent just before the sender goes: still written.
         tx.send_replace(record(6));
         drop(tx);

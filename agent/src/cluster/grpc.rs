@@ -7,6 +7,10 @@
 //! handshake ([`busbar_tls::server_config`]). gRPC `Status` values are made here and nowhere
 //! else in the agent.
 //!
+//! The client's identity (`X-Busbar-User`, `X-Busbar-Auth-Method` in the exchange head) is
+//! taken from the gateway, the only kind of peer that gets through the handshake, and given
+//! to the proxy's hooks; it never reaches the engine ([`busbar_http::identity`]).
+//!
 //! `Describe` answers the gateways' health probes at once, from what the agent keeps
 //! ([`super::engine_state`]): the node's identity, the engine's health from its own pings, the
 //! engine's `/version` and `/info` and the containers' reservations (fetched in the background,
@@ -27,6 +31,7 @@ use busbar_hop::v1::{DescribeRequest, ExchangeFrame, Head, NodeDescription};
 use busbar_http::body::empty;
 use busbar_http::headers::wants_upgrade;
 use busbar_http::hijack::{splice, Hijacked};
+use busbar_http::identity::{self, ClientIdentity};
 use busbar_http::server::canonicalize;
 use busbar_http::{error, RequestCtx};
 use futures_util::{Stream, StreamExt};
@@ -122,8 +127,14 @@ impl Agent for AgentService {
             || wants_upgrade(req.headers());
         let Inbound { body, raw } = exchange::route_inbound_after(early, ended, may_hijack, frames);
         *req.body_mut() = body;
-        let ctx = RequestCtx::new(&req);
+        // Every peer here is a gateway (the handshake checked its role): the client identity
+        // it wrote into the head is the one its listener verified. Taken out of the request,
+        // so that the engine gets exactly what the client sent.
+        let identity = ClientIdentity::from_headers(req.headers()).map(Arc::new);
+        identity::strip_reserved(req.headers_mut());
+        let mut ctx = RequestCtx::new(&req);
         ctx.span.record("node", self.node.name.as_str());
+        ctx.set_identity(identity);
         // Served in the RPC's own task, up to the response head: no hand-off to another task
         // on the way to the engine and back (each costs a wake-up).
         let mut rsp = match refused {

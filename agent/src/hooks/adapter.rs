@@ -9,6 +9,15 @@
 //!
 //! `https://` adapters are verified against the system's roots, or against the adapter's
 //! `ca_file` only when one is given.
+//!
+//! # What an adapter is told
+//! The Powerstrip v1 JSON (method, target with its query, body; see
+//! [`busbar_chains::powerstrip`]) and three headers of busbar's own: `X-Request-Id`, and when
+//! the client proved who it is (a `--tlsverify` certificate), `X-Busbar-User` (its subject
+//! CN, percent-encoded) and `X-Busbar-Auth-Method: TLS` ([`busbar_http::identity`]). None of
+//! the client's headers is passed on: not `Authorization`, `X-Registry-Auth` (the registry
+//! credentials of `docker pull`/`push`) or `Cookie`, nor any other; no chain setting changes
+//! that.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -25,7 +34,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use busbar_chains::Adapter;
 use busbar_http::error::error_chain;
-use busbar_http::{DockerError, REQUEST_ID};
+use busbar_http::{DockerError, RequestCtx, REQUEST_ID};
 
 /// The largest adapter reply we read (a modified create body or inspect document is a few
 /// KiB; a post-hook may return a buffered pull log, bounded by `max_buffer`).
@@ -166,20 +175,25 @@ impl AdapterClients {
         })
     }
 
-    /// POSTs `payload` to the adapter and parses its reply as `R`, within its timeout.
+    /// POSTs `payload` to the adapter and parses its reply as `R`, within its timeout. The
+    /// call carries the request's id and, when the client proved who it is, its identity
+    /// (see the module docs); nothing else of the client's request but the payload.
     pub async fn call<P: Serialize, R: DeserializeOwned>(
         &self,
         adapter: &Adapter,
         payload: &P,
-        request_id: &str,
+        ctx: &RequestCtx,
     ) -> Result<Reply<R>, HookError> {
         let url = adapter.url.to_string();
         let body = serde_json::to_vec(payload).expect("hook payloads always serialize");
-        let req = Request::post(adapter.url.clone())
+        let mut req = Request::post(adapter.url.clone())
             .header(header::CONTENT_TYPE, "application/json")
-            .header(&REQUEST_ID, request_id)
+            .header(&REQUEST_ID, ctx.id.as_str())
             .body(Full::new(Bytes::from(body)))
             .expect("a valid adapter URL and fixed headers make a valid request");
+        if let Some(identity) = &ctx.identity {
+            identity.write_headers(req.headers_mut());
+        }
         let client = adapter
             .ca_file
             .as_ref()

@@ -105,7 +105,7 @@ pub async fn pre(
             body: body_text.clone(),
         });
         let reply = match clients
-            .call::<_, PreHookReply>(adapter, &payload, &ctx.id)
+            .call::<_, PreHookReply>(adapter, &payload, ctx)
             .instrument(span.clone())
             .await
         {
@@ -192,7 +192,7 @@ pub async fn post(
         let span = info_span!("hook", hook.name = %adapter.name, hook.phase = "post");
         let payload = PostHookRequest::new(original.clone(), current.clone());
         let reply = match clients
-            .call::<_, PostHookReply>(adapter, &payload, &ctx.id)
+            .call::<_, PostHookReply>(adapter, &payload, ctx)
             .instrument(span.clone())
             .await
         {
@@ -286,11 +286,12 @@ fn check_rewrite(
     current: &str,
     rewritten: String,
 ) -> Result<String, HookError> {
+    // Paths only: a query may hold a secret, and only the path change is refused.
     let refused = |to: String| HookError::PathRewrite {
         adapter: adapter.name.clone(),
         url: adapter.url.to_string(),
-        from: current.to_string(),
-        to,
+        from: strip_query(current).to_string(),
+        to: strip_query(&to).to_string(),
     };
     let (raw_path, query) = match rewritten.split_once('?') {
         Some((path, query)) => (path, Some(query)),
@@ -312,7 +313,10 @@ fn check_rewrite(
         return Ok(canonical);
     }
     if raw_path == adapter.url.path() {
-        debug!(request = %rewritten, "ignoring Request: it is the adapter's own URL (as powerstrip-flocker answers)");
+        debug!(
+            path = raw_path,
+            "ignoring Request: it is the adapter's own URL (as powerstrip-flocker answers)"
+        );
         return Ok(current.to_string());
     }
     Err(refused(rewritten))

@@ -404,10 +404,8 @@ pub async fn events(cluster: &Cluster, req: Request<Body>, ctx: &RequestCtx) -> 
     let (tx, rx) = mpsc::channel::<Result<http_body::Frame<Bytes>, busbar_http::BoxError>>(64);
     for node in nodes {
         let (tx, target, snapshot) = (tx.clone(), target.clone(), node.snapshot());
-        let ctx_id = ctx.id.clone();
-        let span = ctx.span.clone();
+        let ctx = ctx.for_call();
         tokio::spawn(async move {
-            let ctx = busbar_http::RequestCtx::with_id(ctx_id, span);
             let rsp = match calls::forward(&node, calls::request(Method::GET, &target, None), &ctx)
                 .await
             {

@@ -25,12 +25,12 @@ use tracing::{debug, Instrument};
 use busbar_api::endpoint::is_hijack;
 use busbar_api::ApiPath;
 
-use super::{canonicalize, Handler};
+use super::{admit, canonicalize, Handler};
 use crate::body::{client_body, BODY_IDLE_TIMEOUT};
 use crate::headers::wants_upgrade;
 use crate::hijack::{splice, Hijacked, RawStream};
 use crate::io::{Prefixed, Stream};
-use crate::{error, Body, RequestCtx};
+use crate::{error, Body, ClientIdentity, RequestCtx};
 
 /// Largest request head we read ahead (hyper's own default limit is larger; heads of Docker
 /// calls are small, and a bigger one is simply passed on to hyper to judge).
@@ -38,12 +38,14 @@ const MAX_SNIFF: usize = 64 * 1024;
 /// How long a new connection may take to send its first request head.
 const FIRST_HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Serves one client connection to completion.
+/// Serves one client connection to completion; `identity` is the client's, when a TLS
+/// handshake verified its certificate.
 pub async fn serve(
     mut io: Stream,
     handler: Arc<dyn Handler>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    identity: Option<Arc<ClientIdentity>>,
 ) {
     let head = match tokio::time::timeout(FIRST_HEAD_TIMEOUT, read_first_head(&mut io)).await {
         Ok(Ok(head)) => head,
@@ -52,9 +54,9 @@ pub async fn serve(
     };
     match head {
         FirstHead::Closed => {}
-        FirstHead::RawHijack(buf) => super::raw::serve(io, buf, handler).await,
+        FirstHead::RawHijack(buf) => super::raw::serve(io, buf, handler, identity).await,
         FirstHead::Http(buf) => {
-            serve_http(Prefixed::new(buf, io), handler, shutdown, tracker).await
+            serve_http(Prefixed::new(buf, io), handler, shutdown, tracker, identity).await
         }
     }
 }
@@ -124,10 +126,11 @@ async fn serve_http(
     handler: Arc<dyn Handler>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    identity: Option<Arc<ClientIdentity>>,
 ) {
     let svc = {
         let tracker = tracker.clone();
-        service_fn(move |req| handle(req, handler.clone(), tracker.clone()))
+        service_fn(move |req| handle(req, handler.clone(), tracker.clone(), identity.clone()))
     };
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -152,12 +155,14 @@ async fn handle(
     mut req: Request<Incoming>,
     handler: Arc<dyn Handler>,
     tracker: TaskTracker,
+    identity: Option<Arc<ClientIdentity>>,
 ) -> Result<Response<Body>, Infallible> {
     let refused = canonicalize(&mut req).err();
-    let ctx = RequestCtx::new(&req);
+    let mut ctx = RequestCtx::new(&req);
+    admit(&mut req, &mut ctx, identity);
     if let Some(e) = refused {
         let _enter = ctx.span.enter();
-        debug!(error = %e, "request refused");
+        debug!(error = %e.loggable(), "request refused");
         return Ok(error::error(&e));
     }
     let client_upgrade = wants_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));

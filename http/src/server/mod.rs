@@ -4,9 +4,12 @@
 //! - [`raw`]: clients that hijack attach/exec without asking for an upgrade.
 //!
 //! [`serve`] takes an already bound [`Listener`] and a shutdown token, so tests can bind
-//! port 0 and stop it when they like (mini-redis's shape). Before a [`Handler`] sees a
-//! request, its path is replaced by the canonical one ([`busbar_api::path`]); a path with no
-//! single reading is answered `400` here.
+//! port 0 and stop it when they like (mini-redis's shape). A TLS listener's handshake runs in
+//! the connection's task ([`crate::tls`]), and the client's verified identity goes with every
+//! request of the connection ([`RequestCtx::identity`]). Before a [`Handler`] sees a request,
+//! its path is replaced by the canonical one ([`busbar_api::path`]; a path with no single
+//! reading is answered `400` here) and the client's own `X-Busbar-*` headers are removed
+//! ([`crate::identity`]: a client cannot name itself).
 
 pub mod conn;
 pub mod raw;
@@ -23,6 +26,8 @@ use busbar_api::path::{canonical_target, PathError};
 use busbar_api::query::QueryError;
 use http::{Method, Request, Response, StatusCode};
 
+use crate::identity::{strip_reserved, ClientIdentity};
+use crate::io::Stream;
 use crate::listen::Listener;
 use crate::{Body, DockerError, RequestCtx};
 
@@ -63,7 +68,21 @@ pub async fn serve(
                 backoff.reset();
                 let span = tracing::debug_span!("conn", client.addr = %peer);
                 let (handler, shutdown, t) = (handler.clone(), shutdown.clone(), tracker.clone());
-                tracker.spawn(conn::serve(io, handler, shutdown, t).instrument(span));
+                let tls = listener.tls().cloned();
+                tracker.spawn(
+                    async move {
+                        let (io, identity) = match (io, tls) {
+                            (Stream::Tcp(tcp), Some(tls)) => match tls.accept(tcp).await {
+                                Ok((io, identity)) => (io, identity.map(Arc::new)),
+                                // The verifier said why, when it was the certificate.
+                                Err(e) => return warn!(error = %e, "TLS handshake refused"),
+                            },
+                            (io, _) => (io, None),
+                        };
+                        conn::serve(io, handler, shutdown, t, identity).await
+                    }
+                    .instrument(span),
+                );
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -93,9 +112,37 @@ pub enum Refused {
     FormBody(&'static str),
 }
 
+impl Refused {
+    /// The reason for the log: the client's answer says the same, but a refused query is not
+    /// repeated (it may hold a secret; logs never carry queries, header values or bodies).
+    pub fn loggable(&self) -> String {
+        match self {
+            Refused::Query(_) => {
+                "invalid query: ';' separators or malformed %-escapes (query not logged)".into()
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
 impl DockerError for Refused {
     fn status(&self) -> StatusCode {
         StatusCode::BAD_REQUEST
+    }
+}
+
+/// Gets a client's request ready for a handler: removes the `X-Busbar-*` headers it sent
+/// (see [`crate::identity`]; the count is logged at debug, never the values), and gives its
+/// context the connection's verified identity.
+pub fn admit<B>(req: &mut Request<B>, ctx: &mut RequestCtx, identity: Option<Arc<ClientIdentity>>) {
+    let stripped = strip_reserved(req.headers_mut());
+    ctx.set_identity(identity);
+    if stripped > 0 {
+        let _enter = ctx.span.enter();
+        tracing::debug!(
+            headers = stripped,
+            "removed the client's X-Busbar-* headers"
+        );
     }
 }
 

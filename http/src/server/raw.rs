@@ -18,18 +18,24 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, Instrument};
 
-use super::{canonicalize, Handler};
+use super::{admit, canonicalize, Handler};
 use crate::body::full;
 use crate::headers::ensure_upgrade_headers;
 use crate::hijack::{splice, Hijacked};
 use crate::io::{Prefixed, Stream};
-use crate::{error, Body, RequestCtx};
+use crate::{error, Body, ClientIdentity, RequestCtx};
 
 /// The body of an attach/exec start is a small JSON document; more is refused.
 const MAX_BODY: usize = 1024 * 1024;
 
-/// Serves the hijack request whose complete head (and maybe more) is in `buf`.
-pub async fn serve(mut io: Stream, buf: Bytes, handler: Arc<dyn Handler>) {
+/// Serves the hijack request whose complete head (and maybe more) is in `buf`, from a client
+/// whose verified identity (if any) is `identity`.
+pub async fn serve(
+    mut io: Stream,
+    buf: Bytes,
+    handler: Arc<dyn Handler>,
+    identity: Option<Arc<ClientIdentity>>,
+) {
     let (mut req, rest) = match read_request(&mut io, buf).await {
         Ok(parsed) => parsed,
         Err(Refused(status, msg)) => {
@@ -39,7 +45,8 @@ pub async fn serve(mut io: Stream, buf: Bytes, handler: Arc<dyn Handler>) {
     if let Err(e) = canonicalize(&mut req) {
         return write_response(&mut io, error::error(&e)).await;
     }
-    let ctx = RequestCtx::new(&req);
+    let mut ctx = RequestCtx::new(&req);
+    admit(&mut req, &mut ctx, identity);
     async {
         let mut rsp = handler.handle(req, &ctx).await;
         if rsp.status() != StatusCode::SWITCHING_PROTOCOLS {

@@ -37,6 +37,8 @@ type Behaviour = dyn Fn(&Value) -> Answer + Send + Sync;
 pub struct FakeAdapter {
     pub url: String,
     calls: Arc<Mutex<Vec<Value>>>,
+    /// The HTTP headers of each call, in the order of `calls`.
+    headers: Arc<Mutex<Vec<hyper::HeaderMap>>>,
     connections: Arc<std::sync::atomic::AtomicUsize>,
     _runtime: tokio::runtime::Runtime,
 }
@@ -98,8 +100,9 @@ impl FakeAdapter {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let url = format!("{scheme}://{}/adapter", listener.local_addr().unwrap());
         let calls = Arc::new(Mutex::new(vec![]));
+        let headers = Arc::new(Mutex::new(vec![]));
         let behaviour: Arc<Behaviour> = Arc::new(behaviour);
-        let recorded = calls.clone();
+        let recorded = (calls.clone(), headers.clone());
         let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let accepted = connections.clone();
         runtime.spawn(async move {
@@ -110,15 +113,19 @@ impl FakeAdapter {
                     let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
                         let (behaviour, recorded) = (behaviour.clone(), recorded.clone());
                         async move {
-                            let bytes = req
-                                .into_body()
+                            let (parts, body) = req.into_parts();
+                            let bytes = body
                                 .collect()
                                 .await
                                 .map(|b| b.to_bytes())
                                 .unwrap_or_default();
                             let payload: Value =
                                 serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                            recorded.lock().unwrap().push(payload.clone());
+                            {
+                                let mut calls = recorded.0.lock().unwrap();
+                                recorded.1.lock().unwrap().push(parts.headers);
+                                calls.push(payload.clone());
+                            }
                             let answer = behaviour(&payload);
                             tokio::time::sleep(answer.delay).await;
                             let rsp = Response::builder()
@@ -146,6 +153,7 @@ impl FakeAdapter {
         FakeAdapter {
             url,
             calls,
+            headers,
             connections,
             _runtime: runtime,
         }
@@ -159,6 +167,11 @@ impl FakeAdapter {
     /// Every payload received so far.
     pub fn calls(&self) -> Vec<Value> {
         self.calls.lock().unwrap().clone()
+    }
+
+    /// The HTTP headers of every call so far, in order.
+    pub fn headers(&self) -> Vec<hyper::HeaderMap> {
+        self.headers.lock().unwrap().clone()
     }
 
     /// The `ClientRequest.Request` of every call of `kind` ("pre-hook" or "post-hook").

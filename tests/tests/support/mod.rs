@@ -101,9 +101,23 @@ impl Process {
     }
 
     fn spawn(bin: &str, args: &[String], port: u16) -> Process {
+        Process::spawn_with(bin, args, port, &[])
+    }
+
+    /// Starts `busbar-agent --docker ENGINE --listen tcp://127.0.0.1:FREE ARGS...` with these
+    /// environment variables (e.g. `RUST_LOG`), and waits until it answers `/_ping`.
+    pub fn agent_env(engine_url: &str, args: &[&str], env: &[(&str, &str)]) -> Process {
+        let port = free_port();
+        let mut all = vec!["--docker".to_string(), engine_url.to_string()];
+        all.extend(["--listen".to_string(), format!("tcp://127.0.0.1:{port}")]);
+        all.extend(args.iter().map(|s| s.to_string()));
+        Process::spawn_with("busbar-agent", &all, port, env)
+    }
+
+    fn spawn_with(bin: &str, args: &[String], port: u16, env: &[(&str, &str)]) -> Process {
         let log = std::env::temp_dir().join(format!("{}.log", unique_name(bin)));
         let mut cmd = Command::new(binary(bin));
-        cmd.args(args);
+        cmd.args(args).envs(env.iter().copied());
         let mut p = Process::start(cmd, port, log);
         let up = wait_until(Duration::from_secs(15), || {
             p.exited().is_none()
@@ -135,12 +149,15 @@ impl Process {
 
     fn start(mut cmd: Command, port: u16, log: PathBuf) -> Process {
         let log_file = std::fs::File::create(&log).expect("log file");
-        let child = cmd
-            .env(
+        // A RUST_LOG the caller set on the command wins (a test of what a log holds).
+        if !cmd.get_envs().any(|(k, _)| k == "RUST_LOG") {
+            cmd.env(
                 "RUST_LOG",
                 std::env::var("BUSBAR_TEST_LOG")
                     .unwrap_or_else(|_| "info,busbar_agent=debug,busbar_gateway=debug".into()),
-            )
+            );
+        }
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
@@ -161,6 +178,22 @@ impl Process {
     /// The exit status, if the process has exited.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()
+    }
+
+    /// The whole log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Asks the process to stop (SIGTERM) and waits up to 10 s for it to exit, so that it
+    /// cleans up (a unix socket is removed); killed if it does not.
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        if !wait_until(Duration::from_secs(10), || self.exited().is_some()) {
+            self.kill();
+        }
     }
 
     /// The last 60 lines of the process's log.

@@ -173,15 +173,13 @@ pub fn watch_client_body(req: Request<Body>) -> (Request<Body>, BodyFault) {
     (Request::from_parts(parts, body), fault)
 }
 
-/// `rsp`, unless it is a failure (5xx) while the client's request body had failed: then the
-/// client's 400 saying so. A node whose stream of the request broke because the client's did
-/// would otherwise be blamed.
+/// `rsp`, unless the client's request body had failed by the time it is answered: then the
+/// client's 400 saying so. Whatever a node answered was made from a broken request (a node
+/// blamed, or an engine's `200` carrying "unexpected EOF" for a cut `load`).
 pub fn blame_the_body(rsp: Response<Body>, fault: &BodyFault) -> Response<Body> {
     match fault.get() {
-        Some(why) if rsp.status().is_server_error() => {
-            respond::message(StatusCode::BAD_REQUEST, why)
-        }
-        _ => rsp,
+        Some(why) => respond::message(StatusCode::BAD_REQUEST, why),
+        None => rsp,
     }
 }
 

@@ -31,6 +31,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::chain_source::LiveChains;
+use crate::hooks::adapter::{Caller, NodeInfo};
 use crate::hooks::phases::{self as hooks, PreOutcome};
 
 /// Forwards requests to one engine, through the adapter chains.
@@ -39,6 +40,9 @@ pub struct Proxy {
     engine: EngineClient,
     /// The current chain set; each request takes a snapshot.
     chains: watch::Receiver<Arc<LiveChains>>,
+    /// The node this proxy serves, once known (a cluster agent's name and labels): told to
+    /// adapters on every hook call ([`NodeInfo`]).
+    node: Arc<std::sync::OnceLock<Arc<NodeInfo>>>,
 }
 
 impl Proxy {
@@ -49,11 +53,28 @@ impl Proxy {
 
     /// A proxy running the chains published on `chains`.
     pub fn with_chains(engine: EngineClient, chains: watch::Receiver<Arc<LiveChains>>) -> Self {
-        Proxy { engine, chains }
+        Proxy {
+            engine,
+            chains,
+            node: Arc::default(),
+        }
+    }
+
+    /// Names the node this proxy serves, for the hook calls (once; later calls are ignored).
+    pub fn set_node(&self, node: NodeInfo) {
+        let _ = self.node.set(Arc::new(node));
     }
 
     pub fn engine(&self) -> &EngineClient {
         &self.engine
+    }
+
+    /// Who a hook call is made for: this request, on this node.
+    fn caller<'a>(&'a self, ctx: &'a RequestCtx) -> Caller<'a> {
+        Caller {
+            ctx,
+            node: self.node.get().map(|n| n.as_ref()),
+        }
     }
 
     /// Runs one exchange. Never fails: an error becomes a Docker-style error response.
@@ -70,7 +91,12 @@ impl Proxy {
             .path_and_query()
             .map(|p| p.as_str())
             .unwrap_or("/");
-        let mut matched = chains.set.hooks_for(req.method(), path_and_query);
+        let mut matched = if ctx.skip_hooks {
+            // An adapter's own call, through a gateway: no chain runs on it (no recursion).
+            Default::default()
+        } else {
+            chains.set.hooks_for(req.method(), path_and_query)
+        };
         if !matched.is_empty() {
             if let Some(why) = credentials(req.method(), req.uri().path()) {
                 debug!(reason = why, "hooks skipped: the call carries credentials");
@@ -120,7 +146,7 @@ impl Proxy {
         ctx: &RequestCtx,
     ) -> Response<Body> {
         let (req, original) =
-            match hooks::pre(&chains.set, &chains.clients, matched, req, ctx).await {
+            match hooks::pre(&chains.set, &chains.clients, matched, req, self.caller(ctx)).await {
                 Ok(PreOutcome::Forward { req, original }) => (req, original),
                 Ok(PreOutcome::Respond(rsp)) => return rsp,
                 Err(err) => {
@@ -129,7 +155,16 @@ impl Proxy {
                 }
             };
         let rsp = self.forward(req).await;
-        match hooks::post(&chains.set, &chains.clients, matched, original, rsp, ctx).await {
+        match hooks::post(
+            &chains.set,
+            &chains.clients,
+            matched,
+            original,
+            rsp,
+            self.caller(ctx),
+        )
+        .await
+        {
             Ok(rsp) => rsp,
             Err(err) => {
                 warn!(error = %err, "post-hooks failed");

@@ -10,6 +10,7 @@ use tracing::{info, warn};
 
 use busbar_chains::scoped::ChainStatus;
 use busbar_engine::EngineClient;
+use busbar_http::identity::ClientIdentity;
 use busbar_http::listen::{bind_tls, is_loopback_addr, ListenError, Listener};
 use busbar_http::server::{self, Handler};
 use busbar_http::tls::ServerTls;
@@ -130,11 +131,14 @@ pub fn client_tls(config: &Config) -> Result<Option<Arc<ServerTls>>, TlsError> {
         }
         None => "no client certificate asked for: anyone who connects can use it".to_owned(),
     };
-    Ok(Some(ServerTls::new(
-        server,
-        busbar_tls::docker::common_name,
-        describe,
-    )))
+    Ok(Some(ServerTls::new(server, identify, describe)))
+}
+
+/// A Docker client as its verified certificate names it: the subject CN, and the busbar role
+/// when the certificate carries one (see [`busbar_http::identity`]).
+pub fn identify(cert: &rustls::pki_types::CertificateDer<'_>) -> ClientIdentity {
+    ClientIdentity::tls(busbar_tls::docker::common_name(cert))
+        .with_role(busbar_tls::docker::busbar_role(cert).map(|r| r.as_str().to_owned()))
 }
 
 /// Binds every listen address (all or nothing): unix sockets with the configured group and

@@ -41,7 +41,8 @@ pub struct IssueArgs {
     /// Who the certificate is for: the node name for an agent. Becomes the CN and a DNS SAN.
     #[arg(long, value_name = "NAME")]
     pub name: String,
-    /// What the holder may do: agent, gateway or client.
+    /// What the holder may do: agent, gateway, client (a Docker client of a gateway) or adapter
+    /// (a client that may also use the gateway's adapter API).
     #[arg(long, value_name = "ROLE")]
     pub role: Role,
     /// Another name or address the holder is reached at (repeatable). IP literals become IP SANs.
@@ -250,7 +251,7 @@ mod tests {
         .unwrap_err();
         assert!(
             err.to_string()
-                .contains("expected agent, gateway or client"),
+                .contains("expected agent, gateway, client or adapter"),
             "{err}"
         );
         assert!(Certs::try_parse_from([

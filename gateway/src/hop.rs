@@ -186,6 +186,12 @@ impl AgentLink {
         // verified, never from what the client sent (removed already at our door; removed
         // again, so that no path can forward a copy). The agent trusts it from us alone.
         identity::strip_reserved(&mut parts.headers);
+        if ctx.skip_hooks {
+            parts.headers.insert(
+                identity::HOOKS.clone(),
+                http::HeaderValue::from_static("off"),
+            );
+        }
         if let Some(identity) = &ctx.identity {
             identity.write_headers(&mut parts.headers);
         }

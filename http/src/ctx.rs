@@ -27,6 +27,9 @@ pub struct RequestCtx {
     /// Who the client is, when a TLS listener verified its certificate (or a gateway said so
     /// over the hop); `None` otherwise. Set with [`RequestCtx::set_identity`].
     pub identity: Option<Arc<ClientIdentity>>,
+    /// Run no chain on this request: a gateway forwarding an adapter's own call to an engine
+    /// (`X-Busbar-Hooks: off` over the authenticated hop; see [`crate::identity::HOOKS`]).
+    pub skip_hooks: bool,
 }
 
 impl RequestCtx {
@@ -51,6 +54,7 @@ impl RequestCtx {
             span,
             started: Instant::now(),
             identity: None,
+            skip_hooks: false,
         }
     }
 
@@ -62,6 +66,7 @@ impl RequestCtx {
             span,
             started: Instant::now(),
             identity: None,
+            skip_hooks: false,
         }
     }
 
@@ -73,6 +78,7 @@ impl RequestCtx {
             span: self.span.clone(),
             started: Instant::now(),
             identity: self.identity.clone(),
+            skip_hooks: self.skip_hooks,
         }
     }
 

@@ -9,6 +9,7 @@
 //! ```text
 //! X-Busbar-User: alice            the certificate's subject CN ("" when it has none)
 //! X-Busbar-Auth-Method: TLS       how it was established
+//! X-Busbar-Role: adapter          the busbar role its certificate carries, if it carries one
 //! ```
 //!
 //! The user is written percent-encoded, as in a URL: every byte of its UTF-8 that is not
@@ -30,6 +31,11 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 pub static USER: HeaderName = HeaderName::from_static("x-busbar-user");
 /// How the client was authenticated: `TLS`.
 pub static AUTH_METHOD: HeaderName = HeaderName::from_static("x-busbar-auth-method");
+/// The busbar role of the client's certificate (`client`, `adapter`), when it has one.
+pub static ROLE: HeaderName = HeaderName::from_static("x-busbar-role");
+/// `off` on a call a gateway forwards for an adapter (its `/_busbar/v1/nodes/...` routes): the
+/// agent runs no chain on it, so an adapter calling an engine never re-enters the chains.
+pub static HOOKS: HeaderName = HeaderName::from_static("x-busbar-hooks");
 /// Request headers with this prefix are busbar's: clients' copies are removed.
 pub const RESERVED_PREFIX: &str = "x-busbar-";
 
@@ -40,6 +46,9 @@ pub struct ClientIdentity {
     pub user: String,
     /// How: `TLS` (Docker's `UserAuthNMethod`).
     pub auth_method: String,
+    /// The busbar role its certificate carries (`client`, `adapter`; a certificate from a CA
+    /// that is not busbar's has none). Only `adapter` may call engines without the chains.
+    pub role: Option<String>,
 }
 
 impl ClientIdentity {
@@ -48,7 +57,19 @@ impl ClientIdentity {
         ClientIdentity {
             user,
             auth_method: "TLS".to_owned(),
+            role: None,
         }
+    }
+
+    /// The same, with the busbar `role` its certificate carries.
+    pub fn with_role(mut self, role: Option<String>) -> Self {
+        self.role = role;
+        self
+    }
+
+    /// Whether the certificate carries busbar's adapter role.
+    pub fn is_adapter(&self) -> bool {
+        self.role.as_deref() == Some("adapter")
     }
 
     /// Writes the identity headers (replacing any).
@@ -59,6 +80,16 @@ impl ClientIdentity {
         let method = HeaderValue::from_str(&encode(&self.auth_method))
             .expect("percent-encoding leaves visible ASCII only");
         headers.insert(AUTH_METHOD.clone(), method);
+        match &self.role {
+            Some(role) => {
+                let role = HeaderValue::from_str(&encode(role))
+                    .expect("percent-encoding leaves visible ASCII only");
+                headers.insert(ROLE.clone(), role);
+            }
+            None => {
+                headers.remove(&ROLE);
+            }
+        }
     }
 
     /// The identity the headers carry, if they carry one. Only for requests from a sender
@@ -69,6 +100,7 @@ impl ClientIdentity {
         Some(ClientIdentity {
             auth_method: text(&AUTH_METHOD)?,
             user: text(&USER).unwrap_or_default(),
+            role: text(&ROLE),
         })
     }
 }

@@ -25,8 +25,8 @@ use crate::io::Stream;
 /// How long a client has to complete the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Names the client from its verified certificate (its subject CN).
-pub type Identify = fn(&CertificateDer<'_>) -> String;
+/// Names the client from its verified certificate (its subject CN, and its busbar role).
+pub type Identify = fn(&CertificateDer<'_>) -> ClientIdentity;
 
 /// A TLS listener's server configuration, swappable, and how its clients are named.
 pub struct ServerTls {
@@ -84,7 +84,7 @@ impl ServerTls {
             .1
             .peer_certificates()
             .and_then(|chain| chain.first())
-            .map(|leaf| ClientIdentity::tls((self.identify)(leaf)));
+            .map(|leaf| (self.identify)(leaf));
         Ok((Stream::Tls(Box::new(tls)), identity))
     }
 }

@@ -79,7 +79,7 @@ impl TestPki {
         let config = busbar_tls::docker_server_config(&files).expect("the listener's TLS");
         ServerTls::new(
             config,
-            busbar_tls::docker::common_name,
+            busbar_agent::run::identify,
             "test: client certificates from the test CA".into(),
         )
     }

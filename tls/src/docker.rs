@@ -108,6 +108,11 @@ pub fn is_busbar_ca(cert: &CertificateDer<'_>) -> bool {
 /// The subject CN of a certificate, as Docker gives it to authorization plugins (`User`):
 /// the first CN, `""` when there is none or it is not text. Reads, never verifies: call it
 /// on a certificate the handshake verified.
+/// The busbar role a certificate carries in its subject OU, if it carries one.
+pub fn busbar_role(cert: &CertificateDer<'_>) -> Option<Role> {
+    peer_identity(cert).ok().map(|id| id.role)
+}
+
 pub fn common_name(cert: &CertificateDer<'_>) -> String {
     X509Certificate::from_der(cert.as_ref())
         .ok()
@@ -157,7 +162,7 @@ impl ClientCertVerifier for DockerClientVerifier {
             .inspect_err(|e| warn!(peer = %who(), "refusing Docker client: {e}"))?;
         if self.require_client_role {
             let refused = match peer_identity(end_entity) {
-                Ok(id) if id.role == Role::Client => None,
+                Ok(id) if matches!(id.role, Role::Client | Role::Adapter) => None,
                 Ok(id) => Some(RoleError::WrongClientRole {
                     name: id.name,
                     got: id.role,

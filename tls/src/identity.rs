@@ -30,11 +30,14 @@ pub enum Role {
     Gateway,
     /// An operator tool (busbarctl and the like): calls, never serves.
     Client,
+    /// An adapter: a Docker client of the gateway that may also call any node's engine
+    /// directly, without running the chains (the gateway's `/_busbar/v1/nodes/...` routes).
+    Adapter,
 }
 
 impl Role {
     /// Every role, for help texts and exhaustive tests.
-    pub const ALL: [Role; 3] = [Role::Agent, Role::Gateway, Role::Client];
+    pub const ALL: [Role; 4] = [Role::Agent, Role::Gateway, Role::Client, Role::Adapter];
 
     /// The short name used on command lines and in messages: `agent`, `gateway`, `client`.
     pub fn as_str(self) -> &'static str {
@@ -42,6 +45,7 @@ impl Role {
             Role::Agent => "agent",
             Role::Gateway => "gateway",
             Role::Client => "client",
+            Role::Adapter => "adapter",
         }
     }
 
@@ -51,6 +55,7 @@ impl Role {
             Role::Agent => "busbar-agent",
             Role::Gateway => "busbar-gateway",
             Role::Client => "busbar-client",
+            Role::Adapter => "busbar-adapter",
         }
     }
 
@@ -67,9 +72,9 @@ impl fmt::Display for Role {
     }
 }
 
-/// The `--role` value was not one of the three roles.
+/// The `--role` value was not one of the roles.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown role {0:?}: expected agent, gateway or client")]
+#[error("unknown role {0:?}: expected agent, gateway, client or adapter")]
 pub struct UnknownRole(pub String);
 
 impl FromStr for Role {

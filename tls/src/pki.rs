@@ -309,7 +309,7 @@ impl CertDir {
                     ExtendedKeyUsagePurpose::ClientAuth,
                 ]
             }
-            Role::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+            Role::Client | Role::Adapter => vec![ExtendedKeyUsagePurpose::ClientAuth],
         };
         params.use_authority_key_identifier_extension = true;
         params.not_before = now - BACKDATE;

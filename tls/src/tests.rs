@@ -447,7 +447,7 @@ fn roles_round_trip_through_text() {
     }
     assert_eq!(
         "admin".parse::<Role>().unwrap_err().to_string(),
-        "unknown role \"admin\": expected agent, gateway or client"
+        "unknown role \"admin\": expected agent, gateway, client or adapter"
     );
 }
 

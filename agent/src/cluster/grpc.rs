@@ -64,7 +64,12 @@ pub struct AgentService {
 }
 
 impl AgentService {
+    /// Serves `proxy` as node `node`, which the proxy's hook calls name to adapters.
     pub fn new(proxy: Arc<Proxy>, node: NodeIdentity) -> Self {
+        proxy.set_node(crate::hooks::adapter::NodeInfo {
+            name: node.name.clone(),
+            labels: node.labels.clone(),
+        });
         AgentService {
             engine: EngineState::new(proxy.clone()),
             proxy,
@@ -131,10 +136,16 @@ impl Agent for AgentService {
         // it wrote into the head is the one its listener verified. Taken out of the request,
         // so that the engine gets exactly what the client sent.
         let identity = ClientIdentity::from_headers(req.headers()).map(Arc::new);
+        let skip_hooks = req
+            .headers()
+            .get(&identity::HOOKS)
+            .is_some_and(|v| v == "off");
         identity::strip_reserved(req.headers_mut());
         let mut ctx = RequestCtx::new(&req);
         ctx.span.record("node", self.node.name.as_str());
         ctx.set_identity(identity);
+        // An adapter's own call, through a gateway: no chain runs on it (no recursion).
+        ctx.skip_hooks = skip_hooks;
         // Served in the RPC's own task, up to the response head: no hand-off to another task
         // on the way to the engine and back (each costs a wake-up).
         let mut rsp = match refused {

@@ -130,6 +130,59 @@ impl DockerError for HookError {
     }
 }
 
+/// The version of what busbar gives adapters beside Powerstrip's JSON (the headers below and
+/// the gateway's `/_busbar/v1/...` routes), sent as `X-Busbar-Adapter-Api`.
+pub const ADAPTER_API: &str = "1";
+
+/// The node whose agent runs a hook, as adapters are told: `X-Busbar-Node` and
+/// `X-Busbar-Node-Labels` (`k=v` pairs, comma-separated, each percent-encoded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub name: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// Who a hook call is made for: the request (its id, its client's identity) and the node.
+pub struct Caller<'a> {
+    pub ctx: &'a RequestCtx,
+    pub node: Option<&'a NodeInfo>,
+}
+
+impl Caller<'_> {
+    /// The headers every hook call carries beside the request id and the client's identity.
+    fn write_headers(&self, headers: &mut http::HeaderMap) {
+        headers.insert(
+            "x-busbar-adapter-api",
+            http::HeaderValue::from_static(ADAPTER_API),
+        );
+        let Some(node) = self.node else { return };
+        if let Ok(name) = http::HeaderValue::from_str(&encode(&node.name)) {
+            headers.insert("x-busbar-node", name);
+        }
+        let labels: Vec<String> = node
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+            .collect();
+        if let Ok(labels) = http::HeaderValue::from_str(&labels.join(",")) {
+            headers.insert("x-busbar-node-labels", labels);
+        }
+    }
+}
+
+/// Percent-encodes what is not visible ASCII, and `%`, `,` and `=` (the labels' separators).
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_graphic() && !matches!(b, b'%' | b',' | b'=') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// An adapter's reply that is an HTTP error: the chain stops and this goes to the client.
 #[derive(Debug)]
 pub struct Refusal {
@@ -182,8 +235,9 @@ impl AdapterClients {
         &self,
         adapter: &Adapter,
         payload: &P,
-        ctx: &RequestCtx,
+        caller: &Caller<'_>,
     ) -> Result<Reply<R>, HookError> {
+        let ctx = caller.ctx;
         let url = adapter.url.to_string();
         let body = serde_json::to_vec(payload).expect("hook payloads always serialize");
         let mut req = Request::post(adapter.url.clone())
@@ -194,6 +248,7 @@ impl AdapterClients {
         if let Some(identity) = &ctx.identity {
             identity.write_headers(req.headers_mut());
         }
+        caller.write_headers(req.headers_mut());
         let client = adapter
             .ca_file
             .as_ref()

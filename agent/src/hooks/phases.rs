@@ -48,9 +48,9 @@ use busbar_chains::powerstrip::{
 };
 use busbar_chains::{Adapter, ChainSet, MatchedChain, OnError};
 use busbar_http::body::{collect_limited, full, CollectError};
-use busbar_http::{Body, RequestCtx};
+use busbar_http::Body;
 
-use super::adapter::{AdapterClients, HookError, Message, Refusal, Reply};
+use super::adapter::{AdapterClients, Caller, HookError, Message, Refusal, Reply};
 
 /// What a chain produced before (or instead of) the engine call.
 pub enum PreOutcome {
@@ -69,7 +69,7 @@ pub async fn pre(
     clients: &AdapterClients,
     matched: &MatchedChain,
     req: Request<Body>,
-    ctx: &RequestCtx,
+    caller: Caller<'_>,
 ) -> Result<PreOutcome, HookError> {
     let method = req.method().clone();
     let uri = path_and_query(req.uri());
@@ -105,7 +105,7 @@ pub async fn pre(
             body: body_text.clone(),
         });
         let reply = match clients
-            .call::<_, PreHookReply>(adapter, &payload, ctx)
+            .call::<_, PreHookReply>(adapter, &payload, &caller)
             .instrument(span.clone())
             .await
         {
@@ -168,7 +168,7 @@ pub async fn post(
     matched: &MatchedChain,
     original: ClientRequest,
     rsp: Response<Body>,
-    ctx: &RequestCtx,
+    caller: Caller<'_>,
 ) -> Result<Response<Body>, HookError> {
     if matched.post.is_empty() {
         return Ok(rsp);
@@ -192,7 +192,7 @@ pub async fn post(
         let span = info_span!("hook", hook.name = %adapter.name, hook.phase = "post");
         let payload = PostHookRequest::new(original.clone(), current.clone());
         let reply = match clients
-            .call::<_, PostHookReply>(adapter, &payload, ctx)
+            .call::<_, PostHookReply>(adapter, &payload, &caller)
             .instrument(span.clone())
             .await
         {

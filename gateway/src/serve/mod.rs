@@ -19,6 +19,7 @@
 //! to a little more than a probe timeout, then gets a 503 saying the gateway is starting and why
 //! ([`Cluster::ready`]).
 
+mod adapter_api;
 mod calls;
 mod containers;
 mod images;
@@ -114,6 +115,9 @@ impl ClusterHandler {
             if route != Route::Ping {
                 return respond::message(StatusCode::SERVICE_UNAVAILABLE, &why);
             }
+        }
+        if adapter_api::is_adapter_api(&path) {
+            return self.adapter_api(req, &path, ctx).await;
         }
         match route {
             Route::Ping => system::ping(&self.cluster),

@@ -1,11 +1,10 @@
 //! Adapter chains: the `adapters.yml` model, its parser and validation, which requests a chain
-//! matches, the Powerstrip wire types, and the scopes chains have in etcd. Pure data: the
+//! matches, and the scopes chains have in etcd. Pure data: the
 //! HTTP calls to adapters and the sources of live chains belong to the agent.
 //!
 //! # Layout
 //! - this module: [`ChainSet`], built only by [`ChainSet::from_yaml`], and the file format.
 //! - [`matcher`]: which endpoints (and so which adapters) a request matches.
-//! - [`powerstrip`]: the JSON documents exchanged with adapters (protocol version 1).
 //! - [`scoped`]: chain scopes (`global`, `label:K=V`, `node:N`), their merge, the status an
 //!   agent reports and its last-known-good cache.
 //!
@@ -67,7 +66,6 @@
 mod error;
 mod locate;
 pub mod matcher;
-pub mod powerstrip;
 pub mod scoped;
 mod units;
 mod yaml;

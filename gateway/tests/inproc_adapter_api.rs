@@ -250,3 +250,67 @@ async fn only_an_adapter_certificate_opens_the_adapter_api() {
     plain.stop().await;
     bed.stop().await;
 }
+
+#[tokio::test]
+async fn the_adapter_kits_client_speaks_the_adapter_api() {
+    use busbar_adapter::gateway::Gateway;
+    use http::Method;
+
+    let mut bed = Bed::start().await;
+    // The kit checks the gateway's certificate as the Docker CLI does: for the URL's host.
+    bed.gateway.stop().await;
+    bed.gateway =
+        TestServer::start_tls(bed.handler.clone(), bed.pki.docker_tls_for("localhost")).await;
+    let url = format!("https://localhost:{}", bed.gateway.addr().port());
+    let me = bed.pki.issue("flocker", Role::Adapter);
+    let gw = Gateway::new(&url, &me.ca, &me.cert, &me.key).unwrap();
+
+    let nodes = gw.nodes().await.unwrap();
+    let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["node1", "node2"]);
+    assert_eq!(nodes[1].labels["zone"], "z=2");
+
+    let created = gw
+        .engine("node2")
+        .json(
+            Method::POST,
+            "/v1.41/containers/create?name=helper",
+            Some(&serde_json::json!({"Image": "busybox"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created["Id"], "c1");
+    assert_eq!(bed.creates_on("node2"), 1);
+    assert!(bed.adapter.calls().is_empty());
+
+    // An engine's error comes back typed, with its message.
+    bed.engines["node1"].route(
+        "GET /*/volumes/*",
+        json(404, r#"{"message":"get nope: no such volume"}"#),
+    );
+    let err = gw
+        .engine("node1")
+        .json(Method::GET, "/v1.41/volumes/nope", None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(http::StatusCode::NOT_FOUND));
+    assert!(err.to_string().contains("no such volume"), "{err}");
+
+    // A client certificate without the adapter role is refused, with the gateway's reason.
+    let alice = bed.pki.issue("alice", Role::Client);
+    let err = Gateway::new(&url, &alice.ca, &alice.cert, &alice.key)
+        .unwrap()
+        .nodes()
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(http::StatusCode::FORBIDDEN), "{err}");
+
+    // A gateway that does not answer: a bounded wait and an error naming it.
+    let err = Gateway::new("https://localhost:1", &me.ca, &me.cert, &me.key)
+        .unwrap()
+        .nodes()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("https://localhost:1"), "{err}");
+    bed.stop().await;
+}

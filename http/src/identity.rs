@@ -12,9 +12,9 @@
 //! X-Busbar-Role: adapter          the busbar role its certificate carries, if it carries one
 //! ```
 //!
-//! The user is written percent-encoded, as in a URL: every byte of its UTF-8 that is not
-//! visible ASCII (`!` to `~`), and `%` itself, becomes `%XX`, so `alice` arrives as is and
-//! `Zoë Doe` as `Zo%C3%AB%20Doe` (`urllib.parse.unquote` in Python). A client with no verified
+//! The user is written percent-encoded, as in a URL ([`busbar_protocol::headers::encode`]),
+//! so `alice` arrives as is and `Zoë Doe` as `Zo%C3%AB%20Doe` (`urllib.parse.unquote` in
+//! Python). A client with no verified
 //! certificate (a unix socket, plain TCP, TLS without `--tlsverify`) has no identity, and the
 //! hook call carries neither header.
 //!
@@ -25,14 +25,15 @@
 //! the gateway writes them into the exchange head from its own client's certificate, and the
 //! agent takes them out again before the engine sees the request.
 
+use busbar_protocol::headers::{self, decode, encode};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 /// The client's name (the certificate's subject CN), percent-encoded.
-pub static USER: HeaderName = HeaderName::from_static("x-busbar-user");
+pub static USER: HeaderName = HeaderName::from_static(headers::USER);
 /// How the client was authenticated: `TLS`.
-pub static AUTH_METHOD: HeaderName = HeaderName::from_static("x-busbar-auth-method");
+pub static AUTH_METHOD: HeaderName = HeaderName::from_static(headers::AUTH_METHOD);
 /// The busbar role of the client's certificate (`client`, `adapter`), when it has one.
-pub static ROLE: HeaderName = HeaderName::from_static("x-busbar-role");
+pub static ROLE: HeaderName = HeaderName::from_static(headers::ROLE);
 /// `off` on a call a gateway forwards for an adapter (its `/_busbar/v1/nodes/...` routes): the
 /// agent runs no chain on it, so an adapter calling an engine never re-enters the chains.
 pub static HOOKS: HeaderName = HeaderName::from_static("x-busbar-hooks");
@@ -117,40 +118,6 @@ pub fn strip_reserved(headers: &mut HeaderMap) -> usize {
         headers.remove(name);
     }
     names.len()
-}
-
-/// Percent-encodes every byte that is not visible ASCII, and `%`.
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_graphic() && b != b'%' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// Undoes [`encode`] (a malformed escape is kept as written; invalid UTF-8 is replaced).
-fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
-            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
-                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -70,7 +70,13 @@ impl TestPki {
     /// need the client role) and a certificate for [`FRONT`]: what `busbar_agent::run`
     /// builds from the flags.
     pub fn docker_tls(&self) -> Arc<ServerTls> {
-        let front = self.issue(FRONT, Role::Gateway);
+        self.docker_tls_for(FRONT)
+    }
+
+    /// [`TestPki::docker_tls`] with a certificate for `name` (`localhost`, for a client that
+    /// dials a URL).
+    pub fn docker_tls_for(&self, name: &str) -> Arc<ServerTls> {
+        let front = self.issue(name, Role::Gateway);
         let files = ClientTlsFiles {
             ca: Some(front.ca),
             cert: front.cert,

@@ -130,12 +130,8 @@ impl DockerError for HookError {
     }
 }
 
-/// The version of what busbar gives adapters beside Powerstrip's JSON (the headers below and
-/// the gateway's `/_busbar/v1/...` routes), sent as `X-Busbar-Adapter-Api`.
-pub const ADAPTER_API: &str = "1";
-
-/// The node whose agent runs a hook, as adapters are told: `X-Busbar-Node` and
-/// `X-Busbar-Node-Labels` (`k=v` pairs, comma-separated, each percent-encoded).
+/// The node whose agent runs a hook, as adapters are told (`X-Busbar-Node`,
+/// `X-Busbar-Node-Labels`: see [`busbar_protocol::headers`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeInfo {
     pub name: String,
@@ -151,36 +147,21 @@ pub struct Caller<'a> {
 impl Caller<'_> {
     /// The headers every hook call carries beside the request id and the client's identity.
     fn write_headers(&self, headers: &mut http::HeaderMap) {
+        use busbar_protocol::headers::{self as h, encode, encode_labels};
         headers.insert(
-            "x-busbar-adapter-api",
-            http::HeaderValue::from_static(ADAPTER_API),
+            h::ADAPTER_API_HEADER,
+            http::HeaderValue::from_static(h::ADAPTER_API),
         );
         let Some(node) = self.node else { return };
-        if let Ok(name) = http::HeaderValue::from_str(&encode(&node.name)) {
-            headers.insert("x-busbar-node", name);
-        }
-        let labels: Vec<String> = node
-            .labels
-            .iter()
-            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
-            .collect();
-        if let Ok(labels) = http::HeaderValue::from_str(&labels.join(",")) {
-            headers.insert("x-busbar-node-labels", labels);
+        for (name, value) in [
+            (h::NODE, encode(&node.name)),
+            (h::NODE_LABELS, encode_labels(&node.labels)),
+        ] {
+            if let Ok(value) = http::HeaderValue::from_str(&value) {
+                headers.insert(name, value);
+            }
         }
     }
-}
-
-/// Percent-encodes what is not visible ASCII, and `%`, `,` and `=` (the labels' separators).
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_graphic() && !matches!(b, b'%' | b',' | b'=') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// An adapter's reply that is an HTTP error: the chain stops and this goes to the client.

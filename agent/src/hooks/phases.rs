@@ -43,12 +43,12 @@ use tracing::{debug, info_span, warn, Instrument};
 
 use busbar_api::path::{canonical_target, strip_query};
 use busbar_api::{endpoint, ApiPath};
-use busbar_chains::powerstrip::{
-    ClientRequest, PostHookReply, PostHookRequest, PreHookReply, PreHookRequest, ServerResponse,
-};
 use busbar_chains::{Adapter, ChainSet, MatchedChain, OnError};
 use busbar_http::body::{collect_limited, full, CollectError};
 use busbar_http::Body;
+use busbar_protocol::v1::{
+    ClientRequest, PostHookReply, PostHookRequest, PreHookReply, PreHookRequest, ServerResponse,
+};
 
 use super::adapter::{AdapterClients, Caller, HookError, Message, Refusal, Reply};
 

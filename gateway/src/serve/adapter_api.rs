@@ -1,6 +1,6 @@
-//! What the gateway gives adapters beyond Powerstrip's protocol (version
-//! [`busbar_agent::hooks::adapter::ADAPTER_API`]): the cluster's nodes, and any node's engine
-//! without the chains.
+//! What the gateway gives adapters beyond Powerstrip's protocol (busbar's adapter API,
+//! version 1, as `busbar_protocol::headers::ADAPTER_API` says): the cluster's nodes, and any
+//! node's engine without the chains.
 //!
 //! - `GET /_busbar/v1/nodes`: every node as the gateway sees it, as JSON
 //!   (`[{"name", "addr", "labels", "health"}]`).

@@ -1,4 +1,5 @@
-//! Powerstrip protocol v1: the JSON documents POSTed to adapters and the replies read back.
+//! Powerstrip protocol version 1: the JSON documents POSTed to adapters and the replies read
+//! back.
 //!
 //! Existing adapters (Flocker, Weave, SocketPlane, Calico, …) were written against
 //! Powerstrip's Python implementation, so the wire format is kept exactly:

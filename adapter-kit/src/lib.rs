@@ -1,0 +1,38 @@
+//! busbar's adapter kit: what an adapter written in Rust needs, and nothing of busbar's
+//! internals. The protocol is HTTP and JSON, so any language works; this crate saves a Rust
+//! adapter the plumbing.
+//!
+//! - [`hook`]: one hook call, typed: Powerstrip's v1 request and busbar's headers (the node
+//!   that runs it, the request id, the client), and what the adapter answers.
+//! - [`server`]: serves an [`Adapter`] over HTTP, with the limits and timeouts an adapter
+//!   exposed to a cluster needs.
+//! - [`gateway`]: a client of a gateway's adapter API (`/_busbar/v1/...`), to list the nodes
+//!   and call any node's engine without re-entering the chains.
+//!
+//! ```no_run
+//! use busbar_adapter::hook::{Call, PreAnswer};
+//! use busbar_adapter::v1::PreHookRequest;
+//! use busbar_adapter::Adapter;
+//!
+//! struct Hello;
+//!
+//! impl Adapter for Hello {
+//!     async fn pre_hook(&self, call: Call<PreHookRequest>) -> PreAnswer {
+//!         println!("{} on {:?}", call.request.client_request.request, call.node());
+//!         Ok(call.unchanged())
+//!     }
+//! }
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! busbar_adapter::server::serve(listener, Hello, Default::default()).await;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod gateway;
+pub mod hook;
+pub mod server;
+
+pub use busbar_protocol::{headers, v1};
+pub use hook::Adapter;

@@ -1,0 +1,15 @@
+//! What busbar and its adapters say to each other, as data: shared by the agent (which calls
+//! adapters) and the adapter kit (which adapters are built with), so that both read and write
+//! exactly the same wire format.
+//!
+//! - [`v1`]: Powerstrip protocol version 1, the JSON documents POSTed to adapters and their
+//!   replies, kept byte for byte as Powerstrip wrote them.
+//! - [`headers`]: what busbar adds beside the JSON, as HTTP headers of the hook call (the node
+//!   that runs the hook, the client's identity, the version of these additions). A v1 adapter
+//!   that ignores them sees exactly Powerstrip's messages.
+
+pub mod headers;
+pub mod v1;
+
+#[cfg(test)]
+mod properties;

@@ -279,3 +279,41 @@ async fn credentials_of_login_and_pull_reach_neither_adapters_nor_debug_logs() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_adapter_url_with_credentials_authenticates_and_never_shows_them() {
+    let logs = CapturedLogs::start("debug");
+    let engine = FakeEngine::start().await;
+    engine.route(
+        "POST /*/containers/create",
+        json(201, r#"{"Id":"c1","Warnings":[]}"#),
+    );
+    let adapter = FakeAdapter::start(pass).await;
+    let with_creds = adapter
+        .url()
+        .replacen("http://", "http://flocker:s3cret-pw@", 1);
+    let yaml = format!(
+        "endpoints:\n  \"POST /*/containers/create\":\n    pre: [who]\nadapters:\n  who: {with_creds}\n"
+    );
+    let agent = TestAgent::start(&engine, &yaml).await;
+    let rsp = raw::exchange(agent.addr(), &forged_create()).await;
+    assert_eq!(rsp.status(), 201, "{}", rsp.text());
+    // base64("flocker:s3cret-pw")
+    assert_eq!(
+        adapter.calls()[0].header("authorization"),
+        Some("Basic ZmxvY2tlcjpzM2NyZXQtcHc=")
+    );
+    agent.stop().await;
+
+    // The same adapter, gone: the client's error names it, without the password.
+    adapter.stop().await;
+    let agent = TestAgent::start(&engine, &yaml).await;
+    let rsp = raw::exchange(agent.addr(), &forged_create()).await;
+    assert_eq!(rsp.status(), 502, "{}", rsp.text());
+    assert!(rsp.text().contains("who"), "{}", rsp.text());
+    assert!(!rsp.text().contains("s3cret-pw"), "{}", rsp.text());
+    agent.stop().await;
+    engine.stop().await;
+    let logged = logs.text();
+    assert!(!logged.contains("s3cret-pw"), "{logged}");
+}

@@ -112,13 +112,31 @@ pub struct Endpoint {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Adapter {
     pub name: String,
-    /// Absolute `http://` or `https://` URL, POSTed to exactly as configured.
+    /// Absolute `http://` or `https://` URL, POSTed to exactly as configured, without the
+    /// `user:password@` it may have been written with (that is [`Adapter::basic_auth`]), so
+    /// it can be shown in errors and logs.
     pub url: http::Uri,
+    /// `user:password@` in the configured URL: sent as HTTP Basic authentication, never
+    /// shown.
+    pub basic_auth: Option<BasicAuth>,
     /// How long one hook call may take.
     pub timeout: Duration,
     pub on_error: OnError,
     /// An extra CA certificate (PEM) to trust for an `https://` adapter.
     pub ca_file: Option<PathBuf>,
+}
+
+/// The credentials of an adapter URL's `user:password@` (percent-decoded).
+#[derive(Clone, PartialEq, Eq)]
+pub struct BasicAuth {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for BasicAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BasicAuth({:?}, <redacted>)", self.user)
+    }
 }
 
 /// What a failing adapter (unreachable, timed out, bad reply) does to the request.

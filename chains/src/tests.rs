@@ -765,3 +765,25 @@ fn read_errors_name_the_file() {
     );
     assert!(err.problems().is_empty());
 }
+
+#[test]
+fn credentials_in_an_adapter_url_are_kept_apart_and_never_shown() {
+    let chains = parse(
+        "endpoints:\n  \"POST /*/containers/create\":\n    pre: [a]\nadapters:\n  a: http://flocker:s%3Acret@adapter.lan:9000/hook\n",
+    );
+    let a = chains.adapter("a").unwrap();
+    assert_eq!(a.url.to_string(), "http://adapter.lan:9000/hook");
+    let auth = a.basic_auth.as_ref().unwrap();
+    assert_eq!(
+        (auth.user.as_str(), auth.password.as_str()),
+        ("flocker", "s:cret")
+    );
+    assert!(!format!("{a:?}").contains("s:cret"), "{a:?}");
+
+    let bad = problems(
+        "endpoints:\n  \"POST /*/containers/create\":\n    pre: [a]\nadapters:\n  a: ftp://flocker:s3cret@adapter.lan/hook\n",
+    );
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert!(bad[0].contains("ftp://***@adapter.lan/hook"), "{bad:?}");
+    assert!(!bad[0].contains("s3cret"), "{bad:?}");
+}

@@ -14,7 +14,8 @@ use serde_yaml::{Mapping, Value};
 
 use super::locate::Locator;
 use super::{
-    units, Adapter, ChainSet, Endpoint, OnError, Problem, DEFAULT_MAX_BUFFER, DEFAULT_TIMEOUT,
+    units, Adapter, BasicAuth, ChainSet, Endpoint, OnError, Problem, DEFAULT_MAX_BUFFER,
+    DEFAULT_TIMEOUT,
 };
 use crate::matcher::{parse_endpoint_key, MethodPattern, PathPattern, PatternError};
 
@@ -385,13 +386,17 @@ impl Checker<'_> {
 
     fn adapter(&mut self, name: &str, line: Option<usize>, value: &Value) -> Option<Adapter> {
         match value {
-            Value::String(url) => Some(Adapter {
-                name: name.to_string(),
-                url: self.url(name, line, url)?,
-                timeout: DEFAULT_TIMEOUT,
-                on_error: OnError::default(),
-                ca_file: None,
-            }),
+            Value::String(url) => {
+                let (url, basic_auth) = self.url(name, line, url)?;
+                Some(Adapter {
+                    name: name.to_string(),
+                    url,
+                    basic_auth,
+                    timeout: DEFAULT_TIMEOUT,
+                    on_error: OnError::default(),
+                    ca_file: None,
+                })
+            }
             Value::Mapping(map) => self.adapter_mapping(name, line, map),
             other => {
                 let found = describe(other);
@@ -473,7 +478,7 @@ impl Checker<'_> {
             self.report(line, format!("{what}: required key \"url\" is missing"));
             return None;
         };
-        let (url, ca_file) = (url?, ca_file?);
+        let ((url, basic_auth), ca_file) = (url?, ca_file?);
         if ca_file.is_some() && url.scheme_str() != Some("https") {
             let ca_line = self.loc.child_key(line, "ca_file");
             self.report(
@@ -485,6 +490,7 @@ impl Checker<'_> {
         let adapter = Adapter {
             name: name.to_string(),
             url,
+            basic_auth,
             timeout: timeout?,
             on_error: on_error?,
             ca_file,
@@ -492,24 +498,32 @@ impl Checker<'_> {
         Some(adapter).filter(|_| ok)
     }
 
-    fn url(&mut self, name: &str, line: Option<usize>, url: &str) -> Option<http::Uri> {
+    /// An adapter URL, split from the `user:password@` it may carry. Messages show it with
+    /// the credentials masked.
+    fn url(
+        &mut self,
+        name: &str,
+        line: Option<usize>,
+        url: &str,
+    ) -> Option<(http::Uri, Option<BasicAuth>)> {
+        let shown = redact_userinfo(url);
         match url.parse::<http::Uri>() {
             Ok(uri)
                 if matches!(uri.scheme_str(), Some("http" | "https"))
                     && uri.host().is_some_and(|h| !h.is_empty()) =>
             {
-                Some(uri)
+                Some(split_userinfo(uri))
             }
             Ok(_) => {
                 let message =
-                    format!("adapter {name:?}: url {url:?} must be an absolute http:// or https:// URL with a host");
+                    format!("adapter {name:?}: url {shown:?} must be an absolute http:// or https:// URL with a host");
                 self.report(line, message);
                 None
             }
             Err(e) => {
                 self.report(
                     line,
-                    format!("adapter {name:?}: url {url:?} is not a valid URL ({e})"),
+                    format!("adapter {name:?}: url {shown:?} is not a valid URL ({e})"),
                 );
                 None
             }
@@ -575,5 +589,35 @@ mod tests {
             let e = compile_key("POST /[z-a]").unwrap_err().to_string();
             assert!(e.contains("reversed"), "{e}");
         }
+    }
+}
+
+/// `url` with the `user:password` of its authority replaced by `***`.
+fn redact_userinfo(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    match url[start..end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]),
+        None => url.to_owned(),
+    }
+}
+
+/// The URI without its userinfo, and the credentials it held.
+fn split_userinfo(uri: http::Uri) -> (http::Uri, Option<BasicAuth>) {
+    let Some((userinfo, host)) = uri.authority().and_then(|a| a.as_str().rsplit_once('@')) else {
+        return (uri, None);
+    };
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    let auth = BasicAuth {
+        user: busbar_protocol::headers::decode(user),
+        password: busbar_protocol::headers::decode(password),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.authority = host.parse().ok();
+    match http::Uri::from_parts(parts) {
+        Ok(stripped) => (stripped, Some(auth)),
+        Err(_) => (uri, Some(auth)),
     }
 }

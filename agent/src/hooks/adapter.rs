@@ -230,6 +230,15 @@ impl AdapterClients {
             identity.write_headers(req.headers_mut());
         }
         caller.write_headers(req.headers_mut());
+        if let Some(auth) = &adapter.basic_auth {
+            use base64::Engine as _;
+            let token = base64::engine::general_purpose::STANDARD
+                .encode(format!("{}:{}", auth.user, auth.password));
+            if let Ok(mut value) = http::HeaderValue::from_str(&format!("Basic {token}")) {
+                value.set_sensitive(true);
+                req.headers_mut().insert(header::AUTHORIZATION, value);
+            }
+        }
         let client = adapter
             .ca_file
             .as_ref()

@@ -7,7 +7,7 @@
 //! was lost counted on the engines themselves (containers gone or duplicated: 0 expected).
 //!
 //! Each row is printed as a Markdown table row (`cargo test --test faults -- --nocapture`) and
-//! written to `target/fault-table.md`; docs/faults.md holds the table of a run. The bounds
+//! written to `target/tmp/fault-table.md`; docs/faults.md holds the table of a run. The bounds
 //! asserted are behaviour (detected within twice the documented time, nothing lost), never
 //! speed.
 

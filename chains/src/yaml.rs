@@ -565,33 +565,6 @@ fn describe(value: &Value) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn compiled_keys_are_remembered_and_match_as_fresh_ones() {
-        let key = "POST /*/containers/memo-test";
-        let (m1, p1) = compile_key(key).unwrap();
-        let (m2, p2) = compile_key(key).unwrap();
-        assert_eq!(m1, m2);
-        assert_eq!(p1.as_str(), p2.as_str());
-        for path in [
-            "/v1.41/containers/memo-test",
-            "/containers/memo-test",
-            "/v1.41/containers/other",
-        ] {
-            assert_eq!(p1.matches(path), p2.matches(path), "{path}");
-        }
-        assert!(p2.matches("/containers/memo-test"));
-        // Errors are reported every time, with the key's own wording.
-        for _ in 0..2 {
-            let e = compile_key("POST /[z-a]").unwrap_err().to_string();
-            assert!(e.contains("reversed"), "{e}");
-        }
-    }
-}
-
 /// `url` with the `user:password` of its authority replaced by `***`.
 fn redact_userinfo(url: &str) -> String {
     let start = url.find("://").map_or(0, |i| i + 3);
@@ -619,5 +592,32 @@ fn split_userinfo(uri: http::Uri) -> (http::Uri, Option<BasicAuth>) {
     match http::Uri::from_parts(parts) {
         Ok(stripped) => (stripped, Some(auth)),
         Err(_) => (uri, Some(auth)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compiled_keys_are_remembered_and_match_as_fresh_ones() {
+        let key = "POST /*/containers/memo-test";
+        let (m1, p1) = compile_key(key).unwrap();
+        let (m2, p2) = compile_key(key).unwrap();
+        assert_eq!(m1, m2);
+        assert_eq!(p1.as_str(), p2.as_str());
+        for path in [
+            "/v1.41/containers/memo-test",
+            "/containers/memo-test",
+            "/v1.41/containers/other",
+        ] {
+            assert_eq!(p1.matches(path), p2.matches(path), "{path}");
+        }
+        assert!(p2.matches("/containers/memo-test"));
+        // Errors are reported every time, with the key's own wording.
+        for _ in 0..2 {
+            let e = compile_key("POST /[z-a]").unwrap_err().to_string();
+            assert!(e.contains("reversed"), "{e}");
+        }
     }
 }

@@ -112,18 +112,10 @@ impl KeyPattern {
     pub fn parse(key: &str) -> KeyPattern {
         let mut notes = Notes::default();
         let tokens = tokenize(key, &mut notes);
-        let unversioned = tokens
-            .iter()
-            .position(|t| *t == Token::Char(' '))
-            .filter(|&space| {
-                tokens.get(space + 1..space + 4)
-                    == Some(&[Token::Char('/'), Token::Star, Token::Char('/')])
-            })
-            .map(|space| {
-                let mut rest = tokens.clone();
-                rest.drain(space + 1..space + 3);
-                rest
-            });
+        let unversioned = key
+            .split_once(' ')
+            .filter(|(_, rest)| rest.starts_with("/*/"))
+            .map(|(head, rest)| tokenize(&format!("{head} {}", &rest[2..]), &mut Notes::default()));
         let mut pattern = KeyPattern {
             source: key.to_string(),
             tokens,

@@ -69,6 +69,7 @@ REQUESTS = [
     ("POST", "/v1.41/containers/beef/start"), ("POST", "/v1.41/containers/dead/start"),
     ("POST", "/x/v1.41/info"), ("GET", "/x/v1.41/info"), ("POST", "/v1.41/containers/abc/attach"),
     ("POST", "/a b"), ("POST", "/x"), ("PATCH", "/v1.41/containers/create"),
+    ("POST", "/create"), ("GET", "/create"), ("POST", "/v1.41/create"),
 ]
 
 

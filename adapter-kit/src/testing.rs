@@ -178,14 +178,34 @@ pub struct HookClient {
 
 impl HookClient {
     /// A client of the adapter at `url` (`http://` or `https://`, the system's roots), with
-    /// busbar's default timeout of 10 s.
+    /// busbar's default timeout of 10 s. A `user:password@` in the URL is sent as HTTP Basic
+    /// authentication, as busbar's agent sends it, and never shown.
     pub fn new(url: &str) -> Result<HookClient, HookClientError> {
-        let uri: Uri = url
-            .parse()
-            .map_err(|_| HookClientError::Url(url.to_owned()))?;
+        let bad = || HookClientError::Url(shown_url(url));
+        let uri: Uri = url.parse().map_err(|_| bad())?;
         if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
-            return Err(HookClientError::Url(url.to_owned()));
+            return Err(bad());
         }
+        let mut headers = HeaderMap::new();
+        let uri = match uri.authority().and_then(|a| a.as_str().rsplit_once('@')) {
+            Some((userinfo, host)) => {
+                use base64::Engine as _;
+                let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+                let token = base64::engine::general_purpose::STANDARD.encode(format!(
+                    "{}:{}",
+                    busbar_protocol::headers::decode(user),
+                    busbar_protocol::headers::decode(password)
+                ));
+                let mut value =
+                    HeaderValue::from_str(&format!("Basic {token}")).map_err(|_| bad())?;
+                value.set_sensitive(true);
+                headers.insert(header::AUTHORIZATION, value);
+                let mut parts = uri.clone().into_parts();
+                parts.authority = Some(host.parse().map_err(|_| bad())?);
+                Uri::from_parts(parts).map_err(|_| bad())?
+            }
+            None => uri,
+        };
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(Duration::from_secs(5)));
@@ -197,10 +217,10 @@ impl HookClient {
             .wrap_connector(http);
         Ok(HookClient {
             url: uri,
-            shown: url.to_owned(),
+            shown: shown_url(url),
             client: Client::builder(TokioExecutor::new()).build(connector),
             timeout: Duration::from_secs(10),
-            headers: HeaderMap::new(),
+            headers,
         })
     }
 
@@ -217,6 +237,7 @@ impl HookClient {
         self
     }
 
+    /// The adapter's URL, with any `user:password` shown as `***`.
     pub fn url(&self) -> &str {
         &self.shown
     }
@@ -297,6 +318,18 @@ impl HookClient {
     }
 }
 
+/// `url` with the `user:password` of its authority replaced by `***`.
+fn shown_url(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    match url[start..end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]),
+        None => url.to_owned(),
+    }
+}
+
 /// TLS for `https://` adapters: the system's roots, or none where the system has none.
 fn tls() -> rustls::ClientConfig {
     use hyper_rustls::ConfigBuilderExt;
@@ -326,4 +359,30 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_the_url_are_basic_authentication_and_never_shown() {
+        let client = HookClient::new("http://hook%20user:p%40ss@127.0.0.1:9/adapter").unwrap();
+        assert_eq!(client.url(), "http://***@127.0.0.1:9/adapter");
+        assert_eq!(client.url.to_string(), "http://127.0.0.1:9/adapter");
+        // base64("hook user:p@ss")
+        assert_eq!(
+            client.headers[header::AUTHORIZATION],
+            "Basic aG9vayB1c2VyOnBAc3M="
+        );
+        let err = HookClient::new("ftp://u:secret@host/")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(!err.contains("secret"), "{err}");
+        assert!(HookClient::new("http://127.0.0.1:9/")
+            .unwrap()
+            .headers
+            .is_empty());
+    }
 }

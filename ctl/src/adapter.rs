@@ -583,7 +583,7 @@ pub async fn run(
         outcomes.push(outcome);
     }
     Report {
-        url: args.url.clone(),
+        url: client.url().to_owned(),
         endpoint: target.key.clone(),
         phase: args.phase,
         protocol: args.protocol,

@@ -355,6 +355,18 @@ fn the_command_exits_1_on_problems_and_64_on_usage_errors() {
     drop(double);
 }
 
+#[tokio::test]
+async fn a_password_in_the_url_is_never_printed() {
+    let double = Double::start(200, "text/plain", "nope").await;
+    let url = double.url.replace("http://", "http://hook:s3cret@");
+    let report = test(&args(&url, Phase::Pre)).await.expect("runs");
+    let mut out = Vec::new();
+    print(&report, true, &mut out).expect("print");
+    let text = printed(&report) + &String::from_utf8(out).expect("UTF-8");
+    assert!(!text.contains("s3cret"), "{text}");
+    assert!(text.contains("http://***@127.0.0.1:"), "{text}");
+}
+
 #[test]
 fn durations() {
     assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));

@@ -289,9 +289,10 @@ impl Cluster {
         let t_ns = t.elapsed();
         let t = Instant::now();
         let get = self.exec(from, &["timeout", "8", "wget", "-O", "-", &url]);
+        let t_get = t.elapsed();
+        let neigh = self.exec(from, &["ip", "neigh"]);
         panic!(
-            "{from} cannot fetch {url} within {within:?}: nslookup ({t_ns:?}): {ns:?}\nwget ({:?}): {get:?}\n{}\n{}",
-            t.elapsed(),
+            "{from} cannot fetch {url} within {within:?}: nslookup ({t_ns:?}): {ns:?}\nwget ({t_get:?}): {get:?}\nip neigh: {neigh:?}\n{}\n{}",
             self.diagnose(),
             self.adapter_logs()
         );

@@ -138,8 +138,11 @@ impl Overlay {
         self.mtu.saturating_sub(VXLAN_OVERHEAD)
     }
 
-    /// Creates what is missing of the bridge and the VXLAN port, and brings them up.
-    pub async fn ensure_links(&self, dev: &str) -> Result<(), OverlayError> {
+    /// Creates what is missing of the bridge and the VXLAN port, and brings them up. The
+    /// bridge gets a fixed MAC ([`bridge_mac`]): a Linux bridge left to itself takes the lowest
+    /// MAC of its ports, so it would change as containers come and go, and the containers'
+    /// cached ARP entry for their gateway (their DNS server) would go stale.
+    pub async fn ensure_links(&self, dev: &str, gateway: Ipv4Addr) -> Result<(), OverlayError> {
         let mtu = self.inner_mtu().to_string();
         if run("ip", &["link", "show", "dev", VXLAN]).await.is_err() {
             let (vni, port, local) = (
@@ -160,6 +163,8 @@ impl Overlay {
         if run("ip", &["link", "show", "dev", BRIDGE]).await.is_err() {
             run("ip", &["link", "add", BRIDGE, "type", "bridge"]).await?;
         }
+        let mac = bridge_mac(gateway);
+        run("ip", &["link", "set", "dev", BRIDGE, "address", &mac]).await?;
         run("ip", &["link", "set", "dev", VXLAN, "master", BRIDGE]).await?;
         run("ip", &["link", "set", "dev", VXLAN, "up"]).await?;
         run("ip", &["link", "set", "dev", BRIDGE, "up"]).await?;
@@ -195,6 +200,14 @@ impl Overlay {
         }
         Ok(())
     }
+}
+
+/// The bridge's MAC on the node whose gateway is `gateway`: locally administered, derived
+/// from the gateway address (unique in the cluster), never a container's (Docker's are
+/// `02:42:` + the address).
+pub fn bridge_mac(gateway: Ipv4Addr) -> String {
+    let [a, b, c, d] = gateway.octets();
+    format!("02:62:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
 }
 
 /// The `POST /networks/create` document of the `busbar` network on the node with `gateway`.
@@ -266,6 +279,10 @@ mod tests {
         assert_eq!(interface_in(addrs, Ipv4Addr::new(10, 77, 1, 3)), None);
         let link = "2: eth0@if7: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP";
         assert_eq!(mtu_in(link), Some(1500));
+        assert_eq!(
+            bridge_mac(Ipv4Addr::new(10, 232, 0, 2)),
+            "02:62:0a:e8:00:02"
+        );
         let fdb = "00:00:00:00:00:00 dst 10.77.2.2 self permanent\n\
                    02:42:0a:e8:01:05 dst 10.77.3.2 self\n\
                    00:00:00:00:00:00 dst 10.77.3.2 self permanent\n";

@@ -197,10 +197,10 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         underlay,
         mtu,
     };
-    ov.ensure_links(&dev).await?;
+    ov.ensure_links(&dev, gateway).await?;
     let docker = Docker::new(args.docker.clone());
     ensure_network(&docker, args.pool, gateway, ov.inner_mtu(), &shutdown).await?;
-    ov.ensure_links(&dev).await?;
+    ov.ensure_links(&dev, gateway).await?;
     info!(vxlan = overlay::VXLAN, bridge = overlay::BRIDGE, %underlay, dev, "overlay up");
 
     let mut node = Node::new(

@@ -439,9 +439,34 @@ fn cluster_network_end_to_end() {
         "untouched Dns"
     );
 
-    // A burst over the three nodes: distinct addresses.
+    // Docker's own allocation on `busbar` is confined to the gateway: an unlabelled container
+    // cannot take a cluster address behind the pool's back.
+    let out = docker(
+        &c.url,
+        &[
+            "run",
+            "--rm",
+            "-e",
+            "constraint:node==node2",
+            "--network",
+            "busbar",
+            "busybox",
+            "true",
+        ],
+    );
+    assert!(
+        !out.status.success(),
+        "an unlabelled container got an address on busbar: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    eprintln!(
+        "NOTE: unlabelled --network busbar: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+
+    // 28 more at once over the three nodes (30 in all): distinct addresses.
     let t0 = Instant::now();
-    let burst: Vec<String> = (0..12).map(|i| format!("net-b{i}")).collect();
+    let burst: Vec<String> = (0..28).map(|i| format!("net-b{i}")).collect();
     std::thread::scope(|s| {
         for (i, name) in burst.iter().enumerate() {
             let c = &c;

@@ -157,3 +157,22 @@ impl Adapter for NetworkAdapter {
         Ok(call.unchanged())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn which_calls_are_creates_and_starts() {
+        assert!(is_create("POST", "/v1.41/containers/create?name=web"));
+        assert!(is_create("POST", "/containers/create"));
+        assert!(!is_create("GET", "/v1.41/containers/create"));
+        assert!(!is_create("POST", "/v1.41/containers/web/start"));
+        assert!(!is_create("POST", "/v1.41/volumes/create"));
+        assert!(is_start("POST", "/v1.41/containers/abc/start"));
+        assert!(is_start("POST", "/containers/abc/start?detachKeys=x"));
+        assert!(!is_start("POST", "/v1.41/containers/abc/stop"));
+        assert!(!is_start("POST", "/v1.41/plugins/x/start"));
+        assert!(!is_start("GET", "/v1.41/containers/abc/start"));
+    }
+}

@@ -621,3 +621,39 @@ fn is_not_found(e: &EtcdError) -> bool {
         }
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The values are documented (deploy/cross-host.md) and read by operators with etcdctl.
+    #[test]
+    fn the_values_in_etcd_keep_their_documented_shape() {
+        let h = Holder {
+            name: "web".into(),
+            node: "node1".into(),
+            claim: "c1".into(),
+            since: 7,
+        };
+        assert_eq!(
+            serde_json::to_value(&h).unwrap(),
+            serde_json::json!({"name": "web", "node": "node1", "claim": "c1", "since": 7})
+        );
+        let host = HostEntry {
+            underlay: Ipv4Addr::new(10, 0, 0, 5),
+            index: 2,
+        };
+        assert_eq!(
+            serde_json::to_string(&host).unwrap(),
+            r#"{"underlay":"10.0.0.5","index":2}"#
+        );
+        let dns = DnsEntry {
+            ip: Ipv4Addr::new(10, 232, 1, 1),
+            node: "node1".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&dns).unwrap(),
+            r#"{"ip":"10.232.1.1","node":"node1"}"#
+        );
+    }
+}

@@ -517,3 +517,65 @@ async fn through_busbars_agent_the_engine_gets_the_rewrite_and_unlabelled_create
     assert_eq!(holders[&ip].name, "app");
     n.stop.cancel();
 }
+
+/// Composition: busbar-network and another adapter that rewrites the same create (a test
+/// double standing for the portable-volume adapter: it rewrites `Binds` and adds a label of
+/// its own) in one chain, in both orders. Each sees the other's rewrite and the engine gets
+/// both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn it_composes_with_another_adapter_rewriting_the_same_create_in_either_order() {
+    use busbar_testkit::adapter::{rewrite_body, FakeAdapter};
+    let Some(etcd) = etcd().await else { return };
+    let n = start_node(&etcd, "solo", Duration::from_secs(10), None).await;
+    let volumes = FakeAdapter::start(rewrite_body(|doc| {
+        doc["HostConfig"]["Binds"] = json!(["/srv/portable/data1:/data"]);
+        doc["Labels"]["busbar.portable.node"] = json!("solo");
+    }))
+    .await;
+    for (order, first, second) in [(0, "network", "volumes"), (1, "volumes", "network")] {
+        let engine = FakeEngine::start().await;
+        engine.route(
+            "POST /*/containers/create",
+            json(201, r#"{"Id":"c1","Warnings":[]}"#),
+        );
+        let yaml = format!(
+            "endpoints:\n  \"POST /*/containers/create\":\n    pre: [{first}, {second}]\n    post: [network]\nadapters:\n  network: http://{}/\n  volumes: {}\n",
+            n.addr,
+            volumes.url()
+        );
+        let agent = TestAgent::start(&engine, &yaml).await;
+        let create = raw::post_json(
+            &format!("/v1.41/containers/create?name=both{order}"),
+            &json!({
+                "Image": "busybox",
+                "Labels": {"busbar.net": "cluster"},
+                "HostConfig": {"NetworkMode": "default", "Binds": ["data1:/data"]},
+            }),
+        );
+        let rsp = raw::exchange(agent.addr(), &create).await;
+        assert_eq!(rsp.status(), 201, "{first} then {second}: {}", rsp.text());
+        let sent: Value =
+            serde_json::from_slice(&engine.requests_to("POST /*/containers/create")[0].body)
+                .unwrap();
+        assert_eq!(
+            sent["HostConfig"]["NetworkMode"], "busbar",
+            "{first} then {second}"
+        );
+        assert!(address(&sent).to_string().starts_with("10.232."));
+        assert_eq!(
+            sent["HostConfig"]["Binds"],
+            json!(["/srv/portable/data1:/data"]),
+            "{first} then {second}"
+        );
+        assert_eq!(sent["Labels"]["busbar.portable.node"], "solo");
+        assert_eq!(sent["Labels"]["busbar.net"], "cluster");
+        if first == "network" {
+            let seen = volumes.calls().last().unwrap().client_body().unwrap();
+            assert_eq!(
+                seen["HostConfig"]["NetworkMode"], "busbar",
+                "the volume adapter sees the network's rewrite"
+            );
+        }
+    }
+    n.stop.cancel();
+}

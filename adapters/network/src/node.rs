@@ -88,25 +88,31 @@ impl Node {
     pub async fn started(&self, id: &str) {
         let Some(docker) = &self.docker else { return };
         match docker.labelled(id).await {
-            Ok(Some(c)) => self.up(&c).await,
+            Ok(Some(c)) => self.up(&c, true).await,
             Ok(None) => {}
             Err(e) => warn!(container = id, error = %e, "inspecting a started container failed"),
         }
     }
 
-    async fn up(&self, c: &Container) {
+    /// A running container: its name in DNS; announced on the overlay when it has just
+    /// started (`announce`), not on every reconciliation.
+    async fn up(&self, c: &Container, announce: bool) {
         let Some(ip) = c.address else { return };
         if !c.running {
             return;
         }
-        if self.overlay.is_some() && c.pid > 0 {
+        if announce && self.overlay.is_some() && c.pid > 0 {
             {
                 if let Err(e) = crate::overlay::announce(c.pid, ip, &self.arping).await {
                     warn!(container = %c.name, %ip, error = %e, "announcing the address failed; peers find it within ~30 s");
                 }
             }
         }
-        if !c.name.is_empty() {
+        let known = {
+            let names = self.names.read().unwrap_or_else(|e| e.into_inner());
+            names.get(&c.name.to_ascii_lowercase()) == Some(&ip)
+        };
+        if !c.name.is_empty() && (announce || !known) {
             match self.store.register_name(&c.name, ip).await {
                 Ok(()) => debug!(name = %c.name, %ip, "name registered"),
                 Err(e) => warn!(name = %c.name, error = %e, "registering the name failed"),
@@ -176,7 +182,7 @@ impl Node {
             }
             if c.running {
                 running.insert(c.name.clone());
-                self.up(c).await;
+                self.up(c, false).await;
             } else if let Err(e) = self.store.unregister_name(&c.name, ip).await {
                 warn!(error = %e, "removing a name failed");
             }

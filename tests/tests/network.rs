@@ -8,8 +8,8 @@
 //! - a burst of containers over the three nodes gets distinct addresses;
 //! - a container removed and re-created with its name on another node keeps its address and is
 //!   reachable there; removed containers free their addresses; unlabelled ones are untouched;
-//! - an adapter restart loses no address and no name; a dead adapter's addresses go after its
-//!   lease TTL.
+//! - an adapter restart, a gateway restart and an agent restart lose no address and no name;
+//!   a dead adapter's addresses go after its lease TTL.
 
 mod support;
 
@@ -31,7 +31,8 @@ struct Cluster {
     net_prefix: String,
     certs: TempDir,
     state: TempDir,
-    _agents: Vec<Process>,
+    agents: Vec<Process>,
+    agent_addrs: Vec<String>,
     adapters: Vec<Option<Process>>,
     gateway: Option<Process>,
     url: String,
@@ -63,7 +64,8 @@ impl Cluster {
             net_prefix,
             certs,
             state,
-            _agents: vec![],
+            agents: vec![],
+            agent_addrs: vec![],
             adapters: vec![None, None, None],
             gateway: None,
             url: String::new(),
@@ -71,21 +73,13 @@ impl Cluster {
         for i in 0..3 {
             c.start_adapter(i);
         }
-        for (i, host) in c.bed.hosts().iter().enumerate() {
-            let dir = c.state.join(NODES[i]).display().to_string();
-            let etcd = host.etcd_url().unwrap().to_owned();
-            let args = [
-                "--etcd",
-                &etcd,
-                "--etcd-prefix",
-                &c.prefix,
-                "--state-dir",
-                &dir,
-                "--registration-ttl",
-                "2",
-            ];
-            let (p, _) = Process::agent_in(host, NODES[i], &c.certs.0, &args);
-            c._agents.push(p);
+        for (i, node) in NODES.iter().enumerate() {
+            let host = &c.bed.hosts()[i];
+            let args = c.agent_args(i);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let (p, addr) = Process::agent_in(host, node, &c.certs.0, &args);
+            c.agents.push(p);
+            c.agent_addrs.push(addr);
         }
         let chain = c.state.join("network.yml");
         std::fs::write(
@@ -116,21 +110,7 @@ impl Cluster {
             "chain apply: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let mut args: Vec<String> = vec![
-            "--etcd".into(),
-            c.bed.etcd().unwrap().into(),
-            "--etcd-prefix".into(),
-            c.prefix.clone(),
-            "--probe-interval".into(),
-            "0.5".into(),
-            "--probe-timeout".into(),
-            "1".into(),
-        ];
-        args.extend(tls_args(&c.certs.0, "gateway"));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let gateway = Process::gateway(&args);
-        c.url = gateway.url.clone();
-        c.gateway = Some(gateway);
+        c.start_gateway();
         let ok = wait_until(Duration::from_secs(30), || {
             let info = c.info();
             info.matches("Status: Healthy").count() == 3
@@ -142,6 +122,56 @@ impl Cluster {
         }
         eprintln!("FIGURE: cluster + overlay up in {:?}", t0.elapsed());
         c
+    }
+
+    fn agent_args(&self, i: usize) -> Vec<String> {
+        let host = &self.bed.hosts()[i];
+        let dir = self.state.join(NODES[i]).display().to_string();
+        let etcd = host.etcd_url().unwrap();
+        [
+            "--etcd",
+            etcd,
+            "--etcd-prefix",
+            &self.prefix,
+            "--state-dir",
+            &dir,
+        ]
+        .iter()
+        .chain(&["--registration-ttl", "2"])
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    /// Kills node `i`'s agent and starts it again where the cluster knows it.
+    fn restart_agent(&mut self, i: usize) {
+        self.agents[i].kill();
+        let args = self.agent_args(i);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let host = &self.bed.hosts()[i];
+        self.agents[i] =
+            Process::agent_in_at(host, NODES[i], &self.certs.0, &self.agent_addrs[i], &args);
+    }
+
+    /// Starts (or starts again) the gateway.
+    fn start_gateway(&mut self) {
+        if let Some(mut g) = self.gateway.take() {
+            g.kill();
+        }
+        let mut args: Vec<String> = vec![
+            "--etcd".into(),
+            self.bed.etcd().unwrap().into(),
+            "--etcd-prefix".into(),
+            self.prefix.clone(),
+            "--probe-interval".into(),
+            "0.5".into(),
+            "--probe-timeout".into(),
+            "1".into(),
+        ];
+        args.extend(tls_args(&self.certs.0, "gateway"));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let gateway = Process::gateway(&args);
+        self.url = gateway.url.clone();
+        self.gateway = Some(gateway);
     }
 
     /// Starts busbar-network in host `i`'s namespace, as its node's adapter.
@@ -536,6 +566,28 @@ fn cluster_network_end_to_end() {
         "net-a1 still resolves after its adapter's restart: {out}"
     );
     c.fetch_within("net-a1", "net-a3", "hello-again", Duration::from_secs(10));
+
+    // A gateway restart and an agent restart lose nothing either: the state is in etcd.
+    c.start_gateway();
+    c.restart_agent(0);
+    within(
+        Duration::from_secs(20),
+        "the cluster is back after the restarts",
+        || c.info().matches("Status: Healthy").count() == 3,
+    );
+    assert_eq!(
+        c.address("net-a1"),
+        ip1,
+        "after the gateway's and node1's agent's restarts"
+    );
+    assert_eq!(c.address("net-a3"), ip3);
+    c.run_on("node1", "net-a1b", true, &["sleep", "600"]);
+    let ip_new = c.address("net-a1b");
+    assert!(
+        !all.contains(&ip_new),
+        "a new container gets a free address: {ip_new}"
+    );
+    c.fetch_within("net-a1b", "net-a3", "hello-again", Duration::from_secs(10));
 
     // A dead adapter: its node's addresses go after the lease TTL.
     let ip_b1 = c.address("net-b1"); // on node2

@@ -6,7 +6,9 @@
 //! # Layout
 //! - `certs`: `busbarctl certs`: the cluster CA and role-carrying certificates.
 //! - `chain`: `busbarctl chain` and `busbarctl nodes`: adapter chains and nodes in etcd.
+//! - `adapter_log`: `busbarctl adapter log`: a node's hook call log, through a gateway.
 
+mod adapter_log;
 mod certs;
 mod chain;
 
@@ -39,6 +41,16 @@ enum Command {
     Chain(ChainCmd),
     /// The nodes registered in etcd, with the chain revision each runs.
     Nodes,
+    /// For adapter authors: a node's hook call log.
+    #[command(subcommand)]
+    Adapter(AdapterCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum AdapterCmd {
+    /// Print a node's hook call log (adapters with debug: true, or all with the agent's
+    /// --debug-hooks), read through a gateway's adapter API.
+    Log(adapter_log::LogArgs),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +75,11 @@ fn main() -> ExitCode {
         Command::Nodes => split(chain::run_nodes(&cli.etcd, &mut io::stdout().lock()), |e| {
             e.is_usage()
         }),
+        Command::Adapter(AdapterCmd::Log(args)) => {
+            split(adapter_log::run(args, &mut io::stdout().lock()), |e| {
+                e.is_usage()
+            })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -274,3 +274,5 @@ impl Default for ChainSet {
 mod properties;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_v2;

@@ -190,3 +190,157 @@ fn a_run_the_engine_refuses_unwinds_both_v2_pre_hooks_last_first_and_v1_sees_onl
     assert!(text.contains("TOKEN=<redacted>"), "{text}");
     assert_eq!(lines[0]["status"], 200);
 }
+
+#[test]
+fn busbarctl_adapter_log_reads_and_follows_a_nodes_call_log_through_the_gateway() {
+    use std::io::BufRead;
+    use support::{binary, busbarctl, expose, make_certs, tls_args};
+    use testbed::free_port;
+    testbed::e2e!();
+    // A cluster gateway (two nodes): a gateway with one --agent is that node's transparent
+    // remote engine, with no adapter API.
+    let bed = Testbed::shared_with(testbed::TestbedSpec {
+        hosts: 2,
+        netns: true,
+        etcd: false,
+    });
+    let hosts = &bed.hosts()[..2];
+    let certs = TempDir::new();
+    let addrs: Vec<String> = hosts
+        .iter()
+        .map(|h| h.addr().unwrap().to_string())
+        .collect();
+    make_certs(&certs.0, &[("node1", &addrs[0]), ("node2", &addrs[1])]);
+    let d = certs.0.display().to_string();
+    for (name, role, san) in [
+        ("front", "gateway", Some("127.0.0.1")),
+        ("author", "adapter", None),
+    ] {
+        let mut args = vec![
+            "certs", "issue", "--dir", &d, "--name", name, "--role", role,
+        ];
+        if let Some(san) = san {
+            args.extend(["--san", san]);
+        }
+        assert!(busbarctl(&args).status.success(), "issue {name}");
+    }
+    let order: Order = Arc::default();
+    let adapter = FakeAdapter::start(v2_pass("ipam", &order));
+    let dir = TempDir::new();
+    let mut agents = vec![];
+    let mut args = vec![];
+    for (i, host) in hosts.iter().enumerate() {
+        let node = format!("node{}", i + 1);
+        let log = dir.join(&format!("{node}-hook-calls.jsonl"));
+        let url = expose(&adapter.url, host.gateway_addr().unwrap());
+        let chains = dir.join(&format!("{node}-adapters.yml"));
+        std::fs::write(
+            &chains,
+            format!(
+                "version: 2\nendpoints:\n  \"POST /*/containers/create\":\n    pre: [ipam]\n\
+                 adapters:\n  ipam:\n    url: {url}\n    protocol: 2\n    debug: true\n"
+            ),
+        )
+        .unwrap();
+        let (agent, agent_addr) = Process::agent_in(
+            host,
+            &node,
+            &certs.0,
+            &[
+                "--config",
+                chains.to_str().unwrap(),
+                "--hook-log",
+                log.to_str().unwrap(),
+            ],
+        );
+        agents.push(agent);
+        args.extend(["--agent".to_string(), format!("{node}={agent_addr}")]);
+    }
+    let port = free_port();
+    let f = |name: &str| certs.join(name).display().to_string();
+    args.extend(tls_args(&certs.0, "gateway"));
+    args.extend([
+        "--tls-listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--tlsverify".into(),
+        "--tlscacert".into(),
+        f("ca.pem"),
+        "--tlscert".into(),
+        f("front.pem"),
+        "--tlskey".into(),
+        f("front-key.pem"),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let gateway = Process::gateway(&args);
+    let gw = format!("https://127.0.0.1:{port}");
+    let ctl_args = |extra: &[&str]| {
+        let mut a = vec![
+            "adapter".to_string(),
+            "log".into(),
+            "node1".into(),
+            "ipam".into(),
+            "--gateway".into(),
+            gw.clone(),
+            "--tlscacert".into(),
+            f("ca.pem"),
+            "--tlscert".into(),
+            f("author.pem"),
+            "--tlskey".into(),
+            f("author-key.pem"),
+        ];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+
+    // Follow first, then create: the line arrives on the follower.
+    let mut follower = std::process::Command::new(binary("busbarctl"))
+        .args(ctl_args(&["-f"]))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let name = unique_name("logged");
+    docker_ok(
+        &gateway.url,
+        &[
+            "create",
+            "--name",
+            &name,
+            "-e",
+            "TOKEN=hunter2",
+            "busybox",
+            "true",
+        ],
+    );
+    let stdout = follower.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut first = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut first);
+        let _ = tx.send(first);
+    });
+    let followed = rx.recv_timeout(Duration::from_secs(20));
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let mut err = String::new();
+    let _ = std::io::Read::read_to_string(&mut follower.stderr.take().unwrap(), &mut err);
+    let followed = followed.expect("busbarctl adapter log -f printed the create's call");
+    let line: Value = serde_json::from_str(&followed)
+        .unwrap_or_else(|e| panic!("{e}: {followed:?}; busbarctl said: {err}"));
+    assert_eq!(line["adapter"], "ipam");
+    assert_eq!(line["node"], "node1");
+    assert_eq!(line["type"], "pre-hook");
+    assert!(followed.contains("TOKEN=<redacted>"), "{followed}");
+    assert!(!followed.contains("hunter2"), "{followed}");
+
+    // Without -f: the log as it is, and busbarctl ends.
+    let out = busbarctl(&ctl_args(&[]).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    docker_ok(&gateway.url, &["rm", &name]);
+}

@@ -279,13 +279,14 @@ impl AdapterClients {
         kind: Kind,
         parse: impl FnOnce(&[u8]) -> Result<R, String>,
     ) -> Result<Reply<R>, HookError> {
-        let body = serde_json::to_vec(payload).expect("hook payloads always serialize");
+        let body =
+            Bytes::from(serde_json::to_vec(payload).expect("hook payloads always serialize"));
+        let logged = caller.log.filter(|l| l.wants(adapter));
         let started = std::time::SystemTime::now();
         let clock = std::time::Instant::now();
         let mut headers = http::HeaderMap::new();
-        let exchanged = self
-            .exchange(adapter, body.clone(), caller, &mut headers)
-            .await;
+        let sent = logged.is_some().then_some(&mut headers);
+        let exchanged = self.exchange(adapter, body.clone(), caller, sent).await;
         let duration = clock.elapsed();
         let url = adapter.url.to_string();
         let result = match &exchanged {
@@ -297,7 +298,7 @@ impl AdapterClients {
                 reason,
             })),
         };
-        if let Some(log) = caller.log.filter(|l| l.wants(adapter)) {
+        if let Some(log) = logged {
             let (status, answer) = match &exchanged {
                 Ok((parts, bytes)) => (Some(parts.status.as_u16()), Some(&bytes[..])),
                 Err(_) => (None, None),
@@ -331,21 +332,21 @@ impl AdapterClients {
         }
     }
 
-    /// One POST and its whole reply, within the adapter's timeout. `sent` gets the call's
-    /// headers (for the call log).
+    /// One POST and its whole reply, within the adapter's timeout. `sent`, when given, gets
+    /// the call's headers (for the call log).
     async fn exchange(
         &self,
         adapter: &Adapter,
-        body: Vec<u8>,
+        body: Bytes,
         caller: &Caller<'_>,
-        sent: &mut http::HeaderMap,
+        sent: Option<&mut http::HeaderMap>,
     ) -> Result<(http::response::Parts, Bytes), HookError> {
         let ctx = caller.ctx;
         let url = adapter.url.to_string();
         let mut req = Request::post(adapter.url.clone())
             .header(header::CONTENT_TYPE, "application/json")
             .header(&REQUEST_ID, ctx.id.as_str())
-            .body(Full::new(Bytes::from(body)))
+            .body(Full::new(body))
             .expect("a valid adapter URL and fixed headers make a valid request");
         if let Some(identity) = &ctx.identity {
             identity.write_headers(req.headers_mut());
@@ -360,7 +361,7 @@ impl AdapterClients {
                 req.headers_mut().insert(header::AUTHORIZATION, value);
             }
         }
-        if caller.log.is_some() {
+        if let Some(sent) = sent {
             *sent = req.headers().clone();
         }
         let client = adapter

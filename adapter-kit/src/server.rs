@@ -260,4 +260,16 @@ mod tests {
             Ok(Parsed::Pre(_))
         ));
     }
+
+    #[test]
+    fn the_protocol_version_picks_the_call_type() {
+        let pre2 = br#"{"PowerstripProtocolVersion":2,"Type":"pre-hook","ClientRequest":{"Method":"GET","Request":"/_ping","Body":null,"Headers":{}},"Caller":{"RequestId":"r","Node":null,"Client":null}}"#;
+        assert!(matches!(parse(pre2), Ok(Parsed::PreV2(_))));
+        let unwind = br#"{"PowerstripProtocolVersion":2,"Type":"unwind","ClientRequest":{"Method":"POST","Request":"/containers/create","Body":"{}"},"ModifiedClientRequest":{"Body":"{}"},"Failure":{"Stage":"engine","Adapter":null,"Code":409,"ContentType":null,"Body":null}}"#;
+        assert!(matches!(parse(unwind), Ok(Parsed::Unwind(_))));
+        let err = parse(br#"{"PowerstripProtocolVersion":2,"Type":"unwind"}"#)
+            .err()
+            .unwrap();
+        assert!(err.contains("ClientRequest"), "{err}");
+    }
 }

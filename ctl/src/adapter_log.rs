@@ -114,3 +114,27 @@ pub fn run(args: &LogArgs, out: &mut dyn Write) -> Result<(), LogError> {
             Ok(())
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gateway_that_is_not_https_is_a_usage_error() {
+        let args = LogArgs {
+            node: "node1".into(),
+            adapter: None,
+            follow: false,
+            gateway: "tcp://gw1:2376".into(),
+            tlscacert: None,
+            tlscert: None,
+            tlskey: None,
+        };
+        let err = run(&args, &mut Vec::new()).unwrap_err();
+        assert!(err.is_usage());
+        assert!(
+            err.to_string().contains("expected https://HOST[:PORT]"),
+            "{err}"
+        );
+    }
+}

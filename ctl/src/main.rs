@@ -73,11 +73,11 @@ fn main() -> ExitCode {
             e.is_usage()
         }),
         Command::Adapter(AdapterCmd::Test(args)) => split(
-            adapter::run_adapter(&args, cli.etcd.json, &mut io::stdout().lock()),
+            adapter::run_adapter(args, cli.etcd.json, &mut io::stdout().lock()),
             |e| e.is_usage(),
         ),
         Command::Adapter(AdapterCmd::Log(args)) => {
-            split(adapter_log::run(&args, &mut io::stdout().lock()), |e| {
+            split(adapter_log::run(args, &mut io::stdout().lock()), |e| {
                 e.is_usage()
             })
         }

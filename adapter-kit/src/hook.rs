@@ -8,6 +8,7 @@ use busbar_protocol::headers as h;
 use busbar_protocol::v1::{
     ModifiedClientRequest, ModifiedServerResponse, PostHookRequest, PreHookRequest,
 };
+use busbar_protocol::{v1, v2};
 use http::HeaderMap;
 use serde_json::Value;
 
@@ -23,7 +24,66 @@ pub trait Adapter: Send + Sync + 'static {
     fn post_hook(&self, call: Call<PostHookRequest>) -> impl Future<Output = PostAnswer> + Send {
         async move { Ok(call.unchanged()) }
     }
+
+    /// A pre-hook call of protocol 2 (the chain entry says `protocol: 2`): the request's
+    /// headers and `Caller` besides v1's. Go on with a request, or answer the client with a
+    /// [`v2::Response`] of the adapter's own (the engine is then never called). By default,
+    /// [`Adapter::pre_hook`] on the v1 part of the call.
+    fn pre_hook_v2(
+        &self,
+        call: Call<v2::PreHookRequest>,
+    ) -> impl Future<Output = PreAnswerV2> + Send {
+        async move {
+            let r = &call.request.client_request;
+            let v1_call = Call {
+                request: v1::PreHookRequest::new(v1::ClientRequest {
+                    method: r.method.clone(),
+                    request: r.request.clone(),
+                    body: r.body.clone(),
+                }),
+                context: call.context,
+            };
+            self.pre_hook(v1_call).await.map(v2::PreHookReply::Continue)
+        }
+    }
+
+    /// A post-hook call of protocol 2. By default, [`Adapter::post_hook`] on its v1 part.
+    fn post_hook_v2(
+        &self,
+        call: Call<v2::PostHookRequest>,
+    ) -> impl Future<Output = PostAnswer> + Send {
+        async move {
+            let (r, s) = (&call.request.client_request, &call.request.server_response);
+            let v1_call = Call {
+                request: v1::PostHookRequest::new(
+                    v1::ClientRequest {
+                        method: r.method.clone(),
+                        request: r.request.clone(),
+                        body: r.body.clone(),
+                    },
+                    v1::ServerResponse {
+                        content_type: s.content_type.clone(),
+                        body: s.body.clone(),
+                        code: s.code,
+                    },
+                ),
+                context: call.context,
+            };
+            self.post_hook(v1_call).await
+        }
+    }
+
+    /// Protocol 2: the request this adapter's pre-hook let through failed later (a later
+    /// pre-hook or the engine refused it): undo what the pre-hook did. The answer is not
+    /// read; by default nothing is done.
+    fn unwind(&self, call: Call<v2::UnwindRequest>) -> impl Future<Output = ()> + Send {
+        let _ = call;
+        async {}
+    }
 }
+
+/// A v2 pre-hook's answer: go on, or answer the client; or a refusal the client gets.
+pub type PreAnswerV2 = Result<v2::PreHookReply, Refusal>;
 
 /// A pre-hook's answer: the request to go on with, or a refusal the client gets.
 pub type PreAnswer = Result<ModifiedClientRequest, Refusal>;

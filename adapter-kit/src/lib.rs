@@ -3,7 +3,10 @@
 //! adapter the plumbing.
 //!
 //! - [`hook`]: one hook call, typed: Powerstrip's v1 request and busbar's headers (the node
-//!   that runs it, the request id, the client), and what the adapter answers.
+//!   that runs it, the request id, the client), and what the adapter answers. An adapter
+//!   whose chain entry says `protocol: 2` gets [`v2`] calls (headers, `Caller`, its own
+//!   response, `unwind`): [`Adapter::pre_hook_v2`], [`Adapter::post_hook_v2`],
+//!   [`Adapter::unwind`], which default to the v1 methods and to doing nothing.
 //! - [`server`]: serves an [`Adapter`] over HTTP, with the limits and timeouts an adapter
 //!   exposed to a cluster needs.
 //! - [`gateway`]: a client of a gateway's adapter API (`/_busbar/v1/...`), to list the nodes
@@ -40,5 +43,5 @@ pub mod hook;
 pub mod server;
 pub mod testing;
 
-pub use busbar_protocol::{headers, v1};
+pub use busbar_protocol::{headers, v1, v2};
 pub use hook::Adapter;

@@ -11,8 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use busbar_protocol::v1::{
-    HookType, PostHookReply, PostHookRequest, PreHookReply, PreHookRequest, PROTOCOL_VERSION,
+    PostHookReply, PostHookRequest, PreHookReply, PreHookRequest, PROTOCOL_VERSION,
 };
+use busbar_protocol::v2;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -159,6 +160,21 @@ async fn handle<A: Adapter>(
                     }
                 })
             }
+            Ok(Parsed::PreV2(request)) => {
+                answer(adapter.pre_hook_v2(Call { request, context }).await, |m| m)
+            }
+            Ok(Parsed::PostV2(request)) => {
+                answer(adapter.post_hook_v2(Call { request, context }).await, |m| {
+                    PostHookReply {
+                        protocol_version: Some(v2::PROTOCOL_VERSION.into()),
+                        modified_server_response: m,
+                    }
+                })
+            }
+            Ok(Parsed::Unwind(request)) => {
+                adapter.unwind(Call { request, context }).await;
+                respond(StatusCode::OK, b"{}".to_vec())
+            }
             Err(why) => message(StatusCode::BAD_REQUEST, &why),
         }
     }
@@ -169,18 +185,30 @@ async fn handle<A: Adapter>(
 enum Parsed {
     Pre(PreHookRequest),
     Post(PostHookRequest),
+    PreV2(v2::PreHookRequest),
+    PostV2(v2::PostHookRequest),
+    Unwind(v2::UnwindRequest),
 }
 
-/// A hook call's document, or why it is not one.
+/// A hook call's document, or why it is not one. `PowerstripProtocolVersion` says which
+/// protocol (1 when absent).
 fn parse(bytes: &[u8]) -> Result<Parsed, String> {
+    use v2::HookType;
     let doc: Value =
         serde_json::from_slice(bytes).map_err(|e| format!("the call is not JSON: {e}"))?;
     let kind: HookType = serde_json::from_value(doc.get("Type").cloned().unwrap_or(Value::Null))
-        .map_err(|_| "Type must be \"pre-hook\" or \"post-hook\"".to_owned())?;
-    let invalid = |e: serde_json::Error| format!("not a {kind:?}-hook call: {e}");
-    Ok(match kind {
-        HookType::Pre => Parsed::Pre(serde_json::from_value(doc).map_err(invalid)?),
-        HookType::Post => Parsed::Post(serde_json::from_value(doc).map_err(invalid)?),
+        .map_err(|_| "Type must be \"pre-hook\", \"post-hook\" or \"unwind\"".to_owned())?;
+    let version = doc
+        .get("PowerstripProtocolVersion")
+        .and_then(Value::as_u64)
+        .unwrap_or(1);
+    let invalid = |e: serde_json::Error| format!("not a valid {kind:?} call: {e}");
+    Ok(match (kind, version >= 2) {
+        (HookType::Pre, false) => Parsed::Pre(serde_json::from_value(doc).map_err(invalid)?),
+        (HookType::Post, false) => Parsed::Post(serde_json::from_value(doc).map_err(invalid)?),
+        (HookType::Pre, true) => Parsed::PreV2(serde_json::from_value(doc).map_err(invalid)?),
+        (HookType::Post, true) => Parsed::PostV2(serde_json::from_value(doc).map_err(invalid)?),
+        (HookType::Unwind, _) => Parsed::Unwind(serde_json::from_value(doc).map_err(invalid)?),
     })
 }
 
@@ -231,5 +259,17 @@ mod tests {
             parse(br#"{"Type":"pre-hook","ClientRequest":{"Method":"GET","Request":"/_ping","Body":null}}"#),
             Ok(Parsed::Pre(_))
         ));
+    }
+
+    #[test]
+    fn the_protocol_version_picks_the_call_type() {
+        let pre2 = br#"{"PowerstripProtocolVersion":2,"Type":"pre-hook","ClientRequest":{"Method":"GET","Request":"/_ping","Body":null,"Headers":{}},"Caller":{"RequestId":"r","Node":null,"Client":null}}"#;
+        assert!(matches!(parse(pre2), Ok(Parsed::PreV2(_))));
+        let unwind = br#"{"PowerstripProtocolVersion":2,"Type":"unwind","ClientRequest":{"Method":"POST","Request":"/containers/create","Body":"{}"},"ModifiedClientRequest":{"Body":"{}"},"Failure":{"Stage":"engine","Adapter":null,"Code":409,"ContentType":null,"Body":null}}"#;
+        assert!(matches!(parse(unwind), Ok(Parsed::Unwind(_))));
+        let err = parse(br#"{"PowerstripProtocolVersion":2,"Type":"unwind"}"#)
+            .err()
+            .unwrap();
+        assert!(err.contains("ClientRequest"), "{err}");
     }
 }

@@ -19,6 +19,9 @@ use {
     busbar_tls::{PartialTls, TlsArgs, TlsFiles},
 };
 
+/// The default `--hook-log`.
+pub const DEFAULT_HOOK_LOG: &str = "/var/lib/busbar/hook-calls.jsonl";
+
 /// The default `--state-dir`.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/busbar";
 
@@ -146,6 +149,15 @@ pub struct LocalArgs {
     #[arg(long, env = "BUSBAR_CONFIG")]
     pub config: Option<PathBuf>,
 
+    /// Write every call to every adapter to the hook call log (as `debug: true` on each).
+    #[arg(long, env = "BUSBAR_DEBUG_HOOKS")]
+    pub debug_hooks: bool,
+
+    /// The hook call log: one JSON line per call to an adapter with `debug: true` (or to every
+    /// adapter with --debug-hooks). Made mode 0600 on the first call logged.
+    #[arg(long, env = "BUSBAR_HOOK_LOG", value_name = "FILE", default_value = DEFAULT_HOOK_LOG)]
+    pub hook_log: PathBuf,
+
     /// Allow plain-TCP listen addresses that are not loopback. Whoever can reach such an
     /// address controls the Docker host: use only on a network you trust completely.
     #[arg(long, env = "BUSBAR_ALLOW_REMOTE_PLAINTEXT")]
@@ -183,6 +195,10 @@ pub struct Config {
     pub client_tls: Option<ClientTlsFiles>,
     /// The adapter chain file, if any.
     pub chains_file: Option<PathBuf>,
+    /// The hook call log's file.
+    pub hook_log: PathBuf,
+    /// Log the calls to every adapter (`--debug-hooks`).
+    pub debug_hooks: bool,
     /// The gRPC service for gateways, if enabled.
     #[cfg(feature = "cluster")]
     pub grpc: Option<GrpcConfig>,
@@ -332,6 +348,8 @@ impl LocalArgs {
             tls_listen,
             client_tls,
             chains_file: self.config,
+            hook_log: self.hook_log,
+            debug_hooks: self.debug_hooks,
             #[cfg(feature = "cluster")]
             grpc: None,
             shutdown_grace: seconds("shutdown-grace", self.shutdown_grace)?,

@@ -26,12 +26,14 @@ use busbar_engine::EngineClient;
 use busbar_http::headers::strip_hop_by_hop;
 use busbar_http::server::Handler;
 use busbar_http::{error, Body, RequestCtx, REQUEST_ID};
+use futures_util::StreamExt;
 use http::{HeaderValue, Request, Response};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::chain_source::LiveChains;
 use crate::hooks::adapter::{Caller, NodeInfo};
+use crate::hooks::log::HookLog;
 use crate::hooks::phases::{self as hooks, PreOutcome};
 
 /// Forwards requests to one engine, through the adapter chains.
@@ -43,7 +45,14 @@ pub struct Proxy {
     /// The node this proxy serves, once known (a cluster agent's name and labels): told to
     /// adapters on every hook call ([`NodeInfo`]).
     node: Arc<std::sync::OnceLock<Arc<NodeInfo>>>,
+    /// The hook call log, when there is one.
+    hook_log: Option<Arc<HookLog>>,
 }
+
+/// The path on which an agent serves its hook call log to gateways, for an adapter's call
+/// (`GET /_busbar/v1/nodes/NODE/_busbar/hook-log?adapter=NAME&follow=1` on a gateway; see
+/// `busbarctl adapter log`). No engine path starts with `/_busbar`.
+pub const HOOK_LOG_PATH: &str = "/_busbar/hook-log";
 
 impl Proxy {
     /// A proxy with no adapter chains.
@@ -57,7 +66,14 @@ impl Proxy {
             engine,
             chains,
             node: Arc::default(),
+            hook_log: None,
         }
+    }
+
+    /// The same proxy, logging hook calls to `log`.
+    pub fn with_hook_log(mut self, log: Option<Arc<HookLog>>) -> Self {
+        self.hook_log = log;
+        self
     }
 
     /// Names the node this proxy serves, for the hook calls (once; later calls are ignored).
@@ -74,6 +90,7 @@ impl Proxy {
         Caller {
             ctx,
             node: self.node.get().map(|n| n.as_ref()),
+            log: self.hook_log.as_deref(),
         }
     }
 
@@ -91,6 +108,9 @@ impl Proxy {
             .path_and_query()
             .map(|p| p.as_str())
             .unwrap_or("/");
+        if ctx.skip_hooks && req.uri().path() == HOOK_LOG_PATH {
+            return self.serve_hook_log(&req);
+        }
         let mut matched = if ctx.skip_hooks {
             // An adapter's own call, through a gateway: no chain runs on it (no recursion).
             Default::default()
@@ -145,9 +165,9 @@ impl Proxy {
         req: Request<Body>,
         ctx: &RequestCtx,
     ) -> Response<Body> {
-        let (req, original) =
+        let (req, original, ran) =
             match hooks::pre(&chains.set, &chains.clients, matched, req, self.caller(ctx)).await {
-                Ok(PreOutcome::Forward { req, original }) => (req, original),
+                Ok(PreOutcome::Forward { req, original, ran }) => (req, original, ran),
                 Ok(PreOutcome::Respond(rsp)) => return rsp,
                 Err(err) => {
                     warn!(error = %err, "pre-hooks failed");
@@ -155,6 +175,7 @@ impl Proxy {
                 }
             };
         let rsp = self.forward(req).await;
+        let rsp = hooks::engine_failed(&chains.clients, &ran, rsp, &self.caller(ctx)).await;
         match hooks::post(
             &chains.set,
             &chains.clients,
@@ -171,6 +192,40 @@ impl Proxy {
                 error::error(&err)
             }
         }
+    }
+}
+
+impl Proxy {
+    /// The hook call log, for an adapter's call through a gateway (`?adapter=NAME` keeps
+    /// that adapter's lines, `follow=1` goes on with new ones as they come).
+    fn serve_hook_log(&self, req: &Request<Body>) -> Response<Body> {
+        use http::StatusCode;
+        if req.method() != http::Method::GET {
+            return error::message(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "the hook call log is read with GET",
+            );
+        }
+        let Some(log) = &self.hook_log else {
+            return error::message(
+                StatusCode::NOT_FOUND,
+                "this node keeps no hook call log (start its agent with --debug-hooks, or set debug: true on an adapter)",
+            );
+        };
+        let query = req.uri().query();
+        let adapter = busbar_api::query::value(query, "adapter").map(|v| v.into_owned());
+        let follow = busbar_api::query::flag(query, "follow");
+        let lines = crate::hooks::log::read(log.path().to_owned(), adapter, follow);
+        let chunks = futures_util::stream::unfold(lines, |mut rx| async move {
+            rx.recv().await.map(|chunk| (chunk, rx))
+        });
+        let body = http_body_util::StreamBody::new(
+            chunks.map(|r| r.map(http_body::Frame::data).map_err(Into::into)),
+        );
+        Response::builder()
+            .header(http::header::CONTENT_TYPE, "application/x-ndjson")
+            .body(http_body_util::BodyExt::boxed(body))
+            .expect("a fixed header makes a valid response")
     }
 }
 

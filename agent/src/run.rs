@@ -18,6 +18,7 @@ use busbar_tls::TlsError;
 
 use crate::chain_source::{self as source, LiveChains, Loaded, SourceError};
 use crate::config::Config;
+use crate::hooks::log::HookLog;
 use crate::proxy::Proxy;
 
 /// The chains named by the config (none if no file), validated: at start an invalid file is fatal.
@@ -59,13 +60,19 @@ pub fn local_proxy_reporting(
         None => watch::channel(source::none_status()).1,
     };
     let engine = EngineClient::new(config.engine.clone(), config.engine_options.clone());
-    (Arc::new(Proxy::with_chains(engine, chains_rx)), status)
+    let proxy = Proxy::with_chains(engine, chains_rx).with_hook_log(Some(hook_log(config)));
+    (Arc::new(proxy), status)
+}
+
+/// The hook call log the config names.
+pub fn hook_log(config: &Config) -> Arc<HookLog> {
+    HookLog::new(config.hook_log.clone(), config.debug_hooks)
 }
 
 /// The proxy to the configured engine, running whatever `chains` publishes (the etcd source).
 pub fn proxy_with(config: &Config, chains: watch::Receiver<Arc<LiveChains>>) -> Arc<Proxy> {
     let engine = EngineClient::new(config.engine.clone(), config.engine_options.clone());
-    Arc::new(Proxy::with_chains(engine, chains))
+    Arc::new(Proxy::with_chains(engine, chains).with_hook_log(Some(hook_log(config))))
 }
 
 /// Asks the engine for its version once, at start, and says in the log whether it answers:

@@ -19,7 +19,7 @@
 //! # File format
 //!
 //! ```yaml
-//! version: 1                        # optional; only 1 is supported
+//! version: 1                        # optional; 1, or 2 for adapters that speak protocol 2
 //! endpoints:                        # required; {} for none
 //!   "POST /*/containers/create":    # "METHOD PATTERN", see crate::matcher
 //!     pre: [flocker, weave]         # optional list of adapter names, run in order
@@ -31,6 +31,10 @@
 //!     timeout: 30s                  # or a number of seconds; default 10s
 //!     on_error: fail                # fail (default) or skip
 //!     ca_file: /etc/busbar/ca.pem   # extra CA for https:// adapters
+//!     protocol: 2                   # 1 (default) or 2; 2 needs `version: 2`
+//!     reveal_headers: [X-Registry-Auth]  # protocol 2: credential headers given as they are
+//!     debug: true                   # every call to it goes to the hook call log
+//!     debug_env: true               # and the log shows Env values
 //! max_buffer: 64MiB                 # busbar extension: largest response buffered for post-hooks
 //! ```
 //!
@@ -89,6 +93,8 @@ pub const DEFAULT_MAX_BUFFER: u64 = 64 * 1024 * 1024;
 /// A validated set of adapter chains.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChainSet {
+    /// The file's `version`: 1, or 2 when its adapters may speak protocol 2.
+    version: u32,
     endpoints: Vec<Endpoint>,
     adapters: BTreeMap<String, Arc<Adapter>>,
     max_buffer: u64,
@@ -126,6 +132,33 @@ pub struct Adapter {
     pub on_error: OnError,
     /// An extra CA certificate (PEM) to trust for an `https://` adapter.
     pub ca_file: Option<PathBuf>,
+    /// The protocol it speaks: 1 (Powerstrip's, the default) or 2 (`busbar_protocol::v2`).
+    pub protocol: u32,
+    /// Credential headers (lower-case) a v2 adapter is given as they are, instead of
+    /// redacted (`reveal_headers`).
+    pub reveal_headers: Vec<String>,
+    /// Every call to it goes to the hook call log (`debug: true`).
+    pub debug: bool,
+    /// The call log shows `Env` values as they are (`debug_env: true`).
+    pub debug_env: bool,
+}
+
+impl Adapter {
+    /// A v1 adapter at `url` with every setting at its default (for tests and tools).
+    pub fn new(name: &str, url: http::Uri) -> Adapter {
+        Adapter {
+            name: name.to_owned(),
+            url,
+            basic_auth: None,
+            timeout: DEFAULT_TIMEOUT,
+            on_error: OnError::default(),
+            ca_file: None,
+            protocol: 1,
+            reveal_headers: Vec::new(),
+            debug: false,
+            debug_env: false,
+        }
+    }
 }
 
 /// The credentials of an adapter URL's `user:password@` (percent-decoded).
@@ -155,6 +188,7 @@ impl ChainSet {
     /// No endpoints and no adapters: every request passes straight through.
     pub fn empty() -> ChainSet {
         ChainSet {
+            version: 1,
             endpoints: Vec::new(),
             adapters: BTreeMap::new(),
             max_buffer: DEFAULT_MAX_BUFFER,
@@ -203,6 +237,11 @@ impl ChainSet {
         })
     }
 
+    /// The document's `version` (1 when it gives none).
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
     /// All endpoints, in file order.
     pub fn endpoints(&self) -> &[Endpoint] {
         &self.endpoints
@@ -246,3 +285,5 @@ impl Default for ChainSet {
 mod properties;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_v2;

@@ -158,6 +158,7 @@ pub fn merge(docs: &BTreeMap<Scope, ScopeDoc>) -> Result<(ChainSet, String), Str
     let mut endpoints = Mapping::new();
     let mut adapters = Mapping::new();
     let mut max_buffer = None;
+    let mut version = 1;
     let mut problems = vec![];
     for (scope, doc) in docs {
         // Each document is parsed once, validated as it is, then merged as a tree.
@@ -176,6 +177,8 @@ pub fn merge(docs: &BTreeMap<Scope, ScopeDoc>) -> Result<(ChainSet, String), Str
         if docs.len() == 1 {
             return Ok((set, doc.text.clone()));
         }
+        // A scope whose adapters speak protocol 2 says `version: 2`; so does the merge.
+        version = version.max(set.version());
         let Value::Mapping(root) = root else {
             problems.push(format!(
                 "scope {scope} (revision {}): not a mapping",
@@ -224,7 +227,7 @@ pub fn merge(docs: &BTreeMap<Scope, ScopeDoc>) -> Result<(ChainSet, String), Str
         return Err(problems.join("\n"));
     }
     let mut root = Mapping::new();
-    root.insert("version".into(), 1.into());
+    root.insert("version".into(), version.into());
     root.insert("endpoints".into(), Value::Mapping(endpoints));
     root.insert("adapters".into(), Value::Mapping(adapters));
     if let Some(mb) = max_buffer {

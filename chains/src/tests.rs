@@ -516,16 +516,16 @@ fn unknown_top_level_keys_are_errors() {
 fn unsupported_versions() {
     let yml = |v: &str| format!("version: {v}\nendpoints: {{}}\nadapters: {{}}\n");
     assert_eq!(
-        problems(&yml("2")),
-        ["line 1: unsupported version: expected 1, found the number 2"]
+        problems(&yml("3")),
+        ["line 1: unsupported version: expected 1 or 2, found the number 3"]
     );
     assert_eq!(
         problems(&yml("\"1\"")),
-        ["line 1: unsupported version: expected 1, found the string \"1\""]
+        ["line 1: unsupported version: expected 1 or 2, found the string \"1\""]
     );
     assert_eq!(
         problems(&yml("")),
-        ["line 1: unsupported version: expected 1, found null"]
+        ["line 1: unsupported version: expected 1 or 2, found null"]
     );
 }
 
@@ -695,7 +695,7 @@ adapters:
     assert_eq!(
         problems(yml),
         [
-            "line 5: adapter \"a\": unknown key \"timout\" (expected url, timeout, on_error or ca_file)",
+            "line 5: adapter \"a\": unknown key \"timout\" (expected url, timeout, on_error, ca_file, protocol, reveal_headers, debug or debug_env)",
             "line 6: adapter \"a\": timeout must be a positive number of seconds or a duration like \"10s\", \
              \"500ms\" or \"2m\", found the string \"10 parsecs\"",
             "line 7: adapter \"a\": on_error must be \"fail\" or \"skip\", found the string \"ignore\"",
@@ -723,7 +723,7 @@ fn bad_max_buffer() {
 
 #[test]
 fn all_problems_are_reported_together_in_line_order() {
-    let yml = r#"version: 2
+    let yml = r#"version: 3
 adapters:
   weave: weave
   flocker:
@@ -739,7 +739,7 @@ extra: true
 "#;
     let err = ChainSet::from_yaml(yml).expect_err("many problems");
     let expected = [
-        "line 1: unsupported version: expected 1, found the number 2",
+        "line 1: unsupported version: expected 1 or 2, found the number 3",
         "line 3: adapter \"weave\": url \"weave\" must be an absolute http:// or https:// URL with a host",
         "line 6: adapter \"flocker\": on_error must be \"fail\" or \"skip\", found the string \"retry\"",
         "line 9: endpoint \"POST /*/containers/create\": adapter \"calico\" is referenced but not defined",

@@ -100,6 +100,7 @@ impl Checker<'_> {
         };
         let (mut endpoints, mut adapters): (Section, Section) = (None, None);
         let mut max_buffer = DEFAULT_MAX_BUFFER;
+        let mut version = 1;
         for (key, value) in map {
             let Some(name) = key.as_str() else {
                 self.report(
@@ -110,7 +111,7 @@ impl Checker<'_> {
             };
             let line = self.loc.top_key(name);
             match name {
-                "version" => self.version(line, value),
+                "version" => version = self.version(line, value),
                 "endpoints" => endpoints = Some((line, value)),
                 "adapters" => adapters = Some((line, value)),
                 "max_buffer" => max_buffer = self.max_buffer(line, value),
@@ -139,7 +140,22 @@ impl Checker<'_> {
             Some((line, value)) => self.endpoints(line, value, adapters.names.as_ref()),
             None => Vec::new(),
         };
+        if version < 2 {
+            for adapter in adapters.valid.values().filter(|a| a.protocol > 1) {
+                let line = self
+                    .loc
+                    .child_key(self.loc.top_key("adapters"), &adapter.name);
+                self.report(
+                    line,
+                    format!(
+                        "adapter {:?} speaks protocol {}: say \"version: 2\" at the top of the file",
+                        adapter.name, adapter.protocol
+                    ),
+                );
+            }
+        }
         Some(ChainSet {
+            version,
             endpoints,
             adapters: adapters.valid,
             max_buffer,
@@ -147,12 +163,19 @@ impl Checker<'_> {
         })
     }
 
-    fn version(&mut self, line: Option<usize>, value: &Value) {
-        if value.as_u64() != Some(1) {
-            self.report(
-                line,
-                format!("unsupported version: expected 1, found {}", describe(value)),
-            );
+    fn version(&mut self, line: Option<usize>, value: &Value) -> u32 {
+        match value.as_u64() {
+            Some(v @ 1..=2) => v as u32,
+            _ => {
+                self.report(
+                    line,
+                    format!(
+                        "unsupported version: expected 1 or 2, found {}",
+                        describe(value)
+                    ),
+                );
+                1
+            }
         }
     }
 
@@ -375,12 +398,8 @@ impl Checker<'_> {
             Value::String(url) => {
                 let (url, basic_auth) = self.url(name, line, url)?;
                 Some(Adapter {
-                    name: name.to_string(),
-                    url,
                     basic_auth,
-                    timeout: DEFAULT_TIMEOUT,
-                    on_error: OnError::default(),
-                    ca_file: None,
+                    ..Adapter::new(name, url)
                 })
             }
             Value::Mapping(map) => self.adapter_mapping(name, line, map),
@@ -408,6 +427,8 @@ impl Checker<'_> {
         let mut url = None;
         let (mut timeout, mut on_error, mut ca_file) =
             (Some(DEFAULT_TIMEOUT), Some(OnError::default()), Some(None));
+        let (mut protocol, mut reveal, mut debug, mut debug_env) =
+            (Some(1), Some(Vec::new()), Some(false), Some(false));
         let mut ok = true;
         for (field, value) in map {
             let field_line = field.as_str().and_then(|f| self.loc.child_key(line, f));
@@ -454,8 +475,60 @@ impl Checker<'_> {
                         }
                     }
                 }
+                Some("protocol") => {
+                    protocol = match value.as_u64() {
+                        Some(v @ 1..=2) => Some(v as u32),
+                        _ => {
+                            self.report(field_line, problem("1 or 2"));
+                            None
+                        }
+                    }
+                }
+                Some("reveal_headers") => {
+                    reveal = match value.as_sequence().map(|items| {
+                        items
+                            .iter()
+                            .map(|i| i.as_str().map(str::to_ascii_lowercase))
+                            .collect::<Option<Vec<_>>>()
+                    }) {
+                        Some(Some(names))
+                            if names
+                                .iter()
+                                .all(|n| busbar_protocol::redact::is_credential(n)) =>
+                        {
+                            Some(names)
+                        }
+                        _ => {
+                            let expected = format!(
+                                "a list of credential header names ({})",
+                                busbar_protocol::redact::CREDENTIAL_HEADERS.join(", ")
+                            );
+                            self.report(field_line, problem(&expected));
+                            None
+                        }
+                    }
+                }
+                Some(key @ ("debug" | "debug_env")) => {
+                    let flag = match value.as_bool() {
+                        Some(b) => Some(b),
+                        None => {
+                            self.report(field_line, problem("true or false"));
+                            None
+                        }
+                    };
+                    if key == "debug" {
+                        debug = flag;
+                    } else {
+                        debug_env = flag;
+                    }
+                }
                 _ => {
-                    self.unknown_key(line, &what, field, "url, timeout, on_error or ca_file");
+                    self.unknown_key(
+                        line,
+                        &what,
+                        field,
+                        "url, timeout, on_error, ca_file, protocol, reveal_headers, debug or debug_env",
+                    );
                     ok = false;
                 }
             }
@@ -473,13 +546,25 @@ impl Checker<'_> {
             );
             return None;
         }
+        let (protocol, reveal_headers) = (protocol?, reveal?);
+        if !reveal_headers.is_empty() && protocol < 2 {
+            let reveal_line = self.loc.child_key(line, "reveal_headers");
+            self.report(
+                reveal_line,
+                format!("{what}: reveal_headers needs protocol: 2 (a v1 adapter is never given headers)"),
+            );
+            return None;
+        }
         let adapter = Adapter {
-            name: name.to_string(),
-            url,
             basic_auth,
             timeout: timeout?,
             on_error: on_error?,
             ca_file,
+            protocol,
+            reveal_headers,
+            debug: debug?,
+            debug_env: debug_env?,
+            ..Adapter::new(name, url)
         };
         Some(adapter).filter(|_| ok)
     }

@@ -35,6 +35,9 @@ pub enum AdapterCmd {
     /// Send an adapter a suite of real-shaped hook calls and check every answer against the
     /// protocol; exits 1 if any answer has a problem.
     Test(TestArgs),
+    /// Print a node's hook call log (adapters with debug: true, or all with the agent's
+    /// --debug-hooks), read through a gateway's adapter API.
+    Log(crate::adapter_log::LogArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -81,11 +84,10 @@ impl AdapterTestError {
 
 /// Runs `busbarctl adapter ...`.
 pub fn run_adapter(
-    cmd: &AdapterCmd,
+    args: &TestArgs,
     json: bool,
     out: &mut dyn Write,
 ) -> Result<(), AdapterTestError> {
-    let AdapterCmd::Test(args) = cmd;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -5,10 +5,12 @@
 //!
 //! # Layout
 //! - `adapter`: `busbarctl adapter test`: an adapter checked against the protocol.
+//! - `adapter_log`: `busbarctl adapter log`: a node's hook call log, through a gateway.
 //! - `certs`: `busbarctl certs`: the cluster CA and role-carrying certificates.
 //! - `chain`: `busbarctl chain` and `busbarctl nodes`: adapter chains and nodes in etcd.
 
 mod adapter;
+mod adapter_log;
 mod certs;
 mod chain;
 
@@ -42,7 +44,8 @@ enum Command {
     Chain(ChainCmd),
     /// The nodes registered in etcd, with the chain revision each runs.
     Nodes,
-    /// Adapters: `adapter test URL` checks one against the protocol.
+    /// Adapters: `adapter test URL` checks one against the protocol; `adapter log NODE`
+    /// prints a node's hook call log.
     #[command(subcommand)]
     Adapter(AdapterCmd),
 }
@@ -69,10 +72,15 @@ fn main() -> ExitCode {
         Command::Nodes => split(chain::run_nodes(&cli.etcd, &mut io::stdout().lock()), |e| {
             e.is_usage()
         }),
-        Command::Adapter(cmd) => split(
-            adapter::run_adapter(cmd, cli.etcd.json, &mut io::stdout().lock()),
+        Command::Adapter(AdapterCmd::Test(args)) => split(
+            adapter::run_adapter(args, cli.etcd.json, &mut io::stdout().lock()),
             |e| e.is_usage(),
         ),
+        Command::Adapter(AdapterCmd::Log(args)) => {
+            split(adapter_log::run(args, &mut io::stdout().lock()), |e| {
+                e.is_usage()
+            })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

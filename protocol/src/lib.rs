@@ -7,9 +7,14 @@
 //! - [`headers`]: what busbar adds beside the JSON, as HTTP headers of the hook call (the node
 //!   that runs the hook, the client's identity, the version of these additions). A v1 adapter
 //!   that ignores them sees exactly Powerstrip's messages.
+//! - [`v2`]: busbar protocol version 2, for adapters whose chain entry says `protocol: 2`:
+//!   headers, who calls, a pre-hook's own response, unwinding (`docs/protocol.md`).
+//! - [`redact`]: the credential headers and `Env` values that are hidden, and how.
 
 pub mod headers;
+pub mod redact;
 pub mod v1;
+pub mod v2;
 
 #[cfg(test)]
 mod properties;

@@ -47,6 +47,7 @@ fn reply() -> impl Strategy<Value = Vec<u8>> {
             "Method",
             "ContentType",
             "Code",
+            "Headers",
             "X",
         ]),
         reply_member(),
@@ -58,6 +59,7 @@ fn reply() -> impl Strategy<Value = Vec<u8>> {
                 "PowerstripProtocolVersion",
                 "ModifiedClientRequest",
                 "ModifiedServerResponse",
+                "Response",
                 "Other",
             ]),
             prop_oneof![
@@ -93,6 +95,14 @@ proptest! {
                 // What was read is what was sent: serialized back, it reads the same.
                 let again = serde_json::to_vec(&r).unwrap();
                 prop_assert_eq!(PreHookReply::from_json(&again).ok(), Some(r));
+            }
+            Err(e) => prop_assert!(!e.to_string().is_empty()),
+        }
+        // Version 2's pre-hook reply: the same, and it round-trips through its serializer.
+        match crate::v2::PreHookReply::from_json(&bytes) {
+            Ok(r) => {
+                let again = serde_json::to_vec(&r).unwrap();
+                prop_assert_eq!(crate::v2::PreHookReply::from_json(&again).ok(), Some(r));
             }
             Err(e) => prop_assert!(!e.to_string().is_empty()),
         }

@@ -144,13 +144,13 @@ pub struct PreHookReply {
     pub modified_client_request: ModifiedClientRequest,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModifiedClientRequest {
-    #[serde(rename = "Body")]
+    #[serde(rename = "Body", default)]
     pub body: Option<String>,
-    #[serde(rename = "Request", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "Request", default, skip_serializing_if = "Option::is_none")]
     pub request: Option<String>,
-    #[serde(rename = "Method", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "Method", default, skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
 }
 
@@ -188,6 +188,9 @@ pub enum ReplyError {
     NotObject { found: String },
     #[error("reply has no {0:?} object")]
     Missing(&'static str),
+    /// A v2 pre-hook reply with both `ModifiedClientRequest` and `Response`.
+    #[error("reply has both \"ModifiedClientRequest\" (go on) and \"Response\" (answer the client): give one")]
+    Ambiguous,
     #[error("{field} must be {expected}, found {found}{hint}")]
     WrongType {
         field: &'static str,
@@ -198,7 +201,7 @@ pub enum ReplyError {
 }
 
 /// Said when a body arrives as JSON rather than as a string holding JSON.
-const STRING_BODY_HINT: &str =
+pub(crate) const STRING_BODY_HINT: &str =
     " (Powerstrip bodies are JSON text inside a string, e.g. json.dumps(body))";
 
 impl PreHookReply {
@@ -276,7 +279,7 @@ impl TryFrom<Value> for PostHookReply {
     }
 }
 
-fn object(reply: Value) -> Result<Map<String, Value>, ReplyError> {
+pub(crate) fn object(reply: Value) -> Result<Map<String, Value>, ReplyError> {
     match reply {
         Value::Object(doc) => Ok(doc),
         other => Err(ReplyError::NotObject {
@@ -285,7 +288,7 @@ fn object(reply: Value) -> Result<Map<String, Value>, ReplyError> {
     }
 }
 
-fn member<'a>(
+pub(crate) fn member<'a>(
     doc: &'a Map<String, Value>,
     key: &'static str,
 ) -> Result<&'a Map<String, Value>, ReplyError> {
@@ -302,7 +305,7 @@ fn member<'a>(
 }
 
 /// A string-or-null member; absent is null.
-fn string(
+pub(crate) fn string(
     m: &Map<String, Value>,
     key: &str,
     field: &'static str,
@@ -327,7 +330,7 @@ fn string(
     }
 }
 
-fn status(m: &Map<String, Value>) -> Result<Option<u16>, ReplyError> {
+pub(crate) fn status(m: &Map<String, Value>) -> Result<Option<u16>, ReplyError> {
     match m.get("Code") {
         None | Some(Value::Null) => Ok(None),
         Some(v) => match v.as_u64() {
@@ -343,7 +346,7 @@ fn status(m: &Map<String, Value>) -> Result<Option<u16>, ReplyError> {
 }
 
 /// A JSON value for a message: `the string "200"`, `an object`, …
-fn describe(value: &Value) -> String {
+pub(crate) fn describe(value: &Value) -> String {
     match value {
         Value::Null => "null".to_string(),
         Value::Bool(b) => format!("the boolean {b}"),

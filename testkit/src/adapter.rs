@@ -29,6 +29,8 @@ pub struct AdapterCall {
     pub seq: u64,
     /// The body as JSON (`Null` when it was not JSON).
     pub payload: Value,
+    /// The body exactly as received.
+    pub body: Bytes,
     pub headers: HeaderMap,
 }
 
@@ -191,6 +193,7 @@ async fn answer(
     let call = AdapterCall {
         seq: seq::next(),
         payload: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        body: bytes.clone(),
         headers: parts.headers,
     };
     recorded.lock().expect("calls lock").push(call.clone());
@@ -226,6 +229,51 @@ fn response(status: u16, content_type: Option<&str>, body: String) -> Response<F
             .insert("content-type", ct.parse().expect("a valid content type"));
     }
     rsp
+}
+
+/// Protocol 2: passes pre- and post-hooks through unchanged, and answers unwind calls.
+pub fn pass_v2(call: &AdapterCall) -> AdapterReply {
+    match call.kind() {
+        "pre-hook" => {
+            let mut request = call.payload["ClientRequest"].clone();
+            if let Some(m) = request.as_object_mut() {
+                m.remove("Headers");
+            }
+            AdapterReply::Json(
+                json!({"PowerstripProtocolVersion": 2, "ModifiedClientRequest": request}),
+            )
+        }
+        "post-hook" => {
+            let mut response = call.payload["ServerResponse"].clone();
+            if let Some(m) = response.as_object_mut() {
+                m.remove("Headers");
+            }
+            AdapterReply::Json(
+                json!({"PowerstripProtocolVersion": 2, "ModifiedServerResponse": response}),
+            )
+        }
+        _ => AdapterReply::Json(json!({})),
+    }
+}
+
+/// Protocol 2: a pre-hook that answers the client itself with `code` and this JSON body
+/// (and a header `x-answered-by: fake-adapter`); the engine is never called.
+pub fn answer_v2(
+    code: u16,
+    body: Value,
+) -> impl Fn(&AdapterCall) -> AdapterReply + Send + Sync + 'static {
+    move |call| match call.kind() {
+        "pre-hook" => AdapterReply::Json(json!({
+            "PowerstripProtocolVersion": 2,
+            "Response": {
+                "Code": code,
+                "ContentType": "application/json",
+                "Body": body.to_string(),
+                "Headers": {"x-answered-by": ["fake-adapter"]},
+            }
+        })),
+        _ => pass_v2(call),
+    }
 }
 
 /// Passes everything through unchanged (Powerstrip's null adapter).

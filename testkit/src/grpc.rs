@@ -41,6 +41,18 @@ impl GrpcAgent {
         yaml: &str,
         labels: &[(&str, &str)],
     ) -> GrpcAgent {
+        GrpcAgent::start_logged(pki, name, engine, yaml, labels, None).await
+    }
+
+    /// [`GrpcAgent::start`], its hook calls logged to `log` (adapters with `debug: true`).
+    pub async fn start_logged(
+        pki: &TestPki,
+        name: &str,
+        engine: &FakeEngine,
+        yaml: &str,
+        labels: &[(&str, &str)],
+        log: Option<&std::path::Path>,
+    ) -> GrpcAgent {
         let files = pki.issue(name, Role::Agent);
         let tls = busbar_tls::server_config(&files, Role::Gateway).expect("the agent's TLS");
         let listener = TcpListener::bind("127.0.0.1:0")
@@ -55,7 +67,18 @@ impl GrpcAgent {
                 .collect::<BTreeMap<_, _>>(),
             advertise: addr.to_string(),
         };
-        let service = AgentService::new(agent_proxy(engine, yaml), node);
+        let mut proxy = agent_proxy(engine, yaml);
+        if let Some(log) = log {
+            let logged =
+                (*proxy)
+                    .clone()
+                    .with_hook_log(Some(busbar_agent::hooks::log::HookLog::new(
+                        log.to_owned(),
+                        false,
+                    )));
+            proxy = std::sync::Arc::new(logged);
+        }
+        let service = AgentService::new(proxy, node);
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(grpc::serve(listener, tls, service, shutdown.clone(), GRACE));
         GrpcAgent {

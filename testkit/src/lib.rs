@@ -21,7 +21,8 @@
 //!   [`engine::FakeEngine::start_docker`] adds a small stateful engine (create, list, inspect,
 //!   info, version) for gateway tests.
 //! - [`adapter::FakeAdapter`]: a Powerstrip adapter (a fake) whose reply a closure decides
-//!   (rewrite, refuse, garbage, slow, hang up), recording every call.
+//!   (rewrite, refuse, garbage, slow, hang up; in protocol 2, pass or answer the client),
+//!   recording every call, its exact bytes included.
 //! - [`server`]: busbar's own HTTP front (`busbar_http::server::serve`) on `127.0.0.1:0` in
 //!   front of any handler ([`server::TestServer`]), and an agent with chains from YAML text
 //!   ([`server::TestAgent`]).
@@ -44,6 +45,11 @@
 //!   adapters, what adapters and logs never get (credentials).
 //! - `gateway/tests/inproc_identity.rs`: the client's identity across the hop to the agent's
 //!   adapters, and that a client cannot forge it.
+//! - `agent/tests/inproc_protocol_v2.rs`: protocol version 2 (headers, `Caller`, a pre-hook's
+//!   own response, unwind calls, v1 adapters in the same chain) and the hook call log.
+//! - `gateway/tests/inproc_protocol_v2.rs`: a v2 answer across the hop, and a node's call log
+//!   read (and followed) through the gateway's adapter API.
+//! - `adapter-kit/tests/inproc_v2.rs`: a v2 adapter built with the kit, behind the agent.
 //! - `adapters/network/tests/inproc_network.rs`: the cluster network adapter against a real
 //!   etcd (started by the test; skipped without `etcd` on the PATH), through an agent too.
 //!

@@ -124,6 +124,27 @@ impl TestAgent {
         TestAgent { server, proxy }
     }
 
+    /// [`TestAgent::start`], writing the hook call log to `log` (every adapter's calls when
+    /// `all`, as `--debug-hooks`; else those of adapters with `debug: true`).
+    pub async fn start_logged(
+        engine: &FakeEngine,
+        yaml: &str,
+        log: &std::path::Path,
+        all: bool,
+    ) -> TestAgent {
+        let proxy = agent_proxy(engine, yaml);
+        let proxy = Arc::new(
+            Arc::try_unwrap(proxy)
+                .unwrap_or_else(|_| unreachable!("a new proxy has one owner"))
+                .with_hook_log(Some(busbar_agent::hooks::log::HookLog::new(
+                    log.to_owned(),
+                    all,
+                ))),
+        );
+        let server = TestServer::start(proxy.clone()).await;
+        TestAgent { server, proxy }
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.server.addr()
     }

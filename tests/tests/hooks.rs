@@ -557,7 +557,7 @@ fn an_invalid_config_at_start_exits_with_every_problem() {
     testbed::e2e!();
     let dir = TempDir::new();
     let path = dir.join("adapters.yml");
-    std::fs::write(&path, "version: 2\nendpoints:\n  \"POST /*/containers/create\":\n    pre: [missing]\nadapters:\n  bad: not-a-url\n").unwrap();
+    std::fs::write(&path, "version: 3\nendpoints:\n  \"POST /*/containers/create\":\n    pre: [missing]\nadapters:\n  bad: not-a-url\n").unwrap();
     let out = std::process::Command::new(support::binary("busbar-agent"))
         .args([
             "--docker",

@@ -11,7 +11,9 @@
 //! `ca_file` only when one is given.
 //!
 //! # What an adapter is told
-//! The Powerstrip v1 JSON (method, target with its query, body; see
+//! A v2 adapter (`protocol: 2`) gets [`busbar_protocol::v2`]'s JSON, with the request's
+//! headers (credentials redacted unless its entry reveals them) and `Caller`. A v1 adapter
+//! gets the Powerstrip v1 JSON (method, target with its query, body; see
 //! [`busbar_chains::powerstrip`]) and three headers of busbar's own: `X-Request-Id`, and when
 //! the client proved who it is (a `--tlsverify` certificate), `X-Busbar-User` (its subject
 //! CN, percent-encoded) and `X-Busbar-Auth-Method: TLS` ([`busbar_http::identity`]). None of
@@ -34,6 +36,9 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use busbar_chains::Adapter;
 use busbar_http::error::error_chain;
+use busbar_protocol::{redact, v2};
+
+use super::log::{Entry, HookLog};
 use busbar_http::{DockerError, RequestCtx, REQUEST_ID};
 
 /// The largest adapter reply we read (a modified create body or inspect document is a few
@@ -138,10 +143,12 @@ pub struct NodeInfo {
     pub labels: std::collections::BTreeMap<String, String>,
 }
 
-/// Who a hook call is made for: the request (its id, its client's identity) and the node.
+/// Who a hook call is made for: the request (its id, its client's identity) and the node,
+/// and where calls are logged (the hook call log, when there is one).
 pub struct Caller<'a> {
     pub ctx: &'a RequestCtx,
     pub node: Option<&'a NodeInfo>,
+    pub log: Option<&'a HookLog>,
 }
 
 impl Caller<'_> {
@@ -160,6 +167,57 @@ impl Caller<'_> {
             if let Ok(value) = http::HeaderValue::from_str(&value) {
                 headers.insert(name, value);
             }
+        }
+    }
+
+    /// `Caller` of a v2 call: the same facts as the headers, in the JSON.
+    pub fn v2(&self) -> v2::Caller {
+        v2::Caller {
+            request_id: self.ctx.id.clone(),
+            node: self.node.map(|n| v2::Node {
+                name: n.name.clone(),
+                labels: n.labels.clone(),
+            }),
+            client: self.ctx.identity.as_ref().map(|id| v2::Client {
+                user: id.user.clone(),
+                auth_method: id.auth_method.clone(),
+                role: id.role.clone(),
+            }),
+        }
+    }
+}
+
+/// `headers` as a v2 adapter is given them: lower-case names, values as text, the
+/// credentials of [`busbar_protocol::redact`] as `<redacted>` unless `adapter` reveals them.
+pub fn v2_headers(adapter: &Adapter, headers: &http::HeaderMap) -> v2::Headers {
+    let mut out = v2::Headers::new();
+    for (name, value) in headers {
+        let name = name.as_str();
+        let shown =
+            if redact::is_credential(name) && !adapter.reveal_headers.iter().any(|r| r == name) {
+                redact::REDACTED.to_owned()
+            } else {
+                String::from_utf8_lossy(value.as_bytes()).into_owned()
+            };
+        out.entry(name.to_owned()).or_default().push(shown);
+    }
+    out
+}
+
+/// The kind of call, as the call log names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Pre,
+    Post,
+    Unwind,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Pre => "pre-hook",
+            Kind::Post => "post-hook",
+            Kind::Unwind => "unwind",
         }
     }
 }
@@ -209,22 +267,86 @@ impl AdapterClients {
         })
     }
 
-    /// POSTs `payload` to the adapter and parses its reply as `R`, within its timeout. The
-    /// call carries the request's id and, when the client proved who it is, its identity
-    /// (see the module docs); nothing else of the client's request but the payload.
-    pub async fn call<P: Serialize, R: DeserializeOwned>(
+    /// POSTs `payload` to the adapter and parses its reply with `parse`, within its timeout.
+    /// The call carries the request's id and, when the client proved who it is, its identity
+    /// (see the module docs); nothing else of the client's request but the payload. Logged
+    /// in the hook call log when the adapter (or the agent) asks for it.
+    pub async fn call<P: Serialize, R>(
         &self,
         adapter: &Adapter,
         payload: &P,
         caller: &Caller<'_>,
+        kind: Kind,
+        parse: impl FnOnce(&[u8]) -> Result<R, String>,
     ) -> Result<Reply<R>, HookError> {
+        let body =
+            Bytes::from(serde_json::to_vec(payload).expect("hook payloads always serialize"));
+        let logged = caller.log.filter(|l| l.wants(adapter));
+        let started = std::time::SystemTime::now();
+        let clock = std::time::Instant::now();
+        let mut headers = http::HeaderMap::new();
+        let sent = logged.is_some().then_some(&mut headers);
+        let exchanged = self.exchange(adapter, body.clone(), caller, sent).await;
+        let duration = clock.elapsed();
+        let url = adapter.url.to_string();
+        let result = match &exchanged {
+            Err(_) => None,
+            Ok((parts, _)) if !parts.status.is_success() => None,
+            Ok((_, bytes)) => Some(parse(bytes).map_err(|reason| HookError::BadReply {
+                adapter: adapter.name.clone(),
+                url: url.clone(),
+                reason,
+            })),
+        };
+        if let Some(log) = logged {
+            let (status, answer) = match &exchanged {
+                Ok((parts, bytes)) => (Some(parts.status.as_u16()), Some(&bytes[..])),
+                Err(_) => (None, None),
+            };
+            let error = match (&exchanged, &result) {
+                (Err(e), _) | (_, Some(Err(e))) => Some(e.to_string()),
+                _ => None,
+            };
+            log.record(Entry {
+                adapter,
+                node: caller.node.map(|n| n.name.as_str()),
+                request_id: &caller.ctx.id,
+                kind: kind.as_str(),
+                call_headers: &headers,
+                call: &body,
+                status,
+                answer,
+                error,
+                started,
+                duration,
+            });
+        }
+        let (parts, bytes) = exchanged?;
+        match result {
+            None => Ok(Reply::Refused(Refusal {
+                status: parts.status,
+                content_type: parts.headers.get(header::CONTENT_TYPE).cloned(),
+                body: bytes,
+            })),
+            Some(parsed) => parsed.map(Reply::Ok),
+        }
+    }
+
+    /// One POST and its whole reply, within the adapter's timeout. `sent`, when given, gets
+    /// the call's headers (for the call log).
+    async fn exchange(
+        &self,
+        adapter: &Adapter,
+        body: Bytes,
+        caller: &Caller<'_>,
+        sent: Option<&mut http::HeaderMap>,
+    ) -> Result<(http::response::Parts, Bytes), HookError> {
         let ctx = caller.ctx;
         let url = adapter.url.to_string();
-        let body = serde_json::to_vec(payload).expect("hook payloads always serialize");
         let mut req = Request::post(adapter.url.clone())
             .header(header::CONTENT_TYPE, "application/json")
             .header(&REQUEST_ID, ctx.id.as_str())
-            .body(Full::new(Bytes::from(body)))
+            .body(Full::new(body))
             .expect("a valid adapter URL and fixed headers make a valid request");
         if let Some(identity) = &ctx.identity {
             identity.write_headers(req.headers_mut());
@@ -238,6 +360,9 @@ impl AdapterClients {
                 value.set_sensitive(true);
                 req.headers_mut().insert(header::AUTHORIZATION, value);
             }
+        }
+        if let Some(sent) = sent {
+            *sent = req.headers().clone();
         }
         let client = adapter
             .ca_file
@@ -264,28 +389,19 @@ impl AdapterClients {
                 })?;
                 Ok::<_, HookError>((parts, bytes.to_bytes()))
             };
-        let (parts, bytes) = tokio::time::timeout(adapter.timeout, exchange)
+        tokio::time::timeout(adapter.timeout, exchange)
             .await
             .map_err(|_| HookError::Timeout {
                 adapter: adapter.name.clone(),
                 url: url.clone(),
                 after: adapter.timeout,
-            })??;
-        if !parts.status.is_success() {
-            return Ok(Reply::Refused(Refusal {
-                status: parts.status,
-                content_type: parts.headers.get(header::CONTENT_TYPE).cloned(),
-                body: bytes,
-            }));
-        }
-        serde_json::from_slice(&bytes)
-            .map(Reply::Ok)
-            .map_err(|e| HookError::BadReply {
-                adapter: adapter.name.clone(),
-                url,
-                reason: e.to_string(),
-            })
+            })?
     }
+}
+
+/// A parser of replies of type `R` for [`AdapterClients::call`], through serde.
+pub fn json<R: DeserializeOwned>(bytes: &[u8]) -> Result<R, String> {
+    serde_json::from_slice(bytes).map_err(|e| e.to_string())
 }
 
 fn system_client() -> HttpsClient {

@@ -2,6 +2,7 @@
 //!
 //! - [`phases`]: the phases a request goes through (gate, pre-hooks, engine, post gate,
 //!   post-hooks), drawn in that module's docs.
+//! - [`log`]: the hook call log (`debug: true`, `--debug-hooks`), for adapter authors.
 //! - [`adapter`]: the HTTP calls to adapters: pooled, bounded in time and size, each failure a
 //!   [`HookError`](adapter::HookError) naming the adapter.
 //!
@@ -9,4 +10,5 @@
 //! exchange is [`busbar_chains::powerstrip`]'s.
 
 pub mod adapter;
+pub mod log;
 pub mod phases;

@@ -31,13 +31,22 @@
 //!    `ServerResponse {ContentType, Body, Code}`. The client gets the last `Code`, `ContentType`
 //!    and `Body`, with a correct Content-Length.
 //!
+//! **Protocol 2** (an adapter whose entry says `protocol: 2`, see [`busbar_protocol::v2`]):
+//! its calls carry the headers and `Caller`; as a pre-hook it may answer a `Response` of its
+//! own, which ends the chain (no engine call, no post-hooks). When a later pre-hook or the
+//! engine fails (an answer of 400 or more, or an error of busbar's), every v2 pre-hook that
+//! ran gets an `unwind` call, last first, before the client is answered. v1 adapters in the
+//! same chain get exactly the v1 messages and no unwind call.
+//!
 //! An adapter that cannot be reached, times out or answers something that is not Powerstrip
 //! JSON fails the request with a [`HookError`] naming it (502, or 504 for a timeout), unless
 //! the adapter says `on_error: skip`, in which case the chain goes on without it.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body::Body as _;
 use tracing::{debug, info_span, warn, Instrument};
 
@@ -45,22 +54,42 @@ use busbar_api::path::{canonical_target, strip_query};
 use busbar_api::{endpoint, ApiPath};
 use busbar_chains::{Adapter, ChainSet, MatchedChain, OnError};
 use busbar_http::body::{collect_limited, full, CollectError};
-use busbar_http::Body;
+use busbar_http::{Body, DockerError};
 use busbar_protocol::v1::{
-    ClientRequest, PostHookReply, PostHookRequest, PreHookReply, PreHookRequest, ServerResponse,
+    ClientRequest, ModifiedClientRequest, PostHookReply, PostHookRequest, PreHookReply,
+    PreHookRequest, ServerResponse,
 };
+use busbar_protocol::v2;
 
-use super::adapter::{AdapterClients, Caller, HookError, Message, Refusal, Reply};
+use super::adapter::{
+    json, v2_headers, AdapterClients, Caller, HookError, Kind, Message, Refusal, Reply,
+};
 
 /// What a chain produced before (or instead of) the engine call.
 pub enum PreOutcome {
     /// Forward this request to the engine.
     Forward {
         req: Request<Body>,
-        original: ClientRequest,
+        original: Box<Original>,
+        /// The v2 pre-hooks that ran, in order: told if the engine fails ([`engine_failed`]).
+        ran: Vec<Ran>,
     },
-    /// A pre-hook refused: answer with this, the engine is never called.
+    /// A pre-hook refused, or a v2 pre-hook answered itself: answer with this, the engine is
+    /// never called.
     Respond(Response<Body>),
+}
+
+/// The client's request as the post-hooks are told it.
+pub struct Original {
+    pub request: ClientRequest,
+    pub headers: HeaderMap,
+}
+
+/// A v2 pre-hook that ran: what it was given and what it answered, for its unwind call.
+pub struct Ran {
+    adapter: Arc<Adapter>,
+    given: v2::ClientRequest,
+    answered: ModifiedClientRequest,
 }
 
 /// Runs the gate and the pre-hooks.
@@ -78,12 +107,19 @@ pub async fn pre(
         if !matched.pre.is_empty() {
             debug!(content_type = ?req.headers().get(CONTENT_TYPE), "pre-hooks skipped: the body is not JSON");
         }
-        let original = ClientRequest {
-            method: method.to_string(),
-            request: uri,
-            body: None,
+        let original = Original {
+            request: ClientRequest {
+                method: method.to_string(),
+                request: uri,
+                body: None,
+            },
+            headers: req.headers().clone(),
         };
-        return Ok(PreOutcome::Forward { req, original });
+        return Ok(PreOutcome::Forward {
+            req,
+            original: Box::new(original),
+            ran: vec![],
+        });
     }
     let (mut parts, body) = req.into_parts();
     let mut body_text = if no_body {
@@ -91,25 +127,59 @@ pub async fn pre(
     } else {
         Some(read_text(body, chains.max_buffer(), Message::Request).await?)
     };
-    let original = ClientRequest {
-        method: method.to_string(),
-        request: uri.clone(),
-        body: body_text.clone(),
+    let original = Original {
+        request: ClientRequest {
+            method: method.to_string(),
+            request: uri.clone(),
+            body: body_text.clone(),
+        },
+        headers: parts.headers.clone(),
     };
     let mut current_uri = uri;
+    let mut ran: Vec<Ran> = vec![];
     for adapter in &matched.pre {
         let span = info_span!("hook", hook.name = %adapter.name, hook.phase = "pre");
-        let payload = PreHookRequest::new(ClientRequest {
+        let given = ClientRequest {
             method: method.to_string(),
             request: current_uri.clone(),
             body: body_text.clone(),
-        });
-        let reply = match clients
-            .call::<_, PreHookReply>(adapter, &payload, &caller)
-            .instrument(span.clone())
-            .await
-        {
-            Ok(Reply::Ok(r)) => r,
+        };
+        let called = if adapter.protocol >= 2 {
+            let given = v2_request(adapter, &given, &parts.headers);
+            let payload = v2::PreHookRequest::new(given, caller.v2());
+            clients
+                .call(adapter, &payload, &caller, Kind::Pre, |b| {
+                    v2::PreHookReply::from_json(b).map_err(|e| e.to_string())
+                })
+                .instrument(span.clone())
+                .await
+        } else {
+            let payload = PreHookRequest::new(given.clone());
+            clients
+                .call(adapter, &payload, &caller, Kind::Pre, json::<PreHookReply>)
+                .instrument(span.clone())
+                .await
+                .map(|r| match r {
+                    Reply::Ok(r) => {
+                        Reply::Ok(v2::PreHookReply::Continue(r.modified_client_request))
+                    }
+                    Reply::Refused(refusal) => Reply::Refused(refusal),
+                })
+        };
+        let modified = match called {
+            Ok(Reply::Ok(v2::PreHookReply::Continue(m))) => m,
+            Ok(Reply::Ok(v2::PreHookReply::Respond(answer))) => {
+                let rsp = own_response(answer);
+                span.in_scope(|| {
+                    debug!(
+                        status = rsp.status().as_u16(),
+                        "pre-hook answered the client itself; the engine is not called"
+                    )
+                });
+                return Ok(PreOutcome::Respond(
+                    failed_after(clients, &ran, adapter, rsp, &caller).await,
+                ));
+            }
             Ok(Reply::Refused(refusal)) => {
                 span.in_scope(|| {
                     debug!(
@@ -117,28 +187,41 @@ pub async fn pre(
                         "pre-hook refused the request"
                     )
                 });
-                return Ok(PreOutcome::Respond(refusal_response(refusal)));
+                let rsp = refusal_response(refusal);
+                return Ok(PreOutcome::Respond(
+                    failed_after(clients, &ran, adapter, rsp, &caller).await,
+                ));
             }
             Err(e) if adapter.on_error == OnError::Skip => {
                 span.in_scope(|| warn!(error = %e, "pre-hook skipped (on_error: skip)"));
                 continue;
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(unwind_error(clients, &ran, adapter, e, &caller).await),
         };
-        let modified = reply.modified_client_request;
         // Powerstrip has no way to change the method; one that differs is refused, as a path
         // change is, rather than silently ignored (the adapter meant something else to run).
-        if let Some(asked) = modified.method.filter(|m| *m != method.as_str()) {
-            return Err(HookError::MethodRewrite {
+        if let Some(asked) = modified.method.clone().filter(|m| *m != method.as_str()) {
+            let e = HookError::MethodRewrite {
                 adapter: adapter.name.clone(),
                 url: adapter.url.to_string(),
                 from: method.to_string(),
                 to: asked,
-            });
+            };
+            return Err(unwind_error(clients, &ran, adapter, e, &caller).await);
         }
-        body_text = modified.body;
-        if let Some(rewritten) = modified.request.filter(|r| *r != current_uri) {
-            current_uri = check_rewrite(chains, adapter, &method, &current_uri, rewritten)?;
+        body_text = modified.body.clone();
+        if let Some(rewritten) = modified.request.clone().filter(|r| *r != current_uri) {
+            match check_rewrite(chains, adapter, &method, &current_uri, rewritten) {
+                Ok(uri) => current_uri = uri,
+                Err(e) => return Err(unwind_error(clients, &ran, adapter, e, &caller).await),
+            }
+        }
+        if adapter.protocol >= 2 {
+            ran.push(Ran {
+                adapter: adapter.clone(),
+                given: v2_request(adapter, &given, &parts.headers),
+                answered: modified,
+            });
         }
     }
     let body = body_text.map(Bytes::from).unwrap_or_default();
@@ -157,8 +240,197 @@ pub async fn pre(
     })?;
     Ok(PreOutcome::Forward {
         req: Request::from_parts(parts, full(body)),
-        original,
+        original: Box::new(original),
+        ran,
     })
+}
+
+/// A v1 `ClientRequest` with the headers `adapter` may see.
+fn v2_request(adapter: &Adapter, r: &ClientRequest, headers: &HeaderMap) -> v2::ClientRequest {
+    v2::ClientRequest {
+        method: r.method.clone(),
+        request: r.request.clone(),
+        body: r.body.clone(),
+        headers: v2_headers(adapter, headers),
+    }
+}
+
+/// The response a v2 pre-hook answered with: its status (200 when it gave none), content
+/// type and body, and its headers but those that describe the connection or the framing.
+fn own_response(answer: v2::Response) -> Response<Body> {
+    let body = answer.body.map(Bytes::from).unwrap_or_default();
+    let mut rsp = Response::new(full(body.clone()));
+    *rsp.status_mut() = answer
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .unwrap_or(StatusCode::OK);
+    let headers = rsp.headers_mut();
+    for (name, values) in &answer.headers {
+        let Ok(name) = http::HeaderName::from_bytes(name.as_bytes()) else {
+            continue;
+        };
+        if matches!(
+            name.as_str(),
+            "content-length"
+                | "transfer-encoding"
+                | "connection"
+                | "keep-alive"
+                | "upgrade"
+                | "te"
+                | "trailer"
+                | "proxy-connection"
+        ) || name.as_str().starts_with("x-busbar-")
+        {
+            continue;
+        }
+        for v in values {
+            if let Ok(v) = HeaderValue::from_str(v) {
+                headers.append(name.clone(), v);
+            }
+        }
+    }
+    if let Some(ct) = answer
+        .content_type
+        .as_deref()
+        .and_then(|ct| HeaderValue::from_str(ct).ok())
+    {
+        headers.insert(CONTENT_TYPE, ct);
+    }
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    rsp
+}
+
+/// `rsp`, answered because of pre-hook `failed`: when it is an error (400 or more), the v2
+/// pre-hooks that ran before are told first.
+async fn failed_after(
+    clients: &AdapterClients,
+    ran: &[Ran],
+    failed: &Adapter,
+    rsp: Response<Body>,
+    caller: &Caller<'_>,
+) -> Response<Body> {
+    if ran.is_empty() || rsp.status().as_u16() < 400 {
+        return rsp;
+    }
+    let (parts, body) = rsp.into_parts();
+    // Made here, from whole bodies: already in memory.
+    let bytes = collect_limited(body, usize::MAX).await.unwrap_or_default();
+    let failure = failure(
+        v2::Stage::PreHook,
+        Some(failed.name.clone()),
+        &parts,
+        &bytes,
+    );
+    unwind(clients, ran, failure, caller).await;
+    Response::from_parts(parts, full(bytes))
+}
+
+/// `e`, once the v2 pre-hooks that ran before `failed` are told of it.
+async fn unwind_error(
+    clients: &AdapterClients,
+    ran: &[Ran],
+    failed: &Adapter,
+    e: HookError,
+    caller: &Caller<'_>,
+) -> HookError {
+    if !ran.is_empty() {
+        let failure = v2::Failure {
+            stage: v2::Stage::PreHook,
+            adapter: Some(failed.name.clone()),
+            code: e.status().as_u16(),
+            content_type: Some("application/json".into()),
+            body: Some(serde_json::json!({ "message": e.to_string() }).to_string()),
+        };
+        unwind(clients, ran, failure, caller).await;
+    }
+    e
+}
+
+/// The largest engine error body an unwind call carries (Docker's errors are a line of JSON);
+/// a longer one is passed on whole to the client, and the unwind call gets `Body: null`.
+const MAX_FAILURE_BODY: usize = 64 * 1024;
+
+fn failure(
+    stage: v2::Stage,
+    adapter: Option<String>,
+    parts: &http::response::Parts,
+    body: &[u8],
+) -> v2::Failure {
+    v2::Failure {
+        stage,
+        adapter,
+        code: parts.status.as_u16(),
+        content_type: parts
+            .headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        body: std::str::from_utf8(body).ok().map(str::to_owned),
+    }
+}
+
+/// The engine's response, once the v2 pre-hooks that ran are told when it is an error (400 or
+/// more, Docker's refusals and busbar's own 503 for an engine it cannot reach). The error
+/// body is read (when small and of known length) to go in the unwind calls, and passed on.
+pub async fn engine_failed(
+    clients: &AdapterClients,
+    ran: &[Ran],
+    rsp: Response<Body>,
+    caller: &Caller<'_>,
+) -> Response<Body> {
+    if ran.is_empty() || rsp.status().as_u16() < 400 {
+        return rsp;
+    }
+    let small = rsp
+        .body()
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n <= MAX_FAILURE_BODY as u64);
+    let (parts, body) = rsp.into_parts();
+    let (bytes, body) = if small {
+        match collect_limited(body, MAX_FAILURE_BODY).await {
+            Ok(bytes) => (Some(bytes.clone()), full(bytes)),
+            Err(_) => (None, full(Bytes::new())),
+        }
+    } else {
+        (None, body)
+    };
+    let mut failure = failure(
+        v2::Stage::Engine,
+        None,
+        &parts,
+        bytes.as_deref().unwrap_or(b""),
+    );
+    if bytes.is_none() {
+        failure.body = None;
+    }
+    unwind(clients, ran, failure, caller).await;
+    Response::from_parts(parts, body)
+}
+
+/// Tells each pre-hook of `ran`, last first, that the request failed. An unwind call that
+/// fails is logged and changes nothing for the client.
+async fn unwind(clients: &AdapterClients, ran: &[Ran], failure: v2::Failure, caller: &Caller<'_>) {
+    for hook in ran.iter().rev() {
+        let span = info_span!("hook", hook.name = %hook.adapter.name, hook.phase = "unwind");
+        let payload = v2::UnwindRequest::new(
+            hook.given.clone(),
+            hook.answered.clone(),
+            failure.clone(),
+            caller.v2(),
+        );
+        match clients
+            .call(&hook.adapter, &payload, caller, Kind::Unwind, |_| Ok(()))
+            .instrument(span.clone())
+            .await
+        {
+            Ok(Reply::Ok(())) => span.in_scope(|| debug!("unwound")),
+            Ok(Reply::Refused(r)) => {
+                span.in_scope(|| warn!(status = r.status.as_u16(), "unwind call answered an error"))
+            }
+            Err(e) => span.in_scope(|| warn!(error = %e, "unwind call failed")),
+        }
+    }
 }
 
 /// Runs the post gate and the post-hooks on the engine's response.
@@ -166,14 +438,14 @@ pub async fn post(
     chains: &ChainSet,
     clients: &AdapterClients,
     matched: &MatchedChain,
-    original: ClientRequest,
+    original: Box<Original>,
     rsp: Response<Body>,
     caller: Caller<'_>,
 ) -> Result<Response<Body>, HookError> {
     if matched.post.is_empty() {
         return Ok(rsp);
     }
-    if let Some(reason) = post_hooks_skipped(&original.request, &rsp) {
+    if let Some(reason) = post_hooks_skipped(&original.request.request, &rsp) {
         debug!(reason, "post-hooks skipped");
         return Ok(rsp);
     }
@@ -190,12 +462,41 @@ pub async fn post(
     };
     for adapter in &matched.post {
         let span = info_span!("hook", hook.name = %adapter.name, hook.phase = "post");
-        let payload = PostHookRequest::new(original.clone(), current.clone());
-        let reply = match clients
-            .call::<_, PostHookReply>(adapter, &payload, &caller)
-            .instrument(span.clone())
-            .await
-        {
+        let called = if adapter.protocol >= 2 {
+            let payload = v2::PostHookRequest::new(
+                v2_request(adapter, &original.request, &original.headers),
+                v2::ServerResponse {
+                    content_type: current.content_type.clone(),
+                    body: current.body.clone(),
+                    code: current.code,
+                    headers: v2_headers(adapter, &parts.headers),
+                },
+                caller.v2(),
+            );
+            clients
+                .call(
+                    adapter,
+                    &payload,
+                    &caller,
+                    Kind::Post,
+                    json::<PostHookReply>,
+                )
+                .instrument(span.clone())
+                .await
+        } else {
+            let payload = PostHookRequest::new(original.request.clone(), current.clone());
+            clients
+                .call(
+                    adapter,
+                    &payload,
+                    &caller,
+                    Kind::Post,
+                    json::<PostHookReply>,
+                )
+                .instrument(span.clone())
+                .await
+        };
+        let reply = match called {
             Ok(Reply::Ok(r)) => r,
             Ok(Reply::Refused(refusal)) => {
                 span.in_scope(|| {

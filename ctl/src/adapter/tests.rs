@@ -326,12 +326,7 @@ fn the_command_exits_1_on_problems_and_64_on_usage_errors() {
     let _guard = runtime.enter();
     let double = runtime.block_on(Double::start(200, "text/plain", "sadness for you, today."));
     let mut out = Vec::new();
-    let err = run_adapter(
-        &AdapterCmd::Test(args(&double.url, Phase::Pre)),
-        false,
-        &mut out,
-    )
-    .expect_err("problems");
+    let err = run_adapter(&args(&double.url, Phase::Pre), false, &mut out).expect_err("problems");
     assert!(!err.is_usage());
     assert!(
         err.to_string()
@@ -342,12 +337,12 @@ fn the_command_exits_1_on_problems_and_64_on_usage_errors() {
 
     let mut two = args(&double.url, Phase::Pre);
     two.protocol = 2;
-    assert!(run_adapter(&AdapterCmd::Test(two), false, &mut out)
+    assert!(run_adapter(&two, false, &mut out)
         .expect_err("usage")
         .is_usage());
     let mut never = args(&double.url, Phase::Pre);
     never.endpoint = "post /x".into();
-    let err = run_adapter(&AdapterCmd::Test(never), false, &mut out).expect_err("usage");
+    let err = run_adapter(&never, false, &mut out).expect_err("usage");
     assert!(
         err.is_usage() && err.to_string().contains("methods are uppercase"),
         "{err}"

@@ -23,7 +23,7 @@
 //!   listeners (plain, unix, TLS).
 //! - [`server`]: the Docker API server: accept, one connection, raw hijacks.
 //! - [`tls`]: TLS listeners for Docker clients: the handshake in the connection's task, the
-//!   client's identity, and the server configuration behind a swappable holder.
+//!   client's identity, and the server configuration.
 
 pub mod access;
 pub mod body;

@@ -22,6 +22,9 @@
 //!   process-wide default provider (which panics when two crates install different ones).
 //! - TLS 1.3 only: both ends are busbar, so there is no old peer to accommodate.
 //! - ALPN `h2` on both sides: the connection carries gRPC.
+//! - No session resumption: a resumed session would carry the identity of the certificate it
+//!   began with, past a reload or a renewal. The hop's connections are few and long-lived
+//!   (HTTP/2), so a full handshake each time costs nothing that matters.
 //! - The files are read when a configuration is built, and our own certificate and key again
 //!   on [`reload_all`] (SIGHUP): every failure names the file.
 //!
@@ -372,6 +375,9 @@ pub fn server_config(files: &TlsFiles, accept_role: Role) -> Result<Arc<ServerCo
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(own);
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    // No resumption (see the module docs): every connection shows its certificate.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
 }
 
@@ -394,5 +400,6 @@ pub fn client_config(files: &TlsFiles, expect_role: Role) -> Result<Arc<ClientCo
         .with_custom_certificate_verifier(verifier)
         .with_client_cert_resolver(own);
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    config.resumption = rustls::client::Resumption::disabled();
     Ok(Arc::new(config))
 }

@@ -510,9 +510,10 @@ def info_and_ping(client):
     res = client.api._get(client.api._url("/_ping"))
     images = client.api.images(all=True)
     return {
-        # Every key an engine gives (the gateway adds none at the top level either).
-        "keys": sorted(info.keys()),
-        "types": {k: type(v).__name__ for k, v in info.items() if v is not None},
+        # Every key an engine gives. A gateway adds one: `SystemStatus`, the Swarm standalone
+        # API's per-node block (which engines leave out, and the docker CLI prints).
+        "keys": sorted(k for k in info if k != "SystemStatus"),
+        "types": {k: type(v).__name__ for k, v in info.items() if v is not None and k != "SystemStatus"},
         "swarm": (info.get("Swarm") or {}).get("LocalNodeState"),
         "images_is_list_by_id": info["Images"] == len({i["Id"] for i in images}),
         "ping_headers": sorted(
@@ -561,7 +562,7 @@ def build_cut_short_leaves_nothing(client):
     """A client that leaves a build mid-step: the engine cancels the build and removes its
     container, before the next call can see it."""
     before = {c.id for c in client.containers.list(all=True)}
-    context = dockerfile_context(f"FROM {IMAGE}\nRUN echo started && sleep 8\n")
+    context = dockerfile_context(f"FROM {IMAGE}\nRUN sleep 30\n")
     res = client.api._post(
         client.api._url("/build"),
         data=context,
@@ -571,13 +572,17 @@ def build_cut_short_leaves_nothing(client):
     )
     saw_step = False
     for line in res.iter_lines():
-        if b"Running in" in line or b"started" in line:
+        if b"Running in" in line:  # the step's container exists
             saw_step = True
             break
     res.close()
-    # The engine cancels as soon as the connection closes; give it a moment, then look once.
-    wait_for(lambda: not ({c.id for c in client.containers.list(all=True)} - before), "the build's container to go", 15)
-    time.sleep(1)
+    # The engine cancels the build as soon as the connection closes, and kills and removes its
+    # container (its step would run 30 s). Through a gateway that did not pass the close on,
+    # the container stayed up until the step ended.
+    try:
+        wait_for(lambda: not ({c.id for c in client.containers.list(all=True)} - before), "the build's container to go", 10)
+    except TimeoutError:
+        pass
     return {
         "saw_step": saw_step,
         "left": sorted({c.id for c in client.containers.list(all=True)} - before),

@@ -525,6 +525,12 @@ def info_and_ping(client):
     }
 
 
+def container_ids(client):
+    """Every container's ID, from one list call (`containers.list` inspects each one after the
+    list, and a container removed in between is a NotFound)."""
+    return {c["Id"] for c in client.api.containers(all=True)}
+
+
 def dockerfile_context(text):
     return tar_of({"Dockerfile": text.encode()})
 
@@ -533,7 +539,7 @@ def dockerfile_context(text):
 def build_then_run(client):
     """`docker build -t app . && docker run app`: the image exists where it was built only."""
     tag = f"pyscn-{SFX}-built:latest"
-    before = {c.id for c in client.containers.list(all=True)}
+    before = container_ids(client)
     result = {}
     try:
         image, logs = client.images.build(
@@ -548,7 +554,7 @@ def build_then_run(client):
         note_node(client, c.id)
         c.wait(timeout=TIMEOUT)
         c.remove()
-        result["left_by_build"] = sorted({c.id for c in client.containers.list(all=True)} - before)
+        result["left_by_build"] = sorted(container_ids(client) - before)
     finally:
         try:
             client.images.remove(tag, force=True)
@@ -561,7 +567,7 @@ def build_then_run(client):
 def build_cut_short_leaves_nothing(client):
     """A client that leaves a build mid-step: the engine cancels the build and removes its
     container, before the next call can see it."""
-    before = {c.id for c in client.containers.list(all=True)}
+    before = container_ids(client)
     context = dockerfile_context(f"FROM {IMAGE}\nRUN sleep 30\n")
     res = client.api._post(
         client.api._url("/build"),
@@ -580,12 +586,12 @@ def build_cut_short_leaves_nothing(client):
     # container (its step would run 30 s). Through a gateway that did not pass the close on,
     # the container stayed up until the step ended.
     try:
-        wait_for(lambda: not ({c.id for c in client.containers.list(all=True)} - before), "the build's container to go", 10)
+        wait_for(lambda: not (container_ids(client) - before), "the build's container to go", 10)
     except TimeoutError:
         pass
     return {
         "saw_step": saw_step,
-        "left": sorted({c.id for c in client.containers.list(all=True)} - before),
+        "left": sorted(container_ids(client) - before),
     }
 
 

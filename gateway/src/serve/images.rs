@@ -428,3 +428,77 @@ pub async fn create_object(
         .body(full(body))
         .expect("valid headers")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node's answer body: `chunks` as they came, then `error` if any.
+    fn body(chunks: &[&'static str], error: Option<&str>) -> Body {
+        let mut frames: Vec<Frame> = chunks
+            .iter()
+            .map(|c| Ok(http_body::Frame::data(Bytes::from_static(c.as_bytes()))))
+            .collect();
+        if let Some(e) = error {
+            frames.push(Err(e.to_owned().into()));
+        }
+        BodyExt::boxed(StreamBody::new(futures_util::stream::iter(frames)))
+    }
+
+    async fn relayed(bodies: Vec<(&str, Body)>) -> String {
+        let (tx, mut rx) = mpsc::channel::<Frame>(64);
+        let sent = Sent::default();
+        for (node, b) in bodies {
+            // One after the other: the order of the test's lines is fixed.
+            relay_messages(node.to_owned(), b, tx.clone(), sent.clone()).await;
+        }
+        drop(tx);
+        let mut out = String::new();
+        while let Some(Ok(frame)) = rx.recv().await {
+            let data = frame.into_data().expect("data frames");
+            // Each frame is whole messages.
+            assert!(data.ends_with(b"\n"), "{data:?}");
+            out.push_str(std::str::from_utf8(&data).expect("UTF-8"));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn messages_go_whole_and_once_and_a_broken_stream_names_its_node() {
+        let out = relayed(vec![
+            (
+                "node1",
+                body(
+                    &[
+                        "{\"stream\":\"Loaded image: app\"}\r\n{\"sta",
+                        "tus\":\"1\"}\r\n",
+                    ],
+                    None,
+                ),
+            ),
+            (
+                "node2",
+                body(
+                    &[
+                        "{\"stream\":\"Loaded image: app\"}\r\n",
+                        "{\"status\":\"2\"}\r\n",
+                    ],
+                    None,
+                ),
+            ),
+            ("node3", body(&["{\"status\":\"half"], Some("reset"))),
+        ])
+        .await;
+        let lines: Vec<&str> = out.split_inclusive('\n').collect();
+        assert_eq!(
+            lines,
+            [
+                "{\"stream\":\"Loaded image: app\"}\r\n",
+                "{\"status\":\"1\"}\r\n",
+                "{\"status\":\"2\"}\r\n",
+                "{\"status\":\"half\n",
+                "{\"error\":\"node node3: reset\",\"errorDetail\":{\"message\":\"node node3: reset\"}}\r\n",
+            ]
+        );
+    }
+}

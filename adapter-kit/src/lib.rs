@@ -8,6 +8,11 @@
 //!   exposed to a cluster needs.
 //! - [`gateway`]: a client of a gateway's adapter API (`/_busbar/v1/...`), to list the nodes
 //!   and call any node's engine without re-entering the chains.
+//! - [`testing`]: run an adapter on a free port and send it hook calls as busbar does, from an
+//!   ordinary test ([`testing::TestAdapter`], [`testing::HookClient`]).
+//!
+//! `examples/hello.rs` is a whole adapter (busbar's powerstrip-slowreq), and
+//! `examples/hello.py` the same in Python with the standard library only.
 //!
 //! ```no_run
 //! use busbar_adapter::hook::{Call, PreAnswer};
@@ -33,6 +38,7 @@
 pub mod gateway;
 pub mod hook;
 pub mod server;
+pub mod testing;
 
 pub use busbar_protocol::{headers, v1};
 pub use hook::Adapter;

@@ -51,8 +51,13 @@ impl LiveChains {
         })
     }
 
+    /// The chains of `set`, with their adapter clients. Logs what loads but is probably a
+    /// mistake ([`ChainSet::warnings`]: a key that can never match), once per load.
     pub fn new(set: ChainSet, origin: String) -> Result<Arc<LiveChains>, HookError> {
         let clients = AdapterClients::new(set.adapters().values().map(|a| a.as_ref()))?;
+        for warning in set.warnings() {
+            warn!(chains = %origin, "adapter chains: {warning}");
+        }
         Ok(Arc::new(LiveChains {
             set,
             clients,

@@ -41,6 +41,9 @@
 //! # Validation, and where it is stricter than Powerstrip
 //!
 //! All problems are collected and reported together, sorted by line (see [`ConfigError`]).
+//! Endpoint keys are never refused: every key is an fnmatch pattern, as it was to Powerstrip
+//! (see [`matcher`]); a key that can never match a request (`/containers/create` with no
+//! method, `post /x` in lowercase) loads with a warning ([`ChainSet::warnings`]).
 //! Besides Powerstrip's checks (top level is a mapping; `endpoints` and `adapters` exist;
 //! an endpoint has `pre` and/or `post` and no other keys; every referenced adapter is
 //! defined), we also reject what Powerstrip either crashed on or silently ignored, because
@@ -50,9 +53,6 @@
 //!   only as "adapters missing", but `max_bufer:` would silently do nothing);
 //! - `null` or a scalar where a list or mapping belongs (`pre: weave` is an error; Powerstrip
 //!   read it as the list `[w, e, a, v, e]`);
-//! - an endpoint key that is not `METHOD PATTERN` (Powerstrip accepted `/containers/create`
-//!   and never matched it), a lowercase method, a pattern not starting with `/`, a `[`
-//!   without `]`, a reversed range `[z-a]`;
 //! - adapter URLs that are not absolute `http://` or `https://` URLs with a host;
 //! - a `version` other than 1, and bad extension values (durations, sizes, `on_error`).
 //!
@@ -77,8 +77,8 @@ use std::time::Duration;
 
 pub use error::{ConfigError, Problem};
 
+use crate::matcher::KeyPattern;
 pub use crate::matcher::MatchedChain;
-use crate::matcher::{MethodPattern, PathPattern};
 
 /// How long an adapter may take to answer when the file does not say.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -92,6 +92,8 @@ pub struct ChainSet {
     endpoints: Vec<Endpoint>,
     adapters: BTreeMap<String, Arc<Adapter>>,
     max_buffer: u64,
+    /// What loads but is probably a mistake (a key that can never match), with its line.
+    warnings: Vec<Problem>,
 }
 
 /// One `"METHOD PATTERN": {pre: [...], post: [...]}` entry.
@@ -99,8 +101,8 @@ pub struct ChainSet {
 pub struct Endpoint {
     /// The key as written, e.g. `POST /*/containers/create`.
     pub key: String,
-    pub method: MethodPattern,
-    pub pattern: PathPattern,
+    /// The key compiled: an fnmatch pattern over `"METHOD /path"` (see [`matcher`]).
+    pub pattern: KeyPattern,
     /// Adapter names, in the order they run. Each is defined in the same [`ChainSet`].
     pub pre: Vec<String>,
     pub post: Vec<String>,
@@ -156,6 +158,7 @@ impl ChainSet {
             endpoints: Vec::new(),
             adapters: BTreeMap::new(),
             max_buffer: DEFAULT_MAX_BUFFER,
+            warnings: Vec::new(),
         }
     }
 
@@ -217,6 +220,14 @@ impl ChainSet {
 
     pub fn adapter(&self, name: &str) -> Option<&Arc<Adapter>> {
         self.adapters.get(name)
+    }
+
+    /// What loaded but is probably a mistake, sorted by line: endpoint keys that can never
+    /// match a request (their hooks never run), or that read differently than they look
+    /// (see [`matcher::KeyPattern::warnings`]). The agent logs them when it loads the
+    /// chains and `busbarctl chain validate` prints them.
+    pub fn warnings(&self) -> &[Problem] {
+        &self.warnings
     }
 
     /// The largest Docker response body (bytes) buffered to run post-hooks on.

@@ -329,8 +329,10 @@ fn test_attributes() {
         (endpoint.pre.as_slice(), endpoint.post.as_slice()),
         hooks(&chains, "DELETE /*/containers/*")
     );
-    assert_eq!(endpoint.method, MethodPattern::Exact(http::Method::DELETE));
-    assert_eq!(endpoint.pattern.as_str(), "/*/containers/*");
+    assert_eq!(endpoint.pattern.as_str(), "DELETE /*/containers/*");
+    assert!(endpoint
+        .pattern
+        .matches(&http::Method::DELETE, "/containers/abc"));
 }
 
 // ---- everything a Powerstrip file may be ----
@@ -602,33 +604,43 @@ fn an_invalid_adapter_is_still_defined() {
     );
 }
 
+/// Every key loads, as every string is an fnmatch pattern and Powerstrip loaded it (issue
+/// 18); those that can never match, or read oddly, come with a warning on their line.
 #[test]
-fn endpoint_keys_must_be_method_and_pattern() {
+fn every_endpoint_key_loads_and_odd_ones_are_warned_about() {
+    let yml = "endpoints:\n  /containers/create: {pre: [a]}\n  post /x: {pre: [a]}\n  \"POST x\": {pre: [a]}\n  \
+               \"* /a b\": {pre: [a]}\n  \"GET /v[9-1]/info\": {pre: [a]}\n  \"POST /*/containers/[abc\": {pre: [a]}\n  \
+               \"* */containers/create\": {pre: [a]}\n  \"POST */containers/create\": {pre: [a]}\nadapters:\n  a: http://a/\n";
+    let chains = parse(yml);
+    assert_eq!(chains.endpoints().len(), 8);
+    let warnings: Vec<String> = chains.warnings().iter().map(|w| w.to_string()).collect();
+    let never = "it can never match a request, which is \"METHOD /path\" with an uppercase METHOD, so its hooks never run";
     assert_eq!(
-        problems(
-            "endpoints:\n  /containers/create: {pre: [a]}\n  post /x: {pre: [a]}\n  \"POST x\": {pre: [a]}\n  \
-             \"* /a b\": {pre: [a]}\n  42: {pre: [a]}\nadapters:\n  a: http://a/\n"
-        ),
+        warnings,
         [
-            "line 1: endpoint keys must be strings like \"POST /*/containers/create\", found the number 42",
-            "line 2: endpoint \"/containers/create\": key must be \"METHOD PATTERN\" with one space, \
-             e.g. \"POST /*/containers/create\"",
-            "line 3: endpoint \"post /x\": method \"post\" must be * or an uppercase HTTP method such as POST",
-            "line 4: endpoint \"POST x\": pattern \"x\" must start with / or be *",
-            "line 5: endpoint \"* /a b\": pattern \"/a b\" contains whitespace, so it can never match a request path",
+            format!("line 2: endpoint \"/containers/create\": {never} (it has no METHOD part: write \"* /containers/create\" or \"POST /containers/create\")"),
+            format!("line 3: endpoint \"post /x\": {never} (methods are uppercase: write \"POST /x\")"),
+            format!("line 4: endpoint \"POST x\": {never}"),
+            format!("line 6: endpoint \"GET /v[9-1]/info\": {never}"),
+            "line 6: endpoint \"GET /v[9-1]/info\": the range 9-1 is reversed: Python 3's fnmatch drops it (it matches no character), Python 2's (Powerstrip's) failed every request on it".to_string(),
+            "line 7: endpoint \"POST /*/containers/[abc\": it has a [ with no closing ], which fnmatch reads as a literal [".to_string(),
         ]
     );
-}
-
-#[test]
-fn invalid_globs() {
+    let hit = |m: http::Method, p: &str| chains.hooks_for(&m, p).endpoints;
     assert_eq!(
-        problems("endpoints:\n  \"GET /v[9-1]/info\": {pre: [a]}\n  \"POST /*/containers/[abc\": {pre: [a]}\nadapters:\n  a: http://a/\n"),
-        [
-            "line 2: endpoint \"GET /v[9-1]/info\": pattern \"/v[9-1]/info\" has a reversed character range 9-1",
-            "line 3: endpoint \"POST /*/containers/[abc\": pattern \"/*/containers/[abc\" has a [ with no closing ] \
-             (write [[] for a literal [)",
-        ]
+        hit(http::Method::POST, "/containers/create"),
+        ["* */containers/create", "POST */containers/create"]
+    );
+    assert_eq!(
+        hit(http::Method::GET, "/v1.41/containers/create"),
+        ["* */containers/create"]
+    );
+    assert_eq!(hit(http::Method::PUT, "/a%20b"), ["* /a b"]);
+    assert!(hit(http::Method::POST, "/x").is_empty());
+    assert!(
+        parse("endpoints: {\"POST /x\": {pre: [a]}}\nadapters: {a: http://a/}")
+            .warnings()
+            .is_empty()
     );
 }
 
@@ -731,7 +743,6 @@ extra: true
         "line 3: adapter \"weave\": url \"weave\" must be an absolute http:// or https:// URL with a host",
         "line 6: adapter \"flocker\": on_error must be \"fail\" or \"skip\", found the string \"retry\"",
         "line 9: endpoint \"POST /*/containers/create\": adapter \"calico\" is referenced but not defined",
-        "line 10: endpoint \"post /*/containers/*/start\": method \"post\" must be * or an uppercase HTTP method such as POST",
         "line 11: endpoint \"post /*/containers/*/start\": post must be a list of adapter names, found the string \
          \"weave\" (write post: [weave] for a one-item list)",
         "line 12: endpoint \"DELETE /*/containers/*\": no hooks configured (expected pre and/or post)",

@@ -6,9 +6,9 @@
 //! check records a problem and carries on with what it can, so one run reports everything.
 //! The rules themselves are listed in the [module docs](super).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use serde_yaml::{Mapping, Value};
 
@@ -17,32 +17,7 @@ use super::{
     units, Adapter, BasicAuth, ChainSet, Endpoint, OnError, Problem, DEFAULT_MAX_BUFFER,
     DEFAULT_TIMEOUT,
 };
-use crate::matcher::{parse_endpoint_key, MethodPattern, PathPattern, PatternError};
-
-/// At most this many compiled endpoint keys are remembered (see [`compile_key`]).
-const COMPILED_KEYS: usize = 1024;
-
-/// [`parse_endpoint_key`], remembering what compiled. A path pattern compiles to two regexes,
-/// and each costs a few hundred microseconds of CPU (regex-automata builds a full DFA for a
-/// small pattern); a chain change in etcd validates every scope document and their merge,
-/// which compiled every key two or three times per change, nearly always keys seen before:
-/// that was most of the CPU of an apply. Only successes are kept (errors are cheap and carry
-/// the key's own wording); the memo is cleared when full, so it stays bounded.
-fn compile_key(key: &str) -> Result<(MethodPattern, PathPattern), PatternError> {
-    // Short sections with no await inside (and this is called from sync code): a std mutex.
-    static KEYS: OnceLock<Mutex<HashMap<String, (MethodPattern, PathPattern)>>> = OnceLock::new();
-    let keys = KEYS.get_or_init(Default::default);
-    if let Some(hit) = keys.lock().unwrap_or_else(|e| e.into_inner()).get(key) {
-        return Ok(hit.clone());
-    }
-    let compiled = parse_endpoint_key(key)?;
-    let mut keys = keys.lock().unwrap_or_else(|e| e.into_inner());
-    if keys.len() >= COMPILED_KEYS {
-        keys.clear();
-    }
-    keys.insert(key.to_owned(), compiled.clone());
-    Ok(compiled)
-}
+use crate::matcher::KeyPattern;
 
 /// Parses and validates; on failure the problems are sorted by line (file-wide ones first).
 /// Returns the parsed document too.
@@ -67,9 +42,14 @@ pub(super) fn check(root: &Value, src: &str) -> Result<ChainSet, Vec<Problem>> {
     let mut checker = Checker {
         loc: Locator::new(src),
         problems: Vec::new(),
+        warnings: Vec::new(),
     };
     match checker.document(root) {
-        Some(chains) if checker.problems.is_empty() => Ok(chains),
+        Some(mut chains) if checker.problems.is_empty() => {
+            checker.warnings.sort_by_key(|p| p.line);
+            chains.warnings = checker.warnings;
+            Ok(chains)
+        }
         _ => {
             let mut problems = checker.problems;
             problems.sort_by_key(|p| p.line);
@@ -81,6 +61,8 @@ pub(super) fn check(root: &Value, src: &str) -> Result<ChainSet, Vec<Problem>> {
 struct Checker<'a> {
     loc: Locator<'a>,
     problems: Vec<Problem>,
+    /// What loads but is probably a mistake (see [`ChainSet::warnings`]).
+    warnings: Vec<Problem>,
 }
 
 /// The `adapters` section: the valid adapters, and every defined name (valid or not), or
@@ -161,6 +143,7 @@ impl Checker<'_> {
             endpoints,
             adapters: adapters.valid,
             max_buffer,
+            warnings: Vec::new(),
         })
     }
 
@@ -223,13 +206,16 @@ impl Checker<'_> {
             return None;
         };
         let line = self.loc.child_key(section, key);
-        let compiled =
-            compile_key(key).map_err(|e| self.report(line, format!("endpoint {key:?}: {e}")));
-        let hooks = self.hooks(key, line, value, names);
-        let ((method, pattern), (pre, post)) = (compiled.ok()?, hooks?);
+        let pattern = KeyPattern::parse(key);
+        for warning in pattern.warnings() {
+            self.warnings.push(Problem {
+                line,
+                message: format!("endpoint {key:?}: {warning}"),
+            });
+        }
+        let (pre, post) = self.hooks(key, line, value, names)?;
         Some(Endpoint {
             key: key.to_string(),
-            method,
             pattern,
             pre,
             post,
@@ -592,32 +578,5 @@ fn split_userinfo(uri: http::Uri) -> (http::Uri, Option<BasicAuth>) {
     match http::Uri::from_parts(parts) {
         Ok(stripped) => (stripped, Some(auth)),
         Err(_) => (uri, Some(auth)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn compiled_keys_are_remembered_and_match_as_fresh_ones() {
-        let key = "POST /*/containers/memo-test";
-        let (m1, p1) = compile_key(key).unwrap();
-        let (m2, p2) = compile_key(key).unwrap();
-        assert_eq!(m1, m2);
-        assert_eq!(p1.as_str(), p2.as_str());
-        for path in [
-            "/v1.41/containers/memo-test",
-            "/containers/memo-test",
-            "/v1.41/containers/other",
-        ] {
-            assert_eq!(p1.matches(path), p2.matches(path), "{path}");
-        }
-        assert!(p2.matches("/containers/memo-test"));
-        // Errors are reported every time, with the key's own wording.
-        for _ in 0..2 {
-            let e = compile_key("POST /[z-a]").unwrap_err().to_string();
-            assert!(e.contains("reversed"), "{e}");
-        }
     }
 }

@@ -213,19 +213,28 @@ fn print_json(out: &mut dyn Write, v: &serde_json::Value) -> Result<(), CtlError
 pub fn run_chain(etcd: &EtcdArgs, cmd: &ChainCmd, out: &mut dyn Write) -> Result<(), CtlError> {
     if let ChainCmd::Validate { file } = cmd {
         let (_, set) = read_doc(file)?;
+        let warnings: Vec<String> = set.warnings().iter().map(|w| w.to_string()).collect();
         return if etcd.json {
             print_json(
                 out,
-                &json!({"file": file, "valid": true, "endpoints": set.endpoints().len(), "adapters": set.adapters().len()}),
+                &json!({"file": file, "valid": true, "endpoints": set.endpoints().len(), "adapters": set.adapters().len(), "warnings": warnings}),
             )
         } else {
             writeln!(
                 out,
-                "{}: valid ({} endpoints, {} adapters)",
+                "{}: valid ({} endpoints, {} adapters{})",
                 file.display(),
                 set.endpoints().len(),
-                set.adapters().len()
+                set.adapters().len(),
+                match warnings.len() {
+                    0 => String::new(),
+                    1 => ", 1 warning".to_owned(),
+                    n => format!(", {n} warnings"),
+                }
             )?;
+            for w in &warnings {
+                writeln!(out, "warning: {}: {w}", file.display())?;
+            }
             Ok(())
         };
     }
@@ -243,7 +252,10 @@ async fn run_async(etcd: &EtcdArgs, cmd: &ChainCmd, out: &mut dyn Write) -> Resu
             force,
         } => {
             let scope: Scope = scope.parse()?;
-            let (text, _) = read_doc(file)?;
+            let (text, set) = read_doc(file)?;
+            for w in set.warnings() {
+                eprintln!("warning: {}: {w}", file.display());
+            }
             let c = client(etcd).await?;
             let key = chain_key(prefix, &scope);
             let current = get_kv(&c, &key, None)
@@ -501,4 +513,72 @@ pub fn run_nodes(etcd: &EtcdArgs, out: &mut dyn Write) -> Result<(), CtlError> {
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Args {
+        #[command(flatten)]
+        etcd: EtcdArgs,
+    }
+
+    fn validate(text: &str, json: bool) -> Result<String, CtlError> {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let file = dir.path().join("adapters.yml");
+        std::fs::write(&file, text).expect("write the file");
+        let mut argv = vec!["busbarctl"];
+        if json {
+            argv.push("--json");
+        }
+        let args = Args::try_parse_from(argv).expect("flags");
+        let mut out = Vec::new();
+        run_chain(
+            &args.etcd,
+            &ChainCmd::Validate { file: file.clone() },
+            &mut out,
+        )?;
+        Ok(String::from_utf8(out)
+            .expect("UTF-8")
+            .replace(&file.display().to_string(), "FILE"))
+    }
+
+    /// Issue 18: every key Powerstrip accepted validates; one that can never match is a
+    /// warning with its line, not an error.
+    #[test]
+    fn validate_accepts_every_fnmatch_key_and_warns_about_dead_ones() {
+        let text = "version: 1\nendpoints:\n  \"POST */containers/create\":\n    pre: [a]\n  \
+                    \"* */containers/create\":\n    pre: [a]\n  /containers/create:\n    pre: [a]\n\
+                    adapters:\n  a: http://a/hook\n";
+        let out = validate(text, false).expect("valid");
+        let mut lines = out.lines();
+        assert_eq!(
+            lines.next(),
+            Some("FILE: valid (3 endpoints, 1 adapters, 1 warning)")
+        );
+        let warning = lines.next().expect("a warning");
+        assert!(
+            warning.starts_with("warning: FILE: line 7: endpoint \"/containers/create\": it can never match a request"),
+            "{warning}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&validate(text, true).expect("valid")).expect("JSON");
+        assert_eq!(json["warnings"].as_array().map(Vec::len), Some(1));
+        let clean = validate(
+            "endpoints: {\"* *\": {pre: [a]}}\nadapters: {a: http://a/}\n",
+            false,
+        )
+        .expect("valid");
+        assert_eq!(clean, "FILE: valid (1 endpoints, 1 adapters)\n");
+        let err = validate("endpoints: {\"* *\": {pre: [b]}}\nadapters: {}\n", false)
+            .expect_err("b is not defined");
+        assert!(
+            err.to_string()
+                .contains("adapter \"b\" is referenced but not defined"),
+            "{err}"
+        );
+    }
 }

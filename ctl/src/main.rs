@@ -4,9 +4,11 @@
 //! [`Command`]; this file only parses, dispatches and picks the exit code.
 //!
 //! # Layout
+//! - `adapter`: `busbarctl adapter test`: an adapter checked against the protocol.
 //! - `certs`: `busbarctl certs`: the cluster CA and role-carrying certificates.
 //! - `chain`: `busbarctl chain` and `busbarctl nodes`: adapter chains and nodes in etcd.
 
+mod adapter;
 mod certs;
 mod chain;
 
@@ -17,6 +19,7 @@ use clap::{Parser, Subcommand};
 
 use busbar_runtime::EX_USAGE;
 
+use adapter::AdapterCmd;
 use certs::CertsCmd;
 use chain::{ChainCmd, EtcdArgs};
 
@@ -39,6 +42,9 @@ enum Command {
     Chain(ChainCmd),
     /// The nodes registered in etcd, with the chain revision each runs.
     Nodes,
+    /// Adapters: `adapter test URL` checks one against the protocol.
+    #[command(subcommand)]
+    Adapter(AdapterCmd),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +69,10 @@ fn main() -> ExitCode {
         Command::Nodes => split(chain::run_nodes(&cli.etcd, &mut io::stdout().lock()), |e| {
             e.is_usage()
         }),
+        Command::Adapter(cmd) => split(
+            adapter::run_adapter(cmd, cli.etcd.json, &mut io::stdout().lock()),
+            |e| e.is_usage(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""hello: busbar's hello-world adapter in Python, with the standard library only.
+
+It does what Powerstrip's reference adapter, powerstrip-slowreq, did: wait a while (1 s by
+default), then pass the call on unchanged, on pre-hooks and post-hooks alike. The protocol is
+HTTP and JSON: busbar POSTs a document whose "Type" is "pre-hook" or "post-hook", and the
+adapter answers with "ModifiedClientRequest" or "ModifiedServerResponse". Bodies are JSON
+*text inside a string* (json.dumps of the Docker document), or null.
+
+    python3 hello.py --port 8080 --delay 1.0
+
+and in adapters.yml:
+
+    endpoints:
+      "POST /*/containers/create":
+        pre: [hello]
+    adapters:
+      hello: http://127.0.0.1:8080/hello
+
+Check it with `busbarctl adapter test http://127.0.0.1:8080/hello`.
+"""
+
+import argparse
+import json
+import sys
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def answer(call, delay, node):
+    """The reply to one hook call (a dict), or raise ValueError saying what is wrong.
+    `node` is the node that runs the hook (busbar's X-Busbar-Node header), if any."""
+    kind = call.get("Type")
+    client = call.get("ClientRequest")
+    if not isinstance(client, dict):
+        raise ValueError("the call has no ClientRequest object")
+    node = node or "this host"
+    time.sleep(delay)
+    if kind == "pre-hook":
+        print(f"hello: pre-hook {client.get('Method')} {client.get('Request')} on {node}", flush=True)
+        return {
+            "PowerstripProtocolVersion": 1,
+            "ModifiedClientRequest": {
+                "Method": client.get("Method"),
+                "Request": client.get("Request"),
+                "Body": client.get("Body"),
+            },
+        }
+    if kind == "post-hook":
+        server = call.get("ServerResponse")
+        if not isinstance(server, dict):
+            raise ValueError("a post-hook call needs a ServerResponse object")
+        print(f"hello: post-hook {client.get('Method')} {client.get('Request')} answered {server.get('Code')}", flush=True)
+        return {
+            "PowerstripProtocolVersion": 1,
+            "ModifiedServerResponse": {
+                "ContentType": server.get("ContentType"),
+                "Body": server.get("Body"),
+                "Code": server.get("Code"),
+            },
+        }
+    raise ValueError('Type must be "pre-hook" or "post-hook"')
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: busbar's agent reuses connections
+    wbufsize = -1  # head and body in one write (two small writes cost a delayed ACK, ~40 ms)
+    delay = 1.0
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            call = json.loads(self.rfile.read(length))
+            if not isinstance(call, dict):
+                raise ValueError("the call is not a JSON object")
+            status, reply = 200, answer(call, self.delay, self.headers.get("X-Busbar-Node"))
+        except ValueError as e:  # json.JSONDecodeError is a ValueError
+            # Errors as Docker words them: the docker CLI prints the message.
+            status, reply = 400, {"message": f"hello: {e}"}
+        body = json.dumps(reply).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass  # one line per call is printed by answer()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080, help="0: any free port")
+    parser.add_argument("--delay", type=float, default=1.0, help="seconds to wait per call")
+    args = parser.parse_args()
+    Handler.delay = args.delay
+    server = ThreadingHTTPServer((args.host, args.port), Handler)
+    host, port = server.server_address[:2]
+    print(f"hello: listening on http://{host}:{port}/hello", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

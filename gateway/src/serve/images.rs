@@ -2,17 +2,16 @@
 //!
 //! - Pull, import and load are **broadcast**: every healthy node gets the call (the request
 //!   body, a tar for import and load, is copied to each as it streams in), so any node can run
-//!   the image. The answer concatenates the nodes' progress; a node that fails makes the call
-//!   fail with a message naming it.
+//!   the image. The answer streams the nodes' progress messages as they come (see
+//!   [`broadcast`]); a node that refuses makes the call fail with a message naming it.
 //! - `rmi` and `tag` go to **every holder** of the image; inspect, history, save and push to
 //!   the first holder.
 //! - Networks and volumes are node-local objects, listed as `node/name`. A `node/name`
 //!   reference goes to that node; a plain one to the only node that has it (several: 404,
 //!   ambiguous, except `volume rm`, which removes it everywhere, and `volume inspect`, which
-//!   answers from the first holder, both as Swarm did: a volume created with a plain name
-//!   exists on every node, and must inspect as it was just created). `network create`
-//!   is scheduled like a container; `volume create` goes to every healthy node unless named
-//!   `node/name`.
+//!   answers from the first holder). `network create` and `volume create` are scheduled
+//!   like a container (`node/name` puts it on that node): a volume is one node's, as its data
+//!   is, and creates that mount it go there (see [`crate::schedule`]'s volume filter).
 
 use std::sync::Arc;
 
@@ -35,6 +34,15 @@ use crate::cluster::{Cluster, Node};
 type Frame = Result<http_body::Frame<Bytes>, busbar_http::BoxError>;
 
 /// Pull, import, load: the same call on every healthy node, the body copied to each.
+///
+/// Once every node has answered its head, a node that refused (an error status, an agent
+/// that cannot be reached) makes the call a 500 naming each such node and why. Otherwise the
+/// answer is a `200` stream of the nodes' JSON messages, as an engine streams them (chunked,
+/// each message whole: lines from different nodes are interleaved, never mixed), as they
+/// come, a message several nodes sent only once (`Loaded image: app:latest` is one image):
+/// a client that parses the stream (docker-py's `load`, the CLI's progress) reads it as it
+/// reads one engine's. A node whose stream breaks off adds an in-band error message naming
+/// it, as an engine reports a failure that happens after its head.
 pub async fn broadcast(cluster: &Cluster, req: Request<Body>, ctx: &RequestCtx) -> Response<Body> {
     let nodes = cluster.healthy();
     if nodes.is_empty() {
@@ -59,10 +67,7 @@ pub async fn broadcast(cluster: &Cluster, req: Request<Body>, ctx: &RequestCtx) 
                 .insert(http::header::CONTENT_LENGTH, len.clone());
         }
         calls_.push(async move {
-            let result = match calls::forward(node, copy, ctx).await {
-                Ok(rsp) => calls::read_body(rsp).await.map(|(s, _, b)| (s, b)),
-                Err(e) => Err(calls::agent_failed(e)),
-            };
+            let result = calls::forward(node, copy, ctx).await;
             (node.name().to_owned(), result)
         });
     }
@@ -79,27 +84,89 @@ pub async fn broadcast(cluster: &Cluster, req: Request<Body>, ctx: &RequestCtx) 
         }
     };
     let (_, answers) = tokio::join!(tee, futures_util::future::join_all(calls_));
-    let mut out = Vec::new();
+    let mut streams = vec![];
     let mut failures = vec![];
     for (node, result) in answers {
         match result {
-            Ok((s, b)) if s.is_success() => out.extend_from_slice(&b),
-            Ok((s, b)) => failures.push(format!(
-                "node {node}: {s}: {}",
-                String::from_utf8_lossy(&b).trim()
-            )),
-            Err(e) => failures.push(format!("node {node}: {e}")),
+            Ok(rsp) if rsp.status().is_success() => streams.push((node, rsp.into_body())),
+            Ok(rsp) => match calls::read_body(rsp).await {
+                Ok((s, _, b)) => failures.push(format!("node {node}: {s}: {}", message_of(&b))),
+                Err(e) => failures.push(format!("node {node}: {e}")),
+            },
+            Err(e) => failures.push(format!("node {node}: {}", calls::agent_failed(e))),
         }
     }
     if !failures.is_empty() {
         return respond::message(StatusCode::INTERNAL_SERVER_ERROR, &failures.join("; "));
     }
+    let (tx, rx) = mpsc::channel::<Frame>(16);
+    let sent = Sent::default();
+    for (node, body) in streams {
+        tokio::spawn(relay_messages(node, body, tx.clone(), sent.clone()));
+    }
     Response::builder()
         .status(StatusCode::OK)
         .header(http::header::CONTENT_TYPE, "application/json")
-        .header(http::header::CONTENT_LENGTH, out.len())
-        .body(full(out))
+        .body(BodyExt::boxed(StreamBody::new(ReceiverStream::new(rx))))
         .expect("valid headers")
+}
+
+/// The most distinct messages a broadcast remembers to send each once (beyond, repeats pass).
+const MAX_REMEMBERED_MESSAGES: usize = 4096;
+
+/// The messages a broadcast has sent: the same message from several nodes (`Loaded image:
+/// app:latest`, `Status: Image is up to date`) reaches the client once, as from one engine.
+type Sent = Arc<std::sync::Mutex<std::collections::HashSet<Bytes>>>;
+
+/// Sends `body`'s messages (an engine's JSON messages each end with a newline) to `out`, as
+/// they arrive, each whole and only if no other node sent the same one; what is left at the
+/// end goes too. A body that fails adds an error message naming the node.
+async fn relay_messages(node: String, mut body: Body, out: mpsc::Sender<Frame>, sent: Sent) {
+    let mut partial: Vec<u8> = Vec::new();
+    let send = |line: Bytes| {
+        let out = out.clone();
+        let first = {
+            let mut sent = sent.lock().expect("sent messages lock");
+            if sent.len() < MAX_REMEMBERED_MESSAGES {
+                sent.insert(line.clone())
+            } else {
+                !sent.contains(&line)
+            }
+        };
+        async move { !first || out.send(Ok(http_body::Frame::data(line))).await.is_ok() }
+    };
+    loop {
+        match body.frame().await {
+            None => break,
+            Some(Ok(frame)) => {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                partial.extend_from_slice(&data);
+                while let Some(end) = partial.iter().position(|b| *b == b'\n') {
+                    let rest = partial.split_off(end + 1);
+                    let line = std::mem::replace(&mut partial, rest);
+                    if !send(Bytes::from(line)).await {
+                        return; // the client left
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                if !partial.is_empty() {
+                    partial.push(b'\n');
+                    send(Bytes::from(std::mem::take(&mut partial))).await;
+                }
+                let message = format!("node {node}: {e}");
+                let line =
+                    serde_json::json!({"errorDetail": {"message": message}, "error": message});
+                send(Bytes::from(format!("{line}\r\n"))).await;
+                return;
+            }
+        }
+    }
+    if !partial.is_empty() {
+        send(Bytes::from(partial)).await;
+    }
 }
 
 /// The healthy nodes holding `GET path` (a 200), in name order.
@@ -263,8 +330,10 @@ pub async fn object(
     }
 }
 
-/// `networks/create` (scheduled) and `volumes/create` (every healthy node), or on one node
-/// when the name is `node/name`.
+/// `networks/create` and `volumes/create`: on the node the name names (`node/name`), else on
+/// one node the scheduler chooses (Swarm's constraint and affinity labels count, and a compose
+/// project's networks and volumes go together). A volume that exists already is "created"
+/// where it is, as an engine answers a create of an existing volume with it.
 pub async fn create_object(
     handler: &ClusterHandler,
     req: Request<Body>,
@@ -305,11 +374,23 @@ pub async fn create_object(
                 return respond::message(StatusCode::NOT_FOUND, &format!("No such node: {node}"))
             }
         },
-        None if is_volume => handler.cluster.healthy(),
-        None => match handler.place(ctx).await {
-            Ok(n) => vec![n],
-            Err(rsp) => return rsp,
-        },
+        None => {
+            let existing = match doc["Name"].as_str() {
+                Some(name) if is_volume && !name.is_empty() => {
+                    let path = format!("/v1.41/volumes/{}", encode_segment(name));
+                    holders(&handler.cluster, &path, ctx).await
+                }
+                _ => Vec::new(),
+            };
+            match existing.into_iter().next() {
+                // Creating a volume that exists answers it, as an engine does: where it is.
+                Some(holder) => vec![holder],
+                None => match handler.place_object(&doc["Labels"], ctx).await {
+                    Ok(n) => vec![n],
+                    Err(rsp) => return rsp,
+                },
+            }
+        }
     };
     if targets.is_empty() {
         return respond::message(
@@ -346,4 +427,78 @@ pub async fn create_object(
         .header(http::header::CONTENT_LENGTH, body.len())
         .body(full(body))
         .expect("valid headers")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node's answer body: `chunks` as they came, then `error` if any.
+    fn body(chunks: &[&'static str], error: Option<&str>) -> Body {
+        let mut frames: Vec<Frame> = chunks
+            .iter()
+            .map(|c| Ok(http_body::Frame::data(Bytes::from_static(c.as_bytes()))))
+            .collect();
+        if let Some(e) = error {
+            frames.push(Err(e.to_owned().into()));
+        }
+        BodyExt::boxed(StreamBody::new(futures_util::stream::iter(frames)))
+    }
+
+    async fn relayed(bodies: Vec<(&str, Body)>) -> String {
+        let (tx, mut rx) = mpsc::channel::<Frame>(64);
+        let sent = Sent::default();
+        for (node, b) in bodies {
+            // One after the other: the order of the test's lines is fixed.
+            relay_messages(node.to_owned(), b, tx.clone(), sent.clone()).await;
+        }
+        drop(tx);
+        let mut out = String::new();
+        while let Some(Ok(frame)) = rx.recv().await {
+            let data = frame.into_data().expect("data frames");
+            // Each frame is whole messages.
+            assert!(data.ends_with(b"\n"), "{data:?}");
+            out.push_str(std::str::from_utf8(&data).expect("UTF-8"));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn messages_go_whole_and_once_and_a_broken_stream_names_its_node() {
+        let out = relayed(vec![
+            (
+                "node1",
+                body(
+                    &[
+                        "{\"stream\":\"Loaded image: app\"}\r\n{\"sta",
+                        "tus\":\"1\"}\r\n",
+                    ],
+                    None,
+                ),
+            ),
+            (
+                "node2",
+                body(
+                    &[
+                        "{\"stream\":\"Loaded image: app\"}\r\n",
+                        "{\"status\":\"2\"}\r\n",
+                    ],
+                    None,
+                ),
+            ),
+            ("node3", body(&["{\"status\":\"half"], Some("reset"))),
+        ])
+        .await;
+        let lines: Vec<&str> = out.split_inclusive('\n').collect();
+        assert_eq!(
+            lines,
+            [
+                "{\"stream\":\"Loaded image: app\"}\r\n",
+                "{\"status\":\"1\"}\r\n",
+                "{\"status\":\"2\"}\r\n",
+                "{\"status\":\"half\n",
+                "{\"error\":\"node node3: reset\",\"errorDetail\":{\"message\":\"node node3: reset\"}}\r\n",
+            ]
+        );
+    }
 }

@@ -148,6 +148,44 @@ Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
 }
 
 #[tokio::test]
+async fn a_refusal_that_is_not_a_docker_error_is_wrapped_as_one_naming_the_adapter() {
+    let engine = FakeEngine::start().await;
+    engine.route("POST /*/containers/create", json(201, r#"{"Id":"c1"}"#));
+    let werkzeug = "<!doctype html>\n<html lang=en>\n<title>500 Internal Server Error</title>\n<h1>Internal Server Error</h1>\n<p>The server encountered an internal error.</p>\n";
+    for (status, content_type, body, message) in [
+        (403, None, "", "adapter guard refused: 403 Forbidden"),
+        (
+            500,
+            Some("text/html"),
+            werkzeug,
+            "adapter guard refused: 500 Internal Server Error (500 Internal Server Error)",
+        ),
+    ] {
+        let guard =
+            FakeAdapter::start(
+                move |_: &busbar_testkit::AdapterCall| AdapterReply::Status {
+                    status,
+                    content_type: content_type.map(str::to_owned),
+                    body: body.to_owned(),
+                },
+            )
+            .await;
+        let yaml = chains(
+            &[("POST /*/containers/create", &["guard"], &[])],
+            &[("guard", guard.url().to_owned())],
+        );
+        let agent = TestAgent::start(&engine, &yaml).await;
+        let rsp = raw::exchange(agent.addr(), &create_request("/v1.41/containers/create")).await;
+        assert_eq!(rsp.status(), status, "the adapter's status is kept");
+        assert_eq!(rsp.header("content-type"), Some("application/json"));
+        assert_eq!(rsp.json()["message"], message, "{}", rsp.text());
+        agent.stop().await;
+        guard.stop().await;
+    }
+    assert!(engine.requests().is_empty(), "{:?}", engine.requests());
+}
+
+#[tokio::test]
 async fn a_pre_hook_refusal_reaches_the_client_and_the_engine_is_never_called() {
     let engine = FakeEngine::start().await;
     engine.route("POST /*/containers/create", json(201, r#"{"Id":"c1"}"#));

@@ -1,6 +1,7 @@
 //! What an operator sees and does: the access log (one line per request, JSON with
-//! `--log-format json`, no colour codes in files), and SIGHUP, which reloads a replaced
-//! certificate while a `docker logs -f` across the hop goes on. Real engine, real agent in its
+//! `--log-format json`, no colour codes in files), SIGHUP, which reloads a replaced
+//! certificate while a `docker logs -f` across the hop goes on, and an adapter's refusal that
+//! is not a Docker error, which the CLI prints as one readable line. Real engine, real agent in its
 //! own network namespace, the real `docker` CLI and `openssl s_client`.
 
 mod support;
@@ -11,6 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
+use support::adapters::{Answer, FakeAdapter};
 use support::{http_raw, make_certs, Front, Process, TempDir};
 use testbed::{docker, docker_ok, unique_name, wait_until, Testbed};
 
@@ -196,4 +198,37 @@ fn sighup_reloads_a_replaced_certificate_while_a_stream_goes_on() {
     let _ = follow.kill();
     let _ = follow.wait();
     docker_ok(&engine, &["rm", "-f", &name]);
+}
+
+#[test]
+fn an_adapter_refusing_with_an_empty_body_reads_as_one_line_in_the_cli() {
+    testbed::e2e!();
+    let engine = Testbed::shared().hosts()[0].docker_url();
+    let guard = FakeAdapter::start(|_| Answer {
+        status: 403,
+        body: String::new(),
+        delay: Duration::ZERO,
+    });
+    let dir = TempDir::new();
+    let chains = dir.join("adapters.yml");
+    std::fs::write(
+        &chains,
+        format!(
+            "endpoints:\n  \"POST /*/containers/create\":\n    pre: [guard]\nadapters:\n  guard: {}\n",
+            guard.url
+        ),
+    )
+    .unwrap();
+    let gateway = Process::gateway(&["--docker", &engine, "--config", chains.to_str().unwrap()]);
+    let out = docker(&gateway.url, &["run", "--rm", "busybox", "true"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Error response from daemon: adapter guard refused: 403 Forbidden"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("API version"),
+        "the CLI guessed at a version problem: {stderr}"
+    );
 }

@@ -187,7 +187,7 @@ pub async fn pre(
                         "pre-hook refused the request"
                     )
                 });
-                let rsp = refusal_response(refusal);
+                let rsp = refusal_response(adapter, refusal);
                 return Ok(PreOutcome::Respond(
                     failed_after(clients, &ran, adapter, rsp, &caller).await,
                 ));
@@ -505,7 +505,7 @@ pub async fn post(
                         "post-hook answered an error"
                     )
                 });
-                return Ok(refusal_response(refusal));
+                return Ok(refusal_response(adapter, refusal));
             }
             Err(e) if adapter.on_error == OnError::Skip => {
                 span.in_scope(|| warn!(error = %e, "post-hook skipped (on_error: skip)"));
@@ -672,13 +672,143 @@ fn path_and_query(uri: &Uri) -> String {
         .unwrap_or_else(|| "/".into())
 }
 
-fn refusal_response(r: Refusal) -> Response<Body> {
+/// An adapter's refusal as the client gets it: its status always; its body unchanged when it
+/// is a Docker error (a JSON object with a `message` string), which the CLI prints; anything
+/// else (empty, HTML, plain text) wrapped as one, naming the adapter (see [`readable`]).
+fn refusal_response(adapter: &Adapter, r: Refusal) -> Response<Body> {
+    let (content_type, body) = match readable(&adapter.name, r.status, &r.body) {
+        None => (r.content_type, r.body),
+        Some(wrapped) => (
+            Some(http::HeaderValue::from_static("application/json")),
+            wrapped,
+        ),
+    };
     let mut rsp = Response::builder()
         .status(r.status)
-        .header(CONTENT_LENGTH, r.body.len());
-    if let Some(ct) = r.content_type {
+        .header(CONTENT_LENGTH, body.len());
+    if let Some(ct) = content_type {
         rsp = rsp.header(CONTENT_TYPE, ct);
     }
-    rsp.body(full(r.body))
+    rsp.body(full(body))
         .expect("a status, valid headers and a body make a response")
+}
+
+/// `None` when `body` is already a Docker error; else `{"message": "adapter NAME refused: 403
+/// Forbidden (FIRST LINE)"}`, the first line of text in the body (an HTML page's tags
+/// dropped), at most 200 characters.
+fn readable(adapter: &str, status: http::StatusCode, body: &[u8]) -> Option<Bytes> {
+    let is_docker_error = serde_json::from_slice::<serde_json::Value>(body)
+        .is_ok_and(|v| v.get("message").is_some_and(serde_json::Value::is_string));
+    if is_docker_error {
+        return None;
+    }
+    let text = String::from_utf8_lossy(body);
+    let text = if text.trim_start().starts_with('<') {
+        strip_tags(&text)
+    } else {
+        text.into_owned()
+    };
+    let first: String = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("")
+        .chars()
+        .take(200)
+        .collect();
+    let mut message = format!("adapter {adapter} refused: {status}");
+    if !first.is_empty() {
+        message.push_str(&format!(" ({first})"));
+    }
+    Some(Bytes::from(
+        serde_json::json!({ "message": message }).to_string(),
+    ))
+}
+
+/// The text of an HTML page, tags (and `<head>`, `<script>` and `<style>` contents) dropped,
+/// one line per block.
+fn strip_tags(html: &str) -> String {
+    let mut out = String::with_capacity(html.len());
+    let mut rest = html;
+    let mut skip_until: Option<&str> = None;
+    while let Some(open) = rest.find('<') {
+        if skip_until.is_none() {
+            out.push_str(&rest[..open]);
+        }
+        let Some(close) = rest[open..].find('>') else {
+            break;
+        };
+        let tag = rest[open + 1..open + close].to_ascii_lowercase();
+        let name = tag
+            .trim_start_matches('/')
+            .split_whitespace()
+            .next()
+            .unwrap_or("");
+        match skip_until {
+            Some(end) if tag.starts_with('/') && name == end => skip_until = None,
+            Some(_) => {}
+            None if !tag.starts_with('/') && matches!(name, "head" | "script" | "style") => {
+                skip_until = Some(match name {
+                    "head" => "head",
+                    "script" => "script",
+                    _ => "style",
+                })
+            }
+            None => out.push('\n'),
+        }
+        rest = &rest[open + close + 1..];
+    }
+    if skip_until.is_none() {
+        out.push_str(rest);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::readable;
+    use http::StatusCode;
+
+    fn message(body: &[u8], status: StatusCode) -> Option<String> {
+        readable("authz", status, body).map(|b| {
+            let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+            v["message"].as_str().unwrap().to_owned()
+        })
+    }
+
+    #[test]
+    fn a_docker_error_passes_unchanged() {
+        assert_eq!(
+            message(br#"{"message":"no privileged"}"#, StatusCode::FORBIDDEN),
+            None
+        );
+    }
+
+    #[test]
+    fn anything_else_becomes_one_readable_line() {
+        assert_eq!(
+            message(b"", StatusCode::FORBIDDEN).unwrap(),
+            "adapter authz refused: 403 Forbidden"
+        );
+        assert_eq!(
+            message(b"nope\nmore", StatusCode::FORBIDDEN).unwrap(),
+            "adapter authz refused: 403 Forbidden (nope)"
+        );
+        assert_eq!(
+            message(br#"{"error":"x"}"#, StatusCode::BAD_REQUEST).unwrap(),
+            r#"adapter authz refused: 400 Bad Request ({"error":"x"})"#
+        );
+        let werkzeug = b"<!doctype html>\n<html lang=en>\n<head><title>500 Internal Server Error</title></head>\n<h1>Internal Server Error</h1>\n<p>The server encountered an internal error.</p>\n";
+        assert_eq!(
+            message(werkzeug, StatusCode::INTERNAL_SERVER_ERROR).unwrap(),
+            "adapter authz refused: 500 Internal Server Error (Internal Server Error)"
+        );
+        let long = "x".repeat(1000);
+        assert!(
+            message(long.as_bytes(), StatusCode::FORBIDDEN)
+                .unwrap()
+                .len()
+                < 260
+        );
+    }
 }

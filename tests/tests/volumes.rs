@@ -262,7 +262,8 @@ fn start_adapter(host: &Host, prefix: &str, certs: &Path, tls_port: u16) -> Proc
         .args(["--tls-ca", &f("ca.pem"), "--tls-cert", &f("volumes.pem")])
         .args(["--tls-key", &f("volumes-key.pem")])
         .args(["--etcd", host.etcd_url().unwrap(), "--etcd-prefix", prefix])
-        .env("RUST_LOG", "info,busbar_volumes=debug");
+        .env("RUST_LOG", "info,busbar_volumes=debug")
+        .env("NO_COLOR", "1");
     let p = Process::start_cmd(cmd);
     let up = wait_until(Duration::from_secs(15), || {
         p.log_text().contains("busbar-volumes serving hook calls")
@@ -341,7 +342,23 @@ fn portable_volumes_follow_their_containers_across_hosts() {
     assert_eq!(sum3, format!("{sum1}\nsecond"));
     assert_eq!(b.holders("big"), ["node3"]);
     assert_eq!(b.record("big")["moves"], 2);
-    eprintln!("volumes: {mib} MiB moved node1->node2 (docker run, move included) in {to2:?}, node2->node3 in {to3:?}");
+    eprintln!("volumes: {mib} MiB: docker run on node2 (the move included) took {to2:?}, on node3 {to3:?}");
+    // The moves alone, as the adapters measured them.
+    for a in &b.adapters {
+        for line in a.log_text().lines() {
+            if line.contains("volume moved for a container create") && line.contains("big") {
+                let fields: Vec<&str> = line
+                    .split_whitespace()
+                    .filter(|w| {
+                        ["from=", "to=", "bytes=", "took_ms="]
+                            .iter()
+                            .any(|k| w.contains(k))
+                    })
+                    .collect();
+                eprintln!("volumes: moved big {}", fields.join(" "));
+            }
+        }
+    }
 
     // In use on node2 by a running container: refused, naming both, nothing moved.
     b.docker_ok(&[
@@ -440,6 +457,79 @@ fn portable_volumes_follow_their_containers_across_hosts() {
     let (out, _) = b.run_on(back, "data1", "cat /data/f");
     assert_eq!(out, "hello", "moved by the restarted adapters");
     assert_eq!(b.holders("data1"), [back]);
+
+    // An agent killed mid-move (the source's, while the archive streams): the data is
+    // whole on one node afterwards, and etcd says which.
+    let run = {
+        let url = b.gateway.url.clone();
+        std::thread::spawn(move || {
+            docker(
+                &url,
+                &[
+                    "run",
+                    "--rm",
+                    "-e",
+                    "constraint:node==node1",
+                    "-v",
+                    "big:/data",
+                    "busybox",
+                    "md5sum",
+                    "/data/r",
+                ],
+            )
+        })
+    };
+    let moving = wait_until(Duration::from_secs(20), || {
+        b.adapters[0]
+            .log_text()
+            .contains("moving volume=big from=node3 to=node1")
+    });
+    assert!(moving, "the move started:\n{}", b.adapters[0].log_tail());
+    b.agents[2].kill();
+    let out = run.join().unwrap();
+    let at = b.record("big")["node"].as_str().unwrap().to_owned();
+    eprintln!(
+        "volumes: agent of node3 killed mid-move: the run {} ({}), etcd says {at}",
+        if out.status.success() {
+            "succeeded"
+        } else {
+            "failed"
+        },
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    if !out.status.success() {
+        assert_eq!(at, "node3");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("stays on node3"),
+            "{out:?}"
+        );
+    }
+    let host = &b.bed.hosts()[NODES.iter().position(|n| *n == at).unwrap()];
+    let whole = host.docker_ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "big:/data",
+        "busybox",
+        "md5sum",
+        "/data/r",
+    ]);
+    assert_eq!(
+        whole.trim(),
+        sum1,
+        "the data is whole on {at}, where etcd says"
+    );
+    let args = [
+        "--etcd",
+        b.bed.hosts()[2].etcd_url().unwrap(),
+        "--etcd-prefix",
+        &b.prefix,
+    ];
+    b.agents[2] = Process::agent_in_at(&b.bed.hosts()[2], "node3", &b.certs.0, &b.addrs[2], &args);
+    let healthy = wait_until(Duration::from_secs(20), || {
+        b.info().matches("Status: Healthy").count() == 3
+    });
+    assert!(healthy, "node3's agent is back:\n{}", b.info());
 
     // `volume rm` removes it wherever it is, and its record.
     b.docker_ok(&["volume", "rm", "data1"]);

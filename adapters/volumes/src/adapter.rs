@@ -8,7 +8,7 @@
 //! | `POST /containers/create` | post | releases the locks its pre-hook took |
 //! | `GET /volumes` | post | hides the copies etcd does not point at; adds `Status["busbar.node"]` |
 //! | `GET /volumes/{name}` | post | a copy etcd does not point at is a 404; the volume gets `Status["busbar.node"]` |
-//! | `DELETE /volumes/{name}` | pre | refuses while a create holds the volume's lock |
+//! | `DELETE /volumes/{name}` | pre | refuses while a create holds the volume's lock; removes helper containers a failed move left there |
 //! | `DELETE /volumes/{name}` | post | removed where it lives: the record goes, with the stale copies |
 //! | `POST /volumes/prune` | post | the records of pruned portable volumes go |
 //!
@@ -368,10 +368,18 @@ impl<S: Store, E: Engines> Volumes<S, E> {
         Some((200, with_node(call.body_json()?, node)))
     }
 
-    /// Pre-hook of `DELETE /volumes/{name}`: not while a create holds it.
-    async fn before_volume_remove(&self, name: &str) -> Result<(), VolumeError> {
+    /// Pre-hook of `DELETE /volumes/{name}`: not while a create holds it; helpers a failed
+    /// move left on `node` go first.
+    async fn before_volume_remove(
+        &self,
+        name: &str,
+        node: Option<&str>,
+    ) -> Result<(), VolumeError> {
         if self.store.get(name).await?.is_none() {
             return Ok(());
+        }
+        if let Some(node) = node {
+            self.mover().remove_leftover_helpers(node, name).await;
         }
         let holder = Holder {
             token: uuid::Uuid::new_v4().simple().to_string(),
@@ -464,7 +472,7 @@ impl<S: Store, E: Engines> Adapter for Volumes<S, E> {
                 }
                 _ => Ok(()),
             },
-            Call::VolumeRemove(name) => self.before_volume_remove(&name).await,
+            Call::VolumeRemove(name) => self.before_volume_remove(&name, call.node()).await,
             _ => Ok(()),
         };
         match result {

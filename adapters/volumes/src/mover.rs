@@ -117,6 +117,7 @@ impl<S: Store, E: Engines> Mover<S, E> {
             made.push((from.clone(), src.clone()));
             let dst = self.helper(to, &name, &helper_name(to)).await?;
             made.push((to.to_owned(), dst.clone()));
+            info!(volume = %name, %from, %to, "moving");
             let bytes = self
                 .engines
                 .copy(
@@ -291,8 +292,9 @@ impl<S: Store, E: Engines> Mover<S, E> {
         }
     }
 
-    /// Helpers a killed adapter left behind.
-    async fn remove_leftover_helpers(&self, node: &str, name: &str) {
+    /// Helpers a failed move left behind (its adapter killed, or the node unreachable when
+    /// they were to go): they would keep `volume rm` from removing the volume.
+    pub async fn remove_leftover_helpers(&self, node: &str, name: &str) {
         let filter = busbar_adapter::gateway::encode_segment(
             &json!({ "label": [format!("{HELPER_LABEL}={name}")] }).to_string(),
         );

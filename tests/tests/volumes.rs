@@ -305,6 +305,24 @@ fn portable_volumes_follow_their_containers_across_hosts() {
     assert_eq!(b.holders("data1"), ["node2"], "the old copy is gone");
     assert_eq!(b.record("data1")["node"], "node2");
 
+    // Unconstrained, a container that mounts it lands where it is (the gateway's scheduler):
+    // no move.
+    let out = b.docker_ok(&[
+        "run",
+        "--name",
+        "lander",
+        "-v",
+        "data1:/data",
+        "busybox",
+        "cat",
+        "/data/f",
+    ]);
+    assert_eq!(out.trim(), "hello");
+    let landed = b.docker_ok(&["inspect", "-f", "{{.Node.Name}}", "lander"]);
+    assert_eq!(landed.trim(), "node2");
+    assert_eq!(b.record("data1")["moves"], 1);
+    b.docker_ok(&["rm", "lander"]);
+
     // `volume ls` and `inspect` through the gateway: once, with its node.
     let ls = b.docker_ok(&["volume", "ls", "--format", "{{.Name}}"]);
     let shown: Vec<&str> = ls.lines().filter(|l| l.ends_with("data1")).collect();

@@ -44,6 +44,8 @@
 //!   adapters, what adapters and logs never get (credentials).
 //! - `gateway/tests/inproc_identity.rs`: the client's identity across the hop to the agent's
 //!   adapters, and that a client cannot forge it.
+//! - `adapters/volumes/tests/inproc.rs`: the portable-volume adapter's hooks on test doubles
+//!   of the engines and of etcd, and over HTTP through the adapter kit's server.
 //!
 //! Run them all with `cargo test --workspace` (as any user; the end-to-end tests skip with a
 //! message when they cannot run), or one crate's with e.g. `cargo test -p busbar-agent --test

@@ -537,3 +537,74 @@ async fn over_http_a_refusal_is_a_docker_error_with_its_status() {
     stop.cancel();
     server.await.unwrap();
 }
+
+#[tokio::test]
+async fn an_old_copy_that_cannot_go_is_never_served_and_goes_at_rm() {
+    let (a, c, store) = three();
+    volume_create(&a, &c, &["node1", "node2", "node3"], "data1").await;
+    c.with("node1", |n| {
+        let v = n.volumes.get_mut("data1").unwrap();
+        v.files.insert("f".into(), b"v1".to_vec());
+        n.down_after_copy_out = true;
+    });
+    // node1 is lost once the data is out: the move is recorded, its copy stays behind.
+    container_create(&a, &c, "node2", "r1", "x", "data1")
+        .await
+        .expect("moved");
+    let rec = store.get("data1").await.unwrap().unwrap().record;
+    assert_eq!(
+        (rec.node.as_str(), rec.stale.as_slice()),
+        ("node2", &["node1".to_owned()][..])
+    );
+    assert_eq!(c.holders("data1"), ["node1", "node2"]);
+
+    // node1 is back: its copy is hidden from lists and inspect.
+    c.with("node1", |n| {
+        n.down = false;
+        n.down_after_copy_out = false;
+    });
+    let (code, _) = post(
+        &a,
+        "node1",
+        "r",
+        "GET",
+        "/v1.41/volumes/data1",
+        None,
+        200,
+        &json!({"Name": "data1"}),
+    )
+    .await;
+    assert_eq!(code, 404);
+    let listed = json!({"Volumes": [{"Name": "data1", "Driver": "local"}], "Warnings": null});
+    let (_, l1) = post(
+        &a,
+        "node1",
+        "r",
+        "GET",
+        "/v1.41/volumes",
+        None,
+        200,
+        &listed,
+    )
+    .await;
+    assert_eq!(l1["Volumes"], json!([]));
+
+    // rm where it lives (its container gone first) removes the old copy too.
+    c.with("node2", |n| n.containers.clear());
+    c.call("node2", Method::DELETE, "/v1.41/volumes/data1", None)
+        .await
+        .unwrap();
+    post(
+        &a,
+        "node2",
+        "r",
+        "DELETE",
+        "/v1.41/volumes/data1",
+        None,
+        204,
+        &Value::Null,
+    )
+    .await;
+    assert!(store.get("data1").await.unwrap().is_none());
+    assert!(c.holders("data1").is_empty(), "{:?}", c.holders("data1"));
+}

@@ -35,6 +35,8 @@ pub struct Node {
     pub down: bool,
     /// A copy into this node writes half the files, then fails (a disk that fills up).
     pub fail_copy_in: bool,
+    /// The node goes unreachable once a copy out of it is done (a host lost mid-move).
+    pub down_after_copy_out: bool,
 }
 
 #[derive(Clone, Default)]
@@ -294,10 +296,13 @@ impl Engines for FakeCluster {
                 .ok_or_else(|| status(node, 404, format!("No such container: {id}")))
         };
         let src = nodes
-            .get(from.node)
+            .get_mut(from.node)
             .ok_or_else(|| status(from.node, 404, "No such node"))?;
         let src_volume = volume_of(src, from.node, from.container)?;
         let files = src.volumes[&src_volume].files.clone();
+        if src.down_after_copy_out {
+            src.down = true;
+        }
         let dst = nodes
             .get_mut(to.node)
             .ok_or_else(|| status(to.node, 404, "No such node"))?;

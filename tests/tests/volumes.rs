@@ -550,6 +550,40 @@ fn portable_volumes_follow_their_containers_across_hosts() {
     });
     assert!(healthy, "node3's agent is back:\n{}", b.info());
 
+    // etcd down: a create that mounts a named volume is refused (the adapter cannot tell a
+    // portable volume from a local one), one without passes; back when etcd is.
+    b.bed.stop_etcd().expect("stopping etcd");
+    let out = b.docker(&["run", "--rm", "-v", "data1:/data", "busybox", "true"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("busbar-volumes: etcd"),
+        "{out:?}"
+    );
+    b.docker_ok(&["run", "--rm", "busybox", "true"]);
+    b.bed.start_etcd().expect("starting etcd");
+    let t0 = Instant::now();
+    let back = wait_until(Duration::from_secs(30), || {
+        b.docker(&[
+            "run",
+            "--rm",
+            "-v",
+            "data1:/data",
+            "busybox",
+            "cat",
+            "/data/f",
+        ])
+        .status
+        .success()
+    });
+    assert!(
+        back,
+        "creates that mount data1 work again once etcd is back"
+    );
+    eprintln!(
+        "volumes: etcd back: a create mounting data1 worked again after {:?}",
+        t0.elapsed()
+    );
+
     // `volume rm` removes it wherever it is, and its record.
     b.docker_ok(&["volume", "rm", "data1"]);
     assert!(b.holders("data1").is_empty());

@@ -56,8 +56,9 @@ pub enum VolumeError {
         "a portable volume needs a name (docker volume create --label busbar.portable=true NAME)"
     )]
     Unnamed,
-    /// Boxed: etcd's errors are large, and every hook returns this type.
-    #[error("etcd: {0}")]
+    /// Boxed: etcd's errors are large, and every hook returns this type. (Their text starts
+    /// with `etcd`.)
+    #[error("{0}")]
     Store(Box<StoreError>),
 }
 

@@ -88,7 +88,7 @@ pub struct Held {
 pub enum StoreError {
     #[error(transparent)]
     Etcd(#[from] EtcdError),
-    #[error("{key}: not a record of busbar-volumes: {source}")]
+    #[error("etcd: {key}: not a record of busbar-volumes: {source}")]
     Corrupt {
         key: String,
         #[source]

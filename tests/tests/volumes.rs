@@ -5,8 +5,10 @@
 //! What a user checks: a portable volume exists once; its data follows the container from
 //! node to node, checksum kept, no stale copy served; a volume in use elsewhere is refused
 //! naming node and container, nothing moved; racing creates move it once; `volume ls`,
-//! `inspect` and `rm` see the one copy; restarts of the adapters, an agent and the gateway
-//! lose no location. `BUSBAR_VOLUMES_TEST_MIB` sets the size of the random data (default 4);
+//! `inspect` and `rm` see the one copy; an unconstrained run lands where the volume is;
+//! restarts of the adapters, an agent and the gateway lose no location; the source's agent
+//! killed mid-move leaves the data whole where etcd says; an etcd outage refuses only the
+//! creates that mount named volumes. `BUSBAR_VOLUMES_TEST_MIB` sets the size of the random data (default 4);
 //! the test prints how long each move took.
 
 mod support;

@@ -592,4 +592,16 @@ fn portable_volumes_follow_their_containers_across_hosts() {
     assert!(b.record("data1").is_null());
     b.docker_ok(&["volume", "rm", "big"]);
     assert!(b.holders("big").is_empty() && b.record("big").is_null());
+
+    // So does `volume prune` (engines of API 1.41 prune every unused volume).
+    b.docker_ok(&[
+        "volume",
+        "create",
+        "--label",
+        "busbar.portable=true",
+        "pruned",
+    ]);
+    assert!(!b.record("pruned").is_null());
+    b.docker_ok(&["volume", "prune", "-f"]);
+    assert!(b.holders("pruned").is_empty() && b.record("pruned").is_null());
 }

@@ -28,6 +28,8 @@ pub enum Route {
         reference: String,
         rest: String,
     },
+    /// `POST /commit?container=REF`: on the node that has the container.
+    Commit,
     /// `/exec/{id}/...`.
     Exec {
         id: String,
@@ -55,7 +57,15 @@ pub enum Route {
         node: Option<String>,
         reference: String,
     },
-    /// Swarm-mode and plugin APIs: not a cluster-of-engines concept.
+    /// Swarm-mode APIs (`/swarm`, `/services`, `/nodes`, `/tasks`, `/secrets`, `/configs`):
+    /// answered as an engine outside swarm mode answers them. `init_or_join`: `POST
+    /// /swarm/init` or `/swarm/join`, which would turn a node into a swarm member; `leave`:
+    /// `POST /swarm/leave`.
+    Swarm {
+        init_or_join: bool,
+        leave: bool,
+    },
+    /// Plugin APIs: not a cluster-of-engines concept.
     Unsupported,
     /// Anything else (auth, search, distribution, session): any healthy node.
     AnyNode,
@@ -101,6 +111,7 @@ pub fn classify(method: &Method, path: &ApiPath<'_>, is_node: impl Fn(&str) -> b
                 }
             }
         }
+        ["commit"] if post => Route::Commit,
         ["exec", id, ..] => Route::Exec {
             id: id.to_string(),
             rest: rest_of(2),
@@ -155,13 +166,17 @@ pub fn classify(method: &Method, path: &ApiPath<'_>, is_node: impl Fn(&str) -> b
             node: None,
             reference: name.to_string(),
         },
-        ["swarm", ..]
-        | ["services", ..]
-        | ["nodes", ..]
-        | ["tasks", ..]
-        | ["secrets", ..]
-        | ["configs", ..]
-        | ["plugins", ..] => Route::Unsupported,
+        ["swarm", rest @ ..] => Route::Swarm {
+            init_or_join: post && matches!(rest, ["init"] | ["join"]),
+            leave: post && rest == ["leave"],
+        },
+        ["services", ..] | ["nodes", ..] | ["tasks", ..] | ["secrets", ..] | ["configs", ..] => {
+            Route::Swarm {
+                init_or_join: false,
+                leave: false,
+            }
+        }
+        ["plugins", ..] => Route::Unsupported,
         _ => Route::AnyNode,
     }
 }
@@ -294,8 +309,20 @@ mod tests {
                 reference: "v".into()
             }
         );
-        assert_eq!(c(Method::GET, "/v1.41/swarm"), Route::Unsupported);
+        let not_swarm = |init_or_join, leave| Route::Swarm {
+            init_or_join,
+            leave,
+        };
+        assert_eq!(c(Method::GET, "/v1.41/swarm"), not_swarm(false, false));
+        assert_eq!(
+            c(Method::POST, "/v1.41/swarm/leave"),
+            not_swarm(false, true)
+        );
+        assert_eq!(c(Method::POST, "/swarm/init"), not_swarm(true, false));
+        assert_eq!(c(Method::GET, "/v1.41/services"), not_swarm(false, false));
+        assert_eq!(c(Method::GET, "/v1.41/plugins"), Route::Unsupported);
         assert_eq!(c(Method::POST, "/v1.41/auth"), Route::AnyNode);
+        assert_eq!(c(Method::POST, "/v1.41/commit"), Route::Commit);
     }
 }
 

@@ -71,10 +71,10 @@ NODE_PREFIX = re.compile(r"^node\d+/")
 def local_names(names):
     """Volume and network names as one engine would list them.
 
-    Through a cluster gateway, local volumes and networks are listed as `node/name`, and a
-    volume created without a node prefix exists on every node (README, "The cluster"), so the
-    same name appears once per node. Strip the `nodeN/` prefix and de-duplicate: what is left
-    is the set of names a client of a single engine sees.
+    Through a cluster gateway, local volumes and networks are listed as `node/name` (README,
+    "The cluster"), and a name may exist on several nodes when it was made there one by one.
+    Strip the `nodeN/` prefix and de-duplicate: what is left is the set of names a client of a
+    single engine sees.
     """
     return sorted({NODE_PREFIX.sub("", n) for n in names})
 
@@ -372,12 +372,23 @@ def volumes(client):
         listed = client.volumes.list(filters={"name": n})
         result["listed"] = norm(local_names(x.name for x in listed))
         result["labels"] = sorted({json.dumps(x.attrs.get("Labels")) for x in listed})
-        # A container using it. One container, not a writer and a later reader: through a
-        # gateway a local volume exists once per node, and two runs may land on two nodes.
+        # Create and inspect answer the same volume (through a gateway: the same node's).
+        result["inspect_is_create"] = client.volumes.get(n).attrs == v.attrs
+        # A writer, then readers in later containers (`-v` and `--mount`): the data persists,
+        # as on one engine (through a gateway: every one of them runs where the volume is).
         mounted = {n: {"bind": "/data"}}
         result["mounted"] = client.containers.run(
             IMAGE, ["sh", "-c", "echo persisted > /data/f && cat /data/f"], volumes=mounted, remove=True
         ).decode()
+        reader = client.containers.run(IMAGE, ["cat", "/data/f"], volumes=mounted, detach=True)
+        try:
+            note_node(client, reader.id)
+            reader.wait(timeout=TIMEOUT)
+            result["read_back"] = reader.logs().decode()
+        finally:
+            reader.remove(force=True)
+        mount = docker.types.Mount("/m", n, type="volume")
+        result["read_by_mount"] = client.containers.run(IMAGE, ["cat", "/m/f"], mounts=[mount], remove=True).decode()
         client.volumes.get(n).remove()
         result["after_remove"] = norm(local_names(x.name for x in client.volumes.list(filters={"name": n})))
         result["get_removed"] = expect_error(lambda: client.volumes.get(n))
@@ -480,6 +491,163 @@ def errors_seen_by_users(client):
         "volume_missing": expect_error(lambda: client.volumes.get("no-such-volume-xyz")),
         "network_missing": expect_error(lambda: client.networks.get("no-such-network-xyz")),
     }
+
+
+@scenario
+def swarm_calls_of_a_non_swarm_engine(client):
+    """What a test suite's teardown calls: `swarm leave --force` and the swarm inspect."""
+    return {
+        "leave": expect_error(lambda: client.swarm.leave(force=True)),
+        "inspect": expect_error(lambda: client.api.inspect_swarm()),
+        "services": expect_error(lambda: client.services.list()),
+        "nodes": expect_error(lambda: client.nodes.list()),
+    }
+
+
+@scenario
+def info_and_ping(client):
+    info = client.info()
+    res = client.api._get(client.api._url("/_ping"))
+    images = client.api.images(all=True)
+    return {
+        # Every key an engine gives (the gateway adds none at the top level either).
+        "keys": sorted(info.keys()),
+        "types": {k: type(v).__name__ for k, v in info.items() if v is not None},
+        "swarm": (info.get("Swarm") or {}).get("LocalNodeState"),
+        "images_is_list_by_id": info["Images"] == len({i["Id"] for i in images}),
+        "ping_headers": sorted(
+            h for h in ("Api-Version", "Ostype", "Server", "Docker-Experimental", "Cache-Control", "Pragma")
+            if h in res.headers
+        ),
+        "ping_ostype": res.headers.get("Ostype"),
+        "ping_cache_control": res.headers.get("Cache-Control"),
+    }
+
+
+def dockerfile_context(text):
+    return tar_of({"Dockerfile": text.encode()})
+
+
+@scenario
+def build_then_run(client):
+    """`docker build -t app . && docker run app`: the image exists where it was built only."""
+    tag = f"pyscn-{SFX}-built:latest"
+    before = {c.id for c in client.containers.list(all=True)}
+    result = {}
+    try:
+        image, logs = client.images.build(
+            fileobj=io.BytesIO(dockerfile_context(f"FROM {IMAGE}\nRUN echo built > /built\n")),
+            custom_context=True,
+            tag=tag,
+            rm=True,
+        )
+        result["tags"] = norm(image.tags)
+        result["run"] = client.containers.run(tag, ["cat", "/built"], remove=True).decode()
+        c = client.containers.run(tag, ["true"], detach=True)
+        note_node(client, c.id)
+        c.wait(timeout=TIMEOUT)
+        c.remove()
+        result["left_by_build"] = sorted({c.id for c in client.containers.list(all=True)} - before)
+    finally:
+        try:
+            client.images.remove(tag, force=True)
+        except errors.ImageNotFound:
+            pass
+    return result
+
+
+@scenario
+def build_cut_short_leaves_nothing(client):
+    """A client that leaves a build mid-step: the engine cancels the build and removes its
+    container, before the next call can see it."""
+    before = {c.id for c in client.containers.list(all=True)}
+    context = dockerfile_context(f"FROM {IMAGE}\nRUN echo started && sleep 8\n")
+    res = client.api._post(
+        client.api._url("/build"),
+        data=context,
+        params={"rm": "1", "forcerm": "0", "nocache": "1"},
+        headers={"Content-Type": "application/x-tar"},
+        stream=True,
+    )
+    saw_step = False
+    for line in res.iter_lines():
+        if b"Running in" in line or b"started" in line:
+            saw_step = True
+            break
+    res.close()
+    # The engine cancels as soon as the connection closes; give it a moment, then look once.
+    wait_for(lambda: not ({c.id for c in client.containers.list(all=True)} - before), "the build's container to go", 15)
+    time.sleep(1)
+    return {
+        "saw_step": saw_step,
+        "left": sorted({c.id for c in client.containers.list(all=True)} - before),
+    }
+
+
+@scenario
+def image_save_and_load(client):
+    tag = f"pyscn-{SFX}-load:latest"
+    result = {}
+    try:
+        client.images.get(IMAGE).tag(tag)
+        data = b"".join(client.api.get_image(tag))
+        client.images.remove(tag)
+        loaded = client.images.load(data)
+        result["loaded_tags"] = norm(sorted(t for i in loaded for t in i.tags))
+        result["get"] = norm(sorted(client.images.get(tag).tags))
+        messages = list(client.api.load_image(data))
+        result["low_level_messages"] = sorted({norm(m.get("stream", "")).strip() for m in messages})
+    finally:
+        try:
+            client.images.remove(tag)
+        except errors.ImageNotFound:
+            pass
+    return result
+
+
+@scenario
+def commit_a_container(client):
+    names = [name(f"cmt{i}") for i in range(3)]
+    repo = f"pyscn-{SFX}-committed"
+    result = {"committed": []}
+    try:
+        # Three containers: through a gateway they spread, and each is committed where it is.
+        for i, n in enumerate(names):
+            c = client.containers.run(IMAGE, ["sh", "-c", f"echo {i} > /mark"], name=n, detach=True)
+            note_node(client, c.id)
+            c.wait(timeout=TIMEOUT)
+            image = c.commit(repository=repo, tag=f"v{i}")
+            result["committed"].append(norm(sorted(image.tags)))
+            out = client.containers.run(f"{repo}:v{i}", ["cat", "/mark"], remove=True).decode()
+            result.setdefault("marks", []).append(out)
+        result["missing"] = expect_error(lambda: client.api.commit("no-such-container-xyz"))
+    finally:
+        for n in names:
+            force_remove(client, n)
+        for i in range(3):
+            try:
+                client.images.remove(f"{repo}:v{i}")
+            except errors.ImageNotFound:
+                pass
+    return result
+
+
+@scenario
+def links_and_their_removal(client):
+    db, web = name("lnkdb"), name("lnkweb")
+    result = {}
+    try:
+        client.containers.run(IMAGE, ["sleep", "300"], name=db, detach=True)
+        w = client.containers.run(IMAGE, ["sleep", "300"], name=web, detach=True, links={db: "database"})
+        note_node(client, w.id)
+        result["links"] = norm(client.api.inspect_container(web)["HostConfig"]["Links"])
+        client.api.remove_container(f"{web}/database", link=True)
+        result["after_removal"] = norm(client.api.inspect_container(web)["HostConfig"]["Links"])
+        result["remove_again"] = expect_error(lambda: client.api.remove_container(f"{web}/database", link=True))
+    finally:
+        force_remove(client, web)
+        force_remove(client, db)
+    return result
 
 
 def main():

@@ -24,7 +24,8 @@
 //!    └ Chains error: rev 57 refused: scope global (revision 57): ...
 //! ```
 //!
-//! `Driver` is empty, so the CLI prints no `Storage Driver:` line above the blocks. The
+//! The keys an engine gives that say nothing of the cluster's shape (`Driver`, `Debug`,
+//! `Runtimes`, `SecurityOptions`, ...) are the nodes' merged ([`merge_engine_keys`]). The
 //! `Chains` lines are the agent's adapter chains as its last probe reported them (see
 //! [`chains_lines`]); an agent that does not report them gets none.
 
@@ -41,12 +42,14 @@ use crate::model::{Health, NodeAnswer, NodeSnapshot, Reserved};
 /// The cluster's `/info` document.
 ///
 /// - Totals (`Containers`, `ContainersRunning`/`Paused`/`Stopped`, `Images`, `NCPU`,
-///   `MemTotal`) are summed over **healthy** nodes only (images are counted per node, not
-///   de-duplicated, as Swarm did). `Plugins` is the union over healthy nodes, and their
+///   `MemTotal`) are summed over **healthy** nodes only (`Images` counts distinct image IDs
+///   when the cluster's answer could list them, see [`info_from_parts_with`]). `Plugins` is the union over healthy nodes, and their
 ///   `Warnings` are kept, prefixed with the node's name.
 /// - `Name`, `ID`, `OperatingSystem`, `OSType`, `Architecture`, `KernelVersion` are the
-///   gateway host's; `ServerVersion` is `busbar/<version>`; `Driver` is empty, `Labels` empty,
-///   and `Swarm` inactive (the CLI would otherwise print swarm-mode details).
+///   gateway host's; `ServerVersion` is `busbar/<version>`; `Labels` empty, `DriverStatus`
+///   empty (it describes one disk), and `Swarm` inactive (the CLI would otherwise print
+///   swarm-mode details). Every other key an engine gives is the healthy nodes' merged, see
+///   [`merge_engine_keys`].
 /// - `SystemStatus` lists `Role`, `Strategy`, `Filters`, `Nodes`, then one block per node in
 ///   name order (see the module doc). A node is shown from its fresh `/info` answer if it gave
 ///   one, else from its snapshot. A node whose answer failed is **never dropped**: its block says
@@ -113,6 +116,78 @@ struct Counted {
     plugins_text: String,
     /// Its `IndexServerAddress` ("" if none).
     index_server: String,
+    /// Every other key of its `/info` (see [`merge_engine_keys`]).
+    engine_keys: serde_json::Map<String, Value>,
+}
+
+/// The `/info` keys the gateway answers itself; every other key an engine gives is merged
+/// over the healthy nodes by [`merge_engine_keys`].
+const GATEWAY_KEYS: [&str; 21] = [
+    "ID",
+    "Name",
+    "ServerVersion",
+    "Containers",
+    "ContainersRunning",
+    "ContainersPaused",
+    "ContainersStopped",
+    "Images",
+    "NCPU",
+    "MemTotal",
+    "DriverStatus",
+    "Plugins",
+    "OperatingSystem",
+    "OSType",
+    "Architecture",
+    "KernelVersion",
+    "Labels",
+    "Swarm",
+    "Warnings",
+    "IndexServerAddress",
+    "SystemStatus",
+];
+
+/// The engine keys of the cluster's `/info`, from the healthy nodes' (in node name order), so
+/// that a client finds every key an engine gives (`Debug`, `Driver`, `RegistryConfig`,
+/// `Runtimes`, `SecurityOptions`, `LoggingDriver`, ...), merged by the value's JSON type:
+///
+/// - a boolean is true when it is true on every node: a capability (`MemoryLimit`,
+///   `CpuCfsQuota`, `IPv4Forwarding`, `ExperimentalBuild`, `LiveRestoreEnabled`, ...) holds
+///   wherever a container lands;
+/// - a number is the sum (`NFd`, `NGoroutines`, `NEventsListener`);
+/// - a string is the nodes' common value, or the first node's when they differ (`Driver`,
+///   `LoggingDriver`, `CgroupDriver`, `DockerRootDir`, `SystemTime` as of its last probe, ...);
+/// - a list holds the entries every node has, in the first node's order (`SecurityOptions`);
+/// - an object is the first node's (`RegistryConfig`, `ContainerdCommit`, ...), except
+///   `Runtimes`: the runtimes every node has.
+///
+/// A key some nodes lack is merged over the nodes that have it.
+fn merge_engine_keys<'a>(
+    nodes: impl Iterator<Item = &'a serde_json::Map<String, Value>>,
+) -> serde_json::Map<String, Value> {
+    let mut merged = serde_json::Map::new();
+    for keys in nodes {
+        for (key, value) in keys {
+            let Some(so_far) = merged.get_mut(key) else {
+                merged.insert(key.clone(), value.clone());
+                continue;
+            };
+            match (so_far, value) {
+                (Value::Bool(a), Value::Bool(b)) => *a = *a && *b,
+                (Value::Number(a), Value::Number(b)) => {
+                    if let (Some(x), Some(y)) = (a.as_i64(), b.as_i64()) {
+                        *a = x.saturating_add(y).into();
+                    }
+                }
+                (Value::Array(a), Value::Array(b)) => a.retain(|v| b.contains(v)),
+                (Value::Object(a), Value::Object(b)) if key == "Runtimes" => {
+                    a.retain(|k, _| b.contains_key(k));
+                }
+                // Strings, objects, mixed types: the first node's.
+                _ => {}
+            }
+        }
+    }
+    merged
 }
 
 impl InfoPart {
@@ -139,6 +214,13 @@ impl InfoPart {
             plugins: d["Plugins"].clone(),
             plugins_text: d["Plugins"].to_string(),
             index_server: text(d, "IndexServerAddress").to_owned(),
+            engine_keys: d
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(k, _)| !GATEWAY_KEYS.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         });
         InfoPart {
             status: lines.join(","),
@@ -150,6 +232,17 @@ impl InfoPart {
 /// The cluster's `/info` document (see [`info`]), as JSON text, from every node's part in node
 /// name order.
 pub fn info_from_parts<P: Borrow<InfoPart>>(parts: &[P], facts: &GatewayFacts) -> String {
+    info_from_parts_with(parts, facts, None)
+}
+
+/// [`info_from_parts`], with `Images` given: the number of distinct image IDs over the
+/// healthy nodes, as `/images/json` groups them (an image on three nodes is one image), when
+/// the caller could list them; else the nodes' counts are summed.
+pub fn info_from_parts_with<P: Borrow<InfoPart>>(
+    parts: &[P],
+    facts: &GatewayFacts,
+    distinct_images: Option<i64>,
+) -> String {
     let counted: Vec<&Counted> = parts
         .iter()
         .filter_map(|p| p.borrow().counted.as_ref())
@@ -183,10 +276,9 @@ pub fn info_from_parts<P: Borrow<InfoPart>>(parts: &[P], facts: &GatewayFacts) -
         "ContainersRunning": total(1),
         "ContainersPaused": total(2),
         "ContainersStopped": total(3),
-        "Images": total(4),
+        "Images": distinct_images.unwrap_or_else(|| total(4)),
         "NCPU": total(5),
         "MemTotal": total(6),
-        "Driver": "",
         "DriverStatus": [],
         "Plugins": plugins(distinct_plugins.into_iter()),
         "OperatingSystem": facts.operating_system,
@@ -202,6 +294,16 @@ pub fn info_from_parts<P: Borrow<InfoPart>>(parts: &[P], facts: &GatewayFacts) -
     });
     if let Some(address) = index_server {
         doc["IndexServerAddress"] = json!(address);
+    }
+    let engine_keys = merge_engine_keys(counted.iter().map(|c| &c.engine_keys));
+    if let Some(doc) = doc.as_object_mut() {
+        for (key, value) in engine_keys {
+            doc.entry(key).or_insert(value);
+        }
+        // An engine always has these; a cluster with no healthy node says so with empty ones.
+        for (key, empty) in [("Driver", json!("")), ("Debug", json!(false))] {
+            doc.entry(key).or_insert(empty);
+        }
     }
     let head = [
         json!(["Role", "primary"]),
@@ -549,7 +651,7 @@ mod tests {
         assert_eq!(doc["MemTotal"], 6_291_456_000_i64);
         assert_eq!(doc["Name"], "gw");
         assert_eq!(doc["ServerVersion"], "busbar/0.1.0");
-        assert_eq!(doc["Driver"], "");
+        assert_eq!(doc["Driver"], "overlay2");
         assert_eq!(doc["Labels"], json!([]));
         assert_eq!(doc["OSType"], "linux");
         assert_eq!(doc["Swarm"]["LocalNodeState"], "inactive");
@@ -590,6 +692,64 @@ mod tests {
                 pair("  └ UpdatedAt", "2024-03-01T12:00:00Z"),
                 pair("  └ ServerVersion", "20.10.24+dfsg1"),
             ]
+        );
+    }
+
+    #[test]
+    fn every_engine_key_is_there_merged_by_type() {
+        let nodes = vec![node("node1", "a:1", &[]), node("node2", "b:1", &[])];
+        let mut one = engine_info("A", [1, 0, 0], 2, 1);
+        let mut two = engine_info("B", [1, 0, 0], 2, 1);
+        let extra =
+            |doc: &mut Value, debug: bool, nfd: i64, cgroup: &str, sec: Value, rt: Value| {
+                doc["Debug"] = json!(debug);
+                doc["MemoryLimit"] = json!(true);
+                doc["NFd"] = json!(nfd);
+                doc["CgroupDriver"] = json!(cgroup);
+                doc["LoggingDriver"] = json!("json-file");
+                doc["SecurityOptions"] = sec;
+                doc["Runtimes"] = rt;
+                doc["RegistryConfig"] = json!({"IndexConfigs": {}, "Mirrors": [cgroup]});
+            };
+        extra(
+            &mut one,
+            true,
+            10,
+            "systemd",
+            json!(["name=seccomp", "name=apparmor"]),
+            json!({"runc": {"path": "runc"}, "crun": {"path": "crun"}}),
+        );
+        extra(
+            &mut two,
+            false,
+            5,
+            "cgroupfs",
+            json!(["name=seccomp"]),
+            json!({"runc": {"path": "runc"}}),
+        );
+        two["OnlyHere"] = json!("x");
+        let doc = info(&nodes, &[ok("node1", one), ok("node2", two)], &facts());
+        assert_eq!(doc["Debug"], false);
+        assert_eq!(doc["MemoryLimit"], true);
+        assert_eq!(doc["NFd"], 15);
+        assert_eq!(doc["CgroupDriver"], "systemd");
+        assert_eq!(doc["LoggingDriver"], "json-file");
+        assert_eq!(doc["SecurityOptions"], json!(["name=seccomp"]));
+        assert_eq!(doc["Runtimes"], json!({"runc": {"path": "runc"}}));
+        assert_eq!(doc["RegistryConfig"]["Mirrors"], json!(["systemd"]));
+        assert_eq!(doc["OnlyHere"], "x");
+        // The gateway's own keys stay the gateway's.
+        assert_eq!(doc["Name"], "gw");
+        assert_eq!(doc["DriverStatus"], json!([]));
+        // No healthy node: the keys every engine has are there all the same.
+        let doc = info(
+            &nodes,
+            &[err("node1", "down"), err("node2", "down")],
+            &facts(),
+        );
+        assert_eq!(
+            (doc["Driver"].clone(), doc["Debug"].clone()),
+            (json!(""), json!(false))
         );
     }
 

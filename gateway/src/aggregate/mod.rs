@@ -79,8 +79,8 @@ pub use events::tag_event;
 pub use facts::{GatewayFacts, DEFAULT_FILTERS};
 pub use images::images;
 pub use info::{
-    bytes_size, info, info_from_parts, info_with_reserved, labels_of, node_labels, rfc3339,
-    InfoPart,
+    bytes_size, info, info_from_parts, info_from_parts_with, info_with_reserved, labels_of,
+    node_labels, rfc3339, InfoPart,
 };
 pub use networks::{is_cluster_scope, networks};
 pub use query::{limit, node_filter, strip_node_filter};

@@ -83,20 +83,27 @@ impl<'a> NodeView<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Filter {
     Health,
+    /// busbar's: the nodes that have the user-defined network the container joins.
+    Network,
     Port,
     ContainerSlots,
     Dependency,
     Affinity,
     Constraint,
+    /// busbar's: the nodes holding every named volume the container mounts (after Swarm's
+    /// filters, so that a constraint or affinity can override it: see [`super::rank`]).
+    Volume,
 }
 
-pub(crate) const FILTERS: [Filter; 6] = [
+pub(crate) const FILTERS: [Filter; 8] = [
     Filter::Health,
+    Filter::Network,
     Filter::Port,
     Filter::ContainerSlots,
     Filter::Dependency,
     Filter::Affinity,
     Filter::Constraint,
+    Filter::Volume,
 ];
 
 impl Filter {
@@ -105,6 +112,10 @@ impl Filter {
         let active = |e: &&Expr| soft || !e.soft;
         match self {
             Filter::Health => node.cand.node.health == Health::Healthy,
+            Filter::Network => p
+                .network
+                .as_ref()
+                .is_none_or(|(_, holders)| holders.iter().any(|h| h == node.name())),
             Filter::Port => p.ports.iter().all(|claim| !port_in_use(node, claim)),
             Filter::ContainerSlots => node.slots().is_none_or(|n| node.container_count() < n),
             Filter::Dependency => p
@@ -121,6 +132,9 @@ impl Filter {
                 .iter()
                 .filter(active)
                 .all(|e| constraint_holds(e, node)),
+            Filter::Volume => p
+                .pinning_volumes()
+                .all(|(_, holders)| holders.iter().any(|h| h == node.name())),
         }
     }
 
@@ -129,6 +143,11 @@ impl Filter {
     pub fn conditions(self, p: &Placement, nodes: &[NodeView]) -> Vec<String> {
         match self {
             Filter::Health => Vec::new(),
+            Filter::Network => p
+                .network
+                .iter()
+                .map(|(name, holders)| format!("network {name} (on {})", holders.join(", ")))
+                .collect(),
             Filter::Port => {
                 let mode = if p.host_network { "Host" } else { "Bridge" };
                 p.ports
@@ -155,6 +174,10 @@ impl Filter {
                 .map(|e| format!("{e} (soft={})", e.soft))
                 .collect(),
             Filter::Constraint => p.constraints.iter().map(|e| e.to_string()).collect(),
+            Filter::Volume => p
+                .pinning_volumes()
+                .map(|(name, holders)| format!("volume {name} (on {})", holders.join(", ")))
+                .collect(),
         }
     }
 }
@@ -318,6 +341,32 @@ fn affinity_holds(e: &Expr, node: &NodeView) -> bool {
             e.matches(listed.chain(pending))
         }
     }
+}
+
+/// Whether `images` (a node's `GET /images/json`) hold `reference` as a create names it: a
+/// tag (`app`, meaning `app:latest`; `docker.io/library/app:1`), a digest (`app@sha256:...`),
+/// or an ID or ID prefix (`sha256:3f2a...`, `3f2a9c`).
+pub fn holds_image(images: &[Value], reference: &str) -> bool {
+    let reference = normalize_image(reference.trim());
+    if reference.is_empty() {
+        return false;
+    }
+    let bare = bare_id(reference);
+    let id_like = looks_like_id_prefix(bare);
+    let tagged = if reference.contains('@') || repository(reference) != reference {
+        reference.to_owned()
+    } else {
+        format!("{reference}:latest")
+    };
+    images.iter().any(|img| {
+        let id = bare_id(str_field(img, "Id"));
+        let refs = ["RepoTags", "RepoDigests"]
+            .into_iter()
+            .flat_map(|f| img.get(f).and_then(Value::as_array).into_iter().flatten())
+            .filter_map(Value::as_str);
+        (id_like && !id.is_empty() && id.starts_with(bare))
+            || refs.map(normalize_image).any(|r| r == tagged)
+    })
 }
 
 /// `redis:7` -> `redis`, `host:5000/app:1` -> `host:5000/app`, `app@sha256:…` -> `app`.

@@ -8,12 +8,20 @@
 //!    `com.docker.swarm.{constraints,affinities}` labels, as Swarm did.
 //! 2. No candidate at all: [`ScheduleError::NoNodes`].
 //! 3. The filters run in Swarm's order — health, port, containerslots, dependency, affinity,
-//!    constraint — each keeping the nodes that pass. The health filter leaving nothing gives
+//!    constraint — with busbar's network filter after health (a container on a user-defined
+//!    network runs where the network is: an error then names the network, so a port taken
+//!    on that node says what ties the container there) and its volume filter last, each keeping the nodes that pass. The volume
+//!    filter keeps the nodes holding every named volume the container mounts (a volume is one
+//!    node's: its data is there); when the client gave a hard constraint or affinity and no
+//!    node passing it holds the volumes, the volume filter is skipped and the container goes
+//!    where the client said (a portable-volume adapter may bring the data along). The health filter leaving nothing gives
 //!    [`ScheduleError::NoHealthyNode`]; any other gives [`ScheduleError::Unsatisfiable`],
 //!    listing the conditions of every filter up to the failing one.
-//! 4. The [`Strategy`] ranks the survivors; none fits the reservations:
+//! 4. Of the nodes left, only those holding the create's image are kept, if any does (a
+//!    preference, never a reason to fail: an image no node has is pulled by the client).
+//! 5. The [`Strategy`] ranks the survivors; none fits the reservations:
 //!    [`ScheduleError::NoResources`].
-//! 5. Soft expressions (`~value`) count in a first pass; if that pass fails for any reason, a
+//! 6. Soft expressions (`~value`) count in a first pass; if that pass fails for any reason, a
 //!    second pass ignores them and its result (or error) is the answer.
 //!
 //! [`Pending`] creates (chosen, not answered yet) count everywhere as containers on their node:
@@ -37,6 +45,7 @@
 pub mod create;
 mod expr;
 mod filters;
+pub mod mounts;
 mod placement;
 mod strategy;
 #[cfg(test)]
@@ -49,7 +58,7 @@ use http::StatusCode;
 use crate::model::NodeSnapshot;
 
 pub use expr::{Expr, ExprError, Op, ValueKind};
-pub use filters::{CONTAINER_SLOTS_LABEL, MIN_ID_PREFIX};
+pub use filters::{holds_image, CONTAINER_SLOTS_LABEL, MIN_ID_PREFIX};
 pub use placement::{
     Dependency, Pending, Placement, PortClaim, AFFINITIES_LABEL, CONSTRAINTS_LABEL,
 };
@@ -167,7 +176,14 @@ pub fn rank(
         .map(|c| NodeView::new(*c, pending))
         .collect();
     let pass = |soft: bool| -> Result<Vec<String>, ScheduleError> {
-        let nodes = filter(&views, placement, soft)?;
+        let mut nodes = filter(&views, placement, soft)?;
+        // Among the nodes that pass, those holding the image: `docker build -t app . && docker
+        // run app` runs where the build left it (an image that cannot be pulled is only there).
+        if let Some(image) = placement.image.as_deref() {
+            if nodes.iter().any(|n| holds_image(n.cand.images, image)) {
+                nodes.retain(|n| holds_image(n.cand.images, image));
+            }
+        }
         let ranked = strategy::rank(strategy, nodes, placement, rng_seed)?;
         Ok(ranked.into_iter().map(|n| n.name().to_owned()).collect())
     };
@@ -184,6 +200,13 @@ fn filter<'v, 'a>(
 ) -> Result<Vec<&'v NodeView<'a>>, ScheduleError> {
     let mut nodes: Vec<&NodeView> = views.iter().collect();
     for (i, f) in FILTERS.iter().enumerate() {
+        if *f == filters::Filter::Volume
+            && p.has_hard_expressions()
+            && !nodes.iter().any(|n| f.accepts(p, n, soft))
+        {
+            // The client placed it elsewhere on purpose: it goes there.
+            continue;
+        }
         nodes.retain(|n| f.accepts(p, n, soft));
         if nodes.is_empty() {
             if *f == filters::Filter::Health {

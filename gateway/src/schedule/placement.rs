@@ -49,6 +49,18 @@ pub struct Placement {
     pub cpu_shares: i64,
     /// Containers that must be on the same node: `--volumes-from`, `--link`, `--net=container:`.
     pub dependencies: Vec<Dependency>,
+    /// The named volumes the container mounts (`-v NAME:/p`, `--mount source=NAME`), read by
+    /// [`super::mounts::named_volumes`].
+    pub volumes: Vec<String>,
+    /// For each of [`Placement::volumes`], the nodes that hold it as a node-local volume, filled
+    /// in by the caller (the gateway asks every healthy node). A volume no node holds (the
+    /// engine will create it) or one of `global` scope (the same on every node) has none: it
+    /// ties the container to no node.
+    pub volume_holders: BTreeMap<String, Vec<String>>,
+    /// The user-defined network the container joins (`HostConfig.NetworkMode`) and the nodes
+    /// that have it, filled in by the caller: a local network is one node's, and the container
+    /// must run there.
+    pub network: Option<(String, Vec<String>)>,
 }
 
 /// One host port a container will hold.
@@ -177,6 +189,7 @@ impl Placement {
                 container: c.into(),
             });
         }
+        placement.volumes = super::mounts::named_volumes(body)?;
         Ok(placement)
     }
 
@@ -235,6 +248,21 @@ impl Placement {
             name: self.name.clone(),
             labels: self.labels.clone(),
         }
+    }
+
+    /// Whether the client said where the container goes: any hard `constraint:` or `affinity:`.
+    /// Then the volume filter yields when it would leave no node: the container goes where
+    /// the client said, with its volumes as that node has them (or as an adapter brings them).
+    pub fn has_hard_expressions(&self) -> bool {
+        self.constraints
+            .iter()
+            .chain(&self.affinities)
+            .any(|e| !e.soft)
+    }
+
+    /// The volumes that tie the container to nodes, with their holders.
+    pub fn pinning_volumes(&self) -> impl Iterator<Item = (&String, &Vec<String>)> {
+        self.volume_holders.iter().filter(|(_, h)| !h.is_empty())
     }
 
     /// Whether any expression is soft (a second, hard-only pass makes sense).

@@ -15,7 +15,7 @@
 //!   health term is the same for all; it is kept for parity with Swarm's numbers).
 //!
 //! `spread` sorts by weight ascending, then fewer containers (stopped and pending included),
-//! then node name; `binpack` by weight descending, then more containers, then node name;
+//! then in an order drawn from the seed (see [`tie_break`]); `binpack` by weight descending, then more containers, then node name;
 //! `random` shuffles the nodes that fit with a seeded xorshift, so tests can pin the result.
 //! No node left: [`ScheduleError::NoResources`].
 
@@ -101,8 +101,13 @@ pub(crate) fn rank<'v, 'a>(
         return Err(ScheduleError::NoResources);
     }
     match strategy {
-        Strategy::Spread => weighed.sort_by(|a, b| {
-            (a.weight, a.containers, a.node.name()).cmp(&(b.weight, b.containers, b.node.name()))
+        Strategy::Spread => weighed.sort_by_cached_key(|w| {
+            (
+                w.weight,
+                w.containers,
+                tie_break(seed, w.node.name()),
+                w.node.name().to_owned(),
+            )
         }),
         Strategy::Binpack => weighed.sort_by(|a, b| {
             (Reverse(a.weight), Reverse(a.containers), a.node.name()).cmp(&(
@@ -186,6 +191,18 @@ fn weigh<'v, 'a>(
         weight,
         containers: node.container_count(),
     })
+}
+
+/// Spread's order among equally loaded nodes: a shuffle drawn from the caller's seed, as
+/// Swarm's (whose sort over a map's nodes left ties in no set order). By name, an idle
+/// cluster whose containers come and go one at a time (a test suite, a CI job) put nearly
+/// every container on the first node.
+fn tie_break(seed: u64, name: &str) -> u64 {
+    // FNV-1a of the name, mixed with the seed.
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    XorShift::new(seed ^ hash).next()
 }
 
 /// xorshift64*: enough to shuffle a node list, and reproducible from the caller's seed.

@@ -146,8 +146,11 @@ fn spread_places_9_on_3_nodes_3_each_via_pending() {
         ],
         [3, 3, 3]
     );
-    // Ties are broken by name: round-robin order.
-    assert_eq!(placed[..3], names(&["n1", "n2", "n3"]));
+    // The first three go to three different nodes (ties are broken by the seed's order).
+    let mut first: Vec<&String> = placed[..3].iter().collect();
+    first.sort();
+    first.dedup();
+    assert_eq!(first.len(), 3, "{placed:?}");
 }
 
 #[test]
@@ -169,6 +172,20 @@ fn spread_places_9_on_3_nodes_3_each_via_containers() {
         ],
         [3, 3, 3]
     );
+}
+
+#[test]
+fn spread_breaks_ties_by_the_seed_not_by_name() {
+    // An idle cluster whose containers come and go one at a time: every create sees three
+    // empty nodes. By name, all of them went to n1.
+    let cluster = Cluster::plain(3);
+    let p = placement(json!({"Image": "busybox"}));
+    let placed: Vec<String> = (0..30)
+        .map(|seed| choose(Strategy::Spread, &cluster.candidates(), &p, &[], seed).unwrap())
+        .collect();
+    for node in ["n1", "n2", "n3"] {
+        assert!(count(&placed, node) >= 3, "{node}: {placed:?}");
+    }
 }
 
 #[test]
@@ -963,6 +980,101 @@ fn dependencies_pin_to_the_node_holding_them() {
         choose(Strategy::Spread, &cluster.candidates(), &p, &pending, 1).unwrap(),
         "n1"
     );
+}
+
+/// A create mounting `volumes` (`-v NAME:/p`), with the holders the gateway found.
+fn with_volumes(mut body: Value, holders: &[(&str, &[&str])]) -> Placement {
+    let mut p = placement(body.take());
+    p.volume_holders = holders
+        .iter()
+        .map(|(v, nodes)| (v.to_string(), names(nodes)))
+        .collect();
+    p
+}
+
+#[test]
+fn named_volumes_pin_to_their_node_unless_placed_elsewhere_on_purpose() {
+    let cluster = Cluster::plain(3);
+    let rank_of = |p: &Placement| rank(Strategy::Spread, &cluster.candidates(), p, &[], 1);
+    let binds = |binds: &[&str]| json!({"Image": "busybox", "HostConfig": {"Binds": binds}});
+    // On the one node holding it, whatever the strategy would say.
+    let p = with_volumes(binds(&["data:/d"]), &[("data", &["n3"])]);
+    assert_eq!(p.volumes, ["data"]);
+    assert_eq!(rank_of(&p).unwrap(), ["n3"]);
+    // `--mount`, and a volume on two nodes: either.
+    let mount =
+        json!({"HostConfig": {"Mounts": [{"Type": "volume", "Source": "data", "Target": "/d"}]}});
+    let mut got = rank_of(&with_volumes(mount, &[("data", &["n1", "n2"])])).unwrap();
+    got.sort();
+    assert_eq!(got, ["n1", "n2"]);
+    // A volume no node has yet (or a global one) ties it to no node.
+    assert_eq!(
+        rank_of(&with_volumes(binds(&["new:/d"]), &[("new", &[])]))
+            .unwrap()
+            .len(),
+        3
+    );
+    // Two volumes on two nodes: nowhere, and the error says why.
+    let p = with_volumes(binds(&["a:/a", "b:/b"]), &[("a", &["n1"]), ("b", &["n2"])]);
+    assert_eq!(
+        rank_of(&p).unwrap_err().to_string(),
+        "Unable to find a node that satisfies the following conditions \n[volume a (on n1) volume b (on n2)]"
+    );
+    // A constraint that keeps the holder: the holder. One that excludes it: where it says.
+    let constrained = |c: &str| {
+        let mut body = binds(&["data:/d"]);
+        body["Env"] = json!([format!("constraint:{c}")]);
+        with_volumes(body, &[("data", &["n1"])])
+    };
+    assert_eq!(rank_of(&constrained("node!=n3")).unwrap(), ["n1"]);
+    assert_eq!(rank_of(&constrained("node==n2")).unwrap(), ["n2"]);
+    // A soft one does not override the volume.
+    assert_eq!(rank_of(&constrained("node==~n2")).unwrap(), ["n1"]);
+    // A port taken on the holder: the error names both.
+    let mut cluster = Cluster::plain(2);
+    cluster.add_container("n1", with_port("aa", "", 80, "tcp"));
+    let mut body = publish("80");
+    body["HostConfig"]["Binds"] = json!(["data:/d"]);
+    let p = with_volumes(body, &[("data", &["n1"])]);
+    assert_eq!(
+        rank(Strategy::Spread, &cluster.candidates(), &p, &[], 1).unwrap_err().to_string(),
+        "Unable to find a node that satisfies the following conditions \n[port 80/tcp (Bridge mode)]\n[volume data (on n1)]"
+    );
+}
+
+#[test]
+fn nodes_holding_the_image_are_preferred_never_required() {
+    let mut cluster = Cluster::plain(3);
+    cluster.add_image("n2", image("sha256:abcdef0123", &["app:latest", "app:v2"]));
+    cluster.add_image("n3", image("sha256:9999", &["registry:5000/team/app:1"]));
+    for (reference, want) in [
+        ("app", vec!["n2"]),
+        ("app:v2", vec!["n2"]),
+        ("docker.io/library/app:latest", vec!["n2"]),
+        ("sha256:abcdef", vec!["n2"]),
+        ("abcdef01", vec!["n2"]),
+        ("registry:5000/team/app:1", vec!["n3"]),
+        // Nobody has it: every node (the client pulls it).
+        ("app:v3", vec!["n1", "n2", "n3"]),
+        ("registry:5000/team/app", vec!["n1", "n2", "n3"]),
+    ] {
+        assert_eq!(
+            cluster.passing(json!({"Image": reference})).unwrap(),
+            names(&want),
+            "{reference}"
+        );
+    }
+    // Never a reason to fail: a constraint away from it still places the container.
+    assert_eq!(
+        cluster
+            .passing(env_image("app", &["constraint:node==n1"]))
+            .unwrap(),
+        names(&["n1"])
+    );
+}
+
+fn env_image(image: &str, exprs: &[&str]) -> Value {
+    json!({"Image": image, "Env": exprs})
 }
 
 #[test]

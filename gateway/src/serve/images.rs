@@ -2,17 +2,16 @@
 //!
 //! - Pull, import and load are **broadcast**: every healthy node gets the call (the request
 //!   body, a tar for import and load, is copied to each as it streams in), so any node can run
-//!   the image. The answer concatenates the nodes' progress; a node that fails makes the call
-//!   fail with a message naming it.
+//!   the image. The answer streams the nodes' progress messages as they come (see
+//!   [`broadcast`]); a node that refuses makes the call fail with a message naming it.
 //! - `rmi` and `tag` go to **every holder** of the image; inspect, history, save and push to
 //!   the first holder.
 //! - Networks and volumes are node-local objects, listed as `node/name`. A `node/name`
 //!   reference goes to that node; a plain one to the only node that has it (several: 404,
 //!   ambiguous, except `volume rm`, which removes it everywhere, and `volume inspect`, which
-//!   answers from the first holder, both as Swarm did: a volume created with a plain name
-//!   exists on every node, and must inspect as it was just created). `network create`
-//!   is scheduled like a container; `volume create` goes to every healthy node unless named
-//!   `node/name`.
+//!   answers from the first holder). `network create` and `volume create` are scheduled
+//!   like a container (`node/name` puts it on that node): a volume is one node's, as its data
+//!   is, and creates that mount it go there (see [`crate::schedule`]'s volume filter).
 
 use std::sync::Arc;
 
@@ -35,6 +34,14 @@ use crate::cluster::{Cluster, Node};
 type Frame = Result<http_body::Frame<Bytes>, busbar_http::BoxError>;
 
 /// Pull, import, load: the same call on every healthy node, the body copied to each.
+///
+/// Once every node has answered its head, a node that refused (an error status, an agent
+/// that cannot be reached) makes the call a 500 naming each such node and why. Otherwise the
+/// answer is a `200` stream of the nodes' JSON messages, as an engine streams them (chunked,
+/// each message whole: lines from different nodes are interleaved, never mixed), as they
+/// come: a client that parses the stream (docker-py's `load`, the CLI's progress) reads it as
+/// it reads one engine's. A node whose stream breaks off adds an in-band error message naming
+/// it, as an engine reports a failure that happens after its head.
 pub async fn broadcast(cluster: &Cluster, req: Request<Body>, ctx: &RequestCtx) -> Response<Body> {
     let nodes = cluster.healthy();
     if nodes.is_empty() {
@@ -59,10 +66,7 @@ pub async fn broadcast(cluster: &Cluster, req: Request<Body>, ctx: &RequestCtx) 
                 .insert(http::header::CONTENT_LENGTH, len.clone());
         }
         calls_.push(async move {
-            let result = match calls::forward(node, copy, ctx).await {
-                Ok(rsp) => calls::read_body(rsp).await.map(|(s, _, b)| (s, b)),
-                Err(e) => Err(calls::agent_failed(e)),
-            };
+            let result = calls::forward(node, copy, ctx).await;
             (node.name().to_owned(), result)
         });
     }
@@ -79,27 +83,76 @@ pub async fn broadcast(cluster: &Cluster, req: Request<Body>, ctx: &RequestCtx) 
         }
     };
     let (_, answers) = tokio::join!(tee, futures_util::future::join_all(calls_));
-    let mut out = Vec::new();
+    let mut streams = vec![];
     let mut failures = vec![];
     for (node, result) in answers {
         match result {
-            Ok((s, b)) if s.is_success() => out.extend_from_slice(&b),
-            Ok((s, b)) => failures.push(format!(
-                "node {node}: {s}: {}",
-                String::from_utf8_lossy(&b).trim()
-            )),
-            Err(e) => failures.push(format!("node {node}: {e}")),
+            Ok(rsp) if rsp.status().is_success() => streams.push((node, rsp.into_body())),
+            Ok(rsp) => match calls::read_body(rsp).await {
+                Ok((s, _, b)) => failures.push(format!("node {node}: {s}: {}", message_of(&b))),
+                Err(e) => failures.push(format!("node {node}: {e}")),
+            },
+            Err(e) => failures.push(format!("node {node}: {}", calls::agent_failed(e))),
         }
     }
     if !failures.is_empty() {
         return respond::message(StatusCode::INTERNAL_SERVER_ERROR, &failures.join("; "));
     }
+    let (tx, rx) = mpsc::channel::<Frame>(16);
+    for (node, body) in streams {
+        tokio::spawn(relay_messages(node, body, tx.clone()));
+    }
     Response::builder()
         .status(StatusCode::OK)
         .header(http::header::CONTENT_TYPE, "application/json")
-        .header(http::header::CONTENT_LENGTH, out.len())
-        .body(full(out))
+        .body(BodyExt::boxed(StreamBody::new(ReceiverStream::new(rx))))
         .expect("valid headers")
+}
+
+/// Sends `body`'s complete lines (an engine's JSON messages end with a newline) to `out`, as
+/// they arrive; what is left at the end goes too. A body that fails adds an error message.
+async fn relay_messages(node: String, mut body: Body, out: mpsc::Sender<Frame>) {
+    let mut partial: Vec<u8> = Vec::new();
+    let send = |bytes: Vec<u8>| {
+        let out = out.clone();
+        async move {
+            out.send(Ok(http_body::Frame::data(Bytes::from(bytes))))
+                .await
+                .is_ok()
+        }
+    };
+    loop {
+        match body.frame().await {
+            None => break,
+            Some(Ok(frame)) => {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                partial.extend_from_slice(&data);
+                if let Some(end) = partial.iter().rposition(|b| *b == b'\n') {
+                    let rest = partial.split_off(end + 1);
+                    let whole = std::mem::replace(&mut partial, rest);
+                    if !send(whole).await {
+                        return; // the client left
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                if !partial.is_empty() {
+                    partial.push(b'\n');
+                    send(std::mem::take(&mut partial)).await;
+                }
+                let message = format!("node {node}: {e}");
+                let line =
+                    serde_json::json!({"errorDetail": {"message": message}, "error": message});
+                send(format!("{line}\r\n").into_bytes()).await;
+                return;
+            }
+        }
+    }
+    if !partial.is_empty() {
+        send(partial).await;
+    }
 }
 
 /// The healthy nodes holding `GET path` (a 200), in name order.
@@ -263,8 +316,10 @@ pub async fn object(
     }
 }
 
-/// `networks/create` (scheduled) and `volumes/create` (every healthy node), or on one node
-/// when the name is `node/name`.
+/// `networks/create` and `volumes/create`: on the node the name names (`node/name`), else on
+/// one node the scheduler chooses (Swarm's constraint and affinity labels count, and a compose
+/// project's networks and volumes go together). A volume that exists already is "created"
+/// where it is, as an engine answers a create of an existing volume with it.
 pub async fn create_object(
     handler: &ClusterHandler,
     req: Request<Body>,
@@ -305,11 +360,23 @@ pub async fn create_object(
                 return respond::message(StatusCode::NOT_FOUND, &format!("No such node: {node}"))
             }
         },
-        None if is_volume => handler.cluster.healthy(),
-        None => match handler.place(ctx).await {
-            Ok(n) => vec![n],
-            Err(rsp) => return rsp,
-        },
+        None => {
+            let existing = match doc["Name"].as_str() {
+                Some(name) if is_volume && !name.is_empty() => {
+                    let path = format!("/v1.41/volumes/{}", encode_segment(name));
+                    holders(&handler.cluster, &path, ctx).await
+                }
+                _ => Vec::new(),
+            };
+            match existing.into_iter().next() {
+                // Creating a volume that exists answers it, as an engine does: where it is.
+                Some(holder) => vec![holder],
+                None => match handler.place_object(&doc["Labels"], ctx).await {
+                    Ok(n) => vec![n],
+                    Err(rsp) => return rsp,
+                },
+            }
+        }
     };
     if targets.is_empty() {
         return respond::message(

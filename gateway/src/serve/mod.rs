@@ -129,6 +129,7 @@ impl ClusterHandler {
             Route::ContainerList => system::container_list(&self.cluster, &self.last_seen, req, ctx).await,
             Route::ContainerCreate => self.create(req, &prefix, ctx).await,
             Route::Container { node, reference, rest } => self.container(req, &prefix, node.as_deref(), &reference, &rest, ctx).await,
+            Route::Commit => self.commit(req, ctx).await,
             Route::Exec { id, .. } => match self.locations.exec_node(&self.cluster, &id, ctx).await {
                 Some(node) => self.forward(&node, req, ctx).await,
                 None => respond::message(StatusCode::NOT_FOUND, &format!("No such exec instance: {id}")),
@@ -149,7 +150,12 @@ impl ClusterHandler {
             Route::Volume { node, reference } => {
                 images::object(&self.cluster, req, &prefix, "volumes", node.as_deref(), &reference, "", ctx).await
             }
-            Route::Unsupported => respond::message(StatusCode::NOT_IMPLEMENTED, "busbar-gateway: swarm-mode and plugin APIs are not supported by a cluster of engines"),
+            Route::Swarm { init_or_join: true, .. } => respond::message(StatusCode::NOT_IMPLEMENTED, "busbar-gateway: a cluster of engines cannot join or start a swarm (swarm init and join are not supported; run them on an engine directly)"),
+            // An engine outside swarm mode answers exactly these (dockerd's errNoSwarm and
+            // errNoManager, 503): clients accept them, e.g. `swarm leave --force` in a teardown.
+            Route::Swarm { leave: true, .. } => respond::message(StatusCode::SERVICE_UNAVAILABLE, "This node is not part of a swarm"),
+            Route::Swarm { .. } => respond::message(StatusCode::SERVICE_UNAVAILABLE, "This node is not a swarm manager. Use \"docker swarm init\" or \"docker swarm join\" to connect this node to swarm and try again."),
+            Route::Unsupported => respond::message(StatusCode::NOT_IMPLEMENTED, "busbar-gateway: plugin APIs are not supported by a cluster of engines"),
             Route::AnyNode => match self.cluster.healthy().into_iter().next() {
                 Some(node) => self.forward(&node, req, ctx).await,
                 None => respond::message(StatusCode::SERVICE_UNAVAILABLE, "No healthy node available in the cluster"),

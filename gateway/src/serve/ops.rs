@@ -26,6 +26,9 @@ use crate::schedule::{self, Candidate, Pending, Placement};
 /// Largest create body accepted (a create config is a few KiB).
 const MAX_CREATE: usize = 4 * 1024 * 1024;
 
+/// The label docker-compose puts on every object of a project.
+const COMPOSE_PROJECT: &str = "com.docker.compose.project";
+
 impl ClusterHandler {
     /// Why `reference`, which no healthy node has, cannot be reached: the node that is down
     /// and last listed it (see [`super::LastSeen`]), else Docker's "No such container".
@@ -86,7 +89,20 @@ impl ClusterHandler {
                 return rsp;
             }
         }
-        retarget(&mut req, prefix, "containers", &found.id, rest);
+        if method == Method::DELETE && !rest.is_empty() {
+            // `rm --link PARENT/ALIAS`: the engine finds a link by its name, the parent's name
+            // and the alias (never by the parent's ID).
+            let parent = found.inspect["Name"].as_str().unwrap_or(&found.id);
+            retarget(
+                &mut req,
+                prefix,
+                "containers",
+                parent.trim_start_matches('/'),
+                rest,
+            );
+        } else {
+            retarget(&mut req, prefix, "containers", &found.id, rest);
+        }
         let rsp = self.forward(&found.node, req, ctx).await;
         if let Some(name) = &new_name {
             self.release_name(name, found.node.name()).await;
@@ -95,6 +111,52 @@ impl ClusterHandler {
             return self.remember_exec(rsp, &found.node).await;
         }
         rsp
+    }
+
+    /// `POST /commit?container=REF`: on the node that has the container, with the reference
+    /// made its full ID there (a `node/name` reference included). Without `container`, any
+    /// node answers (the engine's own error).
+    pub(super) async fn commit(&self, mut req: Request<Body>, ctx: &RequestCtx) -> Response<Body> {
+        let query = req.uri().query().unwrap_or("").to_owned();
+        let Some(reference) = query::param(&query, "container").filter(|r| !r.is_empty()) else {
+            return match self.cluster.healthy().into_iter().next() {
+                Some(node) => self.forward(&node, req, ctx).await,
+                None => respond::message(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "No healthy node available in the cluster",
+                ),
+            };
+        };
+        let (hint, name) = match reference.split_once('/') {
+            Some((node, name)) if self.cluster.node(node).is_some() => (Some(node), name),
+            _ => (None, reference.as_str()),
+        };
+        let found = match self.locations.resolve(&self.cluster, hint, name, ctx).await {
+            Ok(f) => f,
+            Err(ResolveError::NotFound(_)) if hint.is_none() => {
+                return respond::error(&self.on_a_down_node(name))
+            }
+            Err(e) => return respond::error(&e),
+        };
+        let kept: Vec<&str> = query
+            .split('&')
+            .filter(|p| {
+                !p.is_empty() && query::decode(p.split('=').next().unwrap_or("")) != "container"
+            })
+            .collect();
+        let mut target = format!(
+            "{}?container={}",
+            req.uri().path(),
+            query::encode(&found.id)
+        );
+        for pair in kept {
+            target.push('&');
+            target.push_str(pair);
+        }
+        *req.uri_mut() = target
+            .parse()
+            .expect("a valid path and a query of valid pairs make a valid URI");
+        self.forward(&found.node, req, ctx).await
     }
 
     /// Ends a reservation: the container now exists (or not) on its node, where every later
@@ -277,16 +339,17 @@ impl ClusterHandler {
             Ok(c) => c,
             Err(e) => return respond::message(StatusCode::BAD_REQUEST, &e.to_string()),
         };
-        let placement = match Placement::from_create_body(&mut config) {
+        let mut placement = match Placement::from_create_body(&mut config) {
             Ok(p) => p,
             Err(e) => return respond::message(e.status(), &e.to_string()),
         };
+        placement.volume_holders = self.volume_holders(&placement.volumes, ctx).await;
         let name = query::param(parts.uri.query().unwrap_or(""), "name");
-        let only = match self.network_nodes(&mut config, ctx).await {
-            Ok(only) => only,
+        placement.network = match self.network_nodes(&mut config, ctx).await {
+            Ok(network) => network,
             Err(rsp) => return rsp,
         };
-        let (node, ticket) = match self.choose_among(&placement, only.as_deref(), ctx).await {
+        let (node, ticket) = match self.choose_among(&placement, None, ctx).await {
             Ok(chosen) => chosen,
             Err(rsp) => return rsp,
         };
@@ -323,6 +386,7 @@ impl ClusterHandler {
             );
         };
         let rsp = note_created(rsp, &ticket).await;
+        let rsp = name_image_holders(rsp, node.name(), &ticket.image_holders).await;
         // Where it is, by ID and name: the start (or attach) that follows goes there without
         // asking every node, and finds it even if that node is slow to answer right now.
         if let Some(id) = ticket.id.get() {
@@ -339,14 +403,59 @@ impl ClusterHandler {
         rsp
     }
 
-    /// `networks/create` (and anything placed without constraints): the scheduler's choice.
-    pub(super) async fn place(
+    /// `networks/create` and `volumes/create` with a plain name: the scheduler's choice, with
+    /// the Swarm labels of `labels` (`com.docker.swarm.constraints`, as `docker network create
+    /// --label` gives them). Objects of one compose project (`com.docker.compose.project`) go
+    /// to the nodes that already hold one of its networks or volumes, if any: its containers
+    /// need both on one node.
+    pub(super) async fn place_object(
         &self,
+        labels: &Value,
         ctx: &RequestCtx,
     ) -> Result<std::sync::Arc<Node>, Response<Body>> {
-        let placement = Placement::from_create(&mut serde_json::json!({}))
+        let placement = Placement::from_labels(labels)
             .map_err(|e| respond::message(e.status(), &e.to_string()))?;
-        self.place_with(&placement, ctx).await
+        let project = labels
+            .get(COMPOSE_PROJECT)
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let only = match project {
+            Some(p) => Some(self.project_nodes(&p, ctx).await).filter(|n| !n.is_empty()),
+            None => None,
+        };
+        let (node, ticket) = self.choose_among(&placement, only.as_deref(), ctx).await?;
+        self.unpend(&ticket).await;
+        Ok(node)
+    }
+
+    /// The healthy nodes holding a network or a volume labelled with compose project `project`.
+    async fn project_nodes(&self, project: &str, ctx: &RequestCtx) -> Vec<String> {
+        let filter = query::encode(
+            &serde_json::json!({"label": [format!("{COMPOSE_PROJECT}={project}")]}).to_string(),
+        );
+        let nodes = self.cluster.healthy();
+        let (networks_path, volumes_path) = (
+            format!("/v1.41/networks?filters={filter}"),
+            format!("/v1.41/volumes?filters={filter}"),
+        );
+        let (networks, volumes) = tokio::join!(
+            calls::fan_out_json(&nodes, &networks_path, ctx),
+            calls::fan_out_json(&nodes, &volumes_path, ctx),
+        );
+        let holds = |a: &crate::model::NodeAnswer<Value>, list: fn(&Value) -> Option<&Value>| {
+            a.result
+                .as_ref()
+                .ok()
+                .and_then(list)
+                .and_then(Value::as_array)
+                .is_some_and(|l| !l.is_empty())
+        };
+        nodes
+            .iter()
+            .zip(networks.iter().zip(&volumes))
+            .filter(|(_, (n, v))| holds(n, |d| Some(d)) || holds(v, |d| d.get("Volumes")))
+            .map(|(node, _)| node.name().to_owned())
+            .collect()
     }
 
     /// `build`: placed by the scheduler, with Swarm's `--build-arg constraint:node==x`.
@@ -373,14 +482,48 @@ impl ClusterHandler {
         Ok(node)
     }
 
+    /// Which healthy nodes hold each of `volumes` as a node-local volume (asked of every
+    /// healthy node at once, `GET /volumes/{name}`). A volume of `global` scope on any node is
+    /// shared storage and held by none; a node that cannot answer is taken as not holding it.
+    pub(super) async fn volume_holders(
+        &self,
+        volumes: &[String],
+        ctx: &RequestCtx,
+    ) -> std::collections::BTreeMap<String, Vec<String>> {
+        let nodes = self.cluster.healthy();
+        let asked = volumes.iter().map(|name| {
+            let path = format!("/v1.41/volumes/{}", busbar_api::path::encode_segment(name));
+            let nodes = &nodes;
+            async move { (name.clone(), calls::fan_out_json(nodes, &path, ctx).await) }
+        });
+        futures_util::future::join_all(asked)
+            .await
+            .into_iter()
+            .map(|(name, answers)| {
+                let found: Vec<(String, Value)> = answers
+                    .into_iter()
+                    .filter_map(|a| a.result.ok().map(|doc| (a.node, doc)))
+                    .collect();
+                let global = found.iter().any(|(_, doc)| doc["Scope"] == "global");
+                let holders = if global {
+                    Vec::new()
+                } else {
+                    found.into_iter().map(|(node, _)| node).collect()
+                };
+                (name, holders)
+            })
+            .collect()
+    }
+
     /// A container on a user-defined network must run where the network is (networks are
-    /// node-local): the nodes that have `HostConfig.NetworkMode`'s network, or the one named by
-    /// a `node/network` form (stripped from the config, as Swarm did). `None`: any node.
+    /// node-local): the network and the nodes that have `HostConfig.NetworkMode`'s network, or
+    /// the one named by a `node/network` form (stripped from the config, as Swarm did). `None`:
+    /// any node.
     async fn network_nodes(
         &self,
         config: &mut CreateBody,
         ctx: &RequestCtx,
-    ) -> Result<Option<Vec<String>>, Response<Body>> {
+    ) -> Result<Option<(String, Vec<String>)>, Response<Body>> {
         let Some(mode) = config
             .host_config()
             .and_then(|h| h.network_mode.get())
@@ -398,7 +541,7 @@ impl ClusterHandler {
             .filter(|(n, _)| self.cluster.node(n).is_some())
         {
             config.strip_network_node(&mode, network);
-            return Ok(Some(vec![node.to_owned()]));
+            return Ok(Some((network.to_owned(), vec![node.to_owned()])));
         }
         let path = format!("/v1.41/networks/{}", query::encode(&mode));
         let answers = calls::fan_out_json(&self.cluster.healthy(), &path, ctx).await;
@@ -414,7 +557,7 @@ impl ClusterHandler {
                 &format!("network {mode} not found"),
             ));
         }
-        Ok(Some(holders))
+        Ok(Some((mode, holders)))
     }
 
     /// Chooses a node among `only` (all nodes if `None`) under the scheduling lock and records
@@ -487,7 +630,15 @@ impl ClusterHandler {
         let seed = rand_seed();
         let chosen = schedule::choose(self.strategy, &candidates, placement, &counted, seed)
             .map_err(|e| respond::message(e.status(), &e.to_string()))?;
-        let ticket = Ticket::new();
+        let mut ticket = Ticket::new();
+        if let Some(image) = placement.image.as_deref() {
+            ticket.image_holders = per_node
+                .iter()
+                .zip(&snapshots)
+                .filter(|((_, images), _)| schedule::holds_image(images, image))
+                .map(|(_, s)| s.name.clone())
+                .collect();
+        }
         pending.push(InFlight {
             ticket: ticket.clone(),
             placement: placement.pending_on(&chosen),
@@ -529,6 +680,8 @@ pub(super) struct Ticket {
     token: u64,
     /// Set without the scheduling lock, so a chooser holding it sees the ID at once.
     id: Arc<OnceLock<String>>,
+    /// The healthy nodes holding the create's image when it was placed.
+    image_holders: Vec<String>,
 }
 
 impl Ticket {
@@ -537,6 +690,7 @@ impl Ticket {
         Ticket {
             token: NEXT.fetch_add(1, Ordering::Relaxed),
             id: Arc::default(),
+            image_holders: Vec::new(),
         }
     }
 }
@@ -567,6 +721,50 @@ async fn note_created(rsp: Response<Body>, ticket: &Ticket) -> Response<Body> {
             StatusCode::BAD_GATEWAY,
             &format!("reading the create answer: {e}"),
         ),
+    }
+}
+
+/// A create's `404 No such image` from `node`, when other nodes hold the image (the placement
+/// kept the container away from them: a constraint, a port, a network): the message says
+/// which, still a 404 (the docker CLI pulls on a 404, as from one engine).
+async fn name_image_holders(rsp: Response<Body>, node: &str, holders: &[String]) -> Response<Body> {
+    if rsp.status() != StatusCode::NOT_FOUND
+        || holders.is_empty()
+        || holders.iter().any(|h| h == node)
+    {
+        return rsp;
+    }
+    let (parts, body) = rsp.into_parts();
+    let bytes = match calls::read_body(Response::new(body)).await {
+        Ok((_, _, bytes)) => bytes,
+        Err(e) => {
+            return respond::message(
+                StatusCode::BAD_GATEWAY,
+                &format!("reading the create answer: {e}"),
+            )
+        }
+    };
+    let message = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_owned));
+    match message {
+        Some(m) if m.to_ascii_lowercase().starts_with("no such image") => respond::message(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "{m} on node {node}, where the placement put the container; {} {} it",
+                holders.join(", "),
+                if holders.len() == 1 { "has" } else { "have" }
+            ),
+        ),
+        _ => {
+            let mut parts = parts;
+            parts.headers.remove(http::header::TRANSFER_ENCODING);
+            parts.headers.insert(
+                http::header::CONTENT_LENGTH,
+                http::HeaderValue::from(bytes.len()),
+            );
+            Response::from_parts(parts, full(bytes))
+        }
     }
 }
 

@@ -22,14 +22,46 @@ use crate::cluster::{Cluster, Node, NodeParts};
 use crate::model::{CallError, NodeAnswer, NodeSnapshot};
 use crate::schedule::Strategy;
 
-/// `/_ping`: the gateway is up; the API version it speaks is the cluster's.
+/// `/_ping`: the gateway is up; the API version it speaks is the cluster's. The headers are
+/// an engine's: `Api-Version`, `Ostype` (the healthy nodes' common `OSType`, else the
+/// gateway's), `Docker-Experimental` (true when every healthy node's engine is experimental),
+/// `Server` (`busbar/<version> (<os>)`, as an engine's `Docker/<version> (<os>)`),
+/// `Cache-Control` and `Pragma`. No `Builder-Version`: builds through the cluster use the
+/// classic builder, which every engine has.
 pub fn ping(cluster: &Cluster) -> Response<Body> {
-    let api = aggregate::api_version_range(&cluster.snapshots())
+    let snapshots = cluster.snapshots();
+    let api = aggregate::api_version_range(&snapshots)
         .0
         .unwrap_or_else(|| aggregate::FALLBACK_API_VERSION.to_owned());
+    let healthy: Vec<&NodeSnapshot> = snapshots
+        .iter()
+        .filter(|n| n.health == crate::model::Health::Healthy)
+        .collect();
+    let os_types: std::collections::BTreeSet<&str> = healthy
+        .iter()
+        .filter_map(|n| n.info.get("OSType").and_then(Value::as_str))
+        .collect();
+    let os_type = match os_types.into_iter().collect::<Vec<_>>().as_slice() {
+        [one] => (*one).to_owned(),
+        _ => std::env::consts::OS.to_owned(),
+    };
+    let experimental = !healthy.is_empty()
+        && healthy
+            .iter()
+            .all(|n| n.info.get("ExperimentalBuild") == Some(&Value::Bool(true)));
+    let server = format!(
+        "busbar/{} ({})",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::OS
+    );
     Response::builder()
         .status(StatusCode::OK)
         .header("api-version", api)
+        .header("cache-control", "no-cache, no-store, must-revalidate")
+        .header("docker-experimental", experimental.to_string())
+        .header("ostype", os_type)
+        .header("pragma", "no-cache")
+        .header("server", server)
         .header("content-type", "text/plain; charset=utf-8")
         .header("content-length", 2)
         .body(full("OK"))
@@ -57,6 +89,12 @@ pub async fn version(cluster: &Cluster, made: &Made) -> Response<Body> {
 /// (the freshness rule is in [`crate::cluster`]).
 pub async fn info(cluster: &Cluster, strategy: Strategy, made: &Made) -> Response<Body> {
     cluster.refresh_stale().await;
+    // `Images` as `/images/json` counts them, by ID: asked of the nodes only when the answer
+    // is made again (a node changed).
+    let images = match made.info.kept(cluster.generation()) {
+        Some(_) => None,
+        None => distinct_images(cluster).await,
+    };
     let body = made
         .info
         .get_or_make(cluster, |parts| {
@@ -65,10 +103,31 @@ pub async fn info(cluster: &Cluster, strategy: Strategy, made: &Made) -> Respons
                 env!("CARGO_PKG_VERSION"),
                 &strategy.to_string(),
             );
-            aggregate::info_from_parts(&parts, &facts)
+            aggregate::info_from_parts_with(&parts, &facts, images)
         })
         .await;
     json_body(body)
+}
+
+/// The number of distinct image IDs over the healthy nodes (`GET /images/json?all=1`, all
+/// images as an engine's `Images` counts them), or `None` if a node could not list them
+/// within a probe timeout: `Images` is then the sum of the nodes' counts.
+async fn distinct_images(cluster: &Cluster) -> Option<i64> {
+    let nodes = cluster.healthy();
+    let ctx = RequestCtx::with_id("info-images".into(), tracing::Span::none());
+    let listed = tokio::time::timeout(
+        cluster.health.probe_timeout,
+        calls::fan_out_json(&nodes, "/v1.41/images/json?all=1", &ctx),
+    )
+    .await
+    .ok()?;
+    let mut ids = std::collections::HashSet::new();
+    for answer in &listed {
+        for image in answer.result.as_ref().ok()?.as_array()? {
+            ids.insert(image.get("Id")?.as_str()?.to_owned());
+        }
+    }
+    i64::try_from(ids.len()).ok()
 }
 
 /// The `/info` and `/version` bodies as last made, each with the [`Cluster::generation`] it was

@@ -18,12 +18,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{binary, busbarctl, make_certs, tls_args, Process, TempDir};
-use testbed::{docker, free_port, unique_name, wait_until, Host, Testbed, TestbedSpec};
-
-const NODES: [&str; 3] = ["node1", "node2", "node3"];
-/// The adapter's port in every host's namespace (the chain's URL is the same for all).
-const ADAPTER: &str = "127.0.0.1:7481";
+use support::crosshost::{
+    apply_chain, issue_adapter_certs, ok, start_tls_gateway, start_volumes, NODES,
+};
+use support::{make_certs, Process, TempDir};
+use testbed::{docker, free_port, unique_name, wait_until, Testbed, TestbedSpec};
 
 struct Bed {
     bed: Testbed,
@@ -53,26 +52,7 @@ impl Bed {
             .collect();
         let sans: Vec<(&str, &str)> = sans.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
         make_certs(&certs.0, &sans);
-        // The gateway's certificate for adapters (they dial it at the root end of their
-        // host's link), and the adapters' own, with the adapter role.
-        let d = certs.0.to_str().unwrap();
-        let mut issue: Vec<String> = [
-            "certs", "issue", "--dir", d, "--name", "gwtls", "--role", "gateway",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        for h in bed.hosts() {
-            issue.extend(["--san".into(), h.gateway_addr().unwrap().to_string()]);
-        }
-        let issue: Vec<&str> = issue.iter().map(String::as_str).collect();
-        ok(&busbarctl(&issue), "certs issue gwtls");
-        ok(
-            &busbarctl(&[
-                "certs", "issue", "--dir", d, "--name", "volumes", "--role", "adapter",
-            ]),
-            "certs issue volumes",
-        );
+        issue_adapter_certs(&bed, &certs.0);
 
         let mut agents = vec![];
         let mut addrs = vec![];
@@ -83,11 +63,11 @@ impl Bed {
             addrs.push(addr);
         }
         let tls_port = free_port();
-        let gateway = start_gateway(&bed, &prefix, &certs.0, tls_port);
+        let gateway = start_tls_gateway(&bed, &prefix, &certs.0, tls_port);
         let adapters = bed
             .hosts()
             .iter()
-            .map(|h| start_adapter(h, &prefix, &certs.0, tls_port))
+            .map(|h| start_volumes(h, &prefix, &certs.0, tls_port))
             .collect();
         let b = Bed {
             bed,
@@ -112,34 +92,11 @@ impl Bed {
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
     }
 
-    fn ctl(&self, args: &[&str]) -> std::process::Output {
-        let mut all = vec![
-            "--etcd",
-            self.bed.etcd().unwrap(),
-            "--etcd-prefix",
-            &self.prefix,
-        ];
-        all.extend_from_slice(args);
-        busbarctl(&all)
-    }
-
     /// deploy/volumes.example.yml, as shipped, applied to the global scope; waits until every
     /// node runs it.
     fn apply_chain(&self) {
         let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/volumes.example.yml");
-        let out = self.ctl(&["--json", "chain", "apply", "-f", file.to_str().unwrap()]);
-        ok(&out, "chain apply");
-        let rev = serde_json::from_slice::<Value>(&out.stdout).unwrap()["revision"]
-            .as_i64()
-            .unwrap();
-        let applied = wait_until(Duration::from_secs(20), || {
-            let out = self.ctl(&["--json", "chain", "status"]);
-            let s: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-            NODES
-                .iter()
-                .all(|n| s[n]["revision"].as_i64().unwrap_or(0) >= rev && s[n]["error"].is_null())
-        });
-        assert!(applied, "the chain reached every node");
+        apply_chain(self.bed.etcd().unwrap(), &self.prefix, &file);
     }
 
     /// The record of `name` in etcd (`null` when none).
@@ -212,66 +169,9 @@ impl Bed {
             .bed
             .hosts()
             .iter()
-            .map(|h| start_adapter(h, &self.prefix, &self.certs.0, self.tls_port))
+            .map(|h| start_volumes(h, &self.prefix, &self.certs.0, self.tls_port))
             .collect();
     }
-}
-
-fn ok(out: &std::process::Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn start_gateway(bed: &Testbed, prefix: &str, certs: &Path, tls_port: u16) -> Process {
-    let f = |n: &str| certs.join(n).display().to_string();
-    let mut args: Vec<String> = vec![
-        "--etcd".into(),
-        bed.etcd().unwrap().into(),
-        "--etcd-prefix".into(),
-        prefix.into(),
-        "--tls-listen".into(),
-        format!("0.0.0.0:{tls_port}"),
-        "--tlsverify".into(),
-        "--tlscacert".into(),
-        f("ca.pem"),
-        "--tlscert".into(),
-        f("gwtls.pem"),
-        "--tlskey".into(),
-        f("gwtls-key.pem"),
-        "--probe-interval".into(),
-        "0.5".into(),
-        "--probe-timeout".into(),
-        "1".into(),
-    ];
-    args.extend(tls_args(certs, "gateway"));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Process::gateway(&args)
-}
-
-/// `busbar-volumes` in `host`'s namespace on [`ADAPTER`], waiting until it serves.
-fn start_adapter(host: &Host, prefix: &str, certs: &Path, tls_port: u16) -> Process {
-    let f = |n: &str| certs.join(n).display().to_string();
-    let mut cmd = host.command_in(binary("busbar-volumes"));
-    cmd.args(["--listen", ADAPTER])
-        .args([
-            "--gateway",
-            &format!("https://{}:{tls_port}", host.gateway_addr().unwrap()),
-        ])
-        .args(["--tls-ca", &f("ca.pem"), "--tls-cert", &f("volumes.pem")])
-        .args(["--tls-key", &f("volumes-key.pem")])
-        .args(["--etcd", host.etcd_url().unwrap(), "--etcd-prefix", prefix])
-        .env("RUST_LOG", "info,busbar_volumes=debug")
-        .env("NO_COLOR", "1");
-    let p = Process::start_cmd(cmd);
-    let up = wait_until(Duration::from_secs(15), || {
-        p.log_text().contains("busbar-volumes serving hook calls")
-    });
-    assert!(up, "busbar-volumes did not start:\n{}", p.log_tail());
-    p
 }
 
 #[test]
@@ -468,7 +368,7 @@ fn portable_volumes_follow_their_containers_across_hosts() {
     ];
     b.agents[1] = Process::agent_in_at(&b.bed.hosts()[1], "node2", &b.certs.0, &b.addrs[1], &args);
     b.gateway.terminate();
-    b.gateway = start_gateway(&b.bed, &b.prefix, &b.certs.0, b.tls_port);
+    b.gateway = start_tls_gateway(&b.bed, &b.prefix, &b.certs.0, b.tls_port);
     let healthy = wait_until(Duration::from_secs(20), || {
         b.info().matches("Status: Healthy").count() == 3
     });

@@ -1,7 +1,7 @@
 //! Both cross-host adapters in one chain, end to end (issue #17, composition): three hosts
 //! with real engines, etcd, three agents following the global chain in etcd, a gateway, and
 //! on every host `busbar-network` and `busbar-volumes` beside the agent, both declared once in
-//! `deploy/both-chain.yml` by loopback URLs; driven by the real `docker` CLI through the
+//! `deploy/both-chain.yml` by loopback URLs (volumes first as shipped); driven by the real `docker` CLI through the
 //! gateway. One cluster, the chain applied in one order and then in the other:
 //!
 //! - a labelled (`busbar.net=cluster`) container on node1 that mounts a portable volume
@@ -14,11 +14,14 @@
 //! - a create on node3 that mounts the volume while node2 uses it is refused naming node2 and
 //!   the container, whichever adapter runs first;
 //! - a labelled run on node3 afterwards gets the volume (moved again) and reaches node1 by
-//!   name.
+//!   name;
+//! - then deploy/cross-host.md's walkthrough ("Both in one chain"), its commands as written,
+//!   each showing what its comment says.
 
 mod support;
 
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -105,17 +108,17 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
     }
 
-    /// The chain with both adapters, `deploy/both-chain.yml` as shipped (network first) or
+    /// The chain with both adapters: `deploy/both-chain.yml` as shipped (volumes first) or
     /// with the two swapped in every list, applied to the global scope.
-    fn apply(&self, network_first: bool) {
+    fn apply(&self, volumes_first: bool) {
         let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/both-chain.yml");
         let text = std::fs::read_to_string(&shipped).unwrap();
-        assert!(text.contains("[network, volumes]"), "{text}");
-        let file = if network_first {
+        assert!(text.contains("[volumes, network]"), "{text}");
+        let file = if volumes_first {
             shipped
         } else {
-            let f = self.state.join("volumes-first.yml");
-            std::fs::write(&f, text.replace("[network, volumes]", "[volumes, network]")).unwrap();
+            let f = self.state.join("network-first.yml");
+            std::fs::write(&f, text.replace("[volumes, network]", "[network, volumes]")).unwrap();
             f
         };
         apply_chain(self.bed.etcd().unwrap(), &self.prefix, &file);
@@ -340,6 +343,92 @@ fn scenario(c: &Cluster, tag: &str, order: &str) {
     );
 }
 
+/// The commands of deploy/cross-host.md's "Both in one chain" walkthrough, as written (`sh -c`,
+/// `DOCKER_HOST` at the gateway). A command with a comment prints what the comment says (each
+/// of its comma-separated parts; an explanation in parentheses aside), or fails saying what
+/// follows `fails:`; one commented `e.g.` only succeeds. Others must succeed. A `docker exec`
+/// is tried again for up to 10 s, as a user would.
+fn walkthrough(c: &Cluster) {
+    let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/cross-host.md");
+    let doc = std::fs::read_to_string(doc).unwrap();
+    let section = &doc[doc.find("## Both in one chain").expect("the section")..];
+    let block = &section[section
+        .find("**What the user sees**")
+        .expect("the walkthrough")..];
+    let block = &block[..block.find("tests/tests/composed.rs").unwrap_or(block.len())];
+    let mut cmds: Vec<(String, String)> = vec![];
+    let mut cur = String::new();
+    for line in block.lines() {
+        let Some(l) = line.strip_prefix("    ") else {
+            continue;
+        };
+        if let Some(comment) = l.trim_start().strip_prefix("# ") {
+            cmds.last_mut().expect("a command before").1 = comment.to_owned();
+            continue;
+        }
+        cur.push_str(l.trim_start());
+        if cur.ends_with('\\') {
+            cur.pop();
+            continue;
+        }
+        let (cmd, comment) = match cur.split_once("   # ") {
+            Some((cmd, comment)) => (cmd.trim().to_owned(), comment.trim().to_owned()),
+            None => (cur.trim().to_owned(), String::new()),
+        };
+        cmds.push((cmd, comment));
+        cur.clear();
+    }
+    assert!(cmds.len() >= 10, "the walkthrough's commands: {cmds:?}");
+    for (cmd, comment) in &cmds {
+        let run = || {
+            let out = Command::new("timeout")
+                .args(["120", "sh", "-c", cmd])
+                .env("DOCKER_HOST", &c.gateway.url)
+                .env("DOCKER_CLI_HINTS", "false")
+                .env_remove("DOCKER_CONTEXT")
+                .output()
+                .expect("sh runs");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+            (out.status.success(), text)
+        };
+        let mut last = (false, String::new());
+        let shown = if let Some(err) = comment.strip_prefix("fails: ") {
+            last = run();
+            !last.0 && last.1.contains(err)
+        } else if comment.starts_with("e.g. ") {
+            last = run();
+            last.0
+        } else {
+            let expect = comment.split(" (").next().unwrap_or("");
+            let check = |(ok, text): &(bool, String)| {
+                *ok && expect
+                    .split(", ")
+                    .filter(|p| !p.is_empty())
+                    .all(|p| text.contains(p))
+            };
+            let tries = if cmd.starts_with("docker exec") {
+                10
+            } else {
+                1
+            };
+            (0..tries).any(|i| {
+                if i > 0 {
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                last = run();
+                check(&last)
+            })
+        };
+        assert!(
+            shown,
+            "deploy/cross-host.md: `{cmd}` should show {comment:?}: {last:?}\n{}",
+            c.adapter_logs()
+        );
+    }
+    eprintln!("walkthrough: {} commands as written", cmds.len());
+}
+
 #[test]
 fn both_adapters_in_one_chain_in_either_order() {
     testbed::e2e!();
@@ -349,14 +438,21 @@ fn both_adapters_in_one_chain_in_either_order() {
         "FIGURE: cluster with both adapters up in {:?}",
         t0.elapsed()
     );
-    for (network_first, tag, order) in [
-        (true, "nv", "[network, volumes]"),
-        (false, "vn", "[volumes, network]"),
+    for (volumes_first, tag, order) in [
+        (false, "nv", "[network, volumes]"),
+        (true, "vn", "[volumes, network]"),
     ] {
         let t = Instant::now();
-        c.apply(network_first);
+        c.apply(volumes_first);
         scenario(&c, tag, order);
         eprintln!("FIGURE: {order}: scenario in {:?}", t.elapsed());
     }
+    // The chain is the shipped one now: the walkthrough as a user types it.
+    let t = Instant::now();
+    walkthrough(&c);
+    eprintln!(
+        "FIGURE: deploy/cross-host.md walkthrough in {:?}",
+        t.elapsed()
+    );
     eprintln!("FIGURE: whole test {:?}", t0.elapsed());
 }

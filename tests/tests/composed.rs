@@ -1,16 +1,18 @@
 //! Both cross-host adapters in one chain, end to end (issue #17, composition): three hosts
 //! with real engines, etcd, three agents following the global chain in etcd, a gateway, and
 //! on every host `busbar-network` and `busbar-volumes` beside the agent, both declared once in
-//! `deploy/both-chain.yml` by loopback URLs (volumes first as shipped); driven by the real `docker` CLI through the
-//! gateway. One cluster, the chain applied in one order and then in the other:
+//! `deploy/both-chain.yml` by loopback URLs (volumes first as shipped); driven by the real
+//! `docker` CLI through the gateway. One cluster, the chain applied in one order and then in
+//! the other:
 //!
 //! - a labelled (`busbar.net=cluster`) container on node1 that mounts a portable volume
 //!   writes a file, and has a cluster address;
 //! - a labelled container on node2 that mounts the same volume (`--mount`) reads the file (the
 //!   data moved: only node2's engine has the volume now), shows its cluster address on
-//!   `busbar`, its mount and the node's DNS server in `docker inspect` (neither adapter dropped
-//!   the other's fields), reaches a labelled container on node1 by address and by name, and
-//!   is reached by name from there (which serves the moved file across hosts);
+//!   `busbar`, its mount, the node's DNS server and the user's own label in `docker inspect`
+//!   (neither adapter dropped the other's fields, nor the user's), reaches a labelled
+//!   container on node1 by address and by name, and is reached by name from there (which
+//!   serves the moved file across hosts);
 //! - a create on node3 that mounts the volume while node2 uses it is refused naming node2 and
 //!   the container, whichever adapter runs first;
 //! - a labelled run on node3 afterwards gets the volume (moved again) and reaches node1 by
@@ -251,7 +253,12 @@ fn scenario(c: &Cluster, tag: &str, order: &str) {
     c.run_on(
         "node2",
         &reader,
-        &["--mount", &format!("source={vol},target=/data")],
+        &[
+            "--mount",
+            &format!("source={vol},target=/data"),
+            "--label",
+            "team=blue",
+        ],
         &["httpd", "-f", "-p", "8080", "-h", "/data"],
     );
     let t_move = t0.elapsed();
@@ -268,6 +275,10 @@ fn scenario(c: &Cluster, tag: &str, order: &str) {
     assert!(ip.starts_with("10.232."), "{order}: {doc}");
     assert_eq!(doc["Config"]["Labels"]["busbar.net.address"], ip.as_str());
     assert_eq!(doc["HostConfig"]["NetworkMode"], "busbar", "{order}");
+    assert_eq!(
+        doc["Config"]["Labels"]["team"], "blue",
+        "{order}: the user's label"
+    );
     let dns = doc["HostConfig"]["Dns"][0].as_str().unwrap_or("");
     assert!(
         dns.starts_with("10.232.0."),

@@ -21,6 +21,7 @@ command -v ip >/dev/null || missing+=(iproute2)
 command -v iptables >/dev/null || missing+=(iptables)
 # python3: docker-py (below), and the Python hello-world adapter (adapter-kit/examples/hello.py).
 command -v python3 >/dev/null || missing+=(python3 python3-pip)
+# Debian's docker-compose 1.29: the compose project of tests/tests/faithful.rs.
 command -v docker-compose >/dev/null || missing+=(docker-compose)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then

@@ -358,3 +358,37 @@ async fn a_malformed_networking_config_on_a_node_network_is_a_400() {
     assert!(creates.values().all(Vec::is_empty), "{creates:?}");
     c.stop().await;
 }
+
+#[tokio::test]
+async fn a_create_mounting_a_named_volume_goes_where_the_volume_is() {
+    // node3 is the fullest (spread alone would never pick it) and holds the volume `data`.
+    let c = Cluster3::start([0, 1, 3]).await;
+    c.engines["node3"].route(
+        "GET /*/volumes/data",
+        busbar_testkit::engine::json(
+            200,
+            r#"{"Name": "data", "Driver": "local", "Scope": "local", "Mountpoint": "/v/data"}"#,
+        ),
+    );
+    let mut body = run_body(&[]);
+    body["HostConfig"]["Binds"] = json!(["data:/data"]);
+    let rsp = c.create(Some("writer"), &body).await;
+    assert_eq!(rsp.status(), 201, "{}", rsp.text());
+    // `--mount`, keys in another case (read as the engine reads them).
+    let mut body = run_body(&[]);
+    body["HostConfig"]["mounts"] = json!([{"type": "volume", "source": "data", "target": "/d"}]);
+    let rsp = c.create(Some("reader"), &body).await;
+    assert_eq!(rsp.status(), 201, "{}", rsp.text());
+    let creates = c.creates();
+    assert_eq!(creates["node3"].len(), 2, "{creates:?}");
+    // A constraint elsewhere wins over the volume.
+    let mut body = run_body(&["constraint:node==node1"]);
+    body["HostConfig"]["Binds"] = json!(["data:/data"]);
+    let rsp = c.create(Some("elsewhere"), &body).await;
+    assert_eq!(rsp.status(), 201, "{}", rsp.text());
+    assert_eq!(
+        c.creates()["node1"],
+        ["/v1.41/containers/create?name=elsewhere"]
+    );
+    c.stop().await;
+}

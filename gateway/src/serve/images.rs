@@ -39,8 +39,9 @@ type Frame = Result<http_body::Frame<Bytes>, busbar_http::BoxError>;
 /// that cannot be reached) makes the call a 500 naming each such node and why. Otherwise the
 /// answer is a `200` stream of the nodes' JSON messages, as an engine streams them (chunked,
 /// each message whole: lines from different nodes are interleaved, never mixed), as they
-/// come: a client that parses the stream (docker-py's `load`, the CLI's progress) reads it as
-/// it reads one engine's. A node whose stream breaks off adds an in-band error message naming
+/// come, a message several nodes sent only once (`Loaded image: app:latest` is one image):
+/// a client that parses the stream (docker-py's `load`, the CLI's progress) reads it as it
+/// reads one engine's. A node whose stream breaks off adds an in-band error message naming
 /// it, as an engine reports a failure that happens after its head.
 pub async fn broadcast(cluster: &Cluster, req: Request<Body>, ctx: &RequestCtx) -> Response<Body> {
     let nodes = cluster.healthy();
@@ -99,8 +100,9 @@ pub async fn broadcast(cluster: &Cluster, req: Request<Body>, ctx: &RequestCtx) 
         return respond::message(StatusCode::INTERNAL_SERVER_ERROR, &failures.join("; "));
     }
     let (tx, rx) = mpsc::channel::<Frame>(16);
+    let sent = Sent::default();
     for (node, body) in streams {
-        tokio::spawn(relay_messages(node, body, tx.clone()));
+        tokio::spawn(relay_messages(node, body, tx.clone(), sent.clone()));
     }
     Response::builder()
         .status(StatusCode::OK)
@@ -109,17 +111,29 @@ pub async fn broadcast(cluster: &Cluster, req: Request<Body>, ctx: &RequestCtx) 
         .expect("valid headers")
 }
 
-/// Sends `body`'s complete lines (an engine's JSON messages end with a newline) to `out`, as
-/// they arrive; what is left at the end goes too. A body that fails adds an error message.
-async fn relay_messages(node: String, mut body: Body, out: mpsc::Sender<Frame>) {
+/// The most distinct messages a broadcast remembers to send each once (beyond, repeats pass).
+const MAX_REMEMBERED_MESSAGES: usize = 4096;
+
+/// The messages a broadcast has sent: the same message from several nodes (`Loaded image:
+/// app:latest`, `Status: Image is up to date`) reaches the client once, as from one engine.
+type Sent = Arc<std::sync::Mutex<std::collections::HashSet<Bytes>>>;
+
+/// Sends `body`'s messages (an engine's JSON messages each end with a newline) to `out`, as
+/// they arrive, each whole and only if no other node sent the same one; what is left at the
+/// end goes too. A body that fails adds an error message naming the node.
+async fn relay_messages(node: String, mut body: Body, out: mpsc::Sender<Frame>, sent: Sent) {
     let mut partial: Vec<u8> = Vec::new();
-    let send = |bytes: Vec<u8>| {
+    let send = |line: Bytes| {
         let out = out.clone();
-        async move {
-            out.send(Ok(http_body::Frame::data(Bytes::from(bytes))))
-                .await
-                .is_ok()
-        }
+        let first = {
+            let mut sent = sent.lock().expect("sent messages lock");
+            if sent.len() < MAX_REMEMBERED_MESSAGES {
+                sent.insert(line.clone())
+            } else {
+                !sent.contains(&line)
+            }
+        };
+        async move { !first || out.send(Ok(http_body::Frame::data(line))).await.is_ok() }
     };
     loop {
         match body.frame().await {
@@ -129,10 +143,10 @@ async fn relay_messages(node: String, mut body: Body, out: mpsc::Sender<Frame>) 
                     continue;
                 };
                 partial.extend_from_slice(&data);
-                if let Some(end) = partial.iter().rposition(|b| *b == b'\n') {
+                while let Some(end) = partial.iter().position(|b| *b == b'\n') {
                     let rest = partial.split_off(end + 1);
-                    let whole = std::mem::replace(&mut partial, rest);
-                    if !send(whole).await {
+                    let line = std::mem::replace(&mut partial, rest);
+                    if !send(Bytes::from(line)).await {
                         return; // the client left
                     }
                 }
@@ -140,18 +154,18 @@ async fn relay_messages(node: String, mut body: Body, out: mpsc::Sender<Frame>) 
             Some(Err(e)) => {
                 if !partial.is_empty() {
                     partial.push(b'\n');
-                    send(std::mem::take(&mut partial)).await;
+                    send(Bytes::from(std::mem::take(&mut partial))).await;
                 }
                 let message = format!("node {node}: {e}");
                 let line =
                     serde_json::json!({"errorDetail": {"message": message}, "error": message});
-                send(format!("{line}\r\n").into_bytes()).await;
+                send(Bytes::from(format!("{line}\r\n"))).await;
                 return;
             }
         }
     }
     if !partial.is_empty() {
-        send(partial).await;
+        send(Bytes::from(partial)).await;
     }
 }
 
@@ -413,4 +427,78 @@ pub async fn create_object(
         .header(http::header::CONTENT_LENGTH, body.len())
         .body(full(body))
         .expect("valid headers")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node's answer body: `chunks` as they came, then `error` if any.
+    fn body(chunks: &[&'static str], error: Option<&str>) -> Body {
+        let mut frames: Vec<Frame> = chunks
+            .iter()
+            .map(|c| Ok(http_body::Frame::data(Bytes::from_static(c.as_bytes()))))
+            .collect();
+        if let Some(e) = error {
+            frames.push(Err(e.to_owned().into()));
+        }
+        BodyExt::boxed(StreamBody::new(futures_util::stream::iter(frames)))
+    }
+
+    async fn relayed(bodies: Vec<(&str, Body)>) -> String {
+        let (tx, mut rx) = mpsc::channel::<Frame>(64);
+        let sent = Sent::default();
+        for (node, b) in bodies {
+            // One after the other: the order of the test's lines is fixed.
+            relay_messages(node.to_owned(), b, tx.clone(), sent.clone()).await;
+        }
+        drop(tx);
+        let mut out = String::new();
+        while let Some(Ok(frame)) = rx.recv().await {
+            let data = frame.into_data().expect("data frames");
+            // Each frame is whole messages.
+            assert!(data.ends_with(b"\n"), "{data:?}");
+            out.push_str(std::str::from_utf8(&data).expect("UTF-8"));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn messages_go_whole_and_once_and_a_broken_stream_names_its_node() {
+        let out = relayed(vec![
+            (
+                "node1",
+                body(
+                    &[
+                        "{\"stream\":\"Loaded image: app\"}\r\n{\"sta",
+                        "tus\":\"1\"}\r\n",
+                    ],
+                    None,
+                ),
+            ),
+            (
+                "node2",
+                body(
+                    &[
+                        "{\"stream\":\"Loaded image: app\"}\r\n",
+                        "{\"status\":\"2\"}\r\n",
+                    ],
+                    None,
+                ),
+            ),
+            ("node3", body(&["{\"status\":\"half"], Some("reset"))),
+        ])
+        .await;
+        let lines: Vec<&str> = out.split_inclusive('\n').collect();
+        assert_eq!(
+            lines,
+            [
+                "{\"stream\":\"Loaded image: app\"}\r\n",
+                "{\"status\":\"1\"}\r\n",
+                "{\"status\":\"2\"}\r\n",
+                "{\"status\":\"half\n",
+                "{\"error\":\"node node3: reset\",\"errorDetail\":{\"message\":\"node node3: reset\"}}\r\n",
+            ]
+        );
+    }
 }

@@ -134,7 +134,13 @@ async fn serve_http(
     };
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .half_close(true)
+        // A client that closes its side while its answer is still coming has left, as dockerd
+        // (Go's server) takes it: the response is dropped, which cancels the call upstream (a
+        // `docker build` the client left stops and removes its container, as on the engine).
+        // With half-close allowed, a silent stream (a build step running, `logs -f` of a quiet
+        // container) kept going until its next write. Hijacked sessions half-close on their
+        // own path (the upgrade splice and the raw server), not here.
+        .half_close(false)
         .preserve_header_case(true)
         .serve_connection(TokioIo::new(io), svc)
         .with_upgrades();

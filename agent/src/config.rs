@@ -11,6 +11,7 @@ use busbar_engine::{addr::AddrError, EngineAddr, EngineOptions};
 use busbar_http::listen::{
     is_loopback_addr, parse_tls_listen, ListenAddr, ListenError, UnixAccess,
 };
+use busbar_runtime::logging::LogFormat;
 use busbar_tls::ClientTlsFiles;
 use clap::Parser;
 #[cfg(feature = "cluster")]
@@ -163,6 +164,11 @@ pub struct LocalArgs {
     #[arg(long, env = "BUSBAR_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
 
+    /// Log lines as `text` (colours only on a terminal, never with NO_COLOR) or `json` (one
+    /// object per line, for journald and log shippers).
+    #[arg(long, env = "BUSBAR_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+
     /// Threads serving requests. Default: half the machine's CPUs, at least one (busbar shares
     /// the machine with the engine it waits on; see BENCHMARKS.md).
     #[arg(long, env = "BUSBAR_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -188,6 +194,7 @@ pub struct Config {
     pub grpc: Option<GrpcConfig>,
     pub shutdown_grace: Duration,
     pub log_level: String,
+    pub log_format: LogFormat,
     /// Worker threads of the runtime.
     pub threads: usize,
 }
@@ -336,6 +343,7 @@ impl LocalArgs {
             grpc: None,
             shutdown_grace: seconds("shutdown-grace", self.shutdown_grace)?,
             log_level: self.log_level,
+            log_format: self.log_format,
             threads: self.threads.map_or_else(default_threads, usize::from),
         })
     }

@@ -18,7 +18,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    busbar_runtime::logging::init(&config.log_level);
+    busbar_runtime::logging::init(&config.log_level, config.log_format);
     let chains = match run::initial_chains(&config) {
         Ok(c) => c,
         Err(e) => {

@@ -168,8 +168,9 @@ pub async fn bind_all(
     Ok(listeners)
 }
 
-/// Serves `handler` on every listener (adding them to `servers`), waits for SIGINT/SIGTERM,
-/// then stops accepting and waits for every server in `servers` to drain.
+/// Serves `handler` on every listener (adding them to `servers`), [reloads](reload) on SIGHUP,
+/// waits for SIGINT/SIGTERM, then stops accepting and waits for every server in `servers` to
+/// drain.
 pub async fn serve_until_signal(
     listeners: Vec<Listener>,
     handler: Arc<dyn Handler>,
@@ -177,6 +178,7 @@ pub async fn serve_until_signal(
     shutdown: CancellationToken,
     mut servers: JoinSet<()>,
 ) {
+    busbar_runtime::signal::on_hangup(reload);
     for l in listeners {
         servers.spawn(server::serve(
             l,
@@ -189,4 +191,27 @@ pub async fn serve_until_signal(
     info!("shutting down");
     shutdown.cancel();
     while servers.join_next().await.is_some() {}
+}
+
+/// What SIGHUP does: reads every TLS certificate and key in use again (the Docker clients'
+/// `--tlscert`, the hop's `--tls-cert`): new handshakes present the new one, open connections
+/// go on; a file that fails its checks is refused and the one in use stays. Adapter chains need
+/// no signal: the `--config` file and etcd are watched. Logs what it did.
+pub fn reload() {
+    let reloaded = busbar_tls::reload_all();
+    if reloaded.is_empty() {
+        info!("SIGHUP: no TLS certificate in use; adapter chains are reloaded as they change");
+    }
+    for r in reloaded {
+        let cert = r.cert.display();
+        match r.outcome {
+            Ok(true) => {
+                info!(%cert, "SIGHUP: TLS certificate reloaded; new connections present it")
+            }
+            Ok(false) => info!(%cert, "SIGHUP: TLS certificate unchanged"),
+            Err(e) => {
+                warn!(%cert, error = %e, "SIGHUP: TLS certificate refused; keeping the one in use")
+            }
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! What kind of exchange an endpoint is: one that hijacks the connection, one whose answer
-//! streams without end, one whose head the client needs at once. Decided from the canonical
-//! path (see [`crate::path`]) and the query as the engine reads it (see [`crate::query`]).
+//! streams without end, one whose head the client needs at once; and its template for logs.
+//! Decided from the canonical path (see [`crate::path`]) and the query as the engine reads it
+//! (see [`crate::query`]).
 
 use http::Method;
 
@@ -46,6 +47,52 @@ pub fn must_stream(path: &ApiPath<'_>, query: Option<&str>) -> Option<&'static s
     }
 }
 
+/// The path as a template for logs: the unversioned path with the names and ids a client put
+/// in it replaced by `{id}` or `{name}` (`/containers/{id}/json`, `/images/{name}/push`), so
+/// that lines group by endpoint and name nothing. A path the engine has no endpoint for is `(other)`.
+pub fn template(path: &ApiPath<'_>) -> String {
+    /// What follows a collection without naming one of its objects.
+    const COLLECTION_ACTIONS: &[&str] = &["json", "create", "prune", "load", "get", "search"];
+    /// What an image name (which may hold `/`) is followed by.
+    const IMAGE_ACTIONS: &[&str] = &["json", "history", "push", "tag", "get"];
+    let segs = path.segments();
+    let [first, rest @ ..] = segs.as_slice() else {
+        return "/".into();
+    };
+    let object = match *first {
+        "containers" | "exec" | "networks" | "services" | "nodes" | "tasks" | "secrets"
+        | "configs" => "{id}",
+        "volumes" | "plugins" => "{name}",
+        "images" | "distribution" => {
+            return match rest {
+                [] => format!("/{first}"),
+                [action] if COLLECTION_ACTIONS.contains(action) => format!("/{first}/{action}"),
+                [.., last] if rest.len() > 1 && IMAGE_ACTIONS.contains(last) => {
+                    format!("/{first}/{{name}}/{last}")
+                }
+                _ => format!("/{first}/{{name}}"),
+            };
+        }
+        "_ping" | "version" | "info" | "events" | "auth" | "build" | "commit" | "swarm"
+        | "system" | "session" | "grpc" => return path.unversioned().to_owned(),
+        "" => return "/".into(),
+        _ => return "(other)".into(),
+    };
+    match rest {
+        [] => format!("/{first}"),
+        [action] if COLLECTION_ACTIONS.contains(action) => format!("/{first}/{action}"),
+        [_, tail @ ..] if tail.len() <= 1 => {
+            let mut out = format!("/{first}/{object}");
+            for t in tail {
+                out.push('/');
+                out.push_str(t);
+            }
+            out
+        }
+        _ => format!("/{first}/{object}/..."),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -56,6 +103,28 @@ mod tests {
         assert!(carries_credentials(&Method::POST, &p("/auth")).is_some());
         assert!(carries_credentials(&Method::GET, &p("/auth")).is_none());
         assert!(carries_credentials(&Method::POST, &p("/v1.41/containers/create")).is_none());
+    }
+
+    #[test]
+    fn templates_name_no_object() {
+        use super::*;
+        let t = |s| template(&ApiPath::parse(s).unwrap());
+        assert_eq!(t("/v1.41/containers/create"), "/containers/create");
+        assert_eq!(t("/v1.41/containers/json"), "/containers/json");
+        assert_eq!(t("/v1.41/containers/web1/json"), "/containers/{id}/json");
+        assert_eq!(t("/containers/abc"), "/containers/{id}");
+        assert_eq!(t("/v1.41/exec/abc/start"), "/exec/{id}/start");
+        assert_eq!(t("/v1.41/volumes/data1"), "/volumes/{name}");
+        assert_eq!(
+            t("/v1.41/images/library/busybox/json"),
+            "/images/{name}/json"
+        );
+        assert_eq!(t("/v1.41/images/reg:5000/a/b"), "/images/{name}");
+        assert_eq!(t("/v1.41/images/create"), "/images/create");
+        assert_eq!(t("/v1.41/_ping"), "/_ping");
+        assert_eq!(t("/"), "/");
+        assert_eq!(t("/v1.41/secret-looking/path/x"), "(other)");
+        assert_eq!(t("/containers/a/b/c/d"), "/containers/{id}/...");
     }
 
     use super::*;

@@ -27,7 +27,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    busbar_runtime::logging::init(&config.local.log_level);
+    busbar_runtime::logging::init(&config.local.log_level, config.local.log_format);
     let chains = match (&config.mode, run::initial_chains(&config.local)) {
         (Mode::Embedded, Ok(c)) => Some(c),
         (Mode::Embedded, Err(e)) => {

@@ -1,9 +1,11 @@
 //! The context of one request: its id, who sent it, and the tracing span every log line of it
 //! carries.
 //!
-//! The span records the method and the path, never the query (it may hold a secret: a
-//! registry token in a `?...` parameter, a filter value) nor any header value or body; and
-//! the client's name (`user`, a certificate's CN) when a TLS listener verified one.
+//! The span records the method and the path's template (`/containers/{id}/json`: see
+//! [`busbar_api::endpoint::template`]; the path itself is logged once, at `debug`), never the
+//! query (it may hold a secret: a registry token in a `?...` parameter, a filter value) nor
+//! any header value or body; the node that served it, when a gateway chose one; and the
+//! client's name (`user`, a certificate's CN) when a TLS listener verified one.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -41,14 +43,20 @@ impl RequestCtx {
             .filter(|v| !v.is_empty() && v.len() <= 128)
             .map(str::to_owned)
             .unwrap_or_else(new_request_id);
+        let raw = req.uri().path();
+        let template = busbar_api::ApiPath::parse(raw).map_or_else(
+            |_| "(other)".to_owned(),
+            |p| busbar_api::endpoint::template(&p),
+        );
         let span = info_span!(
             "req",
             req.id = %id,
             method = %req.method(),
-            path = req.uri().path(),
+            path = %template,
             node = field::Empty,
             user = field::Empty,
         );
+        span.in_scope(|| tracing::debug!(path = raw, "request"));
         RequestCtx {
             id,
             span,

@@ -9,6 +9,7 @@
 //! [`server::Handler`]: the agent's proxy, or the gateway.
 //!
 //! # Layout
+//! - [`access`]: the access log, one line per request.
 //! - [`body`]: the [`Body`] type every request and response carries, and helpers.
 //! - [`ctx`]: [`RequestCtx`], the request id and the span of one request.
 //! - [`error`]: the one place an error becomes `{"message": "..."}` with its status.
@@ -22,8 +23,9 @@
 //!   listeners (plain, unix, TLS).
 //! - [`server`]: the Docker API server: accept, one connection, raw hijacks.
 //! - [`tls`]: TLS listeners for Docker clients: the handshake in the connection's task, the
-//!   client's identity, and the server configuration behind a swappable holder.
+//!   client's identity, and the server configuration.
 
+pub mod access;
 pub mod body;
 pub mod ctx;
 pub mod error;

@@ -1,18 +1,16 @@
 //! TLS listeners for Docker clients (`--tls-listen`): the handshake, who the client is, and
-//! the server configuration, held so that it can be swapped while serving.
+//! the server configuration.
 //!
 //! The configuration itself (certificates, which clients are accepted) is built elsewhere
-//! (`busbar_tls::docker_server_config`); this crate only needs rustls. Each handshake takes
-//! the configuration current at that moment ([`ServerTls::current`]), so reloading
-//! certificates (a later SIGHUP handler, say) is building a new configuration and calling
-//! [`ServerTls::replace`]: new connections use it, open ones keep the one they started with,
-//! and nothing is rebound.
+//! (`busbar_tls::docker_server_config`); this crate only needs rustls. Its certificate can be
+//! replaced while serving (`busbar_tls::reload_all`, on SIGHUP): new handshakes present the
+//! new one, open connections keep theirs, and nothing is rebound.
 //!
 //! The handshake runs in the connection's own task, never in the accept loop, and within
 //! [`HANDSHAKE_TIMEOUT`], so a slow or silent client holds up no one else.
 
 use std::io;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::CertificateDer;
@@ -28,9 +26,9 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Names the client from its verified certificate (its subject CN, and its busbar role).
 pub type Identify = fn(&CertificateDer<'_>) -> ClientIdentity;
 
-/// A TLS listener's server configuration, swappable, and how its clients are named.
+/// A TLS listener's server configuration, and how its clients are named.
 pub struct ServerTls {
-    config: RwLock<Arc<ServerConfig>>,
+    config: Arc<ServerConfig>,
     identify: Identify,
     /// What the listener accepts, for the startup line ("client certificates from ca.pem").
     describe: String,
@@ -39,26 +37,15 @@ pub struct ServerTls {
 impl ServerTls {
     pub fn new(config: Arc<ServerConfig>, identify: Identify, describe: String) -> Arc<Self> {
         Arc::new(ServerTls {
-            config: RwLock::new(config),
+            config,
             identify,
             describe,
         })
     }
 
-    /// The configuration new handshakes use.
+    /// The configuration handshakes use.
     pub fn current(&self) -> Arc<ServerConfig> {
-        self.config
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
-    }
-
-    /// Makes `config` the one new handshakes use; open connections keep theirs.
-    pub fn replace(&self, config: Arc<ServerConfig>) {
-        *self
-            .config
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = config;
+        self.config.clone()
     }
 
     /// What the listener accepts, for the log.

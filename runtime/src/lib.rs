@@ -2,8 +2,8 @@
 //! codes, log setup, the stop signal, and the one retry backoff every reconnecting loop uses.
 //!
 //! # Layout
-//! - [`logging`]: `tracing` to stderr, filtered by `RUST_LOG` or `--log-level`.
-//! - [`signal`]: waiting for SIGINT or SIGTERM.
+//! - [`logging`]: `tracing` to stderr, filtered by `RUST_LOG` or `--log-level`, as text or JSON.
+//! - [`signal`]: waiting for SIGINT or SIGTERM; acting on SIGHUP.
 //! - [`backoff`]: exponential backoff (with or without jitter) for retries and redials.
 
 pub mod backoff;

@@ -41,7 +41,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::identity::{peer_identity, Role};
 use crate::verify::RoleError;
-use crate::{check_validity, load_key, now, provider, read_certs, TlsError};
+use crate::{check_validity, now, provider, read_certs, Reloadable, TlsError};
 
 /// The files of a TLS listener for Docker clients: `--tlscacert` (with `--tlsverify`),
 /// `--tlscert`, `--tlskey`.
@@ -59,9 +59,12 @@ pub struct ClientTlsFiles {
 /// The server configuration of a TLS listener for Docker clients (see the module docs).
 pub fn docker_server_config(files: &ClientTlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = provider();
-    let chain = read_certs("certificate", &files.cert)?;
-    check_validity("certificate", &files.cert, &chain[0], now())?;
-    let key = load_key(&files.key, &files.cert, &chain, &provider)?;
+    let own = Reloadable::load(
+        files.cert.clone(),
+        files.key.clone(),
+        false,
+        provider.clone(),
+    )?;
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
     let builder = match &files.ca {
@@ -85,7 +88,7 @@ pub fn docker_server_config(files: &ClientTlsFiles) -> Result<Arc<ServerConfig>,
             }))
         }
     };
-    let config = builder.with_single_cert(chain, key)?;
+    let config = builder.with_cert_resolver(own);
     Ok(Arc::new(config))
 }
 

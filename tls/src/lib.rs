@@ -22,7 +22,11 @@
 //!   process-wide default provider (which panics when two crates install different ones).
 //! - TLS 1.3 only: both ends are busbar, so there is no old peer to accommodate.
 //! - ALPN `h2` on both sides: the connection carries gRPC.
-//! - The files are read once, when a configuration is built; every failure names the file.
+//! - No session resumption: a resumed session would carry the identity of the certificate it
+//!   began with, past a reload or a renewal. The hop's connections are few and long-lived
+//!   (HTTP/2), so a full handshake each time costs nothing that matters.
+//! - The files are read when a configuration is built, and our own certificate and key again
+//!   on [`reload_all`] (SIGHUP): every failure names the file.
 //!
 //! # Layout
 //! - [`identity`]: [`Role`], [`Identity`], [`peer_identity`]: reading who a certificate names.
@@ -32,11 +36,13 @@
 //!   checks it (plus the `client` role when that CA is busbar's).
 //! - `pki` (cargo feature `pki`): the cluster CA and issuing certificates (`pki::CertDir`),
 //!   for `busbarctl certs` and the tests; the servers only read certificates.
+//! - `reload`: our certificates and keys behind a resolver that [`reload_all`] refreshes.
 
 pub mod docker;
 pub mod identity;
 #[cfg(any(feature = "pki", test))]
 pub mod pki;
+mod reload;
 mod verify;
 
 #[cfg(test)]
@@ -59,6 +65,8 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 pub use docker::{docker_server_config, ClientTlsFiles};
 pub use identity::{peer_identity, Identity, IdentityError, Role, UnknownRole};
+use reload::Reloadable;
+pub use reload::{reload_all, Reloaded};
 pub use verify::RoleError;
 
 /// The ALPN protocol both sides offer: gRPC runs on HTTP/2.
@@ -158,16 +166,6 @@ pub enum TlsError {
     Config(#[from] rustls::Error),
 }
 
-/// What the files hold, parsed and cross-checked.
-struct Material {
-    /// The cluster CA, as the only trust root.
-    roots: Arc<RootCertStore>,
-    /// Our chain, leaf first.
-    chain: Vec<CertificateDer<'static>>,
-    /// Our leaf's key (already checked to match the leaf).
-    key: PrivateKeyDer<'static>,
-}
-
 // === impl TlsFiles ===
 
 impl TlsFiles {
@@ -193,7 +191,8 @@ impl TlsFiles {
         })
     }
 
-    fn load(&self, provider: &CryptoProvider) -> Result<Material, TlsError> {
+    /// The cluster CA, as the only trust root.
+    fn roots(&self) -> Result<Arc<RootCertStore>, TlsError> {
         let mut roots = RootCertStore::empty();
         for ca in read_certs("CA certificate", &self.ca)? {
             roots.add(ca).map_err(|source| TlsError::BadCa {
@@ -201,21 +200,14 @@ impl TlsFiles {
                 source,
             })?;
         }
+        Ok(Arc::new(roots))
+    }
 
-        // Our own certificate must be a busbar one too: this catches `--tls-cert ca.pem` and
-        // other mix-ups here, instead of as a refusal on the far side.
-        let chain = read_certs("certificate", &self.cert)?;
-        peer_identity(&chain[0]).map_err(|source| TlsError::NotBusbarCert {
-            path: self.cert.clone(),
-            source,
-        })?;
-
-        let key = load_key(&self.key, &self.cert, &chain, provider)?;
-        Ok(Material {
-            roots: Arc::new(roots),
-            chain,
-            key,
-        })
+    /// Our chain (leaf first) and key, checked to match, from files read again on
+    /// [`reload_all`]. Our own certificate must be a busbar one too: this catches
+    /// `--tls-cert ca.pem` and other mix-ups here, instead of as a refusal on the far side.
+    fn own(&self, provider: &Arc<CryptoProvider>) -> Result<Arc<Reloadable>, TlsError> {
+        Reloadable::load(self.cert.clone(), self.key.clone(), true, provider.clone())
     }
 }
 
@@ -371,9 +363,9 @@ fn provider() -> Arc<CryptoProvider> {
 /// gateway may connect").
 pub fn server_config(files: &TlsFiles, accept_role: Role) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = provider();
-    let material = files.load(&provider)?;
+    let own = files.own(&provider)?;
     let webpki =
-        WebPkiClientVerifier::builder_with_provider(material.roots, provider.clone()).build()?;
+        WebPkiClientVerifier::builder_with_provider(files.roots()?, provider.clone()).build()?;
     let verifier = Arc::new(verify::RoleCheckingClientVerifier {
         inner: webpki,
         accept: accept_role,
@@ -381,8 +373,11 @@ pub fn server_config(files: &TlsFiles, accept_role: Role) -> Result<Arc<ServerCo
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(material.chain, material.key)?;
+        .with_cert_resolver(own);
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    // No resumption (see the module docs): every connection shows its certificate.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
 }
 
@@ -391,9 +386,9 @@ pub fn server_config(files: &TlsFiles, accept_role: Role) -> Result<Arc<ServerCo
 /// role is `expect_role` (the gateway passes [`Role::Agent`] and connects with the node name).
 pub fn client_config(files: &TlsFiles, expect_role: Role) -> Result<Arc<ClientConfig>, TlsError> {
     let provider = provider();
-    let material = files.load(&provider)?;
+    let own = files.own(&provider)?;
     let webpki =
-        WebPkiServerVerifier::builder_with_provider(material.roots, provider.clone()).build()?;
+        WebPkiServerVerifier::builder_with_provider(files.roots()?, provider.clone()).build()?;
     let verifier = Arc::new(verify::RoleCheckingServerVerifier {
         inner: webpki,
         expect: expect_role,
@@ -403,7 +398,8 @@ pub fn client_config(files: &TlsFiles, expect_role: Role) -> Result<Arc<ClientCo
         // "dangerous" is the only door to a custom verifier; ours runs WebPKI first, unchanged.
         .dangerous()
         .with_custom_certificate_verifier(verifier)
-        .with_client_auth_cert(material.chain, material.key)?;
+        .with_client_cert_resolver(own);
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    config.resumption = rustls::client::Resumption::disabled();
     Ok(Arc::new(config))
 }

@@ -745,3 +745,39 @@ async fn without_tlsverify_no_client_certificate_is_asked_for() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn reload_all_presents_a_replaced_certificate_and_keeps_it_when_a_file_breaks() {
+    let c = Cluster::new();
+    issue(&c.certs, "gw2", Role::Gateway, &[]);
+    let server = server_config(&c.files("node1"), Role::Gateway).unwrap();
+    let gw = c.files("gw");
+    let client = client_config(&gw, Role::Agent).unwrap();
+    let who = |out: Outcome| out.server.expect("the agent accepts the gateway").0.name;
+    assert_eq!(
+        who(handshake(server.clone(), client.clone(), "node1").await),
+        "gw"
+    );
+
+    // Renewed in place: gw's files now hold gw2's certificate and key.
+    let renewed = c.files("gw2");
+    std::fs::copy(&renewed.cert, &gw.cert).unwrap();
+    std::fs::copy(&renewed.key, &gw.key).unwrap();
+    let outcome = |all: Vec<Reloaded>| {
+        all.into_iter()
+            .find(|r| r.cert == gw.cert)
+            .expect("the gateway's certificate is reloadable")
+            .outcome
+    };
+    assert!(matches!(outcome(reload_all()), Ok(true)));
+    assert_eq!(
+        who(handshake(server.clone(), client.clone(), "node1").await),
+        "gw2"
+    );
+
+    // A broken file is refused, naming it; the certificate in use stays.
+    std::fs::write(&gw.cert, "not a certificate").unwrap();
+    let refused = outcome(reload_all()).expect_err("a broken file is refused");
+    assert!(refused.to_string().contains("gw.pem"), "{refused}");
+    assert_eq!(who(handshake(server, client, "node1").await), "gw2");
+}

@@ -74,7 +74,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    busbar_runtime::logging::init(&args.log_level);
+    busbar_runtime::logging::init(&args.log_level, busbar_runtime::logging::LogFormat::Text);
     let usage = |what: String| {
         eprintln!("busbar-volumes: {what}");
         ExitCode::from(64)

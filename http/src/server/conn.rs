@@ -25,12 +25,12 @@ use tracing::{debug, Instrument};
 use busbar_api::endpoint::is_hijack;
 use busbar_api::ApiPath;
 
-use super::{admit, canonicalize, Handler};
+use super::{admit, canonicalize, Handler, Refused};
 use crate::body::{client_body, BODY_IDLE_TIMEOUT};
 use crate::headers::wants_upgrade;
 use crate::hijack::{splice, Hijacked, RawStream};
 use crate::io::{Prefixed, Stream};
-use crate::{error, Body, ClientIdentity, RequestCtx};
+use crate::{access, error, Body, ClientIdentity, RequestCtx};
 
 /// Largest request head we read ahead (hyper's own default limit is larger; heads of Docker
 /// calls are small, and a bigger one is simply passed on to hyper to judge).
@@ -166,31 +166,43 @@ async fn handle(
     let refused = canonicalize(&mut req).err();
     let mut ctx = RequestCtx::new(&req);
     admit(&mut req, &mut ctx, identity);
+    let rsp = answer(req, refused, &ctx, handler, tracker).await;
+    Ok(access::logged(rsp, &ctx))
+}
+
+/// The answer to one admitted request (or to one refused before a handler saw it).
+async fn answer(
+    mut req: Request<Incoming>,
+    refused: Option<Refused>,
+    ctx: &RequestCtx,
+    handler: Arc<dyn Handler>,
+    tracker: TaskTracker,
+) -> Response<Body> {
     if let Some(e) = refused {
         let _enter = ctx.span.enter();
         debug!(error = %e.loggable(), "request refused");
-        return Ok(error::error(&e));
+        return error::error(&e);
     }
     let client_upgrade = wants_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
     let req = req.map(|body| client_body(body, BODY_IDLE_TIMEOUT));
-    let mut rsp = handler.handle(req, &ctx).instrument(ctx.span.clone()).await;
+    let mut rsp = handler.handle(req, ctx).instrument(ctx.span.clone()).await;
     if rsp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let Some(client_upgrade) = client_upgrade else {
             let _enter = ctx.span.enter();
-            return Ok(error::message(
+            return error::message(
                 StatusCode::BAD_GATEWAY,
                 "the Docker engine switched protocols although the client did not ask to",
-            ));
+            );
         };
         let Some(upstream) = Hijacked::take(&mut rsp) else {
-            return Ok(error::message(
+            return error::message(
                 StatusCode::BAD_GATEWAY,
                 "upstream switched protocols but gave no stream",
-            ));
+            );
         };
         tracker.spawn(splice_upgraded(client_upgrade, upstream).instrument(ctx.span.clone()));
     }
-    Ok(rsp)
+    rsp
 }
 
 /// Waits for both sides to finish upgrading (the client's side completes once hyper has sent

@@ -23,7 +23,7 @@ use crate::body::full;
 use crate::headers::ensure_upgrade_headers;
 use crate::hijack::{splice, Hijacked};
 use crate::io::{Prefixed, Stream};
-use crate::{error, Body, ClientIdentity, RequestCtx};
+use crate::{access, error, Body, ClientIdentity, RequestCtx};
 
 /// The body of an attach/exec start is a small JSON document; more is refused.
 const MAX_BODY: usize = 1024 * 1024;
@@ -50,7 +50,7 @@ pub async fn serve(
     async {
         let mut rsp = handler.handle(req, &ctx).await;
         if rsp.status() != StatusCode::SWITCHING_PROTOCOLS {
-            return write_response(&mut io, rsp).await;
+            return write_response(&mut io, access::logged(rsp, &ctx)).await;
         }
         let content_type = rsp
             .headers()
@@ -73,12 +73,18 @@ pub async fn serve(
             return debug!(error = %e, "client went away");
         }
         match splice(Prefixed::new(rest, io), upstream).await {
-            Ok(n) => debug!(
-                to_engine = n.to_engine,
-                to_client = n.to_client,
-                "hijacked stream closed"
-            ),
-            Err(e) => debug!(error = %e, "hijacked stream broke"),
+            Ok(n) => {
+                debug!(
+                    to_engine = n.to_engine,
+                    to_client = n.to_client,
+                    "hijacked stream closed"
+                );
+                access::log(&ctx, 200, n.to_client);
+            }
+            Err(e) => {
+                debug!(error = %e, "hijacked stream broke");
+                access::log(&ctx, 200, 0);
+            }
         }
     }
     .instrument(ctx.span.clone())

@@ -1,0 +1,199 @@
+//! What an operator sees and does: the access log (one line per request, JSON with
+//! `--log-format json`, no colour codes in files), and SIGHUP, which reloads a replaced
+//! certificate while a `docker logs -f` across the hop goes on. Real engine, real agent in its
+//! own network namespace, the real `docker` CLI and `openssl s_client`.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{http_raw, make_certs, Front, Process, TempDir};
+use testbed::{docker, docker_ok, unique_name, wait_until, Testbed};
+
+#[test]
+fn the_access_log_has_a_json_line_per_request_and_no_colour_codes() {
+    testbed::e2e!();
+    let engine = Testbed::shared().hosts()[0].docker_url();
+    let gateway = Process::gateway(&["--docker", &engine, "--log-format", "json"]);
+    docker_ok(&gateway.url, &["run", "--rm", "busybox", "true"]);
+    for i in 0..100 {
+        let req = format!(
+            "GET /v1.41/containers/json HTTP/1.1\r\nHost: t\r\nX-Request-Id: ops-{i}\r\nConnection: close\r\n\r\n"
+        );
+        let rsp = http_raw(gateway.port, &req).expect("the gateway answers");
+        assert!(
+            rsp.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&rsp)
+        );
+    }
+    let ours = |log: &str| {
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["target"] == "busbar::access")
+            .filter(|v| {
+                v["span"]["req.id"]
+                    .as_str()
+                    .is_some_and(|id| id.starts_with("ops-"))
+            })
+            .count()
+    };
+    wait_until(Duration::from_secs(5), || ours(&gateway.log_text()) >= 100);
+    let log = gateway.log_text();
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a log file:\n{log}"
+    );
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let access: Vec<&Value> = lines
+        .iter()
+        .filter(|v| v["target"] == "busbar::access")
+        .collect();
+    assert_eq!(ours(&log), 100, "one access line per request:\n{log}");
+    for v in access.iter().filter(|v| {
+        v["span"]["req.id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("ops-"))
+    }) {
+        assert_eq!(v["level"], "INFO");
+        assert_eq!(v["status"], 200, "{v}");
+        assert_eq!(v["span"]["method"], "GET", "{v}");
+        assert_eq!(v["span"]["path"], "/containers/json", "{v}");
+        assert!(v["bytes"].as_u64().is_some_and(|b| b >= 2), "{v}");
+        assert!(v["ms"].as_f64().is_some(), "{v}");
+    }
+    // The docker CLI's run (--rm: the engine removes it): its create, start and wait are there,
+    // by template.
+    for (method, path, status) in [
+        ("POST", "/containers/create", 201),
+        ("POST", "/containers/{id}/start", 204),
+        ("POST", "/containers/{id}/wait", 200),
+    ] {
+        assert!(
+            access.iter().any(|v| v["span"]["method"] == method
+                && v["span"]["path"] == path
+                && v["status"] == status),
+            "no access line for {method} {path} {status}:\n{log}"
+        );
+    }
+}
+
+/// The serial number of the certificate `openssl` shows for `pem`, or that a TLS server at
+/// `addr` presents (the handshake may then fail for want of a client certificate).
+fn serial_of_file(pem: &Path) -> String {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-serial", "-in"])
+        .arg(pem)
+        .output()
+        .expect("openssl runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn serial_presented(addr: &str) -> String {
+    let shown = Command::new("openssl")
+        .args(["s_client", "-connect", addr, "-servername", "node1"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .expect("openssl runs");
+    let mut x509 = Command::new("openssl")
+        .args(["x509", "-noout", "-serial"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl runs");
+    use std::io::Write;
+    x509.stdin.take().unwrap().write_all(&shown.stdout).unwrap();
+    let out = x509.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn sighup_reloads_a_replaced_certificate_while_a_stream_goes_on() {
+    testbed::e2e!();
+    let host = &Testbed::shared().hosts()[0];
+    let dir = TempDir::new();
+    let san = host.addr().unwrap().to_string();
+    make_certs(&dir.0, &[("node1", &san)]);
+    let mut front = Front::remote(host, "node1", &dir.0);
+    let agent_addr = front.agent_addr().to_owned();
+    let before = serial_presented(&agent_addr);
+    assert_eq!(before, serial_of_file(&dir.join("node1.pem")));
+
+    let engine = host.docker_url();
+    let name = unique_name("sighup");
+    docker_ok(
+        &engine,
+        &[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "busybox",
+            "sh",
+            "-c",
+            "while true; do echo tick; sleep 0.2; done",
+        ],
+    );
+    let mut follow = testbed::docker_command(&front.url, &["logs", "-f", &name])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "tick");
+
+    let issued = Command::new(support::binary("busbarctl"))
+        .args(["certs", "issue", "--dir"])
+        .arg(&dir.0)
+        .args([
+            "--name", "node1", "--role", "agent", "--san", &san, "--force",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        issued.status.success(),
+        "{}",
+        String::from_utf8_lossy(&issued.stderr)
+    );
+    let renewed = serial_of_file(&dir.join("node1.pem"));
+    assert_ne!(renewed, before, "busbarctl issued the same serial");
+
+    let agent = &mut front.behind()[0];
+    let hup = Command::new("kill")
+        .args(["-HUP", &agent.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let reloaded = wait_until(Duration::from_secs(10), || {
+        agent.log_text().contains("TLS certificate reloaded")
+    });
+    assert!(
+        reloaded,
+        "no reload in the agent's log:\n{}",
+        agent.log_tail()
+    );
+    assert!(agent.exited().is_none(), "SIGHUP ended the agent");
+    assert_eq!(
+        serial_presented(&agent_addr),
+        renewed,
+        "new connections show the old certificate"
+    );
+
+    // The stream across the hop goes on, and so do new calls.
+    for _ in 0..3 {
+        assert_eq!(lines.next().unwrap().unwrap(), "tick");
+    }
+    assert!(docker(&front.url, &["ps", "-q"]).status.success());
+    let _ = follow.kill();
+    let _ = follow.wait();
+    docker_ok(&engine, &["rm", "-f", &name]);
+}

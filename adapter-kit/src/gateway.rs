@@ -53,6 +53,9 @@ pub fn stream(body: Incoming) -> Body {
     body.map_err(|e| Box::new(e) as BoxError).boxed()
 }
 
+/// The type of the bodies [`Engine::send`] and [`Engine::json`] send.
+const JSON: &str = "application/json";
+
 /// The largest answer [`Engine::json`] reads.
 const MAX_JSON: usize = 64 << 20;
 
@@ -142,7 +145,9 @@ impl Gateway {
 
     /// The cluster's nodes.
     pub async fn nodes(&self) -> Result<Vec<NodeView>, GatewayError> {
-        let rsp = self.send(Method::GET, "/_busbar/v1/nodes", empty()).await?;
+        let rsp = self
+            .send(Method::GET, "/_busbar/v1/nodes", JSON, empty())
+            .await?;
         let doc = read_json(rsp).await?;
         serde_json::from_value(doc).map_err(|e| GatewayError::Body(e.to_string()))
     }
@@ -159,13 +164,14 @@ impl Gateway {
         &self,
         method: Method,
         target: &str,
+        content_type: &str,
         body: Body,
     ) -> Result<Response<Incoming>, GatewayError> {
         let url = format!("{}{target}", self.base);
         let req = Request::builder()
             .method(method)
             .uri(&url)
-            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::CONTENT_TYPE, content_type)
             .body(body)
             .map_err(|_| GatewayError::Url(url.clone()))?;
         match tokio::time::timeout(self.timeout, self.client.request(req)).await {
@@ -199,8 +205,25 @@ impl Engine {
         path: &str,
         body: Body,
     ) -> Result<Response<Incoming>, GatewayError> {
+        self.send_typed(method, path, JSON, body).await
+    }
+
+    /// [`Engine::send`] with a body of another type than JSON: `application/x-tar` for
+    /// `PUT /containers/{id}/archive`, which the engine refuses under any other type.
+    pub async fn send_typed(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: Body,
+    ) -> Result<Response<Incoming>, GatewayError> {
         self.gateway
-            .send(method, &format!("{}{path}", self.prefix), body)
+            .send(
+                method,
+                &format!("{}{path}", self.prefix),
+                content_type,
+                body,
+            )
             .await
     }
 

@@ -52,6 +52,8 @@
 //! - `adapter-kit/tests/inproc_v2.rs`: a v2 adapter built with the kit, behind the agent.
 //! - `adapters/network/tests/inproc_network.rs`: the cluster network adapter against a real
 //!   etcd (started by the test; skipped without `etcd` on the PATH), through an agent too.
+//! - `adapters/volumes/tests/inproc.rs`: the portable-volume adapter's hooks on test doubles
+//!   of the engines and of etcd, and over HTTP through the adapter kit's server.
 //!
 //! Run them all with `cargo test --workspace` (as any user; the end-to-end tests skip with a
 //! message when they cannot run), or one crate's with e.g. `cargo test -p busbar-agent --test

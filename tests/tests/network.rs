@@ -18,12 +18,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{binary, busbarctl, make_certs, tls_args, Process, TempDir};
+use support::crosshost::{start_network, wait_network, NETWORK_LEASE_TTL as LEASE_TTL, NODES};
+use support::{busbarctl, make_certs, tls_args, Process, TempDir};
 use testbed::{docker, unique_name, wait_until, Testbed, TestbedSpec};
-
-const NODES: [&str; 3] = ["node1", "node2", "node3"];
-/// The adapters' lease TTL here: short, so that a dead adapter's addresses go quickly.
-const LEASE_TTL: &str = "3";
 
 struct Cluster {
     bed: Testbed,
@@ -176,41 +173,14 @@ impl Cluster {
 
     /// Starts busbar-network in host `i`'s namespace, as its node's adapter.
     fn start_adapter(&mut self, i: usize) {
-        let host = &self.bed.hosts()[i];
-        let mut cmd = host.command_in(binary("busbar-network"));
-        cmd.args(["--node", NODES[i], "--docker", &host.docker_url()])
-            .args([
-                "--etcd",
-                host.etcd_url().unwrap(),
-                "--etcd-prefix",
-                &self.net_prefix,
-            ])
-            .args(["--underlay", &host.addr().unwrap().to_string()])
-            .args(["--lease-ttl", LEASE_TTL, "--dns-upstream", "none"])
-            .args([
-                "--state-dir",
-                &self
-                    .state
-                    .join(&format!("net-{}", NODES[i]))
-                    .display()
-                    .to_string(),
-            ])
-            .env("RUST_LOG", "info,busbar_network=debug");
-        self.adapters[i] = Some(Process::start_cmd(cmd));
+        let state = self.state.join(&format!("net-{}", NODES[i]));
+        let p = start_network(&self.bed.hosts()[i], NODES[i], &self.net_prefix, &state);
+        self.adapters[i] = Some(p);
     }
 
     /// Waits until adapter `i` serves its hooks.
     fn wait_adapter(&mut self, i: usize) {
-        let p = self.adapters[i].as_mut().unwrap();
-        let ok = wait_until(Duration::from_secs(30), || {
-            p.exited().is_none() && p.log_text().contains("serving hooks")
-        });
-        assert!(
-            ok,
-            "busbar-network on {} did not start:\n{}",
-            NODES[i],
-            p.log_tail()
-        );
+        wait_network(self.adapters[i].as_mut().unwrap(), NODES[i]);
     }
 
     fn info(&self) -> String {

@@ -5,7 +5,7 @@ use tokio_util::sync::CancellationToken;
 
 fn main() {
     let args = busbar_network::run::Args::parse();
-    busbar_runtime::logging::init(&args.log_level, Default::default());
+    busbar_runtime::logging::init(&args.log_level, busbar_runtime::logging::LogFormat::Text);
     let rt = busbar_runtime::runtime(2);
     let code = rt.block_on(async {
         let shutdown = CancellationToken::new();

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod adapters;
+pub mod crosshost;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -306,6 +306,9 @@ fn busbarctl_adapter_log_reads_and_follows_a_nodes_call_log_through_the_gateway(
             "create",
             "--name",
             &name,
+            // On the node whose log is followed (the scheduler may pick either).
+            "-e",
+            "constraint:node==node1",
             "-e",
             "TOKEN=hunter2",
             "busybox",

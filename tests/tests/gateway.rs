@@ -171,28 +171,10 @@ fn an_agent_killed_mid_stream_ends_the_stream_and_the_gateway_reconnects() {
     testbed::e2e!();
     let host = &Testbed::shared().hosts()[0];
     let mut front = Front::remote(host, "node1", &certs());
-    let name = unique_name("midstream");
     let engine = host.docker_url();
-    docker_ok(
-        &engine,
-        &[
-            "run",
-            "-d",
-            "--name",
-            &name,
-            "busybox",
-            "sh",
-            "-c",
-            "while true; do echo tick; sleep 0.2; done",
-        ],
-    );
-    let mut follow = testbed::docker_command(&front.url, &["logs", "-f", &name])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next().unwrap().unwrap(), "tick");
+    let support::Ticking {
+        name, mut follow, ..
+    } = support::ticking_logs(&engine, &front.url, "midstream");
     // Kill the agent: the client's stream must end, with an error, within a bounded time.
     front.behind()[0].kill();
     let killed = Instant::now();

@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -14,7 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 use support::adapters::{Answer, FakeAdapter};
 use support::{http_raw, make_certs, Front, Process, TempDir};
-use testbed::{docker, docker_ok, unique_name, wait_until, Testbed};
+use testbed::{docker, docker_ok, wait_until, Testbed};
 
 #[test]
 fn the_access_log_has_a_json_line_per_request_and_no_colour_codes() {
@@ -131,27 +130,11 @@ fn sighup_reloads_a_replaced_certificate_while_a_stream_goes_on() {
     assert_eq!(before, serial_of_file(&dir.join("node1.pem")));
 
     let engine = host.docker_url();
-    let name = unique_name("sighup");
-    docker_ok(
-        &engine,
-        &[
-            "run",
-            "-d",
-            "--name",
-            &name,
-            "busybox",
-            "sh",
-            "-c",
-            "while true; do echo tick; sleep 0.2; done",
-        ],
-    );
-    let mut follow = testbed::docker_command(&front.url, &["logs", "-f", &name])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next().unwrap().unwrap(), "tick");
+    let support::Ticking {
+        name,
+        mut follow,
+        mut lines,
+    } = support::ticking_logs(&engine, &front.url, "sighup");
 
     let issued = Command::new(support::binary("busbarctl"))
         .args(["certs", "issue", "--dir"])

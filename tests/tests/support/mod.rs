@@ -6,10 +6,10 @@
 pub mod adapters;
 pub mod crosshost;
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Lines, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use testbed::{free_port, unique_name, wait_until};
@@ -436,4 +436,41 @@ pub fn busbarctl(args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .expect("busbarctl runs")
+}
+
+/// A container on `engine` that prints `tick` every 0.2 s, and a `docker logs -f` of it
+/// through `front` whose first line was read: for tests of what befalls an open stream.
+pub struct Ticking {
+    pub name: String,
+    pub follow: Child,
+    pub lines: Lines<BufReader<ChildStdout>>,
+}
+
+pub fn ticking_logs(engine: &str, front: &str, prefix: &str) -> Ticking {
+    let name = unique_name(prefix);
+    testbed::docker_ok(
+        engine,
+        &[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "busybox",
+            "sh",
+            "-c",
+            "while true; do echo tick; sleep 0.2; done",
+        ],
+    );
+    let mut follow = testbed::docker_command(front, &["logs", "-f", &name])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("docker logs -f starts");
+    let mut lines = BufReader::new(follow.stdout.take().expect("piped stdout")).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "tick");
+    Ticking {
+        name,
+        follow,
+        lines,
+    }
 }

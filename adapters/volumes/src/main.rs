@@ -9,6 +9,7 @@ use std::time::Duration;
 use busbar_adapter::gateway::Gateway;
 use busbar_adapter::server::{serve, Options};
 use busbar_etcd::conn::EtcdConnArgs;
+use busbar_runtime::logging::LogFormat;
 use busbar_volumes::engines::GatewayEngines;
 use busbar_volumes::store::EtcdStore;
 use busbar_volumes::{Settings, Volumes};
@@ -70,11 +71,16 @@ struct Args {
     /// Log filter; RUST_LOG wins when set.
     #[arg(long, env = "BUSBAR_LOG_LEVEL", default_value = "info")]
     log_level: String,
+
+    /// Log lines as `text` (colours only on a terminal, never with NO_COLOR) or `json` (one
+    /// object per line), as the agent's.
+    #[arg(long, env = "BUSBAR_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    busbar_runtime::logging::init(&args.log_level, busbar_runtime::logging::LogFormat::Text);
+    busbar_runtime::logging::init(&args.log_level, args.log_format);
     let usage = |what: String| {
         eprintln!("busbar-volumes: {what}");
         ExitCode::from(64)

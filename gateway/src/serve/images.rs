@@ -196,10 +196,7 @@ pub async fn image(
     )
     .await;
     if holders.is_empty() {
-        return respond::message(
-            StatusCode::NOT_FOUND,
-            &format!("No such image: {}", crate::aggregate::query::decode(name)),
-        );
+        return respond::message(StatusCode::NOT_FOUND, &format!("No such image: {name}"));
     }
     let every_holder = req.method() == Method::DELETE || rest == "tag";
     if !every_holder {

@@ -141,7 +141,10 @@ impl ClusterHandler {
         let kept: Vec<&str> = query
             .split('&')
             .filter(|p| {
-                !p.is_empty() && query::decode(p.split('=').next().unwrap_or("")) != "container"
+                !p.is_empty()
+                    && busbar_api::query::pairs(p)
+                        .next()
+                        .is_none_or(|(k, _)| k != "container")
             })
             .collect();
         let mut target = format!(

@@ -177,6 +177,11 @@ impl Store {
 
     /// Every key under `P/rest` with its value.
     async fn list(&self, rest: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        Ok(self.list_at(rest).await?.0)
+    }
+
+    /// Every key under `P/rest` with its value, and the revision they were read at.
+    async fn list_at(&self, rest: &str) -> Result<(Vec<(String, Vec<u8>)>, i64), StoreError> {
         let key = self.key(rest);
         let rsp = call(
             "get",
@@ -185,7 +190,8 @@ impl Store {
                 .get(key.clone(), Some(GetOptions::new().with_prefix())),
         )
         .await?;
-        Ok(rsp
+        let revision = rsp.header().map_or(0, |h| h.revision());
+        let kvs = rsp
             .kvs()
             .iter()
             .map(|kv| {
@@ -194,7 +200,22 @@ impl Store {
                     kv.value().to_vec(),
                 )
             })
-            .collect())
+            .collect();
+        Ok((kvs, revision))
+    }
+
+    /// The JSON values under `P/rest` by the rest of their key (values that do not parse are
+    /// left out), and the revision they were read at.
+    async fn entries<T: serde::de::DeserializeOwned>(
+        &self,
+        rest: &str,
+    ) -> Result<(HashMap<String, T>, i64), StoreError> {
+        let (kvs, revision) = self.list_at(rest).await?;
+        let parsed = kvs
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, serde_json::from_slice(&v).ok()?)))
+            .collect();
+        Ok((parsed, revision))
     }
 
     /// This node's index: the one it had, or the smallest free one.
@@ -253,24 +274,7 @@ impl Store {
 
     /// The live nodes' overlay endpoints, with the revision they were read at.
     pub async fn hosts(&self) -> Result<(HashMap<String, HostEntry>, i64), StoreError> {
-        let key = self.key("hosts/live/");
-        let rsp = call(
-            "get",
-            &key,
-            self.client
-                .get(key.clone(), Some(GetOptions::new().with_prefix())),
-        )
-        .await?;
-        let revision = rsp.header().map_or(0, |h| h.revision());
-        let hosts = rsp
-            .kvs()
-            .iter()
-            .filter_map(|kv| {
-                let node = String::from_utf8_lossy(&kv.key()[key.len()..]).into_owned();
-                Some((node, serde_json::from_slice(kv.value()).ok()?))
-            })
-            .collect();
-        Ok((hosts, revision))
+        self.entries("hosts/live/").await
     }
 
     /// An address for a new container: the one its name had when that is free (waiting a
@@ -460,24 +464,7 @@ impl Store {
 
     /// The names in DNS, with the revision they were read at.
     pub async fn names(&self) -> Result<(HashMap<String, DnsEntry>, i64), StoreError> {
-        let key = self.key("dns/");
-        let rsp = call(
-            "get",
-            &key,
-            self.client
-                .get(key.clone(), Some(GetOptions::new().with_prefix())),
-        )
-        .await?;
-        let revision = rsp.header().map_or(0, |h| h.revision());
-        let names = rsp
-            .kvs()
-            .iter()
-            .filter_map(|kv| {
-                let name = String::from_utf8_lossy(&kv.key()[key.len()..]).into_owned();
-                Some((name, serde_json::from_slice(kv.value()).ok()?))
-            })
-            .collect();
-        Ok((names, revision))
+        self.entries("dns/").await
     }
 
     /// Removes every key of the prefix (tests and `busbar-network reset`).

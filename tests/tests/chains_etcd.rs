@@ -248,37 +248,9 @@ impl Bed {
         names.unwrap_or_default()
     }
 
-    /// The lease of each node's registration, as etcd has it (`etcdctl get -w fields`).
+    /// The lease of each node's registration, as etcd has it.
     fn leases(&self) -> BTreeMap<String, String> {
-        let nodes = format!("{}/nodes/", self.prefix);
-        let out = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .args([
-                "--endpoints",
-                self.bed.etcd().unwrap(),
-                "get",
-                "--prefix",
-                &nodes,
-                "-w",
-                "fields",
-            ])
-            .output()
-            .expect("etcdctl runs");
-        let mut leases = BTreeMap::new();
-        let mut node = None;
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            if let Some(key) = line.strip_prefix("\"Key\" : ") {
-                node = key
-                    .trim_matches('"')
-                    .strip_prefix(&nodes)
-                    .map(str::to_owned);
-            } else if let Some(lease) = line.strip_prefix("\"Lease\" : ") {
-                if let Some(n) = node.take() {
-                    leases.insert(n, lease.to_owned());
-                }
-            }
-        }
-        leases
+        support::registration_leases(self.bed.etcd().unwrap(), &self.prefix)
     }
 
     fn all_alive(&mut self) {

@@ -76,7 +76,9 @@ impl Client {
         if self.conn.is_none() {
             let s = TcpStream::connect(("127.0.0.1", self.port))
                 .map_err(|e| format!("connect: {e}"))?;
-            s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+            // A bound against a hang, not a speed limit: on 2 loaded cores an engine under
+            // this load has taken over 60 s for one create (the `docker` CLI waits as long).
+            s.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
             s.set_nodelay(true).unwrap();
             self.conn = Some(BufReader::new(s));
         }

@@ -430,6 +430,40 @@ pub fn expose(url: &str, addr: std::net::IpAddr) -> String {
     format!("http://{addr}:{port}{path}")
 }
 
+/// The lease of each node's registration under `prefix` (`/busbar` by default), as etcd has
+/// it (`etcdctl get -w fields`).
+pub fn registration_leases(etcd: &str, prefix: &str) -> std::collections::BTreeMap<String, String> {
+    let nodes = format!("{prefix}/nodes/");
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args([
+            "--endpoints",
+            etcd,
+            "get",
+            "--prefix",
+            &nodes,
+            "-w",
+            "fields",
+        ])
+        .output()
+        .expect("etcdctl runs");
+    let mut leases = std::collections::BTreeMap::new();
+    let mut node = None;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Some(key) = line.strip_prefix("\"Key\" : ") {
+            node = key
+                .trim_matches('"')
+                .strip_prefix(&nodes)
+                .map(str::to_owned);
+        } else if let Some(lease) = line.strip_prefix("\"Lease\" : ") {
+            if let Some(n) = node.take() {
+                leases.insert(n, lease.to_owned());
+            }
+        }
+    }
+    leases
+}
+
 /// Runs the real `busbarctl` with `args`.
 pub fn busbarctl(args: &[&str]) -> std::process::Output {
     Command::new(binary("busbarctl"))

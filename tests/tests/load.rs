@@ -487,10 +487,13 @@ fn two_hundred_clients_for_a_minute_over_three_nodes() {
     }
     eprintln!("load test: {:?}", t0.elapsed());
 
+    // What the gateway answered with a 5xx, from its access log: where a failure came from.
+    let server_errors: Vec<&str> = log.lines().filter(|l| l.contains("status=5")).collect();
     assert!(
         tally.errors.is_empty(),
-        "unexpected errors:\n{}",
-        tally.errors.join("\n")
+        "unexpected errors:\n{}\nthe gateway's 5xx answers:\n{}",
+        tally.errors.join("\n"),
+        server_errors.join("\n")
     );
     assert!(downs.is_empty(), "nodes marked down:\n{}", downs.join("\n"));
     assert!(

@@ -1,6 +1,7 @@
 //! What busbar knows of the Docker Engine API's requests, in one place, as the engine reads
 //! them: the path it routes on, the version prefix, which endpoints hijack the connection or
-//! stream without end, and the query flags it looks at. Pure: no IO, no HTTP stack.
+//! stream without end, the query flags it looks at, and the field names of the JSON bodies
+//! it decodes. Pure: no IO, no HTTP stack.
 //!
 //! Everything that decides something from a request path uses this crate: the hooks' matcher,
 //! the HTTP servers (which replace the client's path by its canonical form before anything
@@ -14,7 +15,10 @@
 //! - [`query`]: query parameters and Docker's boolean flags, with the engine's semantics.
 //! - [`endpoint`]: which calls hijack the connection (attach, exec start), which stream
 //!   without end (events, `logs -f`, stats, attach, wait), for hooks and the hop.
+//! - [`body`]: a create's (exec's, update's, ...) JSON body as the engine decodes it, so that
+//!   adapters see the fields the engine will use, however the client spelled them.
 
+pub mod body;
 pub mod endpoint;
 pub mod path;
 pub mod query;

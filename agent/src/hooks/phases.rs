@@ -16,6 +16,11 @@
 //!    without parameters) or when there is no body at all (`Body: null`). Any other body
 //!    (a build context, `load`, `import`, `cp`) streams to the engine untouched and the
 //!    pre-hooks are skipped (logged at debug): a hook must never drop a body it could not see.
+//!    A JSON body the engine decodes into a container's settings (create, update, exec, network
+//!    and volume create, network connect) is respelled first as the engine reads it
+//!    ([`busbar_api::body`]): Go's decoder takes `hostconfig` for `HostConfig`, reads a
+//!    create's top-level host fields, and ignores what follows the first value; hooks and the
+//!    engine get the same, canonical body (a field given twice is refused, 400).
 //! 2. **Pre-hooks**, in chain order. Each gets `ClientRequest {Method, Request, Body}` with the
 //!    previous hook's `Body` and `Request`. A reply's `Body` replaces the body (`null` means
 //!    none). A reply's `Request` may change the query; a different path is honoured only if it
@@ -125,7 +130,8 @@ pub async fn pre(
     let mut body_text = if no_body {
         None
     } else {
-        Some(read_text(body, chains.max_buffer(), Message::Request).await?)
+        let text = read_text(body, chains.max_buffer(), Message::Request).await?;
+        Some(as_the_engine_reads(&method, parts.uri.path(), text)?)
     };
     let original = Original {
         request: ClientRequest {
@@ -621,6 +627,26 @@ fn check_rewrite(
         return Ok(current.to_string());
     }
     Err(refused(rewritten))
+}
+
+/// The body as the engine will decode it (see [`busbar_api::body`]): what every hook sees and
+/// the engine gets, so that no spelling of a field (`hostconfig`, `PRIVILEGED`, top-level host
+/// fields, a field given twice) says one thing to an adapter and another to the engine.
+fn as_the_engine_reads(method: &Method, path: &str, text: String) -> Result<String, HookError> {
+    let Ok(path) = ApiPath::parse(path) else {
+        return Ok(text);
+    };
+    match busbar_api::body::canonical(method, &path, text.as_bytes()) {
+        Ok(None) => Ok(text),
+        Ok(Some(canonical)) => {
+            debug!("request body respelled as the engine reads it");
+            Ok(String::from_utf8(canonical).expect("serde_json writes UTF-8"))
+        }
+        Err(e) => Err(HookError::Body {
+            what: Message::Request,
+            reason: e.to_string(),
+        }),
+    }
 }
 
 /// Reads a whole body as UTF-8 text, within `limit` bytes.

@@ -338,6 +338,18 @@ impl ClusterHandler {
                 )
             }
         };
+        // Read as the engine reads it (`hostconfig`, top-level host fields, ...): constraints,
+        // volumes and networks are placed by what the engine will use.
+        let path = busbar_api::ApiPath::parse(parts.uri.path()).ok();
+        let canonical = path.map(|p| busbar_api::body::canonical(&Method::POST, &p, &bytes));
+        let bytes = match canonical {
+            Some(Ok(Some(respelled))) => Bytes::from(respelled),
+            Some(Err(e @ busbar_api::body::BodyError::Duplicate { .. })) => {
+                return respond::message(StatusCode::BAD_REQUEST, &e.to_string())
+            }
+            // Not JSON: the create's own reading says where.
+            _ => bytes,
+        };
         let mut config = match CreateBody::from_slice(&bytes) {
             Ok(c) => c,
             Err(e) => return respond::message(StatusCode::BAD_REQUEST, &e.to_string()),

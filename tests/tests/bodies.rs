@@ -1,0 +1,402 @@
+//! No hook bypass, whatever the spelling of a body's fields. The engine decodes JSON with Go's
+//! lenient rules (`hostconfig` is `HostConfig`, `Bind\u017f` is `Binds`, a create's top-level
+//! `Privileged` counts when `HostConfig` is absent, only the first JSON value is read), where
+//! an adapter reads the JSON as written. busbar respells such a body as the engine reads it
+//! before any hook sees it (`busbar_api::body`).
+//!
+//! Two checks against a real engine:
+//! - **Faithful**: for respelled create bodies (deterministic random spellings of a body with
+//!   host settings, some of them at the top level), the container the engine makes from the
+//!   body as written and from busbar's respelling are the same (inspected).
+//! - **No bypass**: an adapter that refuses privileged containers and bind mounts (checking
+//!   `HostConfig.Privileged` and `HostConfig.Binds` as written, like any adapter would) is
+//!   asked about every create that would make one, through an agent and through a gateway in
+//!   front of an agent: the engine holds no such container afterwards.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use hyper::Method;
+use serde_json::{json, Value};
+use support::adapters::{Answer, FakeAdapter};
+use support::{make_certs, tls_args, Process, TempDir};
+use testbed::{unique_name, Testbed};
+
+/// Where a request goes: the engine's socket, or busbar on a loopback port.
+enum To<'a> {
+    Engine(&'a str),
+    Busbar(u16),
+}
+
+fn post(to: &To, path: &str, body: &str) -> (u16, Value) {
+    let head = format!(
+        "POST {path} HTTP/1.0\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut raw = vec![];
+    let timeout = Some(Duration::from_secs(30));
+    match to {
+        To::Engine(socket) => {
+            let mut s = UnixStream::connect(socket).expect("the engine's socket");
+            s.set_read_timeout(timeout).unwrap();
+            s.write_all(head.as_bytes()).unwrap();
+            s.write_all(body.as_bytes()).unwrap();
+            s.read_to_end(&mut raw).unwrap();
+        }
+        To::Busbar(port) => {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", *port)).expect("busbar");
+            s.set_read_timeout(timeout).unwrap();
+            s.write_all(head.as_bytes()).unwrap();
+            s.write_all(body.as_bytes()).unwrap();
+            s.read_to_end(&mut raw).unwrap();
+        }
+    }
+    let text = String::from_utf8_lossy(&raw);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+fn engine_get(socket: &str, path: &str) -> Value {
+    let mut s = UnixStream::connect(socket).expect("the engine's socket");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n").unwrap();
+    let mut raw = vec![];
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(body).unwrap_or(Value::Null)
+}
+
+fn socket_of(host: &testbed::Host) -> String {
+    host.docker_url()
+        .strip_prefix("unix://")
+        .expect("a unix engine socket")
+        .to_owned()
+}
+
+/// What the engine made of a create: the settings an adapter would police.
+fn settings(socket: &str, id: &str) -> Value {
+    let c = engine_get(socket, &format!("/v1.41/containers/{id}/json"));
+    let h = &c["HostConfig"];
+    json!({
+        "Image": c["Config"]["Image"], "Env": c["Config"]["Env"], "Cmd": c["Config"]["Cmd"],
+        "User": c["Config"]["User"], "Labels": c["Config"]["Labels"],
+        "Privileged": h["Privileged"], "Binds": h["Binds"], "Memory": h["Memory"],
+        "MemorySwap": h["MemorySwap"], "CpuShares": h["CpuShares"], "CpusetCpus": h["CpusetCpus"],
+        "CapAdd": h["CapAdd"], "PidMode": h["PidMode"], "ReadonlyRootfs": h["ReadonlyRootfs"],
+        "Mounts": h["Mounts"],
+    })
+}
+
+fn remove(socket: &str, id: &str) {
+    let mut s = UnixStream::connect(socket).expect("the engine's socket");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "DELETE /v1.41/containers/{id}?force=1 HTTP/1.0\r\nHost: docker\r\n\r\n"
+    )
+    .unwrap();
+    let _ = s.read_to_end(&mut vec![]);
+}
+
+/// A small deterministic generator (xorshift64*): reproducible from the printed seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+}
+
+/// `name` in random case, now and then with a long s or a Kelvin sign.
+fn respell(rng: &mut Rng, name: &str) -> String {
+    name.chars()
+        .map(|c| match c {
+            's' | 'S' if rng.chance(15) => '\u{17f}',
+            'k' | 'K' if rng.chance(15) => '\u{212a}',
+            _ if rng.chance(50) => c.to_ascii_uppercase(),
+            _ => c.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+fn key(rng: &mut Rng, name: &str) -> String {
+    let k = if rng.chance(60) {
+        respell(rng, name)
+    } else {
+        name.to_owned()
+    };
+    serde_json::to_string(&k).unwrap()
+}
+
+/// A create body with host settings, respelled: keys in random case, host fields in
+/// `HostConfig` or (sometimes) at the top level, now and then a second JSON value after it.
+fn spelled_create(rng: &mut Rng, label: &str, privileged: bool) -> String {
+    let host: Vec<(&str, String)> = vec![
+        ("Privileged", privileged.to_string()),
+        ("Memory", "67108864".into()),
+        ("MemorySwap", "134217728".into()),
+        ("CpuShares", "512".into()),
+        ("CapAdd", r#"["NET_ADMIN"]"#.into()),
+        ("ReadonlyRootfs", "true".into()),
+        ("Binds", r#"["/tmp:/hosttmp:ro"]"#.into()),
+    ];
+    let host: Vec<(&str, String)> = host.into_iter().filter(|_| rng.chance(70)).collect();
+    let mut top = vec![
+        format!("{}:\"busybox\"", key(rng, "Image")),
+        format!("{}:[\"true\"]", key(rng, "Cmd")),
+        format!("{}:[\"A=1\"]", key(rng, "Env")),
+        format!("{}:{{\"busbar-bodies\":\"{label}\"}}", key(rng, "Labels")),
+    ];
+    let fields: Vec<String> = host
+        .iter()
+        .map(|(k, v)| format!("{}:{v}", key(rng, k)))
+        .collect();
+    match rng.next() % 4 {
+        0 => top.extend(fields),
+        1 => {
+            top.extend(fields);
+            top.push(format!("{}:null", key(rng, "HostConfig")));
+        }
+        _ => top.push(format!(
+            "{}:{{{}}}",
+            key(rng, "HostConfig"),
+            fields.join(",")
+        )),
+    }
+    let mut body = format!("{{{}}}", top.join(","));
+    if rng.chance(15) {
+        body.push_str(&format!(
+            " {{{}:{{{}:true}}}}",
+            key(rng, "HostConfig"),
+            key(rng, "Privileged")
+        ));
+    }
+    body
+}
+
+fn seed() -> u64 {
+    std::env::var("BUSBAR_BODY_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        })
+}
+
+/// The container the engine makes of a body as written is the one it makes of busbar's
+/// respelling of it.
+#[test]
+fn a_respelled_body_makes_the_container_the_body_as_written_makes() {
+    testbed::e2e!();
+    let host = &Testbed::shared().hosts()[0];
+    let socket = socket_of(host);
+    let seed = seed();
+    eprintln!("BUSBAR_BODY_FUZZ_SEED={seed}");
+    let mut rng = Rng(seed);
+    let label = unique_name("bodies");
+    let path = busbar_api::ApiPath::parse("/v1.41/containers/create").unwrap();
+    let (mut compared, mut respelled) = (0, 0);
+    for _ in 0..30 {
+        let privileged = rng.chance(50);
+        let body = spelled_create(&mut rng, &label, privileged);
+        let canonical = match busbar_api::body::canonical(&Method::POST, &path, body.as_bytes()) {
+            Ok(Some(c)) => {
+                respelled += 1;
+                String::from_utf8(c).unwrap()
+            }
+            Ok(None) => body.clone(),
+            Err(e) => panic!("{body}: {e}"),
+        };
+        let (s1, a) = post(&To::Engine(&socket), "/v1.41/containers/create", &body);
+        let (s2, b) = post(&To::Engine(&socket), "/v1.41/containers/create", &canonical);
+        assert_eq!(s1, s2, "{body}\n{a}\n{canonical}\n{b}");
+        if s1 != 201 {
+            // Refused both ways (a swap limit without a memory limit): for the same reason.
+            assert_eq!(a["message"], b["message"], "{body}\n{canonical}");
+            continue;
+        }
+        let (a, b) = (a["Id"].as_str().unwrap(), b["Id"].as_str().unwrap());
+        let (seen_a, seen_b) = (settings(&socket, a), settings(&socket, b));
+        remove(&socket, a);
+        remove(&socket, b);
+        assert_eq!(seen_a, seen_b, "as written: {body}\nrespelled: {canonical}");
+        compared += 1;
+    }
+    eprintln!("{compared} containers compared, {respelled} of 30 bodies respelled");
+    assert!(
+        respelled > 10 && compared > 10,
+        "the generator made too few cases"
+    );
+}
+
+/// The chains: one policing pre-hook on creates.
+fn chains(adapter: &str) -> String {
+    format!(
+        "version: 1\nendpoints:\n  \"POST /*/containers/create\":\n    pre: [police]\nadapters:\n  police: {adapter}\n"
+    )
+}
+
+/// A policy as adapters write it: no privileged container, no bind mount, checked on the
+/// JSON as written (Python's `json.loads(body)["HostConfig"]["Privileged"]`).
+fn police(call: &Value) -> Answer {
+    let body: Value = call["ClientRequest"]["Body"]
+        .as_str()
+        .and_then(|b| serde_json::from_str(b).ok())
+        .unwrap_or(Value::Null);
+    let host = &body["HostConfig"];
+    let binds = host["Binds"].as_array().is_some_and(|b| !b.is_empty());
+    if host["Privileged"] == json!(true) || binds {
+        return Answer {
+            status: 403,
+            body:
+                json!({"message": "police: privileged containers and bind mounts are not allowed"})
+                    .to_string(),
+            delay: Duration::ZERO,
+        };
+    }
+    Answer::json(json!({
+        "PowerstripProtocolVersion": 1,
+        "ModifiedClientRequest": call["ClientRequest"],
+    }))
+}
+
+/// Bodies that ask for a privileged container or a bind mount in a spelling an adapter
+/// reading the JSON as written would miss, and one harmless respelled body.
+fn attacks() -> Vec<&'static str> {
+    vec![
+        r#"{"Image":"busybox","Cmd":["true"],"hostconfig":{"privileged":true}}"#,
+        r#"{"Image":"busybox","Cmd":["true"],"HostConfig":{"PRIVILEGED":true}}"#,
+        r#"{"Image":"busybox","Cmd":["true"],"Privileged":true}"#,
+        r#"{"Image":"busybox","Cmd":["true"],"HostConfig":null,"privileged":true}"#,
+        r#"{"Image":"busybox","Cmd":["true"],"HostConfig":{"Bind\u017f":["/:/host"]}}"#,
+        r#"{"Image":"busybox","Cmd":["true"],"HostConfig":{"Privileged":false,"privileged":true}}"#,
+        r#"{"Image":"busybox","Cmd":["true"],"HostConfig":{"Binds":["/:/host"]},"hostconfig":{}}"#,
+        r#"{"Image":"busybox","Cmd":["true"]} {"HostConfig":{"Privileged":true}}"#,
+    ]
+}
+
+/// Sends every attack through `port`; the engine must hold no privileged or bind-mounted
+/// container of the run (the one attack it accepts, a second JSON value after the body,
+/// makes a plain container, as the engine reads only the first), and the harmless respelled create must pass with the adapter
+/// seeing its fields under their own names.
+fn no_bypass(front: &str, port: u16, socket: &str, police: &FakeAdapter) {
+    let label = unique_name("bodies-attack");
+    for body in attacks() {
+        let body = body.replace(
+            r#""Cmd":["true"]"#,
+            &format!(r#""Cmd":["true"],"Labels":{{"busbar-bodies":"{label}"}}"#),
+        );
+        let (status, answer) = post(&To::Busbar(port), "/v1.41/containers/create", &body);
+        eprintln!("{front}: {status} {answer} <- {body}");
+    }
+    // Refused (403 by the adapter, 400 for a field given twice), or made as the engine read
+    // it, which the adapter saw: nothing privileged, nothing bind-mounted.
+    let filter = format!("%7B%22label%22%3A%5B%22busbar-bodies%3D{label}%22%5D%7D");
+    let made = engine_get(
+        socket,
+        &format!("/v1.41/containers/json?all=1&filters={filter}"),
+    );
+    let made: Vec<&str> = made
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|c| c["Id"].as_str().unwrap())
+        .collect();
+    assert!(
+        made.len() <= 1,
+        "{front}: {} of the attacks made a container",
+        made.len()
+    );
+    for id in made {
+        let seen = settings(socket, id);
+        remove(socket, id);
+        assert_eq!(
+            (&seen["Privileged"], &seen["Binds"]),
+            (&json!(false), &Value::Null),
+            "{front}: {seen}"
+        );
+    }
+
+    let calls = police.calls().len();
+    let harmless = format!(
+        r#"{{"image":"busybox","cmd":["true"],"labels":{{"busbar-bodies":"{label}"}},"hostconfig":{{"memory":67108864}}}}"#
+    );
+    let (status, answer) = post(&To::Busbar(port), "/v1.41/containers/create", &harmless);
+    assert_eq!(status, 201, "{front}: {answer}");
+    let seen = police.calls()[calls..]
+        .iter()
+        .filter_map(|c| c["ClientRequest"]["Body"].as_str().map(str::to_owned))
+        .next_back()
+        .expect("the adapter was called");
+    let seen: Value = serde_json::from_str(&seen).unwrap();
+    assert_eq!(
+        seen["HostConfig"]["Memory"],
+        json!(67108864),
+        "{front}: {seen}"
+    );
+    assert_eq!(seen["Image"], json!("busybox"), "{front}: {seen}");
+    let id = answer["Id"].as_str().unwrap();
+    assert_eq!(settings(socket, id)["Memory"], json!(67108864));
+    remove(socket, id);
+}
+
+#[test]
+fn no_spelling_of_a_field_gets_past_an_adapter_on_an_agent() {
+    testbed::e2e!();
+    let host = &Testbed::shared().hosts()[0];
+    let police = FakeAdapter::start(police);
+    let dir = TempDir::new();
+    let config = dir.join("adapters.yml");
+    std::fs::write(&config, chains(&police.url)).unwrap();
+    let agent = Process::agent(&host.docker_url(), &["--config", config.to_str().unwrap()]);
+    no_bypass("an agent", agent.port, &socket_of(host), &police);
+}
+
+#[test]
+fn no_spelling_of_a_field_gets_past_an_adapter_through_the_gateway() {
+    testbed::e2e!();
+    let bed = Testbed::shared();
+    let host = &bed.hosts()[0];
+    let certs = bed.dir().join(unique_name("bodies-certs"));
+    let addr = host.addr().unwrap().to_string();
+    make_certs(&certs, &[("node1", &addr)]);
+    let police = FakeAdapter::start_on(host.gateway_addr().unwrap(), police);
+    let dir = TempDir::new();
+    let config = dir.join("adapters.yml");
+    std::fs::write(&config, chains(&police.url)).unwrap();
+    let (_agent, agent_addr) = Process::agent_in(
+        host,
+        "node1",
+        &certs,
+        &["--config", config.to_str().unwrap()],
+    );
+    let mut args = vec!["--agent".to_string(), format!("node1={agent_addr}")];
+    args.extend(tls_args(&certs, "gateway"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let gateway = Process::gateway(&args);
+    no_bypass(
+        "a gateway and an agent",
+        gateway.port,
+        &socket_of(host),
+        &police,
+    );
+}

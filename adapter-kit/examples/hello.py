@@ -7,6 +7,12 @@ HTTP and JSON: busbar POSTs a document whose "Type" is "pre-hook" or "post-hook"
 adapter answers with "ModifiedClientRequest" or "ModifiedServerResponse". Bodies are JSON
 *text inside a string* (json.dumps of the Docker document), or null.
 
+It speaks protocol versions 1 and 2 (docs/protocol.md): a call with
+"PowerstripProtocolVersion": 2 (the chain entry says `protocol: 2`) also carries the headers
+and a "Caller", and is answered with version 2; a v2 pre-hook also gets a call of "Type":
+"unwind" when the request fails after it, answered {} (hello changed nothing, so there is
+nothing to undo).
+
     python3 hello.py --port 8080 --delay 1.0
 
 and in adapters.yml:
@@ -17,7 +23,8 @@ and in adapters.yml:
     adapters:
       hello: http://127.0.0.1:8080/hello
 
-Check it with `busbarctl adapter test http://127.0.0.1:8080/hello`.
+Check it with `busbarctl adapter test http://127.0.0.1:8080/hello` (add `--protocol 2` for
+version 2).
 """
 
 import argparse
@@ -34,12 +41,20 @@ def answer(call, delay, node):
     client = call.get("ClientRequest")
     if not isinstance(client, dict):
         raise ValueError("the call has no ClientRequest object")
-    node = node or "this host"
+    # Version 2 says who calls in "Caller" (its "Node" is null on a standalone agent).
+    version = 2 if call.get("PowerstripProtocolVersion") == 2 else 1
+    caller_node = (call.get("Caller") or {}).get("Node") or {}
+    node = caller_node.get("Name") or node or "this host"
+    if kind == "unwind":
+        failure = call.get("Failure") or {}
+        print(f"hello: unwind {client.get('Method')} {client.get('Request')}: failed with "
+              f"{failure.get('Code')} at the {failure.get('Stage')}; nothing to undo", flush=True)
+        return {}
     time.sleep(delay)
     if kind == "pre-hook":
         print(f"hello: pre-hook {client.get('Method')} {client.get('Request')} on {node}", flush=True)
         return {
-            "PowerstripProtocolVersion": 1,
+            "PowerstripProtocolVersion": version,
             "ModifiedClientRequest": {
                 "Method": client.get("Method"),
                 "Request": client.get("Request"),
@@ -52,14 +67,14 @@ def answer(call, delay, node):
             raise ValueError("a post-hook call needs a ServerResponse object")
         print(f"hello: post-hook {client.get('Method')} {client.get('Request')} answered {server.get('Code')}", flush=True)
         return {
-            "PowerstripProtocolVersion": 1,
+            "PowerstripProtocolVersion": version,
             "ModifiedServerResponse": {
                 "ContentType": server.get("ContentType"),
                 "Body": server.get("Body"),
                 "Code": server.get("Code"),
             },
         }
-    raise ValueError('Type must be "pre-hook" or "post-hook"')
+    raise ValueError('Type must be "pre-hook", "post-hook" or "unwind"')
 
 
 class Handler(BaseHTTPRequestHandler):

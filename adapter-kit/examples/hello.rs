@@ -14,14 +14,19 @@
 //!     adapters:
 //!       hello: http://127.0.0.1:8080/hello
 //!
+//! It speaks protocol versions 1 and 2: the kit gives a v2 call (`protocol: 2` in the chain) to
+//! `pre_hook` and `post_hook` through the default `pre_hook_v2` and `post_hook_v2`, and
+//! `unwind` (the request failed after this pre-hook) has nothing to undo, so it only says so.
+//!
 //! `examples/hello.py` is the same adapter in Python with the standard library only; both are
-//! tested by `tests/hello.rs` and pass `busbarctl adapter test`.
+//! tested by `tests/hello.rs` and pass `busbarctl adapter test` (`--protocol 1` and `2`).
 
 use std::time::Duration;
 
 use busbar_adapter::hook::{Call, PostAnswer, PreAnswer};
 use busbar_adapter::server::{serve, Options};
 use busbar_adapter::v1::{PostHookRequest, PreHookRequest};
+use busbar_adapter::v2::UnwindRequest;
 use busbar_adapter::Adapter;
 
 /// Waits `delay`, then passes every call on unchanged.
@@ -50,6 +55,14 @@ impl Adapter for Hello {
         );
         tokio::time::sleep(self.delay).await;
         Ok(call.unchanged())
+    }
+
+    async fn unwind(&self, call: Call<UnwindRequest>) {
+        let (c, f) = (&call.request.client_request, &call.request.failure);
+        println!(
+            "hello: unwind {} {}: failed with {} at the {:?}; nothing to undo",
+            c.method, c.request, f.code, f.stage
+        );
     }
 }
 

@@ -43,5 +43,5 @@ pub mod hook;
 pub mod server;
 pub mod testing;
 
-pub use busbar_protocol::{headers, v1, v2};
+pub use busbar_protocol::{headers, redact, v1, v2};
 pub use hook::Adapter;

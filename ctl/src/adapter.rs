@@ -10,6 +10,11 @@
 //! against the timeout. Every problem is printed with the call that provoked it and a hint;
 //! the command fails (exit 1) if there is any. Notes (a refusal, a slow answer) do not fail it.
 //!
+//! With `--protocol 2` every call has its v2 shape (`PowerstripProtocolVersion: 2`, the
+//! request's and the engine's headers with credentials redacted, a `Caller`), a pre-hook's
+//! answer may also be a `Response` of its own (judged as the client would get it), and a
+//! pre-hook gets `unwind` calls too, each of which must be answered with a 2xx in time.
+//!
 //! # Layout
 //! - [`suite`]: the calls ([`Check`]) for an endpoint, a phase and a protocol version. A new
 //!   protocol version adds its calls there, and its reading of answers to [`judge`] (each
@@ -19,10 +24,12 @@
 use std::io::Write;
 use std::time::Duration;
 
+use busbar_adapter::redact::REDACTED;
 use busbar_adapter::testing::{post_call, pre_call, Answer, HookClient, HookClientError};
 use busbar_adapter::v1::{
     PostHookReply, PostHookRequest, PreHookReply, PreHookRequest, ReplyError,
 };
+use busbar_adapter::v2;
 use busbar_chains::matcher::KeyPattern;
 use busbar_chains::ChainSet;
 use clap::{Args, Subcommand, ValueEnum};
@@ -310,17 +317,26 @@ pub enum Expect {
     PreV1(PreHookRequest),
     /// A protocol-1 post-hook answer to this call.
     PostV1(PostHookRequest),
+    /// A protocol-2 pre-hook answer: `ModifiedClientRequest` (go on, judged as in v1: the
+    /// call's v1 part is kept here) or a `Response` of the adapter's own.
+    PreV2(PreHookRequest),
+    /// A protocol-2 post-hook answer: `ModifiedServerResponse`, as in v1.
+    PostV2(PostHookRequest),
+    /// The answer to a v2 `unwind` call: any 2xx, its body not read (docs/protocol.md).
+    Unwind,
 }
 
 /// The calls for `target`, `phase` and `protocol`.
 pub fn suite(target: &Target, phase: Phase, protocol: u32) -> Result<Vec<Check>, AdapterTestError> {
+    let v1 = match phase {
+        Phase::Pre => pre_suite_v1(target),
+        Phase::Post => post_suite_v1(target),
+    };
     match protocol {
-        1 => Ok(match phase {
-            Phase::Pre => pre_suite_v1(target),
-            Phase::Post => post_suite_v1(target),
-        }),
+        1 => Ok(v1),
+        2 => Ok(suite_v2(target, phase, v1)),
         other => Err(AdapterTestError::Usage(format!(
-            "--protocol {other}: this busbarctl tests protocol version 1 only"
+            "--protocol {other}: busbar speaks protocol versions 1 and 2"
         ))),
     }
 }
@@ -506,6 +522,164 @@ fn post_suite_v1(target: &Target) -> Vec<Check> {
     checks
 }
 
+// ---- protocol 2 ----
+
+/// The v2 suite: every v1 call in its v2 shape (`PowerstripProtocolVersion: 2`, the request's
+/// headers with the credentials redacted, the engine's headers for post-hooks, a `Caller` that
+/// is a cluster node and a verified client on one call, a standalone agent with no client
+/// certificate on the next), then, for pre-hooks, the `unwind` calls a v2 pre-hook gets when a
+/// later pre-hook or the engine fails. Post-hooks get no unwind call.
+fn suite_v2(target: &Target, phase: Phase, v1: Vec<Check>) -> Vec<Check> {
+    let mut checks: Vec<Check> = v1
+        .into_iter()
+        .enumerate()
+        .map(|(i, check)| to_v2(check, i % 2 == 0))
+        .collect();
+    if phase == Phase::Pre {
+        checks.extend(unwind_checks(target));
+    }
+    checks
+}
+
+/// A `Caller`: a node of a cluster and a client with a verified certificate, or a standalone
+/// agent's call for a client without one (`null`s).
+fn caller(cluster: bool) -> Value {
+    if cluster {
+        json!({
+            "RequestId": "0b9e5c6a-busbarctl-adapter-test",
+            "Node": {"Name": "node2", "Labels": {"zone": "a"}},
+            "Client": {"User": "alice", "AuthMethod": "TLS", "Role": "client"},
+        })
+    } else {
+        json!({"RequestId": "0b9e5c6a-busbarctl-adapter-test", "Node": null, "Client": null})
+    }
+}
+
+/// The headers of a client's request as a v2 adapter gets them: lower-case, lists of values,
+/// credentials redacted (on the cluster call, as a client with `docker login` sends them).
+fn request_headers(body: bool, cluster: bool) -> Value {
+    let mut h = json!({
+        "host": ["api.moby.localhost"],
+        "user-agent": ["Docker-Client/24.0.7 (linux)"],
+        "x-request-id": ["0b9e5c6a-busbarctl-adapter-test"],
+    });
+    if body {
+        h["content-type"] = json!(["application/json"]);
+    }
+    if cluster {
+        h["authorization"] = json!([REDACTED]);
+        h["x-registry-auth"] = json!([REDACTED]);
+        h["cookie"] = json!([REDACTED]);
+        h["accept"] = json!(["application/json", "*/*"]);
+    }
+    h
+}
+
+/// The engine's response headers, as a v2 post-hook gets them.
+fn response_headers(content_type: Option<&str>) -> Value {
+    let mut h = json!({
+        "api-version": ["1.41"],
+        "date": ["Mon, 07 Dec 2026 14:03:07 GMT"],
+        "docker-experimental": ["false"],
+        "ostype": ["linux"],
+        "server": ["Docker/24.0.7 (linux)"],
+    });
+    if let Some(ct) = content_type {
+        h["content-type"] = json!([ct]);
+    }
+    h
+}
+
+/// `check` in its v2 shape.
+fn to_v2(check: Check, cluster: bool) -> Check {
+    let mut doc: Value = serde_json::from_slice(&check.document).expect("we wrote JSON");
+    doc["PowerstripProtocolVersion"] = json!(2);
+    let body = !doc["ClientRequest"]["Body"].is_null();
+    doc["ClientRequest"]["Headers"] = request_headers(body, cluster);
+    doc["Caller"] = caller(cluster);
+    let expect = match check.expect {
+        Expect::PreV1(call) | Expect::PreV2(call) => Expect::PreV2(call),
+        Expect::PostV1(call) | Expect::PostV2(call) => {
+            doc["ServerResponse"]["Headers"] =
+                response_headers(call.server_response.content_type.as_deref());
+            Expect::PostV2(call)
+        }
+        Expect::Unwind => Expect::Unwind,
+    };
+    let who = if cluster {
+        "node2, client alice (TLS)"
+    } else {
+        "a standalone agent, no client certificate"
+    };
+    Check {
+        name: check.name,
+        document: serde_json::to_vec(&doc).expect("JSON"),
+        shown: format!("v2 {}, Caller: {who}", check.shown),
+        expect,
+    }
+}
+
+/// The unwind calls a v2 pre-hook gets: after the engine refused, after a later pre-hook
+/// refused, and with a failure whose body is `null` (not text, or too long to carry).
+fn unwind_checks(target: &Target) -> Vec<Check> {
+    let (method, path) = target.primary();
+    let m = method.as_str();
+    let request = format!("{path}?name=web");
+    let body = body_for(method, path).map(|b| b.to_string());
+    let conflict = json!({"message": "Conflict. The container name \"/web\" is already in use by container \"4fa6e0f0c678\". You have to remove (or rename) that container to be able to reuse that name."}).to_string();
+    let refused = json!({"message": "quota: node2 runs 40 containers, its limit"}).to_string();
+    let failures = [
+        (
+            "an unwind after the engine refused (409)",
+            json!({"Stage": "engine", "Adapter": null, "Code": 409,
+                   "ContentType": "application/json", "Body": conflict}),
+        ),
+        (
+            "an unwind after a later pre-hook refused (403)",
+            json!({"Stage": "pre-hook", "Adapter": "quota", "Code": 403,
+                   "ContentType": "application/json", "Body": refused}),
+        ),
+        (
+            "an unwind whose failure has no body (Body null)",
+            json!({"Stage": "engine", "Adapter": null, "Code": 500,
+                   "ContentType": "application/octet-stream", "Body": null}),
+        ),
+    ];
+    failures
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, failure))| {
+            let cluster = i % 2 == 0;
+            let doc = json!({
+                "PowerstripProtocolVersion": 2,
+                "Type": "unwind",
+                "ClientRequest": {
+                    "Method": m, "Request": request, "Body": body,
+                    "Headers": request_headers(body.is_some(), cluster),
+                },
+                "ModifiedClientRequest": {"Body": body, "Request": request},
+                "Failure": failure,
+                "Caller": caller(cluster),
+            });
+            Check {
+                name: name.to_owned(),
+                shown: format!(
+                    "v2 unwind of {m} {request}, Failure: {} {} from {}",
+                    failure["Code"],
+                    if failure["Body"].is_null() {
+                        "with Body null"
+                    } else {
+                        "with a message"
+                    },
+                    failure["Stage"].as_str().unwrap_or_default()
+                ),
+                document: serde_json::to_vec(&doc).expect("JSON"),
+                expect: Expect::Unwind,
+            }
+        })
+        .collect()
+}
+
 fn short(path: &str) -> String {
     unversioned(path).unwrap_or_else(|| path.to_owned())
 }
@@ -602,8 +776,17 @@ pub fn judge(
     timeout: Duration,
     outcome: &mut Outcome,
 ) {
+    let unwind = matches!(check.expect, Expect::Unwind);
     let answer = match answer {
         Ok(answer) => answer,
+        Err(HookClientError::Timeout { after, .. }) if unwind => {
+            outcome.problems.push(problem(
+                format!("no answer to the unwind call within {after:?}, the adapter's timeout"),
+                "busbar waits for each unwind call before it answers the client, then logs a \
+                 warning and goes on: undo quickly (or later, in the background) and answer {}",
+            ));
+            return;
+        }
         Err(HookClientError::Timeout { after, .. }) => {
             outcome.problems.push(problem(
                 format!("no answer within {after:?}, the adapter's timeout"),
@@ -626,6 +809,23 @@ pub fn judge(
             "answered in {:?}, more than half its timeout of {timeout:?}",
             answer.elapsed
         ));
+    }
+    if unwind {
+        if !answer.status.is_success() {
+            outcome.problems.push(problem(
+                format!(
+                    "the unwind call was answered {} with {}: busbar logs a warning, and the \
+                     client's request failed with whatever this pre-hook did left in place",
+                    answer.status.as_u16(),
+                    what_body(&answer)
+                ),
+                "a protocol-2 pre-hook gets {\"Type\": \"unwind\", ..., \"Failure\": {...}} \
+                 when a later pre-hook or the engine fails: undo what the pre-hook did and answer \
+                 any 2xx ({} will do), also when there is nothing to undo (docs/protocol.md, \
+                 Unwinding)",
+            ));
+        }
+        return;
     }
     if !answer.status.is_success() {
         refusal(&answer, outcome);
@@ -652,7 +852,10 @@ pub fn judge(
     };
     match &check.expect {
         Expect::PreV1(call) => judge_pre_v1(call, &doc, target, outcome),
-        Expect::PostV1(call) => judge_post_v1(call, &doc, outcome),
+        Expect::PostV1(call) => judge_post(call, &doc, 1, outcome),
+        Expect::PreV2(call) => judge_pre_v2(call, &doc, target, outcome),
+        Expect::PostV2(call) => judge_post(call, &doc, 2, outcome),
+        Expect::Unwind => {}
     }
 }
 
@@ -702,40 +905,58 @@ fn what_body(answer: &Answer) -> String {
     }
 }
 
+/// The names of the answers' members, version 1's (version 2 adds [`V2_NAMES`]).
+const V1_NAMES: &[&str] = &[
+    "PowerstripProtocolVersion",
+    "ModifiedClientRequest",
+    "ModifiedServerResponse",
+    "Body",
+    "Request",
+    "Method",
+    "ContentType",
+    "Code",
+];
+const V2_NAMES: &[&str] = &["Response", "Headers"];
+
 /// Members of `object` that are a known name written with other case (`body` for `Body`).
-fn miscased(object: &Value, known: &[&str]) -> Vec<(String, &'static str)> {
-    const ALL: &[&str] = &[
-        "PowerstripProtocolVersion",
-        "ModifiedClientRequest",
-        "ModifiedServerResponse",
-        "Body",
-        "Request",
-        "Method",
-        "ContentType",
-        "Code",
-    ];
+fn miscased(object: &Value, known: &[&str], protocol: u32) -> Vec<(String, &'static str)> {
     let Value::Object(map) = object else {
         return Vec::new();
     };
+    let names = V1_NAMES
+        .iter()
+        .chain(V2_NAMES.iter().filter(|_| protocol >= 2));
     map.keys()
         .filter(|k| !known.contains(&k.as_str()))
         .filter_map(|k| {
-            ALL.iter()
+            names
+                .clone()
                 .find(|n| {
-                    n.eq_ignore_ascii_case(k) || n.eq_ignore_ascii_case(&k.replace(['_', '-'], ""))
+                    **n != k.as_str()
+                        && (n.eq_ignore_ascii_case(k)
+                            || n.eq_ignore_ascii_case(&k.replace(['_', '-'], "")))
                 })
                 .map(|n| (k.clone(), *n))
         })
         .collect()
 }
 
-fn field_name_problems(doc: &Value, member: &str, fields: &[&str], outcome: &mut Outcome) {
-    let top = ["PowerstripProtocolVersion", member];
-    let inner = doc.get(member).cloned().unwrap_or(Value::Null);
-    for (found, meant) in miscased(doc, &top)
-        .into_iter()
-        .chain(miscased(&inner, fields))
-    {
+/// Wrongly written member names of an answer: at the top (`top`, besides the version) and in
+/// each of `members` (its name, and the fields it has).
+fn field_name_problems(
+    doc: &Value,
+    members: &[(&str, &[&str])],
+    protocol: u32,
+    outcome: &mut Outcome,
+) {
+    let mut top = vec!["PowerstripProtocolVersion"];
+    top.extend(members.iter().map(|(m, _)| *m));
+    let mut found = miscased(doc, &top, protocol);
+    for (member, fields) in members {
+        let inner = doc.get(*member).cloned().unwrap_or(Value::Null);
+        found.extend(miscased(&inner, fields, protocol));
+    }
+    for (found, meant) in found {
         outcome.problems.push(problem(
             format!("wrong field name {found:?}: busbar reads {meant:?}, and ignores {found:?}"),
             "field names are CamelCase and case-sensitive, exactly as in Powerstrip's protocol",
@@ -743,7 +964,14 @@ fn field_name_problems(doc: &Value, member: &str, fields: &[&str], outcome: &mut
     }
 }
 
-fn reply_problem(e: ReplyError, doc: &Value, wanted: &str, other: &str, phase: &str) -> Problem {
+fn reply_problem(
+    e: ReplyError,
+    doc: &Value,
+    wanted: &str,
+    other: &str,
+    phase: &str,
+    protocol: u32,
+) -> Problem {
     match e {
         ReplyError::Missing(_) if doc.get(other).is_some() => problem(
             format!("a {} answer ({other}) to a {phase} call", if phase == "pre-hook" { "post-hook" } else { "pre-hook" }),
@@ -751,18 +979,17 @@ fn reply_problem(e: ReplyError, doc: &Value, wanted: &str, other: &str, phase: &
         ),
         e => problem(
             e.to_string(),
-            format!("a {phase} answer is {{\"PowerstripProtocolVersion\": 1, \"{wanted}\": {{...}}}}; busbar fails the client's request with a 502 naming the adapter"),
+            format!("a {phase} answer is {{\"PowerstripProtocolVersion\": {protocol}, \"{wanted}\": {{...}}}}{}; busbar fails the client's request with a 502 naming the adapter",
+                if protocol >= 2 && phase == "pre-hook" { ", or {\"Response\": {...}} to answer the client itself" } else { "" }),
         ),
     }
 }
 
+const MODIFIED_CLIENT_REQUEST: (&str, &[&str]) =
+    ("ModifiedClientRequest", &["Body", "Request", "Method"]);
+
 fn judge_pre_v1(call: &PreHookRequest, doc: &Value, target: &Target, outcome: &mut Outcome) {
-    field_name_problems(
-        doc,
-        "ModifiedClientRequest",
-        &["Body", "Request", "Method"],
-        outcome,
-    );
+    field_name_problems(doc, &[MODIFIED_CLIENT_REQUEST], 1, outcome);
     let reply = match PreHookReply::try_from(doc.clone()) {
         Ok(reply) => reply,
         Err(e) => {
@@ -772,13 +999,94 @@ fn judge_pre_v1(call: &PreHookRequest, doc: &Value, target: &Target, outcome: &m
                 "ModifiedClientRequest",
                 "ModifiedServerResponse",
                 "pre-hook",
+                1,
             );
             outcome.problems.push(p);
             return;
         }
     };
+    judge_modified(call, reply.modified_client_request, target, outcome);
+}
+
+/// A v2 pre-hook's answer: go on (judged as v1's), or a response of the adapter's own.
+fn judge_pre_v2(call: &PreHookRequest, doc: &Value, target: &Target, outcome: &mut Outcome) {
+    field_name_problems(
+        doc,
+        &[
+            MODIFIED_CLIENT_REQUEST,
+            ("Response", &["Code", "ContentType", "Body", "Headers"]),
+        ],
+        2,
+        outcome,
+    );
+    match v2::PreHookReply::try_from(doc.clone()) {
+        Ok(v2::PreHookReply::Continue(m)) => judge_modified(call, m, target, outcome),
+        Ok(v2::PreHookReply::Respond(r)) => judge_own_response(&r, outcome),
+        Err(e) => {
+            let p = reply_problem(
+                e,
+                doc,
+                "ModifiedClientRequest",
+                "ModifiedServerResponse",
+                "pre-hook",
+                2,
+            );
+            outcome.problems.push(p);
+        }
+    }
+}
+
+/// A v2 pre-hook's `Response`: what the client gets instead of the engine's answer.
+fn judge_own_response(r: &v2::Response, outcome: &mut Outcome) {
+    let code = r.code.unwrap_or(200);
+    if code < 200 {
+        outcome.problems.push(problem(
+            format!("Response.Code is {code}: an informational status cannot end a request"),
+            "answer the client with a final status (200 if Code is left out)",
+        ));
+        return;
+    }
+    outcome.notes.push(format!(
+        "answers the client itself with {code} (Response): the engine, later pre-hooks and \
+         the post-hooks are not called{}",
+        if code >= 400 {
+            "; the v2 pre-hooks before it are unwound"
+        } else {
+            ""
+        }
+    ));
+    let body = r.body.as_deref().unwrap_or_default();
+    if r.content_type
+        .as_deref()
+        .is_some_and(|ct| ct.starts_with("application/json"))
+        && !body.is_empty()
+        && serde_json::from_str::<Value>(body).is_err()
+    {
+        outcome.problems.push(problem(
+            "the client would be told application/json but get a Response.Body that is not JSON",
+            "Body is the answer's JSON document serialized into a string (json.dumps(body)); or set ContentType",
+        ));
+    }
+    if let Some(name) = r
+        .headers
+        .keys()
+        .find(|n| http::HeaderName::from_bytes(n.as_bytes()).is_err())
+    {
+        outcome.problems.push(problem(
+            format!("Response.Headers has {name:?}, which is not a header name: busbar drops it"),
+            "header names are tokens: letters, digits and -",
+        ));
+    }
+}
+
+/// A `ModifiedClientRequest`, of either version, against the call it answers.
+fn judge_modified(
+    call: &PreHookRequest,
+    m: busbar_adapter::v1::ModifiedClientRequest,
+    target: &Target,
+    outcome: &mut Outcome,
+) {
     let sent = &call.client_request;
-    let m = reply.modified_client_request;
     match (&sent.body, &m.body) {
         (Some(_), None) => outcome.problems.push(problem(
             "ModifiedClientRequest.Body is null or missing, but the client sent a body: busbar \
@@ -822,11 +1130,12 @@ fn judge_pre_v1(call: &PreHookRequest, doc: &Value, target: &Target, outcome: &m
     }
 }
 
-fn judge_post_v1(call: &PostHookRequest, doc: &Value, outcome: &mut Outcome) {
+/// A post-hook's answer, the same in both versions.
+fn judge_post(call: &PostHookRequest, doc: &Value, protocol: u32, outcome: &mut Outcome) {
     field_name_problems(
         doc,
-        "ModifiedServerResponse",
-        &["Body", "ContentType", "Code"],
+        &[("ModifiedServerResponse", &["Body", "ContentType", "Code"])],
+        protocol,
         outcome,
     );
     let reply = match PostHookReply::try_from(doc.clone()) {
@@ -838,6 +1147,7 @@ fn judge_post_v1(call: &PostHookRequest, doc: &Value, outcome: &mut Outcome) {
                 "ModifiedServerResponse",
                 "ModifiedClientRequest",
                 "post-hook",
+                protocol,
             );
             outcome.problems.push(p);
             return;

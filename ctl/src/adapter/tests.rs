@@ -1,7 +1,8 @@
 //! `busbarctl adapter test` in-process: it passes the Rust and the Python hello-world adapters
-//! (the kit's examples), and fails each deliberately broken adapter with a clear reason. The
-//! broken adapters are test doubles (`*Double`): small servers that answer one canned reply,
-//! since no real adapter is broken in exactly one way.
+//! (the kit's examples), in protocol versions 1 and 2, and fails each deliberately broken
+//! adapter with a clear reason. The broken adapters are test doubles (`*Double`): small servers
+//! that answer one canned reply (one to hook calls, another to unwind calls), since no real
+//! adapter is broken in exactly one way.
 
 use std::time::Duration;
 
@@ -34,10 +35,28 @@ fn printed(report: &Report) -> String {
 }
 
 async fn passes(url: &str) {
-    for phase in [Phase::Pre, Phase::Post] {
-        let report = test(&args(url, phase)).await.expect("the suite runs");
-        assert_eq!(report.problems(), 0, "{phase:?}:\n{}", printed(&report));
-        assert!(report.outcomes.len() >= 7, "{}", printed(&report));
+    for protocol in [1, 2] {
+        for phase in [Phase::Pre, Phase::Post] {
+            let mut a = args(url, phase);
+            a.protocol = protocol;
+            let report = test(&a).await.expect("the suite runs");
+            let text = printed(&report);
+            assert_eq!(report.problems(), 0, "v{protocol} {phase:?}:\n{text}");
+            assert!(report.outcomes.len() >= 7, "{text}");
+            let unwinds = report
+                .outcomes
+                .iter()
+                .filter(|o| o.name.contains("unwind"))
+                .count();
+            // Only v2 pre-hooks are unwound.
+            let expected = if protocol == 2 && phase == Phase::Pre {
+                3
+            } else {
+                0
+            };
+            assert_eq!(unwinds, expected, "{text}");
+            assert!(text.contains(&format!("(protocol {protocol},")), "{text}");
+        }
     }
 }
 
@@ -80,8 +99,21 @@ async fn the_python_hello_world_passes() {
     child.kill().await.expect("stop hello.py");
 }
 
-/// A test double: an HTTP/1.1 server that answers every call with the same status, content
-/// type and body, after `delay`.
+/// One canned answer of a [`Double`]: status, content type, body, and a wait before it.
+#[derive(Clone, Copy)]
+struct Canned(u16, &'static str, &'static str, Duration);
+
+/// A v2 pre-hook answer that goes on with the client's body as it is in the suite's calls.
+const GO_ON_V2: Canned = Canned(
+    200,
+    "application/json",
+    r#"{"PowerstripProtocolVersion": 2, "ModifiedClientRequest": {"Body": "{}"}}"#,
+    Duration::ZERO,
+);
+const UNWOUND: Canned = Canned(200, "application/json", "{}", Duration::ZERO);
+
+/// A test double: an HTTP/1.1 server that answers every hook call with the same status,
+/// content type and body, and every unwind call with another.
 struct Double {
     url: String,
     stop: CancellationToken,
@@ -89,6 +121,12 @@ struct Double {
 
 impl Double {
     async fn start(status: u16, content_type: &'static str, body: &'static str) -> Double {
+        let canned = Canned(status, content_type, body, Duration::ZERO);
+        Double::start_v2(canned, canned).await
+    }
+
+    /// Answers `hook` to pre- and post-hook calls and `unwind` to unwind calls.
+    async fn start_v2(hook: Canned, unwind: Canned) -> Double {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}/adapter", listener.local_addr().expect("addr"));
         let stop = CancellationToken::new();
@@ -100,7 +138,12 @@ impl Double {
                     accepted = listener.accept() => accepted.expect("accept"),
                 };
                 tokio::spawn(async move {
-                    while read_request(&mut conn).await.is_some() {
+                    while let Some(call) = read_request(&mut conn).await {
+                        let is_unwind = serde_json::from_slice::<Value>(&call)
+                            .is_ok_and(|c| c["Type"] == "unwind");
+                        let Canned(status, content_type, body, delay) =
+                            if is_unwind { unwind } else { hook };
+                        tokio::time::sleep(delay).await;
                         let reply = format!(
                             "HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
                             body.len()
@@ -122,8 +165,9 @@ impl Drop for Double {
     }
 }
 
-/// Reads one request (head and a Content-Length body); `None` at the end of the connection.
-async fn read_request(conn: &mut tokio::net::TcpStream) -> Option<()> {
+/// Reads one request (head and a Content-Length body) and gives its body; `None` at the end
+/// of the connection.
+async fn read_request(conn: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 65536];
     loop {
@@ -138,7 +182,7 @@ async fn read_request(conn: &mut tokio::net::TcpStream) -> Option<()> {
                 let n = conn.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
                 buf.extend_from_slice(&chunk[..n]);
             }
-            return Some(());
+            return Some(buf[end + 4..end + 4 + len].to_vec());
         }
         let n = conn.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
         buf.extend_from_slice(&chunk[..n]);
@@ -148,8 +192,20 @@ async fn read_request(conn: &mut tokio::net::TcpStream) -> Option<()> {
 /// The suite fails against the adapter at `url`, every failing line carries the call and a
 /// hint, and the problems include `expected`.
 async fn fails_with(url: &str, phase: Phase, timeout: Duration, expected: &str) -> Report {
+    fails_with_v(url, phase, 1, timeout, expected).await
+}
+
+/// [`fails_with`] for a protocol version.
+async fn fails_with_v(
+    url: &str,
+    phase: Phase,
+    protocol: u32,
+    timeout: Duration,
+    expected: &str,
+) -> Report {
     let mut a = args(url, phase);
     a.timeout = timeout;
+    a.protocol = protocol;
     let report = test(&a).await.expect("the suite runs");
     let text = printed(&report);
     assert!(report.problems() > 0, "{text}");
@@ -337,9 +393,21 @@ fn the_command_exits_1_on_problems_and_64_on_usage_errors() {
 
     let mut two = args(&double.url, Phase::Pre);
     two.protocol = 2;
-    assert!(run_adapter(&two, false, &mut out)
-        .expect_err("usage")
-        .is_usage());
+    let err = run_adapter(&two, false, &mut out).expect_err("problems");
+    assert!(
+        !err.is_usage()
+            && err
+                .to_string()
+                .ends_with("the adapter does not follow protocol version 2 yet"),
+        "{err}"
+    );
+    let mut three = args(&double.url, Phase::Pre);
+    three.protocol = 3;
+    let err = run_adapter(&three, false, &mut out).expect_err("usage");
+    assert!(
+        err.is_usage() && err.to_string().contains("1 and 2"),
+        "{err}"
+    );
     let mut never = args(&double.url, Phase::Pre);
     never.endpoint = "post /x".into();
     let err = run_adapter(&never, false, &mut out).expect_err("usage");
@@ -372,5 +440,200 @@ fn durations() {
         parse_duration("0s").is_err()
             && parse_duration("ten").is_err()
             && parse_duration("5h").is_err()
+    );
+}
+
+// ---- protocol 2 ----
+
+/// The suite against a double answering `hook` and `unwind` fails, and says `expected`.
+async fn v2_fails(hook: Canned, unwind: Canned, expected: &str) -> Report {
+    let double = Double::start_v2(hook, unwind).await;
+    fails_with_v(&double.url, Phase::Pre, 2, TEN, expected).await
+}
+
+#[tokio::test]
+async fn the_v2_calls_carry_headers_a_caller_and_unwinds() {
+    let target = Target::new("POST /*/containers/create", "http://a/hook").expect("target");
+    let checks = suite(&target, Phase::Pre, 2).expect("a v2 suite");
+    let docs: Vec<Value> = checks
+        .iter()
+        .map(|c| serde_json::from_slice(&c.document).expect("JSON"))
+        .collect();
+    for doc in &docs {
+        assert_eq!(doc["PowerstripProtocolVersion"], 2, "{doc}");
+        assert!(doc["ClientRequest"]["Headers"].is_object(), "{doc}");
+        assert!(doc["Caller"]["RequestId"].is_string(), "{doc}");
+    }
+    // Each is a document busbar's own types read (the agent writes them with those).
+    let first: v2::PreHookRequest = serde_json::from_value(docs[0].clone()).expect("v2 pre");
+    assert_eq!(
+        first.client_request.headers["authorization"],
+        ["<redacted>"]
+    );
+    assert_eq!(first.caller.client.expect("a client").user, "alice");
+    let unwinds: Vec<v2::UnwindRequest> = docs
+        .iter()
+        .filter(|d| d["Type"] == "unwind")
+        .map(|d| serde_json::from_value(d.clone()).expect("an unwind call"))
+        .collect();
+    assert_eq!(unwinds.len(), 3);
+    assert!(unwinds.iter().any(|u| u.failure.stage == v2::Stage::Engine));
+    assert!(unwinds
+        .iter()
+        .any(|u| u.failure.stage == v2::Stage::PreHook
+            && u.failure.adapter.as_deref() == Some("quota")));
+    assert!(unwinds.iter().any(|u| u.failure.body.is_none()));
+    // Post-hooks get the engine's headers, and no unwind.
+    let post = suite(&target, Phase::Post, 2).expect("a v2 post suite");
+    for c in &post {
+        let call: v2::PostHookRequest = serde_json::from_slice(&c.document).expect("v2 post");
+        assert_eq!(call.server_response.headers["api-version"], ["1.41"]);
+    }
+    // And v1 stays v1: not a key of v2.
+    for c in suite(&target, Phase::Pre, 1).expect("v1") {
+        let doc: Value = serde_json::from_slice(&c.document).expect("JSON");
+        assert_eq!(doc["PowerstripProtocolVersion"], 1);
+        assert!(doc.get("Caller").is_none() && doc["ClientRequest"].get("Headers").is_none());
+    }
+}
+
+#[tokio::test]
+async fn a_v2_double_that_refuses_unwind_calls_fails() {
+    // What a v1-only adapter does with a Type it does not know.
+    let report = v2_fails(
+        GO_ON_V2,
+        Canned(
+            400,
+            "application/json",
+            r#"{"message": "Type must be \"pre-hook\" or \"post-hook\""}"#,
+            Duration::ZERO,
+        ),
+        "the unwind call was answered 400",
+    )
+    .await;
+    assert_eq!(
+        report.problems(),
+        3,
+        "the three unwind calls, and only them"
+    );
+    assert!(printed(&report).contains("answer any 2xx ({} will do)"));
+}
+
+#[tokio::test]
+async fn a_v2_double_that_unwinds_with_an_html_error_fails() {
+    v2_fails(
+        GO_ON_V2,
+        Canned(
+            500,
+            "text/html",
+            "<html><body>Internal Server Error</body></html>",
+            Duration::ZERO,
+        ),
+        "the unwind call was answered 500 with an HTML page",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_v2_double_that_unwinds_after_the_timeout_fails() {
+    let double = Double::start_v2(
+        GO_ON_V2,
+        Canned(200, "application/json", "{}", Duration::from_millis(600)),
+    )
+    .await;
+    let report = fails_with_v(
+        &double.url,
+        Phase::Pre,
+        2,
+        Duration::from_millis(300),
+        "no answer to the unwind call within 300ms",
+    )
+    .await;
+    assert_eq!(report.problems(), 3, "{}", printed(&report));
+}
+
+#[tokio::test]
+async fn a_v2_double_that_both_goes_on_and_answers_fails() {
+    v2_fails(
+        Canned(
+            200,
+            "application/json",
+            r#"{"PowerstripProtocolVersion": 2, "ModifiedClientRequest": {"Body": "{}"}, "Response": {"Code": 201, "Body": "{}"}}"#,
+            Duration::ZERO,
+        ),
+        UNWOUND,
+        "reply has both \"ModifiedClientRequest\" (go on) and \"Response\" (answer the client): give one",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_v2_double_whose_response_is_malformed_fails() {
+    v2_fails(
+        Canned(
+            200,
+            "application/json",
+            r#"{"Response": {"Code": "201"}}"#,
+            Duration::ZERO,
+        ),
+        UNWOUND,
+        "Response.Code must be an HTTP status code (100-599) or null, found the string \"201\"",
+    )
+    .await;
+    v2_fails(
+        Canned(
+            200,
+            "application/json",
+            r#"{"Response": {"Code": 201, "Body": {"Id": "x"}}}"#,
+            Duration::ZERO,
+        ),
+        UNWOUND,
+        "Response.Body must be a string or null, found an object",
+    )
+    .await;
+    v2_fails(
+        Canned(
+            200,
+            "application/json",
+            r#"{"Response": {"Code": 200, "ContentType": "application/json", "Body": "cached!"}}"#,
+            Duration::ZERO,
+        ),
+        UNWOUND,
+        "get a Response.Body that is not JSON",
+    )
+    .await;
+    v2_fails(
+        Canned(
+            200,
+            "application/json",
+            r#"{"PowerstripProtocolVersion": 2, "response": {"Code": 201}}"#,
+            Duration::ZERO,
+        ),
+        UNWOUND,
+        "wrong field name \"response\": busbar reads \"Response\"",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_v2_double_answering_the_client_itself_passes_with_a_note() {
+    let double = Double::start_v2(
+        Canned(
+            200,
+            "application/json",
+            r#"{"PowerstripProtocolVersion": 2, "Response": {"Code": 201, "ContentType": "application/json", "Body": "{\"Id\":\"cached\",\"Warnings\":[]}", "Headers": {"X-Served-By": "cache"}}}"#,
+            Duration::ZERO,
+        ),
+        UNWOUND,
+    )
+    .await;
+    let mut a = args(&double.url, Phase::Pre);
+    a.protocol = 2;
+    let report = test(&a).await.expect("runs");
+    let text = printed(&report);
+    assert_eq!(report.problems(), 0, "{text}");
+    assert!(
+        text.contains("note: answers the client itself with 201"),
+        "{text}"
     );
 }

@@ -166,6 +166,10 @@ const REQUESTS: &[(&str, &str)] = &[
     ("GET", "/v1.41/containers/web/json"),
     ("POST", "/v1.41/networks/create"),
     ("POST", "/v1.41/volumes/create"),
+    ("GET", "/v1.41/volumes"),
+    ("GET", "/v1.41/volumes/web"),
+    ("DELETE", "/v1.41/volumes/web"),
+    ("POST", "/v1.41/volumes/prune"),
     ("GET", "/v1.41/images/busybox/json"),
     ("GET", "/v1.41/info"),
     ("GET", "/v1.41/version"),
@@ -289,6 +293,46 @@ fn body_for(method: &Method, path: &str) -> Option<Value> {
     })
 }
 
+/// What the engine answers a successful `method path`: status, content type, body, as
+/// Docker 24 does.
+fn engine_answer(method: &Method, path: &str) -> (u16, Option<&'static str>, String) {
+    let json = Some("application/json");
+    let volume = json!({
+        "CreatedAt": "2026-12-07T14:03:07Z", "Driver": "local", "Labels": {"app": "web"},
+        "Mountpoint": "/var/lib/docker/volumes/web/_data", "Name": "web", "Options": null,
+        "Scope": "local",
+    });
+    let path = unversioned(path).unwrap_or_else(|| path.to_owned());
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (method.as_str(), segments.as_slice()) {
+        ("POST", ["containers", "create"]) => (
+            201,
+            json,
+            r#"{"Id":"4fa6e0f0c6786287e131c3852c58a2e01cc697a68231826813597e4994f1d6e2","Warnings":[]}"#.to_owned(),
+        ),
+        ("POST", ["networks", "create"]) => (
+            201,
+            json,
+            r#"{"Id":"22be93d5babb089c5aab8dbc369042fad48ff791584ca2da2100db837a1c7c30","Warning":""}"#.to_owned(),
+        ),
+        ("POST", ["volumes", "create"]) => (201, json, volume.to_string()),
+        ("GET", ["volumes"]) => (
+            200,
+            json,
+            json!({"Volumes": [volume], "Warnings": null}).to_string(),
+        ),
+        ("GET", ["volumes", _]) => (200, json, volume.to_string()),
+        ("POST", ["volumes", "prune"]) => (
+            200,
+            json,
+            r#"{"VolumesDeleted":null,"SpaceReclaimed":0}"#.to_owned(),
+        ),
+        ("DELETE", _) | ("POST", ["containers", _, _]) => (204, None, String::new()),
+        ("GET", ["containers", "json"]) => (200, json, "[]".to_owned()),
+        _ => (200, json, "{}".to_owned()),
+    }
+}
+
 fn unversioned(path: &str) -> Option<String> {
     let rest = path.strip_prefix("/v")?;
     let at = rest.find('/')?;
@@ -308,8 +352,24 @@ pub struct Check {
     pub document: Vec<u8>,
     /// One line saying what was sent, for the report.
     pub shown: String,
+    /// busbar's headers that say where the call runs and for whom (`X-Busbar-Node`, ...),
+    /// beside those of every call (`X-Busbar-Adapter-Api`, `X-Request-Id`).
+    pub headers: Vec<(&'static str, &'static str)>,
     pub expect: Expect,
 }
+
+/// The request id of every call (`X-Request-Id`, and a v2 call's `Caller.RequestId`).
+const REQUEST_ID: &str = "0b9e5c6a-busbarctl-adapter-test";
+
+/// The headers a cluster agent adds for a client with a verified certificate, matching
+/// [`caller`]`(true)`.
+const CLUSTER_HEADERS: &[(&str, &str)] = &[
+    (busbar_adapter::headers::NODE, "node2"),
+    (busbar_adapter::headers::NODE_LABELS, "zone=a"),
+    (busbar_adapter::headers::USER, "alice"),
+    (busbar_adapter::headers::AUTH_METHOD, "TLS"),
+    (busbar_adapter::headers::ROLE, "client"),
+];
 
 /// What answer a check expects, and so how [`judge`] reads it.
 pub enum Expect {
@@ -355,6 +415,7 @@ fn pre_check(name: &str, call: PreHookRequest, extra: Option<Value>) -> Check {
         name: name.to_owned(),
         document: with_extra(call.to_json(), extra),
         shown,
+        headers: Vec::new(),
         expect: Expect::PreV1(call),
     }
 }
@@ -373,6 +434,7 @@ fn post_check(name: &str, call: PostHookRequest, extra: Option<Value>) -> Check 
         name: name.to_owned(),
         document: with_extra(call.to_json(), extra),
         shown,
+        headers: Vec::new(),
         expect: Expect::PostV1(call),
     }
 }
@@ -468,10 +530,26 @@ fn post_suite_v1(target: &Target) -> Vec<Check> {
     let body = body_for(method, path).map(|b| b.to_string());
     let body = body.as_deref();
     let json_ct = Some("application/json");
-    let created = r#"{"Id":"4fa6e0f0c6786287e131c3852c58a2e01cc697a68231826813597e4994f1d6e2","Warnings":[]}"#;
+    let (code, content_type, answered) = engine_answer(method, path);
+    let created = answered.as_str();
     let mut checks = vec![post_check(
-        &format!("{m} {} answered with a body", short(path)),
-        post_call(m, &format!("{path}?name=web"), body, 201, json_ct, created),
+        &format!(
+            "{m} {} answered {code}{}",
+            short(path),
+            if created.is_empty() {
+                ", no body"
+            } else {
+                " with a body"
+            }
+        ),
+        post_call(
+            m,
+            &format!("{path}?name=web"),
+            body,
+            code,
+            content_type,
+            created,
+        ),
         None,
     )];
     checks.push(post_check(
@@ -494,13 +572,13 @@ fn post_suite_v1(target: &Target) -> Vec<Check> {
     if let Some(bare) = unversioned(path) {
         checks.push(post_check(
             "the same, unversioned (as docker-py and kubelet send it)",
-            post_call(m, &bare, body, 201, json_ct, created),
+            post_call(m, &bare, body, code, content_type, created),
             None,
         ));
     }
     checks.push(post_check(
         "a null client body",
-        post_call(m, path, None, 201, json_ct, created),
+        post_call(m, path, None, code, content_type, created),
         None,
     ));
     let (get, get_name) = target.get();
@@ -511,7 +589,7 @@ fn post_suite_v1(target: &Target) -> Vec<Check> {
     ));
     checks.push(post_check(
         "unknown fields in the call",
-        post_call(m, path, body, 201, json_ct, created),
+        post_call(m, path, body, code, content_type, created),
         Some(unknown_fields()),
     ));
     checks.push(post_check(
@@ -546,12 +624,12 @@ fn suite_v2(target: &Target, phase: Phase, v1: Vec<Check>) -> Vec<Check> {
 fn caller(cluster: bool) -> Value {
     if cluster {
         json!({
-            "RequestId": "0b9e5c6a-busbarctl-adapter-test",
+            "RequestId": REQUEST_ID,
             "Node": {"Name": "node2", "Labels": {"zone": "a"}},
             "Client": {"User": "alice", "AuthMethod": "TLS", "Role": "client"},
         })
     } else {
-        json!({"RequestId": "0b9e5c6a-busbarctl-adapter-test", "Node": null, "Client": null})
+        json!({"RequestId": REQUEST_ID, "Node": null, "Client": null})
     }
 }
 
@@ -561,7 +639,7 @@ fn request_headers(body: bool, cluster: bool) -> Value {
     let mut h = json!({
         "host": ["api.moby.localhost"],
         "user-agent": ["Docker-Client/24.0.7 (linux)"],
-        "x-request-id": ["0b9e5c6a-busbarctl-adapter-test"],
+        "x-request-id": [REQUEST_ID],
     });
     if body {
         h["content-type"] = json!(["application/json"]);
@@ -615,6 +693,11 @@ fn to_v2(check: Check, cluster: bool) -> Check {
         name: check.name,
         document: serde_json::to_vec(&doc).expect("JSON"),
         shown: format!("v2 {}, Caller: {who}", check.shown),
+        headers: if cluster {
+            CLUSTER_HEADERS.to_vec()
+        } else {
+            Vec::new()
+        },
         expect,
     }
 }
@@ -674,6 +757,11 @@ fn unwind_checks(target: &Target) -> Vec<Check> {
                     failure["Stage"].as_str().unwrap_or_default()
                 ),
                 document: serde_json::to_vec(&doc).expect("JSON"),
+                headers: if cluster {
+                    CLUSTER_HEADERS.to_vec()
+                } else {
+                    Vec::new()
+                },
                 expect: Expect::Unwind,
             }
         })
@@ -745,8 +833,27 @@ pub async fn run(
     args: &TestArgs,
     checks: &[Check],
 ) -> Report {
+    use busbar_adapter::headers as h;
     let mut outcomes = Vec::with_capacity(checks.len());
     for check in checks {
+        // As busbar's agent calls: its headers beside the JSON (README, "What adapters are
+        // told"), the request id the same as in a v2 call's Caller and Headers.
+        let mut client = client
+            .clone()
+            .header(
+                http::HeaderName::from_static(h::ADAPTER_API_HEADER),
+                http::HeaderValue::from_static(h::ADAPTER_API),
+            )
+            .header(
+                http::HeaderName::from_static(h::REQUEST_ID),
+                http::HeaderValue::from_static(REQUEST_ID),
+            );
+        for (name, value) in &check.headers {
+            client = client.header(
+                http::HeaderName::from_static(name),
+                http::HeaderValue::from_static(value),
+            );
+        }
         let answer = client.send(&check.document).await;
         let mut outcome = Outcome {
             name: check.name.clone(),

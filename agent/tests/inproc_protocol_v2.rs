@@ -395,3 +395,84 @@ async fn debug_hooks_logs_every_adapter_and_a_failed_call_says_why() {
     agent.stop().await;
     engine.stop().await;
 }
+
+/// A version 2 chain for the create with `pre` and `post` hooks, every adapter of protocol 2.
+fn chains_with_post(adapters: &[(&str, &FakeAdapter)], pre: &str, post: &str) -> String {
+    let mut y = format!(
+        "version: 2\nendpoints:\n  \"POST /*/containers/create\":\n    pre: [{pre}]\n    post: [{post}]\nadapters:\n"
+    );
+    for (name, adapter) in adapters {
+        y += &format!("  {name}:\n    url: {}\n    protocol: 2\n", adapter.url());
+    }
+    y
+}
+
+/// docs/protocol.md, "Unwinding": post-hooks take no part in it. A post-hook that refuses
+/// after the engine succeeded unwinds no pre-hook; when the engine fails, the pre-hooks are
+/// unwound first, then the post-hooks run on the engine's error as always, and no post-hook
+/// ever gets an unwind call.
+#[tokio::test]
+async fn post_hooks_take_no_part_in_unwinding() {
+    // The engine succeeds, the post-hook refuses: the client gets the refusal, and nothing
+    // is unwound (the engine did the work; the pre-hook's part of it stands).
+    let engine = FakeEngine::start().await;
+    engine.route(
+        "POST /*/containers/create",
+        json(201, r#"{"Id":"c1","Warnings":[]}"#),
+    );
+    let first = FakeAdapter::start(pass_v2).await;
+    let late = FakeAdapter::start(refuse(500, r#"{"message":"late: audit store down"}"#)).await;
+    let yaml = chains_with_post(&[("first", &first), ("late", &late)], "first", "late");
+    let agent = TestAgent::start(&engine, &yaml).await;
+    let rsp = raw::exchange(agent.addr(), &create_request()).await;
+    assert_eq!(rsp.status(), 500, "{}", rsp.text());
+    assert_eq!(rsp.json()["message"], "late: audit store down");
+    assert_eq!(
+        engine.requests().len(),
+        1,
+        "the engine created the container"
+    );
+    assert_eq!(
+        kinds(&first.calls()),
+        ["pre-hook"],
+        "no unwind after the engine succeeded"
+    );
+    assert_eq!(kinds(&late.calls()), ["post-hook"]);
+    agent.stop().await;
+    for a in [first, late] {
+        a.stop().await;
+    }
+    engine.stop().await;
+
+    // The engine refuses: the pre-hook is unwound before the post-hook runs, and the post-hook
+    // (a v2 adapter too) gets the engine's error, and no unwind call.
+    let engine = FakeEngine::start().await;
+    engine.route(
+        "POST /*/containers/create",
+        json(
+            409,
+            r#"{"message":"Conflict. The container name \"/web\" is already in use"}"#,
+        ),
+    );
+    let first = FakeAdapter::start(pass_v2).await;
+    let after = FakeAdapter::start(pass_v2).await;
+    let yaml = chains_with_post(&[("first", &first), ("after", &after)], "first", "after");
+    let agent = TestAgent::start(&engine, &yaml).await;
+    let rsp = raw::exchange(agent.addr(), &create_request()).await;
+    assert_eq!(rsp.status(), 409, "{}", rsp.text());
+    let (f, a) = (first.calls(), after.calls());
+    assert_eq!(kinds(&f), ["pre-hook", "unwind"]);
+    assert_eq!(kinds(&a), ["post-hook"], "a post-hook gets no unwind call");
+    assert!(
+        f[1].seq < a[0].seq,
+        "the unwind ({}) comes before the post-hook ({})",
+        f[1].seq,
+        a[0].seq
+    );
+    assert_eq!(a[0].payload["ServerResponse"]["Code"], 409);
+    agent.stop().await;
+    for x in [first, after] {
+        x.stop().await;
+    }
+    engine.stop().await;
+}

@@ -902,6 +902,15 @@ pub fn judge(
             ));
             return;
         }
+        Err(e) if unwind => {
+            outcome.problems.push(problem(
+                e.to_string(),
+                "busbar logs a warning and the pre-hook's work is not undone: does the adapter \
+                 fail on a call whose Type is \"unwind\" (it has no ServerResponse)? Answer it \
+                 with any 2xx ({} will do)",
+            ));
+            return;
+        }
         Err(e) => {
             outcome.problems.push(problem(
                 e.to_string(),

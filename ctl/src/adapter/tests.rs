@@ -520,6 +520,45 @@ async fn a_v2_double_that_refuses_unwind_calls_fails() {
 }
 
 #[tokio::test]
+async fn a_v1_only_adapter_that_drops_the_connection_on_unwind_fails() {
+    // A test double of an adapter that knows only pre- and post-hooks: it reads an unwind
+    // call as a post-hook, fails on the missing ServerResponse and closes the connection.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/adapter", listener.local_addr().expect("addr"));
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                while let Some(call) = read_request(&mut conn).await {
+                    let call: Value = serde_json::from_slice(&call).unwrap_or(Value::Null);
+                    if call["Type"] == "unwind" {
+                        return; // dropped: the connection closes with no answer
+                    }
+                    let body = GO_ON_V2.2;
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if conn.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let report = fails_with_v(&url, Phase::Pre, 2, TEN, "connection closed").await;
+    assert_eq!(report.problems(), 3, "{}", printed(&report));
+    assert!(
+        printed(&report).contains("does the adapter fail on a call whose Type is \"unwind\""),
+        "{}",
+        printed(&report)
+    );
+    server.abort();
+}
+
+#[tokio::test]
 async fn a_v2_double_that_unwinds_with_an_html_error_fails() {
     v2_fails(
         GO_ON_V2,

@@ -16,44 +16,26 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use hyper::Method;
 use serde_json::{json, Value};
 use support::adapters::{Answer, FakeAdapter};
-use support::{make_certs, tls_args, Process, TempDir};
+use support::front::{self, engine_call, engine_socket, Rng};
 use testbed::{unique_name, Testbed};
 
-/// Where a request goes: the engine's socket, or busbar on a loopback port.
-enum To<'a> {
-    Engine(&'a str),
-    Busbar(u16),
-}
-
-fn post(to: &To, path: &str, body: &str) -> (u16, Value) {
-    let head = format!(
-        "POST {path} HTTP/1.0\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+/// A create through busbar on `port`: status and JSON answer.
+fn create_through(port: u16, body: &str) -> (u16, Value) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("busbar");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "POST /v1.41/containers/create HTTP/1.0\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
-    );
+    )
+    .unwrap();
     let mut raw = vec![];
-    let timeout = Some(Duration::from_secs(30));
-    match to {
-        To::Engine(socket) => {
-            let mut s = UnixStream::connect(socket).expect("the engine's socket");
-            s.set_read_timeout(timeout).unwrap();
-            s.write_all(head.as_bytes()).unwrap();
-            s.write_all(body.as_bytes()).unwrap();
-            s.read_to_end(&mut raw).unwrap();
-        }
-        To::Busbar(port) => {
-            let mut s = std::net::TcpStream::connect(("127.0.0.1", *port)).expect("busbar");
-            s.set_read_timeout(timeout).unwrap();
-            s.write_all(head.as_bytes()).unwrap();
-            s.write_all(body.as_bytes()).unwrap();
-            s.read_to_end(&mut raw).unwrap();
-        }
-    }
+    s.read_to_end(&mut raw).unwrap();
     let text = String::from_utf8_lossy(&raw);
     let status = text
         .split(' ')
@@ -64,27 +46,13 @@ fn post(to: &To, path: &str, body: &str) -> (u16, Value) {
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
-fn engine_get(socket: &str, path: &str) -> Value {
-    let mut s = UnixStream::connect(socket).expect("the engine's socket");
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n").unwrap();
-    let mut raw = vec![];
-    s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw);
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    serde_json::from_str(body).unwrap_or(Value::Null)
-}
-
-fn socket_of(host: &testbed::Host) -> String {
-    host.docker_url()
-        .strip_prefix("unix://")
-        .expect("a unix engine socket")
-        .to_owned()
+fn engine_create(socket: &str, body: &str) -> (u16, Value) {
+    engine_call(socket, "POST", "/v1.41/containers/create", Some(body))
 }
 
 /// What the engine made of a create: the settings an adapter would police.
 fn settings(socket: &str, id: &str) -> Value {
-    let c = engine_get(socket, &format!("/v1.41/containers/{id}/json"));
+    let (_, c) = engine_call(socket, "GET", &format!("/v1.41/containers/{id}/json"), None);
     let h = &c["HostConfig"];
     json!({
         "Image": c["Config"]["Image"], "Env": c["Config"]["Env"], "Cmd": c["Config"]["Cmd"],
@@ -97,29 +65,12 @@ fn settings(socket: &str, id: &str) -> Value {
 }
 
 fn remove(socket: &str, id: &str) {
-    let mut s = UnixStream::connect(socket).expect("the engine's socket");
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "DELETE /v1.41/containers/{id}?force=1 HTTP/1.0\r\nHost: docker\r\n\r\n"
-    )
-    .unwrap();
-    let _ = s.read_to_end(&mut vec![]);
-}
-
-/// A small deterministic generator (xorshift64*): reproducible from the printed seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
+    engine_call(
+        socket,
+        "DELETE",
+        &format!("/v1.41/containers/{id}?force=1"),
+        None,
+    );
 }
 
 /// `name` in random case, now and then with a long s or a Kelvin sign.
@@ -189,29 +140,14 @@ fn spelled_create(rng: &mut Rng, label: &str, privileged: bool) -> String {
     body
 }
 
-fn seed() -> u64 {
-    std::env::var("BUSBAR_BODY_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        })
-}
-
 /// The container the engine makes of a body as written is the one it makes of busbar's
 /// respelling of it.
 #[test]
 fn a_respelled_body_makes_the_container_the_body_as_written_makes() {
     testbed::e2e!();
     let host = &Testbed::shared().hosts()[0];
-    let socket = socket_of(host);
-    let seed = seed();
-    eprintln!("BUSBAR_BODY_FUZZ_SEED={seed}");
-    let mut rng = Rng(seed);
+    let socket = engine_socket(host);
+    let mut rng = Rng::from_env("BUSBAR_BODY_FUZZ_SEED");
     let label = unique_name("bodies");
     let path = busbar_api::ApiPath::parse("/v1.41/containers/create").unwrap();
     let (mut compared, mut respelled) = (0, 0);
@@ -226,8 +162,8 @@ fn a_respelled_body_makes_the_container_the_body_as_written_makes() {
             Ok(None) => body.clone(),
             Err(e) => panic!("{body}: {e}"),
         };
-        let (s1, a) = post(&To::Engine(&socket), "/v1.41/containers/create", &body);
-        let (s2, b) = post(&To::Engine(&socket), "/v1.41/containers/create", &canonical);
+        let (s1, a) = engine_create(&socket, &body);
+        let (s2, b) = engine_create(&socket, &canonical);
         assert_eq!(s1, s2, "{body}\n{a}\n{canonical}\n{b}");
         if s1 != 201 {
             // Refused both ways (a swap limit without a memory limit): for the same reason.
@@ -305,15 +241,17 @@ fn no_bypass(front: &str, port: u16, socket: &str, police: &FakeAdapter) {
             r#""Cmd":["true"]"#,
             &format!(r#""Cmd":["true"],"Labels":{{"busbar-bodies":"{label}"}}"#),
         );
-        let (status, answer) = post(&To::Busbar(port), "/v1.41/containers/create", &body);
+        let (status, answer) = create_through(port, &body);
         eprintln!("{front}: {status} {answer} <- {body}");
     }
     // Refused (403 by the adapter, 400 for a field given twice), or made as the engine read
     // it, which the adapter saw: nothing privileged, nothing bind-mounted.
     let filter = format!("%7B%22label%22%3A%5B%22busbar-bodies%3D{label}%22%5D%7D");
-    let made = engine_get(
+    let (_, made) = engine_call(
         socket,
+        "GET",
         &format!("/v1.41/containers/json?all=1&filters={filter}"),
+        None,
     );
     let made: Vec<&str> = made
         .as_array()
@@ -340,7 +278,7 @@ fn no_bypass(front: &str, port: u16, socket: &str, police: &FakeAdapter) {
     let harmless = format!(
         r#"{{"image":"busybox","cmd":["true"],"labels":{{"busbar-bodies":"{label}"}},"hostconfig":{{"memory":67108864}}}}"#
     );
-    let (status, answer) = post(&To::Busbar(port), "/v1.41/containers/create", &harmless);
+    let (status, answer) = create_through(port, &harmless);
     assert_eq!(status, 201, "{front}: {answer}");
     let seen = police.calls()[calls..]
         .iter()
@@ -364,11 +302,8 @@ fn no_spelling_of_a_field_gets_past_an_adapter_on_an_agent() {
     testbed::e2e!();
     let host = &Testbed::shared().hosts()[0];
     let police = FakeAdapter::start(police);
-    let dir = TempDir::new();
-    let config = dir.join("adapters.yml");
-    std::fs::write(&config, chains(&police.url)).unwrap();
-    let agent = Process::agent(&host.docker_url(), &["--config", config.to_str().unwrap()]);
-    no_bypass("an agent", agent.port, &socket_of(host), &police);
+    let (agent, _config) = front::agent(host, &chains(&police.url));
+    no_bypass("an agent", agent.port, &engine_socket(host), &police);
 }
 
 #[test]
@@ -376,27 +311,12 @@ fn no_spelling_of_a_field_gets_past_an_adapter_through_the_gateway() {
     testbed::e2e!();
     let bed = Testbed::shared();
     let host = &bed.hosts()[0];
-    let certs = bed.dir().join(unique_name("bodies-certs"));
-    let addr = host.addr().unwrap().to_string();
-    make_certs(&certs, &[("node1", &addr)]);
     let police = FakeAdapter::start_on(host.gateway_addr().unwrap(), police);
-    let dir = TempDir::new();
-    let config = dir.join("adapters.yml");
-    std::fs::write(&config, chains(&police.url)).unwrap();
-    let (_agent, agent_addr) = Process::agent_in(
-        host,
-        "node1",
-        &certs,
-        &["--config", config.to_str().unwrap()],
-    );
-    let mut args = vec!["--agent".to_string(), format!("node1={agent_addr}")];
-    args.extend(tls_args(&certs, "gateway"));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let gateway = Process::gateway(&args);
+    let (gateway, _agent, _config) = front::gateway(bed, host, &chains(&police.url));
     no_bypass(
         "a gateway and an agent",
         gateway.port,
-        &socket_of(host),
+        &engine_socket(host),
         &police,
     );
 }

@@ -13,12 +13,11 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::adapters::{Answer, FakeAdapter};
-use support::{make_certs, tls_args, Process, TempDir};
+use support::front::{self, engine_call, engine_socket, Rng};
 use testbed::{unique_name, Testbed};
 
 /// The chains under test: one auditing pre-hook on each endpoint the fuzz exercises.
@@ -54,24 +53,6 @@ impl Op {
             Op::Delete => (format!("/containers/{container}"), "DELETE"),
             Op::Tag => ("/images/busybox/tag".into(), "POST"),
         }
-    }
-}
-
-/// A small deterministic generator (xorshift64*): reproducible from the printed seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[(self.next() % items.len() as u64) as usize]
     }
 }
 
@@ -132,43 +113,6 @@ fn spell(rng: &mut Rng, method: &str, path: &str, query: &str) -> (String, Strin
 }
 
 /// `GET path` on the engine's unix socket (HTTP/1.0, so the answer is not chunked).
-fn engine_get(socket: &str, path: &str) -> (u16, Value) {
-    let mut s = UnixStream::connect(socket).expect("the engine's socket");
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n").unwrap();
-    let mut raw = vec![];
-    s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw);
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
-}
-
-fn engine_send(socket: &str, method: &str, path: &str, body: &str) -> (u16, Value) {
-    let mut s = UnixStream::connect(socket).expect("the engine's socket");
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.0\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = vec![];
-    s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw);
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
-}
-
 /// Sends raw bytes to busbar and returns the status line's code (0 if none).
 fn send(port: u16, s: &Spelled) -> u16 {
     let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
@@ -218,11 +162,11 @@ fn fuzz(front: &str, port: u16, socket: &str, audit: &FakeAdapter) {
     let mut tally = Tally::default();
     let run = unique_name("pfz");
     // The container renamed over and over (addressed by its ID, which never changes).
-    let (status, made) = engine_send(
+    let (status, made) = engine_call(
         socket,
         "POST",
         &format!("/v1.41/containers/create?name={run}-r"),
-        r#"{"Image":"busybox","Labels":{"pathfuzz":"1"}}"#,
+        Some(r#"{"Image":"busybox","Labels":{"pathfuzz":"1"}}"#),
     );
     assert_eq!(status, 201, "{made}");
     let renamed = made["Id"].as_str().unwrap().to_owned();
@@ -231,11 +175,11 @@ fn fuzz(front: &str, port: u16, socket: &str, audit: &FakeAdapter) {
         let id = format!("{run}-{i}");
         let victim = match op {
             Op::Delete => {
-                let (status, made) = engine_send(
+                let (status, made) = engine_call(
                     socket,
                     "POST",
                     &format!("/v1.41/containers/create?name={id}-d"),
-                    r#"{"Image":"busybox","Labels":{"pathfuzz":"1"}}"#,
+                    Some(r#"{"Image":"busybox","Labels":{"pathfuzz":"1"}}"#),
                 );
                 assert_eq!(status, 201, "{made}");
                 made["Id"].as_str().unwrap().to_owned()
@@ -271,15 +215,55 @@ fn fuzz(front: &str, port: u16, socket: &str, audit: &FakeAdapter) {
         let status = send(port, &spelled);
         // Did the engine execute the endpoint? Asked of the engine itself.
         let executed = match op {
-            Op::Create => engine_get(socket, &format!("/v1.41/containers/{id}-c/json")).0 == 200,
-            Op::Rename => {
-                engine_get(socket, &format!("/v1.41/containers/{id}-n/json")).0 == 200
-                    || engine_get(socket, &format!("/v1.41/containers/{id}-f/json")).0 == 200
+            Op::Create => {
+                engine_call(
+                    socket,
+                    "GET",
+                    &format!("/v1.41/containers/{id}-c/json"),
+                    None,
+                )
+                .0 == 200
             }
-            Op::Delete => engine_get(socket, &format!("/v1.41/containers/{victim}/json")).0 == 404,
+            Op::Rename => {
+                engine_call(
+                    socket,
+                    "GET",
+                    &format!("/v1.41/containers/{id}-n/json"),
+                    None,
+                )
+                .0 == 200
+                    || engine_call(
+                        socket,
+                        "GET",
+                        &format!("/v1.41/containers/{id}-f/json"),
+                        None,
+                    )
+                    .0 == 200
+            }
+            Op::Delete => {
+                engine_call(
+                    socket,
+                    "GET",
+                    &format!("/v1.41/containers/{victim}/json"),
+                    None,
+                )
+                .0 == 404
+            }
             Op::Tag => {
-                engine_get(socket, &format!("/v1.41/images/pathfuzz:{id}/json")).0 == 200
-                    || engine_get(socket, &format!("/v1.41/images/pathfuzz:{id}-f/json")).0 == 200
+                engine_call(
+                    socket,
+                    "GET",
+                    &format!("/v1.41/images/pathfuzz:{id}/json"),
+                    None,
+                )
+                .0 == 200
+                    || engine_call(
+                        socket,
+                        "GET",
+                        &format!("/v1.41/images/pathfuzz:{id}-f/json"),
+                        None,
+                    )
+                    .0 == 200
             }
         };
         // Did the hook for that endpoint run, and see the path as the engine read it?
@@ -308,37 +292,37 @@ fn fuzz(front: &str, port: u16, socket: &str, audit: &FakeAdapter) {
         }
         // A rename that ran moved the name: nothing to undo (the next one renames by ID).
         if op == Op::Create && executed {
-            engine_send(
+            engine_call(
                 socket,
                 "DELETE",
                 &format!("/v1.41/containers/{id}-c?force=1"),
-                "",
+                None,
             );
         }
         if op == Op::Tag && executed {
             for tag in [id.clone(), format!("{id}-f")] {
-                engine_send(
+                engine_call(
                     socket,
                     "DELETE",
                     &format!("/v1.41/images/pathfuzz:{tag}"),
-                    "",
+                    None,
                 );
             }
         }
         if op == Op::Delete && !executed {
-            engine_send(
+            engine_call(
                 socket,
                 "DELETE",
                 &format!("/v1.41/containers/{victim}?force=1"),
-                "",
+                None,
             );
         }
     }
-    engine_send(
+    engine_call(
         socket,
         "DELETE",
         &format!("/v1.41/containers/{renamed}?force=1"),
-        "",
+        None,
     );
     eprintln!("path fuzz through {front}: {tally:?}");
     assert!(
@@ -347,23 +331,13 @@ fn fuzz(front: &str, port: u16, socket: &str, audit: &FakeAdapter) {
     );
 }
 
-fn socket_of(host: &testbed::Host) -> String {
-    host.docker_url()
-        .strip_prefix("unix://")
-        .expect("a unix engine socket")
-        .to_owned()
-}
-
 #[test]
 fn no_spelling_of_a_path_runs_an_endpoint_without_its_hook_on_an_agent() {
     testbed::e2e!();
     let host = &Testbed::shared().hosts()[0];
     let audit = FakeAdapter::start(pass);
-    let dir = TempDir::new();
-    let config = dir.join("adapters.yml");
-    std::fs::write(&config, chains(&audit.url)).unwrap();
-    let agent = Process::agent(&host.docker_url(), &["--config", config.to_str().unwrap()]);
-    fuzz("an agent", agent.port, &socket_of(host), &audit);
+    let (agent, _config) = front::agent(host, &chains(&audit.url));
+    fuzz("an agent", agent.port, &engine_socket(host), &audit);
 }
 
 #[test]
@@ -371,28 +345,13 @@ fn no_spelling_of_a_path_runs_an_endpoint_without_its_hook_through_the_gateway()
     testbed::e2e!();
     let bed = Testbed::shared();
     let host = &bed.hosts()[0];
-    let certs = bed.dir().join(unique_name("paths-certs"));
-    let addr = host.addr().unwrap().to_string();
-    make_certs(&certs, &[("node1", &addr)]);
     // The agent lives in the host's namespace: it reaches the adapter at the root side.
     let audit = FakeAdapter::start_on(host.gateway_addr().unwrap(), pass);
-    let dir = TempDir::new();
-    let config = dir.join("adapters.yml");
-    std::fs::write(&config, chains(&audit.url)).unwrap();
-    let (_agent, agent_addr) = Process::agent_in(
-        host,
-        "node1",
-        &certs,
-        &["--config", config.to_str().unwrap()],
-    );
-    let mut args = vec!["--agent".to_string(), format!("node1={agent_addr}")];
-    args.extend(tls_args(&certs, "gateway"));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let gateway = Process::gateway(&args);
+    let (gateway, _agent, _config) = front::gateway(bed, host, &chains(&audit.url));
     fuzz(
         "a gateway and an agent",
         gateway.port,
-        &socket_of(host),
+        &engine_socket(host),
         &audit,
     );
 }

@@ -5,6 +5,7 @@
 
 pub mod adapters;
 pub mod crosshost;
+pub mod front;
 
 use std::io::{BufRead, BufReader, Lines, Read, Write};
 use std::net::TcpStream;

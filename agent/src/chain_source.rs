@@ -7,14 +7,17 @@
 //! [`watch_file`] polls the `--config` file (every [`POLL`]): polling sees every way a file
 //! gets replaced (in-place edits, editors that write a new file and rename it, symlink swaps)
 //! and costs one small read per tick. A change is parsed and validated first; an invalid file
-//! is logged at `warn` and the last good chain set keeps serving.
+//! is logged at `warn` and the last good chain set keeps serving. SIGHUP ([`reread_files`])
+//! makes every watcher look at once and log what it found, even when nothing changed: the
+//! operator who sends it reads in the log whether the chains were reloaded, unchanged, or
+//! refused (and why).
 //!
 //! Whatever the source, it also keeps a [`ChainStatus`] current in a `watch` channel: what the
 //! agent runs and why it refused the latest change, if it did. The agent's `Describe` answer
 //! carries it to gateways, which show it in `docker info`.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -29,6 +32,16 @@ use crate::hooks::adapter::{AdapterClients, HookError};
 
 /// How often the config file is looked at.
 pub const POLL: Duration = Duration::from_millis(500);
+
+/// Bumped by [`reread_files`]; every [`watch_file`] follows it.
+static REREAD: LazyLock<watch::Sender<u64>> = LazyLock::new(|| watch::Sender::new(0));
+
+/// Makes every running [`watch_file`] read its file now and log the outcome (SIGHUP). Returns
+/// how many watchers there are.
+pub fn reread_files() -> usize {
+    REREAD.send_modify(|n| *n = n.wrapping_add(1));
+    REREAD.receiver_count()
+}
 
 /// A validated chain set with the adapter clients it needs: what a request runs with.
 pub struct LiveChains {
@@ -134,16 +147,24 @@ pub async fn watch_file(
     let mut missing_reported = false;
     // Why the content in `last` was refused, if it was.
     let mut refused: Option<String> = None;
+    let mut reread = REREAD.subscribe();
+    reread.mark_unchanged();
     loop {
-        tokio::select! {
+        // Asked for by SIGHUP: log the outcome even when nothing changed.
+        let asked = tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(POLL) => {}
-        }
+            _ = tokio::time::sleep(POLL) => false,
+            _ = reread.changed() => true,
+        };
         let bytes = match tokio::fs::read(&path).await {
             Ok(b) => b,
             Err(e) => {
-                if !missing_reported {
+                if asked {
+                    warn!(config = %path.display(), error = %e, "SIGHUP: cannot read the adapter config; keeping the last good chains");
+                } else if !missing_reported {
                     warn!(config = %path.display(), error = %e, "cannot read the adapter config; keeping the last good chains");
+                }
+                if !missing_reported {
                     report(Some(format!("cannot read {}: {e}", path.display())));
                     missing_reported = true;
                 }
@@ -154,6 +175,14 @@ pub async fn watch_file(
             report(refused.clone()); // back as it was
         }
         if last.as_deref() == Some(&bytes[..]) {
+            if asked {
+                match &refused {
+                    None => info!(config = %path.display(), "SIGHUP: adapter chains unchanged"),
+                    Some(e) => {
+                        warn!(config = %path.display(), "SIGHUP: adapter config still invalid, keeping the last good chains:\n{e}")
+                    }
+                }
+            }
             continue;
         }
         let parsed = match std::str::from_utf8(&bytes) {
@@ -164,15 +193,16 @@ pub async fn watch_file(
             })),
         };
         last = Some(bytes);
+        let why = if asked { "SIGHUP: " } else { "" };
         match parsed {
             Ok(live) => {
-                info!(config = %path.display(), endpoints = live.set.endpoints().len(), "adapter chains reloaded");
+                info!(config = %path.display(), endpoints = live.set.endpoints().len(), "{why}adapter chains reloaded");
                 tx.send_replace(live);
                 refused = None;
                 report(None);
             }
             Err(e) => {
-                warn!(config = %path.display(), "invalid adapter config, keeping the last good chains:\n{e}");
+                warn!(config = %path.display(), "{why}invalid adapter config, keeping the last good chains:\n{e}");
                 refused = Some(e.to_string());
                 report(refused.clone());
             }

@@ -176,6 +176,11 @@ pub struct LocalArgs {
     #[arg(long, env = "BUSBAR_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
 
+    /// A file holding the log filter (e.g. `debug`), read at start and again on SIGHUP; wins
+    /// over --log-level and RUST_LOG.
+    #[arg(long, env = "BUSBAR_LOG_LEVEL_FILE")]
+    pub log_level_file: Option<PathBuf>,
+
     /// Log lines as `text` (colours only on a terminal, never with NO_COLOR) or `json` (one
     /// object per line, for journald and log shippers).
     #[arg(long, env = "BUSBAR_LOG_FORMAT", default_value = "text")]
@@ -210,6 +215,8 @@ pub struct Config {
     pub grpc: Option<GrpcConfig>,
     pub shutdown_grace: Duration,
     pub log_level: String,
+    /// The file the log filter is read from, at start and on SIGHUP (`--log-level-file`).
+    pub log_level_file: Option<PathBuf>,
     pub log_format: LogFormat,
     /// Worker threads of the runtime.
     pub threads: usize,
@@ -361,6 +368,7 @@ impl LocalArgs {
             grpc: None,
             shutdown_grace: seconds("shutdown-grace", self.shutdown_grace)?,
             log_level: self.log_level,
+            log_level_file: self.log_level_file,
             log_format: self.log_format,
             threads: self.threads.map_or_else(default_threads, usize::from),
         })

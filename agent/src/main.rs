@@ -18,7 +18,14 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    busbar_runtime::logging::init(&config.log_level, config.log_format);
+    if let Err(e) = busbar_runtime::logging::init_reloadable(
+        &config.log_level,
+        config.log_level_file.as_deref(),
+        config.log_format,
+    ) {
+        eprintln!("busbar-agent: --log-level-file: {e}");
+        return ExitCode::from(EX_USAGE);
+    }
     let chains = match run::initial_chains(&config) {
         Ok(c) => c,
         Err(e) => {

@@ -185,7 +185,8 @@ pub async fn serve_until_signal(
     shutdown: CancellationToken,
     mut servers: JoinSet<()>,
 ) {
-    busbar_runtime::signal::on_hangup(reload);
+    let reloading = config.clone();
+    busbar_runtime::signal::on_hangup(move || reload(&reloading));
     for l in listeners {
         servers.spawn(server::serve(
             l,
@@ -200,14 +201,29 @@ pub async fn serve_until_signal(
     while servers.join_next().await.is_some() {}
 }
 
-/// What SIGHUP does: reads every TLS certificate and key in use again (the Docker clients'
-/// `--tlscert`, the hop's `--tls-cert`): new handshakes present the new one, open connections
-/// go on; a file that fails its checks is refused and the one in use stays. Adapter chains need
-/// no signal: the `--config` file and etcd are watched. Logs what it did.
-pub fn reload() {
+/// What SIGHUP does, each part logged (what it reloaded, or why it refused):
+/// - every TLS certificate and key in use (the Docker clients' `--tlscert`, the hop's
+///   `--tls-cert`) is read again: new handshakes present the new one, open connections go on;
+///   a file that fails its checks is refused and the one in use stays;
+/// - the `--log-level-file`, when given, is read again and its filter used from now on;
+/// - the `--config` chains file is read again and validated now (it is also watched): an
+///   invalid one is refused and the chains in use stay. Chains from etcd follow etcd.
+///
+/// Open connections are not touched.
+pub fn reload(config: &Config) {
+    busbar_runtime::logging::reload();
+    match &config.chains_file {
+        Some(_) => {
+            source::reread_files();
+        }
+        None if chains_from_etcd(config) => {
+            info!("SIGHUP: adapter chains come from etcd and are applied as they change there")
+        }
+        None => {}
+    }
     let reloaded = busbar_tls::reload_all();
     if reloaded.is_empty() {
-        info!("SIGHUP: no TLS certificate in use; adapter chains are reloaded as they change");
+        info!("SIGHUP: no TLS certificate in use");
     }
     for r in reloaded {
         let cert = r.cert.display();
@@ -220,5 +236,16 @@ pub fn reload() {
                 warn!(%cert, error = %e, "SIGHUP: TLS certificate refused; keeping the one in use")
             }
         }
+    }
+}
+
+/// Whether this agent takes its chains from etcd (a cluster agent with `--etcd`).
+fn chains_from_etcd(config: &Config) -> bool {
+    #[cfg(feature = "cluster")]
+    return config.grpc.as_ref().is_some_and(|g| g.etcd.is_some());
+    #[cfg(not(feature = "cluster"))]
+    {
+        let _ = config;
+        false
     }
 }

@@ -27,7 +27,14 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    busbar_runtime::logging::init(&config.local.log_level, config.local.log_format);
+    if let Err(e) = busbar_runtime::logging::init_reloadable(
+        &config.local.log_level,
+        config.local.log_level_file.as_deref(),
+        config.local.log_format,
+    ) {
+        eprintln!("busbar-gateway: --log-level-file: {e}");
+        return ExitCode::from(EX_USAGE);
+    }
     let chains = match (&config.mode, run::initial_chains(&config.local)) {
         (Mode::Embedded, Ok(c)) => Some(c),
         (Mode::Embedded, Err(e)) => {

@@ -2,7 +2,8 @@
 //! codes, log setup, the stop signal, and the one retry backoff every reconnecting loop uses.
 //!
 //! # Layout
-//! - [`logging`]: `tracing` to stderr, filtered by `RUST_LOG` or `--log-level`, as text or JSON.
+//! - [`logging`]: `tracing` to stderr, filtered by `--log-level-file`, `RUST_LOG` or `--log-level`
+//!   (the file read again on SIGHUP), as text or JSON.
 //! - [`signal`]: waiting for SIGINT or SIGTERM; acting on SIGHUP.
 //! - [`backoff`]: exponential backoff (with or without jitter) for retries and redials.
 

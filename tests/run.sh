@@ -23,6 +23,8 @@ command -v iptables >/dev/null || missing+=(iptables)
 command -v python3 >/dev/null || missing+=(python3 python3-pip)
 # Debian's docker-compose 1.29: the compose project of tests/tests/faithful.rs.
 command -v docker-compose >/dev/null || missing+=(docker-compose)
+# HAProxy: the load balancer in front of two gateways (tests/tests/deploy_cluster.rs).
+command -v haproxy >/dev/null || missing+=(haproxy)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "tests/run.sh: missing ${missing[*]}; run as root to install them" >&2

@@ -220,23 +220,18 @@ openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -d
     let t = Instant::now();
     let etcd_url = format!("https://{}:{ETCD_PORT}", addr(h1));
     let e = |n: &str| etcd_pki.join(n).display().to_string();
+    // As Debian's etcd.service runs it: its name and data directory from the unit, the rest
+    // from the page's /etc/default/etcd.
     let mut etcd_cmd = h1.command_in("etcd");
     etcd_cmd
-        .args(["--name", "etcd1", "--data-dir"])
-        .arg(dir.join("etcd-data"))
-        .args([
-            "--listen-client-urls",
-            &etcd_url,
-            "--advertise-client-urls",
-            &etcd_url,
-        ])
-        .args([
-            "--cert-file",
-            &e("etcd1.pem"),
-            "--key-file",
-            &e("etcd1-key.pem"),
-        ])
-        .args(["--trusted-ca-file", &e("ca.pem"), "--client-cert-auth"]);
+        .env("ETCD_NAME", "host1")
+        .env("ETCD_DATA_DIR", dir.join("etcd-data"))
+        .env("ETCD_LISTEN_CLIENT_URLS", &etcd_url)
+        .env("ETCD_ADVERTISE_CLIENT_URLS", &etcd_url)
+        .env("ETCD_CERT_FILE", e("etcd1.pem"))
+        .env("ETCD_KEY_FILE", e("etcd1-key.pem"))
+        .env("ETCD_TRUSTED_CA_FILE", e("ca.pem"))
+        .env("ETCD_CLIENT_CERT_AUTH", "true");
     let etcd = Process::start_cmd(etcd_cmd);
     let healthy = wait_until(Duration::from_secs(30), || {
         let mut c = Command::new("etcdctl");

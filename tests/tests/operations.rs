@@ -1,7 +1,7 @@
 //! What an operator sees and does: the access log (one line per request, JSON with
 //! `--log-format json`, no colour codes in files), SIGHUP, which reloads a replaced
 //! certificate while a `docker logs -f` across the hop goes on, and the `--config` chains and
-//! the `--log-level-file` of a standalone agent while a `docker logs -f` through it goes on
+//! the `--log-level-file` of a standalone agent and of an embedded gateway while a `docker logs -f` through it goes on
 //! (an invalid file refused, the old one kept), and an adapter's refusal that
 //! is not a Docker error, which the CLI prints as one readable line. Real engine, real agent in its
 //! own network namespace, the real `docker` CLI and `openssl s_client`.
@@ -192,30 +192,48 @@ fn chains_with(name: &str, url: &str) -> String {
     )
 }
 
-/// Sends SIGHUP to `agent` and waits until its log, after what it held before, has a line for
+/// Sends SIGHUP to `busbar` and waits until its log, after what it held before, has a line for
 /// which `done` holds; returns the log written since the signal.
-fn hangup(agent: &mut Process, done: impl Fn(&str) -> bool) -> String {
-    let before = agent.log_text().len();
+fn hangup(busbar: &mut Process, done: impl Fn(&str) -> bool) -> String {
+    let before = busbar.log_text().len();
     let hup = Command::new("kill")
-        .args(["-HUP", &agent.pid().to_string()])
+        .args(["-HUP", &busbar.pid().to_string()])
         .status()
         .unwrap();
     assert!(hup.success());
     let since = |a: &Process| a.log_text().get(before..).unwrap_or("").to_owned();
-    let seen = wait_until(Duration::from_secs(10), || done(&since(agent)));
+    let seen = wait_until(Duration::from_secs(10), || done(&since(busbar)));
     assert!(
         seen,
-        "the agent's log after SIGHUP lacks what was expected:\n{}",
-        since(agent)
+        "the log after SIGHUP lacks what was expected:\n{}",
+        since(busbar)
     );
-    assert!(agent.exited().is_none(), "SIGHUP ended the agent");
-    since(agent)
+    assert!(busbar.exited().is_none(), "SIGHUP ended the process");
+    since(busbar)
 }
 
 #[test]
-fn sighup_reloads_the_chains_and_the_log_level_while_a_stream_goes_on() {
+fn sighup_reloads_the_chains_and_the_log_level_of_an_agent_while_a_stream_goes_on() {
     testbed::e2e!();
     let engine = Testbed::shared().hosts()[0].docker_url();
+    reloads_chains_and_level(&engine, |args| Process::agent(&engine, args));
+}
+
+/// The same of the embedded gateway (an agent in-process), which reloads as the agent does.
+#[test]
+fn sighup_reloads_the_chains_and_the_log_level_of_an_embedded_gateway() {
+    testbed::e2e!();
+    let engine = Testbed::shared().hosts()[0].docker_url();
+    reloads_chains_and_level(&engine, |args| {
+        let mut all = vec!["--docker", &engine];
+        all.extend(args);
+        Process::gateway(&all)
+    });
+}
+
+/// Started by `start` with `--config` and `--log-level-file`, a busbar process on `engine`
+/// reloads both on SIGHUP (refusing invalid files) while a `docker logs -f` through it goes on.
+fn reloads_chains_and_level(engine: &str, start: impl Fn(&[&str]) -> Process) {
     let first = FakeAdapter::start(support::adapters::null);
     let second = FakeAdapter::start(support::adapters::null);
     let dir = TempDir::new();
@@ -223,45 +241,42 @@ fn sighup_reloads_the_chains_and_the_log_level_while_a_stream_goes_on() {
     let level = dir.join("log-level");
     std::fs::write(&chains, chains_with("first", &first.url)).unwrap();
     std::fs::write(&level, "info\n").unwrap();
-    let mut agent = Process::agent(
-        &engine,
-        &[
-            "--config",
-            chains.to_str().unwrap(),
-            "--log-level-file",
-            level.to_str().unwrap(),
-        ],
-    );
+    let mut busbar = start(&[
+        "--config",
+        chains.to_str().unwrap(),
+        "--log-level-file",
+        level.to_str().unwrap(),
+    ]);
     let support::Ticking {
         name,
         mut follow,
         mut lines,
-    } = support::ticking_logs(&engine, &agent.url, "hup");
+    } = support::ticking_logs(engine, &busbar.url, "hup");
     docker_ok(
-        &agent.url,
+        &busbar.url,
         &["create", "--name", &format!("{name}-1"), "busybox"],
     );
     assert_eq!(first.requests("pre-hook").len(), 1);
     assert!(second.calls().is_empty());
     assert!(
-        !agent.log_text().contains(" DEBUG "),
+        !busbar.log_text().contains(" DEBUG "),
         "debug lines at level info:\n{}",
-        agent.log_tail()
+        busbar.log_tail()
     );
 
     // The chains: the file now names the second adapter; SIGHUP applies it (the file is also
     // watched, so the change may already be in: then SIGHUP says the chains are unchanged).
     std::fs::write(&chains, chains_with("second", &second.url)).unwrap();
-    let log = hangup(&mut agent, |l| l.contains("SIGHUP: adapter chains"));
+    let log = hangup(&mut busbar, |l| l.contains("SIGHUP: adapter chains"));
     assert!(
         log.contains("SIGHUP: adapter chains reloaded")
-            || (agent.log_text().contains("adapter chains reloaded")
+            || (busbar.log_text().contains("adapter chains reloaded")
                 && log.contains("SIGHUP: adapter chains unchanged")),
         "{log}"
     );
     assert!(log.contains("SIGHUP: log level unchanged"), "{log}");
     docker_ok(
-        &agent.url,
+        &busbar.url,
         &["create", "--name", &format!("{name}-2"), "busybox"],
     );
     assert_eq!(
@@ -281,13 +296,13 @@ fn sighup_reloads_the_chains_and_the_log_level_while_a_stream_goes_on() {
         chains_with("second", &second.url).replace("pre: [second]", "pre: [nope]"),
     )
     .unwrap();
-    let log = hangup(&mut agent, |l| {
+    let log = hangup(&mut busbar, |l| {
         l.contains("SIGHUP: invalid adapter config")
             || l.contains("SIGHUP: adapter config still invalid")
     });
     assert!(log.contains("nope"), "the refusal does not say why:\n{log}");
     docker_ok(
-        &agent.url,
+        &busbar.url,
         &["create", "--name", &format!("{name}-3"), "busybox"],
     );
     assert_eq!(
@@ -298,15 +313,15 @@ fn sighup_reloads_the_chains_and_the_log_level_while_a_stream_goes_on() {
 
     // The log level: debug lines appear once the file says `debug`; a typo is refused.
     std::fs::write(&level, "debg\n").unwrap();
-    let log = hangup(&mut agent, |l| l.contains("SIGHUP: log level refused"));
+    let log = hangup(&mut busbar, |l| l.contains("SIGHUP: log level refused"));
     assert!(log.contains("debg"), "{log}");
     std::fs::write(&level, "# raised for a look\ndebug\n").unwrap();
-    let log = hangup(&mut agent, |l| l.contains("SIGHUP: log level changed"));
+    let log = hangup(&mut busbar, |l| l.contains("SIGHUP: log level changed"));
     assert!(!log.contains(" DEBUG "), "{log}");
-    let before = agent.log_text().len();
-    assert!(docker(&agent.url, &["ps", "-q"]).status.success());
+    let before = busbar.log_text().len();
+    assert!(docker(&busbar.url, &["ps", "-q"]).status.success());
     let debug = wait_until(Duration::from_secs(5), || {
-        agent
+        busbar
             .log_text()
             .get(before..)
             .is_some_and(|l| l.contains(" DEBUG "))
@@ -314,10 +329,10 @@ fn sighup_reloads_the_chains_and_the_log_level_while_a_stream_goes_on() {
     assert!(
         debug,
         "no debug line after the level changed:\n{}",
-        agent.log_tail()
+        busbar.log_tail()
     );
 
-    // The stream through the agent went on across every SIGHUP.
+    // The stream through the process went on across every SIGHUP.
     for _ in 0..3 {
         assert_eq!(lines.next().unwrap().unwrap(), "tick");
     }
@@ -326,7 +341,7 @@ fn sighup_reloads_the_chains_and_the_log_level_while_a_stream_goes_on() {
     let containers: Vec<String> = (1..=3).map(|i| format!("{name}-{i}")).collect();
     let mut rm = vec!["rm", "-f", &name];
     rm.extend(containers.iter().map(String::as_str));
-    docker_ok(&engine, &rm);
+    docker_ok(engine, &rm);
 }
 
 #[test]

@@ -1,9 +1,11 @@
 //! `deploy/cluster.md` followed on the test bed, step by step, as a new user would: three
-//! bare hosts (network namespaces with their own dockerd), an etcd with TLS and client
-//! certificates made with `openssl` on host 1, the cluster's certificates made with
-//! `busbarctl`, an agent on every host registering in etcd, a gateway on hosts 1 and 2 serving
-//! Docker clients over TLS (`--tlsverify`), and HAProxy on host 3 run with the shipped
-//! `deploy/haproxy.cfg` (its addresses and file paths replaced, nothing else). It ends with
+//! bare hosts (network namespaces with their own dockerd), the page's certificate blocks run
+//! as written (`openssl` for etcd, `busbarctl` for the cluster), etcd on host 1 with TLS and
+//! client certificates from the page's `/etc/default/etcd`, an agent on every host
+//! registering in etcd, a gateway on hosts 1 and 2 serving Docker clients over TLS
+//! (`--tlsverify`), and HAProxy on host 3 run with the shipped `deploy/haproxy.cfg`. Only the
+//! addresses and the directories (`/secure/...`, `/etc/...`) are replaced: the hosts share one
+//! file system. It ends with
 //! `docker run --rm busybox echo hello` through HAProxy while one gateway is stopped, and
 //! again once it is back and the other one is stopped. Real etcd, engines, HAProxy and the
 //! real `docker` CLI; nothing stands in for anything. Timings are printed, never asserted.
@@ -21,6 +23,17 @@ use testbed::{docker_command, output_with_timeout, wait_until, Host, Testbed, Te
 const ETCD_PORT: u16 = 2379;
 const AGENT_PORT: u16 = 7443;
 const DOCKER_TLS_PORT: u16 = 2376;
+
+/// The fenced block of `page` whose first line starts with `first`, without its fences.
+#[track_caller]
+fn page_block(page: &str, first: &str) -> String {
+    page.split("```")
+        .map(|b| b.strip_prefix("sh\n").unwrap_or(b))
+        .find(|b| b.starts_with(first))
+        .unwrap_or_else(|| panic!("deploy/cluster.md has no block starting with {first}"))
+        .trim()
+        .to_owned()
+}
 
 /// Runs a shell script (as the page's blocks are run), failing with its output.
 #[track_caller]
@@ -42,12 +55,6 @@ fn ok(out: &Output, what: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-#[track_caller]
-fn busbarctl(args: &[&str]) {
-    let out = support::busbarctl(args);
-    ok(&out, &format!("busbarctl {args:?}"));
 }
 
 /// A docker CLI with alice's certificate, as the page's last step sets it up.
@@ -139,73 +146,30 @@ fn the_cluster_page_from_bare_hosts_to_two_gateways_behind_haproxy() {
         t0.elapsed()
     );
     let dir = TempDir::new();
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let page = std::fs::read_to_string(deploy.join("cluster.md")).expect("deploy/cluster.md");
     let t = Instant::now();
 
-    // Step 2a: etcd's own CA, its server certificate and busbar's client certificate
-    // (deploy/etcd.md, step 1, as the page repeats it with host 1's address).
+    // Step 2, the page's own blocks run as written, with the bed's addresses and private
+    // directories for /secure/...: etcd's CA, its server certificate and busbar's client
+    // certificate (openssl); the cluster CA and every busbar certificate (busbarctl).
     let etcd_pki = dir.join("etcd-pki");
-    std::fs::create_dir_all(&etcd_pki).unwrap();
-    sh(&format!(
-        r#"cd {d} && umask 077
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
-    -subj "/CN=etcd CA" -keyout ca-key.pem -out ca.pem 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=etcd1" \
-    -keyout etcd1-key.pem -out etcd1.csr 2>/dev/null
-printf 'subjectAltName = IP:{h1}\nextendedKeyUsage = serverAuth, clientAuth\nkeyUsage = digitalSignature, keyEncipherment\n' > server.ext
-openssl x509 -req -in etcd1.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 825 \
-    -extfile server.ext -out etcd1.pem 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=busbar-client" \
-    -keyout client-key.pem -out client.csr 2>/dev/null
-printf 'extendedKeyUsage = clientAuth\nkeyUsage = digitalSignature\n' > client.ext
-openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 825 \
-    -extfile client.ext -out client.pem 2>/dev/null"#,
-        d = etcd_pki.display(),
-        h1 = addr(h1),
-    ));
-
-    // Step 2b: the cluster CA, an agent certificate per host, a gateway certificate per
-    // gateway (valid for its own address and HAProxy's: clients dial HAProxy), HAProxy's
-    // health-check certificate and a user's.
     let pki = dir.join("pki");
+    let on_bed = |block: String| {
+        block
+            .replace("/secure/etcd-pki", &etcd_pki.display().to_string())
+            .replace("/secure/busbar-pki", &pki.display().to_string())
+            .replace("10.0.0.1", &addr(h1))
+            .replace("10.0.0.2", &addr(h2))
+            .replace("10.0.0.3", &addr(h3))
+    };
+    sh(&on_bed(page_block(&page, "mkdir -p /secure/etcd-pki")));
+    let busbarctl_dir = binary("busbarctl").parent().unwrap().display().to_string();
+    sh(&format!(
+        "PATH={busbarctl_dir}:$PATH\n{}",
+        on_bed(page_block(&page, "P=/secure/busbar-pki"))
+    ));
     let p = pki.to_str().unwrap();
-    busbarctl(&["certs", "init", "--dir", p]);
-    for (i, h) in hosts.iter().enumerate() {
-        let name = format!("node{}", i + 1);
-        busbarctl(&[
-            "certs",
-            "issue",
-            "--dir",
-            p,
-            "--name",
-            &name,
-            "--role",
-            "agent",
-            "--san",
-            &addr(h),
-        ]);
-    }
-    for (name, h) in [("gw1", h1), ("gw2", h2)] {
-        busbarctl(&[
-            "certs",
-            "issue",
-            "--dir",
-            p,
-            "--name",
-            name,
-            "--role",
-            "gateway",
-            "--san",
-            &addr(h),
-            "--san",
-            &addr(h3),
-        ]);
-    }
-    busbarctl(&[
-        "certs", "issue", "--dir", p, "--name", "haproxy", "--role", "client",
-    ]);
-    busbarctl(&[
-        "certs", "issue", "--dir", p, "--name", "alice", "--role", "client",
-    ]);
     let alice = dir.join("alice-docker");
     sh(&format!(
         "install -d -m 0700 {a} && cp {p}/ca.pem {a}/ca.pem && cp {p}/alice.pem {a}/cert.pem && cp {p}/alice-key.pem {a}/key.pem",
@@ -221,17 +185,25 @@ openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -d
     let etcd_url = format!("https://{}:{ETCD_PORT}", addr(h1));
     let e = |n: &str| etcd_pki.join(n).display().to_string();
     // As Debian's etcd.service runs it: its name and data directory from the unit, the rest
-    // from the page's /etc/default/etcd.
+    // from the page's /etc/default/etcd, read from the page (addresses and paths replaced).
     let mut etcd_cmd = h1.command_in("etcd");
     etcd_cmd
         .env("ETCD_NAME", "host1")
-        .env("ETCD_DATA_DIR", dir.join("etcd-data"))
-        .env("ETCD_LISTEN_CLIENT_URLS", &etcd_url)
-        .env("ETCD_ADVERTISE_CLIENT_URLS", &etcd_url)
-        .env("ETCD_CERT_FILE", e("etcd1.pem"))
-        .env("ETCD_KEY_FILE", e("etcd1-key.pem"))
-        .env("ETCD_TRUSTED_CA_FILE", e("ca.pem"))
-        .env("ETCD_CLIENT_CERT_AUTH", "true");
+        .env("ETCD_DATA_DIR", dir.join("etcd-data"));
+    let defaults = page_block(&page, "ETCD_LISTEN_CLIENT_URLS");
+    let mut settings = 0;
+    for line in defaults.lines() {
+        let (key, value) = line.split_once('=').expect("KEY=VALUE lines");
+        let value = value
+            .replace("10.0.0.1", &addr(h1))
+            .replace("/etc/etcd/pki/", &format!("{}/", etcd_pki.display()));
+        etcd_cmd.env(key, value);
+        settings += 1;
+    }
+    assert_eq!(
+        settings, 6,
+        "the page's /etc/default/etcd changed:\n{defaults}"
+    );
     let etcd = Process::start_cmd(etcd_cmd);
     let healthy = wait_until(Duration::from_secs(30), || {
         let mut c = Command::new("etcdctl");
@@ -301,10 +273,8 @@ openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -d
 
     // Step 6: HAProxy on host 3, with the shipped configuration.
     let t = Instant::now();
-    let shipped = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/haproxy.cfg"),
-    )
-    .expect("deploy/haproxy.cfg is shipped");
+    let shipped =
+        std::fs::read_to_string(deploy.join("haproxy.cfg")).expect("deploy/haproxy.cfg is shipped");
     let hap = dir.join("haproxy");
     std::fs::create_dir_all(&hap).unwrap();
     sh(&format!(

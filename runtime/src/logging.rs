@@ -134,15 +134,33 @@ pub fn init_reloadable(
     level_file: Option<&Path>,
     format: LogFormat,
 ) -> Result<(), LevelError> {
+    // Said once logging runs: a filter given that could not be used.
+    let mut unusable = None;
     let (text, source) = match level_file {
         Some(path) => (read_level_file(path)?, path.display().to_string()),
+        // RUST_LOG as `tracing` reads it (a bare word is a target there): developers' syntax.
         None => match std::env::var("RUST_LOG") {
-            Ok(env) if parse_filter(&env).is_ok() => (env, "RUST_LOG".to_owned()),
-            _ if parse_filter(level).is_ok() => (level.to_owned(), "--log-level".to_owned()),
-            _ => ("info".to_owned(), "the default".to_owned()),
+            Ok(env) if EnvFilter::builder().parse(&env).is_ok() => (env, "RUST_LOG".to_owned()),
+            env => {
+                if let Ok(env) = env {
+                    unusable = EnvFilter::builder()
+                        .parse(&env)
+                        .err()
+                        .map(|e| ("RUST_LOG", e.to_string()));
+                }
+                match parse_filter(level) {
+                    Ok(_) => (level.to_owned(), "--log-level".to_owned()),
+                    Err(e) => {
+                        unusable = unusable.or(Some(("--log-level", e)));
+                        ("info".to_owned(), "the default".to_owned())
+                    }
+                }
+            }
         },
     };
-    let filter = parse_filter(&text).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::builder()
+        .parse(&text)
+        .unwrap_or_else(|_| EnvFilter::new("info"));
     let (filter, handle) = filter_reload::Layer::new(filter);
     let registry = tracing_subscriber::registry().with(filter);
     match format {
@@ -163,6 +181,9 @@ pub fn init_reloadable(
                     .with_span_list(false),
             )
             .init(),
+    }
+    if let Some((what, why)) = unusable {
+        warn!(filter = %text, "{what} ignored: {why}");
     }
     let _ = LEVEL.set(Level {
         handle,
@@ -210,8 +231,15 @@ pub fn reload() -> LevelReload {
             filter: current.clone(),
         };
     };
-    let text = match read_level_file(file) {
-        Ok(text) => text,
+    let read = read_level_file(file).and_then(|text| {
+        let filter = parse_filter(&text).map_err(|why| LevelError::Invalid {
+            path: file.clone(),
+            why,
+        })?;
+        Ok((text, filter))
+    });
+    let (text, filter) = match read {
+        Ok(read) => read,
         Err(error) => {
             warn!(error = %error, filter = %*current, "SIGHUP: log level refused; keeping the one in use");
             return LevelReload::Refused {
@@ -225,7 +253,6 @@ pub fn reload() -> LevelReload {
         return LevelReload::Unchanged(text);
     }
     info!(file = %file.display(), from = %*current, to = %text, "SIGHUP: log level changed");
-    let filter = parse_filter(&text).expect("read_level_file checked the filter");
     if let Err(e) = level.handle.reload(filter) {
         warn!(error = %e, "SIGHUP: the log level could not be swapped in");
         return LevelReload::Unchanged(current.clone());

@@ -68,6 +68,23 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
     }
 
+    /// Starts agent `i` again (after a kill), as it was started.
+    fn restart_agent(&mut self, bed: &Testbed, i: usize) {
+        let host = &bed.hosts()[i];
+        let zone = if i == 0 { "zone=a" } else { "zone=b" };
+        let mut cmd = host.command_in(support::binary("busbar-agent"));
+        cmd.args([
+            "--docker",
+            &host.docker_url(),
+            "--grpc-listen",
+            &self.addrs[i],
+            "--label",
+            zone,
+        ])
+        .args(tls_args(&self.certs.0, NODES[i]));
+        self.agents[i] = Process::start_cmd(cmd);
+    }
+
     /// The node a container runs on, from the gateway's inspect.
     fn node_of(&self, container: &str) -> String {
         docker_ok(
@@ -624,6 +641,78 @@ fn events_stream_from_every_node_tagged_with_it() {
     assert_eq!(seen, ["ev1 node1", "ev3 node3"]);
 }
 
+/// `docker events` through the gateway loses nothing when a node's agent restarts: the
+/// gateway follows the node again once it is healthy, from its last event, and the engine
+/// replays what happened meanwhile (here a container started behind the gateway's back),
+/// each event once.
+#[test]
+fn docker_events_loses_no_event_of_a_node_whose_agent_restarts() {
+    testbed::e2e!();
+    let bed = Testbed::start(three_hosts()).unwrap();
+    let mut c = Cluster::start(&bed, &[]);
+    let mut events = testbed::docker_command(
+        &c.gateway.url,
+        &[
+            "events",
+            "--filter",
+            "event=start",
+            "--format",
+            "{{.Actor.Attributes.name}} {{index .Actor.Attributes \"node.name\"}}",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let rx = support::line_channel(events.stdout.take().unwrap());
+    let mut seen = vec![];
+    let wait_for = |line: &str, seen: &mut Vec<String>| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !seen.iter().any(|l| l == line) && Instant::now() < deadline {
+            if let Ok((l, _)) = rx.recv_timeout(Duration::from_millis(200)) {
+                seen.push(l);
+            }
+        }
+        assert!(seen.iter().any(|l| l == line), "no {line:?} in {seen:?}");
+    };
+    std::thread::sleep(Duration::from_millis(700));
+    let on_node2 = ["-e", "constraint:node==node2", "busybox", "true"];
+    docker_ok(
+        &c.gateway.url,
+        &[&["run", "-d", "--name", "before"][..], &on_node2].concat(),
+    );
+    wait_for("before node2", &mut seen);
+    c.agents[1].kill();
+    assert!(
+        wait_until(Duration::from_secs(10), || c.info().contains("Unhealthy")),
+        "node2 not reported unhealthy:\n{}",
+        c.info()
+    );
+    docker_ok(
+        &c.engines[1],
+        &["run", "-d", "--name", "during", "busybox", "true"],
+    );
+    c.restart_agent(&bed, 1);
+    assert!(
+        wait_until(Duration::from_secs(20), || !c.info().contains("Unhealthy")),
+        "node2 did not come back:\n{}",
+        c.info()
+    );
+    wait_for("during node2", &mut seen);
+    docker_ok(
+        &c.gateway.url,
+        &[&["run", "-d", "--name", "after"][..], &on_node2].concat(),
+    );
+    wait_for("after node2", &mut seen);
+    // Nothing twice (the replay starts at the last event sent).
+    std::thread::sleep(Duration::from_secs(1));
+    while let Ok((l, _)) = rx.try_recv() {
+        seen.push(l);
+    }
+    let _ = events.kill();
+    let _ = events.wait();
+    assert_eq!(seen, ["before node2", "during node2", "after node2"]);
+}
+
 #[test]
 fn concurrent_runs_with_one_name_have_exactly_one_winner() {
     testbed::e2e!();
@@ -684,18 +773,7 @@ fn a_killed_agent_turns_unhealthy_and_comes_back() {
         );
         assert_ne!(c.node_of(&name), "node2");
     }
-    let host = &bed.hosts()[1];
-    let mut cmd = host.command_in(support::binary("busbar-agent"));
-    cmd.args([
-        "--docker",
-        &host.docker_url(),
-        "--grpc-listen",
-        &c.addrs[1],
-        "--label",
-        "zone=b",
-    ])
-    .args(tls_args(&c.certs.0, "node2"));
-    c.agents[1] = Process::start_cmd(cmd);
+    c.restart_agent(&bed, 1);
     let back = wait_until(Duration::from_secs(20), || {
         c.info().matches("Healthy").count() == 3 && !c.info().contains("Unhealthy")
     });

@@ -2,6 +2,7 @@
 //! aggregated lists.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use busbar_http::body::full;
 use busbar_http::error as respond;
@@ -444,15 +445,21 @@ pub async fn broadcast_merged(
     merged_or_failed(&answers, || merge(&answers))
 }
 
-/// `GET /events`: one live stream merged from every healthy node, each event tagged with its
-/// node. `since`, `until` and `filters` go to every engine; the stream ends when every node's
-/// does (with `until`), or when the client leaves.
-pub async fn events(cluster: &Cluster, req: Request<Body>, ctx: &RequestCtx) -> Response<Body> {
-    let target = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_default();
+/// `GET /events`: one live stream merged from every node, each event tagged with its node.
+/// `filters` go to every engine. With `until`, each healthy node's stream is read once and the
+/// answer ends when every node's does. Without it (`docker events`), the stream lasts until
+/// the client leaves and no node's events are lost on the way: a node whose stream ends (its
+/// agent restarted, the hop broke) or that was not healthy, or not a member, when the client
+/// came is followed as soon as it is healthy, from its last event (`since`: the engine
+/// replays what it buffered, up to its last 256 events; what was already sent is not sent
+/// twice).
+pub async fn events(
+    cluster: &Arc<Cluster>,
+    req: Request<Body>,
+    ctx: &RequestCtx,
+) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().unwrap_or("").to_owned();
     let nodes = cluster.healthy();
     if nodes.is_empty() {
         return respond::message(
@@ -461,56 +468,26 @@ pub async fn events(cluster: &Cluster, req: Request<Body>, ctx: &RequestCtx) -> 
         );
     }
     let (tx, rx) = mpsc::channel::<Result<http_body::Frame<Bytes>, busbar_http::BoxError>>(64);
-    for node in nodes {
-        let (tx, target, snapshot) = (tx.clone(), target.clone(), node.snapshot());
-        let ctx = ctx.for_call();
-        tokio::spawn(async move {
-            let rsp = match calls::forward(&node, calls::request(Method::GET, &target, None), &ctx)
-                .await
-            {
-                Ok(r) if r.status().is_success() => r,
-                Ok(r) => {
-                    return debug!(node = %node.name(), status = r.status().as_u16(), "events refused")
-                }
-                Err(e) => return debug!(node = %node.name(), error = %e, "events failed"),
-            };
-            let mut body = rsp.into_body();
-            let mut line = Vec::new();
-            loop {
-                // An idle node stream must not outlive its client: stop when the client leaves.
-                let frame = tokio::select! {
-                    f = body.frame() => f,
-                    _ = tx.closed() => return,
-                };
-                let Some(Ok(frame)) = frame else { break };
-                let Some(data) = frame.data_ref() else {
-                    continue;
-                };
-                for &b in data.iter() {
-                    if b != b'\n' {
-                        if line.len() >= MAX_EVENT {
-                            // Not an engine's event stream: a node must not grow our memory.
-                            return warn!(node = %node.name(), "events: a line over {MAX_EVENT} bytes; this node's stream is dropped");
-                        }
-                        line.push(b);
-                        continue;
-                    }
-                    if let Ok(mut event) = serde_json::from_slice::<Value>(&line) {
-                        aggregate::tag_event(&mut event, &snapshot);
-                        let mut out = event.to_string().into_bytes();
-                        out.push(b'\n');
-                        if tx
-                            .send(Ok(http_body::Frame::data(Bytes::from(out))))
-                            .await
-                            .is_err()
-                        {
-                            return; // the client left
-                        }
-                    }
-                    line.clear();
-                }
-            }
-        });
+    if aggregate::query::param(&query, "until").is_some() {
+        let target = format!("{path}?{query}");
+        for node in nodes {
+            let (tx, target, ctx) = (tx.clone(), target.clone(), ctx.for_call());
+            tokio::spawn(async move {
+                let mut seen = Seen::default();
+                let _ = relay_events(&node, &target, &mut seen, &tx, &ctx).await;
+            });
+        }
+    } else {
+        let since = aggregate::query::param(&query, "since");
+        let follow = Follow {
+            cluster: cluster.clone(),
+            path,
+            query: without_since(&query),
+            since,
+            tx: tx.clone(),
+            ctx: ctx.for_call(),
+        };
+        tokio::spawn(follow.run());
     }
     drop(tx);
     let body = BodyExt::boxed(StreamBody::new(ReceiverStream::new(rx)));
@@ -519,6 +496,188 @@ pub async fn events(cluster: &Cluster, req: Request<Body>, ctx: &RequestCtx) -> 
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(body)
         .expect("valid headers")
+}
+
+type EventSender = mpsc::Sender<Result<http_body::Frame<Bytes>, busbar_http::BoxError>>;
+
+/// How often a followed stream looks for new members and for nodes healthy again.
+const FOLLOW_EVERY: Duration = Duration::from_millis(500);
+
+/// One client's `docker events` across the cluster: a follower per member, started as members
+/// appear, until the client leaves.
+struct Follow {
+    cluster: Arc<Cluster>,
+    path: String,
+    /// The client's query without `since`.
+    query: String,
+    /// Where a node's stream starts when it has sent nothing yet: the client's `since`, if any
+    /// (else live: a gateway's clock is not the engines').
+    since: Option<String>,
+    tx: EventSender,
+    ctx: RequestCtx,
+}
+
+impl Follow {
+    async fn run(self) {
+        let this = Arc::new(self);
+        let mut followed = std::collections::HashSet::new();
+        loop {
+            for node in this.cluster.nodes() {
+                if followed.insert(node.name().to_owned()) {
+                    tokio::spawn(this.clone().node(node.name().to_owned()));
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(FOLLOW_EVERY) => {}
+                _ = this.tx.closed() => return,
+            }
+        }
+    }
+
+    /// Follows one node: relays its stream while it lasts, then waits for the node to be
+    /// healthy again and asks for what happened since its last event.
+    async fn node(self: Arc<Self>, name: String) {
+        let mut seen = Seen::default();
+        loop {
+            if let Some(node) = self.cluster.node(&name).filter(|n| n.is_healthy()) {
+                let since = seen.since().or_else(|| self.since.clone());
+                let mut query = self.query.clone();
+                if let Some(since) = since {
+                    let sep = if query.is_empty() { "" } else { "&" };
+                    query = format!("{query}{sep}since={}", aggregate::query::encode(&since));
+                }
+                let target = format!("{}?{query}", self.path);
+                match relay_events(&node, &target, &mut seen, &self.tx, &self.ctx).await {
+                    Relayed::ClientGone => return,
+                    Relayed::Ended(why) => {
+                        warn!(node = %name, why, "events: the node's stream ended; following it again from its last event once it answers")
+                    }
+                }
+            } else if self.cluster.node(&name).is_none() {
+                return debug!(node = %name, "events: the node left the cluster");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(FOLLOW_EVERY) => {}
+                _ = self.tx.closed() => return,
+            }
+        }
+    }
+}
+
+/// `query` without its `since` parameters (the follower sets its own).
+fn without_since(query: &str) -> String {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .filter(|p| {
+            busbar_api::query::pairs(p)
+                .next()
+                .is_none_or(|(k, _)| k != "since")
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// The events of one node already relayed to the client: the time of the last one and every
+/// event at that time (an engine asked `since` that time sends them again).
+#[derive(Default)]
+struct Seen {
+    last: Option<i64>,
+    at_last: Vec<Vec<u8>>,
+}
+
+impl Seen {
+    /// Whether `line` (an event at `time`) is new, noting it if so.
+    fn is_new(&mut self, time: Option<i64>, line: &[u8]) -> bool {
+        let Some(time) = time else { return true };
+        match self.last {
+            Some(last) if time < last => false,
+            Some(last) if time == last => {
+                if self.at_last.iter().any(|l| l == line) {
+                    return false;
+                }
+                self.at_last.push(line.to_vec());
+                true
+            }
+            _ => {
+                self.last = Some(time);
+                self.at_last = vec![line.to_vec()];
+                true
+            }
+        }
+    }
+
+    fn since(&self) -> Option<String> {
+        self.last.map(|t| {
+            let (secs, nanos) = (t.div_euclid(1_000_000_000), t.rem_euclid(1_000_000_000));
+            format!("{secs}.{nanos:09}")
+        })
+    }
+}
+
+enum Relayed {
+    ClientGone,
+    Ended(String),
+}
+
+/// Relays one node's event stream for `target` to the client, tagged, skipping what `seen`
+/// says was sent; until the stream ends or the client leaves.
+async fn relay_events(
+    node: &Arc<Node>,
+    target: &str,
+    seen: &mut Seen,
+    tx: &EventSender,
+    ctx: &RequestCtx,
+) -> Relayed {
+    let snapshot = node.snapshot();
+    let rsp = tokio::select! {
+        r = calls::forward(node, calls::request(Method::GET, target, None), ctx) => r,
+        _ = tx.closed() => return Relayed::ClientGone,
+    };
+    let rsp = match rsp {
+        Ok(r) if r.status().is_success() => r,
+        Ok(r) => return Relayed::Ended(format!("refused: {}", r.status())),
+        Err(e) => return Relayed::Ended(e.to_string()),
+    };
+    let mut body = rsp.into_body();
+    let mut line = Vec::new();
+    loop {
+        // An idle node stream must not outlive its client: stop when the client leaves.
+        let frame = tokio::select! {
+            f = body.frame() => f,
+            _ = tx.closed() => return Relayed::ClientGone,
+        };
+        let data = match frame {
+            None => return Relayed::Ended("the stream ended".into()),
+            Some(Err(e)) => return Relayed::Ended(e.to_string()),
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                Err(_) => continue,
+            },
+        };
+        for &b in data.iter() {
+            if b != b'\n' {
+                if line.len() >= MAX_EVENT {
+                    // Not an engine's event stream: a node must not grow our memory.
+                    return Relayed::Ended(format!("a line over {MAX_EVENT} bytes"));
+                }
+                line.push(b);
+                continue;
+            }
+            if let Ok(mut event) = serde_json::from_slice::<Value>(&line) {
+                if seen.is_new(event["timeNano"].as_i64(), &line) {
+                    aggregate::tag_event(&mut event, &snapshot);
+                    let mut out = event.to_string().into_bytes();
+                    out.push(b'\n');
+                    let frame = http_body::Frame::data(Bytes::from(out));
+                    if tx.send(Ok(frame)).await.is_err() {
+                        return Relayed::ClientGone;
+                    }
+                }
+            }
+            line.clear();
+        }
+    }
 }
 
 #[cfg(test)]

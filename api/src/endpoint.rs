@@ -93,6 +93,164 @@ pub fn template(path: &ApiPath<'_>) -> String {
     }
 }
 
+/// The endpoint's class, for metrics: one of a small fixed set of names (`container_create`,
+/// `container_start`, `container_list`, `container_logs`, `exec_create`, `exec_start`,
+/// `image_pull`, `ping`, ...; see [`CLASSES`]), never a name or an id the client wrote, so that
+/// a label made of it stays bounded whatever clients send. What has no class of its own is
+/// `other`.
+pub fn class(method: &Method, path: &ApiPath<'_>) -> &'static str {
+    let segs = path.segments();
+    let delete = method == Method::DELETE;
+    match segs.as_slice() {
+        ["_ping"] => "ping",
+        ["version"] => "version",
+        ["info"] => "info",
+        ["events"] => "events",
+        ["auth"] => "login",
+        ["build", ..] => "build",
+        ["commit"] => "commit",
+        ["system", "df"] => "system_df",
+        ["session"] => "session",
+        ["containers", "json"] => "container_list",
+        ["containers", "create"] => "container_create",
+        ["containers", "prune"] => "container_prune",
+        ["containers", _] if delete => "container_remove",
+        ["containers", _, action] => lookup(CONTAINER_ACTIONS, action),
+        ["exec", _, "start"] => "exec_start",
+        ["exec", _, "json"] => "exec_inspect",
+        ["exec", _, "resize"] => "exec_resize",
+        ["images", "json"] => "image_list",
+        ["images", "create"] => "image_pull",
+        ["images", "load"] => "image_load",
+        ["images", "get"] => "image_save",
+        ["images", "prune"] => "image_prune",
+        ["images", "search"] => "image_search",
+        ["images", _, ..] if delete => "image_remove",
+        ["images", _, .., "json"] => "image_inspect",
+        ["images", _, .., "history"] => "image_history",
+        ["images", _, .., "push"] => "image_push",
+        ["images", _, .., "tag"] => "image_tag",
+        ["images", _, .., "get"] => "image_save",
+        ["distribution", ..] => "distribution",
+        ["networks"] => "network_list",
+        ["networks", "create"] => "network_create",
+        ["networks", "prune"] => "network_prune",
+        ["networks", _] if delete => "network_remove",
+        ["networks", _] => "network_inspect",
+        ["networks", _, "connect"] => "network_connect",
+        ["networks", _, "disconnect"] => "network_disconnect",
+        ["volumes"] => "volume_list",
+        ["volumes", "create"] => "volume_create",
+        ["volumes", "prune"] => "volume_prune",
+        ["volumes", _] if delete => "volume_remove",
+        ["volumes", _] => "volume_inspect",
+        ["swarm", ..]
+        | ["services", ..]
+        | ["nodes", ..]
+        | ["tasks", ..]
+        | ["secrets", ..]
+        | ["configs", ..] => "swarm",
+        ["plugins", ..] => "plugin",
+        _ => "other",
+    }
+}
+
+/// What `POST /containers/{id}/ACTION` (and `GET`) is, by its last segment.
+const CONTAINER_ACTIONS: &[(&str, &str)] = &[
+    ("json", "container_inspect"),
+    ("start", "container_start"),
+    ("stop", "container_stop"),
+    ("restart", "container_restart"),
+    ("kill", "container_kill"),
+    ("wait", "container_wait"),
+    ("logs", "container_logs"),
+    ("attach", "container_attach"),
+    ("top", "container_top"),
+    ("stats", "container_stats"),
+    ("changes", "container_changes"),
+    ("export", "container_export"),
+    ("resize", "container_resize"),
+    ("pause", "container_pause"),
+    ("unpause", "container_unpause"),
+    ("update", "container_update"),
+    ("rename", "container_rename"),
+    ("archive", "container_archive"),
+    ("exec", "exec_create"),
+];
+
+fn lookup(table: &[(&str, &'static str)], key: &str) -> &'static str {
+    table
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map_or("other", |(_, v)| *v)
+}
+
+/// Every value [`class`] can return.
+pub const CLASSES: &[&str] = &[
+    "ping",
+    "version",
+    "info",
+    "events",
+    "login",
+    "build",
+    "commit",
+    "system_df",
+    "session",
+    "container_list",
+    "container_create",
+    "container_prune",
+    "container_remove",
+    "container_inspect",
+    "container_start",
+    "container_stop",
+    "container_restart",
+    "container_kill",
+    "container_wait",
+    "container_logs",
+    "container_attach",
+    "container_top",
+    "container_stats",
+    "container_changes",
+    "container_export",
+    "container_resize",
+    "container_pause",
+    "container_unpause",
+    "container_update",
+    "container_rename",
+    "container_archive",
+    "exec_create",
+    "exec_start",
+    "exec_inspect",
+    "exec_resize",
+    "image_list",
+    "image_pull",
+    "image_load",
+    "image_save",
+    "image_prune",
+    "image_search",
+    "image_remove",
+    "image_inspect",
+    "image_history",
+    "image_push",
+    "image_tag",
+    "distribution",
+    "network_list",
+    "network_create",
+    "network_prune",
+    "network_remove",
+    "network_inspect",
+    "network_connect",
+    "network_disconnect",
+    "volume_list",
+    "volume_create",
+    "volume_prune",
+    "volume_remove",
+    "volume_inspect",
+    "swarm",
+    "plugin",
+    "other",
+];
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -103,6 +261,30 @@ mod tests {
         assert!(carries_credentials(&Method::POST, &p("/auth")).is_some());
         assert!(carries_credentials(&Method::GET, &p("/auth")).is_none());
         assert!(carries_credentials(&Method::POST, &p("/v1.41/containers/create")).is_none());
+    }
+
+    #[test]
+    fn classes_name_no_object() {
+        use super::*;
+        let c = |m: &str, s| class(&m.parse().unwrap(), &ApiPath::parse(s).unwrap());
+        assert_eq!(c("POST", "/v1.41/containers/create"), "container_create");
+        assert_eq!(c("POST", "/containers/web1/start"), "container_start");
+        assert_eq!(c("GET", "/v1.41/containers/json"), "container_list");
+        assert_eq!(c("GET", "/v1.41/containers/abc/logs"), "container_logs");
+        assert_eq!(c("POST", "/v1.41/containers/abc/exec"), "exec_create");
+        assert_eq!(c("POST", "/v1.41/exec/e1/start"), "exec_start");
+        assert_eq!(c("DELETE", "/v1.41/containers/abc"), "container_remove");
+        assert_eq!(c("GET", "/v1.41/containers/abc"), "other");
+        assert_eq!(c("POST", "/v1.41/containers/abc/frobnicate"), "other");
+        assert_eq!(c("DELETE", "/v1.41/images/library/busybox"), "image_remove");
+        assert_eq!(c("GET", "/v1.41/images/reg:5000/a/b/json"), "image_inspect");
+        assert_eq!(c("POST", "/v1.41/images/create"), "image_pull");
+        assert_eq!(c("GET", "/_ping"), "ping");
+        assert_eq!(c("HEAD", "/_ping"), "ping");
+        assert_eq!(c("GET", "/v1.41/system/df"), "system_df");
+        assert_eq!(c("GET", "/v1.41/system/anything/else"), "other");
+        assert_eq!(c("GET", "/v1.41/secret-looking/path/x"), "other");
+        assert_eq!(c("GET", "/"), "other");
     }
 
     #[test]
@@ -212,6 +394,7 @@ mod properties {
                 prop_assert!(matches!(segs.last(), Some(&"attach" | &"start")));
             }
             let _ = must_stream(&p, query.as_deref());
+            prop_assert!(CLASSES.contains(&class(&method, &p)));
         }
     }
 }

@@ -124,7 +124,7 @@ impl Proxy {
             }
         }
         let response = if matched.is_empty() {
-            self.forward(req).await
+            self.forward(req, ctx).await
         } else {
             self.run_chain(&chains, &matched, req, ctx).await
         };
@@ -147,9 +147,18 @@ fn credentials(method: &http::Method, path: &str) -> Option<&'static str> {
 }
 
 impl Proxy {
-    /// The engine's response, or a Docker-style error if it could not be had.
-    async fn forward(&self, req: Request<Body>) -> Response<Body> {
-        match self.engine.forward(req).await {
+    /// The engine's response, or a Docker-style error if it could not be had; the time to its
+    /// head is counted in the metrics by endpoint class.
+    async fn forward(&self, req: Request<Body>, ctx: &RequestCtx) -> Response<Body> {
+        let sent = std::time::Instant::now();
+        let answer = self.engine.forward(req).await;
+        busbar_metrics::global()
+            .engine_duration
+            .get_or_create(&busbar_metrics::EndpointLabels {
+                endpoint: ctx.endpoint,
+            })
+            .observe(sent.elapsed().as_secs_f64());
+        match answer {
             Ok(rsp) => rsp,
             Err(err) => {
                 warn!(error = %err, "engine call failed");
@@ -174,7 +183,7 @@ impl Proxy {
                     return error::error(&err);
                 }
             };
-        let rsp = self.forward(req).await;
+        let rsp = self.forward(req, ctx).await;
         let rsp = hooks::engine_failed(&chains.clients, &ran, rsp, &self.caller(ctx)).await;
         match hooks::post(
             &chains.set,

@@ -25,7 +25,7 @@ impl Handler for Remote {
         ctx: &'a RequestCtx,
     ) -> BoxFuture<'a, Response<Body>> {
         Box::pin(async move {
-            ctx.span.record("node", self.agent.node());
+            ctx.set_node(self.agent.node());
             let (req, fault) = crate::serve::watch_client_body(req);
             let rsp = match self.agent.exchange(req, ctx).await {
                 Ok(rsp) => rsp,

@@ -7,7 +7,7 @@
 //! any header value or body; the node that served it, when a gateway chose one; and the
 //! client's name (`user`, a certificate's CN) when a TLS listener verified one.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use http::header::HeaderName;
@@ -32,6 +32,12 @@ pub struct RequestCtx {
     /// Run no chain on this request: a gateway forwarding an adapter's own call to an engine
     /// (`X-Busbar-Hooks: off` over the authenticated hop; see [`crate::identity::HOOKS`]).
     pub skip_hooks: bool,
+    /// The endpoint's class for metrics ([`busbar_api::endpoint::class`]): a bounded name.
+    pub endpoint: &'static str,
+    /// The method as a metrics label ([`busbar_metrics::method`]).
+    pub method: &'static str,
+    /// The node that served the request, when one did alone: set with [`RequestCtx::set_node`].
+    node: OnceLock<String>,
 }
 
 impl RequestCtx {
@@ -44,9 +50,14 @@ impl RequestCtx {
             .map(str::to_owned)
             .unwrap_or_else(new_request_id);
         let raw = req.uri().path();
-        let template = busbar_api::ApiPath::parse(raw).map_or_else(
-            |_| "(other)".to_owned(),
-            |p| busbar_api::endpoint::template(&p),
+        let (template, endpoint) = busbar_api::ApiPath::parse(raw).map_or_else(
+            |_| ("(other)".to_owned(), "other"),
+            |p| {
+                (
+                    busbar_api::endpoint::template(&p),
+                    busbar_api::endpoint::class(req.method(), &p),
+                )
+            },
         );
         let span = info_span!(
             "req",
@@ -63,6 +74,9 @@ impl RequestCtx {
             started: Instant::now(),
             identity: None,
             skip_hooks: false,
+            endpoint,
+            method: busbar_metrics::method(req.method().as_str()),
+            node: OnceLock::new(),
         }
     }
 
@@ -75,6 +89,9 @@ impl RequestCtx {
             started: Instant::now(),
             identity: None,
             skip_hooks: false,
+            endpoint: "other",
+            method: "other",
+            node: OnceLock::new(),
         }
     }
 
@@ -87,7 +104,22 @@ impl RequestCtx {
             started: Instant::now(),
             identity: self.identity.clone(),
             skip_hooks: self.skip_hooks,
+            endpoint: self.endpoint,
+            method: self.method,
+            node: self.node.clone(),
         }
+    }
+
+    /// Says which node serves the request: the span's `node`, and the `node` label of its
+    /// metrics. The first node named stays.
+    pub fn set_node(&self, node: &str) {
+        self.span.record("node", node);
+        let _ = self.node.set(node.to_owned());
+    }
+
+    /// The node that serves the request, if one was named.
+    pub fn node(&self) -> Option<&str> {
+        self.node.get().map(String::as_str)
     }
 
     /// Says who the client is; its name goes into the span as `user`.

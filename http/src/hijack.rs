@@ -68,13 +68,24 @@ pub struct Spliced {
 }
 
 /// Copies bytes both ways until both directions are finished. An EOF from one side becomes a
-/// write shutdown on the other (half-close), and the other direction keeps flowing.
+/// write shutdown on the other (half-close), and the other direction keeps flowing. Counted
+/// in the metrics: sessions open, bytes each way.
 pub async fn splice<C, E>(mut client: C, mut engine: E) -> std::io::Result<Spliced>
 where
     C: AsyncRead + AsyncWrite + Unpin,
     E: AsyncRead + AsyncWrite + Unpin,
 {
-    let (to_engine, to_client) = tokio::io::copy_bidirectional(&mut client, &mut engine).await?;
+    let m = busbar_metrics::global();
+    m.hijacked_open.inc();
+    let copied = tokio::io::copy_bidirectional(&mut client, &mut engine).await;
+    m.hijacked_open.dec();
+    let (to_engine, to_client) = copied?;
+    let bytes = |direction| {
+        m.hijacked_bytes
+            .get_or_create(&busbar_metrics::DirectionLabels { direction })
+    };
+    bytes("to_engine").inc_by(to_engine);
+    bytes("to_client").inc_by(to_client);
     Ok(Spliced {
         to_engine,
         to_client,

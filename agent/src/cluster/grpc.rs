@@ -33,7 +33,7 @@ use busbar_http::headers::wants_upgrade;
 use busbar_http::hijack::{splice, Hijacked};
 use busbar_http::identity::{self, ClientIdentity};
 use busbar_http::server::canonicalize;
-use busbar_http::{error, RequestCtx};
+use busbar_http::{access, error, RequestCtx};
 use futures_util::{Stream, StreamExt};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -142,7 +142,7 @@ impl Agent for AgentService {
             .is_some_and(|v| v == "off");
         identity::strip_reserved(req.headers_mut());
         let mut ctx = RequestCtx::new(&req);
-        ctx.span.record("node", self.node.name.as_str());
+        ctx.set_node(self.node.name.as_str());
         ctx.set_identity(identity);
         // An adapter's own call, through a gateway: no chain runs on it (no recursion).
         ctx.skip_hooks = skip_hooks;
@@ -159,9 +159,11 @@ impl Agent for AgentService {
         };
         let hijacked = Hijacked::take(&mut rsp);
         let (parts, mut body) = rsp.into_parts();
+        let status = parts.status.as_u16();
         let head = exchange::head_frame(exchange::response_head(&parts));
         let Some(pending) = hijacked else {
             if let Some(whole) = exchange::ready_body(&mut body) {
+                access::log(&ctx, status, whole.len() as u64);
                 // The common case, a small answer already complete: sent as it is.
                 let frames = exchange::whole_frames(head, whole).into_iter().map(Ok);
                 return Ok(tonic::Response::new(Box::pin(futures_util::stream::iter(
@@ -169,6 +171,7 @@ impl Agent for AgentService {
                 ))));
             }
             // A stream: read from the engine as the gateway takes it, in the RPC's own task.
+            let body = access::logged_body(body, &ctx, status);
             let span = ctx.span.clone();
             let body = exchange::body_frames(body).map(move |frame| {
                 frame.map_err(|e| {
@@ -180,6 +183,7 @@ impl Agent for AgentService {
             let frames = futures_util::stream::iter([Ok(head)]).chain(body);
             return Ok(tonic::Response::new(Box::pin(frames)));
         };
+        access::log(&ctx, status, 0);
         let (out_tx, out_rx) = mpsc::channel(8);
         let span = ctx.span.clone();
         tokio::spawn(

@@ -220,6 +220,60 @@ impl Kind {
             Kind::Unwind => "unwind",
         }
     }
+
+    /// The phase, as the metrics label it.
+    fn phase(self) -> &'static str {
+        match self {
+            Kind::Pre => "pre",
+            Kind::Post => "post",
+            Kind::Unwind => "unwind",
+        }
+    }
+}
+
+/// Counts one call to an adapter in the metrics: its time, and how it failed (the kind of
+/// error, or a refusal: an HTTP error the adapter answered).
+fn count<R>(
+    adapter: &Adapter,
+    kind: Kind,
+    duration: Duration,
+    exchanged: &Result<(http::response::Parts, Bytes), HookError>,
+    parsed: &Option<Result<R, HookError>>,
+) {
+    let m = busbar_metrics::global();
+    let phase = kind.phase();
+    m.hook_call(&adapter.name, phase, duration);
+    let error = match (exchanged, parsed) {
+        (Err(e), _) | (_, Some(Err(e))) => Some(e),
+        _ => None,
+    };
+    match (error, exchanged) {
+        (Some(e), _) => m.hook_error(&adapter.name, phase, e.kind()),
+        (None, Ok((parts, _))) if !parts.status.is_success() => {
+            m.hook_refusals
+                .get_or_create(&busbar_metrics::HookLabels {
+                    adapter: adapter.name.clone(),
+                    phase,
+                })
+                .inc();
+        }
+        _ => {}
+    }
+}
+
+impl HookError {
+    /// The kind of failure, as the metrics label it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HookError::Unreachable { .. } => "unreachable",
+            HookError::Timeout { .. } => "timeout",
+            HookError::BadReply { .. } => "invalid",
+            HookError::PathRewrite { .. } | HookError::MethodRewrite { .. } => "rewrite",
+            HookError::TooLarge { .. } => "too_large",
+            HookError::Body { .. } => "body",
+            HookError::CaFile { .. } => "ca_file",
+        }
+    }
 }
 
 /// An adapter's reply that is an HTTP error: the chain stops and this goes to the client.
@@ -298,6 +352,7 @@ impl AdapterClients {
                 reason,
             })),
         };
+        count(adapter, kind, duration, &exchanged, &result);
         if let Some(log) = logged {
             let (status, answer) = match &exchanged {
                 Ok((parts, bytes)) => (Some(parts.status.as_u16()), Some(&bytes[..])),

@@ -253,7 +253,7 @@ fn message_of(body: &[u8]) -> String {
 }
 
 async fn forward_to(node: &Node, req: Request<Body>, ctx: &RequestCtx) -> Response<Body> {
-    ctx.span.record("node", node.name());
+    ctx.set_node(node.name());
     match calls::forward(node, req, ctx).await {
         Ok(r) => r,
         Err(e) => respond::error(&e),

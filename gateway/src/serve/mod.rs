@@ -165,7 +165,7 @@ impl ClusterHandler {
 
     /// Streams `req` to `node`, recording it in the span.
     async fn forward(&self, node: &Node, req: Request<Body>, ctx: &RequestCtx) -> Response<Body> {
-        ctx.span.record("node", node.name());
+        ctx.set_node(node.name());
         match calls::forward(node, req, ctx).await {
             Ok(rsp) => rsp,
             Err(e) => {

@@ -76,7 +76,7 @@ impl ClusterHandler {
             }
             Err(e) => return respond::error(&e),
         };
-        ctx.span.record("node", found.node.name());
+        ctx.set_node(found.node.name());
         let method = req.method().clone();
         if is_inspect(&method, rest) {
             return json(StatusCode::OK, &with_node(found.inspect, &found.node));

@@ -145,6 +145,12 @@ pub struct LocalArgs {
     #[arg(long, env = "BUSBAR_TLSKEY", value_name = "FILE")]
     pub tlskey: Option<PathBuf>,
 
+    /// Serve Prometheus metrics, /healthz and /readyz on IP:PORT (off by default). Loopback
+    /// is plain HTTP; any other address speaks --tls-listen's TLS (with --tlsverify, only
+    /// clients with a certificate), or needs --allow-remote-plaintext.
+    #[arg(long, env = "BUSBAR_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+
     /// Adapter chains: a Powerstrip `adapters.yml` (plus busbar's optional extensions). The
     /// file is watched: a valid edit applies to new requests within a second.
     #[arg(long, env = "BUSBAR_CONFIG")]
@@ -204,6 +210,9 @@ pub struct Config {
     pub tls_listen: Vec<SocketAddr>,
     /// The files of the TLS listeners (set when there are any).
     pub client_tls: Option<ClientTlsFiles>,
+    /// Where to serve metrics, `/healthz` and `/readyz` (`--metrics-listen`), and whether over
+    /// the TLS of `--tls-listen` (an address beyond loopback, when there is that TLS).
+    pub metrics_listen: Option<MetricsListen>,
     /// The adapter chain file, if any.
     pub chains_file: Option<PathBuf>,
     /// The hook call log's file.
@@ -220,6 +229,14 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Worker threads of the runtime.
     pub threads: usize,
+}
+
+/// The metrics listener's address, checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsListen {
+    pub addr: SocketAddr,
+    /// Speak `--tls-listen`'s TLS: the address is not loopback and that TLS is configured.
+    pub tls: bool,
 }
 
 /// The gateway-facing side of an agent.
@@ -272,6 +289,14 @@ pub enum ConfigError {
     Seconds { flag: &'static str, value: f64 },
     #[error("--tls-listen: {0}")]
     TlsListen(ListenError),
+    #[error("--metrics-listen {0:?}: expected IP:PORT (for example 127.0.0.1:9323)")]
+    MetricsListen(String),
+    #[error(
+        "refusing to serve metrics on tcp://{0} in plain HTTP: it is not loopback. Give \
+         --tls-listen with --tlsverify (the metrics listener then speaks its TLS), or pass \
+         --allow-remote-plaintext"
+    )]
+    RemoteMetrics(SocketAddr),
     #[error("--tls-listen needs --tlscert and --tlskey: the certificate Docker clients check, and its key")]
     TlsWithoutCert,
     #[error("--tlsverify needs --tlscacert: the CA whose client certificates are accepted")]
@@ -337,6 +362,10 @@ impl LocalArgs {
     pub fn into_config(self, listen_by_default: bool) -> Result<Config, ConfigError> {
         let engine = self.docker.parse()?;
         let (tls_listen, client_tls) = self.client_tls()?;
+        let metrics_listen = match &self.metrics_listen {
+            None => None,
+            Some(s) => Some(self.metrics_listen(s, client_tls.is_some())?),
+        };
         let mut wanted = self.listen;
         if wanted.is_empty() && tls_listen.is_empty() && listen_by_default {
             wanted.push(DEFAULT_LISTEN.into());
@@ -348,6 +377,7 @@ impl LocalArgs {
             listen.push(addr);
         }
         Ok(Config {
+            metrics_listen,
             engine,
             engine_options: EngineOptions {
                 connect_timeout: seconds("engine-connect-timeout", self.engine_connect_timeout)?,
@@ -376,6 +406,27 @@ impl LocalArgs {
 }
 
 impl LocalArgs {
+    /// `--metrics-listen`, checked: loopback is plain HTTP; beyond it, the TLS of
+    /// `--tls-listen` when there is one (its rules already checked), or plain HTTP with
+    /// `--allow-remote-plaintext` only.
+    fn metrics_listen(&self, s: &str, have_tls: bool) -> Result<MetricsListen, ConfigError> {
+        let bare = s.strip_prefix("tcp://").unwrap_or(s).trim_end_matches('/');
+        let bare = bare.replace("localhost", "127.0.0.1");
+        let addr: SocketAddr = bare
+            .parse()
+            .map_err(|_| ConfigError::MetricsListen(s.to_owned()))?;
+        if is_loopback_addr(&addr) {
+            return Ok(MetricsListen { addr, tls: false });
+        }
+        if have_tls {
+            return Ok(MetricsListen { addr, tls: true });
+        }
+        if self.allow_remote_plaintext {
+            return Ok(MetricsListen { addr, tls: false });
+        }
+        Err(ConfigError::RemoteMetrics(addr))
+    }
+
     /// `--tls-listen` and its files, checked: what Docker clients need is there, and a
     /// listener that would authenticate no one is refused beyond loopback (as plain TCP is).
     fn client_tls(&self) -> Result<(Vec<SocketAddr>, Option<ClientTlsFiles>), ConfigError> {

@@ -1,6 +1,7 @@
 //! `busbar-agent`: flags -> config -> bind -> serve until SIGINT/SIGTERM -> drain.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
@@ -50,7 +51,6 @@ fn main() -> ExitCode {
             }
         };
         let shutdown = CancellationToken::new();
-        #[cfg_attr(not(feature = "cluster"), allow(unused_mut))]
         let mut servers = tokio::task::JoinSet::new();
         #[cfg(feature = "cluster")]
         let started = busbar_agent::cluster::start(&config, chains, &shutdown, &mut servers).await;
@@ -63,6 +63,15 @@ fn main() -> ExitCode {
                 return ExitCode::from(EX_USAGE);
             }
         };
+        let readiness = Arc::new(run::AgentReadiness {
+            engine: proxy.engine().clone(),
+        });
+        if let Err(e) =
+            run::serve_metrics(&config, tls.as_ref(), readiness, &shutdown, &mut servers).await
+        {
+            error!("--metrics-listen: {e}");
+            return ExitCode::FAILURE;
+        }
         tokio::spawn(run::check_engine(proxy.engine().clone()));
         run::serve_until_signal(listeners, proxy, &config, shutdown, servers).await;
         ExitCode::SUCCESS

@@ -11,7 +11,8 @@ use tracing::{info, warn};
 use busbar_chains::scoped::ChainStatus;
 use busbar_engine::EngineClient;
 use busbar_http::identity::ClientIdentity;
-use busbar_http::listen::{bind_tls, is_loopback_addr, ListenError, Listener};
+use busbar_http::listen::{bind_tls, is_loopback_addr, ListenAddr, ListenError, Listener};
+use busbar_http::observe::{self, Check, Readiness};
 use busbar_http::server::{self, Handler};
 use busbar_http::tls::ServerTls;
 use busbar_tls::TlsError;
@@ -248,4 +249,67 @@ fn chains_from_etcd(config: &Config) -> bool {
         let _ = config;
         false
     }
+}
+
+/// `/readyz` of an agent: its engine answers `/_ping`. Its chains need no check: it serves
+/// only once they are loaded (an invalid `--config` is fatal at start; etcd's chains, or the
+/// cached last-known-good ones, are awaited before it starts).
+pub struct AgentReadiness {
+    pub engine: EngineClient,
+}
+
+impl Readiness for AgentReadiness {
+    fn checks(&self) -> futures_util::future::BoxFuture<'_, Vec<Check>> {
+        Box::pin(async move {
+            vec![
+                engine_check(&self.engine).await,
+                Check::ok("chains", "loaded"),
+            ]
+        })
+    }
+}
+
+/// Whether `engine` answers `/_ping` within 2 seconds, and if not, why.
+pub async fn engine_check(engine: &EngineClient) -> Check {
+    let req = http::Request::get("/_ping")
+        .body(busbar_http::body::empty())
+        .expect("a fixed path makes a valid request");
+    let addr = engine.addr();
+    match tokio::time::timeout(std::time::Duration::from_secs(2), engine.send(req)).await {
+        Ok(Ok(rsp)) if rsp.status().is_success() => {
+            Check::ok("engine", format!("the Docker engine at {addr} answers"))
+        }
+        Ok(Ok(rsp)) => Check::failed(
+            "engine",
+            format!(
+                "the Docker engine at {addr} answered /_ping with {}",
+                rsp.status()
+            ),
+        ),
+        Ok(Err(e)) => Check::failed("engine", e.to_string()),
+        Err(_) => Check::failed(
+            "engine",
+            format!("the Docker engine at {addr} did not answer /_ping within 2s"),
+        ),
+    }
+}
+
+/// Binds `--metrics-listen`, if given, and serves metrics, `/healthz` and `/readyz` on it
+/// (added to `servers`) until `shutdown`.
+pub async fn serve_metrics(
+    config: &Config,
+    tls: Option<&Arc<ServerTls>>,
+    readiness: Arc<dyn Readiness>,
+    shutdown: &CancellationToken,
+    servers: &mut JoinSet<()>,
+) -> Result<(), ListenError> {
+    let Some(m) = config.metrics_listen else {
+        return Ok(());
+    };
+    let listener = match (m.tls, tls) {
+        (true, Some(tls)) => bind_tls(m.addr, tls.clone()).await?,
+        _ => ListenAddr::Tcp(m.addr).bind().await?,
+    };
+    servers.spawn(observe::serve(listener, readiness, shutdown.clone()));
+    Ok(())
 }

@@ -351,7 +351,12 @@ impl Node {
             changes: self.changes.load(Ordering::SeqCst),
             sent: Instant::now(),
         };
-        let missed = match self.link.describe(request, timeout).await {
+        let described = self.link.describe(request, timeout).await;
+        busbar_metrics::global()
+            .node_probe_duration
+            .get_or_create(&self.metric_labels())
+            .observe(asked.sent.elapsed().as_secs_f64());
+        let missed = match described {
             Ok(d) if d.engine_reachable => {
                 self.heard_now();
                 self.mark_probed(d, asked);
@@ -386,6 +391,31 @@ impl Node {
         };
         self.missed_probes.store(missed, Ordering::SeqCst);
         self.probed.store(true, Ordering::SeqCst);
+        self.export_metrics();
+    }
+
+    fn metric_labels(&self) -> busbar_metrics::NodeLabels {
+        busbar_metrics::NodeLabels {
+            node: self.name().to_owned(),
+        }
+    }
+
+    /// Sets the node's gauges: whether it is healthy, the chain revision it runs and whether
+    /// it refused the latest chains.
+    fn export_metrics(&self) {
+        let m = busbar_metrics::global();
+        let labels = self.metric_labels();
+        m.node_up
+            .get_or_create(&labels)
+            .set(i64::from(self.is_healthy()));
+        if let Some(chains) = self.snapshot().chains {
+            m.node_chain_revision
+                .get_or_create(&labels)
+                .set(chains.revision);
+            m.node_chain_refused
+                .get_or_create(&labels)
+                .set(i64::from(chains.error.is_some()));
+        }
     }
 
     /// Asks for documents fetched now if the node is stale; concurrent callers share one

@@ -15,7 +15,8 @@ use busbar_agent::run;
 use busbar_gateway::config::{Cli, Mode};
 use busbar_gateway::hop::AgentLink;
 use busbar_gateway::remote::Remote;
-use busbar_gateway::run::{check_identity, start_cluster};
+use busbar_gateway::run::{check_identity, start_cluster, ClusterReadiness, RemoteReadiness};
+use busbar_http::observe::Readiness;
 use busbar_http::server::Handler;
 use busbar_runtime::EX_USAGE;
 
@@ -64,50 +65,63 @@ fn main() -> ExitCode {
             }
         };
         let shutdown = CancellationToken::new();
-        let handler: Arc<dyn Handler> = match (&config.mode, chains) {
-            (Mode::Embedded, Some(chains)) => {
-                info!(engine = %config.local.engine, "embedded agent (no --agent given)");
-                let proxy = run::local_proxy(&config.local, chains, &shutdown);
-                tokio::spawn(run::check_engine(proxy.engine().clone()));
-                proxy
-            }
-            (
-                Mode::Remote {
-                    node,
-                    addr,
-                    tls: files,
-                },
-                _,
-            ) => {
-                let link = match check_identity(files)
-                    .and_then(|cfg| AgentLink::new(node, addr, cfg).map_err(|e| e.to_string()))
-                {
-                    Ok(link) => link,
+        let (handler, readiness): (Arc<dyn Handler>, Arc<dyn Readiness>) =
+            match (&config.mode, chains) {
+                (Mode::Embedded, Some(chains)) => {
+                    info!(engine = %config.local.engine, "embedded agent (no --agent given)");
+                    let proxy = run::local_proxy(&config.local, chains, &shutdown);
+                    tokio::spawn(run::check_engine(proxy.engine().clone()));
+                    let readiness = Arc::new(run::AgentReadiness {
+                        engine: proxy.engine().clone(),
+                    });
+                    (proxy, readiness)
+                }
+                (
+                    Mode::Remote {
+                        node,
+                        addr,
+                        tls: files,
+                    },
+                    _,
+                ) => {
+                    let link = match check_identity(files)
+                        .and_then(|cfg| AgentLink::new(node, addr, cfg).map_err(|e| e.to_string()))
+                    {
+                        Ok(link) => link,
+                        Err(e) => {
+                            error!("{e}");
+                            return ExitCode::from(EX_USAGE);
+                        }
+                    };
+                    info!(node = %node, addr = %addr, "serving agent over gRPC with mutual TLS");
+                    let readiness = Arc::new(RemoteReadiness {
+                        agent: link.clone(),
+                    });
+                    (Arc::new(Remote { agent: link }), readiness)
+                }
+                (Mode::Cluster(cluster), _) => match start_cluster(cluster, &shutdown).await {
+                    Ok((handler, cluster)) => (handler, Arc::new(ClusterReadiness { cluster })),
                     Err(e) => {
                         error!("{e}");
                         return ExitCode::from(EX_USAGE);
                     }
-                };
-                info!(node = %node, addr = %addr, "serving agent over gRPC with mutual TLS");
-                Arc::new(Remote { agent: link })
-            }
-            (Mode::Cluster(cluster), _) => match start_cluster(cluster, &shutdown).await {
-                Ok(handler) => handler,
-                Err(e) => {
-                    error!("{e}");
-                    return ExitCode::from(EX_USAGE);
-                }
-            },
-            (Mode::Embedded, None) => unreachable!("embedded mode always has chains"),
-        };
-        run::serve_until_signal(
-            listeners,
-            handler,
+                },
+                (Mode::Embedded, None) => unreachable!("embedded mode always has chains"),
+            };
+        let mut servers = tokio::task::JoinSet::new();
+        if let Err(e) = run::serve_metrics(
             &config.local,
-            shutdown,
-            tokio::task::JoinSet::new(),
+            tls.as_ref(),
+            readiness,
+            &shutdown,
+            &mut servers,
         )
-        .await;
+        .await
+        {
+            error!("--metrics-listen: {e}");
+            return ExitCode::FAILURE;
+        }
+        run::serve_until_signal(listeners, handler, &config.local, shutdown, servers).await;
         ExitCode::SUCCESS
     })
 }

@@ -6,14 +6,95 @@ use std::sync::Arc;
 
 use busbar_etcd::conn::{connect, EtcdConnection};
 use busbar_etcd::members;
+use busbar_http::observe::{Check, Readiness};
 use busbar_http::server::Handler;
 use busbar_tls::{Role, TlsFiles};
+use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::cluster::{Cluster, Member};
 use crate::config::ClusterConfig;
+use crate::hop::AgentLink;
 use crate::serve::{ClusterHandler, EtcdNames, LocalNames, Names};
+
+/// `/readyz` of a gateway in cluster mode: it knows its nodes (the registry answered, or it
+/// has static nodes, and each was probed once) and at least one of them is healthy.
+pub struct ClusterReadiness {
+    pub cluster: Arc<Cluster>,
+}
+
+impl Readiness for ClusterReadiness {
+    fn checks(&self) -> BoxFuture<'_, Vec<Check>> {
+        Box::pin(async move {
+            let known = match self.cluster.ready(std::time::Duration::ZERO).await {
+                Ok(()) => Check::ok("nodes", format!("{} known", self.cluster.nodes().len())),
+                Err(why) => Check::failed("nodes", why),
+            };
+            let snapshots = self.cluster.snapshots();
+            let healthy: Vec<_> = self.cluster.healthy();
+            let health = if healthy.is_empty() {
+                let why: Vec<_> = snapshots
+                    .iter()
+                    .map(|s| match &s.last_error {
+                        Some(e) => format!("{} {}: {e}", s.name, s.health),
+                        None => format!("{} {}", s.name, s.health),
+                    })
+                    .collect();
+                let why = if why.is_empty() {
+                    "no node known".to_owned()
+                } else {
+                    format!("no healthy node ({})", why.join("; "))
+                };
+                Check::failed("healthy_nodes", why)
+            } else {
+                Check::ok(
+                    "healthy_nodes",
+                    format!("{} of {} healthy", healthy.len(), snapshots.len()),
+                )
+            };
+            vec![known, health]
+        })
+    }
+}
+
+/// `/readyz` of a gateway in front of one agent (`--agent`): the agent answers a probe and its
+/// engine is reachable.
+pub struct RemoteReadiness {
+    pub agent: AgentLink,
+}
+
+impl Readiness for RemoteReadiness {
+    fn checks(&self) -> BoxFuture<'_, Vec<Check>> {
+        Box::pin(async move {
+            let asked = busbar_hop::v1::DescribeRequest {
+                wait_ms: 1000,
+                max_age_ms: 60_000,
+                ..Default::default()
+            };
+            let check = match self
+                .agent
+                .describe(asked, std::time::Duration::from_secs(2))
+                .await
+            {
+                Ok(d) if d.engine_reachable => Check::ok(
+                    "agent",
+                    format!("{} answers, its engine too", self.agent.node()),
+                ),
+                Ok(d) => Check::failed(
+                    "agent",
+                    format!(
+                        "{}: engine unreachable: {}",
+                        self.agent.node(),
+                        d.engine_error
+                    ),
+                ),
+                Err(e) => Check::failed("agent", e.to_string()),
+            };
+            vec![check]
+        })
+    }
+}
 
 /// How long the gateway waits for etcd at start before it starts without it.
 const ETCD_AT_START: std::time::Duration = std::time::Duration::from_secs(2);
@@ -22,7 +103,7 @@ const ETCD_AT_START: std::time::Duration = std::time::Duration::from_secs(2);
 pub async fn start_cluster(
     config: &ClusterConfig,
     shutdown: &CancellationToken,
-) -> Result<Arc<dyn Handler>, String> {
+) -> Result<(Arc<dyn Handler>, Arc<Cluster>), String> {
     let tls = check_identity(&config.tls)?;
     let cluster = Cluster::new(tls, config.health.clone());
     let statics: BTreeMap<String, Member> = config
@@ -77,9 +158,9 @@ pub async fn start_cluster(
     let shown = config.etcd.as_ref().map(|e| e.shown()).unwrap_or_default();
     info!(static_nodes = statics.len(), etcd = %shown, strategy = %config.strategy, "serving a cluster");
     tokio::spawn(cluster.clone().run_probes(shutdown.clone()));
-    let handler = ClusterHandler::new(cluster, config.strategy, names);
+    let handler = ClusterHandler::new(cluster.clone(), config.strategy, names);
     handler.spawn_last_seen(shutdown.clone());
-    Ok(Arc::new(handler))
+    Ok((Arc::new(handler), cluster))
 }
 
 /// Keeps the cluster's members in step with the etcd registry (plus the static ones).

@@ -21,6 +21,7 @@
 //! - [`io`]: byte streams over unix or TCP, and replaying bytes read ahead.
 //! - [`listen`]: listen addresses, the loopback rule, unix sockets' group and mode, bound
 //!   listeners (plain, unix, TLS).
+//! - [`observe`]: the metrics listener: `/metrics`, `/healthz`, `/readyz`.
 //! - [`server`]: the Docker API server: accept, one connection, raw hijacks.
 //! - [`tls`]: TLS listeners for Docker clients: the handshake in the connection's task, the
 //!   client's identity, and the server configuration.
@@ -34,6 +35,7 @@ pub mod hijack;
 pub mod identity;
 pub mod io;
 pub mod listen;
+pub mod observe;
 pub mod server;
 pub mod tls;
 

@@ -44,6 +44,11 @@ if ! python3 -c 'import docker' >/dev/null 2>&1; then
     echo "tests/run.sh: installing docker-py (docker==7.1.0)" >&2
     python3 -m pip install --quiet 'docker==7.1.0'
 fi
+# prometheus-client: its OpenMetrics parser reads /metrics in tests/tests/metrics.rs.
+if ! python3 -c 'import prometheus_client' >/dev/null 2>&1; then
+    echo "tests/run.sh: installing prometheus-client (0.26.0)" >&2
+    python3 -m pip install --quiet 'prometheus-client==0.26.0'
+fi
 
 # Gates: formatting and lints, before anything slow.
 cargo fmt --all --check

@@ -535,6 +535,51 @@ mod tests {
     }
 
     #[test]
+    fn metrics_listen_is_off_loopback_plain_and_remote_only_with_tls_or_the_flag() {
+        assert_eq!(parse(&[]).unwrap().metrics_listen, None);
+        let m = |args: &[&str]| parse(args).map(|c| c.metrics_listen.unwrap());
+        let local = m(&["--metrics-listen", "127.0.0.1:9323"]).unwrap();
+        assert_eq!(
+            (local.addr.to_string(), local.tls),
+            ("127.0.0.1:9323".into(), false)
+        );
+        assert!(
+            !m(&["--metrics-listen", "tcp://localhost:9323"])
+                .unwrap()
+                .tls
+        );
+        let err = m(&["--metrics-listen", "10.0.0.5:9323"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("refusing to serve metrics on tcp://10.0.0.5:9323"),
+            "{err}"
+        );
+        let plain = m(&[
+            "--metrics-listen",
+            "10.0.0.5:9323",
+            "--allow-remote-plaintext",
+        ]);
+        assert!(!plain.unwrap().tls);
+        let tls = m(&[
+            "--metrics-listen",
+            "0.0.0.0:9323",
+            "--tls-listen",
+            "0.0.0.0:2376",
+            "--tlsverify",
+            "--tlscacert",
+            "ca.pem",
+            "--tlscert",
+            "cert.pem",
+            "--tlskey",
+            "key.pem",
+        ]);
+        assert!(tls.unwrap().tls);
+        let err = m(&["--metrics-listen", "9323"]).unwrap_err().to_string();
+        assert!(err.contains("expected IP:PORT"), "{err}");
+    }
+
+    #[test]
     fn defaults_are_the_local_engine_and_a_unix_socket_for_the_docker_group() {
         let c = parse(&[]).unwrap();
         assert_eq!(c.engine.to_string(), "unix:///var/run/docker.sock");

@@ -70,7 +70,6 @@ impl Readiness for RemoteReadiness {
             let asked = busbar_hop::v1::DescribeRequest {
                 wait_ms: 1000,
                 max_age_ms: 60_000,
-                ..Default::default()
             };
             let check = match self
                 .agent

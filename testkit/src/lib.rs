@@ -38,6 +38,8 @@
 //! # Where the tests are
 //! - `agent/tests/inproc_hooks.rs`: hook phases and path canonicalisation, through an agent.
 //! - `http/tests/inproc_hijack.rs`: the raw hijack front and the first-head timeout.
+//! - `http/tests/inproc_metrics.rs`: requests counted by endpoint class, naming no object; the
+//!   metrics listener (`/metrics`, `/healthz`, `/readyz`).
 //! - `gateway/tests/inproc_hop.rs`: the agent's gRPC service over mutual TLS, driven by the
 //!   gateway's hop client (it lives with the gateway, whose client it needs).
 //! - `gateway/tests/inproc_create.rs`: the gateway's create path over three in-process agents.

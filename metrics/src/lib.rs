@@ -72,6 +72,14 @@ pub struct DirectionLabels {
     pub direction: &'static str,
 }
 
+/// A scheduling decision: the strategy and its outcome (`placed`, `no_node`,
+/// `unsatisfiable`, `no_resources`, `invalid`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScheduleLabels {
+    pub strategy: &'static str,
+    pub outcome: &'static str,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Every series busbar keeps. The README's "Metrics" table documents each.
@@ -91,6 +99,7 @@ pub struct Metrics {
     pub node_probe_duration: Histograms<NodeLabels>,
     pub node_chain_revision: Family<NodeLabels, Gauge>,
     pub node_chain_refused: Family<NodeLabels, Gauge>,
+    pub schedule_decisions: Family<ScheduleLabels, Counter>,
 }
 
 /// Seconds, from half a millisecond to half a minute (12 buckets, each 2.5 times the last).
@@ -117,6 +126,7 @@ impl Metrics {
             node_probe_duration: Family::new_with_constructor(seconds),
             node_chain_revision: Family::default(),
             node_chain_refused: Family::default(),
+            schedule_decisions: Family::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -188,6 +198,11 @@ impl Metrics {
             "node_chain_refused",
             "1 when the node refused the latest chains (and runs an older revision), else 0",
             m.node_chain_refused.clone(),
+        );
+        r.register(
+            "schedule_decisions",
+            "Creates the gateway placed or could not place, by strategy and outcome",
+            m.schedule_decisions.clone(),
         );
         root.register_collector(Box::new(process::ProcessCollector));
         Metrics {

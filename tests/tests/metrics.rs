@@ -339,6 +339,17 @@ fn counters_move_by_exactly_what_the_docker_cli_did() {
         1.0
     );
 
+    // Both creates were placed by the scheduler (the adapter refused the second on its node).
+    assert_eq!(
+        delta(
+            &before_gw,
+            &after_gw,
+            "busbar_schedule_decisions_total",
+            &[("outcome", "placed")]
+        ),
+        2.0
+    );
+
     // Gauges and the process.
     assert_eq!(sum(&after_gw, "busbar_node_up", &[("node", "node1")]), 1.0);
     assert_eq!(sum(&after_gw, "busbar_node_up", &[("node", "node2")]), 1.0);

@@ -125,6 +125,18 @@ impl fmt::Display for Conditions<'_> {
 }
 
 impl ScheduleError {
+    /// The outcome of a decision that failed, as the metrics label it: `invalid` (the
+    /// client's create cannot be read), `no_node` (none, or none healthy), `unsatisfiable`
+    /// (the filters left no node), `no_resources`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            ScheduleError::NoNodes | ScheduleError::NoHealthyNode => "no_node",
+            ScheduleError::Unsatisfiable { .. } => "unsatisfiable",
+            ScheduleError::NoResources => "no_resources",
+            _ => "invalid",
+        }
+    }
+
     /// The HTTP status the gateway answers with (see the module docs for why).
     pub fn status(&self) -> StatusCode {
         match self {

@@ -643,8 +643,18 @@ impl ClusterHandler {
             .map(|f| f.placement.clone())
             .collect();
         let seed = rand_seed();
-        let chosen = schedule::choose(self.strategy, &candidates, placement, &counted, seed)
-            .map_err(|e| respond::message(e.status(), &e.to_string()))?;
+        let chosen = schedule::choose(self.strategy, &candidates, placement, &counted, seed);
+        busbar_metrics::global()
+            .schedule_decisions
+            .get_or_create(&busbar_metrics::ScheduleLabels {
+                strategy: self.strategy.as_str(),
+                outcome: match &chosen {
+                    Ok(_) => "placed",
+                    Err(e) => e.outcome(),
+                },
+            })
+            .inc();
+        let chosen = chosen.map_err(|e| respond::message(e.status(), &e.to_string()))?;
         let mut ticket = Ticket::new();
         if let Some(image) = placement.image.as_deref() {
             ticket.image_holders = per_node

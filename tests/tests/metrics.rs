@@ -384,6 +384,30 @@ fn counters_move_by_exactly_what_the_docker_cli_did() {
             }
         }
     }
+    // A hijacked session: `docker exec` through the gateway, spliced on the gateway and on
+    // the agent; counted once it closes.
+    let before_exec = scrape(&gw_metrics);
+    let said = docker_ok(&gw.url, &["exec", &id, "echo", "metrics-exec"]);
+    assert_eq!(said, "metrics-exec");
+    let mut now = vec![];
+    let closed = wait_until(Duration::from_secs(10), || {
+        now = scrape(&gw_metrics);
+        sum(&now, "busbar_hijacked_sessions_open", &[]) == 0.0
+            && delta(&before_exec, &now, "busbar_hijacked_bytes_total", &[]) > 0.0
+    });
+    assert!(closed, "the exec session was not counted closed: {now:?}");
+    let d = |want: &[(&str, &str)]| delta(&before_exec, &now, req, want);
+    assert_eq!(d(&[("endpoint", "exec_create"), ("status", "2xx")]), 1.0);
+    assert_eq!(d(&[("endpoint", "exec_start")]), 1.0);
+    assert!(
+        delta(
+            &before_exec,
+            &now,
+            "busbar_hijacked_bytes_total",
+            &[("direction", "to_client")]
+        ) >= "metrics-exec\n".len() as f64
+    );
+
     let (status, body) = get(&gw_metrics, "/healthz");
     assert_eq!((status, body.trim()), (200, r#"{"status":"ok"}"#));
     docker_ok(&gw.url, &["rm", "-f", &id]);

@@ -12,6 +12,9 @@ use busbar_agent::run;
 use busbar_runtime::EX_USAGE;
 
 fn main() -> ExitCode {
+    if let Some(code) = busbar_runtime::manual::generate_if_asked::<Cli>() {
+        return code;
+    }
     let config = match Cli::parse().into_config() {
         Ok(c) => c,
         Err(e) => {

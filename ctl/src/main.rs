@@ -51,6 +51,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = busbar_runtime::manual::generate_if_asked::<Cli>() {
+        return code;
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -21,6 +21,9 @@ use busbar_http::server::Handler;
 use busbar_runtime::EX_USAGE;
 
 fn main() -> ExitCode {
+    if let Some(code) = busbar_runtime::manual::generate_if_asked::<Cli>() {
+        return code;
+    }
     let config = match Cli::parse().into_config() {
         Ok(c) => c,
         Err(e) => {

@@ -5,10 +5,12 @@
 //! - [`logging`]: `tracing` to stderr, filtered by `--log-level-file`, `RUST_LOG` or `--log-level`
 //!   (the file read again on SIGHUP), as text or JSON.
 //! - [`signal`]: waiting for SIGINT or SIGTERM; acting on SIGHUP.
+//! - [`manual`]: a binary's man pages and shell completions, from its clap definition.
 //! - [`backoff`]: exponential backoff (with or without jitter) for retries and redials.
 
 pub mod backoff;
 pub mod logging;
+pub mod manual;
 pub mod signal;
 
 pub use backoff::Backoff;

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The one command that builds busbar's Debian package (deploy/debian.md):
+#
+#     bash deploy/debian/build.sh
+#
+# builds busbar-agent, busbar-gateway and busbarctl (release profile: stripped), has each
+# write its man pages and bash, zsh and fish completions from its own flags
+# (--generate-manual), and packages them with the systemd units and their /etc/default
+# settings with cargo-deb (installed from crates.io when missing). It prints the path of the
+# .deb: $CARGO_TARGET_DIR/debian/busbar_VERSION-1_ARCH.deb (target/ by default).
+#
+# --profile P builds with another cargo profile (the end-to-end test, tests/tests/package.rs,
+# packages the dev build it already has). Needs only Rust (cargo, a C linker) and gzip.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+profile=release
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --profile) profile=${2:?--profile needs a name}; shift 2 ;;
+    *) echo "usage: bash deploy/debian/build.sh [--profile PROFILE]" >&2; exit 64 ;;
+    esac
+done
+case "$profile" in
+dev) dir=debug ;;
+*) dir=$profile ;;
+esac
+
+# cargo-deb 3 reads the package's metadata (gateway/Cargo.toml, [package.metadata.deb]).
+if ! cargo deb --version 2>/dev/null | grep -q '^cargo-deb 3\.'; then
+    echo "deploy/debian/build.sh: installing cargo-deb 3 (cargo install cargo-deb --locked)" >&2
+    cargo install cargo-deb --locked --version '^3'
+fi
+
+cargo build --locked --profile "$profile" -p busbar-agent -p busbar-gateway -p busbar-ctl --bins
+target=$(cargo metadata --format-version 1 --no-deps --locked |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+bin=$target/$dir
+manual=$bin/manual
+rm -rf "$manual"
+for b in busbar-agent busbar-gateway busbarctl; do
+    "$bin/$b" --generate-manual "$manual" >/dev/null
+    # bash-completion looks a command's completion up by the command's name.
+    mv "$manual/completions/$b.bash" "$manual/completions/$b"
+done
+gzip -9n "$manual"/man/*.1
+
+cargo deb --locked -p busbar-gateway --no-build --profile "$profile"

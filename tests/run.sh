@@ -25,6 +25,10 @@ command -v python3 >/dev/null || missing+=(python3 python3-pip)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
 # HAProxy: the load balancer in front of two gateways (tests/tests/deploy_cluster.rs).
 command -v haproxy >/dev/null || missing+=(haproxy)
+# The Debian package's test (tests/tests/package.rs): systemd-analyze verify on its units, man
+# on its pages (deploy/debian/build.sh installs cargo-deb itself when it is missing).
+command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v man >/dev/null || missing+=(man-db)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "tests/run.sh: missing ${missing[*]}; run as root to install them" >&2

@@ -9,16 +9,19 @@
 # settings with cargo-deb (installed from crates.io when missing). It prints the path of the
 # .deb: $CARGO_TARGET_DIR/debian/busbar_VERSION-1_ARCH.deb (target/ by default).
 #
-# --profile P builds with another cargo profile (the end-to-end test, tests/tests/package.rs,
-# packages the dev build it already has). Needs only Rust (cargo, a C linker) and gzip.
+# --profile P builds with another cargo profile, --fast compresses less (a larger .deb, made
+# in seconds instead of minutes): the end-to-end test (tests/tests/package.rs) packages the dev
+# build the suite already has, with both. Needs only Rust (cargo, a C linker) and Python 3.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 profile=release
+deb_args=()
 while [ $# -gt 0 ]; do
     case "$1" in
     --profile) profile=${2:?--profile needs a name}; shift 2 ;;
-    *) echo "usage: bash deploy/debian/build.sh [--profile PROFILE]" >&2; exit 64 ;;
+    --fast) deb_args+=(--fast); shift ;;
+    *) echo "usage: bash deploy/debian/build.sh [--profile PROFILE] [--fast]" >&2; exit 64 ;;
     esac
 done
 case "$profile" in
@@ -45,4 +48,4 @@ for b in busbar-agent busbar-gateway busbarctl; do
 done
 gzip -9n "$manual"/man/*.1
 
-cargo deb --locked -p busbar-gateway --no-build --profile "$profile"
+cargo deb --locked -p busbar-gateway --no-build --profile "$profile" "${deb_args[@]}"

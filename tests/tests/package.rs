@@ -6,10 +6,12 @@
 //! `dpkg --purge`d: no file, conffile or group left.
 //!
 //! Two departures from what an operator does, both because of the test machine:
-//! - The package is built with `--profile dev --fast`, from the build tests/run.sh has already
-//!   made (cargo-deb strips it as it packages it), and compressed less: a release build and
-//!   xz's best compression would add ten minutes to CI on 2 cores. The release profile is the
-//!   script's default, with the same assets.
+//! - The package is made with `--profile dev --no-build --fast`: from the binaries tests/run.sh
+//!   has already built (`cargo build --workspace --bins`; cargo-deb strips them as it packages
+//!   them), compressed less. A release build and xz's best compression would add ten minutes
+//!   to CI on 2 cores, and even a dev build of the three packages alone a minute (their
+//!   dependencies' features differ from the workspace's). The release build is the script's
+//!   default, with the same assets.
 //! - systemd is not PID 1 here, so `systemctl start` cannot run: the test reads the unit, takes
 //!   its `ExecStart` command line and the variables of its `EnvironmentFile`, and runs that
 //!   command line with exactly that environment, as systemd does (the sandboxing directives
@@ -164,7 +166,7 @@ fn build_package() -> PathBuf {
     let out = run(
         Command::new("bash")
             .arg(root.join("deploy/debian/build.sh"))
-            .args(["--profile", "dev", "--fast"])
+            .args(["--profile", "dev", "--no-build", "--fast"])
             .env("CARGO_TARGET_DIR", target),
         BUILD_TIMEOUT,
     );

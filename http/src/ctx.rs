@@ -111,10 +111,12 @@ impl RequestCtx {
     }
 
     /// Says which node serves the request: the span's `node`, and the `node` label of its
-    /// metrics. The first node named stays.
+    /// metrics. The first node named stays (and is written in the span once: a field recorded
+    /// again would appear twice in every line of the request).
     pub fn set_node(&self, node: &str) {
-        self.span.record("node", node);
-        let _ = self.node.set(node.to_owned());
+        if self.node.set(node.to_owned()).is_ok() {
+            self.span.record("node", node);
+        }
     }
 
     /// The node that serves the request, if one was named.

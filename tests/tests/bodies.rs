@@ -15,35 +15,17 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use hyper::Method;
 use serde_json::{json, Value};
 use support::adapters::{Answer, FakeAdapter};
-use support::front::{self, engine_call, engine_socket, Rng};
+use support::front::{self, busbar_call, engine_call, engine_socket, Rng};
 use testbed::{unique_name, Testbed};
 
 /// A create through busbar on `port`: status and JSON answer.
 fn create_through(port: u16, body: &str) -> (u16, Value) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("busbar");
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "POST /v1.41/containers/create HTTP/1.0\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = vec![];
-    s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw);
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    busbar_call(port, "POST", "/v1.41/containers/create", Some(body))
 }
 
 fn engine_create(socket: &str, body: &str) -> (u16, Value) {

@@ -3,6 +3,7 @@
 //! raw calls to the engine's own socket (to ask it what it did), and a seeded generator.
 
 use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -22,8 +23,19 @@ pub fn engine_socket(host: &Host) -> String {
 /// One HTTP/1.0 call to the engine's socket (a JSON `body` when given): status and JSON answer
 /// (null when the answer is not JSON).
 pub fn engine_call(socket: &str, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-    let mut s = UnixStream::connect(socket).expect("the engine's socket");
+    let s = UnixStream::connect(socket).expect("the engine's socket");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    call(s, method, path, body)
+}
+
+/// The same call to busbar on a loopback `port`.
+pub fn busbar_call(port: u16, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+    let s = TcpStream::connect(("127.0.0.1", port)).expect("busbar's port");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    call(s, method, path, body)
+}
+
+fn call(mut s: impl Read + Write, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
     let mut req = format!("{method} {path} HTTP/1.0\r\nHost: docker\r\n");
     if let Some(body) = body {
         req.push_str(&format!(

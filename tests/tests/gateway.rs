@@ -4,9 +4,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -238,28 +236,10 @@ fn an_agent_told_to_stop_ends_gateway_streams_after_its_grace() {
     let mut args = vec!["--agent".to_string(), format!("node1={addr}")];
     args.extend(tls_args(&certs, "gateway"));
     let gateway = spawn_gateway_unchecked(&args);
-    let name = unique_name("graceful");
     let engine = host.docker_url();
-    docker_ok(
-        &engine,
-        &[
-            "run",
-            "-d",
-            "--name",
-            &name,
-            "busybox",
-            "sh",
-            "-c",
-            "while true; do echo tick; sleep 0.2; done",
-        ],
-    );
-    let mut follow = testbed::docker_command(&gateway.url, &["logs", "-f", &name])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next().unwrap().unwrap(), "tick");
+    let support::Ticking {
+        name, mut follow, ..
+    } = support::ticking_logs(&engine, &gateway.url, "graceful");
     let asked = Instant::now();
     std::process::Command::new("kill")
         .args(["-TERM", &agent.pid().to_string()])

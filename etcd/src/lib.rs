@@ -9,6 +9,8 @@
 //! - [`registry`]: a node's entry ([`registry::NodeEntry`]) and the agent's registration loop
 //!   (a lease kept alive, registered again when lost).
 //! - [`members`]: the gateway's view of the registry: every node's entry, followed live.
+//! - [`watching`]: how each watch fares (its lag behind etcd, its revision, why it ended),
+//!   as metrics.
 
 /// The etcd v3 client busbar talks through (busbar's own, [`busbar_etcd_client`]).
 pub use busbar_etcd_client as client;
@@ -18,6 +20,7 @@ pub mod error;
 pub mod keys;
 pub mod members;
 pub mod registry;
+pub mod watching;
 
 pub use conn::EtcdConnection;
 pub use error::{EtcdError, Refusal};

@@ -19,7 +19,9 @@ use crate::conn::{connect, EtcdConnection};
 use crate::error::{call, describe, EtcdError};
 use crate::keys::nodes_prefix;
 use crate::registry::NodeEntry;
+use crate::watching::{restarted, Ended, Progress};
 use tokio::sync::watch;
+use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -59,12 +61,14 @@ async fn run_watch(
             _ = tx.closed() => return,
         };
         match outcome {
-            Ok(why) => {
+            Ok(end) => {
                 failures = 0;
-                warn!(etcd = %shown, prefix = %prefix, "node watch ended: {why}; listing again");
+                restarted(WATCH, end.reason());
+                warn!(etcd = %shown, prefix = %prefix, "node watch ended: {end}; listing again");
             }
             Err(e) => {
                 failures += 1;
+                restarted(WATCH, "unreachable");
                 if e.refusal().is_some() {
                     error!(etcd = %shown, prefix = %prefix, "node watch: {e}; retrying (keeping the last known nodes)");
                 } else {
@@ -82,6 +86,9 @@ async fn run_watch(
     }
 }
 
+/// The watch's name in the metrics.
+const WATCH: &str = "nodes";
+
 /// One list + watch. Returns why the watch ended, or the error that stopped it.
 async fn follow(
     etcd: &EtcdConnection,
@@ -90,7 +97,7 @@ async fn follow(
     tx: &watch::Sender<NodeMap>,
     first: &mut bool,
     backoff: &mut Backoff,
-) -> Result<String, EtcdError> {
+) -> Result<Ended, EtcdError> {
     let c = match client {
         Some(c) => c.clone(),
         None => client.insert(connect(etcd).await?).clone(),
@@ -110,23 +117,25 @@ async fn follow(
     let options = WatchOptions::new()
         .with_prefix()
         .with_start_revision(revision + 1);
-    let (_, mut stream) = call("watch", prefix, c.watch(prefix, Some(options))).await?;
+    let (watcher, mut stream) = call("watch", prefix, c.watch(prefix, Some(options))).await?;
     backoff.reset();
     debug!(prefix, revision, nodes = map.len(), "watching nodes");
+    let mut progress = Progress::new(WATCH);
     loop {
-        let rsp = match stream.message().await {
-            Ok(Some(rsp)) => rsp,
-            Ok(None) => return Ok("etcd ended the watch stream".into()),
-            Err(e) => return Ok(format!("watch stream: {}", describe(&e))),
+        let rsp = tokio::select! {
+            m = stream.message() => match m {
+                Ok(Some(rsp)) => rsp,
+                Ok(None) => return Ok(Ended::Closed),
+                Err(e) => return Ok(Ended::Broken(describe(&e))),
+            },
+            _ = sleep_until(progress.next()) => {
+                progress.ask(&watcher).await;
+                continue;
+            }
         };
-        if rsp.compact_revision() > 0 {
-            return Ok(format!(
-                "revision {} was compacted away",
-                rsp.compact_revision()
-            ));
-        }
-        if rsp.canceled() {
-            return Ok(format!("etcd cancelled the watch: {}", rsp.cancel_reason()));
+        progress.saw(&rsp);
+        if let Some(end) = Ended::of(&rsp) {
+            return Ok(end);
         }
         if rsp.events().is_empty() {
             continue;

@@ -37,6 +37,10 @@ use tracing::{debug, error, info, warn};
 use crate::conn::{connect, EtcdConnection};
 use crate::error::{call, call_within, describe, EtcdError};
 use crate::keys::node_key;
+use crate::watching::{restarted, Ended, Progress};
+
+/// The watch's name in the metrics.
+const WATCH: &str = "registration";
 
 /// The node lease's TTL (`--registration-ttl`): how long a node that vanished without a word
 /// stays in the registry.
@@ -196,7 +200,9 @@ struct Session {
     ttl: Duration,
     keeper: crate::client::LeaseKeeper,
     keepalives: crate::client::LeaseKeepAliveStream,
+    watcher: crate::client::Watcher,
     watch: crate::client::WatchStream,
+    progress: Progress,
 }
 
 /// Grants a lease, puts the entry with it, and opens the keep-alive and watch streams.
@@ -226,7 +232,7 @@ async fn establish(
         c.lease_keep_alive(granted.id()),
     )
     .await?;
-    let (_, watch) = call(
+    let (watcher, watch) = call(
         "watch",
         key,
         c.watch(
@@ -240,7 +246,9 @@ async fn establish(
         ttl,
         keeper,
         keepalives,
+        watcher,
         watch,
+        progress: Progress::new(WATCH),
     })
 }
 
@@ -273,26 +281,41 @@ impl Session {
                     Ok(None) => return Some("etcd ended the keep-alive stream".into()),
                     Err(e) => return Some(format!("keep-alive stream: {}", describe(&e))),
                 },
-                change = self.watch.message() => match change {
-                    Ok(Some(w)) => {
-                        if w.canceled() {
-                            return Some(format!("etcd cancelled the watch on the key: {}", w.cancel_reason()));
-                        }
-                        for ev in w.events() {
-                            match ev.event_type() {
-                                EventType::Delete => return Some("the key was deleted".into()),
-                                EventType::Put if ev.kv().map(|kv| kv.lease()) != Some(self.lease) => {
-                                    warn!(key, "another writer replaced this node's entry (two agents with one name?); leaving it");
-                                }
-                                EventType::Put => {}
+                _ = sleep_until(self.progress.next()) => self.progress.ask(&self.watcher).await,
+                change = self.watch.message() => {
+                    let end = match change {
+                        Ok(Some(w)) => {
+                            self.progress.saw(&w);
+                            match Ended::of(&w) {
+                                Some(end) => end,
+                                None => match self.changed(&w, key) {
+                                    Some(why) => return Some(why),
+                                    None => continue,
+                                },
                             }
                         }
-                    }
-                    Ok(None) => return Some("etcd ended the watch stream".into()),
-                    Err(e) => return Some(format!("watch stream: {}", describe(&e))),
+                        Ok(None) => Ended::Closed,
+                        Err(e) => Ended::Broken(describe(&e)),
+                    };
+                    restarted(WATCH, end.reason());
+                    return Some(format!("watch on the key: {end}"));
                 },
             }
         }
+    }
+
+    /// What a change to this node's key means: `Some(why)` when the registration is lost.
+    fn changed(&self, w: &crate::client::WatchResponse, key: &str) -> Option<String> {
+        for ev in w.events() {
+            match ev.event_type() {
+                EventType::Delete => return Some("the key was deleted".into()),
+                EventType::Put if ev.kv().map(|kv| kv.lease()) != Some(self.lease) => {
+                    warn!(key, "another writer replaced this node's entry (two agents with one name?); leaving it");
+                }
+                EventType::Put => {}
+            }
+        }
+        None
     }
 }
 

@@ -80,6 +80,30 @@ pub struct ScheduleLabels {
     pub outcome: &'static str,
 }
 
+/// An etcd watch: `nodes` (a gateway's node registry), `chains` (an agent's adapter chains),
+/// `registration` (an agent's own registration key).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchLabels {
+    pub watch: &'static str,
+}
+
+/// Why an etcd watch ended and was started again: `ended` (etcd closed it), `cancelled`,
+/// `compacted` (its revision was compacted away), `broken` (the stream failed), `unreachable`
+/// (listing or watching failed).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchEndLabels {
+    pub watch: &'static str,
+    pub reason: &'static str,
+}
+
+/// The outcome of a claim of a container name: `claimed`, `conflict` (reserved by a create in
+/// flight or held by a container), `invalid` (not a name Docker accepts), `unavailable` (the
+/// name store or a node could not say).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Every series busbar keeps. The README's "Metrics" table documents each.
@@ -100,6 +124,10 @@ pub struct Metrics {
     pub node_chain_revision: Family<NodeLabels, Gauge>,
     pub node_chain_refused: Family<NodeLabels, Gauge>,
     pub schedule_decisions: Family<ScheduleLabels, Counter>,
+    pub etcd_watch_lag: Histograms<WatchLabels>,
+    pub etcd_watch_revision: Family<WatchLabels, Gauge>,
+    pub etcd_watch_restarts: Family<WatchEndLabels, Counter>,
+    pub name_claims: Family<OutcomeLabels, Counter>,
 }
 
 /// Seconds, from half a millisecond to half a minute (12 buckets, each 2.5 times the last).
@@ -127,6 +155,10 @@ impl Metrics {
             node_chain_revision: Family::default(),
             node_chain_refused: Family::default(),
             schedule_decisions: Family::default(),
+            etcd_watch_lag: Family::new_with_constructor(seconds),
+            etcd_watch_revision: Family::default(),
+            etcd_watch_restarts: Family::default(),
+            name_claims: Family::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -203,6 +235,26 @@ impl Metrics {
             "schedule_decisions",
             "Creates the gateway placed or could not place, by strategy and outcome",
             m.schedule_decisions.clone(),
+        );
+        r.register(
+            "etcd_watch_lag_seconds",
+            "Time etcd took to confirm that a watch had delivered every change up to its current revision, by watch",
+            m.etcd_watch_lag.clone(),
+        );
+        r.register(
+            "etcd_watch_revision",
+            "The etcd revision each watch has delivered up to",
+            m.etcd_watch_revision.clone(),
+        );
+        r.register(
+            "etcd_watch_restarts",
+            "etcd watches that ended and were listed and watched again, by watch and reason",
+            m.etcd_watch_restarts.clone(),
+        );
+        r.register(
+            "name_claims",
+            "Claims of a container name by a create or a rename, by outcome",
+            m.name_claims.clone(),
         );
         root.register_collector(Box::new(process::ProcessCollector));
         Metrics {

@@ -5,7 +5,7 @@
 //! the test), never by grepping.
 //!
 //! Wall times on 2 vCPUs, each test alone (bed start included, about 10 s): counters ~25 s,
-//! readiness ~25 s.
+//! readiness ~25 s, the three-host workload in etcd ~14 s.
 
 mod support;
 
@@ -475,4 +475,242 @@ fn readyz_follows_the_engine() {
         ready(&gw_metrics)
     );
     assert_eq!(get(&agent, "/healthz").0, 200);
+}
+
+/// A pre-hook that answers creates labelled `metrics-slow` after `delay` (past its timeout in
+/// the chain) and passes every other call through at once.
+fn slow(delay: Duration) -> impl Fn(&Value) -> Answer + Send + Sync {
+    move |payload| {
+        let body = payload["ClientRequest"]["Body"].as_str().unwrap_or("");
+        let mut answer = null(payload);
+        if body.contains("metrics-slow") {
+            answer.delay = delay;
+        }
+        answer
+    }
+}
+
+/// The acceptance workload on three hosts in etcd: N pings, M creates that work, a create
+/// under a name in use, one the policy adapter refuses and one the slow adapter holds past its
+/// timeout. The scraped series move by exactly what that implies, on the gateway and on each
+/// agent; the etcd watches report their lag and no restart.
+#[test]
+fn a_scripted_workload_on_three_hosts_counts_exactly() {
+    testbed::e2e!();
+    use support::crosshost::{apply_chain, NODES};
+    const PINGS: usize = 7;
+    const CREATES: usize = 4;
+    let bed = Testbed::start(TestbedSpec {
+        hosts: 3,
+        netns: true,
+        etcd: true,
+    })
+    .unwrap();
+    let prefix = format!("/{}", unique_name("bbmetrics"));
+    let certs = TempDir::new();
+    let sans: Vec<(String, String)> = NODES
+        .iter()
+        .zip(bed.hosts())
+        .map(|(n, h)| (n.to_string(), h.addr().unwrap().to_string()))
+        .collect();
+    let sans: Vec<(&str, &str)> = sans.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    make_certs(&certs.0, &sans);
+    // Every host reaches the root namespace's addresses by its default route.
+    let at = bed.hosts()[0].gateway_addr().unwrap();
+    let refused = Arc::new(AtomicUsize::new(0));
+    let policy = FakeAdapter::start_on(at, policy(refused.clone()));
+    let slow = FakeAdapter::start_on(at, slow(Duration::from_secs(4)));
+    let (mut agents, mut metrics) = (vec![], vec![]);
+    for (host, node) in bed.hosts().iter().zip(NODES) {
+        let addr = format!("{}:{}", host.addr().unwrap(), free_port());
+        let args = [
+            "--etcd",
+            host.etcd_url().unwrap(),
+            "--etcd-prefix",
+            &prefix,
+            "--metrics-listen",
+            &addr,
+            "--allow-remote-plaintext",
+        ];
+        agents.push(Process::agent_in(host, node, &certs.0, &args).0);
+        metrics.push(addr);
+    }
+    let chain = certs.join("chain.yml");
+    std::fs::write(
+        &chain,
+        format!(
+            "endpoints:\n  \"POST /*/containers/create\":\n    pre: [policy, slow]\nadapters:\n  policy: {}\n  slow:\n    url: {}\n    timeout: 1s\n",
+            policy.url, slow.url
+        ),
+    )
+    .unwrap();
+    apply_chain(bed.etcd().unwrap(), &prefix, &chain);
+    let gw_metrics = format!("127.0.0.1:{}", free_port());
+    let mut args: Vec<String> = ["--etcd", bed.etcd().unwrap(), "--etcd-prefix", &prefix]
+        .map(String::from)
+        .to_vec();
+    args.extend(tls_args(&certs.0, "gateway"));
+    args.extend(["--probe-interval", "1", "--metrics-listen", &gw_metrics].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let gw = Process::gateway(&args);
+    let all_up = wait_until(Duration::from_secs(30), || {
+        sum(&scrape(&gw_metrics), "busbar_node_up", &[]) == 3.0
+    });
+    assert!(
+        all_up,
+        "the gateway never saw 3 nodes up:\n{}",
+        gw.log_tail()
+    );
+
+    let before_gw = scrape(&gw_metrics);
+    let before: Vec<_> = metrics.iter().map(|a| scrape(a)).collect();
+    let port: u16 = gw.url.rsplit(':').next().unwrap().parse().unwrap();
+    for _ in 0..PINGS {
+        let raw = support::http_raw(
+            port,
+            "GET /_ping HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        assert!(raw.starts_with(b"HTTP/1.1 200"), "{raw:?}");
+    }
+    let names: Vec<String> = (0..CREATES).map(|_| unique_name("metrics")).collect();
+    for name in &names {
+        docker_ok(&gw.url, &["create", "--name", name, "busybox", "true"]);
+    }
+    let attempt = |args: &[&str], says: &str| {
+        let out = docker(&gw.url, args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !out.status.success() && err.contains(says),
+            "{args:?}: {err}"
+        );
+    };
+    attempt(
+        &["create", "--name", &names[0], "busybox", "true"],
+        "is already in use",
+    );
+    let refused_name = unique_name("metrics");
+    attempt(
+        &[
+            "create",
+            "--name",
+            &refused_name,
+            "--label",
+            "metrics-refuse=1",
+            "busybox",
+            "true",
+        ],
+        "refused by policy",
+    );
+    let slow_name = unique_name("metrics");
+    attempt(
+        &[
+            "create",
+            "--name",
+            &slow_name,
+            "--label",
+            "metrics-slow=1",
+            "busybox",
+            "true",
+        ],
+        "slow",
+    );
+    let after_gw = scrape(&gw_metrics);
+    let after: Vec<_> = metrics.iter().map(|a| scrape(a)).collect();
+
+    let req = "busbar_requests_total";
+    let gw_d = |name: &str, want: &[(&str, &str)]| delta(&before_gw, &after_gw, name, want);
+    let agents_d = |name: &str, want: &[(&str, &str)]| -> f64 {
+        (0..3)
+            .map(|i| delta(&before[i], &after[i], name, want))
+            .sum()
+    };
+    let create = ("endpoint", "container_create");
+    // The gateway: every ping (ours, and the one each `docker` command starts with), every
+    // create by its answer's class.
+    assert_eq!(
+        gw_d(req, &[("endpoint", "ping")]),
+        (PINGS + CREATES + 3) as f64
+    );
+    assert_eq!(gw_d(req, &[create, ("status", "2xx")]), CREATES as f64);
+    assert_eq!(
+        gw_d(req, &[create, ("status", "4xx")]),
+        2.0,
+        "conflict and refusal"
+    );
+    assert_eq!(
+        gw_d(req, &[create, ("status", "5xx")]),
+        1.0,
+        "the slow adapter"
+    );
+    assert_eq!(
+        gw_d("busbar_name_claims_total", &[("outcome", "claimed")]),
+        (CREATES + 2) as f64
+    );
+    assert_eq!(
+        gw_d("busbar_name_claims_total", &[("outcome", "conflict")]),
+        1.0
+    );
+    assert_eq!(
+        gw_d("busbar_schedule_decisions_total", &[("outcome", "placed")]),
+        (CREATES + 3) as f64,
+        "a create is placed before its name is claimed"
+    );
+    // Each node counted what the gateway sent it.
+    for (i, node) in NODES.iter().enumerate() {
+        let sent = gw_d(req, &[create, ("node", node)]);
+        let served = delta(&before[i], &after[i], req, &[create, ("node", node)]);
+        assert_eq!(sent, served, "creates on {node}");
+    }
+    // The agents: the conflict never reached one; the other creates ran the chain.
+    let reached = (CREATES + 2) as f64;
+    assert_eq!(agents_d(req, &[create]), reached);
+    assert_eq!(agents_d(req, &[create, ("status", "5xx")]), 1.0);
+    let pre = |adapter| [("adapter", adapter), ("phase", "pre")];
+    assert_eq!(
+        agents_d("busbar_hook_duration_seconds_count", &pre("policy")),
+        reached
+    );
+    assert_eq!(agents_d("busbar_hook_refusals_total", &pre("policy")), 1.0);
+    assert_eq!(refused.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        agents_d("busbar_hook_duration_seconds_count", &pre("slow")),
+        reached - 1.0,
+        "every create the policy let through"
+    );
+    assert_eq!(
+        agents_d(
+            "busbar_hook_errors_total",
+            &[("adapter", "slow"), ("kind", "timeout")]
+        ),
+        1.0
+    );
+    assert_eq!(agents_d("busbar_hook_errors_total", &[]), 1.0);
+    assert_eq!(
+        agents_d("busbar_engine_duration_seconds_count", &[create]),
+        CREATES as f64
+    );
+
+    // The etcd watches: each has reported how far behind it runs (asked every 5 s), none
+    // restarted, and each has delivered up to a revision.
+    let mut now = (vec![], vec![]);
+    let lags = wait_until(Duration::from_secs(20), || {
+        now.0 = scrape(&gw_metrics);
+        now.1 = metrics.iter().map(|a| scrape(a)).collect::<Vec<_>>();
+        let lag = "busbar_etcd_watch_lag_seconds_count";
+        sum(&now.0, lag, &[("watch", "nodes")]) > 0.0
+            && now.1.iter().all(|s| {
+                sum(s, lag, &[("watch", "chains")]) > 0.0
+                    && sum(s, lag, &[("watch", "registration")]) > 0.0
+            })
+    });
+    assert!(lags, "a watch reported no lag: {now:?}");
+    for s in std::iter::once(&now.0).chain(&now.1) {
+        assert_eq!(sum(s, "busbar_etcd_watch_restarts_total", &[]), 0.0);
+        assert!(sum(s, "busbar_etcd_watch_revision", &[]) > 0.0);
+    }
+    for name in &names {
+        docker_ok(&gw.url, &["rm", "-f", name]);
+    }
+    drop(agents);
 }

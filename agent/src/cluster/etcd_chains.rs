@@ -30,6 +30,7 @@ use busbar_chains::ChainSet;
 use busbar_etcd::conn::{connect, EtcdConnection};
 use busbar_etcd::error::{call, describe};
 use busbar_etcd::keys::{chains_prefix, status_key};
+use busbar_etcd::watching::{restarted, Ended, Progress};
 use busbar_etcd::EtcdError;
 use busbar_runtime::{unix_now, Backoff};
 
@@ -310,8 +311,12 @@ impl EtcdChains {
                 _ = shutdown.cancelled() => return,
             };
             match outcome {
-                Ok(why) => warn!(etcd = %shown, "chain watch ended: {why}; listing again"),
+                Ok(end) => {
+                    restarted(WATCH, end.reason());
+                    warn!(etcd = %shown, "chain watch ended: {end}; listing again")
+                }
                 Err(e) => {
+                    restarted(WATCH, "unreachable");
                     warn!(etcd = %shown, "chain watch: {e}; retrying (keeping the running chains)")
                 }
             }
@@ -326,7 +331,7 @@ impl EtcdChains {
         &mut self,
         tx: &watch::Sender<Arc<LiveChains>>,
         backoff: &mut Backoff,
-    ) -> Result<String, EtcdError> {
+    ) -> Result<Ended, EtcdError> {
         let client = connect(&self.cfg.etcd).await?;
         let (mut docs, rev) = self.list(&client).await?;
         self.recorder.client.send_replace(Some(client.clone()));
@@ -336,20 +341,28 @@ impl EtcdChains {
         let options = WatchOptions::new()
             .with_prefix()
             .with_start_revision(rev + 1);
-        let (_, mut stream) = call(
+        let (watcher, mut stream) = call(
             "watch",
             &prefix,
             client.clone().watch(prefix.as_str(), Some(options)),
         )
         .await?;
+        let mut progress = Progress::new(WATCH);
         loop {
-            let msg = match stream.message().await {
-                Ok(Some(m)) => m,
-                Ok(None) => return Ok("etcd ended the watch stream".into()),
-                Err(e) => return Ok(format!("watch stream: {}", describe(&e))),
+            let msg = tokio::select! {
+                m = stream.message() => match m {
+                    Ok(Some(m)) => m,
+                    Ok(None) => return Ok(Ended::Closed),
+                    Err(e) => return Ok(Ended::Broken(describe(&e))),
+                },
+                _ = tokio::time::sleep_until(progress.next()) => {
+                    progress.ask(&watcher).await;
+                    continue;
+                }
             };
-            if msg.canceled() {
-                return Ok(format!("etcd cancelled the watch: {}", msg.cancel_reason()));
+            progress.saw(&msg);
+            if let Some(end) = Ended::of(&msg) {
+                return Ok(end);
             }
             let mut relevant = false;
             for ev in msg.events() {
@@ -381,6 +394,9 @@ impl EtcdChains {
         }
     }
 }
+
+/// The watch's name in the metrics.
+const WATCH: &str = "chains";
 
 /// How long after an apply an agent records it: [`RECORD_SETTLE`] (quick successive changes
 /// are recorded once, the newest) plus a share of [`RECORD_SPREAD`] fixed by the node's name,

@@ -191,8 +191,29 @@ impl ClusterHandler {
     /// Reserves `name` for `node` while a create or rename is in flight: first in the store
     /// (so a concurrent claim, on this gateway or another, loses), then a live check of every
     /// node (so an existing container keeps its name). The caller releases it when the call is
-    /// done.
+    /// done. Each claim is counted by outcome (`busbar_name_claims_total`).
     async fn claim_name(
+        &self,
+        name: &str,
+        node: &str,
+        ctx: &RequestCtx,
+    ) -> Result<(), Response<Body>> {
+        let claimed = self.try_claim_name(name, node, ctx).await;
+        let outcome = match &claimed {
+            Ok(()) => "claimed",
+            Err(r) if r.status() == StatusCode::CONFLICT => "conflict",
+            Err(r) if r.status() == StatusCode::BAD_REQUEST => "invalid",
+            Err(_) => "unavailable",
+        };
+        busbar_metrics::global()
+            .name_claims
+            .get_or_create(&busbar_metrics::OutcomeLabels { outcome })
+            .inc();
+        claimed
+    }
+
+    /// [`claim_name`](Self::claim_name), uncounted.
+    async fn try_claim_name(
         &self,
         name: &str,
         node: &str,

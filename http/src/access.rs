@@ -7,6 +7,10 @@
 //! The same moment counts the request in the metrics ([`busbar_metrics`]: requests, duration,
 //! bytes, answers open), with the endpoint class and node its context holds: one
 //! classification for the log and the metrics.
+//!
+//! An error answer (status 400 or more) is also kept in the process's ring of recent errors
+//! (`busbar_metrics::recent`, the gateway's status page), with its request id, node and the
+//! `message` of its body (the first [`ERROR_BODY_KEPT`] bytes are read as they pass).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -19,6 +23,9 @@ use http_body_util::BodyExt;
 use tracing::Span;
 
 use crate::{Body, BoxError, RequestCtx};
+
+/// How much of an error answer's body is kept to read its `message` from.
+pub const ERROR_BODY_KEPT: usize = 2048;
 
 /// `rsp` with its access line written when its body ends, fails or is dropped.
 pub fn logged(rsp: Response<Body>, ctx: &RequestCtx) -> Response<Body> {
@@ -34,6 +41,7 @@ pub fn logged_body(inner: Body, ctx: &RequestCtx, status: u16) -> Body {
         inner,
         bytes: 0,
         line: Some(Line::new(ctx, status)),
+        error_body: (status >= 400).then(Vec::new),
     }
     .boxed()
 }
@@ -41,10 +49,12 @@ pub fn logged_body(inner: Body, ctx: &RequestCtx, status: u16) -> Body {
 /// Writes the access line of a request whose answer went out without a [`Body`] (a hijacked
 /// connection written by hand): `bytes` is what the client was sent.
 pub fn log(ctx: &RequestCtx, status: u16, bytes: u64) {
-    Line::new(ctx, status).write(bytes, "")
+    Line::new(ctx, status).write(bytes, "", &[])
 }
 
 struct Line {
+    /// The request id (`X-Request-Id`) of an error answer (empty for the others).
+    id: String,
     span: Span,
     started: Instant,
     status: u16,
@@ -56,6 +66,12 @@ struct Line {
 impl Line {
     fn new(ctx: &RequestCtx, status: u16) -> Self {
         Line {
+            // Kept for error answers only: no copy on the way of the others.
+            id: if status >= 400 {
+                ctx.id.clone()
+            } else {
+                String::new()
+            },
             span: ctx.span.clone(),
             started: ctx.started,
             status,
@@ -65,8 +81,11 @@ impl Line {
         }
     }
 
-    fn write(self, bytes: u64, outcome: &str) {
+    fn write(self, bytes: u64, outcome: &str, error_body: &[u8]) {
         let elapsed = self.started.elapsed();
+        if self.status >= 400 {
+            self.keep_error(error_body);
+        }
         busbar_metrics::global().request_done(
             busbar_metrics::RequestLabels {
                 endpoint: self.endpoint,
@@ -89,17 +108,41 @@ impl Line {
     }
 }
 
+impl Line {
+    /// Keeps this error answer in the ring of recent errors.
+    fn keep_error(&self, body: &[u8]) {
+        let message = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
+            .unwrap_or_default();
+        busbar_metrics::global()
+            .recent
+            .error_answer(busbar_metrics::recent::ErrorAnswer {
+                at_ms: 0,
+                request_id: self.id.clone(),
+                status: self.status,
+                method: self.method,
+                endpoint: self.endpoint,
+                node: self.node.clone().unwrap_or_default(),
+                message,
+            });
+    }
+}
+
 struct Logged {
     inner: Body,
     bytes: u64,
     line: Option<Line>,
+    /// The start of an error answer's body (`None` for other answers).
+    error_body: Option<Vec<u8>>,
 }
 
 impl Logged {
     fn finish(&mut self, outcome: &str) {
         if let Some(line) = self.line.take() {
             busbar_metrics::global().open_responses.dec();
-            line.write(self.bytes, outcome);
+            let body = self.error_body.take().unwrap_or_default();
+            line.write(self.bytes, outcome, &body);
         }
     }
 }
@@ -117,6 +160,11 @@ impl http_body::Body for Logged {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     self.bytes += data.len() as u64;
+                    let len = data.len();
+                    if let Some(kept) = self.error_body.as_mut() {
+                        let room = ERROR_BODY_KEPT.saturating_sub(kept.len()).min(len);
+                        kept.extend_from_slice(&data[..room]);
+                    }
                 }
                 if self.inner.is_end_stream() {
                     self.finish("");

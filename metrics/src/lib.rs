@@ -14,8 +14,10 @@
 //!
 //! # Layout
 //! - [`process`]: `process_*` series from `/proc/self`, read when scraped.
+//! - [`recent`]: adapter totals and the last error answers, for the gateway's status page.
 
 pub mod process;
+pub mod recent;
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -128,6 +130,8 @@ pub struct Metrics {
     pub etcd_watch_revision: Family<WatchLabels, Gauge>,
     pub etcd_watch_restarts: Family<WatchEndLabels, Counter>,
     pub name_claims: Family<OutcomeLabels, Counter>,
+    /// Adapter totals and the last error answers (the status page's).
+    pub recent: recent::Recent,
 }
 
 /// Seconds, from half a millisecond to half a minute (12 buckets, each 2.5 times the last).
@@ -160,6 +164,7 @@ impl Metrics {
             etcd_watch_restarts: Family::default(),
             name_claims: Family::default(),
             registry: Registry::default(),
+            recent: recent::Recent::default(),
         };
         r.register(
             "requests",
@@ -286,6 +291,17 @@ impl Metrics {
         self.hook_duration
             .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
+        self.recent.hook_call(adapter, elapsed);
+    }
+
+    /// Counts one call an adapter answered with an error that went to the client.
+    pub fn hook_refusal(&self, adapter: &str, phase: &'static str) {
+        let labels = HookLabels {
+            adapter: adapter.to_owned(),
+            phase,
+        };
+        self.hook_refusals.get_or_create(&labels).inc();
+        self.recent.hook_refusal(adapter);
     }
 
     /// Counts one failed call to an adapter.
@@ -296,6 +312,7 @@ impl Metrics {
             kind,
         };
         self.hook_errors.get_or_create(&labels).inc();
+        self.recent.hook_error(adapter, kind);
     }
 
     /// The text of every series, as Prometheus scrapes it ([`CONTENT_TYPE`]).

@@ -241,6 +241,7 @@ impl Agent for AgentService {
             chain_status_json: self.chains.as_ref().map_or_else(Vec::new, |rx| {
                 serde_json::to_vec(&*rx.borrow()).expect("a chain status serializes")
             }),
+            adapter_stats_json: adapter_stats_json(),
             ..Default::default()
         };
         let docs_wait = match self.engine.health(wait).await {
@@ -267,6 +268,26 @@ impl Agent for AgentService {
         }
         Ok(tonic::Response::new(d))
     }
+}
+
+/// The agent's adapter totals as `NodeDescription.adapter_stats_json` carries them.
+fn adapter_stats_json() -> Vec<u8> {
+    let list: Vec<_> = busbar_metrics::global()
+        .recent
+        .adapters()
+        .into_iter()
+        .map(|t| {
+            serde_json::json!({
+                "adapter": t.adapter,
+                "calls": t.calls,
+                "errors": t.errors,
+                "timeouts": t.timeouts,
+                "refusals": t.refusals,
+                "seconds": t.seconds,
+            })
+        })
+        .collect();
+    serde_json::to_vec(&list).expect("numbers and strings serialize")
 }
 
 /// Serves the agent service on `listener` with mutual TLS until `shutdown`, then gives open

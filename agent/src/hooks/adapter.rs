@@ -250,12 +250,7 @@ fn count<R>(
     match (error, exchanged) {
         (Some(e), _) => m.hook_error(&adapter.name, phase, e.kind()),
         (None, Ok((parts, _))) if !parts.status.is_success() => {
-            m.hook_refusals
-                .get_or_create(&busbar_metrics::HookLabels {
-                    adapter: adapter.name.clone(),
-                    phase,
-                })
-                .inc();
+            m.hook_refusal(&adapter.name, phase);
         }
         _ => {}
     }

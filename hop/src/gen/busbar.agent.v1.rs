@@ -111,6 +111,12 @@ pub struct NodeDescription {
     pub docs_cached: bool,
     #[prost(uint64, tag = "13")]
     pub docs_age_ms: u64,
+    /// The agent's calls to each adapter since it started (the gateway's status page): a JSON
+    /// array of {"adapter", "calls", "errors", "timeouts", "refusals", "seconds"}, `errors`
+    /// counting every failed call (timeouts included), `seconds` the time of all calls. Empty
+    /// from an agent that does not report it.
+    #[prost(bytes = "vec", tag = "14")]
+    pub adapter_stats_json: ::prost::alloc::vec::Vec<u8>,
 }
 /// Generated client implementations.
 pub mod agent_client {

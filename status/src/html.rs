@@ -1,0 +1,256 @@
+//! The status page: [`page`] is the whole document, a full static render (usable without
+//! JavaScript), whose script replaces the content of `<main>` every [`REFRESH_MS`] with
+//! [`fragment`] fetched from `/status/fragment`. Plain HTML, its CSS and script built into
+//! the binary (`include_str!`), no build step. Everything from the cluster is escaped.
+//!
+//! What tests and scripts may rely on: each node is a `<tr data-node="NAME"
+//! data-health="HEALTH">` of `<table id="nodes">`.
+
+use std::fmt::Write;
+
+use crate::model::{clock, Status};
+
+/// How often the page refreshes itself.
+pub const REFRESH_MS: u64 = 2000;
+
+const CSS: &str = include_str!("page.css");
+const SCRIPT: &str = include_str!("page.js");
+
+/// The whole page.
+pub fn page(status: &Status) -> String {
+    let mut out = String::with_capacity(8 * 1024);
+    out.push_str(
+        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <title>busbar status</title>\n<style>\n",
+    );
+    out.push_str(CSS);
+    let _ = write!(
+        out,
+        "</style>\n</head>\n<body data-refresh-ms=\"{REFRESH_MS}\" data-fragment=\"/status/fragment\">\n\
+         <header><h1>busbar status</h1><span id=\"live\" data-state=\"static\">as of {} UTC; reload to refresh</span></header>\n\
+         <main id=\"status\">\n",
+        clock(status.generated_at_ms)
+    );
+    out.push_str(&fragment(status));
+    out.push_str("</main>\n<script>\n");
+    out.push_str(SCRIPT);
+    out.push_str("</script>\n</body>\n</html>\n");
+    out
+}
+
+/// The content of `<main>`: the summary, then the nodes, chains, adapters and errors.
+pub fn fragment(s: &Status) -> String {
+    let mut out = String::with_capacity(6 * 1024);
+    let g = &s.gateway;
+    let _ = writeln!(
+        out,
+        "<p class=\"summary\">gateway {} &middot; <b>{} of {} nodes healthy</b> &middot; {} requests ({} 4xx, {} 5xx) &middot; probes every {}s &middot; at {} UTC</p>",
+        esc(&g.version),
+        s.healthy(),
+        s.nodes.len(),
+        g.requests,
+        g.requests_4xx,
+        g.requests_5xx,
+        g.probe_interval_s,
+        clock(s.generated_at_ms)
+    );
+    nodes(&mut out, s);
+    chains(&mut out, s);
+    adapters(&mut out, s);
+    errors(&mut out, s);
+    out
+}
+
+fn nodes(out: &mut String, s: &Status) {
+    out.push_str("<section><h2>Nodes</h2><div class=\"scroll\"><table id=\"nodes\">\n<thead><tr><th>Node</th><th>Health</th><th>Containers</th><th>Engine</th><th>Probe</th><th>Labels</th><th>Address</th><th>Last error</th></tr></thead>\n<tbody>\n");
+    if s.nodes.is_empty() {
+        out.push_str("<tr><td colspan=\"8\" class=\"muted\">no node known</td></tr>\n");
+    }
+    for n in &s.nodes {
+        let labels: String = n
+            .labels
+            .iter()
+            .map(|(k, v)| format!("<span>{}={}</span>", esc(k), esc(v)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "<tr data-node=\"{name}\" data-health=\"{health}\"><td>{name}</td><td class=\"health {health}\">{health}</td><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"labels\">{labels}</td><td>{}</td><td class=\"bad\">{}</td></tr>",
+            n.containers.map_or("-".to_owned(), |c| c.to_string()),
+            esc(n.engine_version.as_deref().unwrap_or("-")),
+            n.probe_ms.map_or("-".to_owned(), |ms| format!("{ms:.1} ms")),
+            esc(&n.addr),
+            esc(n.last_error.as_deref().unwrap_or("")),
+            name = esc(&n.name),
+            health = esc(&n.health),
+        );
+    }
+    out.push_str("</tbody></table></div></section>\n");
+}
+
+fn chains(out: &mut String, s: &Status) {
+    out.push_str("<section><h2>Chains</h2><div class=\"scroll\"><table id=\"chains\">\n<thead><tr><th>Node</th><th>Revision</th><th>Source</th><th>Scopes (revision)</th><th>Refused</th></tr></thead>\n<tbody>\n");
+    for n in &s.nodes {
+        let Some(c) = &n.chains else {
+            let _ = writeln!(
+                out,
+                "<tr data-node=\"{0}\"><td>{0}</td><td colspan=\"4\" class=\"muted\">not reported</td></tr>",
+                esc(&n.name)
+            );
+            continue;
+        };
+        let scopes: Vec<_> = c
+            .scopes
+            .iter()
+            .map(|(k, v)| format!("{} ({v})", esc(k)))
+            .collect();
+        let refused = match (&c.refused, c.refused_revision) {
+            (Some(why), Some(rev)) => format!("revision {rev}: {}", esc(why)),
+            (Some(why), None) => esc(why),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "<tr data-node=\"{0}\"{1}><td>{0}</td><td class=\"num\">{2}</td><td>{3}</td><td>{4}</td><td class=\"refused\">{refused}</td></tr>",
+            esc(&n.name),
+            if c.refused.is_some() { " class=\"refused\"" } else { "" },
+            c.revision,
+            esc(&c.source),
+            scopes.join(", "),
+        );
+    }
+    out.push_str("</tbody></table></div>\n");
+    // The same per scope: which revision of each scope's document each node runs.
+    let scopes = s.scopes();
+    if !scopes.is_empty() {
+        out.push_str("<div class=\"scroll\"><table id=\"scopes\">\n<thead><tr><th>Scope</th>");
+        for n in &s.nodes {
+            let _ = write!(out, "<th>{}</th>", esc(&n.name));
+        }
+        out.push_str("</tr></thead>\n<tbody>\n");
+        for (scope, revs) in &scopes {
+            let _ = write!(out, "<tr><td>{}</td>", esc(scope));
+            for n in &s.nodes {
+                match revs.get(n.name.as_str()) {
+                    Some(rev) => {
+                        let _ = write!(out, "<td class=\"num\">{rev}</td>");
+                    }
+                    None => out.push_str("<td class=\"num muted\">-</td>"),
+                }
+            }
+            out.push_str("</tr>\n");
+        }
+        out.push_str("</tbody></table></div>\n");
+    }
+    out.push_str("</section>\n");
+}
+
+fn adapters(out: &mut String, s: &Status) {
+    out.push_str("<section><h2>Adapters</h2><div class=\"scroll\"><table id=\"adapters\">\n<thead><tr><th>Node</th><th>Adapter</th><th>Calls</th><th>Errors</th><th>Timeouts</th><th>Refusals</th><th>Mean</th></tr></thead>\n<tbody>\n");
+    let mut any = false;
+    for n in &s.nodes {
+        for a in &n.adapters {
+            any = true;
+            let errors = match a.error_percent() {
+                Some(p) if a.errors > 0 => format!("{} ({p:.1}%)", a.errors),
+                _ => a.errors.to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num{}\">{errors}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+                esc(&n.name),
+                esc(&a.adapter),
+                a.calls,
+                if a.errors > 0 { " bad" } else { "" },
+                a.timeouts,
+                a.refusals,
+                a.mean_ms().map_or("-".to_owned(), |ms| format!("{ms:.1} ms")),
+            );
+        }
+    }
+    if !any {
+        out.push_str("<tr><td colspan=\"7\" class=\"muted\">no adapter called yet</td></tr>\n");
+    }
+    out.push_str("</tbody></table></div></section>\n");
+}
+
+fn errors(out: &mut String, s: &Status) {
+    out.push_str("<section><h2>Last errors</h2><div class=\"scroll\"><table id=\"errors\">\n<thead><tr><th>Time (UTC)</th><th>Status</th><th>Request</th><th>Node</th><th>Request id</th><th>Message</th></tr></thead>\n<tbody>\n");
+    if s.errors.is_empty() {
+        out.push_str("<tr><td colspan=\"6\" class=\"muted\">none</td></tr>\n");
+    }
+    for e in &s.errors {
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td class=\"num bad\">{}</td><td>{} {}</td><td>{}</td><td><code>{}</code></td><td>{}</td></tr>",
+            clock(e.at_ms),
+            e.status,
+            esc(&e.method),
+            esc(&e.endpoint),
+            esc(&e.node),
+            esc(&e.request_id),
+            esc(&e.message),
+        );
+    }
+    out.push_str("</tbody></table></div></section>\n");
+}
+
+/// `s` as HTML text (element content or a quoted attribute).
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::fixtures;
+
+    #[test]
+    fn the_page_is_a_whole_document_with_every_node_and_its_script() {
+        let s = fixtures::status();
+        let page = page(&s);
+        assert!(page.starts_with("<!doctype html>"));
+        assert!(page.contains("<meta name=\"viewport\""));
+        assert!(page.contains("<tr data-node=\"node1\" data-health=\"Healthy\">"));
+        assert!(page.contains("<tr data-node=\"node3\" data-health=\"Unhealthy\">"));
+        assert!(page.contains("2 of 3 nodes healthy"));
+        assert!(page.contains("fetch(url,"), "the script is built in");
+        assert!(page.ends_with("</html>\n"));
+    }
+
+    #[test]
+    fn refusals_are_red_and_everything_from_the_cluster_is_escaped() {
+        let s = fixtures::status();
+        let f = fragment(&s);
+        assert!(f.contains("<tr data-node=\"node2\" class=\"refused\">"));
+        assert!(f.contains("revision 13: adapter &quot;x&quot;: no url"));
+        assert!(!f.contains("<script>"), "{f}");
+        assert!(f.contains("node node3: &lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(f.contains("connection refused &lt;&amp;&gt;"));
+        assert!(f.contains("<code>req-1</code>"));
+        // Adapter figures: 1 error in 10 calls, 5 ms on average.
+        assert!(f.contains("1 (10.0%)"), "{f}");
+        assert!(f.contains("5.0 ms"), "{f}");
+        // The scope table: one row, a revision per node.
+        assert!(f.contains("<table id=\"scopes\">"));
+    }
+
+    #[test]
+    fn an_empty_cluster_says_so() {
+        let f = fragment(&Status::default());
+        assert!(f.contains("no node known"));
+        assert!(f.contains("no adapter called yet"));
+        assert!(!f.contains("<table id=\"scopes\">"));
+    }
+}

@@ -303,6 +303,18 @@ pub async fn serve_metrics(
     shutdown: &CancellationToken,
     servers: &mut JoinSet<()>,
 ) -> Result<(), ListenError> {
+    serve_metrics_with(config, tls, readiness, None, shutdown, servers).await
+}
+
+/// [`serve_metrics`], with more pages on the listener (the gateway's status page).
+pub async fn serve_metrics_with(
+    config: &Config,
+    tls: Option<&Arc<ServerTls>>,
+    readiness: Arc<dyn Readiness>,
+    pages: Option<Arc<dyn observe::Pages>>,
+    shutdown: &CancellationToken,
+    servers: &mut JoinSet<()>,
+) -> Result<(), ListenError> {
     let Some(m) = config.metrics_listen else {
         return Ok(());
     };
@@ -310,6 +322,11 @@ pub async fn serve_metrics(
         (true, Some(tls)) => bind_tls(m.addr, tls.clone()).await?,
         _ => ListenAddr::Tcp(m.addr).bind().await?,
     };
-    servers.spawn(observe::serve(listener, readiness, shutdown.clone()));
+    servers.spawn(observe::serve_with(
+        listener,
+        readiness,
+        pages,
+        shutdown.clone(),
+    ));
     Ok(())
 }

@@ -161,6 +161,16 @@ pub struct Node {
     checking: AtomicBool,
     /// Moves on each time the node stops being healthy: calls waiting on it stop waiting.
     downs: watch::Sender<u64>,
+    /// What the status page shows beside the snapshot (see [`Node::figures`]).
+    figures: Mutex<Figures>,
+}
+
+/// A node's figures for the status page: the time of its last probe, and its agent's last
+/// report of its adapter calls (`NodeDescription.adapter_stats_json`, as it came).
+#[derive(Debug, Clone, Default)]
+pub struct Figures {
+    pub probe: Option<Duration>,
+    pub adapter_stats_json: Vec<u8>,
 }
 
 /// Probes in a row a node may leave unanswered (timed out) before it is `Unhealthy`, when
@@ -253,7 +263,13 @@ impl Node {
             probed: AtomicBool::new(false),
             checking: AtomicBool::new(false),
             downs: watch::channel(0).0,
+            figures: Mutex::default(),
         }
+    }
+
+    /// The node's figures for the status page.
+    pub fn figures(&self) -> Figures {
+        self.figures.lock().expect("figures lock").clone()
     }
 
     /// Changes the node's state under its lock; every change goes through here, so that the
@@ -351,11 +367,19 @@ impl Node {
             changes: self.changes.load(Ordering::SeqCst),
             sent: Instant::now(),
         };
-        let described = self.link.describe(request, timeout).await;
+        let mut described = self.link.describe(request, timeout).await;
+        let took = asked.sent.elapsed();
         busbar_metrics::global()
             .node_probe_duration
             .get_or_create(&self.metric_labels())
-            .observe(asked.sent.elapsed().as_secs_f64());
+            .observe(took.as_secs_f64());
+        {
+            let mut figures = self.figures.lock().expect("figures lock");
+            figures.probe = Some(took);
+            if let Ok(d) = described.as_mut() {
+                figures.adapter_stats_json = std::mem::take(&mut d.adapter_stats_json);
+            }
+        }
         let missed = match described {
             Ok(d) if d.engine_reachable => {
                 self.heard_now();

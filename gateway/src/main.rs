@@ -16,7 +16,8 @@ use busbar_gateway::config::{Cli, Mode};
 use busbar_gateway::hop::AgentLink;
 use busbar_gateway::remote::Remote;
 use busbar_gateway::run::{check_identity, start_cluster, ClusterReadiness, RemoteReadiness};
-use busbar_http::observe::Readiness;
+use busbar_gateway::status::StatusPages;
+use busbar_http::observe::{Pages, Readiness};
 use busbar_http::server::Handler;
 use busbar_runtime::EX_USAGE;
 
@@ -68,6 +69,7 @@ fn main() -> ExitCode {
             }
         };
         let shutdown = CancellationToken::new();
+        let mut pages: Option<Arc<dyn Pages>> = None;
         let (handler, readiness): (Arc<dyn Handler>, Arc<dyn Readiness>) =
             match (&config.mode, chains) {
                 (Mode::Embedded, Some(chains)) => {
@@ -103,7 +105,12 @@ fn main() -> ExitCode {
                     (Arc::new(Remote { agent: link }), readiness)
                 }
                 (Mode::Cluster(cluster), _) => match start_cluster(cluster, &shutdown).await {
-                    Ok((handler, cluster)) => (handler, Arc::new(ClusterReadiness { cluster })),
+                    Ok((handler, cluster)) => {
+                        pages = Some(Arc::new(StatusPages {
+                            cluster: cluster.clone(),
+                        }));
+                        (handler, Arc::new(ClusterReadiness { cluster }))
+                    }
                     Err(e) => {
                         error!("{e}");
                         return ExitCode::from(EX_USAGE);
@@ -112,10 +119,11 @@ fn main() -> ExitCode {
                 (Mode::Embedded, None) => unreachable!("embedded mode always has chains"),
             };
         let mut servers = tokio::task::JoinSet::new();
-        if let Err(e) = run::serve_metrics(
+        if let Err(e) = run::serve_metrics_with(
             &config.local,
             tls.as_ref(),
             readiness,
+            pages,
             &shutdown,
             &mut servers,
         )

@@ -1,7 +1,8 @@
 //! The metrics listener (`--metrics-listen`): `GET /metrics` (every series of
 //! [`busbar_metrics`], Prometheus's text format), `GET /healthz` (the process answers) and
 //! `GET /readyz` (whether it can serve: the checks a [`Readiness`] makes, as JSON, `200` or
-//! `503`). Nothing else is served there, and no Docker API call.
+//! `503`). Nothing else is served there but the [`Pages`] its server adds (the gateway's
+//! status page), and no Docker API call.
 //!
 //! It is opt-in. On loopback it is plain HTTP; beyond loopback it speaks the TLS of the
 //! Docker API's `--tls-listen` (so `--tlsverify` admits only clients with a certificate), and
@@ -87,8 +88,27 @@ pub fn ready_answer(checks: &[Check]) -> (StatusCode, serde_json::Value) {
     (status, body)
 }
 
+/// More read-only pages on the listener (the gateway's status page): answered for the paths
+/// it knows, under the listener's protection (loopback, or the API's client TLS).
+pub trait Pages: Send + Sync + 'static {
+    /// The answer to `GET path`, or `None` when `path` is not one of its pages.
+    fn get(&self, path: &str) -> Option<Response<Full<Bytes>>>;
+    /// The paths served, for the listener's 404 (e.g. `/status`).
+    fn paths(&self) -> &'static str;
+}
+
 /// Serves the metrics listener until `shutdown`.
 pub async fn serve(listener: Listener, readiness: Arc<dyn Readiness>, shutdown: CancellationToken) {
+    serve_with(listener, readiness, None, shutdown).await
+}
+
+/// Serves the metrics listener, with `pages` too, until `shutdown`.
+pub async fn serve_with(
+    listener: Listener,
+    readiness: Arc<dyn Readiness>,
+    pages: Option<Arc<dyn Pages>>,
+    shutdown: CancellationToken,
+) {
     let tracker = TaskTracker::new();
     info!(listen = %listener, "serving metrics (/metrics, /healthz, /readyz)");
     loop {
@@ -106,6 +126,7 @@ pub async fn serve(listener: Listener, readiness: Arc<dyn Readiness>, shutdown: 
         };
         let tls = listener.tls().cloned();
         let readiness = readiness.clone();
+        let pages = pages.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
             let io = match (io, tls) {
@@ -115,7 +136,7 @@ pub async fn serve(listener: Listener, readiness: Arc<dyn Readiness>, shutdown: 
                 },
                 (io, _) => io,
             };
-            let svc = service_fn(move |req| answer(req, readiness.clone()));
+            let svc = service_fn(move |req| answer(req, readiness.clone(), pages.clone()));
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))
@@ -141,6 +162,7 @@ pub async fn serve(listener: Listener, readiness: Arc<dyn Readiness>, shutdown: 
 async fn answer(
     req: Request<Incoming>,
     readiness: Arc<dyn Readiness>,
+    pages: Option<Arc<dyn Pages>>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Ok(text(
@@ -167,11 +189,19 @@ async fn answer(
             let (status, body) = ready_answer(&checks);
             json_answer(status, &body)
         }
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "not found: /metrics, /healthz and /readyz are served here\n".into(),
-        ),
+        path => match pages.as_ref().map(|p| (p.get(path), p.paths())) {
+            Some((Some(rsp), _)) => rsp,
+            Some((None, more)) => text(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                format!("not found: /metrics, /healthz, /readyz and {more} are served here\n"),
+            ),
+            None => text(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "not found: /metrics, /healthz and /readyz are served here\n".into(),
+            ),
+        },
     })
 }
 

@@ -273,6 +273,7 @@ impl Metrics {
         let endpoint = EndpointLabels {
             endpoint: labels.endpoint,
         };
+        self.recent.answered(labels.status);
         self.requests.get_or_create(&labels).inc();
         self.request_duration
             .get_or_create(&endpoint)

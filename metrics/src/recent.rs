@@ -6,6 +6,7 @@
 //! crossed the network already); the error ring is touched only by error answers.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -49,9 +50,30 @@ pub struct ErrorAnswer {
 pub struct Recent {
     adapters: Mutex<BTreeMap<String, AdapterTotals>>,
     errors: Mutex<VecDeque<ErrorAnswer>>,
+    /// Requests answered: all, 4xx, 5xx.
+    answered: [AtomicU64; 3],
 }
 
 impl Recent {
+    pub(crate) fn answered(&self, status_class: &str) {
+        self.answered[0].fetch_add(1, Ordering::Relaxed);
+        match status_class {
+            "4xx" => self.answered[1].fetch_add(1, Ordering::Relaxed),
+            "5xx" => self.answered[2].fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
+    }
+
+    /// Requests answered since the process started: all of them, with a 4xx and a 5xx status.
+    pub fn requests(&self) -> (u64, u64, u64) {
+        let [all, c4, c5] = &self.answered;
+        (
+            all.load(Ordering::Relaxed),
+            c4.load(Ordering::Relaxed),
+            c5.load(Ordering::Relaxed),
+        )
+    }
+
     pub(crate) fn hook_call(&self, adapter: &str, elapsed: Duration) {
         self.with_adapter(adapter, |t| {
             t.calls += 1;

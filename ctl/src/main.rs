@@ -8,11 +8,13 @@
 //! - `adapter_log`: `busbarctl adapter log`: a node's hook call log, through a gateway.
 //! - `certs`: `busbarctl certs`: the cluster CA and role-carrying certificates.
 //! - `chain`: `busbarctl chain` and `busbarctl nodes`: adapter chains and nodes in etcd.
+//! - `status`: `busbarctl status`: the cluster's status from a gateway, on one screen.
 
 mod adapter;
 mod adapter_log;
 mod certs;
 mod chain;
+mod status;
 
 use std::io;
 use std::process::ExitCode;
@@ -48,6 +50,9 @@ enum Command {
     /// prints a node's hook call log.
     #[command(subcommand)]
     Adapter(AdapterCmd),
+    /// The cluster's status from a gateway (its --metrics-listen): nodes, health, chain
+    /// revisions, adapter error rates, the last errors; --json, --watch.
+    Status(status::StatusArgs),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +84,9 @@ fn main() -> ExitCode {
             adapter::run_adapter(args, cli.etcd.json, &mut io::stdout().lock()),
             |e| e.is_usage(),
         ),
+        Command::Status(args) => split(status::run(args, &mut io::stdout().lock()), |e| {
+            e.is_usage()
+        }),
         Command::Adapter(AdapterCmd::Log(args)) => {
             split(adapter_log::run(args, &mut io::stdout().lock()), |e| {
                 e.is_usage()

@@ -29,6 +29,10 @@ command -v haproxy >/dev/null || missing+=(haproxy)
 # on its pages (deploy/debian/build.sh installs cargo-deb itself when it is missing).
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v man >/dev/null || missing+=(man-db)
+# The status page's test (tests/tests/status.rs): headless Chromium, driven over the DevTools
+# protocol by a Python script on Debian's websocket client.
+command -v chromium >/dev/null || missing+=(chromium)
+/usr/bin/python3 -c 'import websocket' 2>/dev/null || missing+=(python3-websocket)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "tests/run.sh: missing ${missing[*]}; run as root to install them" >&2

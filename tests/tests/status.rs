@@ -1,0 +1,507 @@
+//! The status page and `busbarctl status` end to end: three agents in their own network
+//! namespaces on real engines, each with a pre-hook on creates (a fake adapter: a test
+//! double), a gateway in cluster mode in front of them with its metrics listener (where the
+//! status is served) on loopback, the real `docker` and `busbarctl` CLIs, and the page loaded
+//! in a real headless Chromium (Debian's `chromium`), driven over the DevTools protocol by
+//! `support/status_page.py` (Debian's python3-websocket: no crate to build for it).
+//!
+//! Each test kills one agent and checks the node turns unhealthy within the detection time:
+//! the probe interval (0.5 s) plus the probe timeout (1 s), plus the page's refresh (2 s), with
+//! room for a loaded machine.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::adapters::{null, FakeAdapter};
+use support::{busbarctl, make_certs, tls_args, Process, TempDir};
+use testbed::{docker, docker_ok, free_port, unique_name, wait_until, Testbed, TestbedSpec};
+
+const NODES: [&str; 3] = ["node1", "node2", "node3"];
+
+/// How long a killed agent's node may take to show unhealthy: a probe interval and a probe
+/// timeout, a refresh of the page, and room for a loaded machine.
+const DETECTION: Duration = Duration::from_secs(12);
+
+/// Three agents (each with the `policy` pre-hook on creates, its chains from a file) and a
+/// gateway in cluster mode with its metrics listener on loopback.
+struct Cluster {
+    gateway: Process,
+    agents: Vec<Process>,
+    metrics: String,
+    _adapters: Vec<FakeAdapter>,
+    _certs: TempDir,
+    _chains: TempDir,
+}
+
+fn cluster(bed: &Testbed) -> Cluster {
+    let certs = TempDir::new();
+    let chains = TempDir::new();
+    let sans: Vec<(String, String)> = NODES
+        .iter()
+        .zip(bed.hosts())
+        .map(|(n, h)| (n.to_string(), h.addr().unwrap().to_string()))
+        .collect();
+    let sans: Vec<(&str, &str)> = sans.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    make_certs(&certs.0, &sans);
+    let (mut agents, mut adapters, mut args) = (vec![], vec![], Vec::<String>::new());
+    for (i, host) in bed.hosts().iter().enumerate() {
+        let adapter = FakeAdapter::start_on(host.gateway_addr().unwrap(), null);
+        let file = chains.join(&format!("{}.yml", NODES[i]));
+        std::fs::write(
+            &file,
+            format!(
+                "endpoints:\n  \"POST /*/containers/create\":\n    pre: [policy]\nadapters:\n  policy: {}\n",
+                adapter.url
+            ),
+        )
+        .unwrap();
+        let zone = format!("zone={}", if i == 0 { "a" } else { "b" });
+        let (agent, at) = Process::agent_in(
+            host,
+            NODES[i],
+            &certs.0,
+            &["--config", file.to_str().unwrap(), "--label", &zone],
+        );
+        args.extend(["--agent".into(), format!("{}={at}", NODES[i])]);
+        agents.push(agent);
+        adapters.push(adapter);
+    }
+    let metrics = format!("127.0.0.1:{}", free_port());
+    args.extend(tls_args(&certs.0, "gateway"));
+    args.extend(
+        [
+            "--probe-interval",
+            "0.5",
+            "--probe-timeout",
+            "1",
+            "--metrics-listen",
+            &metrics,
+        ]
+        .map(String::from),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let gateway = Process::gateway(&args);
+    Cluster {
+        gateway,
+        agents,
+        metrics,
+        _adapters: adapters,
+        _certs: certs,
+        _chains: chains,
+    }
+}
+
+impl Cluster {
+    fn url(&self) -> String {
+        format!("http://{}", self.metrics)
+    }
+
+    /// `busbarctl status --json` against the gateway: the document, or why not.
+    fn status(&self) -> Result<Value, String> {
+        let out = busbarctl(&["status", "--url", &self.url(), "--json", "--timeout", "3"]);
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+    }
+
+    /// Waits until `busbarctl status --json` shows `healthy` healthy nodes of 3.
+    fn wait_healthy(&self, healthy: usize, within: Duration) -> Value {
+        let mut last = Err("not asked".to_owned());
+        let ok = wait_until(within, || {
+            last = self.status();
+            last.as_ref().is_ok_and(|s| healthy_count(s) == healthy)
+        });
+        assert!(
+            ok,
+            "busbarctl status never showed {healthy} healthy nodes: {last:?}\n{}",
+            self.gateway.log_tail()
+        );
+        last.unwrap()
+    }
+}
+
+fn healthy_count(s: &Value) -> usize {
+    s["nodes"]
+        .as_array()
+        .map_or(0, |n| n.iter().filter(|n| n["health"] == "Healthy").count())
+}
+
+fn node<'a>(s: &'a Value, name: &str) -> &'a Value {
+    s["nodes"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["name"] == name))
+        .unwrap_or_else(|| panic!("no node {name} in {s}"))
+}
+
+/// One `GET` on the metrics listener, without JavaScript or a browser: the status and body.
+fn get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: status\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
+    (
+        head.split(' ').nth(1).unwrap().parse().unwrap(),
+        body.to_owned(),
+    )
+}
+
+fn three_hosts() -> TestbedSpec {
+    TestbedSpec {
+        hosts: 3,
+        netns: true,
+        etcd: false,
+    }
+}
+
+#[test]
+fn busbarctl_status_shows_the_cluster_then_the_node_whose_agent_died() {
+    testbed::e2e!();
+    let bed = Testbed::start(three_hosts()).unwrap();
+    let mut c = cluster(&bed);
+    let s = c.wait_healthy(3, Duration::from_secs(20));
+
+    // One create through the hook, and one error answer, for the adapters and errors parts.
+    let name = unique_name("status");
+    let id = docker_ok(
+        &c.gateway.url,
+        &["run", "-d", "--name", &name, "busybox", "sleep", "60"],
+    );
+    let on = docker_ok(&c.gateway.url, &["inspect", "-f", "{{.Node.Name}}", &id]);
+    let missing = docker(&c.gateway.url, &["inspect", "status-no-such-container"]);
+    assert!(!missing.status.success());
+    for n in NODES {
+        let n = node(&s, n);
+        assert_eq!(n["health"], "Healthy", "{n}");
+        assert!(
+            n["engine_version"].as_str().is_some_and(|v| !v.is_empty()),
+            "{n}"
+        );
+        assert!(n["containers"].is_u64(), "{n}");
+        assert!(n["probe_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{n}");
+        assert_eq!(n["chains"]["source"], "file", "{n}");
+    }
+    assert_eq!(node(&s, "node1")["labels"]["zone"], "a");
+    // The adapter's figures come from the agents, through the gateway's probes.
+    let mut s = Value::Null;
+    let counted = wait_until(Duration::from_secs(10), || {
+        s = c.status().unwrap_or_default();
+        node(&s, &on)["adapters"]
+            .as_array()
+            .and_then(|a| a.iter().find(|a| a["adapter"] == "policy"))
+            .is_some_and(|a| a["calls"].as_u64() >= Some(1) && a["errors"] == 0)
+    });
+    assert!(counted, "no adapter call counted on {on}: {s}");
+    let errors = s["errors"].as_array().unwrap();
+    let e = errors
+        .iter()
+        .find(|e| e["status"] == 404 && e["endpoint"] == "container_inspect")
+        .unwrap_or_else(|| panic!("the 404 is not among the last errors: {s}"));
+    assert!(
+        e["request_id"].as_str().is_some_and(|r| !r.is_empty()),
+        "{e}"
+    );
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("status-no-such-container"),
+        "{e}"
+    );
+
+    // The screen: one line per node, with its health.
+    let out = busbarctl(&["status", "--url", &c.url()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(screen.contains("3 of 3 nodes healthy"), "{screen}");
+    for n in NODES {
+        assert!(
+            screen
+                .lines()
+                .any(|l| l.starts_with(n) && l.contains("Healthy")),
+            "{screen}"
+        );
+    }
+    assert!(screen.contains("policy"), "{screen}");
+
+    // Without JavaScript: the page as served holds every node.
+    let (status, page) = get(&c.metrics, "/status");
+    assert_eq!(status, 200);
+    for n in NODES {
+        assert!(
+            page.contains(&format!("<tr data-node=\"{n}\" data-health=\"Healthy\">")),
+            "{page}"
+        );
+    }
+
+    // node3's agent dies: the status shows it unhealthy within the detection time.
+    c.agents[2].kill();
+    let killed = Instant::now();
+    let s = c.wait_healthy(2, DETECTION);
+    let took = killed.elapsed();
+    let dead = node(&s, "node3");
+    assert_eq!(dead["health"], "Unhealthy", "{dead}");
+    assert!(
+        dead["last_error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{dead}"
+    );
+    eprintln!("busbarctl status showed node3 unhealthy {took:?} after its agent was killed");
+    let out = busbarctl(&["status", "--url", &c.url()]);
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(screen.contains("2 of 3 nodes healthy"), "{screen}");
+    assert!(
+        screen
+            .lines()
+            .any(|l| l.starts_with("node3") && l.contains("Unhealthy")),
+        "{screen}"
+    );
+
+    // --watch redraws until interrupted, and exits cleanly on Ctrl-C (SIGINT).
+    let mut watch = Command::new(support::binary("busbarctl"))
+        .args(["status", "--url", &c.url(), "--watch", "0.3"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let pid = watch.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut exited = None;
+    wait_until(Duration::from_secs(5), || {
+        exited = watch.try_wait().unwrap();
+        exited.is_some()
+    });
+    let Some(code) = exited else {
+        let _ = watch.kill();
+        panic!("busbarctl status --watch did not stop on SIGINT");
+    };
+    let out = watch.wait_with_output().unwrap();
+    assert!(
+        code.success(),
+        "{code:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let drawn = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        drawn.matches("2 of 3 nodes healthy").count() >= 2,
+        "{drawn}"
+    );
+
+    // A gateway that is not there: a clear error, in time.
+    let started = Instant::now();
+    let port = free_port();
+    let out = busbarctl(&[
+        "status",
+        "--url",
+        &format!("http://127.0.0.1:{port}"),
+        "--timeout",
+        "2",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "cannot reach the gateway at http://127.0.0.1:{port}/status.json"
+        )),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    docker_ok(&c.gateway.url, &["rm", "-f", &id]);
+}
+
+/// A headless Chromium with its DevTools port, and the driver script attached to one page.
+struct Browser {
+    chromium: Child,
+    driver: Child,
+    to: ChildStdin,
+    from: mpsc::Receiver<String>,
+    _profile: TempDir,
+}
+
+impl Browser {
+    /// Chromium, or `None` when it is not installed (then the test is skipped, or fails under
+    /// `BUSBAR_E2E=require`).
+    fn chromium() -> Option<PathBuf> {
+        ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+    }
+
+    fn open(chromium: &Path, url: &str, shots: &Path) -> Browser {
+        let profile = TempDir::new();
+        let mut child = Command::new(chromium)
+            .args([
+                "--headless",
+                // Root in a container: Chromium's sandbox needs user namespaces it may not get.
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--window-size=1100,900",
+                "--remote-debugging-port=0",
+                "--remote-allow-origins=*",
+            ])
+            .arg(format!("--user-data-dir={}", profile.0.display()))
+            .arg("about:blank")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromium starts");
+        // Chromium writes the port it chose to DevToolsActivePort in its profile.
+        let port_file = profile.join("DevToolsActivePort");
+        let mut port = String::new();
+        let up = wait_until(Duration::from_secs(30), || {
+            port = std::fs::read_to_string(&port_file)
+                .unwrap_or_default()
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            !port.is_empty()
+        });
+        if !up {
+            let _ = child.kill();
+            panic!("chromium did not open its DevTools port within 30 s");
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/status_page.py");
+        // Debian's python3 (its python3-websocket), whatever python3 comes first in PATH.
+        let python = if Path::new("/usr/bin/python3").exists() {
+            "/usr/bin/python3"
+        } else {
+            "python3"
+        };
+        let mut driver = Command::new(python)
+            .arg(&script)
+            .args([port.as_str(), url, shots.to_str().unwrap()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 runs the DevTools driver");
+        let to = driver.stdin.take().unwrap();
+        let from = lines(driver.stdout.take().unwrap());
+        let mut b = Browser {
+            chromium: child,
+            driver,
+            to,
+            from,
+            _profile: profile,
+        };
+        let loaded = b.answer(Duration::from_secs(40));
+        assert_eq!(loaded["ok"], true, "{loaded}");
+        b
+    }
+
+    /// The driver's next answer, within `within`.
+    fn answer(&mut self, within: Duration) -> Value {
+        let line = self
+            .from
+            .recv_timeout(within)
+            .unwrap_or_else(|_| panic!("the DevTools driver did not answer within {within:?}"));
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    }
+
+    fn ask(&mut self, command: &str, within: Duration) -> Value {
+        writeln!(self.to, "{command}").unwrap();
+        self.to.flush().unwrap();
+        self.answer(within + Duration::from_secs(25))
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+        let _ = self.chromium.kill();
+        let _ = self.chromium.wait();
+    }
+}
+
+fn lines(out: ChildStdout) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn the_page_in_chromium_shows_a_node_go_unhealthy_without_a_reload() {
+    testbed::e2e!();
+    let Some(chromium) = Browser::chromium() else {
+        let why = "chromium is not installed (tests/run.sh installs Debian's chromium)";
+        if std::env::var("BUSBAR_E2E").as_deref() == Ok("require") {
+            panic!("{why}; BUSBAR_E2E=require");
+        }
+        eprintln!("skipping: {why}");
+        return;
+    };
+    let bed = Testbed::start(three_hosts()).unwrap();
+    let mut c = cluster(&bed);
+    c.wait_healthy(3, Duration::from_secs(20));
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page");
+    std::fs::create_dir_all(&shots).unwrap();
+    let mut b = Browser::open(&chromium, &format!("{}/status", c.url()), &shots);
+
+    let seen = b.ask("wait 3 0 10", Duration::from_secs(10));
+    assert_eq!(
+        seen["ok"], true,
+        "the page does not show 3 healthy nodes: {seen}"
+    );
+    let shot = b.ask("shot three-healthy", Duration::ZERO);
+    eprintln!("screenshot: {}", shot["path"].as_str().unwrap());
+
+    c.agents[2].kill();
+    let killed = Instant::now();
+    let secs = DETECTION.as_secs();
+    let seen = b.ask(&format!("wait 2 1 {secs}"), DETECTION);
+    let took = killed.elapsed();
+    let shot = b.ask("shot one-unhealthy", Duration::ZERO);
+    let path = shot["path"].as_str().unwrap().to_owned();
+    eprintln!("screenshot (artifact): {path}");
+    assert_eq!(
+        seen["ok"], true,
+        "the page did not show node3 unhealthy within {DETECTION:?}: {seen}"
+    );
+    let nodes = seen["nodes"].as_array().unwrap();
+    assert!(
+        nodes.iter().any(|n| n[0] == "node3" && n[1] == "Unhealthy"),
+        "{seen}"
+    );
+    // Updated in place: the page loaded once, and the mark set on it after loading is there.
+    assert_eq!(seen["navigations"], 1, "{seen}");
+    assert_eq!(seen["marker"], true, "the page was reloaded: {seen}");
+    assert!(seen["live"].as_str().unwrap().starts_with("live"), "{seen}");
+    assert!(
+        std::fs::metadata(&path).unwrap().len() > 1000,
+        "an empty screenshot"
+    );
+    eprintln!("the page showed node3 unhealthy {took:?} after its agent was killed");
+}

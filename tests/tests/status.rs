@@ -327,7 +327,8 @@ fn busbarctl_status_shows_the_cluster_then_the_node_whose_agent_died() {
         "{err}"
     );
     assert!(started.elapsed() < Duration::from_secs(10));
-    docker_ok(&c.gateway.url, &["rm", "-f", &id]);
+    // The container may be on the dead node: the bed's engines go with the bed anyway.
+    let _ = docker(&c.gateway.url, &["rm", "-f", &id]);
 }
 
 /// A headless Chromium with its DevTools port, and the driver script attached to one page.

@@ -113,3 +113,82 @@ async fn the_metrics_listener_serves_metrics_health_and_readiness_only() {
         .expect("the listener stops when asked")
         .unwrap();
 }
+
+/// A page of its own on the listener (as the gateway's status page).
+struct OnePage;
+
+impl observe::Pages for OnePage {
+    fn get(&self, path: &str) -> Option<http::Response<http_body_util::Full<bytes::Bytes>>> {
+        (path == "/status").then(|| http::Response::new("the status\n".into()))
+    }
+
+    fn paths(&self) -> &'static str {
+        "/status"
+    }
+}
+
+#[tokio::test]
+async fn pages_are_served_beside_the_metrics() {
+    let listener = ListenAddr::Tcp("127.0.0.1:0".parse().unwrap())
+        .bind()
+        .await
+        .unwrap();
+    let ListenAddr::Tcp(addr) = listener.local_addr() else {
+        unreachable!()
+    };
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(observe::serve_with(
+        listener,
+        Arc::new(EngineDown),
+        Some(Arc::new(OnePage)),
+        stop.clone(),
+    ));
+    let get = |path: &str| request("GET", path, &[], b"");
+    let page = exchange(addr, &get("/status")).await;
+    assert_eq!((page.status(), page.text().as_str()), (200, "the status\n"));
+    assert_eq!(exchange(addr, &get("/metrics")).await.status(), 200);
+    let other = exchange(addr, &get("/other")).await;
+    assert_eq!(other.status(), 404);
+    assert!(other.text().contains("/readyz and /status are served here"));
+    stop.cancel();
+    tokio::time::timeout(std::time::Duration::from_secs(5), server)
+        .await
+        .expect("the listener stops when asked")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn error_answers_are_kept_with_their_request_id_and_message() {
+    let engine = FakeEngine::start().await;
+    engine.route(
+        "GET /*/containers/*/json",
+        json(404, r#"{"message":"No such container: kept-404"}"#),
+    );
+    let agent = TestAgent::start(&engine, "").await;
+    let inspect = request(
+        "GET",
+        "/v1.41/containers/kept-404/json",
+        &[("X-Request-Id", "req-kept-404")],
+        b"",
+    );
+    assert_eq!(exchange(agent.addr(), &inspect).await.status(), 404);
+    let mut kept = None;
+    for _ in 0..100 {
+        kept = busbar_metrics::global()
+            .recent
+            .errors()
+            .into_iter()
+            .find(|e| e.request_id == "req-kept-404");
+        if kept.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let e = kept.expect("the 404 is among the last errors");
+    assert_eq!(
+        (e.status, e.method, e.endpoint),
+        (404, "GET", "container_inspect")
+    );
+    assert_eq!(e.message, "No such container: kept-404");
+    assert!(e.at_ms > 0);
+}

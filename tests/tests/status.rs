@@ -506,3 +506,116 @@ fn the_page_in_chromium_shows_a_node_go_unhealthy_without_a_reload() {
     );
     eprintln!("the page showed node3 unhealthy {took:?} after its agent was killed");
 }
+
+/// `busbarctl status` with the cert files of `certs` named in `tls` (`--tlscacert` etc.), with
+/// `DOCKER_CERT_PATH` pointing at an empty directory (no default certificate).
+fn status_over(url: &str, tls: &[(&str, PathBuf)]) -> std::process::Output {
+    let empty = TempDir::new();
+    let mut cmd = Command::new(support::binary("busbarctl"));
+    cmd.args(["status", "--url", url, "--json", "--timeout", "3"])
+        .env("DOCKER_CERT_PATH", &empty.0);
+    for (flag, path) in tls {
+        cmd.arg(flag).arg(path);
+    }
+    cmd.output().expect("busbarctl runs")
+}
+
+#[test]
+fn beyond_loopback_the_status_needs_the_tls_client_certificate_the_gateway_verifies() {
+    testbed::e2e!();
+    let bed = Testbed::start(TestbedSpec {
+        hosts: 1,
+        netns: true,
+        etcd: false,
+    })
+    .unwrap();
+    let host = &bed.hosts()[0];
+    let certs = TempDir::new();
+    let addr = host.addr().unwrap().to_string();
+    make_certs(&certs.0, &[("node1", &addr), ("node2", &addr)]);
+    // The gateway's listeners beyond loopback: the host's side of the bed's link.
+    let ip = host.gateway_addr().unwrap().to_string();
+    let dir = certs.0.display().to_string();
+    for (name, role, san) in [
+        ("front", "gateway", Some(ip.as_str())),
+        ("alice", "client", None),
+    ] {
+        let mut args = vec![
+            "certs", "issue", "--dir", &dir, "--name", name, "--role", role,
+        ];
+        if let Some(san) = san {
+            args.extend(["--san", san]);
+        }
+        assert!(busbarctl(&args).status.success(), "issue {name}");
+    }
+    // Two agents on the host's engine: a cluster of two nodes.
+    let agents: Vec<(Process, String)> = ["node1", "node2"]
+        .iter()
+        .map(|n| Process::agent_in(host, n, &certs.0, &[]))
+        .collect();
+    let metrics = format!("{ip}:{}", free_port());
+    let f = |name: &str| certs.join(name);
+    let mut args: Vec<String> = vec![];
+    for (i, (_, at)) in agents.iter().enumerate() {
+        args.extend(["--agent".into(), format!("node{}={at}", i + 1)]);
+    }
+    args.extend(tls_args(&certs.0, "gateway"));
+    args.extend([
+        "--tls-listen".into(),
+        format!("{ip}:{}", free_port()),
+        "--tlsverify".into(),
+        "--tlscacert".into(),
+        f("ca.pem").display().to_string(),
+        "--tlscert".into(),
+        f("front.pem").display().to_string(),
+        "--tlskey".into(),
+        f("front-key.pem").display().to_string(),
+        "--metrics-listen".into(),
+        metrics.clone(),
+        "--probe-interval".into(),
+        "0.5".into(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let gateway = Process::gateway(&args);
+    let url = format!("https://{metrics}");
+
+    let alice = [
+        ("--tlscacert", f("ca.pem")),
+        ("--tlscert", f("alice.pem")),
+        ("--tlskey", f("alice-key.pem")),
+    ];
+    let mut last = None;
+    let both = wait_until(Duration::from_secs(20), || {
+        let out = status_over(&url, &alice);
+        let ok = out.status.success()
+            && serde_json::from_slice::<Value>(&out.stdout).is_ok_and(|s| healthy_count(&s) == 2);
+        last = Some(out);
+        ok
+    });
+    let out = last.unwrap();
+    assert!(
+        both,
+        "busbarctl status over TLS: {}{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        gateway.log_tail()
+    );
+
+    // Without a client certificate the gateway refuses the handshake: a clear error.
+    let out = status_over(&url, &alice[..1]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot reach the gateway at {url}/status.json")),
+        "{err}"
+    );
+    // Plain HTTP to a TLS listener: an error, not a hang.
+    let started = Instant::now();
+    let out = status_over(&format!("http://{metrics}"), &[]);
+    assert!(!out.status.success());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // A CA file that is not there: a usage error naming it.
+    let out = status_over(&url, &[("--tlscacert", f("nope.pem"))]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope.pem"));
+}

@@ -332,7 +332,12 @@ pub fn run(args: &StatusArgs, out: &mut dyn Write) -> Result<(), StatusError> {
             let interrupted = tokio::signal::ctrl_c();
             tokio::pin!(interrupted);
             loop {
-                let shown = match fetcher.fetch().await {
+                // Ctrl-C ends the watch at once, also in the middle of a fetch.
+                let fetched = tokio::select! {
+                    _ = &mut interrupted => return Ok(()),
+                    fetched = fetcher.fetch() => fetched,
+                };
+                let shown = match fetched {
                     Ok((body, status)) => render(&body, &status, args.json, color),
                     // The gateway may come back: say why, and keep trying.
                     Err(e) => format!("busbarctl: {e}\n").into_bytes(),

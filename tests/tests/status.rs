@@ -619,3 +619,38 @@ fn beyond_loopback_the_status_needs_the_tls_client_certificate_the_gateway_verif
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope.pem"));
 }
+
+/// Ctrl-C ends `--watch` at once even while a fetch hangs: here on a listener that accepts and
+/// never answers (a test double for a stuck gateway), with a 30 s `--timeout`.
+#[test]
+fn ctrl_c_stops_a_watch_in_the_middle_of_a_fetch() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let held = std::thread::spawn(move || silent.accept().map(|(s, _)| s));
+    let mut watch = Command::new(support::binary("busbarctl"))
+        .args(["status", "--url", &url, "--watch", "1", "--timeout", "30"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _conn = held.join().unwrap().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = watch.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let asked = Instant::now();
+    let mut exited = None;
+    wait_until(Duration::from_secs(10), || {
+        exited = watch.try_wait().unwrap();
+        exited.is_some()
+    });
+    let Some(code) = exited else {
+        let _ = watch.kill();
+        panic!("busbarctl status --watch did not stop on SIGINT during a fetch");
+    };
+    assert!(code.success(), "{code:?}");
+    println!("stopped {:?} after SIGINT", asked.elapsed());
+}

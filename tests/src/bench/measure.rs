@@ -115,6 +115,8 @@ fn timed_get(conn: &mut Conn, path: &str) -> Result<(Duration, usize)> {
 /// One request's rate on every target.
 pub struct ThroughputResult {
     pub path: String,
+    /// Connections sending at once.
+    pub connections: usize,
     pub rows: Vec<ThroughputRow>,
 }
 
@@ -202,6 +204,7 @@ pub fn throughput(
     }
     Ok(ThroughputResult {
         path: path.to_string(),
+        connections,
         rows,
     })
 }

@@ -28,8 +28,9 @@ pub struct Report {
     /// Every target, with why it was not measured if it was not.
     pub targets: Vec<(Kind, Option<String>)>,
     pub latency: Vec<LatencyResult>,
-    /// Connections at once, timed windows per target and their length, and the results.
-    pub connections: usize,
+    /// Connections at once (each count measured in turn), timed windows per target and their
+    /// length, and the results.
+    pub connections: Vec<usize>,
     pub throughput_runs: usize,
     pub throughput_window: Duration,
     pub throughput: Vec<ThroughputResult>,
@@ -67,7 +68,11 @@ impl Report {
             out,
             "- Throughput: {} connections sending at once (each its next request when its last answer \
              is in), {} windows of {} s per target and request, interleaved; median",
-            self.connections,
+            self.connections
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(", then "),
             self.throughput_runs,
             self.throughput_window.as_secs_f64()
         );
@@ -149,18 +154,25 @@ impl Report {
         let runs: Vec<String> = (1..=self.throughput_runs)
             .map(|i| format!("run {i}"))
             .collect();
-        let _ = writeln!(
-            out,
-            "| request, {} connections, requests/s | target | {} | median | vs direct | CPU / request |",
-            self.connections,
-            runs.join(" | ")
-        );
-        let _ = writeln!(
-            out,
-            "| --- | --- |{} ---: | ---: | ---: |",
-            " ---: |".repeat(self.throughput_runs)
-        );
+        let mut shown = None;
         for result in &self.throughput {
+            if shown != Some(result.connections) {
+                if shown.is_some() {
+                    out.push('\n');
+                }
+                shown = Some(result.connections);
+                let _ = writeln!(
+                    out,
+                    "| request, {} connections, requests/s | target | {} | median | vs direct | CPU / request |",
+                    result.connections,
+                    runs.join(" | ")
+                );
+                let _ = writeln!(
+                    out,
+                    "| --- | --- |{} ---: | ---: | ---: |",
+                    " ---: |".repeat(self.throughput_runs)
+                );
+            }
             let Some(direct) = result.rows.first().map(|r| r.median()) else {
                 continue;
             };

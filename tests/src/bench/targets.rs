@@ -17,6 +17,9 @@ use super::http::{Conn, Endpoint};
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `busbarctl` may take to make a certificate.
 const CERTS_TIMEOUT: Duration = Duration::from_secs(30);
+/// Debian's HAProxy, and its configuration for the `haproxy` peer.
+const HAPROXY: &str = "/usr/sbin/haproxy";
+const HAPROXY_CFG: &str = include_str!("haproxy.cfg");
 /// The node name of the bench's one agent behind the gateway.
 const NODE: &str = "h1";
 
@@ -34,6 +37,10 @@ pub enum Kind {
     /// over gRPC with mutual TLS.
     #[value(name = "gateway+agent")]
     GatewayAgent,
+    /// `gateway+agent` with the exchanges on lanes (`--hop-lanes on`): long-lived gRPC
+    /// streams each carrying one exchange after another.
+    #[value(name = "gateway+agent-lanes")]
+    GatewayAgentLanes,
     /// The floor of `gateway+agent`: two byte relays (`busbar-relay`, not busbar) on the same
     /// path, the first on loopback, the second in the host's network namespace.
     Relays,
@@ -48,17 +55,23 @@ pub enum Kind {
     /// protocol.
     #[value(name = "agents-http1")]
     AgentChain,
+    /// A peer, not busbar: Debian's HAProxy on loopback TCP in front of the socket, configured
+    /// as the docker-socket-proxy image configures it (`haproxy.cfg` beside this file). What
+    /// the one-hop design users already run costs, against `agent`.
+    Haproxy,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Direct,
         Kind::Agent,
         Kind::GatewayEmbedded,
         Kind::GatewayAgent,
+        Kind::GatewayAgentLanes,
         Kind::Relays,
         Kind::TlsRelays,
         Kind::AgentChain,
+        Kind::Haproxy,
     ];
 
     /// What the report says in place of a goal for a reference that is not a busbar
@@ -67,6 +80,7 @@ impl Kind {
         match self {
             Kind::Relays | Kind::TlsRelays => Some("(floor)"),
             Kind::AgentChain => Some("(ref.)"),
+            Kind::Haproxy => Some("(peer)"),
             _ => None,
         }
     }
@@ -77,9 +91,11 @@ impl Kind {
             Kind::Agent => "agent",
             Kind::GatewayEmbedded => "gateway-embedded",
             Kind::GatewayAgent => "gateway+agent",
+            Kind::GatewayAgentLanes => "gateway+agent lanes",
             Kind::Relays => "relay×2 (floor)",
             Kind::TlsRelays => "relay×2 mTLS (floor)",
             Kind::AgentChain => "agent×2 HTTP/1 (ref.)",
+            Kind::Haproxy => "haproxy (peer)",
         }
     }
 
@@ -95,6 +111,10 @@ impl Kind {
                 "client → TCP 127.0.0.1 → busbar-gateway → gRPC/mTLS over the host's veth → \
                  busbar-agent (host netns) → unix socket"
             }
+            Kind::GatewayAgentLanes => {
+                "as gateway+agent, the exchanges on lanes (`--hop-lanes on`): long-lived gRPC \
+                 streams, one exchange after another"
+            }
             Kind::Relays => {
                 "client → TCP 127.0.0.1 → busbar-relay → TCP over the host's veth → \
                  busbar-relay (host netns) → unix socket: byte copies only, no HTTP, no TLS"
@@ -106,6 +126,9 @@ impl Kind {
             Kind::AgentChain => {
                 "client → TCP 127.0.0.1 → busbar-agent → plain HTTP/1 over the host's veth → \
                  busbar-agent (host netns) → unix socket: busbar's HTTP path twice, no gRPC, no TLS"
+            }
+            Kind::Haproxy => {
+                "client → TCP 127.0.0.1 → HAProxy (docker-socket-proxy's configuration) → unix socket"
             }
         }
     }
@@ -224,10 +247,16 @@ impl Launcher<'_> {
             Kind::Direct => &[],
             Kind::Agent => &["busbar-agent"],
             Kind::GatewayEmbedded => &["busbar-gateway"],
-            Kind::GatewayAgent => &["busbar-gateway", "busbar-agent", "busbarctl"],
+            Kind::GatewayAgent | Kind::GatewayAgentLanes => {
+                &["busbar-gateway", "busbar-agent", "busbarctl"]
+            }
             Kind::Relays => &["busbar-relay"],
             Kind::TlsRelays => &["busbar-relay", "busbarctl"],
             Kind::AgentChain => &["busbar-agent"],
+            Kind::Haproxy => {
+                return (!Path::new(HAPROXY).is_file())
+                    .then(|| format!("{HAPROXY} not installed (Debian's `haproxy`)"));
+            }
         };
         let missing: Vec<&str> = needs
             .iter()
@@ -246,10 +275,12 @@ impl Launcher<'_> {
             ),
             Kind::Agent => self.agent()?,
             Kind::GatewayEmbedded => self.gateway_embedded()?,
-            Kind::GatewayAgent => self.gateway_agent()?,
+            Kind::GatewayAgent => self.gateway_agent(false)?,
+            Kind::GatewayAgentLanes => self.gateway_agent(true)?,
             Kind::Relays => self.relays(false)?,
             Kind::TlsRelays => self.relays(true)?,
             Kind::AgentChain => self.agent_chain()?,
+            Kind::Haproxy => self.haproxy()?,
         };
         for path in ["/_ping", "/v1.41/version"] {
             wait_ready(&endpoint, &mut processes, path)
@@ -308,7 +339,9 @@ impl Launcher<'_> {
     /// An agent inside the host's network namespace, serving gRPC with mutual TLS on the host's
     /// address, and a gateway on 127.0.0.1 in the root namespace dialing it: the request crosses
     /// a real (veth) link, as it would between two machines.
-    fn gateway_agent(&self) -> Result<(Endpoint, Vec<Process>)> {
+    /// With `lanes`, the gateway carries the exchanges on lanes (`--hop-lanes on`); without,
+    /// on one call each (`--hop-lanes off`, or an older gateway without the flag).
+    fn gateway_agent(&self, lanes: bool) -> Result<(Endpoint, Vec<Process>)> {
         let host_addr = self.host_addr()?;
         let pki = self.pki(host_addr)?;
 
@@ -323,7 +356,12 @@ impl Launcher<'_> {
             NODE,
         ]);
         tls_identity(&mut cmd, &pki, NODE);
-        let mut agent = Process::spawn("netns-agent", cmd, self.work)?;
+        let agent_name = if lanes {
+            "netns-agent-lanes"
+        } else {
+            "netns-agent"
+        };
+        let mut agent = Process::spawn(agent_name, cmd, self.work)?;
         wait_listening(grpc, &mut agent).context("waiting for the agent's gRPC port")?;
 
         let port = free_port();
@@ -335,8 +373,28 @@ impl Launcher<'_> {
             &format!("{NODE}={grpc}"),
         ]);
         tls_identity(&mut cmd, &pki, "gateway");
-        let gateway = Process::spawn("gateway", cmd, self.work)?;
+        if lanes {
+            cmd.args(["--hop-lanes", "on"]);
+        }
+        let name = if lanes { "gateway-lanes" } else { "gateway" };
+        let gateway = Process::spawn(name, cmd, self.work)?;
         Ok((loopback(port), vec![gateway, agent]))
+    }
+
+    /// `haproxy -db -f haproxy.cfg` on loopback in front of the socket, with the image's
+    /// settings (see `haproxy.cfg`), in the foreground.
+    fn haproxy(&self) -> Result<(Endpoint, Vec<Process>)> {
+        let port = free_port();
+        let cfg = self.work.join("haproxy.cfg");
+        std::fs::write(&cfg, HAPROXY_CFG).with_context(|| format!("writing {}", cfg.display()))?;
+        let mut cmd = Command::new(HAPROXY);
+        cmd.arg("-db")
+            .arg("-f")
+            .arg(&cfg)
+            .env("SOCKET_PATH", self.host.docker_sock())
+            .env("BIND_CONFIG", format!("127.0.0.1:{port}"));
+        let process = Process::spawn("haproxy", cmd, self.work)?;
+        Ok((loopback(port), vec![process]))
     }
 
     /// Two `busbar-relay`s where `gateway_agent` puts the gateway and the agent; with `tls`,

@@ -1,7 +1,7 @@
 //! `busbar-bench`: what busbar costs, measured against the engine's own socket in the same run.
 //!
 //! ```text
-//! cargo build --release --workspace --bins && sudo target/release/busbar-bench [--requests N] [--connections C] [--stream-mib M] [--stream-runs R] [--targets T,...] [--out FILE]
+//! cargo build --release --workspace --bins && sudo target/release/busbar-bench [--requests N] [--connections C,...] [--stream-mib M] [--stream-runs R] [--targets T,...] [--out FILE]
 //! ```
 //!
 //! It starts a one-host test bed (a private dockerd in its own network namespace, see the
@@ -12,7 +12,9 @@
 //! - `gateway-embedded`: `busbar-gateway --docker ...`, with its in-process agent;
 //! - `gateway+agent`: `busbar-gateway` on loopback dialing a `busbar-agent` that runs inside the
 //!   host's network namespace, over gRPC with mutual TLS (certificates made by `busbarctl`);
-//! - three references for it, not busbar as deployed: `relay×2`, two byte relays on the same
+//! - `haproxy`: a peer, not busbar: Debian's HAProxy on loopback TCP in front of the socket,
+//!   configured as the popular docker-socket-proxy image configures it (`bench/haproxy.cfg`);
+//! - three references for `gateway+agent`, not busbar as deployed: `relay×2`, two byte relays on the same
 //!   path (`busbar-relay`); `relay×2 mTLS`, the same with busbar's mutual TLS between them; and
 //!   `agent×2 HTTP/1`, two `busbar-agent`s on it, the first forwarding to the second in plain
 //!   HTTP/1 (busbar's HTTP path twice, without gRPC and TLS).
@@ -40,8 +42,8 @@
 //! - **Percentiles** are nearest-rank: p50 and p99 are the samples at rank ⌈0.50·N⌉ and ⌈0.99·N⌉
 //!   of the sorted samples, always observed values, no interpolation. The mean is reported too,
 //!   since it shows what p50 hides (a slow tail).
-//! - **Requests per second** of `GET /_ping` and `GET /v1.41/containers/json` with 8
-//!   connections at once (`--connections`), each sending its next request as soon as its last
+//! - **Requests per second** of `GET /_ping` and `GET /v1.41/containers/json` with 8, then
+//!   64 connections at once (`--connections`), each sending its next request as soon as its last
 //!   answer is in, as `wrk` does: 3 windows of
 //!   2 s per target, the order rotating; the median rate, its ratio to direct, and the CPU per
 //!   request of the target's processes. The client threads share the machine with the target
@@ -115,9 +117,15 @@ struct Args {
     /// Size of the file streamed out of a container, in MiB.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
     stream_mib: u64,
-    /// Connections sending at once in the throughput measure.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=256))]
-    connections: u64,
+    /// Connections sending at once in the throughput measure; each count given is measured in
+    /// turn (comma-separated).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_values_t = [8u64, 64],
+        value_parser = clap::value_parser!(u64).range(1..=256)
+    )]
+    connections: Vec<u64>,
     /// Runs of the stream per target (the median is reported).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
     stream_runs: u64,
@@ -172,17 +180,23 @@ fn run(args: &Args) -> Result<()> {
     let warmup = (requests / 10).max(50);
     let rounds = ROUNDS.min(requests);
     let (latency, notes) = measure_latency(&started, requests, rounds, warmup)?;
-    let connections = usize::try_from(args.connections)?;
+    let connections = args
+        .connections
+        .iter()
+        .map(|&c| usize::try_from(c))
+        .collect::<Result<Vec<usize>, _>>()?;
     let mut throughput = vec![];
-    for path in THROUGHPUT_PATHS {
-        eprintln!("measuring GET {path} with {connections} connections at once ...");
-        throughput.push(measure::throughput(
-            &subjects(&started),
-            path,
-            connections,
-            THROUGHPUT_RUNS,
-            THROUGHPUT_WINDOW,
-        )?);
+    for &at_once in &connections {
+        for path in THROUGHPUT_PATHS {
+            eprintln!("measuring GET {path} with {at_once} connections at once ...");
+            throughput.push(measure::throughput(
+                &subjects(&started),
+                path,
+                at_once,
+                THROUGHPUT_RUNS,
+                THROUGHPUT_WINDOW,
+            )?);
+        }
     }
     let path = format!("/v1.41/containers/{big}/archive?path=/big");
     eprintln!(

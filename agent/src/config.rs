@@ -63,6 +63,12 @@ pub struct ClusterArgs {
     #[arg(long = "label", env = "BUSBAR_LABELS", value_delimiter = ',')]
     pub labels: Vec<String>,
 
+    /// A test double of an agent older than lanes: answer the `Lane` rpc with UNIMPLEMENTED,
+    /// so that gateways fall back to one `Exchange` call per exchange. For the tests of the
+    /// hop's version negotiation; hidden.
+    #[arg(long, hide = true, env = "BUSBAR_NO_LANES")]
+    pub no_lanes: bool,
+
     #[command(flatten)]
     pub tls: TlsArgs,
 
@@ -256,6 +262,8 @@ pub struct GrpcConfig {
     pub registration_ttl: Duration,
     /// With `etcd`: where the last-known-good adapter chains are cached.
     pub state_dir: PathBuf,
+    /// `--no-lanes`: answer `Lane` as an agent older than lanes (a test double).
+    pub no_lanes: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -332,6 +340,9 @@ impl Cli {
         let mut config = self.local.into_config(local_by_default)?;
         let tls = c.tls.files("the agent's gRPC service")?;
         config.grpc = grpc_config(c.grpc_listen, c.advertise, c.node_name, &c.labels, tls)?;
+        if let Some(grpc) = &mut config.grpc {
+            grpc.no_lanes = c.no_lanes;
+        }
         let etcd = c.etcd.into_config()?;
         match &mut config.grpc {
             Some(grpc) => {
@@ -510,6 +521,7 @@ fn grpc_config(
         etcd_prefix: String::new(),
         registration_ttl: Duration::from_secs(10),
         state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+        no_lanes: false,
     }))
 }
 

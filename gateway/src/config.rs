@@ -47,6 +47,18 @@ pub struct Cli {
 
     #[command(flatten)]
     pub tls: TlsArgs,
+
+    /// Carry exchanges to agents on lanes, long-lived gRPC streams that each carry one exchange
+    /// after another (on or off). An agent without lanes (older) gets one call per exchange.
+    #[arg(
+        long,
+        env = "BUSBAR_HOP_LANES",
+        default_value = "off",
+        value_name = "on|off",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        action = clap::ArgAction::Set
+    )]
+    pub hop_lanes: bool,
 }
 
 /// Where requests go.
@@ -82,6 +94,8 @@ pub struct Config {
     /// Listeners, logging and, in embedded mode, the engine and chains.
     pub local: LocalConfig,
     pub mode: Mode,
+    /// `--hop-lanes`: exchanges to agents on lanes.
+    pub hop_lanes: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +117,7 @@ pub enum GatewayConfigError {
 impl Cli {
     pub fn into_config(self) -> Result<Config, GatewayConfigError> {
         let local = self.local.into_config(true)?;
+        let hop_lanes = self.hop_lanes;
         let tls = self.tls.files("the gateway's identity toward agents")?;
         let etcd = self.etcd.into_config()?;
         let mode = match (self.agents.as_slice(), etcd.is_none()) {
@@ -135,7 +150,11 @@ impl Cli {
                 tls: tls.ok_or(GatewayConfigError::NoTls)?,
             }),
         };
-        Ok(Config { local, mode })
+        Ok(Config {
+            local,
+            mode,
+            hop_lanes,
+        })
     }
 }
 

@@ -9,11 +9,17 @@
 //! certificate, and accept only an agent certificate, signed by the cluster CA, whose name is
 //! the node we meant to reach (the TLS server name is the node name, not the address).
 //!
+//! Exchanges go on lanes (see [`crate::lanes`]) when the agent serves them and lanes are on
+//! ([`set_lanes_default`], the gateway's `--hop-lanes`): an ordinary call is then a few DATA
+//! frames on a long-lived stream. Attach and exec start, and every exchange to an agent older
+//! than lanes or past the pool's bound, go by an `Exchange` call of their own.
+//!
 //! The gRPC client runs on hyper-util's pooled HTTP/2 client, called from the request's own
 //! task: tonic's `Channel` would put a buffer worker task between every call and the
 //! connection, a wake-up per call each way. gRPC statuses are read here and nowhere else in
 //! the gateway.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,10 +28,15 @@ use busbar_hop::frames::{self as exchange, Inbound};
 use busbar_hop::io::{buffered, Buffered, Unvectored};
 use busbar_hop::v1::agent_client::AgentClient;
 use busbar_hop::v1::{DescribeRequest, ExchangeFrame, NodeDescription};
+use busbar_http::body::{empty, full};
 use busbar_http::error::error_chain;
 use busbar_http::headers::wants_upgrade;
 use busbar_http::hijack::Hijacked;
 use busbar_http::{identity, Body, DockerError, RequestCtx, REQUEST_ID};
+use http_body_util::BodyExt;
+use tracing::info;
+
+use crate::lanes::{self, Lane, LaneBody, Pool, RequestSent};
 use futures_util::future::BoxFuture;
 use http::{Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
@@ -103,6 +114,16 @@ impl tower_service::Service<Request<tonic::body::Body>> for Transport {
     }
 }
 
+/// Whether new links use lanes (the gateway's `--hop-lanes`).
+static LANES_DEFAULT: AtomicBool = AtomicBool::new(LANES_BY_DEFAULT);
+/// Lanes are off unless `--hop-lanes on`.
+pub const LANES_BY_DEFAULT: bool = false;
+
+/// Whether links made from now on carry exchanges on lanes (`--hop-lanes`).
+pub fn set_lanes_default(on: bool) {
+    LANES_DEFAULT.store(on, Ordering::Relaxed);
+}
+
 /// A link to one agent: one connection for the exchanges, another for the probes.
 #[derive(Clone)]
 pub struct AgentLink {
@@ -110,6 +131,7 @@ pub struct AgentLink {
     addr: String,
     client: AgentClient<Transport>,
     probes: AgentClient<Transport>,
+    lanes: Arc<Pool>,
 }
 
 impl AgentLink {
@@ -160,7 +182,25 @@ impl AgentLink {
             addr: addr.to_owned(),
             client: client(dialer),
             probes,
+            lanes: Pool::new(
+                LANES_DEFAULT.load(Ordering::Relaxed),
+                lanes::MAX_LANES,
+                lanes::IDLE,
+            ),
         })
+    }
+
+    /// The same link with lanes on or off, and at most `max` of them (for tests).
+    pub fn with_lanes(mut self, on: bool, max: usize, idle: Duration) -> AgentLink {
+        self.lanes = Pool::new(on, max, idle);
+        self
+    }
+
+    /// Lanes open to this agent now (busy and idle), idle now, and whether the agent was
+    /// found to lack them.
+    pub fn lane_counts(&self) -> (usize, usize, bool) {
+        let (open, idle) = self.lanes.counts();
+        (open, idle, self.lanes.unsupported())
     }
 
     pub fn node(&self) -> &str {
@@ -200,6 +240,123 @@ impl AgentLink {
         let may_hijack = ApiPath::parse(parts.uri.path())
             .is_ok_and(|p| endpoint::is_hijack(&parts.method, &p))
             || wants_upgrade(&parts.headers);
+        let body = if !may_hijack && self.lanes.usable() {
+            match self.lane().await? {
+                Some(lane) => {
+                    let retry = lane.reused
+                        && http_body::Body::is_end_stream(&body)
+                        && matches!(parts.method, http::Method::GET | http::Method::HEAD);
+                    let head_again = retry.then(|| head.clone());
+                    match self.on_lane(lane, head, body).await {
+                        Ok(rsp) => return Ok(rsp),
+                        // A reused lane that failed before any answer: most likely the agent
+                        // restarted while it sat idle. A bodiless GET or HEAD goes again, on
+                        // a call of its own.
+                        Err(LaneFailure::BeforeHead(_)) if retry => {
+                            return self
+                                .by_call(head_again.expect("kept"), empty(), false, &parts)
+                                .await;
+                        }
+                        Err(LaneFailure::BeforeHead(e) | LaneFailure::After(e)) => return Err(e),
+                    }
+                }
+                None => body,
+            }
+        } else {
+            body
+        };
+        self.by_call(head, body, may_hijack, &parts).await
+    }
+
+    /// A lane for one exchange: an idle one, or a new one while the pool allows. `None`: the
+    /// pool is full, or the agent has no lanes (learned here from its UNIMPLEMENTED).
+    async fn lane(&self) -> Result<Option<Lane>, AgentError> {
+        if let Some(lane) = self.lanes.take() {
+            return Ok(Some(lane));
+        }
+        let Some(slot) = self.lanes.reserve() else {
+            return Ok(None);
+        };
+        let (out, rx) = mpsc::channel(lanes::WINDOW);
+        match self.client.clone().lane(ReceiverStream::new(rx)).await {
+            Ok(rsp) => {
+                self.lanes.learned(true);
+                Ok(Some(Lane::new(out, rsp.into_inner(), slot)))
+            }
+            Err(s) if s.code() == tonic::Code::Unimplemented => {
+                if self.lanes.learned(false) {
+                    info!(node = %self.node, "the agent has no lanes (an older agent?): one call per exchange");
+                }
+                Ok(None)
+            }
+            Err(s) => Err(self.status_error(s)),
+        }
+    }
+
+    /// Carries one exchange on `lane`: the request's head, body and `eof`, then the response,
+    /// whose body reads the lane's frames up to its `eof` and then gives the lane back.
+    async fn on_lane(
+        &self,
+        mut lane: Lane,
+        head: busbar_hop::v1::Head,
+        body: Body,
+    ) -> Result<Response<Body>, LaneFailure> {
+        let broken = |_| LaneFailure::BeforeHead(self.failed("the lane closed".into()));
+        lane.out
+            .send(exchange::head_frame(head))
+            .await
+            .map_err(broken)?;
+        let sent = if http_body::Body::is_end_stream(&body) {
+            lane.out.send(exchange::eof_frame()).await.map_err(broken)?;
+            RequestSent::done()
+        } else {
+            let sent = RequestSent::default();
+            let (out, done) = (lane.out.clone(), sent.clone());
+            tokio::spawn(async move {
+                if exchange::send_body(body, &out, std::convert::identity)
+                    .await
+                    .is_ok()
+                    && !out.is_closed()
+                {
+                    done.set();
+                }
+            });
+            sent
+        };
+        let first = lane
+            .inbound
+            .message()
+            .await
+            .map_err(|s| LaneFailure::BeforeHead(self.status_error(s)))?;
+        if first.is_none() {
+            return Err(LaneFailure::BeforeHead(
+                self.failed("the agent ended the lane before answering".into()),
+            ));
+        }
+        let failed = |e: String| LaneFailure::After(self.failed(e));
+        let head = exchange::expect_head(first).map_err(|e| failed(e.to_string()))?;
+        let (early, ended) = exchange::take_ready(&mut lane.inbound);
+        let body = if ended {
+            lanes::release(&self.lanes, lane, &sent);
+            full(bytes::Bytes::from(early.concat()))
+        } else {
+            BodyExt::boxed(LaneBody::new(early, lane, self.lanes.clone(), sent))
+        };
+        let rsp = exchange::to_response(head, body).map_err(|e| failed(e.to_string()))?;
+        if rsp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            return Err(failed("the agent switched protocols on a lane".into()));
+        }
+        Ok(rsp)
+    }
+
+    /// Carries one exchange on an `Exchange` call of its own.
+    async fn by_call(
+        &self,
+        head: busbar_hop::v1::Head,
+        body: Body,
+        may_hijack: bool,
+        parts: &http::request::Parts,
+    ) -> Result<Response<Body>, AgentError> {
         let mut out = None;
         let mut pump = None;
         let call = if http_body::Body::is_end_stream(&body) && !may_hijack {
@@ -297,6 +454,13 @@ impl AgentLink {
             self.failed(reason)
         }
     }
+}
+
+/// How an exchange on a lane failed: before its response head (nothing of the answer was
+/// seen), or after.
+enum LaneFailure {
+    BeforeHead(AgentError),
+    After(AgentError),
 }
 
 /// What went wrong under a failed call, in words for a Docker client: the source chain, except

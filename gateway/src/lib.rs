@@ -10,6 +10,7 @@
 //!
 //! # Layout
 //! - [`config`]: flags and `BUSBAR_*` environment -> [`config::Config`] (pure).
+//! - [`lanes`]: the pool of lanes (long-lived streams, one exchange after another) per agent.
 //! - [`hop`]: the client side of the gRPC hop: one multiplexed HTTP/2 connection per agent,
 //!   mTLS with the agent's identity checked, and one exchange per Docker API call.
 //! - [`remote`]: the handler that sends every request to one agent.
@@ -30,6 +31,7 @@ pub mod aggregate;
 pub mod cluster;
 pub mod config;
 pub mod hop;
+pub mod lanes;
 pub mod model;
 pub mod names;
 pub mod remote;

@@ -32,6 +32,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
+    busbar_gateway::hop::set_lanes_default(config.hop_lanes);
     if let Err(e) = busbar_runtime::logging::init_reloadable(
         &config.local.log_level,
         config.local.log_level_file.as_deref(),

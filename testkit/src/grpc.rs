@@ -53,6 +53,24 @@ impl GrpcAgent {
         labels: &[(&str, &str)],
         log: Option<&std::path::Path>,
     ) -> GrpcAgent {
+        GrpcAgent::start_with(pki, name, engine, yaml, labels, log, true).await
+    }
+
+    /// A test double of an agent older than lanes: [`GrpcAgent::start`], its `Lane` rpc
+    /// answering UNIMPLEMENTED as such an agent's does (`AgentService::without_lanes`).
+    pub async fn start_without_lanes(pki: &TestPki, name: &str, engine: &FakeEngine) -> GrpcAgent {
+        GrpcAgent::start_with(pki, name, engine, "", &[], None, false).await
+    }
+
+    async fn start_with(
+        pki: &TestPki,
+        name: &str,
+        engine: &FakeEngine,
+        yaml: &str,
+        labels: &[(&str, &str)],
+        log: Option<&std::path::Path>,
+        lanes: bool,
+    ) -> GrpcAgent {
         let files = pki.issue(name, Role::Agent);
         let tls = busbar_tls::server_config(&files, Role::Gateway).expect("the agent's TLS");
         let listener = TcpListener::bind("127.0.0.1:0")
@@ -78,7 +96,10 @@ impl GrpcAgent {
                     )));
             proxy = std::sync::Arc::new(logged);
         }
-        let service = AgentService::new(proxy, node);
+        let mut service = AgentService::new(proxy, node);
+        if !lanes {
+            service = service.without_lanes();
+        }
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(grpc::serve(listener, tls, service, shutdown.clone(), GRACE));
         GrpcAgent {

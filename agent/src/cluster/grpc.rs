@@ -33,7 +33,8 @@ use busbar_http::headers::wants_upgrade;
 use busbar_http::hijack::{splice, Hijacked};
 use busbar_http::identity::{self, ClientIdentity};
 use busbar_http::server::canonicalize;
-use busbar_http::{access, error, RequestCtx};
+use busbar_http::server::Refused;
+use busbar_http::{access, error, Body, RequestCtx};
 use futures_util::{Stream, StreamExt};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -55,7 +56,10 @@ pub struct NodeIdentity {
 
 /// The service: one per agent.
 pub struct AgentService {
-    proxy: Arc<Proxy>,
+    /// The proxy and the node's name, for each request.
+    served: Served,
+    /// Whether `Lane` is served (off: the test double of an agent older than lanes).
+    lanes: bool,
     node: NodeIdentity,
     /// The chains' status as the chain source keeps it (`Describe` carries it to gateways).
     chains: Option<watch::Receiver<ChainStatus>>,
@@ -72,10 +76,21 @@ impl AgentService {
         });
         AgentService {
             engine: EngineState::new(proxy.clone()),
-            proxy,
+            served: Served {
+                proxy: proxy.clone(),
+                node: node.name.clone(),
+            },
+            lanes: true,
             node,
             chains: None,
         }
+    }
+
+    /// Answers `Lane` with UNIMPLEMENTED, as an agent older than lanes does: a test double
+    /// of such an agent (the hidden `--no-lanes` flag), for the tests of the negotiation.
+    pub fn without_lanes(mut self) -> Self {
+        self.lanes = false;
+        self
     }
 
     /// Reports the chains' status from `status` in `Describe` (without it, nothing is reported).
@@ -85,7 +100,7 @@ impl AgentService {
     }
 }
 
-type FrameStream = Pin<Box<dyn Stream<Item = Result<ExchangeFrame, Status>> + Send>>;
+pub type FrameStream = Pin<Box<dyn Stream<Item = Result<ExchangeFrame, Status>> + Send>>;
 
 /// How long a gateway may take to send the head of an exchange it opened.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -108,9 +123,95 @@ pub async fn read_head(
     Ok((head, false))
 }
 
+/// What serving a request needs, owned, so that a lane's stream can keep it.
+#[derive(Clone)]
+pub struct Served {
+    proxy: Arc<Proxy>,
+    node: String,
+}
+
+impl Served {
+    /// The request `head` and `body` make, read as the engine will read it (a path the
+    /// engine would read otherwise is refused, see `canonicalize`), and whether it may be
+    /// hijacked.
+    pub fn prepare(
+        &self,
+        head: Head,
+        body: Body,
+    ) -> Result<(http::Request<Body>, Option<Refused>, bool), Status> {
+        let mut req = exchange::to_request(head, body)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // A gateway sends canonical paths; whatever arrives is read as the engine will read it.
+        let refused = canonicalize(&mut req).err();
+        let may_hijack = ApiPath::parse(req.uri().path())
+            .is_ok_and(|p| endpoint::is_hijack(req.method(), &p))
+            || wants_upgrade(req.headers());
+        Ok((req, refused, may_hijack))
+    }
+
+    /// Serves `req` through the proxy (or answers why it was `refused`).
+    pub async fn handle(
+        &self,
+        mut req: http::Request<Body>,
+        refused: Option<Refused>,
+    ) -> (RequestCtx, http::Response<Body>) {
+        // Every peer here is a gateway (the handshake checked its role): the client identity
+        // it wrote into the head is the one its listener verified. Taken out of the request,
+        // so that the engine gets exactly what the client sent.
+        let identity = ClientIdentity::from_headers(req.headers()).map(Arc::new);
+        let skip_hooks = req
+            .headers()
+            .get(&identity::HOOKS)
+            .is_some_and(|v| v == "off");
+        identity::strip_reserved(req.headers_mut());
+        let mut ctx = RequestCtx::new(&req);
+        ctx.set_node(self.node.as_str());
+        ctx.set_identity(identity);
+        // An adapter's own call, through a gateway: no chain runs on it (no recursion).
+        ctx.skip_hooks = skip_hooks;
+        // Served in the RPC's own task, up to the response head: no hand-off to another task
+        // on the way to the engine and back (each costs a wake-up).
+        let rsp = match refused {
+            Some(e) => error::error(&e),
+            None => {
+                self.proxy
+                    .handle(req, &ctx)
+                    .instrument(ctx.span.clone())
+                    .await
+            }
+        };
+        (ctx, rsp)
+    }
+}
+
+/// The frames of a response that is not hijacked: a small answer already complete is sent
+/// as it is; a stream is read from the engine as the gateway takes it, by whoever polls the
+/// frames (the RPC's own task).
+pub fn response_frames(ctx: RequestCtx, rsp: http::Response<Body>) -> FrameStream {
+    let (parts, mut body) = rsp.into_parts();
+    let status = parts.status.as_u16();
+    let head = exchange::head_frame(exchange::response_head(&parts));
+    if let Some(whole) = exchange::ready_body(&mut body) {
+        access::log(&ctx, status, whole.len() as u64);
+        let frames = exchange::whole_frames(head, whole).into_iter().map(Ok);
+        return Box::pin(futures_util::stream::iter(frames));
+    }
+    let body = access::logged_body(body, &ctx, status);
+    let span = ctx.span.clone();
+    let body = exchange::body_frames(body).map(move |frame| {
+        frame.map_err(|e| {
+            let _entered = span.enter();
+            warn!(error = %e, "engine stream broke");
+            Status::unavailable(format!("the engine's stream broke: {e}"))
+        })
+    });
+    Box::pin(futures_util::stream::iter([Ok(head)]).chain(body))
+}
+
 #[tonic::async_trait]
 impl Agent for AgentService {
     type ExchangeStream = FrameStream;
+    type LaneStream = FrameStream;
 
     async fn exchange(
         &self,
@@ -123,66 +224,16 @@ impl Agent for AgentService {
         } else {
             exchange::take_ready(&mut frames)
         };
-        let mut req = exchange::to_request(head, empty())
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        // A gateway sends canonical paths; whatever arrives is read as the engine will read it.
-        let refused = canonicalize(&mut req).err();
-        let may_hijack = ApiPath::parse(req.uri().path())
-            .is_ok_and(|p| endpoint::is_hijack(req.method(), &p))
-            || wants_upgrade(req.headers());
+        let (mut req, refused, may_hijack) = self.served.prepare(head, empty())?;
         let Inbound { body, raw } = exchange::route_inbound_after(early, ended, may_hijack, frames);
         *req.body_mut() = body;
-        // Every peer here is a gateway (the handshake checked its role): the client identity
-        // it wrote into the head is the one its listener verified. Taken out of the request,
-        // so that the engine gets exactly what the client sent.
-        let identity = ClientIdentity::from_headers(req.headers()).map(Arc::new);
-        let skip_hooks = req
-            .headers()
-            .get(&identity::HOOKS)
-            .is_some_and(|v| v == "off");
-        identity::strip_reserved(req.headers_mut());
-        let mut ctx = RequestCtx::new(&req);
-        ctx.set_node(self.node.name.as_str());
-        ctx.set_identity(identity);
-        // An adapter's own call, through a gateway: no chain runs on it (no recursion).
-        ctx.skip_hooks = skip_hooks;
-        // Served in the RPC's own task, up to the response head: no hand-off to another task
-        // on the way to the engine and back (each costs a wake-up).
-        let mut rsp = match refused {
-            Some(e) => error::error(&e),
-            None => {
-                self.proxy
-                    .handle(req, &ctx)
-                    .instrument(ctx.span.clone())
-                    .await
-            }
+        let (ctx, mut rsp) = self.served.handle(req, refused).await;
+        let Some(pending) = Hijacked::take(&mut rsp) else {
+            return Ok(tonic::Response::new(response_frames(ctx, rsp)));
         };
-        let hijacked = Hijacked::take(&mut rsp);
-        let (parts, mut body) = rsp.into_parts();
+        let (parts, body) = rsp.into_parts();
         let status = parts.status.as_u16();
         let head = exchange::head_frame(exchange::response_head(&parts));
-        let Some(pending) = hijacked else {
-            if let Some(whole) = exchange::ready_body(&mut body) {
-                access::log(&ctx, status, whole.len() as u64);
-                // The common case, a small answer already complete: sent as it is.
-                let frames = exchange::whole_frames(head, whole).into_iter().map(Ok);
-                return Ok(tonic::Response::new(Box::pin(futures_util::stream::iter(
-                    frames,
-                ))));
-            }
-            // A stream: read from the engine as the gateway takes it, in the RPC's own task.
-            let body = access::logged_body(body, &ctx, status);
-            let span = ctx.span.clone();
-            let body = exchange::body_frames(body).map(move |frame| {
-                frame.map_err(|e| {
-                    let _entered = span.enter();
-                    warn!(error = %e, "engine stream broke");
-                    Status::unavailable(format!("the engine's stream broke: {e}"))
-                })
-            });
-            let frames = futures_util::stream::iter([Ok(head)]).chain(body);
-            return Ok(tonic::Response::new(Box::pin(frames)));
-        };
         access::log(&ctx, status, 0);
         let (out_tx, out_rx) = mpsc::channel(8);
         let span = ctx.span.clone();
@@ -217,6 +268,24 @@ impl Agent for AgentService {
             .instrument(span),
         );
         Ok(tonic::Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+
+    async fn lane(
+        &self,
+        request: tonic::Request<Streaming<ExchangeFrame>>,
+    ) -> Result<tonic::Response<FrameStream>, Status> {
+        if !self.lanes {
+            // The test double of an agent older than lanes (`--no-lanes`): what tonic answers
+            // for a method it does not serve.
+            return Err(Status::unimplemented(
+                "lanes are off on this agent (--no-lanes)",
+            ));
+        }
+        let inbound = request.into_inner();
+        Ok(tonic::Response::new(super::lane::serve_lane(
+            self.served.clone(),
+            inbound,
+        )))
     }
 
     async fn describe(

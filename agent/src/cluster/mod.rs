@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`start`]: what `busbar-agent` runs with `--grpc-listen` (and `--etcd`).
 //! - [`grpc`]: the agent's gRPC service for gateways.
+//! - [`lane`]: the agent's side of a lane (successive exchanges on one `Lane` call).
 //! - [`engine_state`]: the engine's health (pinged) and documents (fetched in the background),
 //!   which `Describe` answers from.
 //! - [`etcd_chains`]: the chains from etcd, merged for this node, followed live, cached.
@@ -11,6 +12,7 @@
 pub mod engine_state;
 pub mod etcd_chains;
 pub mod grpc;
+pub mod lane;
 
 use std::sync::Arc;
 
@@ -141,7 +143,10 @@ async fn start_grpc(
         }
         None => None,
     };
-    let service = AgentService::new(proxy, node).with_chain_status(chain_status);
+    let mut service = AgentService::new(proxy, node).with_chain_status(chain_status);
+    if grpc.no_lanes {
+        service = service.without_lanes();
+    }
     let server = grpc::serve(listener, server_tls, service, shutdown, grace);
     Ok(async move {
         match registration {

@@ -240,6 +240,45 @@ pub mod agent_client {
                 .insert(GrpcMethod::new("busbar.agent.v1.Agent", "Exchange"));
             self.inner.streaming(req, path, codec).await
         }
+        /// Successive exchanges on one long-lived stream, a lane: like HTTP/1 keep-alive inside one
+        /// call, so that an exchange costs DATA frames only (no new stream, no headers, no trailers).
+        /// Newer than `Exchange`: an agent without it answers UNIMPLEMENTED, and the gateway then
+        /// uses `Exchange` for that agent.
+        ///
+        /// For each exchange in turn, gateway -> agent: `head`, the request body as `data` frames,
+        /// `eof`; then agent -> gateway: `head`, the response body as `data` frames, `eof`. One
+        /// exchange at a time: the next `head` follows the request's `eof`, and the gateway sends it
+        /// only after the previous response's `eof`. Nothing on a lane is hijacked (attach and exec
+        /// start take `Exchange`); a head that could be is refused with INVALID_ARGUMENT.
+        ///
+        /// An error ends the lane with a gRPC status, failing only the exchange in flight; a gateway
+        /// that abandons an exchange mid-way cancels the whole call (a lane is never reused
+        /// half-read). Either side may end an idle lane: the gateway by ending its stream, the agent
+        /// by ending the call with OK. Flow control is HTTP/2's, end to end, as for `Exchange`.
+        pub async fn lane(
+            &mut self,
+            request: impl tonic::IntoStreamingRequest<Message = super::ExchangeFrame>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::ExchangeFrame>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/busbar.agent.v1.Agent/Lane",
+            );
+            let mut req = request.into_streaming_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("busbar.agent.v1.Agent", "Lane"));
+            self.inner.streaming(req, path, codec).await
+        }
         /// What the gateway needs to know about a node: its health probe. A new agent answers it
         /// from what it keeps (the engine's health from its own `/_ping` every second, the engine's
         /// documents as last fetched), within the request's `wait_ms`, so that a busy engine never
@@ -311,6 +350,31 @@ pub mod agent_server {
             &self,
             request: tonic::Request<tonic::Streaming<super::ExchangeFrame>>,
         ) -> std::result::Result<tonic::Response<Self::ExchangeStream>, tonic::Status>;
+        /// Server streaming response type for the Lane method.
+        type LaneStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::ExchangeFrame, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        /// Successive exchanges on one long-lived stream, a lane: like HTTP/1 keep-alive inside one
+        /// call, so that an exchange costs DATA frames only (no new stream, no headers, no trailers).
+        /// Newer than `Exchange`: an agent without it answers UNIMPLEMENTED, and the gateway then
+        /// uses `Exchange` for that agent.
+        ///
+        /// For each exchange in turn, gateway -> agent: `head`, the request body as `data` frames,
+        /// `eof`; then agent -> gateway: `head`, the response body as `data` frames, `eof`. One
+        /// exchange at a time: the next `head` follows the request's `eof`, and the gateway sends it
+        /// only after the previous response's `eof`. Nothing on a lane is hijacked (attach and exec
+        /// start take `Exchange`); a head that could be is refused with INVALID_ARGUMENT.
+        ///
+        /// An error ends the lane with a gRPC status, failing only the exchange in flight; a gateway
+        /// that abandons an exchange mid-way cancels the whole call (a lane is never reused
+        /// half-read). Either side may end an idle lane: the gateway by ending its stream, the agent
+        /// by ending the call with OK. Flow control is HTTP/2's, end to end, as for `Exchange`.
+        async fn lane(
+            &self,
+            request: tonic::Request<tonic::Streaming<super::ExchangeFrame>>,
+        ) -> std::result::Result<tonic::Response<Self::LaneStream>, tonic::Status>;
         /// What the gateway needs to know about a node: its health probe. A new agent answers it
         /// from what it keeps (the engine's health from its own `/_ping` every second, the engine's
         /// documents as last fetched), within the request's `wait_ms`, so that a busy engine never
@@ -427,6 +491,52 @@ pub mod agent_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ExchangeSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/busbar.agent.v1.Agent/Lane" => {
+                    #[allow(non_camel_case_types)]
+                    struct LaneSvc<T: Agent>(pub Arc<T>);
+                    impl<T: Agent> tonic::server::StreamingService<super::ExchangeFrame>
+                    for LaneSvc<T> {
+                        type Response = super::ExchangeFrame;
+                        type ResponseStream = T::LaneStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<
+                                tonic::Streaming<super::ExchangeFrame>,
+                            >,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Agent>::lane(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = LaneSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -366,6 +366,16 @@ type FrameStream = Pin<Box<dyn Stream<Item = Result<ExchangeFrame, Status>> + Se
 #[tonic::async_trait]
 impl Agent for SimAgent {
     type ExchangeStream = FrameStream;
+    type LaneStream = FrameStream;
+
+    /// No lanes: a simulated node answers as an agent older than lanes, and gateways use one
+    /// `Exchange` call per exchange with it.
+    async fn lane(
+        &self,
+        _: tonic::Request<Streaming<ExchangeFrame>>,
+    ) -> Result<tonic::Response<FrameStream>, Status> {
+        Err(Status::unimplemented("a simulated node has no lanes"))
+    }
 
     async fn exchange(
         &self,

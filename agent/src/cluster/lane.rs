@@ -1,0 +1,224 @@
+//! The agent's side of a lane (the `Lane` rpc): successive exchanges on one call.
+//!
+//! The call's response stream drives the lane: polled by the gRPC server for its next frame,
+//! it reads the next request head, serves the request through the proxy as `Exchange` does,
+//! and yields the response's frames, all in the call's own task (no hand-off to another
+//! task). The request body is read from the lane by the request itself ([`LaneBody`]), which
+//! hands the lane back at its `eof`; a body the proxy left unread is read to its `eof` before
+//! the next head. A lane ends cleanly when the gateway ends its side or after [`LANE_IDLE`]
+//! without a head; an error ends it with a status, failing only the exchange in flight.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use busbar_hop::frames as exchange;
+use busbar_hop::v1::{exchange_frame::Frame, ExchangeFrame};
+use busbar_http::body::full;
+use busbar_http::hijack::Hijacked;
+use busbar_http::{Body, BoxError};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::BodyExt;
+use tokio::sync::oneshot;
+use tonic::{Status, Streaming};
+
+use super::grpc::{FrameStream, Served, HEAD_TIMEOUT};
+
+/// How long a lane may wait for its next head before the agent ends it (longer than a
+/// gateway keeps an idle lane, so that a gateway never takes a lane the agent is ending).
+pub const LANE_IDLE: Duration = Duration::from_secs(60);
+
+/// The lane's request stream, handed back by a body at its `eof` (true) or when dropped
+/// before it (false: the rest of the body is to be skipped).
+type Returned = oneshot::Receiver<(Streaming<ExchangeFrame>, bool)>;
+
+/// A lane being served.
+struct LaneState {
+    served: Served,
+    /// The request stream, when no body holds it.
+    inbound: Option<Streaming<ExchangeFrame>>,
+    /// Where the body that holds it will hand it back.
+    returned: Option<Returned>,
+    /// The frames of the response being sent.
+    current: Option<FrameStream>,
+}
+
+/// The response stream of a `Lane` call whose request stream is `inbound`.
+pub fn serve_lane(served: Served, inbound: Streaming<ExchangeFrame>) -> FrameStream {
+    let state = LaneState {
+        served,
+        inbound: Some(inbound),
+        returned: None,
+        current: None,
+    };
+    Box::pin(futures_util::stream::unfold(
+        Some(state),
+        |state| async move {
+            let mut state = state?;
+            match state.next().await {
+                None => None,
+                Some(Ok(frame)) => Some((Ok(frame), Some(state))),
+                // The lane ends with its first error.
+                Some(Err(status)) => Some((Err(status), None)),
+            }
+        },
+    ))
+}
+
+impl LaneState {
+    async fn next(&mut self) -> Option<Result<ExchangeFrame, Status>> {
+        loop {
+            if let Some(current) = &mut self.current {
+                match current.next().await {
+                    Some(frame) => return Some(frame),
+                    None => self.current = None,
+                }
+            }
+            let mut inbound = match self.inbound.take() {
+                Some(inbound) => inbound,
+                None => match self.returned.take() {
+                    Some(returned) => match take_back(returned).await {
+                        Ok(inbound) => inbound,
+                        Err(status) => return Some(Err(status)),
+                    },
+                    None => return None,
+                },
+            };
+            let first = match tokio::time::timeout(LANE_IDLE, inbound.message()).await {
+                // Idle, ended by the gateway, or cancelled (nobody left to tell): the end.
+                Err(_) | Ok(Ok(None)) | Ok(Err(_)) => return None,
+                Ok(Ok(Some(frame))) => frame,
+            };
+            let head = match exchange::expect_head(Some(first)) {
+                Ok(head) => head,
+                Err(e) => return Some(Err(Status::invalid_argument(e.to_string()))),
+            };
+            let (early, ended) = exchange::take_ready(&mut inbound);
+            let body: Body = if ended {
+                self.inbound = Some(inbound);
+                full(Bytes::from(early.concat()))
+            } else {
+                let (tx, rx) = oneshot::channel();
+                self.returned = Some(rx);
+                BodyExt::boxed(LaneBody {
+                    early: early.into(),
+                    inbound: Mutex::new(Some(inbound)),
+                    back: Some(tx),
+                })
+            };
+            let (req, refused, may_hijack) = match self.served.prepare(head, body) {
+                Ok(prepared) => prepared,
+                Err(status) => return Some(Err(status)),
+            };
+            if may_hijack {
+                return Some(Err(Status::invalid_argument(
+                    "a request that may be hijacked (attach, exec start, an upgrade) goes by Exchange, not on a lane",
+                )));
+            }
+            let (ctx, mut rsp) = self.served.handle(req, refused).await;
+            if Hijacked::take(&mut rsp).is_some() {
+                return Some(Err(Status::internal(
+                    "the engine switched protocols on a lane",
+                )));
+            }
+            self.current = Some(super::grpc::response_frames(ctx, rsp));
+        }
+    }
+}
+
+/// The request stream back from the body that held it, read past whatever the body left
+/// unread, up to its `eof`.
+async fn take_back(returned: Returned) -> Result<Streaming<ExchangeFrame>, Status> {
+    let lost = || Status::internal("the lane's request body was lost");
+    let (mut inbound, finished) = tokio::time::timeout(HEAD_TIMEOUT, returned)
+        .await
+        .map_err(|_| lost())?
+        .map_err(|_| lost())?;
+    if finished {
+        return Ok(inbound);
+    }
+    let skip = async {
+        loop {
+            match inbound.message().await {
+                Ok(Some(ExchangeFrame {
+                    frame: Some(Frame::Eof(_)),
+                })) => return Ok(()),
+                Ok(Some(ExchangeFrame {
+                    frame: Some(Frame::Head(_)),
+                })) => return Err(Status::invalid_argument("a head before the body's eof")),
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return Err(lost()),
+            }
+        }
+    };
+    tokio::time::timeout(HEAD_TIMEOUT, skip)
+        .await
+        .map_err(|_| lost())??;
+    Ok(inbound)
+}
+
+/// A request body read from a lane: the `data` up to the `eof`, where the lane's stream is
+/// handed back; dropped before it, the stream is handed back too, to be read past the body.
+struct LaneBody {
+    early: VecDeque<Bytes>,
+    /// In a mutex only to make the body `Sync`; it is never locked (`get_mut`).
+    inbound: Mutex<Option<Streaming<ExchangeFrame>>>,
+    back: Option<oneshot::Sender<(Streaming<ExchangeFrame>, bool)>>,
+}
+
+impl http_body::Body for LaneBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if let Some(data) = this.early.pop_front() {
+            return Poll::Ready(Some(Ok(http_body::Frame::data(data))));
+        }
+        let slot = this.inbound.get_mut().expect("never locked");
+        let Some(inbound) = slot.as_mut() else {
+            return Poll::Ready(None);
+        };
+        loop {
+            let failure: BoxError = match std::task::ready!(inbound.poll_next_unpin(cx)) {
+                Some(Ok(frame)) => match frame.frame {
+                    Some(Frame::Data(d)) => {
+                        return Poll::Ready(Some(Ok(http_body::Frame::data(d))))
+                    }
+                    Some(Frame::Eof(_)) => {
+                        let inbound = slot.take().expect("present");
+                        if let Some(back) = this.back.take() {
+                            let _ = back.send((inbound, true));
+                        }
+                        return Poll::Ready(None);
+                    }
+                    Some(Frame::Head(_)) => "a head in the middle of a request body".into(),
+                    None => continue,
+                },
+                Some(Err(e)) => format!("the stream broke: {e}").into(),
+                None => "the stream ended before the body was complete".into(),
+            };
+            *slot = None;
+            return Poll::Ready(Some(Err(failure)));
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.early.is_empty() && self.inbound.lock().map_or(true, |i| i.is_none())
+    }
+}
+
+impl Drop for LaneBody {
+    fn drop(&mut self) {
+        let inbound = self.inbound.get_mut().ok().and_then(Option::take);
+        if let (Some(inbound), Some(back)) = (inbound, self.back.take()) {
+            let _ = back.send((inbound, false));
+        }
+    }
+}

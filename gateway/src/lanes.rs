@@ -1,0 +1,268 @@
+//! Lanes: long-lived `Lane` calls to one agent, each carrying successive exchanges (see the
+//! `Lane` rpc in `agent.proto`), so that an ordinary call costs DATA frames only.
+//!
+//! A [`Pool`] per agent keeps the idle lanes. An exchange takes one (the most recently used,
+//! so that under falling load the others age out), or opens one while fewer than
+//! [`MAX_LANES`] exist; past that bound it goes by a call of its own (`Exchange`), as do
+//! attach and exec start. A lane goes back to the pool only when its exchange ended cleanly
+//! both ways (the request's `eof` sent, the response's `eof` read); a lane whose exchange was
+//! cut (a client gone mid-body, an error) is dropped, which cancels its call, so a lane is
+//! never reused half-read. Idle lanes older than [`IDLE`] are closed when the pool is next
+//! used, and the agent ends a lane idle for longer on its own.
+//!
+//! Negotiation: an agent older than lanes answers `Lane` with UNIMPLEMENTED; the pool then
+//! remembers that this agent has none, and every exchange to it goes by `Exchange`.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use busbar_hop::v1::{exchange_frame::Frame, ExchangeFrame};
+use busbar_http::BoxError;
+use bytes::Bytes;
+use futures_util::{FutureExt, StreamExt};
+use tokio::sync::mpsc;
+use tonic::Streaming;
+
+/// The most lanes open to one agent at once (busy and idle); more exchanges at once than
+/// this take a call each. Below h2's default limit of concurrent streams per connection, with
+/// room for those calls and the endless streams (`logs -f`, `events`) that hold a lane.
+pub const MAX_LANES: usize = 128;
+/// How long a lane may sit idle in the pool before it is closed. Shorter than the agent's own
+/// idle limit, so that a lane taken from the pool has not been ended by the agent meanwhile.
+pub const IDLE: Duration = Duration::from_secs(20);
+/// Frames in flight on a lane's request side.
+pub const WINDOW: usize = 8;
+
+/// Whether an agent serves lanes, as learned from it.
+const UNKNOWN: u8 = 0;
+const SUPPORTED: u8 = 1;
+const UNSUPPORTED: u8 = 2;
+
+/// The lanes to one agent.
+pub struct Pool {
+    enabled: bool,
+    support: AtomicU8,
+    /// Idle lanes, the most recently used last.
+    idle: Mutex<VecDeque<(Lane, Instant)>>,
+    /// Lanes in existence, busy and idle.
+    open: AtomicUsize,
+    max: usize,
+    idle_limit: Duration,
+}
+
+/// One lane: our side of its request stream and its response stream.
+pub struct Lane {
+    pub out: mpsc::Sender<ExchangeFrame>,
+    pub inbound: Streaming<ExchangeFrame>,
+    /// Whether it carried an exchange before this one (a failure before the response head on
+    /// a reused lane may be the agent's restart, which the exchange did not cause).
+    pub reused: bool,
+    _open: Opened,
+}
+
+/// A slot counted in [`Pool::open`], given back when the lane is dropped.
+pub struct Opened(Arc<Pool>);
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Pool {
+    /// A pool of up to `max` lanes idle at most `idle_limit`; `enabled` false: never any.
+    pub fn new(enabled: bool, max: usize, idle_limit: Duration) -> Arc<Pool> {
+        Arc::new(Pool {
+            enabled,
+            support: AtomicU8::new(UNKNOWN),
+            idle: Mutex::new(VecDeque::new()),
+            open: AtomicUsize::new(0),
+            max,
+            idle_limit,
+        })
+    }
+
+    /// Whether exchanges may try lanes: enabled, and the agent not known to lack them.
+    pub fn usable(&self) -> bool {
+        self.enabled && self.support.load(Ordering::Relaxed) != UNSUPPORTED
+    }
+
+    /// Whether the agent was found to lack lanes (an older agent).
+    pub fn unsupported(&self) -> bool {
+        self.support.load(Ordering::Relaxed) == UNSUPPORTED
+    }
+
+    /// Remembers whether the agent serves lanes; returns true the first time it is found not to.
+    pub fn learned(&self, supported: bool) -> bool {
+        let new = if supported { SUPPORTED } else { UNSUPPORTED };
+        self.support.swap(new, Ordering::Relaxed) != new && !supported
+    }
+
+    /// Lanes open now (busy and idle), and idle now.
+    pub fn counts(&self) -> (usize, usize) {
+        let idle = self.idle.lock().expect("lane pool lock").len();
+        (self.open.load(Ordering::Relaxed), idle)
+    }
+
+    /// An idle lane, the most recently used, if one is alive: lanes idle too long, or whose
+    /// call has ended or sent anything while idle, are dropped on the way.
+    pub fn take(&self) -> Option<Lane> {
+        let now = Instant::now();
+        loop {
+            let (mut lane, since) = self.idle.lock().expect("lane pool lock").pop_back()?;
+            if now.duration_since(since) >= self.idle_limit || lane.out.is_closed() {
+                continue;
+            }
+            // Nothing may arrive on an idle lane: anything (its end, an error) means it is gone.
+            if lane.inbound.message().now_or_never().is_some() {
+                continue;
+            }
+            lane.reused = true;
+            return Some(lane);
+        }
+    }
+
+    /// A slot for a new lane, unless [`MAX_LANES`] are open.
+    pub fn reserve(self: &Arc<Self>) -> Option<Opened> {
+        let mut open = self.open.load(Ordering::Relaxed);
+        loop {
+            if open >= self.max {
+                return None;
+            }
+            match self.open.compare_exchange_weak(
+                open,
+                open + 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(Opened(self.clone())),
+                Err(now) => open = now,
+            }
+        }
+    }
+
+    /// A lane whose exchange ended cleanly both ways, back in the pool; lanes idle too long
+    /// are closed on the way.
+    pub fn put(&self, lane: Lane) {
+        let now = Instant::now();
+        let mut idle = self.idle.lock().expect("lane pool lock");
+        while idle
+            .front()
+            .is_some_and(|(_, since)| now.duration_since(*since) >= self.idle_limit)
+        {
+            idle.pop_front();
+        }
+        idle.push_back((lane, now));
+    }
+}
+
+impl Lane {
+    pub fn new(
+        out: mpsc::Sender<ExchangeFrame>,
+        inbound: Streaming<ExchangeFrame>,
+        open: Opened,
+    ) -> Lane {
+        Lane {
+            out,
+            inbound,
+            reused: false,
+            _open: open,
+        }
+    }
+}
+
+/// What decides whether a lane goes back to the pool after its response: the request side
+/// must have sent its `eof`.
+#[derive(Clone, Default)]
+pub struct RequestSent(Arc<AtomicBool>);
+
+impl RequestSent {
+    pub fn done() -> RequestSent {
+        RequestSent(Arc::new(AtomicBool::new(true)))
+    }
+
+    pub fn set(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// Gives `lane` back to `pool` if its request was sent whole; drops it (cancelling its call)
+/// otherwise.
+pub fn release(pool: &Pool, lane: Lane, sent: &RequestSent) {
+    if sent.is_set() {
+        pool.put(lane);
+    }
+}
+
+/// A response body read from a lane: the `data` frames up to the `eof`, after which the lane
+/// goes back to the pool. Dropped before that, the lane is dropped with it (its call is
+/// cancelled); an error, or the lane's end before the `eof`, fails the body.
+pub struct LaneBody {
+    early: VecDeque<Bytes>,
+    /// In a mutex only to make the body `Sync`; it is never locked (`get_mut`).
+    lane: Mutex<Option<Lane>>,
+    pool: Arc<Pool>,
+    sent: RequestSent,
+}
+
+impl LaneBody {
+    pub fn new(early: Vec<Bytes>, lane: Lane, pool: Arc<Pool>, sent: RequestSent) -> LaneBody {
+        LaneBody {
+            early: early.into(),
+            lane: Mutex::new(Some(lane)),
+            pool,
+            sent,
+        }
+    }
+}
+
+impl http_body::Body for LaneBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if let Some(data) = this.early.pop_front() {
+            return Poll::Ready(Some(Ok(http_body::Frame::data(data))));
+        }
+        let slot = this.lane.get_mut().expect("never locked");
+        let Some(lane) = slot.as_mut() else {
+            return Poll::Ready(None);
+        };
+        loop {
+            let failure: BoxError = match std::task::ready!(lane.inbound.poll_next_unpin(cx)) {
+                Some(Ok(frame)) => match frame.frame {
+                    Some(Frame::Data(d)) => {
+                        return Poll::Ready(Some(Ok(http_body::Frame::data(d))))
+                    }
+                    Some(Frame::Eof(_)) => {
+                        let lane = slot.take().expect("present");
+                        release(&this.pool, lane, &this.sent);
+                        return Poll::Ready(None);
+                    }
+                    Some(Frame::Head(_)) => "a head in the middle of a response body".into(),
+                    None => continue,
+                },
+                Some(Err(e)) => format!("the stream broke: {e}").into(),
+                None => "the stream ended before the body was complete".into(),
+            };
+            *slot = None;
+            return Poll::Ready(Some(Err(failure)));
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.early.is_empty() && self.lane.lock().map_or(true, |l| l.is_none())
+    }
+}

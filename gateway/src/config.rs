@@ -53,9 +53,10 @@ pub struct Cli {
     #[arg(
         long,
         env = "BUSBAR_HOP_LANES",
-        default_value = "off",
+        default_value = "on",
         value_name = "on|off",
         value_parser = clap::builder::BoolishValueParser::new(),
+        hide_possible_values = true,
         action = clap::ArgAction::Set
     )]
     pub hop_lanes: bool,

@@ -10,7 +10,7 @@
 //! the node we meant to reach (the TLS server name is the node name, not the address).
 //!
 //! Exchanges go on lanes (see [`crate::lanes`]) when the agent serves them and lanes are on
-//! ([`set_lanes_default`], the gateway's `--hop-lanes`): an ordinary call is then a few DATA
+//! ([`set_lanes_default`], the gateway's `--hop-lanes`, on by default): an ordinary call is then a few DATA
 //! frames on a long-lived stream. Attach and exec start, and every exchange to an agent older
 //! than lanes or past the pool's bound, go by an `Exchange` call of their own.
 //!
@@ -116,8 +116,8 @@ impl tower_service::Service<Request<tonic::body::Body>> for Transport {
 
 /// Whether new links use lanes (the gateway's `--hop-lanes`).
 static LANES_DEFAULT: AtomicBool = AtomicBool::new(LANES_BY_DEFAULT);
-/// Lanes are off unless `--hop-lanes on`.
-pub const LANES_BY_DEFAULT: bool = false;
+/// Lanes are on unless `--hop-lanes off`.
+pub const LANES_BY_DEFAULT: bool = true;
 
 /// Whether links made from now on carry exchanges on lanes (`--hop-lanes`).
 pub fn set_lanes_default(on: bool) {

@@ -11,7 +11,8 @@
 //!   as tonic answers for a method a server lacks.
 //!
 //! The rest of the hop's suites (gateway.rs, cluster.rs, faults.rs, faithful.rs, load.rs, ...)
-//! run through lanes too when lanes are the default, or with `BUSBAR_HOP_LANES=on`.
+//! run through lanes too, lanes being the default (`BUSBAR_HOP_LANES=off` runs them on one
+//! call per exchange).
 
 mod support;
 

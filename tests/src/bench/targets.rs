@@ -41,6 +41,10 @@ pub enum Kind {
     /// streams each carrying one exchange after another.
     #[value(name = "gateway+agent-lanes")]
     GatewayAgentLanes,
+    /// `gateway+agent` with one gRPC call per exchange (`--hop-lanes off`): the hop before
+    /// lanes, for comparison in the same run.
+    #[value(name = "gateway+agent-calls")]
+    GatewayAgentCalls,
     /// The floor of `gateway+agent`: two byte relays (`busbar-relay`, not busbar) on the same
     /// path, the first on loopback, the second in the host's network namespace.
     Relays,
@@ -62,12 +66,13 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Direct,
         Kind::Agent,
         Kind::GatewayEmbedded,
         Kind::GatewayAgent,
         Kind::GatewayAgentLanes,
+        Kind::GatewayAgentCalls,
         Kind::Relays,
         Kind::TlsRelays,
         Kind::AgentChain,
@@ -92,6 +97,7 @@ impl Kind {
             Kind::GatewayEmbedded => "gateway-embedded",
             Kind::GatewayAgent => "gateway+agent",
             Kind::GatewayAgentLanes => "gateway+agent lanes",
+            Kind::GatewayAgentCalls => "gateway+agent calls",
             Kind::Relays => "relay×2 (floor)",
             Kind::TlsRelays => "relay×2 mTLS (floor)",
             Kind::AgentChain => "agent×2 HTTP/1 (ref.)",
@@ -114,6 +120,10 @@ impl Kind {
             Kind::GatewayAgentLanes => {
                 "as gateway+agent, the exchanges on lanes (`--hop-lanes on`): long-lived gRPC \
                  streams, one exchange after another"
+            }
+            Kind::GatewayAgentCalls => {
+                "as gateway+agent, one gRPC call per exchange (`--hop-lanes off`): the hop \
+                 before lanes"
             }
             Kind::Relays => {
                 "client → TCP 127.0.0.1 → busbar-relay → TCP over the host's veth → \
@@ -247,7 +257,7 @@ impl Launcher<'_> {
             Kind::Direct => &[],
             Kind::Agent => &["busbar-agent"],
             Kind::GatewayEmbedded => &["busbar-gateway"],
-            Kind::GatewayAgent | Kind::GatewayAgentLanes => {
+            Kind::GatewayAgent | Kind::GatewayAgentLanes | Kind::GatewayAgentCalls => {
                 &["busbar-gateway", "busbar-agent", "busbarctl"]
             }
             Kind::Relays => &["busbar-relay"],
@@ -275,8 +285,9 @@ impl Launcher<'_> {
             ),
             Kind::Agent => self.agent()?,
             Kind::GatewayEmbedded => self.gateway_embedded()?,
-            Kind::GatewayAgent => self.gateway_agent(false)?,
-            Kind::GatewayAgentLanes => self.gateway_agent(true)?,
+            Kind::GatewayAgent => self.gateway_agent(None)?,
+            Kind::GatewayAgentLanes => self.gateway_agent(Some(true))?,
+            Kind::GatewayAgentCalls => self.gateway_agent(Some(false))?,
             Kind::Relays => self.relays(false)?,
             Kind::TlsRelays => self.relays(true)?,
             Kind::AgentChain => self.agent_chain()?,
@@ -339,9 +350,13 @@ impl Launcher<'_> {
     /// An agent inside the host's network namespace, serving gRPC with mutual TLS on the host's
     /// address, and a gateway on 127.0.0.1 in the root namespace dialing it: the request crosses
     /// a real (veth) link, as it would between two machines.
-    /// With `lanes`, the gateway carries the exchanges on lanes (`--hop-lanes on`); without,
-    /// on one call each (`--hop-lanes off`, or an older gateway without the flag).
-    fn gateway_agent(&self, lanes: bool) -> Result<(Endpoint, Vec<Process>)> {
+    /// `lanes`: the gateway's `--hop-lanes` (`on`, `off`), or its default (no flag).
+    fn gateway_agent(&self, lanes: Option<bool>) -> Result<(Endpoint, Vec<Process>)> {
+        let suffix = match lanes {
+            None => "",
+            Some(true) => "-lanes",
+            Some(false) => "-calls",
+        };
         let host_addr = self.host_addr()?;
         let pki = self.pki(host_addr)?;
 
@@ -356,12 +371,7 @@ impl Launcher<'_> {
             NODE,
         ]);
         tls_identity(&mut cmd, &pki, NODE);
-        let agent_name = if lanes {
-            "netns-agent-lanes"
-        } else {
-            "netns-agent"
-        };
-        let mut agent = Process::spawn(agent_name, cmd, self.work)?;
+        let mut agent = Process::spawn(&format!("netns-agent{suffix}"), cmd, self.work)?;
         wait_listening(grpc, &mut agent).context("waiting for the agent's gRPC port")?;
 
         let port = free_port();
@@ -373,11 +383,10 @@ impl Launcher<'_> {
             &format!("{NODE}={grpc}"),
         ]);
         tls_identity(&mut cmd, &pki, "gateway");
-        if lanes {
-            cmd.args(["--hop-lanes", "on"]);
+        if let Some(on) = lanes {
+            cmd.args(["--hop-lanes", if on { "on" } else { "off" }]);
         }
-        let name = if lanes { "gateway-lanes" } else { "gateway" };
-        let gateway = Process::spawn(name, cmd, self.work)?;
+        let gateway = Process::spawn(&format!("gateway{suffix}"), cmd, self.work)?;
         Ok((loopback(port), vec![gateway, agent]))
     }
 

@@ -11,7 +11,7 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use support::{http_raw, make_certs, tls_args, Process, TempDir};
+use support::{binary, http_raw, make_certs, tls_args, Process, TempDir};
 use testbed::{docker, docker_ok, free_port, unique_name, wait_until, Testbed, TestbedSpec};
 
 /// The trace id and parent id of the `traceparent` that `line` of hello's log shows.
@@ -62,7 +62,8 @@ fn one_docker_run_is_one_trace_in_the_gateway_the_agent_and_the_adapter() {
         adapter.log_tail()
     );
 
-    // node1, registered in etcd, running hello before every create.
+    // node1, registered in etcd, running hello before every create (its chain from etcd).
+    let prefix = format!("/{}", unique_name("trace"));
     let certs = TempDir::new();
     make_certs(&certs.0, &[("node1", &host.addr().unwrap().to_string())]);
     let chains = certs.join("adapters.yml");
@@ -82,13 +83,44 @@ fn one_docker_run_is_one_trace_in_the_gateway_the_agent_and_the_adapter() {
         &[
             "--etcd",
             host.etcd_url().unwrap(),
+            "--etcd-prefix",
+            &prefix,
             "--state-dir",
             state.to_str().unwrap(),
-            "--config",
-            chains.to_str().unwrap(),
         ],
     );
-    let mut args: Vec<String> = vec!["--etcd".into(), bed.etcd().unwrap().to_owned()];
+    let ctl = |args: &[&str]| {
+        let out = Command::new(binary("busbarctl"))
+            .args([
+                "--etcd",
+                bed.etcd().unwrap(),
+                "--etcd-prefix",
+                &prefix,
+                "--json",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "busbarctl {args:?}: {out:?}");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let rev = ctl(&["chain", "apply", "-f", chains.to_str().unwrap()])["revision"]
+        .as_i64()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let s = ctl(&["chain", "status"]);
+            s["node1"]["revision"].as_i64().unwrap_or(0) >= rev && s["node1"]["error"].is_null()
+        }),
+        "node1 does not run the chain:\n{}",
+        agent.log_tail()
+    );
+    let mut args: Vec<String> = vec![
+        "--etcd".into(),
+        bed.etcd().unwrap().to_owned(),
+        "--etcd-prefix".into(),
+        prefix.clone(),
+    ];
     args.extend(tls_args(&certs.0, "gateway"));
     args.extend(["--probe-interval", "0.5", "--probe-timeout", "1"].map(String::from));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();

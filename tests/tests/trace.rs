@@ -172,10 +172,7 @@ fn one_docker_run_is_one_trace_in_the_gateway_the_agent_and_the_adapter() {
     // trace is its own: the start, the wait... of the same `docker run` have other traces.
     let create_id = ag
         .iter()
-        .find_map(|l| {
-            l.split(|c: char| c == '{' || c == ' ')
-                .find_map(|w| w.strip_prefix("req.id="))
-        })
+        .find_map(|l| l.split(['{', ' ']).find_map(|w| w.strip_prefix("req.id=")))
         .expect("the agent's lines name the request id");
     for l in agent_log
         .lines()

@@ -25,18 +25,36 @@ and in adapters.yml:
 
 Check it with `busbarctl adapter test http://127.0.0.1:8080/hello` (add `--protocol 2` for
 version 2).
+
+Each line it prints ends with the request's W3C trace id (`trace_id=...`, from the
+`traceparent` header busbar sends) and the traceparent itself, so `grep TRACE_ID` over
+busbar's logs and this one shows the whole path of a `docker run`.
 """
 
 import argparse
 import json
+import re
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
-def answer(call, delay, node):
+# W3C Trace Context, version 00: lower-case hex, ids not all zero. Anything else is no trace.
+TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
+
+
+def trace_of(traceparent):
+    """`trace_id=... traceparent=...` for a log line, or "" without a valid traceparent."""
+    m = TRACEPARENT.match(traceparent or "")
+    if not m or set(m.group(1)) == {"0"} or set(m.group(2)) == {"0"}:
+        return ""
+    return f" trace_id={m.group(1)} traceparent={traceparent}"
+
+
+def answer(call, delay, node, trace=""):
     """The reply to one hook call (a dict), or raise ValueError saying what is wrong.
-    `node` is the node that runs the hook (busbar's X-Busbar-Node header), if any."""
+    `node` is the node that runs the hook (busbar's X-Busbar-Node header), if any; `trace`
+    ends each line printed (see trace_of)."""
     kind = call.get("Type")
     client = call.get("ClientRequest")
     if not isinstance(client, dict):
@@ -48,11 +66,11 @@ def answer(call, delay, node):
     if kind == "unwind":
         failure = call.get("Failure") or {}
         print(f"hello: unwind {client.get('Method')} {client.get('Request')}: failed with "
-              f"{failure.get('Code')} at the {failure.get('Stage')}; nothing to undo", flush=True)
+              f"{failure.get('Code')} at the {failure.get('Stage')}; nothing to undo{trace}", flush=True)
         return {}
     time.sleep(delay)
     if kind == "pre-hook":
-        print(f"hello: pre-hook {client.get('Method')} {client.get('Request')} on {node}", flush=True)
+        print(f"hello: pre-hook {client.get('Method')} {client.get('Request')} on {node}{trace}", flush=True)
         return {
             "PowerstripProtocolVersion": version,
             "ModifiedClientRequest": {
@@ -65,7 +83,7 @@ def answer(call, delay, node):
         server = call.get("ServerResponse")
         if not isinstance(server, dict):
             raise ValueError("a post-hook call needs a ServerResponse object")
-        print(f"hello: post-hook {client.get('Method')} {client.get('Request')} answered {server.get('Code')}", flush=True)
+        print(f"hello: post-hook {client.get('Method')} {client.get('Request')} answered {server.get('Code')}{trace}", flush=True)
         return {
             "PowerstripProtocolVersion": version,
             "ModifiedServerResponse": {
@@ -88,7 +106,8 @@ class Handler(BaseHTTPRequestHandler):
             call = json.loads(self.rfile.read(length))
             if not isinstance(call, dict):
                 raise ValueError("the call is not a JSON object")
-            status, reply = 200, answer(call, self.delay, self.headers.get("X-Busbar-Node"))
+            trace = trace_of(self.headers.get("traceparent"))
+            status, reply = 200, answer(call, self.delay, self.headers.get("X-Busbar-Node"), trace)
         except ValueError as e:  # json.JSONDecodeError is a ValueError
             # Errors as Docker words them: the docker CLI prints the message.
             status, reply = 400, {"message": f"hello: {e}"}

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 
 use busbar_protocol::headers as h;
+use busbar_protocol::trace::{TraceParent, TRACEPARENT};
 use busbar_protocol::v1::{
     ModifiedClientRequest, ModifiedServerResponse, PostHookRequest, PreHookRequest,
 };
@@ -142,6 +143,10 @@ pub struct Context {
     pub node: Option<Node>,
     /// The client, when its certificate was verified (client TLS).
     pub client: Option<Client>,
+    /// The request's W3C trace (`traceparent`: its trace id, and the agent's span as the
+    /// parent), when the call carried a valid one. Its trace id is in the `hook` span of every
+    /// log line the kit's server writes for the call.
+    pub trace: Option<TraceParent>,
 }
 
 /// A node as hook calls name it.
@@ -187,6 +192,13 @@ impl Context {
                 auth_method,
                 role: text(h::ROLE),
             }),
+            trace: match (
+                headers.get_all(TRACEPARENT).iter().next(),
+                headers.get_all(TRACEPARENT).iter().nth(1),
+            ) {
+                (Some(one), None) => TraceParent::parse(one.as_bytes()),
+                _ => None,
+            },
         }
     }
 }
@@ -265,6 +277,10 @@ mod tests {
             ("x-busbar-user", "Zo%C3%AB"),
             ("x-busbar-auth-method", "TLS"),
             ("x-busbar-role", "client"),
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
         ] {
             headers.insert(k, v.parse().unwrap());
         }
@@ -280,6 +296,19 @@ mod tests {
             (client.user.as_str(), client.role.as_deref()),
             ("Zoë", Some("client"))
         );
+        let trace = ctx.trace.unwrap();
+        assert_eq!(
+            trace.trace_id.to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(trace.parent_id.to_string(), "00f067aa0ba902b7");
         assert_eq!(Context::from_headers(&HeaderMap::new()), Context::default());
+        // An invalid or repeated traceparent is no trace.
+        headers.insert("traceparent", "00-nope".parse().unwrap());
+        assert_eq!(Context::from_headers(&headers).trace, None);
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        headers.insert("traceparent", good.parse().unwrap());
+        headers.append("traceparent", good.parse().unwrap());
+        assert_eq!(Context::from_headers(&headers).trace, None);
     }
 }

@@ -25,7 +25,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info_span, warn, Instrument};
+use tracing::{debug, field, info_span, warn, Instrument};
 
 use crate::hook::{Adapter, Call, Context, Refusal};
 
@@ -122,7 +122,12 @@ async fn handle<A: Adapter>(
         "hook",
         request_id = context.request_id.as_deref().unwrap_or(""),
         node = context.node.as_ref().map(|n| n.name.as_str()).unwrap_or(""),
+        trace_id = field::Empty,
     );
+    if let Some(trace) = &context.trace {
+        span.record("trace_id", field::display(trace.trace_id));
+    }
+    span.in_scope(|| debug!(uri = %req.uri(), "hook call"));
     async move {
         let body = Limited::new(req.into_body(), options.max_body);
         let bytes = match tokio::time::timeout(options.read_timeout, body.collect()).await {

@@ -101,6 +101,7 @@ impl Proxy {
         if let Ok(id) = HeaderValue::from_str(&ctx.id) {
             req.headers_mut().insert(REQUEST_ID.clone(), id);
         }
+        ctx.write_trace(req.headers_mut());
         // Cloned out of the borrow at once: the borrow must not be held across an await.
         let chains = self.chains.borrow().clone();
         let path_and_query = req

@@ -723,3 +723,90 @@ async fn every_spelling_of_create_is_hooked_with_the_canonical_path_or_refused()
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
     g.stop().await;
 }
+
+// === W3C trace context ===
+
+/// The trace id and parent id of a `traceparent` value.
+fn trace_parts(value: Option<&str>) -> (String, String) {
+    let v = value.expect("a traceparent header");
+    let parts: Vec<&str> = v.split('-').collect();
+    assert_eq!(parts.len(), 4, "{v}");
+    assert_eq!(parts[0], "00", "{v}");
+    (parts[1].to_owned(), parts[2].to_owned())
+}
+
+#[tokio::test]
+async fn a_clients_traceparent_reaches_the_engine_and_the_adapter_as_the_agents_child() {
+    busbar_testkit::logs();
+    let engine = FakeEngine::start().await;
+    engine.route(
+        "POST /*/containers/create",
+        json(201, r#"{"Id":"c1","Warnings":[]}"#),
+    );
+    let adapter = FakeAdapter::start(pass).await;
+    let yaml = chains(
+        &[("POST /*/containers/create", &["a"], &[])],
+        &[("a", adapter.url().to_owned())],
+    );
+    let agent = TestAgent::start(&engine, &yaml).await;
+    const CLIENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    let send = |headers: Vec<(&'static str, &'static str)>| {
+        let mut all = vec![("Content-Type", "application/json")];
+        all.extend(headers);
+        request(
+            "POST",
+            "/v1.41/containers/create",
+            &all,
+            CREATE_BODY.as_bytes(),
+        )
+    };
+    // A valid one, with a tracestate: the trace goes on, with the agent's own span.
+    let rsp = raw::exchange(
+        agent.addr(),
+        &send(vec![
+            ("traceparent", CLIENT),
+            ("tracestate", "rojo=00f067aa0ba902b7"),
+        ]),
+    )
+    .await;
+    assert_eq!(rsp.status(), 201, "{}", rsp.text());
+    // An invalid one (upper-case hex): ignored, a new trace, the request served all the same.
+    let rsp = raw::exchange(
+        agent.addr(),
+        &send(vec![
+            (
+                "traceparent",
+                "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01",
+            ),
+            ("tracestate", "rojo=1"),
+        ]),
+    )
+    .await;
+    assert_eq!(rsp.status(), 201, "{}", rsp.text());
+
+    let got = engine.requests();
+    let calls = adapter.calls();
+    assert_eq!((got.len(), calls.len()), (2, 2), "{got:?}");
+    let (engine_trace, engine_parent) = trace_parts(got[0].header("traceparent"));
+    let (hook_trace, hook_parent) = trace_parts(calls[0].header("traceparent"));
+    assert_eq!(engine_trace, "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(hook_trace, engine_trace);
+    assert_ne!(engine_parent, "00f067aa0ba902b7", "the agent's own span");
+    assert_eq!(hook_parent, engine_parent, "one span per process");
+    assert_eq!(got[0].header("tracestate"), Some("rojo=00f067aa0ba902b7"));
+    assert_eq!(calls[0].header("tracestate"), Some("rojo=00f067aa0ba902b7"));
+
+    let (new_trace, _) = trace_parts(got[1].header("traceparent"));
+    assert_ne!(new_trace, "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(trace_parts(calls[1].header("traceparent")).0, new_trace);
+    assert_eq!(
+        got[1].header("tracestate"),
+        None,
+        "dropped with its traceparent"
+    );
+
+    agent.stop().await;
+    adapter.stop().await;
+    engine.stop().await;
+}

@@ -222,6 +222,8 @@ impl AgentLink {
         if let Ok(id) = http::HeaderValue::from_str(&ctx.id) {
             parts.headers.insert(REQUEST_ID.clone(), id);
         }
+        // The agent's span is a child of this gateway's.
+        ctx.write_trace(&mut parts.headers);
         // The client's identity travels in the head, written here from what our own listener
         // verified, never from what the client sent (removed already at our door; removed
         // again, so that no path can forward a copy). The agent trusts it from us alone.

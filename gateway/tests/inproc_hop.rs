@@ -104,6 +104,37 @@ async fn an_exchange_with_a_body_reaches_the_engine_and_its_answer_comes_back() 
 }
 
 #[tokio::test]
+async fn the_trace_crosses_the_hop_with_the_agents_own_span() {
+    let engine = FakeEngine::start().await;
+    engine.route("GET /*/containers/json", json(200, "[]"));
+    let hop = Hop::start(engine).await;
+    const CLIENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let req = Request::get("/v1.41/containers/json")
+        .header("traceparent", CLIENT)
+        .body(empty())
+        .unwrap();
+    // The gateway's context: its own span, a child of the client's.
+    let ctx = RequestCtx::new(&req);
+    let gateway_span = ctx.trace.span_id.to_string();
+    let rsp = within("the exchange", hop.link.exchange(req, &ctx))
+        .await
+        .unwrap_or_else(|e| panic!("exchange failed: {e}"));
+    assert_eq!(rsp.status(), 200);
+    let got = hop.requests();
+    assert_eq!(got.len(), 1);
+    let sent = got[0].header("traceparent").expect("a traceparent");
+    let parts: Vec<&str> = sent.split('-').collect();
+    assert_eq!(parts[1], "4bf92f3577b34da6a3ce929d0e0e4736", "{sent}");
+    assert_ne!(
+        parts[2], gateway_span,
+        "the agent has a span of its own: {sent}"
+    );
+    assert_ne!(parts[2], "00f067aa0ba902b7", "{sent}");
+    assert_eq!(parts[3], "01");
+    hop.stop().await;
+}
+
+#[tokio::test]
 async fn a_bodiless_exchange_reaches_the_engine_without_a_body() {
     let engine = FakeEngine::start().await;
     engine.route(

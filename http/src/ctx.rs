@@ -5,12 +5,15 @@
 //! [`busbar_api::endpoint::template`]; the path itself is logged once, at `debug`), never the
 //! query (it may hold a secret: a registry token in a `?...` parameter, a filter value) nor
 //! any header value or body; the node that served it, when a gateway chose one; and the
-//! client's name (`user`, a certificate's CN) when a TLS listener verified one.
+//! client's name (`user`, a certificate's CN) when a TLS listener verified one; and the
+//! request's W3C trace id (`trace_id`, [`busbar_protocol::trace`]): the client's when it sent
+//! a valid `traceparent`, else a new one. [`RequestCtx::write_trace`] passes the trace on.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use http::header::HeaderName;
+use busbar_protocol::trace::{self, Trace};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::Request;
 use tracing::{field, info_span, Span};
 
@@ -20,12 +23,18 @@ use crate::identity::ClientIdentity;
 /// on to the engine and to adapters so that every log can be joined.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// W3C Trace Context's headers ([`busbar_protocol::trace`]).
+pub static TRACEPARENT: HeaderName = HeaderName::from_static(trace::TRACEPARENT);
+pub static TRACESTATE: HeaderName = HeaderName::from_static(trace::TRACESTATE);
+
 /// Per-request context: its id, its client's identity, and the tracing span that every log
 /// line of it carries.
 pub struct RequestCtx {
     pub id: String,
     pub span: Span,
     pub started: Instant,
+    /// The request's trace and this process's span in it.
+    pub trace: Trace,
     /// Who the client is, when a TLS listener verified its certificate (or a gateway said so
     /// over the hop); `None` otherwise. Set with [`RequestCtx::set_identity`].
     pub identity: Option<Arc<ClientIdentity>>,
@@ -59,9 +68,21 @@ impl RequestCtx {
                 )
             },
         );
+        let headers = req.headers();
+        let trace = Trace::from_headers(
+            headers
+                .get_all(&TRACEPARENT)
+                .iter()
+                .map(HeaderValue::as_bytes),
+            headers
+                .get_all(&TRACESTATE)
+                .iter()
+                .map(HeaderValue::as_bytes),
+        );
         let span = info_span!(
             "req",
             req.id = %id,
+            trace_id = %trace.trace_id,
             method = %req.method(),
             path = %template,
             node = field::Empty,
@@ -72,6 +93,7 @@ impl RequestCtx {
             id,
             span,
             started: Instant::now(),
+            trace,
             identity: None,
             skip_hooks: false,
             endpoint,
@@ -81,12 +103,13 @@ impl RequestCtx {
     }
 
     /// A context for a call made on the process's own account, logged in `span` under `id`:
-    /// no client, no identity.
+    /// no client, no identity, a trace of its own.
     pub fn with_id(id: String, span: Span) -> Self {
         RequestCtx {
             id,
             span,
             started: Instant::now(),
+            trace: Trace::start(),
             identity: None,
             skip_hooks: false,
             endpoint: "other",
@@ -102,11 +125,34 @@ impl RequestCtx {
             id: self.id.clone(),
             span: self.span.clone(),
             started: Instant::now(),
+            trace: self.trace.clone(),
             identity: self.identity.clone(),
             skip_hooks: self.skip_hooks,
             endpoint: self.endpoint,
             method: self.method,
             node: self.node.clone(),
+        }
+    }
+
+    /// Passes the request's trace on in `headers` (to the engine, over the hop, to an
+    /// adapter): `traceparent` with this process's span as the parent, and the `tracestate`
+    /// kept from the client (any other is removed).
+    pub fn write_trace(&self, headers: &mut HeaderMap) {
+        if let Ok(value) = HeaderValue::from_bytes(&self.trace.traceparent()) {
+            headers.insert(TRACEPARENT.clone(), value);
+        }
+        match self
+            .trace
+            .state
+            .as_deref()
+            .and_then(|s| HeaderValue::from_str(s).ok())
+        {
+            Some(state) => {
+                headers.insert(TRACESTATE.clone(), state);
+            }
+            None => {
+                headers.remove(&TRACESTATE);
+            }
         }
     }
 

@@ -11,7 +11,7 @@
 //! # Layout
 //! - [`access`]: the access log, one line per request.
 //! - [`body`]: the [`Body`] type every request and response carries, and helpers.
-//! - [`ctx`]: [`RequestCtx`], the request id and the span of one request.
+//! - [`ctx`]: [`RequestCtx`], the request id, trace and span of one request.
 //! - [`error`]: the one place an error becomes `{"message": "..."}` with its status.
 //! - [`headers`]: hop-by-hop headers and upgrade requests.
 //! - [`identity`]: who a client is (a verified TLS certificate's CN), the `X-Busbar-User` and
@@ -40,6 +40,6 @@ pub mod server;
 pub mod tls;
 
 pub use body::{Body, BoxError};
-pub use ctx::{RequestCtx, REQUEST_ID};
+pub use ctx::{RequestCtx, REQUEST_ID, TRACEPARENT, TRACESTATE};
 pub use error::DockerError;
 pub use identity::ClientIdentity;

@@ -8,6 +8,8 @@
 //! X-Busbar-User: alice               the client's verified certificate CN (client TLS only)
 //! X-Busbar-Auth-Method: TLS          how it was verified
 //! X-Busbar-Role: client              the busbar role that certificate carries, if any
+//! traceparent: 00-4bf9...-00f0...-01 the request's W3C trace, the agent's span as parent
+//! tracestate: rojo=00f067aa0ba902b7  the client's, when well formed (see [`crate::trace`])
 //! ```
 //!
 //! Values are percent-encoded as in a URL: every byte that is not visible ASCII, and `%`,

@@ -10,9 +10,12 @@
 //! - [`v2`]: busbar protocol version 2, for adapters whose chain entry says `protocol: 2`:
 //!   headers, who calls, a pre-hook's own response, unwinding (`docs/protocol.md`).
 //! - [`redact`]: the credential headers and `Env` values that are hidden, and how.
+//! - [`trace`]: W3C Trace Context: the `traceparent` and `tracestate` busbar reads from
+//!   clients and passes on to the hop, the engine and adapters.
 
 pub mod headers;
 pub mod redact;
+pub mod trace;
 pub mod v1;
 pub mod v2;
 

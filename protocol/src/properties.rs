@@ -116,3 +116,56 @@ proptest! {
         }
     }
 }
+
+// ---- traceparent and tracestate (client headers) ----
+
+/// Header values a client might send: near-valid `traceparent`s (one byte changed, cut or
+/// extended) and arbitrary bytes.
+fn trace_header() -> BoxedStrategy<Vec<u8>> {
+    const GOOD: &[u8] = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..80),
+        (0..GOOD.len(), any::<u8>()).prop_map(|(i, b)| {
+            let mut v = GOOD.to_vec();
+            v[i] = b;
+            v
+        }),
+        (0..GOOD.len()).prop_map(|n| GOOD[..n].to_vec()),
+        proptest::collection::vec(any::<u8>(), 0..8).prop_map(|tail| {
+            let mut v = GOOD.to_vec();
+            v.extend(tail);
+            v
+        }),
+        "[0-9a-f-]{0,60}".prop_map(String::into_bytes),
+    ]
+    .boxed()
+}
+
+proptest! {
+    #![proptest_config(config(2000))]
+
+    /// Whatever a client sends as `traceparent` and `tracestate`, reading it does not panic;
+    /// what is accepted formats back to a valid header of the same trace; the `tracestate`
+    /// passed on is bounded and printable.
+    #[test]
+    fn trace_headers_never_panic_and_round_trip(
+        parents in proptest::collection::vec(trace_header(), 0..3),
+        states in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..600), 0..3),
+    ) {
+        use crate::trace::{Trace, TraceParent, MAX_TRACESTATE};
+        for p in &parents {
+            if let Some(tp) = TraceParent::parse(p) {
+                prop_assert!(tp.trace_id.0 != 0 && tp.parent_id.0 != 0);
+            }
+        }
+        let t = Trace::from_headers(parents.iter().map(Vec::as_slice), states.iter().map(Vec::as_slice));
+        let out = t.traceparent();
+        let again = TraceParent::parse(&out).expect("what busbar sends is valid");
+        prop_assert_eq!(again.trace_id, t.trace_id);
+        prop_assert_eq!(again.parent_id, t.span_id);
+        if let Some(s) = &t.state {
+            prop_assert!(s.len() <= MAX_TRACESTATE);
+            prop_assert!(s.bytes().all(|b| (0x20..=0x7e).contains(&b)));
+        }
+    }
+}

@@ -39,6 +39,7 @@ fn context(node: &str, request_id: &str) -> Context {
             labels: Default::default(),
         }),
         client: None,
+        trace: None,
     }
 }
 

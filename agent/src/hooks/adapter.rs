@@ -401,6 +401,8 @@ impl AdapterClients {
         if let Some(identity) = &ctx.identity {
             identity.write_headers(req.headers_mut());
         }
+        // The adapter's part of the trace is a child of this agent's span.
+        ctx.write_trace(req.headers_mut());
         caller.write_headers(req.headers_mut());
         if let Some(auth) = &adapter.basic_auth {
             use base64::Engine as _;

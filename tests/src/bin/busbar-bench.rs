@@ -106,6 +106,9 @@ const CONTAINERS: usize = 30;
 const ROUNDS: usize = 10;
 /// How long writing the stream's file in its container may take.
 const FILL_TIMEOUT: Duration = Duration::from_secs(600);
+/// Lines the `docker logs` container writes: 100,000 of 93 bytes, about 9 MB, which the
+/// engine sends a line (one chunk) at a time.
+const LOG_LINES: usize = 100_000;
 
 /// busbar-bench: latency and throughput of busbar's hops against the engine's own socket.
 #[derive(Debug, Parser)]
@@ -168,6 +171,7 @@ fn run(args: &Args) -> Result<()> {
     let engine = Endpoint::Unix(host.docker_sock().to_path_buf());
     create_containers(host, CONTAINERS)?;
     let big = create_big_container(host, args.stream_mib)?;
+    let chatty = create_logs_container(host)?;
 
     let work = WorkDir::new()?;
     let launcher = Launcher {
@@ -204,6 +208,14 @@ fn run(args: &Args) -> Result<()> {
         args.stream_mib
     );
     let streams = measure_streams(&started, host, &path, stream_runs, args.stream_mib)?;
+    eprintln!("reading docker logs ({LOG_LINES} lines) {stream_runs} times per target ...");
+    let logs = measure::streams(
+        &subjects(&started),
+        host.engine_pid()?,
+        &format!("/v1.41/containers/{chatty}/logs?stdout=1"),
+        stream_runs,
+        (LOG_LINES * 90) as u64,
+    )?;
 
     let report = Report {
         date: run_text(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))
@@ -237,6 +249,8 @@ fn run(args: &Args) -> Result<()> {
         throughput_window: THROUGHPUT_WINDOW,
         throughput,
         streams,
+        log_lines: LOG_LINES,
+        logs,
         notes,
     };
     let text = report.render();
@@ -391,6 +405,22 @@ fn create_big_container(host: &Host, mib: u64) -> Result<String> {
             "bs=1M",
             &count,
         ],
+        testbed::DOCKER_TIMEOUT,
+    )?;
+    docker(host, &["start", "--attach", &id], FILL_TIMEOUT)?;
+    Ok(id)
+}
+
+/// A container that wrote [`LOG_LINES`] lines to its standard output, and exited.
+fn create_logs_container(host: &Host) -> Result<String> {
+    eprintln!("writing {LOG_LINES} log lines in a container ...");
+    let script = format!(
+        "i=0; while [ $i -lt {LOG_LINES} ]; do echo \"line $i {}\"; i=$((i+1)); done",
+        "a".repeat(80)
+    );
+    let id = docker(
+        host,
+        &["create", "busybox", "sh", "-c", &script],
         testbed::DOCKER_TIMEOUT,
     )?;
     docker(host, &["start", "--attach", &id], FILL_TIMEOUT)?;

@@ -107,6 +107,9 @@ impl ClusterHandler {
         if let Some(name) = &new_name {
             self.release_name(name, found.node.name()).await;
         }
+        if rsp.status().is_success() && changes_row(&method, rest) {
+            self.refresh_row(&found.node, &found.id, ctx).await;
+        }
         if method == Method::POST && rest == "exec" && rsp.status() == StatusCode::CREATED {
             return self.remember_exec(rsp, &found.node).await;
         }
@@ -431,6 +434,9 @@ impl ClusterHandler {
                 self.locations.remember_container(name, node.name());
             }
         }
+        if let Some(id) = ticket.id.get() {
+            self.refresh_row(&node, id, ctx).await;
+        }
         self.unpend(&ticket).await;
         if let Some(name) = &name {
             self.release_name(name, node.name()).await;
@@ -738,6 +744,19 @@ impl Ticket {
             id: Arc::default(),
             image_holders: Vec::new(),
         }
+    }
+}
+
+/// Whether a successful `method .../containers/{id}/rest` changes the container's
+/// `containers/json` row (its answer has come once the engine has made the change).
+fn changes_row(method: &Method, rest: &str) -> bool {
+    match *method {
+        Method::DELETE => rest.is_empty(),
+        Method::POST => matches!(
+            rest,
+            "start" | "stop" | "kill" | "restart" | "pause" | "unpause" | "update" | "rename"
+        ),
+        _ => false,
     }
 }
 

@@ -119,10 +119,21 @@ impl ClusterHandler {
 
     /// Refreshes the cached row of container `id` on `node` after a call through the gateway
     /// changed it, so that the client's next `docker ps` shows the change.
-    async fn refresh_row(&self, node: &Node, id: &str, ctx: &RequestCtx) {
+    async fn refresh_row(
+        &self,
+        node: &Node,
+        id: &str,
+        expect: listcache::Expect,
+        ctx: &RequestCtx,
+    ) {
         if let Some(cache) = &self.list_cache {
-            cache.refresh(node, id, ctx).await;
+            cache.refresh(node, id, expect, ctx).await;
         }
+    }
+
+    /// The row of container `id` on `node` before a call changes it (`None` without a cache).
+    fn row_before(&self, node: &str, id: &str) -> Option<listcache::Seen> {
+        self.list_cache.as_ref().and_then(|c| c.before(node, id))
     }
 
     /// Keeps the nodes' last-seen container lists fresh until `shutdown` ([`LastSeen::run`]).

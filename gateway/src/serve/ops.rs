@@ -14,6 +14,7 @@ use tracing::{debug, warn};
 
 use super::calls;
 use super::containers::{is_inspect, json, retarget, with_node, ResolveError};
+use super::listcache::Expect;
 use super::ClusterHandler;
 use super::CREATE_TIMEOUT;
 use crate::aggregate::query;
@@ -103,12 +104,19 @@ impl ClusterHandler {
         } else {
             retarget(&mut req, prefix, "containers", &found.id, rest);
         }
+        let expect = row_change(&method, rest)
+            .map(|changed| changed.then(|| self.row_before(found.node.name(), &found.id)));
         let rsp = self.forward(&found.node, req, ctx).await;
         if let Some(name) = &new_name {
             self.release_name(name, found.node.name()).await;
         }
-        if rsp.status().is_success() && changes_row(&method, rest) {
-            self.refresh_row(&found.node, &found.id, ctx).await;
+        if let (true, Some(expect)) = (rsp.status().is_success(), expect) {
+            let expect = match expect {
+                _ if method == Method::DELETE => Expect::Absent,
+                Some(before) => Expect::Changed(before),
+                None => Expect::Any,
+            };
+            self.refresh_row(&found.node, &found.id, expect, ctx).await;
         }
         if method == Method::POST && rest == "exec" && rsp.status() == StatusCode::CREATED {
             return self.remember_exec(rsp, &found.node).await;
@@ -435,7 +443,7 @@ impl ClusterHandler {
             }
         }
         if let Some(id) = ticket.id.get() {
-            self.refresh_row(&node, id, ctx).await;
+            self.refresh_row(&node, id, Expect::Present, ctx).await;
         }
         self.unpend(&ticket).await;
         if let Some(name) = &name {
@@ -748,15 +756,17 @@ impl Ticket {
 }
 
 /// Whether a successful `method .../containers/{id}/rest` changes the container's
-/// `containers/json` row (its answer has come once the engine has made the change).
-fn changes_row(method: &Method, rest: &str) -> bool {
-    match *method {
-        Method::DELETE => rest.is_empty(),
-        Method::POST => matches!(
-            rest,
-            "start" | "stop" | "kill" | "restart" | "pause" | "unpause" | "update" | "rename"
-        ),
-        _ => false,
+/// `containers/json` row: `Some(true)` if the row shows it once the engine has answered
+/// (removed, started, stopped, paused, renamed), `Some(false)` if it may not (`kill`: the
+/// container dies later, if at all; `update`), `None` if the row does not change.
+fn row_change(method: &Method, rest: &str) -> Option<bool> {
+    match (method, rest) {
+        (&Method::DELETE, "") => Some(true),
+        (&Method::POST, "start" | "stop" | "restart" | "pause" | "unpause" | "rename") => {
+            Some(true)
+        }
+        (&Method::POST, "kill" | "update") => Some(false),
+        _ => None,
     }
 }
 

@@ -66,6 +66,11 @@ pub const LIST_HEADER: &str = "X-Busbar-List";
 
 /// Containers named by events at once beyond which a full list is cheaper.
 pub const MAX_PENDING: usize = 500;
+/// How long after an event's fetch the same containers are fetched once more. dockerd 20.10
+/// sends some events before the state they announce is in what it lists (`die` and `pause`
+/// are logged before the container is written to the view `containers/json` reads), so a
+/// fetch right after the event can still see the state before it.
+const SETTLE: Duration = Duration::from_millis(200);
 /// IDs asked in one targeted fetch.
 const BATCH: usize = 100;
 /// Longest event line read from a node (a node must not grow our memory).
@@ -126,6 +131,46 @@ impl NodeCache {
 
     fn table(&self) -> std::sync::MutexGuard<'_, NodeTable> {
         self.table.lock().expect("list cache lock")
+    }
+}
+
+/// What a row shows after a call through the gateway, to stop fetching it again.
+#[derive(Debug, Clone)]
+pub enum Expect {
+    /// Created.
+    Present,
+    /// Removed.
+    Absent,
+    /// Started, stopped, paused, renamed...: its state, names or the moment its status counts
+    /// from differ from what they were before the call.
+    Changed(Option<Seen>),
+    /// Whatever it shows (a change the row may not show: `kill`, `update`).
+    Any,
+}
+
+/// The parts of a row a change shows in.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    state: String,
+    names: Vec<String>,
+    since_ms: Option<i64>,
+}
+
+impl Seen {
+    fn of(row: &table::Row) -> Seen {
+        Seen {
+            state: row.row.state.clone(),
+            names: row.row.names.clone(),
+            since_ms: row.template.as_ref().map(|t| t.since_ms),
+        }
+    }
+
+    fn differs(&self, before: &Seen) -> bool {
+        let moved = match (self.since_ms, before.since_ms) {
+            (Some(a), Some(b)) => (a - b).abs() > 1500,
+            (a, b) => a.is_some() != b.is_some(),
+        };
+        self.state != before.state || self.names != before.names || moved
     }
 }
 
@@ -255,14 +300,28 @@ impl ListCache {
         cache.set_distrust(None);
         debug!(node = %node.name(), rows = cache.table().len(), "list cache: following");
         let mut pending: HashMap<String, Hints> = HashMap::new();
+        // Fetched once already, to fetch again at `settle_at` (see [`SETTLE`]).
+        let mut settle: HashMap<String, Hints> = HashMap::new();
+        let mut settle_at: Option<Instant> = None;
         let mut line: Vec<u8> = Vec::new();
         let mut next_check = Instant::now() + self.settings.resync_every;
         loop {
-            let mut full = false;
+            let (mut full, mut second) = (false, false);
+            let settling = async {
+                match settle_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => return "shutting down".into(),
                 _ = tokio::time::sleep_until(next_check) => full = true,
                 _ = cache.resync.notified() => full = true,
+                _ = settling => {
+                    settle_at = None;
+                    second = true;
+                    pending.extend(std::mem::take(&mut settle));
+                }
                 frame = body.frame() => {
                     let mut frame = frame;
                     loop {
@@ -292,9 +351,16 @@ impl ListCache {
             let result = if full {
                 next_check = Instant::now() + self.settings.resync_every;
                 pending.clear();
+                settle.clear();
+                settle_at = None;
                 self.resync(node, cache, &ctx).await
             } else if !pending.is_empty() {
                 let asked = std::mem::take(&mut pending);
+                if !second {
+                    // Fetched once more a little later, unless this was that second fetch.
+                    settle.extend(asked.iter().map(|(k, v)| (k.clone(), *v)));
+                    settle_at.get_or_insert_with(|| Instant::now() + SETTLE);
+                }
                 self.fetch_some(node, cache, asked, &ctx).await
             } else {
                 Ok(())
@@ -348,18 +414,42 @@ impl ListCache {
         Ok(())
     }
 
+    /// What a row looks like before a change, to see the change in a fetch (see [`Expect`]).
+    pub fn before(&self, node: &str, id: &str) -> Option<Seen> {
+        let cache = self.node_cache(node);
+        let table = cache.table();
+        table.get(id).map(Seen::of)
+    }
+
     /// Refreshes container `id`'s row on `node` (after a call through the gateway changed
-    /// it), before the client is answered. If that fails, the node is not trusted until its
-    /// follower has listed it again.
-    pub async fn refresh(&self, node: &Node, id: &str, ctx: &RequestCtx) {
+    /// it), before the client is answered. dockerd may answer the call a moment before what it
+    /// lists shows the change (see [`SETTLE`]): the row is fetched again, every 20 ms for up to
+    /// [`SETTLE`], until it shows what `expect` says. If a fetch fails, the node is not trusted
+    /// until its follower has listed it again.
+    pub async fn refresh(&self, node: &Node, id: &str, expect: Expect, ctx: &RequestCtx) {
         if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return;
         }
         let cache = self.node_cache(node.name());
-        let asked = HashMap::from([(id.to_owned(), Hints::default())]);
-        if let Err(e) = self.fetch_some(node, &cache, asked, ctx).await {
-            cache.set_distrust(Some(format!("refreshing {id} failed: {e}")));
-            cache.resync.notify_one();
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let asked = HashMap::from([(id.to_owned(), Hints::default())]);
+            if let Err(e) = self.fetch_some(node, &cache, asked, ctx).await {
+                cache.set_distrust(Some(format!("refreshing {id} failed: {e}")));
+                cache.resync.notify_one();
+                return;
+            }
+            let now = cache.table().get(id).map(Seen::of);
+            let done = match &expect {
+                Expect::Present => now.is_some(),
+                Expect::Absent => now.is_none(),
+                Expect::Changed(Some(before)) => now.is_none_or(|n| n.differs(before)),
+                Expect::Changed(None) | Expect::Any => true,
+            };
+            if done || Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

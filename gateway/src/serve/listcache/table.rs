@@ -105,6 +105,10 @@ impl NodeTable {
         self.rows.values()
     }
 
+    pub fn get(&self, id: &str) -> Option<&Row> {
+        self.rows.get(id)
+    }
+
     pub fn len(&self) -> usize {
         self.rows.len()
     }

@@ -158,8 +158,9 @@ pub async fn start_cluster(
     info!(static_nodes = statics.len(), etcd = %shown, strategy = %config.strategy, "serving a cluster");
     tokio::spawn(cluster.clone().run_probes(shutdown.clone()));
     let mut handler = ClusterHandler::new(cluster.clone(), config.strategy, names);
-    handler.spawn_last_seen(shutdown.clone());
-    if !config.list_live {
+    if config.list_live {
+        handler.spawn_last_seen(shutdown.clone());
+    } else {
         let settings = crate::serve::listcache::Settings {
             resync_every: config.list_resync,
             ..Default::default()

@@ -391,3 +391,97 @@ fn docker_ps_from_the_cache_is_the_engines_lists_kept_current_by_events() {
     let live = ps(&b.live.url, &["-a"]);
     assert_eq!(live, union(&b));
 }
+
+/// `GET target` on a fresh connection (unix socket path, or TCP port), read to the end: the time.
+fn timed(unix: Option<&str>, port: u16, target: &str) -> Duration {
+    use std::io::{Read, Write};
+    let request = format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let start = Instant::now();
+    let mut out = Vec::with_capacity(64 * 1024);
+    match unix {
+        Some(path) => {
+            let mut s = std::os::unix::net::UnixStream::connect(path).unwrap();
+            s.write_all(request.as_bytes()).unwrap();
+            s.read_to_end(&mut out).unwrap();
+        }
+        None => {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.write_all(request.as_bytes()).unwrap();
+            s.read_to_end(&mut out).unwrap();
+        }
+    }
+    let elapsed = start.elapsed();
+    assert!(
+        out.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    elapsed
+}
+
+/// Not a check: the figures BENCHMARKS.md quotes ("Lists: cache against live"), printed when
+/// `BUSBAR_LIST_MEASURE=1` (run it with `--release` for figures worth quoting). The same 31
+/// containers on node1 (nodes 2 and 3 empty), `GET /v1.41/containers/json?all=1` asked of
+/// node1's engine directly, of the gateway with the cache and of the one with `--list-live`,
+/// interleaved, one new connection per request for all three.
+#[test]
+fn list_latency_cache_live_and_one_engine() {
+    testbed::e2e!();
+    if std::env::var("BUSBAR_LIST_MEASURE").is_err() {
+        return eprintln!("BUSBAR_LIST_MEASURE not set: nothing measured");
+    }
+    let bed = Testbed::start(TestbedSpec {
+        hosts: 3,
+        netns: true,
+        etcd: false,
+    })
+    .unwrap();
+    let b = Bed::start(&bed);
+    let engine = b.engines[0].clone();
+    for i in 0..31 {
+        docker_ok(
+            &engine,
+            &["create", "--name", &format!("m{i}"), "busybox", "true"],
+        );
+    }
+    assert_equals_union(&b, Duration::from_secs(10), "before measuring");
+    let socket = engine.strip_prefix("unix://").unwrap().to_owned();
+    let target = "/v1.41/containers/json?all=1";
+    let mut samples: [Vec<Duration>; 3] = Default::default();
+    let rounds = 10;
+    let per_round: usize = std::env::var("BUSBAR_LIST_REQUESTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(500)
+        / rounds;
+    for round in 0..rounds {
+        for k in 0..3 {
+            let which = (round + k) % 3;
+            for _ in 0..per_round {
+                let t = match which {
+                    0 => timed(Some(&socket), 0, target),
+                    1 => timed(None, b.cached.port, target),
+                    _ => timed(None, b.live.port, target),
+                };
+                samples[which].push(t);
+            }
+        }
+    }
+    for (name, s) in [
+        "engine (node1, direct)",
+        "gateway, cache",
+        "gateway, --list-live",
+    ]
+    .iter()
+    .zip(samples.iter_mut())
+    {
+        s.sort();
+        let at = |q: f64| s[((q * s.len() as f64).ceil() as usize).clamp(1, s.len()) - 1];
+        eprintln!(
+            "{name}: n={} p50={:?} p99={:?}",
+            s.len(),
+            at(0.50),
+            at(0.99)
+        );
+    }
+}

@@ -90,13 +90,15 @@ impl ClusterHandler {
     }
 
     /// Answers `docker ps` from a cache that each node's events keep current, followed until
-    /// `shutdown` ([`listcache`]).
+    /// `shutdown` ([`listcache`]). Its full lists also keep the last-seen lists fresh: no need
+    /// for [`Self::spawn_last_seen`] then.
     pub fn with_list_cache(
         mut self,
         settings: listcache::Settings,
         shutdown: CancellationToken,
     ) -> ClusterHandler {
-        let cache = Arc::new(listcache::ListCache::new(settings));
+        let last_seen = Some(self.last_seen.clone());
+        let cache = Arc::new(listcache::ListCache::new(settings, last_seen));
         tokio::spawn(cache.clone().run(self.cluster.clone(), shutdown));
         self.list_cache = Some(cache);
         self

@@ -334,7 +334,9 @@ impl SimNode {
 
 /// Whether `path_and_query` is `GET /events` (any version, any query).
 fn is_events(path_and_query: &str) -> bool {
-    let path = path_and_query.split_once('?').map_or(path_and_query, |(p, _)| p);
+    let path = path_and_query
+        .split_once('?')
+        .map_or(path_and_query, |(p, _)| p);
     strip_version(path) == "/events"
 }
 

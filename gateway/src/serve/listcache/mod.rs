@@ -101,6 +101,9 @@ impl Default for Settings {
 pub struct ListCache {
     settings: Settings,
     nodes: Mutex<HashMap<String, Arc<NodeCache>>>,
+    /// Told every full list (the gateway's last-seen lists, which find the node of a
+    /// container on a node that is down): no second refresh loop needed.
+    last_seen: Option<Arc<super::LastSeen>>,
 }
 
 /// One node's cache: its rows, and whether they can be trusted.
@@ -190,10 +193,11 @@ fn now_ms() -> i64 {
 }
 
 impl ListCache {
-    pub fn new(settings: Settings) -> ListCache {
+    pub fn new(settings: Settings, last_seen: Option<Arc<super::LastSeen>>) -> ListCache {
         ListCache {
             settings,
             nodes: Mutex::default(),
+            last_seen,
         }
     }
 
@@ -384,6 +388,9 @@ impl ListCache {
         cache
             .table()
             .apply_full(stamp, rows, now_ms(), self.settings.limits)?;
+        if let Some(last_seen) = &self.last_seen {
+            last_seen.remember(node.name(), body);
+        }
         Ok(())
     }
 

@@ -307,6 +307,7 @@ impl ListCache {
         // Fetched once already, to fetch again at `settle_at` (see [`SETTLE`]).
         let mut settle: HashMap<String, Hints> = HashMap::new();
         let mut settle_at: Option<Instant> = None;
+        let mut settle_first: Option<Instant> = None;
         let mut line: Vec<u8> = Vec::new();
         let mut next_check = Instant::now() + self.settings.resync_every;
         loop {
@@ -323,6 +324,7 @@ impl ListCache {
                 _ = cache.resync.notified() => full = true,
                 _ = settling => {
                     settle_at = None;
+                    settle_first = None;
                     second = true;
                     pending.extend(std::mem::take(&mut settle));
                 }
@@ -357,13 +359,18 @@ impl ListCache {
                 pending.clear();
                 settle.clear();
                 settle_at = None;
+                settle_first = None;
                 self.resync(node, cache, &ctx).await
             } else if !pending.is_empty() {
                 let asked = std::mem::take(&mut pending);
                 if !second {
                     // Fetched once more a little later, unless this was that second fetch.
                     settle.extend(asked.iter().map(|(k, v)| (k.clone(), *v)));
-                    settle_at.get_or_insert_with(|| Instant::now() + SETTLE);
+                    // SETTLE after the latest event, but no later than a second after the
+                    // first one waiting (a busy node still gets its second fetches).
+                    let now = Instant::now();
+                    let first = *settle_first.get_or_insert(now);
+                    settle_at = Some((now + SETTLE).min(first + Duration::from_secs(1)));
                 }
                 self.fetch_some(node, cache, asked, &ctx).await
             } else {

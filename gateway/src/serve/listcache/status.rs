@@ -50,8 +50,8 @@ impl Template {
         let (lo, hi) = bounds_ms(duration)?;
         let fits = |since: i64| {
             let d = fetched_ms - since;
-            // A second of slack: the engine's clock read is not ours.
-            d >= lo - 1000 && d < hi + 1000
+            // A little slack: the engine read its clock a moment before we read ours.
+            d >= lo - 250 && d < hi + 250
         };
         let since_ms = hint(counts)
             .filter(|&t| fits(t))

@@ -45,6 +45,16 @@ pub struct Cli {
     #[arg(long, env = "BUSBAR_PROBE_TIMEOUT", default_value_t = 3.0)]
     pub probe_timeout: f64,
 
+    /// Answer `docker ps` (`GET /containers/json`) by asking every node, as before the
+    /// list cache: by default it is answered from a cache each node's events keep current.
+    #[arg(long, env = "BUSBAR_LIST_LIVE")]
+    pub list_live: bool,
+
+    /// Seconds between full lists of each node's containers by the list cache (events keep
+    /// it current in between).
+    #[arg(long, env = "BUSBAR_LIST_RESYNC", default_value_t = 30.0)]
+    pub list_resync: f64,
+
     #[command(flatten)]
     pub tls: TlsArgs,
 
@@ -74,7 +84,7 @@ pub enum Mode {
         tls: TlsFiles,
     },
     /// Many agents (from `--agent` flags or the etcd registry), served as one cluster.
-    Cluster(ClusterConfig),
+    Cluster(Box<ClusterConfig>),
 }
 
 /// Cluster mode settings.
@@ -88,6 +98,10 @@ pub struct ClusterConfig {
     pub strategy: Strategy,
     pub health: HealthOptions,
     pub tls: TlsFiles,
+    /// `--list-live`: no list cache.
+    pub list_live: bool,
+    /// `--list-resync`.
+    pub list_resync: std::time::Duration,
 }
 
 #[derive(Debug)]
@@ -131,7 +145,7 @@ impl Cli {
                     tls: tls.ok_or(GatewayConfigError::NoTls)?,
                 }
             }
-            (agents, _) => Mode::Cluster(ClusterConfig {
+            (agents, _) => Mode::Cluster(Box::new(ClusterConfig {
                 agents: agents
                     .iter()
                     .map(|a| parse_agent(a))
@@ -149,7 +163,9 @@ impl Cli {
                     probe_timeout: seconds("probe-timeout", self.probe_timeout)?,
                 },
                 tls: tls.ok_or(GatewayConfigError::NoTls)?,
-            }),
+                list_live: self.list_live,
+                list_resync: seconds("list-resync", self.list_resync)?,
+            })),
         };
         Ok(Config {
             local,

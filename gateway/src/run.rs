@@ -157,8 +157,16 @@ pub async fn start_cluster(
     let shown = config.etcd.as_ref().map(|e| e.shown()).unwrap_or_default();
     info!(static_nodes = statics.len(), etcd = %shown, strategy = %config.strategy, "serving a cluster");
     tokio::spawn(cluster.clone().run_probes(shutdown.clone()));
-    let handler = ClusterHandler::new(cluster.clone(), config.strategy, names);
-    handler.spawn_last_seen(shutdown.clone());
+    let mut handler = ClusterHandler::new(cluster.clone(), config.strategy, names);
+    if config.list_live {
+        handler.spawn_last_seen(shutdown.clone());
+    } else {
+        let settings = crate::serve::listcache::Settings {
+            resync_every: config.list_resync,
+            ..Default::default()
+        };
+        handler = handler.with_list_cache(settings, shutdown.clone());
+    }
     Ok((Arc::new(handler), cluster))
 }
 

@@ -156,7 +156,7 @@ pub fn merge_lists(parts: &[NodePart], query: &str) -> Merged {
         if i > 0 {
             body.push(b',');
         }
-        write_entry(&mut body, entry, part);
+        write_entry(&mut body, entry, part, None);
     }
     body.push(b']');
     let host_down_rows = rows.iter().filter(|(_, p, _)| p.host_down).count();
@@ -205,7 +205,14 @@ pub fn host_of(addr: &str) -> &str {
 /// Writes one entry as the cluster shows it: the members it keeps are copied from the engine's
 /// text in runs (consecutive members are contiguous there, commas and all), the others written
 /// anew.
-fn write_entry(out: &mut Vec<u8>, entry: &Entry, part: &NodePart) {
+/// With `status` given, the `Status` member's value is written as the engine wrote it (or as
+/// Host Down) and its byte range in `out` recorded there.
+fn write_entry(
+    out: &mut Vec<u8>,
+    entry: &Entry,
+    part: &NodePart,
+    mut status: Option<&mut Option<(usize, usize)>>,
+) {
     let text = part.list.body;
     let offset = |s: &str| s.as_ptr() as usize - text.as_ptr() as usize;
     let mut run: Option<(usize, usize)> = None;
@@ -220,7 +227,7 @@ fn write_entry(out: &mut Vec<u8>, entry: &Entry, part: &NodePart) {
         let edited = match key.as_ref() {
             "Names" => true,
             "Ports" => part.host.is_some() && value.get() != "[]",
-            "Status" => part.host_down,
+            "Status" => part.host_down || status.is_some(),
             _ => false,
         };
         if let (Cow::Borrowed(k), false) = (key, edited) {
@@ -241,7 +248,17 @@ fn write_entry(out: &mut Vec<u8>, entry: &Entry, part: &NodePart) {
             "Ports" if edited => {
                 write_ports(out, value, part.host.expect("edited ports have a host"))
             }
-            "Status" if edited => write_str(out, HOST_DOWN),
+            "Status" if edited => {
+                let start = out.len();
+                if part.host_down {
+                    write_str(out, HOST_DOWN);
+                } else {
+                    out.extend_from_slice(value.get().as_bytes());
+                }
+                if let Some(range) = status.as_deref_mut() {
+                    *range = Some((start, out.len()));
+                }
+            }
             _ => out.extend_from_slice(value.get().as_bytes()),
         }
     }
@@ -250,6 +267,78 @@ fn write_entry(out: &mut Vec<u8>, entry: &Entry, part: &NodePart) {
         out.extend_from_slice(&text.as_bytes()[start..end]);
     }
     out.push(b'}');
+}
+
+/// One entry of a node's list as the cluster shows it (names qualified, ports pinned), cut
+/// around its `Status` value so that a cache can write that value anew at each answer; with
+/// what a cache needs to sort and filter it. Made by [`render_rows`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedRow {
+    pub id: String,
+    pub created: i64,
+    /// `State` (`running`, `exited`, ...).
+    pub state: String,
+    /// `Status` as the engine wrote it (`Up 5 minutes`), if it was a string.
+    pub status: Option<String>,
+    /// `Names` as the engine wrote them (`/web`, `/app/db` for a link).
+    pub names: Vec<String>,
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// The entry's JSON text up to its `Status` value (the whole entry if it has none).
+    pub head: Vec<u8>,
+    /// The entry's JSON text after its `Status` value.
+    pub tail: Vec<u8>,
+}
+
+/// Every entry of `list` (from `node`, whose address is `host`) as [`RenderedRow`]s, in the
+/// engine's order.
+pub fn render_rows(list: &ContainerList, node: &str, host: Option<&str>) -> Vec<RenderedRow> {
+    let part = NodePart {
+        node,
+        host,
+        list,
+        host_down: false,
+    };
+    let string = |entry: &Entry, key: &str| {
+        entry
+            .get(key)
+            .and_then(|v| serde_json::from_str::<String>(v.get()).ok())
+    };
+    list.entries
+        .iter()
+        .map(|entry| {
+            let mut out = Vec::with_capacity(
+                entry
+                    .members
+                    .iter()
+                    .map(|(k, v)| k.len() + v.get().len() + 4)
+                    .sum::<usize>()
+                    + 32,
+            );
+            let mut range = None;
+            write_entry(&mut out, entry, &part, Some(&mut range));
+            let status = string(entry, "Status");
+            let (head, tail) = match (range, &status) {
+                (Some((start, end)), Some(_)) => (out[..start].to_vec(), out[end..].to_vec()),
+                _ => (out, Vec::new()),
+            };
+            RenderedRow {
+                id: string(entry, "Id").unwrap_or_default(),
+                created: entry.created,
+                state: string(entry, "State").unwrap_or_default(),
+                status,
+                names: entry
+                    .get("Names")
+                    .and_then(|v| serde_json::from_str(v.get()).ok())
+                    .unwrap_or_default(),
+                labels: entry
+                    .get("Labels")
+                    .and_then(|v| serde_json::from_str(v.get()).ok())
+                    .unwrap_or_default(),
+                head,
+                tail,
+            }
+        })
+        .collect()
 }
 
 fn write_str(out: &mut Vec<u8>, text: &str) {

@@ -72,7 +72,8 @@ mod properties;
 
 pub use containers::{
     containers, docker_bool, filter_keys, host_of, merge_lists, parse_list, pin_ports,
-    qualify_container, qualify_names, ContainerList, HostDown, Merged, NodePart, HOST_DOWN,
+    qualify_container, qualify_names, render_rows, ContainerList, HostDown, Merged, NodePart,
+    RenderedRow, HOST_DOWN,
 };
 pub use disk::{prune, system_df};
 pub use events::tag_event;

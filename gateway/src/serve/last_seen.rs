@@ -13,6 +13,9 @@
 //!   30-60 s too. So a node that goes down is shown as it was at most about `MAX_AGE +
 //!   CHECK_EVERY` earlier, or as the last `ps -a` saw it, whichever is newer.
 //!
+//! With the list cache (the default: see `serve::listcache`), its full lists of each node are
+//! remembered instead of [`LastSeen::run`]'s, which is then not started.
+//!
 //! A remembered list is only ever shown for a node that is down (unhealthy, disconnected, or
 //! not answering the call); a node that answers is shown from its answer. Nothing else
 //! changes an entry: a container created or removed through the gateway after the last refresh

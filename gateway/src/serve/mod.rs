@@ -24,6 +24,7 @@ mod calls;
 mod containers;
 mod images;
 mod last_seen;
+pub mod listcache;
 mod ops;
 mod system;
 
@@ -67,6 +68,8 @@ pub struct ClusterHandler {
     last_seen: Arc<LastSeen>,
     /// The `/info` and `/version` answers last made, kept while the cluster does not change.
     made: system::Made,
+    /// `docker ps` from the nodes' events ([`listcache`]); `None` with `--list-live`.
+    list_cache: Option<Arc<listcache::ListCache>>,
     /// Placements being created right now: concurrent creates see each other's ports and
     /// count as containers on their nodes. The lock also serializes the choice itself.
     pending: Mutex<Vec<ops::InFlight>>,
@@ -81,8 +84,58 @@ impl ClusterHandler {
             locations: Locations::default(),
             last_seen: Arc::default(),
             made: system::Made::default(),
+            list_cache: None,
             pending: Mutex::new(vec![]),
         }
+    }
+
+    /// Answers `docker ps` from a cache that each node's events keep current, followed until
+    /// `shutdown` ([`listcache`]). Its full lists also keep the last-seen lists fresh: no need
+    /// for [`Self::spawn_last_seen`] then.
+    pub fn with_list_cache(
+        mut self,
+        settings: listcache::Settings,
+        shutdown: CancellationToken,
+    ) -> ClusterHandler {
+        let last_seen = Some(self.last_seen.clone());
+        let cache = Arc::new(listcache::ListCache::new(settings, last_seen));
+        tokio::spawn(cache.clone().run(self.cluster.clone(), shutdown));
+        self.list_cache = Some(cache);
+        self
+    }
+
+    /// `docker ps`: from the list cache when it can answer the query exactly, else every node live.
+    async fn container_list(&self, req: Request<Body>, ctx: &RequestCtx) -> Response<Body> {
+        if let Some(cache) = &self.list_cache {
+            if let Some(rsp) = cache.answer(&self.cluster, &req, ctx).await {
+                return rsp;
+            }
+        }
+        let mut rsp = system::container_list(&self.cluster, &self.last_seen, req, ctx).await;
+        rsp.headers_mut().insert(
+            listcache::LIST_HEADER,
+            http::HeaderValue::from_static("live"),
+        );
+        rsp
+    }
+
+    /// Refreshes the cached row of container `id` on `node` after a call through the gateway
+    /// changed it, so that the client's next `docker ps` shows the change.
+    async fn refresh_row(
+        &self,
+        node: &Node,
+        id: &str,
+        expect: listcache::Expect,
+        ctx: &RequestCtx,
+    ) {
+        if let Some(cache) = &self.list_cache {
+            cache.refresh(node, id, expect, ctx).await;
+        }
+    }
+
+    /// The row of container `id` on `node` before a call changes it (`None` without a cache).
+    fn row_before(&self, node: &str, id: &str) -> Option<listcache::Seen> {
+        self.list_cache.as_ref().and_then(|c| c.before(node, id))
     }
 
     /// Keeps the nodes' last-seen container lists fresh until `shutdown` ([`LastSeen::run`]).
@@ -126,7 +179,7 @@ impl ClusterHandler {
             Route::Events => system::events(&self.cluster, req, ctx).await,
             Route::SystemDf => system::merged(&self.cluster, req, ctx, crate::aggregate::system_df).await,
             Route::Prune(_) => system::broadcast_merged(&self.cluster, req, ctx, crate::aggregate::prune).await,
-            Route::ContainerList => system::container_list(&self.cluster, &self.last_seen, req, ctx).await,
+            Route::ContainerList => self.container_list(req, ctx).await,
             Route::ContainerCreate => self.create(req, &prefix, ctx).await,
             Route::Container { node, reference, rest } => self.container(req, &prefix, node.as_deref(), &reference, &rest, ctx).await,
             Route::Commit => self.commit(req, ctx).await,

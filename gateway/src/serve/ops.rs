@@ -14,6 +14,7 @@ use tracing::{debug, warn};
 
 use super::calls;
 use super::containers::{is_inspect, json, retarget, with_node, ResolveError};
+use super::listcache::Expect;
 use super::ClusterHandler;
 use super::CREATE_TIMEOUT;
 use crate::aggregate::query;
@@ -103,9 +104,19 @@ impl ClusterHandler {
         } else {
             retarget(&mut req, prefix, "containers", &found.id, rest);
         }
+        let expect = row_change(&method, rest)
+            .map(|changed| changed.then(|| self.row_before(found.node.name(), &found.id)));
         let rsp = self.forward(&found.node, req, ctx).await;
         if let Some(name) = &new_name {
             self.release_name(name, found.node.name()).await;
+        }
+        if let (true, Some(expect)) = (rsp.status().is_success(), expect) {
+            let expect = match expect {
+                _ if method == Method::DELETE => Expect::Absent,
+                Some(before) => Expect::Changed(before),
+                None => Expect::Any,
+            };
+            self.refresh_row(&found.node, &found.id, expect, ctx).await;
         }
         if method == Method::POST && rest == "exec" && rsp.status() == StatusCode::CREATED {
             return self.remember_exec(rsp, &found.node).await;
@@ -431,6 +442,9 @@ impl ClusterHandler {
                 self.locations.remember_container(name, node.name());
             }
         }
+        if let Some(id) = ticket.id.get() {
+            self.refresh_row(&node, id, Expect::Present, ctx).await;
+        }
         self.unpend(&ticket).await;
         if let Some(name) = &name {
             self.release_name(name, node.name()).await;
@@ -738,6 +752,21 @@ impl Ticket {
             id: Arc::default(),
             image_holders: Vec::new(),
         }
+    }
+}
+
+/// Whether a successful `method .../containers/{id}/rest` changes the container's
+/// `containers/json` row: `Some(true)` if the row shows it once the engine has answered
+/// (removed, started, stopped, paused, renamed), `Some(false)` if it may not (`kill`: the
+/// container dies later, if at all; `update`), `None` if the row does not change.
+fn row_change(method: &Method, rest: &str) -> Option<bool> {
+    match (method, rest) {
+        (&Method::DELETE, "") => Some(true),
+        (&Method::POST, "start" | "stop" | "restart" | "pause" | "unpause" | "rename") => {
+            Some(true)
+        }
+        (&Method::POST, "kill" | "update") => Some(false),
+        _ => None,
     }
 }
 

@@ -130,6 +130,14 @@ struct Args {
     /// Also write the markdown report here.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// One more flag for the gateway (repeatable), e.g. `--gateway-arg=--list-live` for the
+    /// live fan-out of `docker ps` instead of the list cache.
+    #[arg(long = "gateway-arg", allow_hyphen_values = true)]
+    gateway_args: Vec<String>,
+    /// Seconds to wait once every node is healthy, before anything is measured (the gateway's
+    /// list cache lists every node when it starts).
+    #[arg(long, default_value_t = 5.0)]
+    settle: f64,
 }
 
 fn main() -> ExitCode {
@@ -290,6 +298,7 @@ fn measure_size(
         .arg("--tls-key")
         .arg(&files.key);
     cmd.args(["--probe-interval", &args.probe_interval.to_string()]);
+    cmd.args(&args.gateway_args);
     cmd.env("BUSBAR_AGENTS", agents.join(","));
     let started = Instant::now();
     let mut gateway = Process::spawn(&format!("gateway-{n}"), cmd, work, false)?;
@@ -301,7 +310,9 @@ fn measure_size(
         all_healthy.as_secs_f64()
     );
 
-    // Idle: only the probes run.
+    thread::sleep(Duration::from_secs_f64(args.settle));
+
+    // Idle: only the probes run (and, with the list cache, one idle events stream per node).
     let idle_window = Duration::from_secs_f64(2.0 * args.probe_interval);
     let (g0, s0) = (cpu_time(gateway.pid())?, cpu_time(sim.pid())?);
     thread::sleep(idle_window);

@@ -22,7 +22,8 @@
 //!   revision 1, scope `global`). `Exchange` answers, in the frame
 //!   protocol of the real agent (head, data, eof), `GET /_ping`, `/info`, `/version` and
 //!   `/containers/json` (with or without `all=1`) from documents serialized once at startup
-//!   (see `scale/docs.rs`), and `404 page not found` to anything else. There are no adapter
+//!   (see `scale/docs.rs`), `GET /events` as an engine where nothing happens (the head, then
+//!   silence until the gateway leaves), and `404 page not found` to anything else. There are no adapter
 //!   chains and no engine round trip: a simulated node answers as fast as a node possibly can,
 //!   so what a benchmark sees is the cost of the gateway, the gRPC hop and the simulator's own
 //!   CPU (which runs on the same machine).
@@ -331,6 +332,14 @@ impl SimNode {
     }
 }
 
+/// Whether `path_and_query` is `GET /events` (any version, any query).
+fn is_events(path_and_query: &str) -> bool {
+    let path = path_and_query
+        .split_once('?')
+        .map_or(path_and_query, |(p, _)| p);
+    strip_version(path) == "/events"
+}
+
 /// `/v1.41/info` -> `/info`; a path without a version is returned as is.
 fn strip_version(path: &str) -> &str {
     let Some(rest) = path.strip_prefix("/v") else {
@@ -387,6 +396,25 @@ impl Agent for SimAgent {
         // The rest of the request (its end, or a body) is read and dropped, as the real agent
         // routes it to the engine.
         tokio::spawn(async move { while let Ok(Some(_)) = frames.message().await {} });
+        if head.method == "GET" && is_events(&head.path_and_query) {
+            // An engine where nothing happens: the stream's head, then nothing, until the
+            // gateway leaves (the gateway's list cache follows every node's events).
+            let head = frame(Frame::Head(Head {
+                method: String::new(),
+                path_and_query: String::new(),
+                status: 200,
+                headers: vec![
+                    header("api-version", docs::API_VERSION),
+                    header("content-type", "application/json"),
+                    header("server", format!("Docker/{} (linux)", docs::ENGINE_VERSION)),
+                ],
+            }));
+            let stream = tokio_stream::StreamExt::chain(
+                tokio_stream::iter(vec![head]),
+                futures_util::stream::pending(),
+            );
+            return Ok(tonic::Response::new(Box::pin(stream)));
+        }
         let (status, content_type, body) = self.node.answer(&head.method, &head.path_and_query);
         let headers = vec![
             header("api-version", docs::API_VERSION),

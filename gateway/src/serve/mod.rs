@@ -191,7 +191,21 @@ impl ClusterHandler {
             Route::ImageBroadcast => images::broadcast(&self.cluster, req, ctx).await,
             Route::Image { name, rest } => images::image(&self.cluster, req, &name, &rest, ctx).await,
             Route::Build => match self.place_build(&req, ctx).await {
-                Ok(node) => self.forward(&node, req, ctx).await,
+                Ok(node) => {
+                    // Until the build's answer ends, and the node is listed after it, lists
+                    // ask the node live (see `ListCache::building`).
+                    let guard = self.list_cache.as_ref().map(|c| c.building(node.name()));
+                    let rsp = self.forward(&node, req, ctx).await;
+                    rsp.map(|body| {
+                        http_body_util::BodyExt::boxed(http_body_util::BodyExt::map_frame(
+                            body,
+                            move |frame| {
+                                let _held = &guard;
+                                frame
+                            },
+                        ))
+                    })
+                }
                 Err(rsp) => rsp,
             },
             Route::NetworkList => system::merged_with_nodes(&self.cluster, req, ctx, crate::aggregate::networks).await,

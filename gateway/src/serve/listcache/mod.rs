@@ -41,6 +41,7 @@ pub mod status;
 pub mod table;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -114,6 +115,11 @@ pub struct NodeCache {
     distrust: Mutex<Option<String>>,
     /// Asks the follower for a full list now.
     resync: Notify,
+    /// Builds through this gateway running on the node (see [`ListCache::building`]).
+    builds: AtomicU64,
+    /// How many such builds have ended, and how many had when the latest full list began.
+    builds_ended: AtomicU64,
+    listed_after: AtomicU64,
 }
 
 impl NodeCache {
@@ -125,7 +131,10 @@ impl NodeCache {
     }
 
     fn trusted(&self) -> bool {
-        self.distrust.lock().expect("list cache lock").is_none()
+        self.builds.load(Ordering::Acquire) == 0
+            && self.listed_after.load(Ordering::Acquire)
+                >= self.builds_ended.load(Ordering::Acquire)
+            && self.distrust.lock().expect("list cache lock").is_none()
     }
 
     fn set_distrust(&self, why: Option<String>) {
@@ -134,6 +143,24 @@ impl NodeCache {
 
     fn table(&self) -> std::sync::MutexGuard<'_, NodeTable> {
         self.table.lock().expect("list cache lock")
+    }
+}
+
+/// A build running on a node (see [`ListCache::building`]).
+pub struct BuildGuard(Arc<NodeCache>);
+
+impl BuildGuard {
+    fn start(cache: Arc<NodeCache>) -> BuildGuard {
+        cache.builds.fetch_add(1, Ordering::AcqRel);
+        BuildGuard(cache)
+    }
+}
+
+impl Drop for BuildGuard {
+    fn drop(&mut self) {
+        self.0.builds_ended.fetch_add(1, Ordering::AcqRel);
+        self.0.builds.fetch_sub(1, Ordering::AcqRel);
+        self.0.resync.notify_one();
     }
 }
 
@@ -389,6 +416,7 @@ impl ListCache {
         cache: &NodeCache,
         ctx: &RequestCtx,
     ) -> Result<(), FetchError> {
+        let ended = cache.builds_ended.load(Ordering::Acquire);
         let stamp = cache.table().begin();
         let body = fetch(node, FULL_LIST, ctx).await?;
         let rows = render(node, &body)?;
@@ -398,6 +426,7 @@ impl ListCache {
         if let Some(last_seen) = &self.last_seen {
             last_seen.remember(node.name(), body);
         }
+        cache.listed_after.fetch_max(ended, Ordering::AcqRel);
         Ok(())
     }
 
@@ -426,6 +455,16 @@ impl ListCache {
                 .apply_some(stamp, &asked, rows, now_ms(), self.settings.limits)?;
         }
         Ok(())
+    }
+
+    /// Marks a build through this gateway on `node` until the guard is dropped (with the
+    /// build's answer). A build makes and removes its step containers behind the API, which the
+    /// cache would learn of an event later: a client that lists right after its build (or
+    /// after leaving it, which makes the engine remove the step's container) could see a
+    /// container appear after it was gone. While a build runs, and until the node has been
+    /// listed in full after it ended, lists ask the node live.
+    pub fn building(&self, node: &str) -> BuildGuard {
+        BuildGuard::start(self.node_cache(node))
     }
 
     /// What a row looks like before a change, to see the change in a fetch (see [`Expect`]).

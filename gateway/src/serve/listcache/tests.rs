@@ -385,3 +385,25 @@ proptest! {
         prop_assert_eq!(have, want);
     }
 }
+
+#[test]
+fn a_build_distrusts_its_node_until_a_full_list_begun_after_it_ended() {
+    let cache = Arc::new(NodeCache::new());
+    cache.set_distrust(None);
+    assert!(cache.trusted());
+    let build = BuildGuard::start(cache.clone());
+    assert!(!cache.trusted(), "a build runs");
+    // A full list that began while the build ran does not make the node trusted again.
+    let ended_at_start = cache.builds_ended.load(Ordering::Acquire);
+    drop(build);
+    cache
+        .listed_after
+        .fetch_max(ended_at_start, Ordering::AcqRel);
+    assert!(!cache.trusted(), "listed before the build ended");
+    // One begun after it does.
+    let ended_at_start = cache.builds_ended.load(Ordering::Acquire);
+    cache
+        .listed_after
+        .fetch_max(ended_at_start, Ordering::AcqRel);
+    assert!(cache.trusted());
+}

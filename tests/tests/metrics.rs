@@ -10,7 +10,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,25 +30,9 @@ struct Sample {
     value: f64,
 }
 
-/// One `GET` on a metrics listener: the status and body.
-fn get(addr: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, body.to_owned())
-}
-
 /// Every sample of `addr`'s `/metrics`, as Python's OpenMetrics parser reads them.
 fn scrape(addr: &str) -> Vec<Sample> {
-    let (status, text) = get(addr, "/metrics");
+    let (status, text) = support::http_get(addr, "/metrics");
     assert_eq!(status, 200, "{text}");
     const PARSE: &str = "import sys, json\n\
         from prometheus_client.openmetrics.parser import text_string_to_metric_families as p\n\
@@ -408,7 +392,7 @@ fn counters_move_by_exactly_what_the_docker_cli_did() {
         ) >= "metrics-exec\n".len() as f64
     );
 
-    let (status, body) = get(&gw_metrics, "/healthz");
+    let (status, body) = support::http_get(&gw_metrics, "/healthz");
     assert_eq!((status, body.trim()), (200, r#"{"status":"ok"}"#));
     docker_ok(&gw.url, &["rm", "-f", &id]);
 }
@@ -427,7 +411,7 @@ fn readyz_follows_the_engine() {
     let agent = cluster.metrics[0].clone();
     let gw_metrics = format!("127.0.0.1:{}", free_port());
     let gw = gateway(&cluster, &gw_metrics);
-    let ready = |addr: &str| get(addr, "/readyz");
+    let ready = |addr: &str| support::http_get(addr, "/readyz");
     assert!(
         wait_until(Duration::from_secs(20), || ready(&agent).0 == 200
             && ready(&gw_metrics).0 == 200),
@@ -474,7 +458,7 @@ fn readyz_follows_the_engine() {
         ready(&agent),
         ready(&gw_metrics)
     );
-    assert_eq!(get(&agent, "/healthz").0, 200);
+    assert_eq!(support::http_get(&agent, "/healthz").0, 200);
 }
 
 /// A pre-hook that answers creates labelled `metrics-slow` after `delay` (past its timeout in

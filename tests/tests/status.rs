@@ -11,8 +11,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
@@ -141,24 +140,6 @@ fn node<'a>(s: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no node {name} in {s}"))
 }
 
-/// One `GET` on the metrics listener, without JavaScript or a browser: the status and body.
-fn get(addr: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: status\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
-    (
-        head.split(' ').nth(1).unwrap().parse().unwrap(),
-        body.to_owned(),
-    )
-}
-
 fn three_hosts() -> TestbedSpec {
     TestbedSpec {
         hosts: 3,
@@ -242,7 +223,7 @@ fn busbarctl_status_shows_the_cluster_then_the_node_whose_agent_died() {
     assert!(screen.contains("policy"), "{screen}");
 
     // Without JavaScript: the page as served holds every node.
-    let (status, page) = get(&c.metrics, "/status");
+    let (status, page) = support::http_get(&c.metrics, "/status");
     assert_eq!(status, 200);
     for n in NODES {
         assert!(

@@ -365,6 +365,22 @@ pub fn http_raw(port: u16, request: &str) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// One plain `GET path` on `addr` (`IP:PORT`, e.g. a metrics listener): the status and body.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: busbar\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
+}
+
 /// Runs a command line under `script` so that it gets a pseudo-terminal (for `-t`/`-it`),
 /// feeding `input` to it; returns what the terminal showed.
 pub fn with_tty(cmdline: &str, input: &[u8]) -> String {

@@ -36,14 +36,14 @@ use busbar_http::{identity, Body, DockerError, RequestCtx, REQUEST_ID};
 use http_body_util::BodyExt;
 use tracing::info;
 
-use crate::lanes::{self, Lane, LaneBody, Pool, RequestSent};
+use crate::lanes::{self, Lane, LaneBody, Pool, RequestSide};
 use futures_util::future::BoxFuture;
 use http::{Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 
 /// How long dialing an agent (TCP and the TLS handshake) may take.
@@ -304,26 +304,26 @@ impl AgentLink {
         body: Body,
     ) -> Result<Response<Body>, LaneFailure> {
         let broken = |_| LaneFailure::BeforeHead(self.failed("the lane closed".into()));
-        lane.out
-            .send(exchange::head_frame(head))
-            .await
-            .map_err(broken)?;
-        let sent = if http_body::Body::is_end_stream(&body) {
-            lane.out.send(exchange::eof_frame()).await.map_err(broken)?;
-            RequestSent::done()
+        let out = lane
+            .out
+            .take()
+            .expect("a lane out of the pool has its sender");
+        out.send(exchange::head_frame(head)).await.map_err(broken)?;
+        let side = if http_body::Body::is_end_stream(&body) {
+            out.send(exchange::eof_frame()).await.map_err(broken)?;
+            RequestSide::Sent(out)
         } else {
-            let sent = RequestSent::default();
-            let (out, done) = (lane.out.clone(), sent.clone());
+            let (back, sending) = oneshot::channel();
             tokio::spawn(async move {
                 if exchange::send_body(body, &out, std::convert::identity)
                     .await
                     .is_ok()
                     && !out.is_closed()
                 {
-                    done.set();
+                    let _ = back.send(out);
                 }
             });
-            sent
+            RequestSide::Sending(sending)
         };
         let first = lane
             .inbound
@@ -339,10 +339,10 @@ impl AgentLink {
         let head = exchange::expect_head(first).map_err(|e| failed(e.to_string()))?;
         let (early, ended) = exchange::take_ready(&mut lane.inbound);
         let body = if ended {
-            lanes::release(&self.lanes, lane, &sent);
+            lanes::release(&self.lanes, lane, side);
             full(bytes::Bytes::from(early.concat()))
         } else {
-            BodyExt::boxed(LaneBody::new(early, lane, self.lanes.clone(), sent))
+            BodyExt::boxed(LaneBody::new(early, lane, self.lanes.clone(), side))
         };
         let rsp = exchange::to_response(head, body).map_err(|e| failed(e.to_string()))?;
         if rsp.status() == StatusCode::SWITCHING_PROTOCOLS {

@@ -15,7 +15,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -24,7 +24,7 @@ use busbar_hop::v1::{exchange_frame::Frame, ExchangeFrame};
 use busbar_http::BoxError;
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tonic::Streaming;
 
 /// The most lanes open to one agent at once (busy and idle); more exchanges at once than
@@ -56,7 +56,9 @@ pub struct Pool {
 
 /// One lane: our side of its request stream and its response stream.
 pub struct Lane {
-    pub out: mpsc::Sender<ExchangeFrame>,
+    /// Our side of the request stream; `None` while an exchange's request is being sent (see
+    /// [`RequestSide`]), always there on a lane in the pool.
+    pub out: Option<mpsc::Sender<ExchangeFrame>>,
     pub inbound: Streaming<ExchangeFrame>,
     /// Whether it carried an exchange before this one (a failure before the response head on
     /// a reused lane may be the agent's restart, which the exchange did not cause).
@@ -114,7 +116,9 @@ impl Pool {
         let now = Instant::now();
         loop {
             let (mut lane, since) = self.idle.lock().expect("lane pool lock").pop_back()?;
-            if now.duration_since(since) >= self.idle_limit || lane.out.is_closed() {
+            if now.duration_since(since) >= self.idle_limit
+                || lane.out.as_ref().is_none_or(|out| out.is_closed())
+            {
                 continue;
             }
             // Nothing may arrive on an idle lane: anything (its end, an error) means it is gone.
@@ -167,7 +171,7 @@ impl Lane {
         open: Opened,
     ) -> Lane {
         Lane {
-            out,
+            out: Some(out),
             inbound,
             reused: false,
             _open: open,
@@ -175,29 +179,31 @@ impl Lane {
     }
 }
 
-/// What decides whether a lane goes back to the pool after its response: the request side
-/// must have sent its `eof`.
-#[derive(Clone, Default)]
-pub struct RequestSent(Arc<AtomicBool>);
+/// The request side of a lane's exchange: sent whole (its `eof` included), or being sent by
+/// a task that holds the lane's sender until then. If the request's body fails (a client
+/// gone mid-upload), that task drops the sender, which ends the request stream without an
+/// `eof`: the agent fails the exchange, and the engine's request with it, rather than wait
+/// for the rest of the body for ever.
+pub enum RequestSide {
+    Sent(mpsc::Sender<ExchangeFrame>),
+    Sending(oneshot::Receiver<mpsc::Sender<ExchangeFrame>>),
+}
 
-impl RequestSent {
-    pub fn done() -> RequestSent {
-        RequestSent(Arc::new(AtomicBool::new(true)))
-    }
-
-    pub fn set(&self) {
-        self.0.store(true, Ordering::Release);
-    }
-
-    pub fn is_set(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+impl RequestSide {
+    /// The lane's sender, if the request was sent whole.
+    fn finished(self) -> Option<mpsc::Sender<ExchangeFrame>> {
+        match self {
+            RequestSide::Sent(out) => Some(out),
+            RequestSide::Sending(mut sending) => sending.try_recv().ok(),
+        }
     }
 }
 
 /// Gives `lane` back to `pool` if its request was sent whole; drops it (cancelling its call)
 /// otherwise.
-pub fn release(pool: &Pool, lane: Lane, sent: &RequestSent) {
-    if sent.is_set() {
+pub fn release(pool: &Pool, mut lane: Lane, side: RequestSide) {
+    if let Some(out) = side.finished() {
+        lane.out = Some(out);
         pool.put(lane);
     }
 }
@@ -210,16 +216,16 @@ pub struct LaneBody {
     /// In a mutex only to make the body `Sync`; it is never locked (`get_mut`).
     lane: Mutex<Option<Lane>>,
     pool: Arc<Pool>,
-    sent: RequestSent,
+    side: Option<RequestSide>,
 }
 
 impl LaneBody {
-    pub fn new(early: Vec<Bytes>, lane: Lane, pool: Arc<Pool>, sent: RequestSent) -> LaneBody {
+    pub fn new(early: Vec<Bytes>, lane: Lane, pool: Arc<Pool>, side: RequestSide) -> LaneBody {
         LaneBody {
             early: early.into(),
             lane: Mutex::new(Some(lane)),
             pool,
-            sent,
+            side: Some(side),
         }
     }
 }
@@ -248,7 +254,9 @@ impl http_body::Body for LaneBody {
                     }
                     Some(Frame::Eof(_)) => {
                         let lane = slot.take().expect("present");
-                        release(&this.pool, lane, &this.sent);
+                        if let Some(side) = this.side.take() {
+                            release(&this.pool, lane, side);
+                        }
                         return Poll::Ready(None);
                     }
                     Some(Frame::Head(_)) => "a head in the middle of a response body".into(),

@@ -13,6 +13,7 @@ use busbar_http::{Body, BoxError, RequestCtx};
 use busbar_testkit::engine::large_byte;
 use busbar_testkit::{json, within, FakeEngine, GrpcAgent, Reply, TestPki};
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http::{Request, Response};
 use http_body_util::{BodyExt, StreamBody};
 
@@ -178,6 +179,55 @@ async fn an_exchange_cut_mid_body_is_not_reused_and_the_next_one_is_served_whole
             .all(|(i, b)| *b == large_byte(i as u64)));
     }
     assert_eq!(hop.link.lane_counts(), (1, 1, false));
+    hop.stop().await;
+}
+
+/// A client's upload that breaks off (the volumes adapter's copy when the source node dies):
+/// the agent must learn that the body will not come, or the engine waits for the rest of it
+/// for ever, holding the container (`docker rm` of it then hangs too).
+#[tokio::test]
+async fn a_request_body_that_breaks_off_ends_the_exchange_on_the_agent_too() {
+    upload_breaks_off(true).await;
+    upload_breaks_off(false).await; // by calls of their own
+}
+
+async fn upload_breaks_off(lanes: bool) {
+    let engine = FakeEngine::start().await;
+    engine.route("PUT /*/containers/*/archive", json(200, ""));
+    engine.route("GET /*/containers/json", json(200, "[]"));
+    let hop = Hop::start(engine, lanes, 4, Duration::from_secs(20)).await;
+    let broken = futures_util::stream::iter([Ok::<_, BoxError>(http_body::Frame::data(
+        Bytes::from_static(b"the first part of a tar"),
+    ))])
+    .chain(futures_util::stream::once(async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Err::<http_body::Frame<Bytes>, BoxError>("the source broke off".into())
+    }));
+    let req = Request::put("/v1.41/containers/c1/archive?path=/")
+        .header("content-type", "application/x-tar")
+        .body(BodyExt::boxed(StreamBody::new(broken)))
+        .unwrap();
+    let ctx = RequestCtx::new(&req);
+    match within("the broken upload's answer", hop.link.exchange(req, &ctx)).await {
+        Ok(rsp) => {
+            let status = rsp.status();
+            let text = body_text(rsp).await;
+            assert!(status.is_server_error(), "{status} {text}");
+        }
+        Err(e) => eprintln!("lanes {lanes}: the broken upload failed: {e}"),
+    }
+    let puts = hop.engine.requests_to("PUT /*/containers/*/archive");
+    assert!(
+        puts.iter().all(|put| !put.whole),
+        "the engine never took a cut upload for a whole one: {puts:?}"
+    );
+    assert_eq!(
+        hop.link.lane_counts(),
+        (0, 0, !lanes),
+        "the cut lane is dropped, not put back"
+    );
+    let (status, text) = hop.get("/v1.41/containers/json").await;
+    assert_eq!((status, text.as_str()), (200, "[]"));
     hop.stop().await;
 }
 

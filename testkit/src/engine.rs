@@ -64,8 +64,11 @@ pub struct Recorded {
     /// The request target exactly as received: path and query, nothing decoded.
     pub target: String,
     pub headers: HeaderMap,
-    /// The whole body.
+    /// The body as received: whole, or what arrived before it broke off.
     pub body: Bytes,
+    /// Whether the body arrived whole (false: the connection broke off, or the chunked
+    /// encoding ended without its last chunk).
+    pub whole: bool,
 }
 
 impl Recorded {
@@ -526,6 +529,18 @@ where
     }
 }
 
+/// What arrived of `body`, and whether it arrived whole.
+async fn read_body(mut body: Incoming) -> (Bytes, bool) {
+    let mut read = bytes::BytesMut::new();
+    loop {
+        match body.frame().await {
+            None => return (read.freeze(), true),
+            Some(Ok(frame)) => read.extend_from_slice(&frame.into_data().unwrap_or_default()),
+            Some(Err(_)) => return (read.freeze(), false),
+        }
+    }
+}
+
 async fn handle(
     mut req: Request<Incoming>,
     shared: Arc<Shared>,
@@ -534,17 +549,14 @@ async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let upgrade = hyper::upgrade::on(&mut req);
     let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let (body, whole) = read_body(body).await;
     let recorded = Recorded {
         seq: seq::next(),
         method: parts.method,
         target: parts.uri.to_string(),
         headers: parts.headers,
         body,
+        whole,
     };
     shared
         .requests

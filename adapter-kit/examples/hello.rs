@@ -2,7 +2,9 @@
 //! Powerstrip's reference adapter, powerstrip-slowreq, did: wait a while (1 s by default), then
 //! pass the call on unchanged, on pre-hooks and post-hooks alike. So a `docker run` through a
 //! chain that names it takes visibly longer, and nothing else changes. Each call is printed,
-//! with the node that ran it when busbar says so.
+//! with the node that ran it when busbar says so and the request's W3C trace id
+//! (`trace_id=...`, from the `traceparent` busbar sends), so `grep TRACE_ID` over busbar's
+//! logs and this adapter's output shows one request's whole path.
 //!
 //!     cargo run -p busbar-adapter --example hello -- --listen 127.0.0.1:8080 --delay-ms 1000
 //!
@@ -38,10 +40,11 @@ impl Adapter for Hello {
     async fn pre_hook(&self, call: Call<PreHookRequest>) -> PreAnswer {
         let c = &call.request.client_request;
         println!(
-            "hello: pre-hook {} {} on {}",
+            "hello: pre-hook {} {} on {}{}",
             c.method,
             c.request,
-            call.node().unwrap_or("this host")
+            call.node().unwrap_or("this host"),
+            trace_of(&call)
         );
         tokio::time::sleep(self.delay).await;
         Ok(call.unchanged())
@@ -50,8 +53,11 @@ impl Adapter for Hello {
     async fn post_hook(&self, call: Call<PostHookRequest>) -> PostAnswer {
         let (c, s) = (&call.request.client_request, &call.request.server_response);
         println!(
-            "hello: post-hook {} {} answered {}",
-            c.method, c.request, s.code
+            "hello: post-hook {} {} answered {}{}",
+            c.method,
+            c.request,
+            s.code,
+            trace_of(&call)
         );
         tokio::time::sleep(self.delay).await;
         Ok(call.unchanged())
@@ -60,10 +66,23 @@ impl Adapter for Hello {
     async fn unwind(&self, call: Call<UnwindRequest>) {
         let (c, f) = (&call.request.client_request, &call.request.failure);
         println!(
-            "hello: unwind {} {}: failed with {} at the {:?}; nothing to undo",
-            c.method, c.request, f.code, f.stage
+            "hello: unwind {} {}: failed with {} at the {:?}; nothing to undo{}",
+            c.method,
+            c.request,
+            f.code,
+            f.stage,
+            trace_of(&call)
         );
     }
+}
+
+/// ` trace_id=...` for a printed line, or nothing when the call carried no valid trace.
+fn trace_of<R>(call: &Call<R>) -> String {
+    call.context
+        .trace
+        .as_ref()
+        .map(|t| format!(" trace_id={}", t.trace_id))
+        .unwrap_or_default()
 }
 
 #[tokio::main]

@@ -245,10 +245,28 @@ impl Handler for Proxy {
         req: Request<Body>,
         ctx: &'a RequestCtx,
     ) -> futures_util::future::BoxFuture<'a, Response<Body>> {
-        Box::pin(Proxy::handle(self, req, ctx))
+        Box::pin(async move { gather_stream(Proxy::handle(self, req, ctx).await) })
     }
 
     fn upstream(&self) -> String {
         format!("engine {}", self.engine.addr())
     }
 }
+
+/// A response streamed to an HTTP client (chunked: no `Content-Length`) with its small chunks
+/// joined (see [`Gather`](busbar_http::body::Gather)): the engine writes some streams a line
+/// at a time, and hyper writes each chunk as it comes, a system call per line. (Over the hop,
+/// `busbar_hop::frames::body_frames` joins them instead.)
+fn gather_stream(rsp: Response<Body>) -> Response<Body> {
+    use busbar_http::body::{gathered, Gathering};
+    let streamed = !rsp.headers().contains_key(http::header::CONTENT_LENGTH)
+        && rsp.status() != http::StatusCode::SWITCHING_PROTOCOLS
+        && !http_body::Body::is_end_stream(rsp.body());
+    if !streamed {
+        return rsp;
+    }
+    rsp.map(|body| gathered(body, Gathering::STREAMS, MAX_WRITE))
+}
+
+/// The largest chunk of a gathered stream handed to hyper at once.
+const MAX_WRITE: usize = 256 * 1024;

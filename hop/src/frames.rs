@@ -9,9 +9,8 @@
 
 use std::fmt::Display;
 use std::pin::Pin;
-use std::time::Duration;
 
-use busbar_http::body::{empty, full};
+use busbar_http::body::{empty, full, Gather, Gathering};
 use busbar_http::hijack::RawStream;
 use busbar_http::{Body, BoxError};
 use bytes::Bytes;
@@ -20,7 +19,6 @@ use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::{Binary, MetadataMap, MetadataValue};
 
@@ -28,11 +26,8 @@ use crate::v1::{exchange_frame::Frame, Eof, ExchangeFrame, Head, Header};
 
 /// Largest `data` frame: bigger body chunks are split (gRPC's default message limit is 4 MiB).
 pub const MAX_CHUNK: usize = 256 * 1024;
-/// How long a small chunk waits for more to join it (see [`body_frames`]): imperceptible on an
-/// interactive stream (`logs -f`, `events`), and enough to join a fast stream's lines.
-pub const GATHER_FOR: Duration = Duration::from_millis(1);
-/// A chunk this large goes out without waiting for more.
-pub const GATHER_UP_TO: usize = 16 * 1024;
+/// How small chunks are joined (see [`body_frames`]): up to 16 KiB, waiting up to 1 ms.
+pub const GATHER: Gathering = Gathering::STREAMS;
 
 /// Largest HTTP/2 frame each side of the hop accepts (announced in its SETTINGS): a whole
 /// [`MAX_CHUNK`] message fits in one `DATA` frame instead of sixteen of the 16 KiB default.
@@ -388,18 +383,12 @@ where
 /// A chunk is what the engine's connection had read (the engine writes 32 KiB at a time, the
 /// engine client reads what has arrived), sent as it is when it is large, so its bytes are not
 /// copied; smaller chunks are joined up to [`MAX_CHUNK`], as one gRPC message each costs a
-/// wake-up, a TLS record and a system call on both sides: those already at hand, and while
-/// less than [`GATHER_UP_TO`] is at hand, those arriving within [`GATHER_FOR`] of the first.
+/// wake-up, a TLS record and a system call on both sides (see [`Gather`] and [`GATHER`]).
 /// (The engine writes `docker logs` a line at a time: 10 MB of 90-byte lines were 100,000
 /// messages.) Larger ones are split at [`MAX_CHUNK`].
 /// Polled by whoever sends the frames: a reader that stops polling stops the engine's stream.
 pub fn body_frames(body: Body) -> impl Stream<Item = Result<ExchangeFrame, BoxError>> + Send {
-    let chunks = Chunks {
-        body,
-        rest: Bytes::new(),
-        ended: false,
-        failed: None,
-    };
+    let chunks = Gather::new(body, GATHER, MAX_CHUNK);
     futures_util::stream::unfold(Some(chunks), |state| async move {
         let mut chunks = state?;
         match chunks.next().await {
@@ -408,69 +397,6 @@ pub fn body_frames(body: Body) -> impl Stream<Item = Result<ExchangeFrame, BoxEr
             Err(e) => Some((Err(e), None)),
         }
     })
-}
-
-/// A body read in chunks for [`body_frames`].
-struct Chunks {
-    body: Body,
-    /// Read and not yet sent.
-    rest: Bytes,
-    ended: bool,
-    /// An error met while joining, returned once what was read before it has gone out.
-    failed: Option<BoxError>,
-}
-
-impl Chunks {
-    async fn next(&mut self) -> Result<Option<Bytes>, BoxError> {
-        use futures_util::FutureExt;
-        if self.rest.is_empty() {
-            if let Some(e) = self.failed.take() {
-                return Err(e);
-            }
-        }
-        while self.rest.is_empty() && !self.ended {
-            match self.body.frame().await {
-                None => self.ended = true,
-                Some(frame) => self.rest = frame?.into_data().unwrap_or_default(),
-            }
-        }
-        let mut joined: Option<bytes::BytesMut> = None;
-        let mut deadline = None;
-        while !self.ended && self.failed.is_none() {
-            let have = joined.as_ref().map_or(self.rest.len(), |j| j.len());
-            if have >= MAX_CHUNK {
-                break;
-            }
-            let next = match self.body.frame().now_or_never() {
-                Some(next) => next,
-                None if have < GATHER_UP_TO => {
-                    let until = *deadline.get_or_insert_with(|| Instant::now() + GATHER_FOR);
-                    match tokio::time::timeout_at(until, self.body.frame()).await {
-                        Ok(next) => next,
-                        Err(_) => break,
-                    }
-                }
-                None => break,
-            };
-            match next {
-                None => self.ended = true,
-                Some(Err(e)) => self.failed = Some(e),
-                Some(Ok(frame)) => {
-                    let data = frame.into_data().unwrap_or_default();
-                    joined
-                        .get_or_insert_with(|| bytes::BytesMut::from(&self.rest[..]))
-                        .extend_from_slice(&data);
-                }
-            }
-        }
-        if let Some(joined) = joined {
-            self.rest = joined.freeze();
-        }
-        if self.rest.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(self.rest.split_to(self.rest.len().min(MAX_CHUNK))))
-    }
 }
 
 /// Sends `body` as [`body_frames`] on `out`, each wrapped by `wrap` for the channel's item

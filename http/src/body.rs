@@ -170,3 +170,122 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
         .map_err(|never| match never {})
         .boxed()
 }
+
+/// How [`Gather`] joins a body's small chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gathering {
+    /// While less than this is at hand, wait for more...
+    pub up_to: usize,
+    /// ...at most this long after the first chunk: imperceptible on an interactive stream
+    /// (`logs -f`, `events`), and enough to join a fast stream's lines.
+    pub wait: Duration,
+}
+
+impl Gathering {
+    /// For streams of small writes (the engine writes `docker logs` a line at a time):
+    /// 16 KiB, 1 ms.
+    pub const STREAMS: Gathering = Gathering {
+        up_to: 16 * 1024,
+        wait: Duration::from_millis(1),
+    };
+}
+
+/// A body read in chunks, small ones joined: each frame of a body costs its reader a wake-up
+/// and often a system call (a write to a client, a gRPC message), and an engine writes some
+/// streams a line at a time (10 MB of `docker logs` are 100,000 frames). A chunk is what
+/// the body's connection had read, passed on as it is when it is large (its bytes are not
+/// copied); smaller ones are joined with those already at hand and, while less than
+/// [`Gathering::up_to`] is, with those arriving within [`Gathering::wait`] of the first.
+/// Larger chunks are split at `max`.
+pub struct Gather {
+    body: Body,
+    gathering: Gathering,
+    max: usize,
+    /// Read and not yet passed on.
+    rest: Bytes,
+    ended: bool,
+    /// An error met while joining, returned once what was read before it has gone out.
+    failed: Option<BoxError>,
+}
+
+impl Gather {
+    pub fn new(body: Body, gathering: Gathering, max: usize) -> Gather {
+        Gather {
+            body,
+            gathering,
+            max,
+            rest: Bytes::new(),
+            ended: false,
+            failed: None,
+        }
+    }
+
+    /// The next chunk, at most `max` bytes; `None` at the body's end.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, BoxError> {
+        use futures_util::FutureExt;
+        if self.rest.is_empty() {
+            if let Some(e) = self.failed.take() {
+                return Err(e);
+            }
+        }
+        while self.rest.is_empty() && !self.ended {
+            match self.body.frame().await {
+                None => self.ended = true,
+                Some(frame) => self.rest = frame?.into_data().unwrap_or_default(),
+            }
+        }
+        let mut joined: Option<bytes::BytesMut> = None;
+        let mut deadline = None;
+        while !self.ended && self.failed.is_none() {
+            let have = joined.as_ref().map_or(self.rest.len(), |j| j.len());
+            if have >= self.max {
+                break;
+            }
+            let next = match self.body.frame().now_or_never() {
+                Some(next) => next,
+                None if have < self.gathering.up_to => {
+                    let until =
+                        *deadline.get_or_insert_with(|| Instant::now() + self.gathering.wait);
+                    match tokio::time::timeout_at(until, self.body.frame()).await {
+                        Ok(next) => next,
+                        Err(_) => break,
+                    }
+                }
+                None => break,
+            };
+            match next {
+                None => self.ended = true,
+                Some(Err(e)) => self.failed = Some(e),
+                Some(Ok(frame)) => {
+                    let data = frame.into_data().unwrap_or_default();
+                    joined
+                        .get_or_insert_with(|| bytes::BytesMut::from(&self.rest[..]))
+                        .extend_from_slice(&data);
+                }
+            }
+        }
+        if let Some(joined) = joined {
+            self.rest = joined.freeze();
+        }
+        if self.rest.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(self.rest.split_to(self.rest.len().min(self.max))))
+    }
+}
+
+/// `body` as a body of [`Gather`]ed chunks of at most `max` bytes; it ends with its first error.
+pub fn gathered(body: Body, gathering: Gathering, max: usize) -> Body {
+    let chunks = futures_util::stream::unfold(
+        Some(Gather::new(body, gathering, max)),
+        |state| async move {
+            let mut gather = state?;
+            match gather.next().await {
+                Ok(Some(chunk)) => Some((Ok(Frame::data(chunk)), Some(gather))),
+                Ok(None) => None,
+                Err(e) => Some((Err(e), None)),
+            }
+        },
+    );
+    http_body_util::StreamBody::new(chunks).boxed()
+}

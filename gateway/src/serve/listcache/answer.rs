@@ -205,23 +205,30 @@ pub struct Part<'a> {
 /// The answer's JSON array: the admitted rows of every part, newest first, `limit` applied,
 /// each `Status` written for `now_ms` (or `Host Down`). Returns the body and its row count.
 pub fn write(plan: &Plan, parts: &[Part], now_ms: i64) -> (Vec<u8>, usize) {
-    let mut rows: Vec<(&str, &Row, bool)> = parts
+    // Nodes ranked by name, so that rows sort on integers alone (30,000 rows at 1,000 nodes).
+    let mut by_name: Vec<usize> = (0..parts.len()).collect();
+    by_name.sort_unstable_by_key(|&i| parts[i].node);
+    let mut rank = vec![0usize; parts.len()];
+    for (r, &i) in by_name.iter().enumerate() {
+        rank[i] = r;
+    }
+    let mut rows: Vec<((Reverse<i64>, usize, Reverse<u64>), &Row, bool)> = parts
         .iter()
-        .filter(|p| plan.asks(p.node) && (!p.host_down || plan.shows_host_down()))
-        .flat_map(|p| {
-            p.rows
-                .iter()
-                .filter(|r| plan.admits(r))
-                .map(move |r| (p.node, *r, p.host_down))
+        .enumerate()
+        .filter(|(_, p)| plan.asks(p.node) && (!p.host_down || plan.shows_host_down()))
+        .flat_map(|(i, p)| {
+            let rank = rank[i];
+            p.rows.iter().filter(|r| plan.admits(r)).map(move |r| {
+                (
+                    (Reverse(r.row.created), rank, Reverse(r.order)),
+                    *r,
+                    p.host_down,
+                )
+            })
         })
         .collect();
-    rows.sort_by(|a, b| {
-        (Reverse(a.1.row.created), a.0, Reverse(a.1.order)).cmp(&(
-            Reverse(b.1.row.created),
-            b.0,
-            Reverse(b.1.order),
-        ))
-    });
+    // Keys are unique (`order` is, within a node): unstable is exact.
+    rows.sort_unstable_by_key(|(key, _, _)| *key);
     if let Some(n) = plan.limit {
         rows.truncate(n);
     }
@@ -230,6 +237,7 @@ pub fn write(plan: &Plan, parts: &[Part], now_ms: i64) -> (Vec<u8>, usize) {
         .map(|(_, r, _)| r.row.head.len() + r.row.tail.len() + 40)
         .sum();
     let mut body = Vec::with_capacity(size + 2);
+    let mut status = String::new();
     body.push(b'[');
     for (i, (_, row, down)) in rows.iter().enumerate() {
         if i > 0 {
@@ -237,12 +245,14 @@ pub fn write(plan: &Plan, parts: &[Part], now_ms: i64) -> (Vec<u8>, usize) {
         }
         body.extend_from_slice(&row.row.head);
         if row.row.status.is_some() {
-            let status = if *down {
-                HOST_DOWN.to_owned()
+            status.clear();
+            if *down {
+                status.push_str(HOST_DOWN);
             } else {
-                row.status(now_ms).unwrap_or_default()
-            };
-            serde_json::to_writer(&mut body, &status).expect("writing to a Vec cannot fail");
+                row.write_status(now_ms, &mut status);
+            }
+            serde_json::to_writer(&mut body, status.as_str())
+                .expect("writing to a Vec cannot fail");
         }
         body.extend_from_slice(&row.row.tail);
     }

@@ -32,8 +32,18 @@ pub enum Counts {
 impl Template {
     /// The text at `now_ms`.
     pub fn render(&self, now_ms: i64) -> String {
+        let mut text = String::new();
+        self.write(now_ms, &mut text);
+        text
+    }
+
+    /// The text at `now_ms`, appended to `out` (an answer writes 30,000 of them at 1,000
+    /// nodes: no allocation each).
+    pub fn write(&self, now_ms: i64, out: &mut String) {
         let d = (now_ms - self.since_ms).max(0);
-        format!("{}{}{}", self.prefix, human_duration(d), self.suffix)
+        out.push_str(&self.prefix);
+        write_human_duration(d, out);
+        out.push_str(&self.suffix);
     }
 
     /// `status` (fetched at `fetched_ms`) cut around its duration, counting from `hint_ms` (an
@@ -119,40 +129,48 @@ fn bounds_ms(text: &str) -> Option<(i64, i64)> {
 
 /// `go-units`' `HumanDuration`, as dockerd 20.10 writes durations in `Status`.
 pub fn human_duration(ms: i64) -> String {
+    let mut text = String::new();
+    write_human_duration(ms, &mut text);
+    text
+}
+
+/// [`human_duration`], appended to `out`.
+fn write_human_duration(ms: i64, out: &mut String) {
+    use std::fmt::Write;
     let seconds = ms / SEC;
     if seconds < 1 {
-        return "Less than a second".into();
+        return out.push_str("Less than a second");
     }
     if seconds == 1 {
-        return "1 second".into();
+        return out.push_str("1 second");
     }
     if seconds < 60 {
-        return format!("{seconds} seconds");
+        let _ = write!(out, "{seconds} seconds");
+        return;
     }
     let minutes = ms / MIN;
     if minutes == 1 {
-        return "About a minute".into();
+        return out.push_str("About a minute");
     }
     if minutes < 60 {
-        return format!("{minutes} minutes");
+        let _ = write!(out, "{minutes} minutes");
+        return;
     }
     let hours = ((ms as f64 / HOUR as f64) + 0.5) as i64;
     if hours == 1 {
-        return "About an hour".into();
+        return out.push_str("About an hour");
     }
-    if hours < 48 {
-        return format!("{hours} hours");
-    }
-    if hours < 24 * 7 * 2 {
-        return format!("{} days", hours / 24);
-    }
-    if hours < 24 * 30 * 2 {
-        return format!("{} weeks", hours / 24 / 7);
-    }
-    if hours < 24 * 365 * 2 {
-        return format!("{} months", hours / 24 / 30);
-    }
-    format!("{} years", ms / HOUR / 24 / 365)
+    let _ = if hours < 48 {
+        write!(out, "{hours} hours")
+    } else if hours < 24 * 7 * 2 {
+        write!(out, "{} days", hours / 24)
+    } else if hours < 24 * 30 * 2 {
+        write!(out, "{} weeks", hours / 24 / 7)
+    } else if hours < 24 * 365 * 2 {
+        write!(out, "{} months", hours / 24 / 30)
+    } else {
+        write!(out, "{} years", ms / HOUR / 24 / 365)
+    };
 }
 
 #[cfg(test)]

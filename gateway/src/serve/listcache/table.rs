@@ -62,11 +62,12 @@ pub struct Row {
 }
 
 impl Row {
-    /// `Status` as the engine would write it at `now_ms`.
-    pub fn status(&self, now_ms: i64) -> Option<String> {
-        match &self.template {
-            Some(t) => Some(t.render(now_ms)),
-            None => self.row.status.clone(),
+    /// `Status` as the engine would write it at `now_ms`, appended to `out`.
+    pub fn write_status(&self, now_ms: i64, out: &mut String) {
+        match (&self.template, &self.row.status) {
+            (Some(t), _) => t.write(now_ms, out),
+            (None, Some(status)) => out.push_str(status),
+            (None, None) => {}
         }
     }
 }

@@ -202,6 +202,9 @@ pub struct Part<'a> {
     pub host_down: bool,
 }
 
+/// Newest first: `Created`, then the node's rank by name, then the engine's order.
+type SortKey = (Reverse<i64>, usize, Reverse<u64>);
+
 /// The answer's JSON array: the admitted rows of every part, newest first, `limit` applied,
 /// each `Status` written for `now_ms` (or `Host Down`). Returns the body and its row count.
 pub fn write(plan: &Plan, parts: &[Part], now_ms: i64) -> (Vec<u8>, usize) {
@@ -212,7 +215,7 @@ pub fn write(plan: &Plan, parts: &[Part], now_ms: i64) -> (Vec<u8>, usize) {
     for (r, &i) in by_name.iter().enumerate() {
         rank[i] = r;
     }
-    let mut rows: Vec<((Reverse<i64>, usize, Reverse<u64>), &Row, bool)> = parts
+    let mut rows: Vec<(SortKey, &Row, bool)> = parts
         .iter()
         .enumerate()
         .filter(|(_, p)| plan.asks(p.node) && (!p.host_down || plan.shows_host_down()))

@@ -36,7 +36,8 @@ use busbar_http::{identity, Body, DockerError, RequestCtx, REQUEST_ID};
 use http_body_util::BodyExt;
 use tracing::info;
 
-use crate::lanes::{self, Lane, LaneBody, Pool, RequestSide};
+use crate::lanes::{self, Lane, Pool, Reading, RequestSide};
+use busbar_hop::lane::LaneBody;
 use futures_util::future::BoxFuture;
 use http::{Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
@@ -342,7 +343,8 @@ impl AgentLink {
             lanes::release(&self.lanes, lane, side);
             full(bytes::Bytes::from(early.concat()))
         } else {
-            BodyExt::boxed(LaneBody::new(early, lane, self.lanes.clone(), side))
+            let reading = Reading::new(lane, self.lanes.clone(), side);
+            BodyExt::boxed(LaneBody::new(early, reading, "response"))
         };
         let rsp = exchange::to_response(head, body).map_err(|e| failed(e.to_string()))?;
         if rsp.status() == StatusCode::SWITCHING_PROTOCOLS {

@@ -14,16 +14,13 @@
 //! remembers that this agent has none, and every exchange to it goes by `Exchange`.
 
 use std::collections::VecDeque;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use busbar_hop::v1::{exchange_frame::Frame, ExchangeFrame};
-use busbar_http::BoxError;
-use bytes::Bytes;
-use futures_util::{FutureExt, StreamExt};
+use busbar_hop::lane::Held;
+use busbar_hop::v1::ExchangeFrame;
+use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 use tonic::Streaming;
 
@@ -208,69 +205,27 @@ pub fn release(pool: &Pool, mut lane: Lane, side: RequestSide) {
     }
 }
 
-/// A response body read from a lane: the `data` frames up to the `eof`, after which the lane
-/// goes back to the pool. Dropped before that, the lane is dropped with it (its call is
-/// cancelled); an error, or the lane's end before the `eof`, fails the body.
-pub struct LaneBody {
-    early: VecDeque<Bytes>,
-    /// In a mutex only to make the body `Sync`; it is never locked (`get_mut`).
-    lane: Mutex<Option<Lane>>,
+/// A lane whose response body is being read ([`busbar_hop::lane::LaneBody`]): at the body's
+/// `eof` it goes back to the pool if its request was sent whole; dropped before, it is dropped
+/// (its call cancelled).
+pub struct Reading {
+    lane: Lane,
     pool: Arc<Pool>,
-    side: Option<RequestSide>,
+    side: RequestSide,
 }
 
-impl LaneBody {
-    pub fn new(early: Vec<Bytes>, lane: Lane, pool: Arc<Pool>, side: RequestSide) -> LaneBody {
-        LaneBody {
-            early: early.into(),
-            lane: Mutex::new(Some(lane)),
-            pool,
-            side: Some(side),
-        }
+impl Reading {
+    pub fn new(lane: Lane, pool: Arc<Pool>, side: RequestSide) -> Reading {
+        Reading { lane, pool, side }
     }
 }
 
-impl http_body::Body for LaneBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        if let Some(data) = this.early.pop_front() {
-            return Poll::Ready(Some(Ok(http_body::Frame::data(data))));
-        }
-        let slot = this.lane.get_mut().expect("never locked");
-        let Some(lane) = slot.as_mut() else {
-            return Poll::Ready(None);
-        };
-        loop {
-            let failure: BoxError = match std::task::ready!(lane.inbound.poll_next_unpin(cx)) {
-                Some(Ok(frame)) => match frame.frame {
-                    Some(Frame::Data(d)) => {
-                        return Poll::Ready(Some(Ok(http_body::Frame::data(d))))
-                    }
-                    Some(Frame::Eof(_)) => {
-                        let lane = slot.take().expect("present");
-                        if let Some(side) = this.side.take() {
-                            release(&this.pool, lane, side);
-                        }
-                        return Poll::Ready(None);
-                    }
-                    Some(Frame::Head(_)) => "a head in the middle of a response body".into(),
-                    None => continue,
-                },
-                Some(Err(e)) => format!("the stream broke: {e}").into(),
-                None => "the stream ended before the body was complete".into(),
-            };
-            *slot = None;
-            return Poll::Ready(Some(Err(failure)));
-        }
+impl Held for Reading {
+    fn frames(&mut self) -> &mut Streaming<ExchangeFrame> {
+        &mut self.lane.inbound
     }
 
-    fn is_end_stream(&self) -> bool {
-        self.early.is_empty() && self.lane.lock().map_or(true, |l| l.is_none())
+    fn at_eof(self) {
+        release(&self.pool, self.lane, self.side);
     }
 }

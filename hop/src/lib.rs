@@ -5,6 +5,7 @@
 //! - [`frames`]: one HTTP exchange as a stream of frames, used by both ends (the agent's
 //!   gRPC service and the gateway's client).
 //! - [`io`]: what goes under TLS on each side of the hop.
+//! - [`lane`]: a body read from a lane (successive exchanges on one call), at both ends.
 //! - `src/gen/busbar.agent.v1.rs`: the code generated from it, committed so that building
 //!   busbar needs no `protoc`. The test `generated_code_is_current` regenerates it (with the
 //!   `protoc` of the `protoc-bin-vendored` crate, so no system `protoc` either) and fails if the
@@ -12,6 +13,7 @@
 
 pub mod frames;
 pub mod io;
+pub mod lane;
 
 #[allow(clippy::all, missing_docs)]
 pub mod v1 {

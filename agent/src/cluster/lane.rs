@@ -3,22 +3,19 @@
 //! The call's response stream drives the lane: polled by the gRPC server for its next frame,
 //! it reads the next request head, serves the request through the proxy as `Exchange` does,
 //! and yields the response's frames, all in the call's own task (no hand-off to another
-//! task). The request body is read from the lane by the request itself ([`LaneBody`]), which
-//! hands the lane back at its `eof`; a body the proxy left unread is read to its `eof` before
-//! the next head. A lane ends cleanly when the gateway ends its side or after [`LANE_IDLE`]
+//! task). The request body is read from the lane by the request itself ([`LaneBody`], the
+//! lane [`Lent`] to it), which hands the lane back at its `eof`; a body the proxy left unread
+//! is read to its `eof` before the next head. A lane ends cleanly when the gateway ends its side or after [`LANE_IDLE`]
 //! without a head; an error ends it with a status, failing only the exchange in flight.
 
-use std::collections::VecDeque;
-use std::pin::Pin;
-use std::sync::Mutex;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use busbar_hop::frames as exchange;
+use busbar_hop::lane::{Held, LaneBody};
 use busbar_hop::v1::{exchange_frame::Frame, ExchangeFrame};
 use busbar_http::body::full;
 use busbar_http::hijack::Hijacked;
-use busbar_http::{Body, BoxError};
+use busbar_http::Body;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::BodyExt;
@@ -103,11 +100,11 @@ impl LaneState {
             } else {
                 let (tx, rx) = oneshot::channel();
                 self.returned = Some(rx);
-                BodyExt::boxed(LaneBody {
-                    early: early.into(),
-                    inbound: Mutex::new(Some(inbound)),
+                let lent = Lent {
+                    inbound: Some(inbound),
                     back: Some(tx),
-                })
+                };
+                BodyExt::boxed(LaneBody::new(early, lent, "request"))
             };
             let (req, refused, may_hijack) = match self.served.prepare(head, body) {
                 Ok(prepared) => prepared,
@@ -160,65 +157,39 @@ async fn take_back(returned: Returned) -> Result<Streaming<ExchangeFrame>, Statu
     Ok(inbound)
 }
 
-/// A request body read from a lane: the `data` up to the `eof`, where the lane's stream is
-/// handed back; dropped before it, the stream is handed back too, to be read past the body.
-struct LaneBody {
-    early: VecDeque<Bytes>,
-    /// In a mutex only to make the body `Sync`; it is never locked (`get_mut`).
-    inbound: Mutex<Option<Streaming<ExchangeFrame>>>,
+/// The lane lent to a request's body ([`busbar_hop::lane::LaneBody`]): handed back at the
+/// body's `eof` (true), or when the body is dropped before it (false: the rest of the body is
+/// to be skipped); lost with the body if it broke.
+struct Lent {
+    inbound: Option<Streaming<ExchangeFrame>>,
     back: Option<oneshot::Sender<(Streaming<ExchangeFrame>, bool)>>,
 }
 
-impl http_body::Body for LaneBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        if let Some(data) = this.early.pop_front() {
-            return Poll::Ready(Some(Ok(http_body::Frame::data(data))));
+impl Lent {
+    fn hand_back(&mut self, finished: bool) {
+        if let (Some(inbound), Some(back)) = (self.inbound.take(), self.back.take()) {
+            let _ = back.send((inbound, finished));
         }
-        let slot = this.inbound.get_mut().expect("never locked");
-        let Some(inbound) = slot.as_mut() else {
-            return Poll::Ready(None);
-        };
-        loop {
-            let failure: BoxError = match std::task::ready!(inbound.poll_next_unpin(cx)) {
-                Some(Ok(frame)) => match frame.frame {
-                    Some(Frame::Data(d)) => {
-                        return Poll::Ready(Some(Ok(http_body::Frame::data(d))))
-                    }
-                    Some(Frame::Eof(_)) => {
-                        let inbound = slot.take().expect("present");
-                        if let Some(back) = this.back.take() {
-                            let _ = back.send((inbound, true));
-                        }
-                        return Poll::Ready(None);
-                    }
-                    Some(Frame::Head(_)) => "a head in the middle of a request body".into(),
-                    None => continue,
-                },
-                Some(Err(e)) => format!("the stream broke: {e}").into(),
-                None => "the stream ended before the body was complete".into(),
-            };
-            *slot = None;
-            return Poll::Ready(Some(Err(failure)));
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.early.is_empty() && self.inbound.lock().map_or(true, |i| i.is_none())
     }
 }
 
-impl Drop for LaneBody {
+impl Held for Lent {
+    fn frames(&mut self) -> &mut Streaming<ExchangeFrame> {
+        self.inbound.as_mut().expect("held until handed back")
+    }
+
+    fn at_eof(mut self) {
+        self.hand_back(true);
+    }
+
+    fn broken(mut self) {
+        self.inbound = None;
+        self.back = None;
+    }
+}
+
+impl Drop for Lent {
     fn drop(&mut self) {
-        let inbound = self.inbound.get_mut().ok().and_then(Option::take);
-        if let (Some(inbound), Some(back)) = (inbound, self.back.take()) {
-            let _ = back.send((inbound, false));
-        }
+        self.hand_back(false);
     }
 }

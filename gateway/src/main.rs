@@ -16,6 +16,7 @@ use busbar_gateway::config::{Cli, Mode};
 use busbar_gateway::hop::AgentLink;
 use busbar_gateway::remote::Remote;
 use busbar_gateway::run::{check_identity, start_cluster, ClusterReadiness, RemoteReadiness};
+use busbar_gateway::status::embedded::LocalNode;
 use busbar_gateway::status::StatusPages;
 use busbar_http::observe::{Pages, Readiness};
 use busbar_http::server::Handler;
@@ -70,13 +71,18 @@ fn main() -> ExitCode {
             }
         };
         let shutdown = CancellationToken::new();
-        let mut pages: Option<Arc<dyn Pages>> = None;
+        let mut pages: Option<Arc<StatusPages>> = None;
         let (handler, readiness): (Arc<dyn Handler>, Arc<dyn Readiness>) =
             match (&config.mode, chains) {
                 (Mode::Embedded, Some(chains)) => {
                     info!(engine = %config.local.engine, "embedded agent (no --agent given)");
-                    let proxy = run::local_proxy(&config.local, chains, &shutdown);
+                    let (proxy, chain_status) =
+                        run::local_proxy_reporting(&config.local, chains, &shutdown);
                     tokio::spawn(run::check_engine(proxy.engine().clone()));
+                    pages = Some(StatusPages::embedded(
+                        LocalNode::new(proxy.clone(), chain_status),
+                        config.status_window,
+                    ));
                     let readiness = Arc::new(run::AgentReadiness {
                         engine: proxy.engine().clone(),
                     });
@@ -107,9 +113,7 @@ fn main() -> ExitCode {
                 }
                 (Mode::Cluster(cluster), _) => match start_cluster(cluster, &shutdown).await {
                     Ok((handler, cluster)) => {
-                        pages = Some(Arc::new(StatusPages {
-                            cluster: cluster.clone(),
-                        }));
+                        pages = Some(StatusPages::cluster(cluster.clone(), config.status_window));
                         (handler, Arc::new(ClusterReadiness { cluster }))
                     }
                     Err(e) => {
@@ -120,11 +124,15 @@ fn main() -> ExitCode {
                 (Mode::Embedded, None) => unreachable!("embedded mode always has chains"),
             };
         let mut servers = tokio::task::JoinSet::new();
+        // The status is served on the metrics listener: its samples and probes run only then.
+        if let (Some(pages), Some(_)) = (&pages, &config.local.metrics_listen) {
+            pages.spawn(&shutdown);
+        }
         if let Err(e) = run::serve_metrics_with(
             &config.local,
             tls.as_ref(),
             readiness,
-            pages,
+            pages.map(|p| p as Arc<dyn Pages>),
             &shutdown,
             &mut servers,
         )

@@ -803,9 +803,11 @@ impl Embedded {
     }
 }
 
-/// The `policy` adapter's figures in a status: (calls, errors, refusals) since start and in
-/// the recent window.
-fn policy_figures(s: &Value) -> Option<((u64, u64, u64), (u64, u64, u64))> {
+/// An adapter's calls, errors and refusals.
+type Figures = (u64, u64, u64);
+
+/// The `policy` adapter's figures in a status: since start, and in the recent window.
+fn policy_figures(s: &Value) -> Option<(Figures, Figures)> {
     let a = s["nodes"][0]["adapters"]
         .as_array()?
         .iter()

@@ -133,7 +133,8 @@ fn chains(out: &mut String, s: &Status) {
             "<tr data-node=\"{0}\"{1}><td>{0}</td><td class=\"num\">{2}</td><td>{source}</td><td>{3}</td><td class=\"refused\">{refused}</td></tr>",
             esc(&n.name),
             if c.refused.is_some() { " class=\"refused\"" } else { "" },
-            c.revision,
+            // Chains from a file have no revision.
+            if c.revision == 0 { "-".to_owned() } else { c.revision.to_string() },
             scopes.join(", "),
         );
     }

@@ -71,7 +71,10 @@ pub fn screen(s: &Status, width: usize, color: bool) -> String {
             None => "-".to_owned(),
             Some(c) => match (&c.refused, c.refused_revision) {
                 (Some(_), Some(rev)) => format!("{} REFUSED {rev}", c.revision),
+                // A file's chains have no revision: the source says it all.
+                (Some(_), None) if c.revision == 0 => format!("{} REFUSED", c.source),
                 (Some(_), None) => format!("{} REFUSED", c.revision),
+                _ if c.revision == 0 => c.source.clone(),
                 _ => format!("{} ({})", c.revision, c.source),
             },
         };
@@ -257,6 +260,28 @@ mod tests {
         assert!(text.contains("LAST ERRORS (1 kept, newest first)"));
         assert!(text.contains("502 POST container_create node3 req-1"));
         assert!(!text.contains('\x1b'));
+    }
+
+    #[test]
+    fn an_embedded_node_runs_its_file_and_says_when_a_reload_was_refused() {
+        let mut s = fixtures::status();
+        s.gateway.mode = "embedded".into();
+        s.nodes.truncate(1);
+        let c = s.nodes[0].chains.as_mut().unwrap();
+        (c.revision, c.source) = (0, "file".into());
+        let text = screen(&s, 200, false);
+        assert!(
+            text.starts_with("busbar 0.1.0 · embedded · 1 of 1 nodes healthy"),
+            "{text}"
+        );
+        assert!(text.contains("1.5ms  file\n"), "{text}");
+        let c = s.nodes[0].chains.as_mut().unwrap();
+        c.refused = Some("line 3: unknown adapter".into());
+        let text = screen(&s, 200, false);
+        assert!(
+            text.contains("1.5ms  file REFUSED  line 3: unknown adapter"),
+            "{text}"
+        );
     }
 
     #[test]

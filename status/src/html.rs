@@ -4,7 +4,13 @@
 //! the binary (`include_str!`), no build step. Everything from the cluster is escaped.
 //!
 //! What tests and scripts may rely on: each node is a `<tr data-node="NAME"
-//! data-health="HEALTH">` of `<table id="nodes">`.
+//! data-health="HEALTH">` of `<table id="nodes">`; each adapter of each node a `<tr
+//! data-node="NAME" data-adapter="ADAPTER">` of `<table id="adapters">` (the window's calls,
+//! errors, refusals and mean, then the totals' calls, errors, timeouts, refusals and mean);
+//! the gateway's requests in the window are `<span id="recent-requests">`.
+//!
+//! On a phone every table scrolls sideways in its own `<div class="scroll">`; the page itself
+//! is never wider than the screen.
 
 use std::fmt::Write;
 

@@ -96,7 +96,7 @@ fn nodes(out: &mut String, s: &Status) {
             .collect();
         let _ = writeln!(
             out,
-            "<tr data-node=\"{name}\" data-health=\"{health}\"><td>{name}</td><td class=\"health {health}\">{health}</td><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"labels\">{labels}</td><td>{}</td><td class=\"bad\">{}</td></tr>",
+            "<tr data-node=\"{name}\" data-health=\"{health}\"><td>{name}</td><td class=\"health {health}\">{health}</td><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"labels\">{labels}</td><td>{}</td><td class=\"bad msg\">{}</td></tr>",
             n.containers.map_or("-".to_owned(), |c| c.to_string()),
             esc(n.engine_version.as_deref().unwrap_or("-")),
             n.probe_ms.map_or("-".to_owned(), |ms| format!("{ms:.1} ms")),
@@ -274,7 +274,7 @@ fn errors(out: &mut String, s: &Status) {
     for e in &s.errors {
         let _ = writeln!(
             out,
-            "<tr><td>{}</td><td class=\"num bad\">{}</td><td>{} {}</td><td>{}</td><td><code>{}</code></td><td>{}</td></tr>",
+            "<tr><td>{}</td><td class=\"num bad\">{}</td><td>{} {}</td><td>{}</td><td><code>{}</code></td><td class=\"msg\">{}</td></tr>",
             clock(e.at_ms),
             e.status,
             esc(&e.method),

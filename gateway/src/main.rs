@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use busbar_agent::run;
+use busbar_gateway::cluster::{Cluster, HealthOptions, Member};
 use busbar_gateway::config::{Cli, Mode};
 use busbar_gateway::hop::AgentLink;
 use busbar_gateway::remote::Remote;
@@ -21,6 +22,26 @@ use busbar_gateway::status::StatusPages;
 use busbar_http::observe::{Pages, Readiness};
 use busbar_http::server::Handler;
 use busbar_runtime::EX_USAGE;
+
+/// The status of a gateway in front of one agent: that node, probed as a cluster's nodes are
+/// (on a connection of its own), for the status page only.
+fn remote_status(
+    node: &str,
+    addr: &str,
+    files: &busbar_tls::TlsFiles,
+    config: &busbar_gateway::config::Config,
+    shutdown: &CancellationToken,
+) -> Result<Arc<StatusPages>, String> {
+    let tls = check_identity(files)?;
+    let one = Cluster::new(tls, HealthOptions::default());
+    let member = Member {
+        addr: addr.to_owned(),
+        labels: Default::default(),
+    };
+    one.set_members(&[(node.to_owned(), member)].into());
+    tokio::spawn(one.clone().run_probes(shutdown.clone()));
+    Ok(StatusPages::remote(one, config.status_window))
+}
 
 fn main() -> ExitCode {
     if let Some(code) = busbar_runtime::manual::generate_if_asked::<Cli>() {
@@ -106,6 +127,15 @@ fn main() -> ExitCode {
                         }
                     };
                     info!(node = %node, addr = %addr, "serving agent over gRPC with mutual TLS");
+                    if config.local.metrics_listen.is_some() {
+                        match remote_status(node, addr, files, &config, &shutdown) {
+                            Ok(status) => pages = Some(status),
+                            Err(e) => {
+                                error!("{e}");
+                                return ExitCode::from(EX_USAGE);
+                            }
+                        }
+                    }
                     let readiness = Arc::new(RemoteReadiness {
                         agent: link.clone(),
                     });

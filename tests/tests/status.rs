@@ -1014,3 +1014,81 @@ fn an_embedded_gateway_shows_its_node_and_a_burst_of_failing_hooks_in_the_recent
     eprintln!("the window forgot the burst {:?} after it", burst.elapsed());
     let _ = docker(&gw, &["rm", "-f", &id]);
 }
+
+/// A gateway in front of one agent (one `--agent`: a remote engine) serves the same status:
+/// that node, probed as a cluster's are (every 3 s, 3 s to answer).
+#[test]
+fn a_gateway_in_front_of_one_agent_shows_that_node_and_when_its_agent_dies() {
+    testbed::e2e!();
+    let bed = Testbed::start(TestbedSpec {
+        hosts: 1,
+        netns: true,
+        etcd: false,
+    })
+    .unwrap();
+    let host = &bed.hosts()[0];
+    let certs = TempDir::new();
+    let addr = host.addr().unwrap().to_string();
+    make_certs(&certs.0, &[("node1", &addr)]);
+    let (mut agent, at) = Process::agent_in(host, "node1", &certs.0, &[]);
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut args = vec!["--agent".to_owned(), format!("node1={at}")];
+    args.extend(tls_args(&certs.0, "gateway"));
+    args.extend(["--metrics-listen".to_owned(), metrics.clone()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let gateway = Process::gateway(&args);
+    let url = format!("http://{metrics}");
+    let status = || -> Result<Value, String> {
+        let out = busbarctl(&["status", "--url", &url, "--json", "--timeout", "3"]);
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+    };
+
+    let id = docker_ok(&gateway.url, &["run", "-d", "busybox", "sleep", "60"]);
+    let running = docker_ok(&gateway.url, &["info", "--format", "{{.Containers}}"]);
+    let mut last = Err("not asked".to_owned());
+    let seen = wait_until(Duration::from_secs(20), || {
+        last = status();
+        last.as_ref().is_ok_and(|s| {
+            healthy_count(s) == 1
+                && s["nodes"][0]["containers"].as_u64().map(|c| c.to_string())
+                    == Some(running.clone())
+        })
+    });
+    assert!(
+        seen,
+        "busbarctl status never showed node1 healthy with {running} containers: {last:?}\n{}",
+        gateway.log_tail()
+    );
+    let s = last.clone().unwrap();
+    assert_eq!(s["gateway"]["mode"], "remote", "{s}");
+    assert_eq!(s["nodes"].as_array().map(Vec::len), Some(1), "{s}");
+    let n = node(&s, "node1");
+    assert!(
+        n["engine_version"].as_str().is_some_and(|v| !v.is_empty()),
+        "{n}"
+    );
+    assert_eq!(n["chains"]["source"], "none", "{n}");
+    let (code, page) = support::http_get(&metrics, "/status");
+    assert_eq!(code, 200);
+    assert!(
+        page.contains("<tr data-node=\"node1\" data-health=\"Healthy\">"),
+        "{page}"
+    );
+
+    agent.kill();
+    let killed = Instant::now();
+    let seen = wait_until(Duration::from_secs(15), || {
+        last = status();
+        last.as_ref()
+            .is_ok_and(|s| s["nodes"][0]["health"] == "Unhealthy")
+    });
+    assert!(seen, "node1 never showed unhealthy: {last:?}");
+    eprintln!(
+        "busbarctl status showed node1 unhealthy {:?} after its agent was killed",
+        killed.elapsed()
+    );
+    let _ = id;
+}

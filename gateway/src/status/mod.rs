@@ -6,9 +6,11 @@
 //! Made at each request from what the gateway holds in memory. In cluster mode: each node's
 //! snapshot (its last probe answer), its figures (the probe's time, the adapter totals its
 //! agent reported in that answer) and the process's last error answers; nothing is asked of
-//! the agents here. Embedded: the one local node ([`embedded`]). In both, the figures of the
-//! recent window (`--status-window`) come from samples of the same totals, taken every few
-//! seconds ([`busbar_status::window`]): nothing is added to the request path.
+//! the agents here. Remote (one `--agent`): the same, for a cluster of that one node, probed
+//! on a connection of its own. Embedded: the one local node ([`embedded`]). In every mode,
+//! the figures of the recent window (`--status-window`) come from samples of the same
+//! totals, taken every few seconds ([`busbar_status::window`]): nothing is added to the
+//! request path.
 //!
 //! # Layout
 //! - [`embedded`]: the embedded gateway's node, its engine probed.
@@ -37,9 +39,11 @@ enum Source {
     Embedded(Arc<LocalNode>),
 }
 
-/// The status page of a gateway in cluster or embedded mode.
+/// The status page of a gateway in cluster, remote or embedded mode.
 pub struct StatusPages {
     source: Source,
+    /// `cluster`, `remote` or `embedded` (`gateway.mode`).
+    mode: &'static str,
     window: Mutex<Window>,
 }
 
@@ -48,6 +52,17 @@ impl StatusPages {
     pub fn cluster(cluster: Arc<Cluster>, window: Duration) -> Arc<StatusPages> {
         Arc::new(StatusPages {
             source: Source::Cluster(cluster),
+            mode: "cluster",
+            window: Mutex::new(Window::new(window)),
+        })
+    }
+
+    /// The status of a gateway in front of one agent (`--agent`): `cluster` holds that one
+    /// node, probed as a cluster's are.
+    pub fn remote(cluster: Arc<Cluster>, window: Duration) -> Arc<StatusPages> {
+        Arc::new(StatusPages {
+            source: Source::Cluster(cluster),
+            mode: "remote",
             window: Mutex::new(Window::new(window)),
         })
     }
@@ -56,6 +71,7 @@ impl StatusPages {
     pub fn embedded(node: LocalNode, window: Duration) -> Arc<StatusPages> {
         Arc::new(StatusPages {
             source: Source::Embedded(Arc::new(node)),
+            mode: "embedded",
             window: Mutex::new(Window::new(window)),
         })
     }
@@ -96,7 +112,7 @@ impl StatusPages {
 
     /// The status now, totals only.
     fn totals(&self) -> Status {
-        let (mode, nodes, probe_interval, probe_timeout) = match &self.source {
+        let (nodes, probe_interval, probe_timeout) = match &self.source {
             Source::Cluster(cluster) => {
                 let nodes = cluster
                     .snapshots()
@@ -110,14 +126,12 @@ impl StatusPages {
                     })
                     .collect();
                 (
-                    "cluster",
                     nodes,
                     cluster.health.probe_interval,
                     cluster.health.probe_timeout,
                 )
             }
             Source::Embedded(node) => (
-                "embedded",
                 vec![node.node()],
                 embedded::PROBE_EVERY,
                 embedded::PROBE_TIMEOUT,
@@ -135,7 +149,7 @@ impl StatusPages {
                 requests,
                 requests_4xx,
                 requests_5xx,
-                mode: mode.to_owned(),
+                mode: self.mode.to_owned(),
                 window_s: self.window().span().as_secs_f64(),
                 recent: None,
             },

@@ -85,6 +85,11 @@ impl Proxy {
         &self.engine
     }
 
+    /// The chains it runs now (what the embedded gateway's status page lists).
+    pub fn chains(&self) -> Arc<LiveChains> {
+        self.chains.borrow().clone()
+    }
+
     /// Who a hook call is made for: this request, on this node.
     fn caller<'a>(&'a self, ctx: &'a RequestCtx) -> Caller<'a> {
         Caller {

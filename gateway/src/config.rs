@@ -55,6 +55,17 @@ pub struct Cli {
     #[arg(long, env = "BUSBAR_LIST_RESYNC", default_value_t = 30.0)]
     pub list_resync: f64,
 
+    /// Seconds of the recent window of the status page and `busbarctl status`: the calls,
+    /// errors and refusals of each adapter, and the requests by status class, in the last
+    /// SECS (beside the totals since start).
+    #[arg(
+        long,
+        env = "BUSBAR_STATUS_WINDOW",
+        default_value_t = 300.0,
+        value_name = "SECS"
+    )]
+    pub status_window: f64,
+
     #[command(flatten)]
     pub tls: TlsArgs,
 
@@ -111,6 +122,8 @@ pub struct Config {
     pub mode: Mode,
     /// `--hop-lanes`: exchanges to agents on lanes.
     pub hop_lanes: bool,
+    /// `--status-window`: the span of the status's recent figures.
+    pub status_window: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,12 +140,18 @@ pub enum GatewayConfigError {
     Etcd(#[from] EtcdConfigError),
     #[error(transparent)]
     PartialTls(#[from] PartialTls),
+    #[error("--status-window {0}: expected at least 1 second")]
+    StatusWindow(f64),
 }
 
 impl Cli {
     pub fn into_config(self) -> Result<Config, GatewayConfigError> {
         let local = self.local.into_config(true)?;
         let hop_lanes = self.hop_lanes;
+        let status_window = seconds("status-window", self.status_window)?;
+        if status_window < std::time::Duration::from_secs(1) {
+            return Err(GatewayConfigError::StatusWindow(self.status_window));
+        }
         let tls = self.tls.files("the gateway's identity toward agents")?;
         let etcd = self.etcd.into_config()?;
         let mode = match (self.agents.as_slice(), etcd.is_none()) {
@@ -171,6 +190,7 @@ impl Cli {
             local,
             mode,
             hop_lanes,
+            status_window,
         })
     }
 }
@@ -217,6 +237,17 @@ mod tests {
         assert!(matches!(c.mode, Mode::Embedded));
         assert_eq!(c.local.listen.len(), 1);
         assert_eq!(c.local.listen[0].to_string(), "unix:///run/busbar.sock");
+        assert_eq!(c.status_window, std::time::Duration::from_secs(300));
+    }
+
+    #[test]
+    fn the_status_window_is_a_second_or_more() {
+        let c = parse(&["--status-window", "20"]).unwrap();
+        assert_eq!(c.status_window, std::time::Duration::from_secs(20));
+        for bad in ["0.5", "0", "-3", "NaN"] {
+            let flag = format!("--status-window={bad}");
+            assert!(parse(&[&flag]).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -22,7 +22,8 @@
 //! - [`names`]: cluster-wide container names, reserved in etcd or in memory.
 //! - [`serve`]: the cluster-mode handler: answer, aggregate, route, schedule, broadcast.
 //! - [`run`]: starting the cluster mode, and the identity check of every mode with agents.
-//! - [`status`]: the status page and `/status.json` on the metrics listener (cluster mode).
+//! - [`status`]: the status page and `/status.json` on the metrics listener (every
+//!   mode).
 //!
 //! The listeners, the hijack splice and the embedded agent are shared crates'
 //! (`busbar_http`, `busbar_agent`): the gateway adds the hop, not a second proxy.

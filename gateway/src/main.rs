@@ -12,14 +12,36 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use busbar_agent::run;
+use busbar_gateway::cluster::{Cluster, HealthOptions, Member};
 use busbar_gateway::config::{Cli, Mode};
 use busbar_gateway::hop::AgentLink;
 use busbar_gateway::remote::Remote;
 use busbar_gateway::run::{check_identity, start_cluster, ClusterReadiness, RemoteReadiness};
+use busbar_gateway::status::embedded::LocalNode;
 use busbar_gateway::status::StatusPages;
 use busbar_http::observe::{Pages, Readiness};
 use busbar_http::server::Handler;
 use busbar_runtime::EX_USAGE;
+
+/// The status of a gateway in front of one agent: that node, probed as a cluster's nodes are
+/// (on a connection of its own), for the status page only.
+fn remote_status(
+    node: &str,
+    addr: &str,
+    files: &busbar_tls::TlsFiles,
+    config: &busbar_gateway::config::Config,
+    shutdown: &CancellationToken,
+) -> Result<Arc<StatusPages>, String> {
+    let tls = check_identity(files)?;
+    let one = Cluster::new(tls, HealthOptions::default());
+    let member = Member {
+        addr: addr.to_owned(),
+        labels: Default::default(),
+    };
+    one.set_members(&[(node.to_owned(), member)].into());
+    tokio::spawn(one.clone().run_probes(shutdown.clone()));
+    Ok(StatusPages::remote(one, config.status_window))
+}
 
 fn main() -> ExitCode {
     if let Some(code) = busbar_runtime::manual::generate_if_asked::<Cli>() {
@@ -70,13 +92,18 @@ fn main() -> ExitCode {
             }
         };
         let shutdown = CancellationToken::new();
-        let mut pages: Option<Arc<dyn Pages>> = None;
+        let mut pages: Option<Arc<StatusPages>> = None;
         let (handler, readiness): (Arc<dyn Handler>, Arc<dyn Readiness>) =
             match (&config.mode, chains) {
                 (Mode::Embedded, Some(chains)) => {
                     info!(engine = %config.local.engine, "embedded agent (no --agent given)");
-                    let proxy = run::local_proxy(&config.local, chains, &shutdown);
+                    let (proxy, chain_status) =
+                        run::local_proxy_reporting(&config.local, chains, &shutdown);
                     tokio::spawn(run::check_engine(proxy.engine().clone()));
+                    pages = Some(StatusPages::embedded(
+                        LocalNode::new(proxy.clone(), chain_status),
+                        config.status_window,
+                    ));
                     let readiness = Arc::new(run::AgentReadiness {
                         engine: proxy.engine().clone(),
                     });
@@ -100,6 +127,15 @@ fn main() -> ExitCode {
                         }
                     };
                     info!(node = %node, addr = %addr, "serving agent over gRPC with mutual TLS");
+                    if config.local.metrics_listen.is_some() {
+                        match remote_status(node, addr, files, &config, &shutdown) {
+                            Ok(status) => pages = Some(status),
+                            Err(e) => {
+                                error!("{e}");
+                                return ExitCode::from(EX_USAGE);
+                            }
+                        }
+                    }
                     let readiness = Arc::new(RemoteReadiness {
                         agent: link.clone(),
                     });
@@ -107,9 +143,7 @@ fn main() -> ExitCode {
                 }
                 (Mode::Cluster(cluster), _) => match start_cluster(cluster, &shutdown).await {
                     Ok((handler, cluster)) => {
-                        pages = Some(Arc::new(StatusPages {
-                            cluster: cluster.clone(),
-                        }));
+                        pages = Some(StatusPages::cluster(cluster.clone(), config.status_window));
                         (handler, Arc::new(ClusterReadiness { cluster }))
                     }
                     Err(e) => {
@@ -120,11 +154,15 @@ fn main() -> ExitCode {
                 (Mode::Embedded, None) => unreachable!("embedded mode always has chains"),
             };
         let mut servers = tokio::task::JoinSet::new();
+        // The status is served on the metrics listener: its samples and probes run only then.
+        if let (Some(pages), Some(_)) = (&pages, &config.local.metrics_listen) {
+            pages.spawn(&shutdown);
+        }
         if let Err(e) = run::serve_metrics_with(
             &config.local,
             tls.as_ref(),
             readiness,
-            pages,
+            pages.map(|p| p as Arc<dyn Pages>),
             &shutdown,
             &mut servers,
         )

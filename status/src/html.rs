@@ -4,11 +4,18 @@
 //! the binary (`include_str!`), no build step. Everything from the cluster is escaped.
 //!
 //! What tests and scripts may rely on: each node is a `<tr data-node="NAME"
-//! data-health="HEALTH">` of `<table id="nodes">`.
+//! data-health="HEALTH">` of `<table id="nodes">`; each adapter of each node a `<tr
+//! data-node="NAME" data-adapter="ADAPTER">` of `<table id="adapters">` (the window's calls,
+//! errors, refusals and mean, then the totals' calls, errors, timeouts, refusals and mean);
+//! the gateway's requests in the window are `<span id="recent-requests">`.
+//!
+//! On a phone every table scrolls sideways in its own `<div class="scroll">`; the page itself
+//! is never wider than the screen.
 
 use std::fmt::Write;
 
 use crate::model::{clock, Status};
+use crate::window::short;
 
 /// How often the page refreshes itself.
 pub const REFRESH_MS: u64 = 2000;
@@ -43,9 +50,23 @@ pub fn page(status: &Status) -> String {
 pub fn fragment(s: &Status) -> String {
     let mut out = String::with_capacity(6 * 1024);
     let g = &s.gateway;
+    let mode = match g.mode.as_str() {
+        "embedded" => " &middot; embedded (one machine)",
+        _ => "",
+    };
+    let recent = match &g.recent {
+        Some(r) => format!(
+            " &middot; <span id=\"recent-requests\">last {}: {} requests ({} 4xx, {} 5xx)</span>",
+            window_label(g.window_s, r.window_s),
+            r.requests,
+            r.requests_4xx,
+            r.requests_5xx
+        ),
+        None => String::new(),
+    };
     let _ = writeln!(
         out,
-        "<p class=\"summary\">gateway {} &middot; <b>{} of {} nodes healthy</b> &middot; {} requests ({} 4xx, {} 5xx) &middot; probes every {}s &middot; at {} UTC</p>",
+        "<p class=\"summary\">gateway {}{mode} &middot; <b>{} of {} nodes healthy</b> &middot; {} requests since start ({} 4xx, {} 5xx){recent} &middot; probes every {}s &middot; at {} UTC</p>",
         esc(&g.version),
         s.healthy(),
         s.nodes.len(),
@@ -75,7 +96,7 @@ fn nodes(out: &mut String, s: &Status) {
             .collect();
         let _ = writeln!(
             out,
-            "<tr data-node=\"{name}\" data-health=\"{health}\"><td>{name}</td><td class=\"health {health}\">{health}</td><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"labels\">{labels}</td><td>{}</td><td class=\"bad\">{}</td></tr>",
+            "<tr data-node=\"{name}\" data-health=\"{health}\"><td>{name}</td><td class=\"health {health}\">{health}</td><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"labels\">{labels}</td><td>{}</td><td class=\"bad msg\">{}</td></tr>",
             n.containers.map_or("-".to_owned(), |c| c.to_string()),
             esc(n.engine_version.as_deref().unwrap_or("-")),
             n.probe_ms.map_or("-".to_owned(), |ms| format!("{ms:.1} ms")),
@@ -109,17 +130,53 @@ fn chains(out: &mut String, s: &Status) {
             (Some(why), None) => esc(why),
             _ => String::new(),
         };
+        let source = match &c.file {
+            Some(file) => format!("{} <code>{}</code>", esc(&c.source), esc(file)),
+            None => esc(&c.source),
+        };
         let _ = writeln!(
             out,
-            "<tr data-node=\"{0}\"{1}><td>{0}</td><td class=\"num\">{2}</td><td>{3}</td><td>{4}</td><td class=\"refused\">{refused}</td></tr>",
+            "<tr data-node=\"{0}\"{1}><td>{0}</td><td class=\"num\">{2}</td><td>{source}</td><td>{3}</td><td class=\"refused\">{refused}</td></tr>",
             esc(&n.name),
             if c.refused.is_some() { " class=\"refused\"" } else { "" },
-            c.revision,
-            esc(&c.source),
+            // Chains from a file have no revision.
+            if c.revision == 0 { "-".to_owned() } else { c.revision.to_string() },
             scopes.join(", "),
         );
     }
     out.push_str("</tbody></table></div>\n");
+    // The chains themselves, where the gateway knows them (its embedded agent's).
+    let hooks: Vec<_> = s
+        .nodes
+        .iter()
+        .flat_map(|n| {
+            n.chains
+                .iter()
+                .flat_map(move |c| c.endpoints.iter().map(move |h| (n, h)))
+        })
+        .collect();
+    if !hooks.is_empty() {
+        out.push_str("<div class=\"scroll\"><table id=\"hooks\">\n<thead><tr><th>Node</th><th>Endpoint</th><th>Pre-hooks</th><th>Post-hooks</th></tr></thead>\n<tbody>\n");
+        for (n, h) in hooks {
+            let list = |names: &[String]| {
+                if names.is_empty() {
+                    "-".to_owned()
+                } else {
+                    names.iter().map(|a| esc(a)).collect::<Vec<_>>().join(", ")
+                }
+            };
+            let _ = writeln!(
+                out,
+                "<tr data-node=\"{}\"><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+                esc(&n.name),
+                esc(&n.name),
+                esc(&h.key),
+                list(&h.pre),
+                list(&h.post),
+            );
+        }
+        out.push_str("</tbody></table></div>\n");
+    }
     // The same per scope: which revision of each scope's document each node runs.
     let scopes = s.scopes();
     if !scopes.is_empty() {
@@ -146,32 +203,67 @@ fn chains(out: &mut String, s: &Status) {
 }
 
 fn adapters(out: &mut String, s: &Status) {
-    out.push_str("<section><h2>Adapters</h2><div class=\"scroll\"><table id=\"adapters\">\n<thead><tr><th>Node</th><th>Adapter</th><th>Calls</th><th>Errors</th><th>Timeouts</th><th>Refusals</th><th>Mean</th></tr></thead>\n<tbody>\n");
+    let label = esc(&window_label(
+        s.gateway.window_s,
+        s.gateway.recent.as_ref().map_or(0.0, |r| r.window_s),
+    ));
+    let _ = write!(
+        out,
+        "<section><h2>Adapters</h2><div class=\"scroll\"><table id=\"adapters\">\n<thead><tr><th rowspan=\"2\">Node</th><th rowspan=\"2\">Adapter</th><th colspan=\"4\" class=\"group\">last {label}</th><th colspan=\"5\" class=\"group\">since its agent started</th></tr>\n<tr><th>Calls</th><th>Errors</th><th>Refusals</th><th>Mean</th><th>Calls</th><th>Errors</th><th>Timeouts</th><th>Refusals</th><th>Mean</th></tr></thead>\n<tbody>\n"
+    );
+    let errors = |n: u64, percent: Option<f64>| match percent {
+        Some(p) if n > 0 => format!("{n} ({p:.1}%)"),
+        _ => n.to_string(),
+    };
+    let bad = |n: u64| if n > 0 { " bad" } else { "" };
+    let ms = |ms: Option<f64>| ms.map_or("-".to_owned(), |ms| format!("{ms:.1} ms"));
     let mut any = false;
     for n in &s.nodes {
         for a in &n.adapters {
             any = true;
-            let errors = match a.error_percent() {
-                Some(p) if a.errors > 0 => format!("{} ({p:.1}%)", a.errors),
-                _ => a.errors.to_string(),
+            let recent = match &a.recent {
+                Some(r) => format!(
+                    "<td class=\"num recent-calls\">{}</td><td class=\"num recent-errors{}\">{}</td><td class=\"num recent-refusals\">{}</td><td class=\"num\">{}</td>",
+                    r.calls,
+                    bad(r.errors),
+                    errors(r.errors, r.error_percent()),
+                    r.refusals,
+                    ms(r.mean_ms()),
+                ),
+                None => "<td colspan=\"4\" class=\"muted\">not sampled yet</td>".to_owned(),
             };
             let _ = writeln!(
                 out,
-                "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num{}\">{errors}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+                "<tr data-node=\"{}\" data-adapter=\"{}\"><td>{}</td><td>{}</td>{recent}<td class=\"num calls\">{}</td><td class=\"num errors{}\">{}</td><td class=\"num\">{}</td><td class=\"num refusals\">{}</td><td class=\"num\">{}</td></tr>",
+                esc(&n.name),
+                esc(&a.adapter),
                 esc(&n.name),
                 esc(&a.adapter),
                 a.calls,
-                if a.errors > 0 { " bad" } else { "" },
+                bad(a.errors),
+                errors(a.errors, a.error_percent()),
                 a.timeouts,
                 a.refusals,
-                a.mean_ms().map_or("-".to_owned(), |ms| format!("{ms:.1} ms")),
+                ms(a.mean_ms()),
             );
         }
     }
     if !any {
-        out.push_str("<tr><td colspan=\"7\" class=\"muted\">no adapter called yet</td></tr>\n");
+        out.push_str("<tr><td colspan=\"11\" class=\"muted\">no adapter called yet</td></tr>\n");
     }
     out.push_str("</tbody></table></div></section>\n");
+}
+
+/// The window's name: `5m` for the span configured, or the life of the gateway when it is
+/// younger (`42s, since start`).
+pub fn window_label(span_s: f64, covered_s: f64) -> String {
+    if span_s <= 0.0 {
+        return "window".to_owned();
+    }
+    if covered_s + 0.5 < span_s {
+        return format!("{}, since start", short(covered_s));
+    }
+    short(span_s)
 }
 
 fn errors(out: &mut String, s: &Status) {
@@ -182,7 +274,7 @@ fn errors(out: &mut String, s: &Status) {
     for e in &s.errors {
         let _ = writeln!(
             out,
-            "<tr><td>{}</td><td class=\"num bad\">{}</td><td>{} {}</td><td>{}</td><td><code>{}</code></td><td>{}</td></tr>",
+            "<tr><td>{}</td><td class=\"num bad\">{}</td><td>{} {}</td><td>{}</td><td><code>{}</code></td><td class=\"msg\">{}</td></tr>",
             clock(e.at_ms),
             e.status,
             esc(&e.method),
@@ -239,11 +331,47 @@ mod tests {
         assert!(f.contains("node node3: &lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(f.contains("connection refused &lt;&amp;&gt;"));
         assert!(f.contains("<code>req-1</code>"));
-        // Adapter figures: 1 error in 10 calls, 5 ms on average.
+        // Adapter figures: 1 error in 10 calls, 5 ms on average; in the window 1 in 4, 2 ms.
         assert!(f.contains("1 (10.0%)"), "{f}");
         assert!(f.contains("5.0 ms"), "{f}");
+        assert!(
+            f.contains("<td class=\"num recent-calls\">4</td><td class=\"num recent-errors bad\">1 (25.0%)</td><td class=\"num recent-refusals\">2</td><td class=\"num\">2.0 ms</td>"),
+            "{f}"
+        );
+        assert!(f.contains("last 5m"), "{f}");
+        assert!(f.contains("last 5m: 12 requests (1 4xx, 1 5xx)"), "{f}");
         // The scope table: one row, a revision per node.
         assert!(f.contains("<table id=\"scopes\">"));
+    }
+
+    #[test]
+    fn the_embedded_gateway_names_its_mode_and_lists_its_chains() {
+        let mut s = fixtures::status();
+        s.gateway.mode = "embedded".into();
+        s.nodes.truncate(1);
+        let c = s.nodes[0].chains.as_mut().unwrap();
+        c.source = "file".into();
+        c.file = Some("/etc/busbar/adapters.yml".into());
+        c.endpoints = vec![crate::model::Hooks {
+            key: "POST /*/containers/create".into(),
+            pre: vec!["netpol".into(), "quota".into()],
+            post: vec![],
+        }];
+        s.gateway.recent.as_mut().unwrap().window_s = 42.0;
+        let f = fragment(&s);
+        assert!(f.contains("embedded (one machine)"), "{f}");
+        assert!(f.contains("1 of 1 nodes healthy"), "{f}");
+        assert!(
+            f.contains("file <code>/etc/busbar/adapters.yml</code>"),
+            "{f}"
+        );
+        assert!(
+            f.contains(
+                "<td><code>POST /*/containers/create</code></td><td>netpol, quota</td><td>-</td>"
+            ),
+            "{f}"
+        );
+        assert!(f.contains("last 42s, since start"), "{f}");
     }
 
     #[test]

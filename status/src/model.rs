@@ -38,6 +38,41 @@ pub struct GatewayInfo {
     pub requests: u64,
     pub requests_4xx: u64,
     pub requests_5xx: u64,
+    /// `cluster` (nodes behind agents, probed) or `embedded` (one machine: the agent in the
+    /// gateway's process, on its local engine).
+    #[serde(default)]
+    pub mode: String,
+    /// The span of the recent window, in seconds (`--status-window`): the `recent` figures
+    /// cover at least this much (or the whole life of the gateway, when shorter).
+    #[serde(default)]
+    pub window_s: f64,
+    /// The requests answered in the recent window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recent: Option<RequestWindow>,
+}
+
+/// The gateway's requests in the recent window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RequestWindow {
+    /// The seconds the figures cover.
+    pub window_s: f64,
+    pub requests: u64,
+    pub requests_4xx: u64,
+    pub requests_5xx: u64,
+}
+
+impl RequestWindow {
+    /// `count` per minute over the window.
+    pub fn per_minute(&self, count: u64) -> f64 {
+        per_minute(count, self.window_s)
+    }
+}
+
+fn per_minute(count: u64, window_s: f64) -> f64 {
+    if window_s <= 0.0 {
+        return 0.0;
+    }
+    count as f64 * 60.0 / window_s
 }
 
 /// One node as the gateway last saw it.
@@ -85,6 +120,22 @@ pub struct Chains {
     /// The revision it refused, with `refused`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused_revision: Option<i64>,
+    /// The `--config` file, with `source` `file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// The chains themselves, each endpoint's adapters, where the gateway knows them (the
+    /// embedded agent's; a cluster's agents do not report them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<Hooks>,
+}
+
+/// One endpoint of a chain set: its key and the adapters that run on it, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hooks {
+    /// The key as written in the chains, e.g. `POST /*/containers/create`.
+    pub key: String,
+    pub pre: Vec<String>,
+    pub post: Vec<String>,
 }
 
 /// One adapter's calls on one node, since the node's agent started.
@@ -99,6 +150,38 @@ pub struct Adapter {
     pub refusals: u64,
     /// The time of all calls, in seconds.
     pub seconds: f64,
+    /// The same figures in the recent window (the gateway's `window_s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recent: Option<AdapterWindow>,
+}
+
+/// One adapter's calls on one node in the recent window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AdapterWindow {
+    /// The seconds the figures cover.
+    pub window_s: f64,
+    pub calls: u64,
+    pub errors: u64,
+    pub timeouts: u64,
+    pub refusals: u64,
+    pub seconds: f64,
+}
+
+impl AdapterWindow {
+    /// The mean time of a call in the window, in milliseconds (`None` without calls).
+    pub fn mean_ms(&self) -> Option<f64> {
+        (self.calls > 0).then(|| self.seconds * 1000.0 / self.calls as f64)
+    }
+
+    /// The share of the window's calls that failed, in percent (`None` without calls).
+    pub fn error_percent(&self) -> Option<f64> {
+        (self.calls > 0).then(|| self.errors as f64 * 100.0 / self.calls as f64)
+    }
+
+    /// `count` per minute over the window.
+    pub fn per_minute(&self, count: u64) -> f64 {
+        per_minute(count, self.window_s)
+    }
 }
 
 impl Adapter {
@@ -177,6 +260,8 @@ pub(crate) mod fixtures {
                 scopes: [("global".to_owned(), 12)].into(),
                 refused: None,
                 refused_revision: None,
+                file: None,
+                endpoints: vec![],
             }),
             adapters: vec![Adapter {
                 adapter: "netpol".into(),
@@ -185,6 +270,14 @@ pub(crate) mod fixtures {
                 timeouts: 1,
                 refusals: 2,
                 seconds: 0.05,
+                recent: Some(AdapterWindow {
+                    window_s: 300.0,
+                    calls: 4,
+                    errors: 1,
+                    timeouts: 0,
+                    refusals: 2,
+                    seconds: 0.008,
+                }),
             }],
             last_error: None,
         };
@@ -205,6 +298,14 @@ pub(crate) mod fixtures {
                 requests: 40,
                 requests_4xx: 2,
                 requests_5xx: 1,
+                mode: "cluster".into(),
+                window_s: 300.0,
+                recent: Some(RequestWindow {
+                    window_s: 300.0,
+                    requests: 12,
+                    requests_4xx: 1,
+                    requests_5xx: 1,
+                }),
             },
             nodes: vec![node("node1", "Healthy"), n2, n3],
             errors: vec![ErrorAnswer {
@@ -237,6 +338,13 @@ mod tests {
         assert_eq!(v["nodes"][0]["adapters"][0]["timeouts"], 1);
         assert_eq!(v["errors"][0]["request_id"], "req-1");
         assert_eq!(v["gateway"]["probe_interval_s"], 3.0);
+        assert_eq!(v["gateway"]["recent"]["requests_4xx"], 1);
+        assert_eq!(v["nodes"][0]["adapters"][0]["recent"]["errors"], 1);
+        // A document of a gateway before the window (and the embedded mode) still reads.
+        let old = r#"{"format":1,"generated_at_ms":1,"gateway":{"version":"0.1.0","probe_interval_s":3.0,"probe_timeout_s":3.0,"requests":1,"requests_4xx":0,"requests_5xx":0},"nodes":[{"name":"n","addr":"a","health":"Healthy","labels":{},"adapters":[{"adapter":"x","calls":1,"errors":0,"timeouts":0,"refusals":0,"seconds":0.1}]}],"errors":[]}"#;
+        let old: Status = serde_json::from_str(old).unwrap();
+        assert_eq!(old.gateway.recent, None);
+        assert_eq!(old.nodes[0].adapters[0].recent, None);
     }
 
     #[test]

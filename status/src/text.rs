@@ -3,6 +3,7 @@
 //! refusals), the adapters (calls, error rate, timeouts, mean time) and the last errors, each
 //! line cut to the terminal's width.
 
+use crate::html::window_label;
 use crate::model::{clock, Status};
 
 /// How many of the last errors the screen shows.
@@ -24,11 +25,24 @@ pub fn screen(s: &Status, width: usize, color: bool) -> String {
     };
     let mut out = Vec::new();
     let g = &s.gateway;
+    let label = window_label(g.window_s, g.recent.as_ref().map_or(0.0, |r| r.window_s));
+    let recent = match &g.recent {
+        Some(r) => format!(
+            " · last {label}: {} ({} 4xx, {} 5xx)",
+            r.requests, r.requests_4xx, r.requests_5xx
+        ),
+        None => String::new(),
+    };
+    let mode = if g.mode == "embedded" {
+        " · embedded"
+    } else {
+        ""
+    };
     out.push(paint(
         BOLD,
         &cut(
             &format!(
-                "busbar {} · {} of {} nodes healthy · {} requests ({} 4xx, {} 5xx) · {} UTC",
+                "busbar {}{mode} · {} of {} nodes healthy · {} requests ({} 4xx, {} 5xx){recent} · {} UTC",
                 g.version,
                 s.healthy(),
                 s.nodes.len(),
@@ -57,7 +71,10 @@ pub fn screen(s: &Status, width: usize, color: bool) -> String {
             None => "-".to_owned(),
             Some(c) => match (&c.refused, c.refused_revision) {
                 (Some(_), Some(rev)) => format!("{} REFUSED {rev}", c.revision),
+                // A file's chains have no revision: the source says it all.
+                (Some(_), None) if c.revision == 0 => format!("{} REFUSED", c.source),
                 (Some(_), None) => format!("{} REFUSED", c.revision),
+                _ if c.revision == 0 => c.source.clone(),
                 _ => format!("{} ({})", c.revision, c.source),
             },
         };
@@ -94,23 +111,46 @@ pub fn screen(s: &Status, width: usize, color: bool) -> String {
     if s.nodes.is_empty() {
         out.push("(no node known)".into());
     }
+    let head = |what: &str| format!("{what}/{}", short_label(&label));
     let mut rows = vec![[
-        "ADAPTER", "NODE", "CALLS", "ERRORS", "TIMEOUTS", "REFUSALS", "MEAN",
-    ]
-    .map(str::to_owned)];
+        "ADAPTER".to_owned(),
+        "NODE".to_owned(),
+        head("CALLS"),
+        head("ERRORS"),
+        head("REFUSALS"),
+        head("MEAN"),
+        "CALLS".to_owned(),
+        "ERRORS".to_owned(),
+        "TIMEOUTS".to_owned(),
+        "REFUSALS".to_owned(),
+    ]];
+    let errors = |n: u64, percent: Option<f64>| match percent {
+        Some(p) if n > 0 => format!("{n} ({p:.1}%)"),
+        _ => n.to_string(),
+    };
     for n in &s.nodes {
         for a in &n.adapters {
+            let recent = match &a.recent {
+                Some(r) => [
+                    r.calls.to_string(),
+                    errors(r.errors, r.error_percent()),
+                    r.refusals.to_string(),
+                    r.mean_ms().map_or("-".into(), |ms| format!("{ms:.1}ms")),
+                ],
+                None => ["-", "-", "-", "-"].map(str::to_owned),
+            };
+            let [calls, errs, refusals, mean] = recent;
             rows.push([
                 a.adapter.clone(),
                 n.name.clone(),
+                calls,
+                errs,
+                refusals,
+                mean,
                 a.calls.to_string(),
-                match a.error_percent() {
-                    Some(p) => format!("{} ({p:.1}%)", a.errors),
-                    None => a.errors.to_string(),
-                },
+                errors(a.errors, a.error_percent()),
                 a.timeouts.to_string(),
                 a.refusals.to_string(),
-                a.mean_ms().map_or("-".into(), |ms| format!("{ms:.1}ms")),
             ]);
         }
     }
@@ -147,6 +187,11 @@ pub fn screen(s: &Status, width: usize, color: bool) -> String {
     let mut text = out.join("\n");
     text.push('\n');
     text
+}
+
+/// The window's label without what follows its span (`42s, since start` -> `42s`).
+fn short_label(label: &str) -> &str {
+    label.split(',').next().unwrap_or(label)
 }
 
 /// Rows as left-aligned columns, two spaces apart, trailing spaces removed.
@@ -201,12 +246,42 @@ mod tests {
         assert!(text.contains("adapter \"x\": no url"), "{text}");
         assert!(lines[5].starts_with("node3  Unhealthy  -"), "{text}");
         assert!(
-            text.contains("netpol   node1  10     1 (10.0%)  1         2         5.0ms"),
+            lines[0].contains("· 40 requests (2 4xx, 1 5xx) · last 5m: 12 (1 4xx, 1 5xx) ·"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ADAPTER  NODE   CALLS/5m  ERRORS/5m  REFUSALS/5m  MEAN/5m  CALLS  ERRORS     TIMEOUTS  REFUSALS"),
+            "{text}"
+        );
+        assert!(
+            text.contains("netpol   node1  4         1 (25.0%)  2            2.0ms    10     1 (10.0%)  1         2"),
             "{text}"
         );
         assert!(text.contains("LAST ERRORS (1 kept, newest first)"));
         assert!(text.contains("502 POST container_create node3 req-1"));
         assert!(!text.contains('\x1b'));
+    }
+
+    #[test]
+    fn an_embedded_node_runs_its_file_and_says_when_a_reload_was_refused() {
+        let mut s = fixtures::status();
+        s.gateway.mode = "embedded".into();
+        s.nodes.truncate(1);
+        let c = s.nodes[0].chains.as_mut().unwrap();
+        (c.revision, c.source) = (0, "file".into());
+        let text = screen(&s, 200, false);
+        assert!(
+            text.starts_with("busbar 0.1.0 · embedded · 1 of 1 nodes healthy"),
+            "{text}"
+        );
+        assert!(text.contains("1.5ms  file\n"), "{text}");
+        let c = s.nodes[0].chains.as_mut().unwrap();
+        c.refused = Some("line 3: unknown adapter".into());
+        let text = screen(&s, 200, false);
+        assert!(
+            text.contains("1.5ms  file REFUSED  line 3: unknown adapter"),
+            "{text}"
+        );
     }
 
     #[test]

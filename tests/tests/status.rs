@@ -5,9 +5,15 @@
 //! in a real headless Chromium (Debian's `chromium`), driven over the DevTools protocol by
 //! `support/status_page.py` (Debian's python3-websocket: no crate to build for it).
 //!
-//! Each test kills one agent and checks the node turns unhealthy within the detection time:
-//! the probe interval (0.5 s) plus the probe timeout (1 s), plus the page's refresh (2 s), with
-//! room for a loaded machine.
+//! Each cluster test kills one agent and checks the node turns unhealthy within the detection
+//! time: the probe interval (0.5 s) plus the probe timeout (1 s), plus the page's refresh
+//! (2 s), with room for a loaded machine. The page is also loaded as a phone (390x844) would,
+//! and nothing may stick out sideways.
+//!
+//! The embedded gateway (no `--agent`: the single-machine default) serves the same status for
+//! its one node; there a scripted burst of refused and failing hook calls must move the recent
+//! window by exactly its counts, on the page and in `busbarctl status`, and the window must
+//! forget them once it has passed.
 
 mod support;
 
@@ -434,22 +440,82 @@ fn lines(out: ChildStdout) -> mpsc::Receiver<String> {
     rx
 }
 
-#[test]
-fn the_page_in_chromium_shows_a_node_go_unhealthy_without_a_reload() {
-    testbed::e2e!();
-    let Some(chromium) = Browser::chromium() else {
+/// Chromium, or `None` (the test is then skipped) when it is not installed; under
+/// `BUSBAR_E2E=require` a missing Chromium fails the test.
+fn chromium_or_skip() -> Option<PathBuf> {
+    let found = Browser::chromium();
+    if found.is_none() {
         let why = "chromium is not installed (tests/run.sh installs Debian's chromium)";
         if std::env::var("BUSBAR_E2E").as_deref() == Ok("require") {
             panic!("{why}; BUSBAR_E2E=require");
         }
         eprintln!("skipping: {why}");
+    }
+    found
+}
+
+/// Where the screenshots go (kept as test artifacts).
+fn shots_dir() -> PathBuf {
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page");
+    std::fs::create_dir_all(&shots).unwrap();
+    shots
+}
+
+/// The phone's screen, in CSS pixels (an iPhone 12 to 15).
+const PHONE: (u32, u32) = (390, 844);
+
+/// Loads the page again as a phone would (390x844, mobile) and requires it to be readable
+/// there: the viewport meta applied, the document no wider than the screen, nothing sticking
+/// out past its edge but inside a scrolling container, each table in its own horizontal
+/// scroller within the screen, text no smaller than 12 px. Keeps a screenshot named `shot`.
+fn assert_readable_on_a_phone(b: &mut Browser, shot: &str) {
+    let (w, h) = PHONE;
+    let m = b.ask(&format!("phone {w} {h}"), Duration::from_secs(20));
+    assert_eq!(m["ok"], true, "{m}");
+    let width = f64::from(w);
+    assert_eq!(
+        m["innerWidth"].as_f64(),
+        Some(width),
+        "the page is not laid out for the phone's width: {m}"
+    );
+    assert!(
+        m["scrollWidth"].as_f64().unwrap() <= width,
+        "the page scrolls sideways on a phone: {m}"
+    );
+    assert_eq!(
+        m["overflowing"].as_array().map(Vec::len),
+        Some(0),
+        "elements stick out past the screen's edge: {m}"
+    );
+    let scrollers = m["scrollers"].as_array().unwrap();
+    assert!(scrollers.len() >= 4, "{m}");
+    for s in scrollers {
+        assert!(s["right"].as_f64().unwrap() <= width + 0.5, "{s}");
+        assert!(
+            matches!(s["overflowX"].as_str(), Some("auto" | "scroll")),
+            "a table that does not scroll in its own container: {s}"
+        );
+    }
+    assert!(m["fontSize"].as_f64().unwrap() >= 12.0, "{m}");
+    let shot = b.ask(&format!("shot {shot}"), Duration::ZERO);
+    let path = shot["path"].as_str().unwrap();
+    assert!(
+        std::fs::metadata(path).unwrap().len() > 1000,
+        "an empty screenshot"
+    );
+    eprintln!("screenshot at a phone's size (artifact): {path}");
+}
+
+#[test]
+fn the_page_in_chromium_shows_a_node_go_unhealthy_without_a_reload() {
+    testbed::e2e!();
+    let Some(chromium) = chromium_or_skip() else {
         return;
     };
     let bed = Testbed::start(three_hosts()).unwrap();
     let mut c = cluster(&bed);
     c.wait_healthy(3, Duration::from_secs(20));
-    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page");
-    std::fs::create_dir_all(&shots).unwrap();
+    let shots = shots_dir();
     let mut b = Browser::open(&chromium, &format!("{}/status", c.url()), &shots);
 
     let seen = b.ask("wait 3 0 10", Duration::from_secs(10));
@@ -486,6 +552,9 @@ fn the_page_in_chromium_shows_a_node_go_unhealthy_without_a_reload() {
         "an empty screenshot"
     );
     eprintln!("the page showed node3 unhealthy {took:?} after its agent was killed");
+
+    // The same page on a phone: three nodes, their chains, scopes, adapters and errors.
+    assert_readable_on_a_phone(&mut b, "phone-cluster");
 }
 
 /// `busbarctl status` with the cert files of `certs` named in `tls` (`--tlscacert` etc.), with
@@ -634,4 +703,392 @@ fn ctrl_c_stops_a_watch_in_the_middle_of_a_fetch() {
     };
     assert!(code.success(), "{code:?}");
     println!("stopped {:?} after SIGINT", asked.elapsed());
+}
+
+/// The recent window of the embedded test, in seconds (`--status-window`): short, so that the
+/// test sees it forget.
+const WINDOW_S: u64 = 15;
+
+/// An embedded gateway (no `--agent`) on one engine, with a pre-hook on creates from its
+/// `--config` file and its metrics listener on loopback. The adapter (a fake: a test double)
+/// refuses creates of names starting `refuse-` (a 403 the client gets), answers those of names
+/// starting `break-` with something that is not the protocol's (a failed call: a 502), and
+/// passes the rest.
+struct Embedded {
+    gateway: Process,
+    metrics: String,
+    config: PathBuf,
+    _adapter: FakeAdapter,
+    _dir: TempDir,
+}
+
+fn policy(payload: &Value) -> support::adapters::Answer {
+    let uri = payload["ClientRequest"]["Request"].as_str().unwrap_or("");
+    if uri.contains("name=refuse-") {
+        support::adapters::Answer {
+            status: 403,
+            body: "refused by policy: no refuse-* names".into(),
+            delay: Duration::ZERO,
+        }
+    } else if uri.contains("name=break-") {
+        support::adapters::Answer {
+            status: 200,
+            body: "this is not the protocol".into(),
+            delay: Duration::ZERO,
+        }
+    } else {
+        null(payload)
+    }
+}
+
+fn embedded(engine: &str) -> Embedded {
+    let adapter = FakeAdapter::start(policy);
+    let dir = TempDir::new();
+    let config = dir.join("adapters.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "endpoints:\n  \"POST /*/containers/create\":\n    pre: [policy]\nadapters:\n  policy: {}\n",
+            adapter.url
+        ),
+    )
+    .unwrap();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let window = WINDOW_S.to_string();
+    let gateway = Process::gateway(&[
+        "--docker",
+        engine,
+        "--config",
+        config.to_str().unwrap(),
+        "--metrics-listen",
+        &metrics,
+        "--status-window",
+        &window,
+    ]);
+    Embedded {
+        gateway,
+        metrics,
+        config,
+        _adapter: adapter,
+        _dir: dir,
+    }
+}
+
+impl Embedded {
+    fn url(&self) -> String {
+        format!("http://{}", self.metrics)
+    }
+
+    fn status(&self) -> Result<Value, String> {
+        let out = busbarctl(&["status", "--url", &self.url(), "--json", "--timeout", "3"]);
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+    }
+
+    /// Waits until `busbarctl status --json` satisfies `ok`, and returns that document.
+    fn wait(&self, what: &str, within: Duration, ok: impl Fn(&Value) -> bool) -> Value {
+        let mut last = Err("not asked".to_owned());
+        let seen = wait_until(within, || {
+            last = self.status();
+            last.as_ref().is_ok_and(&ok)
+        });
+        assert!(
+            seen,
+            "busbarctl status never showed {what} within {within:?}: {last:?}\n{}",
+            self.gateway.log_tail()
+        );
+        last.unwrap()
+    }
+}
+
+/// An adapter's calls, errors and refusals.
+type Figures = (u64, u64, u64);
+
+/// The `policy` adapter's figures in a status: since start, and in the recent window.
+fn policy_figures(s: &Value) -> Option<(Figures, Figures)> {
+    let a = s["nodes"][0]["adapters"]
+        .as_array()?
+        .iter()
+        .find(|a| a["adapter"] == "policy")?;
+    let three = |v: &Value| {
+        Some((
+            v["calls"].as_u64()?,
+            v["errors"].as_u64()?,
+            v["refusals"].as_u64()?,
+        ))
+    };
+    Some((three(a)?, three(&a["recent"])?))
+}
+
+#[test]
+fn an_embedded_gateway_shows_its_node_and_a_burst_of_failing_hooks_in_the_recent_window() {
+    testbed::e2e!();
+    let chromium = chromium_or_skip();
+    if chromium.is_none() {
+        return;
+    }
+    let bed = Testbed::start(TestbedSpec {
+        hosts: 1,
+        netns: true,
+        etcd: false,
+    })
+    .unwrap();
+    let engine = bed.hosts()[0].docker_url();
+    let e = embedded(&engine);
+    let gw = e.gateway.url.clone();
+
+    // The one local node, healthy, with its engine, its chains from the file, and no call yet.
+    let s = e.wait("the local node healthy", Duration::from_secs(20), |s| {
+        s["nodes"][0]["health"] == "Healthy" && s["nodes"][0]["containers"].is_u64()
+    });
+    assert_eq!(s["gateway"]["mode"], "embedded", "{s}");
+    assert_eq!(s["gateway"]["window_s"], WINDOW_S as f64, "{s}");
+    let nodes = s["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 1, "{s}");
+    let n = &nodes[0];
+    let info: Value = serde_json::from_str(&docker_ok(&gw, &["info", "--format", "{{json .}}"]))
+        .expect("docker info as JSON");
+    assert_eq!(n["name"], info["Name"], "the engine's name: {n}");
+    assert_eq!(
+        n["engine_version"].as_str(),
+        info["ServerVersion"].as_str(),
+        "{n}"
+    );
+    assert!(n["probe_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{n}");
+    let chains = &n["chains"];
+    assert_eq!(chains["source"], "file", "{n}");
+    assert_eq!(chains["file"].as_str(), e.config.to_str(), "{n}");
+    assert_eq!(
+        chains["endpoints"][0]["key"], "POST /*/containers/create",
+        "{n}"
+    );
+    assert_eq!(
+        chains["endpoints"][0]["pre"],
+        serde_json::json!(["policy"]),
+        "{n}"
+    );
+    assert!(chains.get("refused").is_none(), "{n}");
+    let before = n["containers"].as_u64().unwrap();
+
+    // A container started through it: counted on the node, and its create's hook call too.
+    let name = unique_name("status-embedded");
+    let id = docker_ok(
+        &gw,
+        &["run", "-d", "--name", &name, "busybox", "sleep", "120"],
+    );
+    let s = e.wait(
+        "the new container and its hook call",
+        Duration::from_secs(15),
+        |s| {
+            s["nodes"][0]["containers"].as_u64() == Some(before + 1)
+                && policy_figures(s).is_some_and(|(total, _)| total == (1, 0, 0))
+        },
+    );
+    assert_eq!(
+        policy_figures(&s).unwrap().1,
+        (1, 0, 0),
+        "the call is in the window: {s}"
+    );
+
+    // The page, in Chromium: the node healthy, the container counted, the chain listed.
+    let shots = shots_dir();
+    let mut b = Browser::open(&chromium.unwrap(), &format!("{}/status", e.url()), &shots);
+    let seen = b.ask("wait 1 0 10", Duration::from_secs(10));
+    assert_eq!(
+        seen["ok"], true,
+        "the page does not show the node healthy: {seen}"
+    );
+    let (status, page) = support::http_get(&e.metrics, "/status");
+    assert_eq!(status, 200);
+    let node_name = n["name"].as_str().unwrap();
+    let row = format!("<tr data-node=\"{node_name}\" data-health=\"Healthy\"><td>{node_name}</td><td class=\"health Healthy\">Healthy</td><td class=\"num\">{}</td>", before + 1);
+    assert!(page.contains(&row), "{row} not in {page}");
+    assert!(page.contains("embedded (one machine)"), "{page}");
+    assert!(
+        page.contains("<td><code>POST /*/containers/create</code></td><td>policy</td>"),
+        "{page}"
+    );
+    let shot = b.ask("shot embedded", Duration::ZERO);
+    eprintln!("screenshot (artifact): {}", shot["path"].as_str().unwrap());
+
+    // The window forgets the run once it has passed; the totals keep it.
+    let started = Instant::now();
+    let s = e.wait(
+        "the window empty",
+        Duration::from_secs(WINDOW_S + 15),
+        |s| policy_figures(s).is_some_and(|(_, recent)| recent == (0, 0, 0)),
+    );
+    eprintln!("the window forgot the run after {:?}", started.elapsed());
+    assert_eq!(policy_figures(&s).unwrap().0, (1, 0, 0), "{s}");
+
+    // The burst: 3 creates the adapter refuses (403), 2 it answers with garbage (502).
+    for i in 0..3 {
+        let out = docker(
+            &gw,
+            &["create", "--name", &format!("refuse-{i}-{name}"), "busybox"],
+        );
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("refused by policy"), "{err}");
+    }
+    for i in 0..2 {
+        let out = docker(
+            &gw,
+            &["create", "--name", &format!("break-{i}-{name}"), "busybox"],
+        );
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("policy"), "the error names the adapter: {err}");
+    }
+    let burst = Instant::now();
+    // At once, exactly the burst in the window: 5 calls, 2 failed, 3 refused; the gateway's
+    // requests in the window: the 3 refusals (4xx) and the 2 failures (5xx).
+    let s = e.status().unwrap();
+    let (total, recent) = policy_figures(&s).unwrap();
+    assert_eq!(recent, (5, 2, 3), "{s}");
+    assert_eq!(total, (6, 2, 3), "{s}");
+    let r = &s["gateway"]["recent"];
+    assert_eq!(
+        (r["requests_4xx"].as_u64(), r["requests_5xx"].as_u64()),
+        (Some(3), Some(2)),
+        "{s}"
+    );
+    // The screen says so too.
+    let out = busbarctl(&["status", "--url", &e.url()]);
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    assert!(
+        screen.contains("embedded · 1 of 1 nodes healthy"),
+        "{screen}"
+    );
+    assert!(screen.contains(&format!("last {WINDOW_S}s: ")), "{screen}");
+    assert!(screen.contains("(3 4xx, 2 5xx)"), "{screen}");
+    let line = screen
+        .lines()
+        .find(|l| l.starts_with("policy"))
+        .unwrap_or_else(|| panic!("no adapter line: {screen}"));
+    let cells: Vec<&str> = line.split_whitespace().collect();
+    // ADAPTER NODE CALLS/15s ERRORS/15s (share) REFUSALS/15s MEAN/15s CALLS ERRORS (share) ...
+    assert_eq!(&cells[2..5], ["5", "2", "(40.0%)"], "{line}");
+    assert_eq!(cells[5], "3", "{line}");
+    assert_eq!(&cells[7..10], ["6", "2", "(33.3%)"], "{line}");
+
+    // The page shows it without a reload, within its refresh.
+    let mut last = Value::Null;
+    let shown = wait_until(Duration::from_secs(10), || {
+        last = b.ask("row policy", Duration::ZERO);
+        last["rows"][0].as_array().is_some_and(|cells| {
+            cells.len() == 11
+                && cells[2] == "5"
+                && cells[3] == "2 (40.0%)"
+                && cells[4] == "3"
+                && cells[6] == "6"
+        })
+    });
+    assert!(shown, "the page does not show the burst: {last}");
+    assert!(
+        last["recent"]
+            .as_str()
+            .is_some_and(|t| t.contains("(3 4xx, 2 5xx)")),
+        "{last}"
+    );
+    let seen = b.ask("wait 1 0 1", Duration::from_secs(1));
+    assert_eq!(seen["marker"], true, "the page was reloaded: {seen}");
+    let shot = b.ask("shot embedded-burst", Duration::ZERO);
+    eprintln!("screenshot (artifact): {}", shot["path"].as_str().unwrap());
+    eprintln!("the page showed the burst {:?} after it", burst.elapsed());
+
+    // On a phone.
+    assert_readable_on_a_phone(&mut b, "phone-embedded");
+
+    // Once the window has passed, the burst is gone from it and stays in the totals.
+    let s = e.wait(
+        "the window empty after the burst",
+        Duration::from_secs(WINDOW_S + 15),
+        |s| policy_figures(s).is_some_and(|(_, recent)| recent == (0, 0, 0)),
+    );
+    assert_eq!(policy_figures(&s).unwrap().0, (6, 2, 3), "{s}");
+    assert_eq!(s["gateway"]["recent"]["requests_4xx"], 0, "{s}");
+    eprintln!("the window forgot the burst {:?} after it", burst.elapsed());
+    let _ = docker(&gw, &["rm", "-f", &id]);
+}
+
+/// A gateway in front of one agent (one `--agent`: a remote engine) serves the same status:
+/// that node, probed as a cluster's are (every 3 s, 3 s to answer).
+#[test]
+fn a_gateway_in_front_of_one_agent_shows_that_node_and_when_its_agent_dies() {
+    testbed::e2e!();
+    let bed = Testbed::start(TestbedSpec {
+        hosts: 1,
+        netns: true,
+        etcd: false,
+    })
+    .unwrap();
+    let host = &bed.hosts()[0];
+    let certs = TempDir::new();
+    let addr = host.addr().unwrap().to_string();
+    make_certs(&certs.0, &[("node1", &addr)]);
+    let (mut agent, at) = Process::agent_in(host, "node1", &certs.0, &[]);
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut args = vec!["--agent".to_owned(), format!("node1={at}")];
+    args.extend(tls_args(&certs.0, "gateway"));
+    args.extend(["--metrics-listen".to_owned(), metrics.clone()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let gateway = Process::gateway(&args);
+    let url = format!("http://{metrics}");
+    let status = || -> Result<Value, String> {
+        let out = busbarctl(&["status", "--url", &url, "--json", "--timeout", "3"]);
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+    };
+
+    let id = docker_ok(&gateway.url, &["run", "-d", "busybox", "sleep", "60"]);
+    let running = docker_ok(&gateway.url, &["info", "--format", "{{.Containers}}"]);
+    let mut last = Err("not asked".to_owned());
+    let seen = wait_until(Duration::from_secs(20), || {
+        last = status();
+        last.as_ref().is_ok_and(|s| {
+            healthy_count(s) == 1
+                && s["nodes"][0]["containers"].as_u64().map(|c| c.to_string())
+                    == Some(running.clone())
+        })
+    });
+    assert!(
+        seen,
+        "busbarctl status never showed node1 healthy with {running} containers: {last:?}\n{}",
+        gateway.log_tail()
+    );
+    let s = last.clone().unwrap();
+    assert_eq!(s["gateway"]["mode"], "remote", "{s}");
+    assert_eq!(s["nodes"].as_array().map(Vec::len), Some(1), "{s}");
+    let n = node(&s, "node1");
+    assert!(
+        n["engine_version"].as_str().is_some_and(|v| !v.is_empty()),
+        "{n}"
+    );
+    assert_eq!(n["chains"]["source"], "none", "{n}");
+    let (code, page) = support::http_get(&metrics, "/status");
+    assert_eq!(code, 200);
+    assert!(
+        page.contains("<tr data-node=\"node1\" data-health=\"Healthy\">"),
+        "{page}"
+    );
+
+    agent.kill();
+    let killed = Instant::now();
+    let seen = wait_until(Duration::from_secs(15), || {
+        last = status();
+        last.as_ref()
+            .is_ok_and(|s| s["nodes"][0]["health"] == "Unhealthy")
+    });
+    assert!(seen, "node1 never showed unhealthy: {last:?}");
+    eprintln!(
+        "busbarctl status showed node1 unhealthy {:?} after its agent was killed",
+        killed.elapsed()
+    );
+    let _ = id;
 }

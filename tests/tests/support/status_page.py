@@ -9,6 +9,14 @@ answers each with one JSON line on stdout:
                                      HEALTHY nodes Healthy and UNHEALTHY not: {"ok", "nodes",
                                      "navigations", "marker"}
   shot NAME                       -> a PNG screenshot in SCREENSHOT_DIR: {"ok", "path"}
+  row ADAPTER                     -> the cells' text of each row of the adapters table for
+                                     ADAPTER, and the recent requests' summary: {"ok", "rows",
+                                     "recent"} (read as it is now; the caller polls)
+  phone WIDTH HEIGHT              -> emulates a phone (WIDTH x HEIGHT CSS pixels, 3 device
+                                     pixels each, mobile), reloads the page and measures it:
+                                     {"ok", "innerWidth", "scrollWidth", "overflowing" (elements
+                                     past the right edge outside a scrolling container),
+                                     "scrollers" (each table's container), "fontSize"}
 The page is marked once loaded (a window property): a reload would lose the mark, so
 "marker": true proves the page updated itself in place. Every wait has a deadline.
 Needs Debian's python3-websocket (websocket-client).
@@ -63,13 +71,56 @@ NODES = """JSON.stringify({
   live: (document.getElementById('live') || {}).textContent
 })"""
 
+ROW = """JSON.stringify({
+  rows: Array.from(document.querySelectorAll('#adapters tr[data-adapter]'))
+    .filter(function (tr) { return tr.getAttribute('data-adapter') === %s; })
+    .map(function (tr) { return Array.from(tr.cells).map(function (c) { return c.textContent; }); }),
+  recent: (document.getElementById('recent-requests') || {}).textContent || null
+})"""
+
+MEASURE = """JSON.stringify((function () {
+  var vw = window.innerWidth;
+  var out = {
+    innerWidth: vw,
+    scrollWidth: document.documentElement.scrollWidth,
+    overflowing: [],
+    scrollers: [],
+    fontSize: parseFloat(getComputedStyle(document.body).fontSize)
+  };
+  document.querySelectorAll('body *').forEach(function (el) {
+    if (el.closest('.scroll')) { return; }
+    var r = el.getBoundingClientRect();
+    if (r.width > 0 && (r.right > vw + 0.5 || r.left < -0.5)) {
+      out.overflowing.push(el.tagName.toLowerCase() + (el.id ? '#' + el.id : '') +
+        ' ' + Math.round(r.left) + '..' + Math.round(r.right));
+    }
+  });
+  document.querySelectorAll('table').forEach(function (t) {
+    var box = t.parentElement;
+    var r = box.getBoundingClientRect();
+    out.scrollers.push({
+      table: t.id,
+      right: r.right,
+      overflowX: getComputedStyle(box).overflowX,
+      tableWidth: t.scrollWidth,
+      boxWidth: box.clientWidth
+    });
+  });
+  return out;
+})())"""
+
+
+def wait_loaded():
+    deadline = time.time() + 20
+    while evaluate("document.readyState") != "complete":
+        if time.time() > deadline:
+            raise TimeoutError("the page did not load within 20 s")
+        time.sleep(0.1)
+
+
 call("Page.enable")
 call("Page.navigate", url=url)
-deadline = time.time() + 20
-while evaluate("document.readyState") != "complete":
-    if time.time() > deadline:
-        raise TimeoutError("the page did not load within 20 s")
-    time.sleep(0.1)
+wait_loaded()
 evaluate("window.__busbarTestMarker = 1")
 print(json.dumps({"ok": True, "loaded": url}), flush=True)
 
@@ -96,5 +147,30 @@ for line in sys.stdin:
         with open(path, "wb") as f:
             f.write(base64.b64decode(shot["data"]))
         print(json.dumps({"ok": True, "path": path}), flush=True)
+    elif words[0] == "row":
+        seen = json.loads(evaluate(ROW % json.dumps(words[1])))
+        seen["ok"] = True
+        print(json.dumps(seen), flush=True)
+    elif words[0] == "phone":
+        width, height = int(words[1]), int(words[2])
+        call("Emulation.setDeviceMetricsOverride", width=width, height=height,
+             deviceScaleFactor=3, mobile=True)
+        call("Emulation.setTouchEmulationEnabled", enabled=True, maxTouchPoints=5)
+        # Reloaded under the emulation, as a phone would load it (its viewport meta applied).
+        evaluate("window.__busbarBeforeReload = 1")
+        call("Page.reload", ignoreCache=True)
+        deadline = time.time() + 20
+        while True:
+            try:
+                if not evaluate("window.__busbarBeforeReload === 1 || document.readyState !== 'complete'"):
+                    break
+            except RuntimeError:
+                pass  # the old page's context went away under the evaluation
+            if time.time() > deadline:
+                raise TimeoutError("the page did not reload within 20 s")
+            time.sleep(0.1)
+        seen = json.loads(evaluate(MEASURE))
+        seen["ok"] = True
+        print(json.dumps(seen), flush=True)
     else:
         print(json.dumps({"ok": False, "error": f"unknown command {words[0]!r}"}), flush=True)

@@ -3,44 +3,140 @@
 //! render that refreshes itself), `/status/fragment` (its content, fetched by its script) and
 //! `/status.json` (the document, [`busbar_status::Status`], that `busbarctl status` reads).
 //!
-//! Made at each request from what the gateway holds in memory: each node's snapshot (its last
-//! probe answer), its figures (the probe's time, the adapter totals its agent reported in that
-//! answer) and the process's last error answers. Nothing is asked of the agents here.
+//! Made at each request from what the gateway holds in memory. In cluster mode: each node's
+//! snapshot (its last probe answer), its figures (the probe's time, the adapter totals its
+//! agent reported in that answer) and the process's last error answers; nothing is asked of
+//! the agents here. Remote (one `--agent`): the same, for a cluster of that one node, probed
+//! on a connection of its own. Embedded: the one local node ([`embedded`]). In every mode,
+//! the figures of the recent window (`--status-window`) come from samples of the same
+//! totals, taken every few seconds ([`busbar_status::window`]): nothing is added to the
+//! request path.
+//!
+//! # Layout
+//! - [`embedded`]: the embedded gateway's node, its engine probed.
 
-use std::sync::Arc;
-use std::time::SystemTime;
+pub mod embedded;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{header, Response, StatusCode};
 use http_body_util::Full;
+use tokio_util::sync::CancellationToken;
 
 use busbar_http::observe::Pages;
+use busbar_status::window::{Totals, Window};
 use busbar_status::{Adapter, Chains, ErrorAnswer, GatewayInfo, Node, Status, FORMAT};
 
 use crate::cluster::{Cluster, Figures};
 use crate::model::NodeSnapshot;
+use embedded::LocalNode;
 
-/// The status page of a gateway in cluster mode.
+/// Where the nodes of the status come from.
+enum Source {
+    Cluster(Arc<Cluster>),
+    Embedded(Arc<LocalNode>),
+}
+
+/// The status page of a gateway in cluster, remote or embedded mode.
 pub struct StatusPages {
-    pub cluster: Arc<Cluster>,
+    source: Source,
+    /// `cluster`, `remote` or `embedded` (`gateway.mode`).
+    mode: &'static str,
+    window: Mutex<Window>,
 }
 
 impl StatusPages {
-    /// The cluster's status now.
+    /// The status of `cluster`, with a recent window of `window`.
+    pub fn cluster(cluster: Arc<Cluster>, window: Duration) -> Arc<StatusPages> {
+        Arc::new(StatusPages {
+            source: Source::Cluster(cluster),
+            mode: "cluster",
+            window: Mutex::new(Window::new(window)),
+        })
+    }
+
+    /// The status of a gateway in front of one agent (`--agent`): `cluster` holds that one
+    /// node, probed as a cluster's are.
+    pub fn remote(cluster: Arc<Cluster>, window: Duration) -> Arc<StatusPages> {
+        Arc::new(StatusPages {
+            source: Source::Cluster(cluster),
+            mode: "remote",
+            window: Mutex::new(Window::new(window)),
+        })
+    }
+
+    /// The status of an embedded gateway's one node, with a recent window of `window`.
+    pub fn embedded(node: LocalNode, window: Duration) -> Arc<StatusPages> {
+        Arc::new(StatusPages {
+            source: Source::Embedded(Arc::new(node)),
+            mode: "embedded",
+            window: Mutex::new(Window::new(window)),
+        })
+    }
+
+    /// Samples the totals for the window (and, embedded, probes the engine) until `shutdown`.
+    /// Run only where the status is served.
+    pub fn spawn(self: &Arc<Self>, shutdown: &CancellationToken) {
+        if let Source::Embedded(node) = &self.source {
+            tokio::spawn(node.clone().run_probes(shutdown.clone()));
+        }
+        let pages = self.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let step = pages.window().step();
+            let mut tick = tokio::time::interval(step);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let now = pages.totals();
+                pages.window().record(now.generated_at_ms, Totals::of(&now));
+            }
+        });
+    }
+
+    fn window(&self) -> std::sync::MutexGuard<'_, Window> {
+        self.window.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The status now, with the figures of the recent window.
     pub fn status(&self) -> Status {
-        let nodes = self
-            .cluster
-            .snapshots()
-            .iter()
-            .map(|s| {
-                let figures = self
-                    .cluster
-                    .node(&s.name)
-                    .map(|n| n.figures())
-                    .unwrap_or_default();
-                node_status(s, &figures)
-            })
-            .collect();
+        let mut s = self.totals();
+        self.window().apply(&mut s);
+        s
+    }
+
+    /// The status now, totals only.
+    fn totals(&self) -> Status {
+        let (nodes, probe_interval, probe_timeout) = match &self.source {
+            Source::Cluster(cluster) => {
+                let nodes = cluster
+                    .snapshots()
+                    .iter()
+                    .map(|s| {
+                        let figures = cluster
+                            .node(&s.name)
+                            .map(|n| n.figures())
+                            .unwrap_or_default();
+                        node_status(s, &figures)
+                    })
+                    .collect();
+                (
+                    nodes,
+                    cluster.health.probe_interval,
+                    cluster.health.probe_timeout,
+                )
+            }
+            Source::Embedded(node) => (
+                vec![node.node()],
+                embedded::PROBE_EVERY,
+                embedded::PROBE_TIMEOUT,
+            ),
+        };
         let m = busbar_metrics::global();
         let (requests, requests_4xx, requests_5xx) = m.recent.requests();
         Status {
@@ -48,11 +144,14 @@ impl StatusPages {
             generated_at_ms: now_ms(),
             gateway: GatewayInfo {
                 version: env!("CARGO_PKG_VERSION").to_owned(),
-                probe_interval_s: self.cluster.health.probe_interval.as_secs_f64(),
-                probe_timeout_s: self.cluster.health.probe_timeout.as_secs_f64(),
+                probe_interval_s: probe_interval.as_secs_f64(),
+                probe_timeout_s: probe_timeout.as_secs_f64(),
                 requests,
                 requests_4xx,
                 requests_5xx,
+                mode: self.mode.to_owned(),
+                window_s: self.window().span().as_secs_f64(),
+                recent: None,
             },
             nodes,
             errors: m
@@ -99,6 +198,8 @@ pub fn node_status(s: &NodeSnapshot, figures: &Figures) -> Node {
             scopes: c.scopes.clone(),
             refused: c.error.clone(),
             refused_revision: c.rejected_revision,
+            file: c.file.clone(),
+            endpoints: vec![],
         }),
         adapters,
     }

@@ -112,7 +112,7 @@ impl Line {
         );
         if let Some(start) = self.span_start {
             spans::ended(
-                start,
+                *start,
                 elapsed,
                 self.method,
                 self.endpoint,

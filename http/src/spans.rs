@@ -86,7 +86,7 @@ impl SpanStart {
 /// Hands the span of a request that took `elapsed` to the sink.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn ended(
-    start: Box<SpanStart>,
+    start: SpanStart,
     elapsed: Duration,
     method: &'static str,
     endpoint: &'static str,
@@ -104,7 +104,7 @@ pub(crate) fn ended(
         flags,
         route,
         request_id,
-    } = *start;
+    } = start;
     sink.request_ended(RequestSpan {
         trace_id,
         span_id,

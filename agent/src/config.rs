@@ -626,6 +626,69 @@ mod tests {
     }
 
     #[test]
+    fn the_otlp_endpoint_is_the_flag_else_the_standard_variables_and_must_be_http() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let url = |e: Option<OtlpEndpoint>| e.map(|e| (e.url, e.from_flag));
+        assert_eq!(url(otlp_endpoint(None, env(&[]))), None);
+        let both: &[(&str, &str)] = &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://all:4317"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://traces:4317"),
+        ];
+        assert_eq!(
+            url(otlp_endpoint(None, env(both))),
+            Some(("http://traces:4317".into(), false))
+        );
+        assert_eq!(
+            url(otlp_endpoint(
+                None,
+                env(&[
+                    ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", " "),
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://all:4317"),
+                ])
+            )),
+            Some(("http://all:4317".into(), false))
+        );
+        assert_eq!(
+            url(otlp_endpoint(Some("http://flag:4317".into()), env(both))),
+            Some(("http://flag:4317".into(), true))
+        );
+        let check = |url: &str, from_flag| {
+            check_otlp(Some(OtlpEndpoint {
+                url: url.into(),
+                from_flag,
+            }))
+        };
+        for bad in [
+            "https://c:4317",
+            "c:4317",
+            "http://",
+            "http:///v1",
+            "http://a b:1",
+        ] {
+            assert!(
+                matches!(check(bad, false), Err(ConfigError::OtlpEndpoint { .. })),
+                "{bad}"
+            );
+        }
+        if cfg!(feature = "otlp") {
+            assert!(check("http://127.0.0.1:4317", true).unwrap().is_some());
+            assert!(parse(&["--otlp-endpoint", "https://c:4317"]).is_err());
+        } else {
+            assert!(matches!(
+                check("http://127.0.0.1:4317", true),
+                Err(ConfigError::OtlpNotBuilt)
+            ));
+        }
+        assert!(check("http://collector.example:4317", false).is_ok());
+    }
+
+    #[test]
     fn metrics_listen_is_off_loopback_plain_and_remote_only_with_tls_or_the_flag() {
         assert_eq!(parse(&[]).unwrap().metrics_listen, None);
         let m = |args: &[&str]| parse(args).map(|c| c.metrics_listen.unwrap());

@@ -20,7 +20,8 @@
 //! SDK's batch processor exports on its own thread every [`DELAY`] or every [`BATCH`] spans,
 //! each export running on the tokio runtime and bounded by [`EXPORT_TIMEOUT`]. When the
 //! queue is full (the collector slow or down), spans are dropped and counted; failed exports
-//! are counted too, and both counts are logged at most once per [`REPORT_EVERY`]. Shutdown
+//! are counted too (`busbar_otlp_spans_total{outcome}`), and both counts are logged at most
+//! once per [`REPORT_EVERY`]. Shutdown
 //! flushes what is queued, for at most the time it is given.
 
 use std::borrow::Cow;
@@ -188,10 +189,19 @@ impl SpanSink for OtlpExport {
         if self.counts.queued.fetch_add(1, Ordering::Relaxed) >= QUEUE {
             self.counts.queued.fetch_sub(1, Ordering::Relaxed);
             self.counts.dropped.fetch_add(1, Ordering::Relaxed);
+            outcome("dropped", 1);
             return;
         }
         self.processor.on_end(span_data(span, &self.scope));
     }
+}
+
+/// Counts `n` spans in `busbar_otlp_spans_total{outcome}`.
+fn outcome(outcome: &'static str, n: u64) {
+    busbar_metrics::global()
+        .otlp_spans
+        .get_or_create(&busbar_metrics::OutcomeLabels { outcome })
+        .inc_by(n);
 }
 
 /// The SDK's form of one request's span.
@@ -280,9 +290,11 @@ impl SpanExporter for Bounded {
         match &result {
             Ok(()) => {
                 self.counts.exported.fetch_add(n as u64, Ordering::Relaxed);
+                outcome("exported", n as u64);
             }
             Err(_) => {
                 self.counts.failed.fetch_add(n as u64, Ordering::Relaxed);
+                outcome("failed", n as u64);
             }
         }
         self.report(result.as_ref().err());

@@ -87,6 +87,14 @@ fn text(v: Option<&Value>) -> Option<&str> {
     }
 }
 
+/// `busbar_otlp_spans_total{outcome}` of this process.
+fn spans_metric(outcome: &'static str) -> u64 {
+    busbar_metrics::global()
+        .otlp_spans
+        .get_or_create(&busbar_metrics::OutcomeLabels { outcome })
+        .get()
+}
+
 /// Shuts the export down off the runtime's workers, as the binaries do.
 async fn shutdown(export: Arc<OtlpExport>, timeout: Duration) -> Duration {
     let t = Instant::now();
@@ -108,6 +116,8 @@ async fn spans_reach_the_collector_with_busbars_ids_and_parents() {
     shutdown(export.clone(), Duration::from_secs(10)).await;
     assert_eq!(export.exported(), 2);
     assert_eq!(export.lost(), 0);
+    // The other tests of this process export nothing.
+    assert_eq!(spans_metric("exported"), 2);
 
     let requests = received.0.lock().unwrap().clone();
     let rs: Vec<_> = requests.iter().flat_map(|r| &r.resource_spans).collect();
@@ -184,6 +194,7 @@ async fn a_collector_that_is_down_blocks_nothing() {
     assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
     assert_eq!(export.exported(), 0);
     assert!(export.lost() > 0, "the queue's bound dropped spans");
+    assert!(spans_metric("dropped") + spans_metric("failed") > 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

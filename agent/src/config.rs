@@ -157,6 +157,13 @@ pub struct LocalArgs {
     #[arg(long, env = "BUSBAR_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<String>,
 
+    /// Export each request's span over OTLP/gRPC to the OpenTelemetry collector at URL
+    /// (http://HOST:PORT, usually port 4317). Default: $OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+    /// else $OTEL_EXPORTER_OTLP_ENDPOINT; neither: no export. Needs a build with the `otlp`
+    /// cargo feature.
+    #[arg(long, env = "BUSBAR_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+
     /// Adapter chains: a Powerstrip `adapters.yml` (plus busbar's optional extensions). The
     /// file is watched: a valid edit applies to new requests within a second.
     #[arg(long, env = "BUSBAR_CONFIG")]
@@ -235,6 +242,68 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Worker threads of the runtime.
     pub threads: usize,
+    /// Where to export request spans over OTLP, if anywhere.
+    pub otlp: Option<OtlpEndpoint>,
+}
+
+/// The OpenTelemetry collector to export spans to, and who named it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpEndpoint {
+    pub url: String,
+    /// `--otlp-endpoint` (or `BUSBAR_OTLP_ENDPOINT`) named it; else an `OTEL_*` variable.
+    pub from_flag: bool,
+}
+
+/// The standard variables that name a collector when `--otlp-endpoint` does not, in the
+/// order the OpenTelemetry specification reads them.
+pub const OTLP_ENDPOINT_ENV: [&str; 2] = [
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+];
+
+/// `endpoint`, checked when the flag named it: an `http://` URL with a host, in a build that
+/// can export. One named by an `OTEL_*` variable (set for other programs too, maybe) never
+/// stops busbar: when it is not usable, the log says so at start and nothing is exported.
+pub fn check_otlp(endpoint: Option<OtlpEndpoint>) -> Result<Option<OtlpEndpoint>, ConfigError> {
+    let Some(e) = endpoint else { return Ok(None) };
+    if !e.from_flag {
+        return Ok(Some(e));
+    }
+    if !cfg!(feature = "otlp") {
+        return Err(ConfigError::OtlpNotBuilt);
+    }
+    let authority = e
+        .url
+        .strip_prefix("http://")
+        .map(|rest| rest.split('/').next().unwrap_or_default());
+    if authority.is_none_or(|a| a.is_empty() || a.contains(char::is_whitespace))
+        || e.url.parse::<http::Uri>().is_err()
+    {
+        return Err(ConfigError::OtlpEndpoint { url: e.url });
+    }
+    Ok(Some(e))
+}
+
+/// The collector: `flag` when given and not empty, else the first of [`OTLP_ENDPOINT_ENV`]
+/// that `env` has (not empty).
+pub fn otlp_endpoint(
+    flag: Option<String>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Option<OtlpEndpoint> {
+    let nonempty = |v: &String| !v.trim().is_empty();
+    match flag.filter(nonempty) {
+        Some(url) => Some(OtlpEndpoint {
+            url,
+            from_flag: true,
+        }),
+        None => OTLP_ENDPOINT_ENV
+            .iter()
+            .find_map(|name| env(name).filter(nonempty))
+            .map(|url| OtlpEndpoint {
+                url,
+                from_flag: false,
+            }),
+    }
 }
 
 /// The metrics listener's address, checked.
@@ -297,6 +366,10 @@ pub enum ConfigError {
     Seconds { flag: &'static str, value: f64 },
     #[error("--tls-listen: {0}")]
     TlsListen(ListenError),
+    #[error("--otlp-endpoint {url:?}: expected http://HOST:PORT, an OpenTelemetry collector's OTLP/gRPC address (plain HTTP/2)")]
+    OtlpEndpoint { url: String },
+    #[error("--otlp-endpoint: this binary was built without OTLP export (cargo feature `otlp`)")]
+    OtlpNotBuilt,
     #[error("--metrics-listen {0:?}: expected IP:PORT (for example 127.0.0.1:9323)")]
     MetricsListen(String),
     #[error(
@@ -412,6 +485,9 @@ impl LocalArgs {
             log_level_file: self.log_level_file,
             log_format: self.log_format,
             threads: self.threads.map_or_else(default_threads, usize::from),
+            otlp: check_otlp(otlp_endpoint(self.otlp_endpoint, |name| {
+                std::env::var(name).ok()
+            }))?,
         })
     }
 }
@@ -544,6 +620,73 @@ mod tests {
         Cli::try_parse_from(argv)
             .expect("flags parse")
             .into_config()
+    }
+
+    #[test]
+    fn the_otlp_endpoint_is_the_flag_else_the_standard_variables_and_must_be_http() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let url = |e: Option<OtlpEndpoint>| e.map(|e| (e.url, e.from_flag));
+        assert_eq!(url(otlp_endpoint(None, env(&[]))), None);
+        let both: &[(&str, &str)] = &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://all:4317"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://traces:4317"),
+        ];
+        assert_eq!(
+            url(otlp_endpoint(None, env(both))),
+            Some(("http://traces:4317".into(), false))
+        );
+        assert_eq!(
+            url(otlp_endpoint(
+                None,
+                env(&[
+                    ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", " "),
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://all:4317"),
+                ])
+            )),
+            Some(("http://all:4317".into(), false))
+        );
+        assert_eq!(
+            url(otlp_endpoint(Some("http://flag:4317".into()), env(both))),
+            Some(("http://flag:4317".into(), true))
+        );
+        let check = |url: &str, from_flag| {
+            check_otlp(Some(OtlpEndpoint {
+                url: url.into(),
+                from_flag,
+            }))
+        };
+        for bad in [
+            "https://c:4317",
+            "c:4317",
+            "http://",
+            "http:///v1",
+            "http://a b:1",
+        ] {
+            if cfg!(feature = "otlp") {
+                assert!(
+                    matches!(check(bad, true), Err(ConfigError::OtlpEndpoint { .. })),
+                    "{bad}"
+                );
+            }
+            // From the environment: never an error (the log says it is ignored).
+            assert!(check(bad, false).unwrap().is_some(), "{bad}");
+        }
+        if cfg!(feature = "otlp") {
+            assert!(check("http://127.0.0.1:4317", true).unwrap().is_some());
+            assert!(parse(&["--otlp-endpoint", "https://c:4317"]).is_err());
+        } else {
+            assert!(matches!(
+                check("http://127.0.0.1:4317", true),
+                Err(ConfigError::OtlpNotBuilt)
+            ));
+        }
+        assert!(check("http://collector.example:4317", false).is_ok());
     }
 
     #[test]

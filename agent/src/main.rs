@@ -53,6 +53,13 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let spans = match run::start_spans(&config, "busbar-agent") {
+            Ok(s) => s,
+            Err(e) => {
+                error!("--otlp-endpoint: {e}");
+                return ExitCode::from(EX_USAGE);
+            }
+        };
         let shutdown = CancellationToken::new();
         let mut servers = tokio::task::JoinSet::new();
         #[cfg(feature = "cluster")]
@@ -77,6 +84,7 @@ fn main() -> ExitCode {
         }
         tokio::spawn(run::check_engine(proxy.engine().clone()));
         run::serve_until_signal(listeners, proxy, &config, shutdown, servers).await;
+        spans.stop().await;
         ExitCode::SUCCESS
     })
 }

@@ -23,6 +23,55 @@ use crate::hooks::log::HookLog;
 use crate::proxy::Proxy;
 
 /// The chains named by the config (none if no file), validated: at start an invalid file is fatal.
+/// How long shutdown waits for the last spans to reach the collector.
+pub const SPANS_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A process's export of request spans (`--otlp-endpoint`, [`crate::config::OtlpEndpoint`]):
+/// started on the runtime before serving, flushed after.
+#[derive(Default)]
+pub struct Spans {
+    #[cfg(feature = "otlp")]
+    export: Option<Arc<busbar_otlp::OtlpExport>>,
+}
+
+/// Starts exporting request spans as `service` (`busbar-agent`, `busbar-gateway`) when
+/// `config` names a collector. On the runtime: the exports run there.
+pub fn start_spans(config: &Config, service: &'static str) -> Result<Spans, String> {
+    let Some(endpoint) = &config.otlp else {
+        return Ok(Spans::default());
+    };
+    #[cfg(feature = "otlp")]
+    {
+        let export = match busbar_otlp::OtlpExport::start(&endpoint.url, service) {
+            Ok(export) => Arc::new(export),
+            Err(e) if endpoint.from_flag => return Err(e.to_string()),
+            Err(e) => {
+                warn!(error = %e, "the OTEL_EXPORTER_OTLP_* endpoint is ignored: no span is exported");
+                return Ok(Spans::default());
+            }
+        };
+        busbar_http::spans::install(export.clone());
+        Ok(Spans {
+            export: Some(export),
+        })
+    }
+    #[cfg(not(feature = "otlp"))]
+    {
+        warn!(endpoint = %endpoint.url, service, "this binary was built without OTLP export (cargo feature `otlp`): the OTEL_EXPORTER_OTLP_* endpoint is ignored");
+        Ok(Spans::default())
+    }
+}
+
+impl Spans {
+    /// Sends the spans still queued, waiting at most [`SPANS_FLUSH`].
+    pub async fn stop(self) {
+        #[cfg(feature = "otlp")]
+        if let Some(export) = self.export {
+            let _ = tokio::task::spawn_blocking(move || export.shutdown(SPANS_FLUSH)).await;
+        }
+    }
+}
+
 pub fn initial_chains(config: &Config) -> Result<Loaded, SourceError> {
     match &config.chains_file {
         Some(path) => source::load_file(path),

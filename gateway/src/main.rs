@@ -91,6 +91,13 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let spans = match run::start_spans(&config.local, "busbar-gateway") {
+            Ok(s) => s,
+            Err(e) => {
+                error!("--otlp-endpoint: {e}");
+                return ExitCode::from(EX_USAGE);
+            }
+        };
         let shutdown = CancellationToken::new();
         let mut pages: Option<Arc<StatusPages>> = None;
         let (handler, readiness): (Arc<dyn Handler>, Arc<dyn Readiness>) =
@@ -172,6 +179,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
         run::serve_until_signal(listeners, handler, &config.local, shutdown, servers).await;
+        spans.stop().await;
         ExitCode::SUCCESS
     })
 }

@@ -6,7 +6,8 @@
 //!
 //! The same moment counts the request in the metrics ([`busbar_metrics`]: requests, duration,
 //! bytes, answers open), with the endpoint class and node its context holds: one
-//! classification for the log and the metrics.
+//! classification for the log and the metrics; and ends the request's span, handed to the
+//! span exporter when one is installed ([`crate::spans`]).
 //!
 //! An error answer (status 400 or more) is also kept in the process's ring of recent errors
 //! (`busbar_metrics::recent`, the gateway's status page), with its request id, node and the
@@ -22,6 +23,7 @@ use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tracing::Span;
 
+use crate::spans::{self, SpanStart};
 use crate::{Body, BoxError, RequestCtx};
 
 /// How much of an error answer's body is kept to read its `message` from.
@@ -61,6 +63,8 @@ struct Line {
     endpoint: &'static str,
     method: &'static str,
     node: Option<String>,
+    /// The request's span, for the span exporter when one is installed ([`crate::spans`]).
+    span_start: Option<Box<SpanStart>>,
 }
 
 impl Line {
@@ -78,10 +82,14 @@ impl Line {
             endpoint: ctx.endpoint,
             method: ctx.method,
             node: ctx.node().map(str::to_owned),
+            span_start: ctx
+                .route
+                .as_ref()
+                .map(|route| SpanStart::new(&ctx.trace, route.clone(), &ctx.id)),
         }
     }
 
-    fn write(self, bytes: u64, outcome: &str, error_body: &[u8]) {
+    fn write(mut self, bytes: u64, outcome: &'static str, error_body: &[u8]) {
         let elapsed = self.started.elapsed();
         if self.status >= 400 {
             self.keep_error(error_body);
@@ -91,11 +99,29 @@ impl Line {
                 endpoint: self.endpoint,
                 method: self.method,
                 status: busbar_metrics::status_class(self.status),
-                node: self.node.unwrap_or_default(),
+                // Copied only when the span needs it too.
+                node: if self.span_start.is_some() {
+                    self.node.clone()
+                } else {
+                    self.node.take()
+                }
+                .unwrap_or_default(),
             },
             elapsed,
             bytes,
         );
+        if let Some(start) = self.span_start {
+            spans::ended(
+                *start,
+                elapsed,
+                self.method,
+                self.endpoint,
+                self.node,
+                self.status,
+                bytes,
+                outcome,
+            );
+        }
         let ms = elapsed.as_secs_f64() * 1000.0;
         let ms = (ms * 10.0).round() / 10.0;
         self.span.in_scope(|| {
@@ -138,7 +164,7 @@ struct Logged {
 }
 
 impl Logged {
-    fn finish(&mut self, outcome: &str) {
+    fn finish(&mut self, outcome: &'static str) {
         if let Some(line) = self.line.take() {
             busbar_metrics::global().open_responses.dec();
             let body = self.error_body.take().unwrap_or_default();

@@ -47,6 +47,9 @@ pub struct RequestCtx {
     pub method: &'static str,
     /// The node that served the request, when one did alone: set with [`RequestCtx::set_node`].
     node: OnceLock<String>,
+    /// The path's template, kept for the request's exported span when a span exporter is
+    /// installed ([`crate::spans`]); `None` otherwise.
+    pub(crate) route: Option<Arc<str>>,
 }
 
 impl RequestCtx {
@@ -89,6 +92,7 @@ impl RequestCtx {
             user = field::Empty,
         );
         span.in_scope(|| tracing::debug!(path = raw, "request"));
+        let route = crate::spans::enabled().then(|| Arc::from(template));
         RequestCtx {
             id,
             span,
@@ -99,6 +103,7 @@ impl RequestCtx {
             endpoint,
             method: busbar_metrics::method(req.method().as_str()),
             node: OnceLock::new(),
+            route,
         }
     }
 
@@ -115,6 +120,7 @@ impl RequestCtx {
             endpoint: "other",
             method: "other",
             node: OnceLock::new(),
+            route: None,
         }
     }
 
@@ -131,6 +137,7 @@ impl RequestCtx {
             endpoint: self.endpoint,
             method: self.method,
             node: self.node.clone(),
+            route: self.route.clone(),
         }
     }
 

@@ -23,6 +23,8 @@
 //!   listeners (plain, unix, TLS).
 //! - [`observe`]: the metrics listener: `/metrics`, `/healthz`, `/readyz`.
 //! - [`server`]: the Docker API server: accept, one connection, raw hijacks.
+//! - [`spans`]: each request's span (its trace, span and parent ids), handed to a span
+//!   exporter when one is installed (`busbar-otlp`).
 //! - [`tls`]: TLS listeners for Docker clients: the handshake in the connection's task, the
 //!   client's identity, and the server configuration.
 
@@ -37,6 +39,7 @@ pub mod io;
 pub mod listen;
 pub mod observe;
 pub mod server;
+pub mod spans;
 pub mod tls;
 
 pub use body::{Body, BoxError};

@@ -130,6 +130,9 @@ pub struct Metrics {
     pub etcd_watch_revision: Family<WatchLabels, Gauge>,
     pub etcd_watch_restarts: Family<WatchEndLabels, Counter>,
     pub name_claims: Family<OutcomeLabels, Counter>,
+    /// Request spans for the OTLP exporter, by outcome: `exported`, `dropped` (queue full),
+    /// `failed` (in an export that failed or timed out).
+    pub otlp_spans: Family<OutcomeLabels, Counter>,
     /// Adapter totals and the last error answers (the status page's).
     pub recent: recent::Recent,
 }
@@ -163,6 +166,7 @@ impl Metrics {
             etcd_watch_revision: Family::default(),
             etcd_watch_restarts: Family::default(),
             name_claims: Family::default(),
+            otlp_spans: Family::default(),
             registry: Registry::default(),
             recent: recent::Recent::default(),
         };
@@ -260,6 +264,11 @@ impl Metrics {
             "name_claims",
             "Claims of a container name by a create or a rename, by outcome",
             m.name_claims.clone(),
+        );
+        r.register(
+            "otlp_spans",
+            "Request spans for the OTLP exporter (--otlp-endpoint), by outcome",
+            m.otlp_spans.clone(),
         );
         root.register_collector(Box::new(process::ProcessCollector));
         Metrics {
